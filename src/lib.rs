@@ -1,0 +1,8 @@
+//! callbridge: a Twilio Media Streams ⇄ OpenAI Realtime API bridge.
+//!
+//! The pipeline reads top to bottom: `twilio` and `realtime` hold the two protocols, `audio`
+//! the bytes between them, `call` one call's sans-IO state machine, `server` the async shell.
+//! `sim` is an in-process Realtime API simulator used by tests, the demo and the load tool.
+
+pub mod audio;
+pub mod sim;
