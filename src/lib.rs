@@ -6,3 +6,5 @@
 
 pub mod audio;
 pub mod sim;
+pub mod realtime;
+pub mod twilio;

@@ -1,0 +1,251 @@
+//! Realtime events. Server events are parsed leniently (unknown fields ignored, unknown types
+//! become [`ServerEvent::Unknown`]); both dialects' names map to one enum, since only the names
+//! differ for what we act on (`response.output_audio.delta` in GA is `response.audio.delta` in
+//! beta). Client events are written per dialect.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::session::{Dialect, SessionConfig};
+
+/// A server event we act on. Strings borrow from the message text where they can.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerEvent<'a> {
+    #[serde(rename = "session.created")]
+    SessionCreated {},
+    #[serde(rename = "session.updated")]
+    SessionUpdated {},
+    #[serde(rename = "error")]
+    Error { error: ErrorDetail },
+    #[serde(rename = "input_audio_buffer.speech_started")]
+    SpeechStarted {
+        #[serde(default)]
+        audio_start_ms: u64,
+        #[serde(default)]
+        item_id: Option<String>,
+    },
+    #[serde(rename = "input_audio_buffer.speech_stopped")]
+    SpeechStopped {
+        #[serde(default)]
+        audio_end_ms: u64,
+    },
+    #[serde(rename = "response.created")]
+    ResponseCreated { response: ResponseRef },
+    #[serde(
+        rename = "response.output_audio.delta",
+        alias = "response.audio.delta"
+    )]
+    AudioDelta {
+        #[serde(borrow)]
+        response_id: Cow<'a, str>,
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+        #[serde(borrow)]
+        delta: Cow<'a, str>,
+    },
+    #[serde(rename = "response.output_audio.done", alias = "response.audio.done")]
+    AudioDone {
+        #[serde(default)]
+        response_id: Option<String>,
+        #[serde(default)]
+        item_id: Option<String>,
+    },
+    #[serde(
+        rename = "response.output_audio_transcript.done",
+        alias = "response.audio_transcript.done"
+    )]
+    AgentTranscript {
+        #[serde(default)]
+        transcript: String,
+    },
+    #[serde(rename = "conversation.item.input_audio_transcription.completed")]
+    CallerTranscript {
+        #[serde(default)]
+        transcript: String,
+    },
+    #[serde(rename = "response.done")]
+    ResponseDone { response: ResponseRef },
+    /// Any other event (deltas of transcripts, rate limits, item bookkeeping, new events):
+    /// nothing in the call depends on it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl<'a> ServerEvent<'a> {
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ErrorDetail {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResponseRef {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub status_details: Option<serde_json::Value>,
+}
+
+/// A client event the bridge sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// `session.update` for the configured dialect.
+    SessionUpdate(Box<SessionConfig>),
+    /// `input_audio_buffer.append`: raw bytes in the session's input format (μ-law, or PCM16 LE).
+    AppendAudio(Vec<u8>),
+    /// `response.create`, optionally with instructions (the greeting).
+    ResponseCreate { instructions: Option<String> },
+    /// `response.cancel`.
+    ResponseCancel,
+    /// `conversation.item.truncate` at what the caller actually heard.
+    Truncate { item_id: String, audio_end_ms: u64 },
+}
+
+impl ClientEvent {
+    /// The event's `type`, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientEvent::SessionUpdate(_) => "session.update",
+            ClientEvent::AppendAudio(_) => "input_audio_buffer.append",
+            ClientEvent::ResponseCreate { .. } => "response.create",
+            ClientEvent::ResponseCancel => "response.cancel",
+            ClientEvent::Truncate { .. } => "conversation.item.truncate",
+        }
+    }
+
+    /// Writes the event's JSON into `out` (cleared first).
+    pub fn write_json(&self, dialect: Dialect, out: &mut String) {
+        out.clear();
+        match self {
+            // The hot path: written by hand, no intermediate `Value`.
+            ClientEvent::AppendAudio(bytes) => {
+                out.push_str(r#"{"type":"input_audio_buffer.append","audio":""#);
+                base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
+                out.push_str("\"}");
+            }
+            ClientEvent::SessionUpdate(cfg) => {
+                let v = json!({"type": "session.update", "session": cfg.to_json(dialect)});
+                out.push_str(&v.to_string());
+            }
+            ClientEvent::ResponseCreate { instructions } => {
+                let v = match instructions {
+                    Some(i) => json!({"type": "response.create", "response": {"instructions": i}}),
+                    None => json!({"type": "response.create"}),
+                };
+                out.push_str(&v.to_string());
+            }
+            ClientEvent::ResponseCancel => out.push_str(r#"{"type":"response.cancel"}"#),
+            ClientEvent::Truncate {
+                item_id,
+                audio_end_ms,
+            } => {
+                let v = json!({"type": "conversation.item.truncate", "item_id": item_id,
+                               "content_index": 0, "audio_end_ms": audio_end_ms});
+                out.push_str(&v.to_string());
+            }
+        }
+    }
+
+    pub fn to_json(&self, dialect: Dialect) -> String {
+        let mut s = String::new();
+        self.write_json(dialect, &mut s);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_dialects_audio_deltas_parse_to_one_event() {
+        for t in ["response.output_audio.delta", "response.audio.delta"] {
+            let text = format!(
+                r#"{{"type":"{t}","event_id":"e1","response_id":"r1","item_id":"i1","output_index":0,"content_index":0,"delta":"AAAA","new_field":[1]}}"#
+            );
+            match ServerEvent::parse(&text) {
+                Ok(ServerEvent::AudioDelta {
+                    response_id,
+                    item_id,
+                    delta,
+                }) => {
+                    assert_eq!((&*response_id, &*item_id, &*delta), ("r1", "i1", "AAAA"));
+                }
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_events_and_fields_are_tolerated() {
+        for text in [
+            r#"{"type":"rate_limits.updated","rate_limits":[]}"#,
+            r#"{"type":"response.output_audio_transcript.delta","delta":"hi"}"#,
+            r#"{"type":"brand.new.event"}"#,
+        ] {
+            assert!(matches!(
+                ServerEvent::parse(text),
+                Ok(ServerEvent::Unknown)
+            ));
+        }
+        let e = ServerEvent::parse(
+            r#"{"type":"error","error":{"type":"invalid_request_error","code":"response_cancel_not_active","message":"no","param":null}}"#,
+        );
+        match e {
+            Ok(ServerEvent::Error { error }) => {
+                assert_eq!(error.code.as_deref(), Some("response_cancel_not_active"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_we_need_are_strict() {
+        // A delta without its item id cannot be tracked for truncation: it is an error.
+        assert!(ServerEvent::parse(r#"{"type":"response.output_audio.delta","delta":"AA"}"#).is_err());
+        assert!(ServerEvent::parse("not json").is_err());
+    }
+
+    #[test]
+    fn client_events_have_the_documented_shapes() {
+        let v: serde_json::Value = serde_json::from_str(
+            &ClientEvent::AppendAudio(vec![0xFF, 0x7F, 0]).to_json(Dialect::Ga),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"type":"input_audio_buffer.append","audio":"/38A"}));
+        let v: serde_json::Value = serde_json::from_str(
+            &ClientEvent::Truncate {
+                item_id: "item_1".into(),
+                audio_end_ms: 1234,
+            }
+            .to_json(Dialect::Beta),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"conversation.item.truncate","item_id":"item_1","content_index":0,"audio_end_ms":1234})
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            &ClientEvent::ResponseCreate {
+                instructions: Some("Say hi".into()),
+            }
+            .to_json(Dialect::Ga),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"type":"response.create","response":{"instructions":"Say hi"}}));
+    }
+}

@@ -1,0 +1,11 @@
+//! The OpenAI Realtime API's side of a call: client and server events in the GA dialect (the
+//! default) and the beta dialect (kept for self-hosted Realtime-compatible servers only:
+//! OpenAI shut the beta shape down in 2026), and the session configuration.
+//!
+//! Knows nothing of sockets or of Twilio.
+
+pub mod events;
+pub mod session;
+
+pub use events::{ClientEvent, ServerEvent};
+pub use session::{AudioFormat, Dialect, SessionConfig, TurnDetection};

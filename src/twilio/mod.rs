@@ -1,0 +1,8 @@
+//! Twilio's side of a call: Media Streams messages and TwiML rendering.
+//!
+//! Knows nothing of sockets or of the Realtime API.
+
+pub mod media;
+pub mod twiml;
+
+pub use media::{Inbound, MediaFormat, Outbound, StartMeta};
