@@ -5,6 +5,10 @@
 //! `sim` is an in-process Realtime API simulator used by tests, the demo and the load tool.
 
 pub mod audio;
-pub mod sim;
+pub mod call;
+pub mod config;
+pub mod metrics;
 pub mod realtime;
+pub mod server;
+pub mod sim;
 pub mod twilio;

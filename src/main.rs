@@ -1,1 +1,154 @@
-fn main(){}
+//! The `callbridge` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use callbridge::config::{Config, LogFormat, Overrides};
+use callbridge::metrics::Metrics;
+
+#[derive(Parser)]
+#[command(
+    name = "callbridge",
+    version,
+    about = "Puts the OpenAI Realtime API on the phone: Twilio Media Streams ⇄ Realtime bridge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take calls: answer Twilio's webhook with TwiML and bridge each media stream to the
+    /// Realtime API. Every config-file key can also be set as CALLBRIDGE_<KEY> (e.g.
+    /// CALLBRIDGE_VOICE=cedar); flags win over the environment, which wins over the file.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (keys: see README "Configuration").
+    #[arg(long, env = "CALLBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address [env: CALLBRIDGE_LISTEN] [default: 0.0.0.0:8080]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Public base URL put in TwiML, e.g. https://bridge.example.com [env: PUBLIC_URL]
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Realtime WebSocket URL (OpenAI, Azure OpenAI or a compatible server) [env: REALTIME_URL]
+    /// [default: wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1]
+    #[arg(long)]
+    realtime_url: Option<String>,
+    /// pcmu (μ-law passthrough, default) or pcm (PCM16 24 kHz, resampled) [env: CALLBRIDGE_AUDIO_MODE]
+    #[arg(long)]
+    audio_mode: Option<String>,
+    /// ga (default) or beta (self-hosted compatible servers only) [env: CALLBRIDGE_DIALECT]
+    #[arg(long)]
+    dialect: Option<String>,
+    /// Seconds running calls get to finish after SIGTERM/Ctrl-C before they are ended.
+    #[arg(long, default_value_t = 30)]
+    drain_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut ov = Overrides::default();
+    for (key, v) in [
+        ("listen", args.listen),
+        ("public_url", args.public_url),
+        ("realtime_url", args.realtime_url),
+        ("audio_mode", args.audio_mode),
+        ("dialect", args.dialect),
+    ] {
+        if let Some(v) = v {
+            ov.pairs.push((key, v));
+        }
+    }
+    let cfg = match Config::from_env(args.config.as_deref(), &ov) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("callbridge: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.log_format);
+    if cfg.api_key.is_none() {
+        tracing::warn!(
+            "OPENAI_API_KEY is not set: the upstream will be called without credentials"
+        );
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callbridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let drain = Duration::from_secs(args.drain_seconds);
+    let result = rt.block_on(async move {
+        let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            realtime_url = %cfg.realtime_url,
+            audio_mode = ?cfg.call.session.audio_format,
+            dialect = ?cfg.call.dialect,
+            "callbridge serving: POST /twiml (or /incoming-call), WS /media"
+        );
+        callbridge::server::serve_on(listener, cfg, metrics, shutdown_signal(), drain).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            eprintln!("callbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal: draining calls");
+}

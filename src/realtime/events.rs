@@ -35,10 +35,7 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "response.created")]
     ResponseCreated { response: ResponseRef },
-    #[serde(
-        rename = "response.output_audio.delta",
-        alias = "response.audio.delta"
-    )]
+    #[serde(rename = "response.output_audio.delta", alias = "response.audio.delta")]
     AudioDelta {
         #[serde(borrow)]
         response_id: Cow<'a, str>,
@@ -197,10 +194,7 @@ mod tests {
             r#"{"type":"response.output_audio_transcript.delta","delta":"hi"}"#,
             r#"{"type":"brand.new.event"}"#,
         ] {
-            assert!(matches!(
-                ServerEvent::parse(text),
-                Ok(ServerEvent::Unknown)
-            ));
+            assert!(matches!(ServerEvent::parse(text), Ok(ServerEvent::Unknown)));
         }
         let e = ServerEvent::parse(
             r#"{"type":"error","error":{"type":"invalid_request_error","code":"response_cancel_not_active","message":"no","param":null}}"#,
@@ -216,7 +210,9 @@ mod tests {
     #[test]
     fn events_we_need_are_strict() {
         // A delta without its item id cannot be tracked for truncation: it is an error.
-        assert!(ServerEvent::parse(r#"{"type":"response.output_audio.delta","delta":"AA"}"#).is_err());
+        assert!(
+            ServerEvent::parse(r#"{"type":"response.output_audio.delta","delta":"AA"}"#).is_err()
+        );
         assert!(ServerEvent::parse("not json").is_err());
     }
 
@@ -226,7 +222,10 @@ mod tests {
             &ClientEvent::AppendAudio(vec![0xFF, 0x7F, 0]).to_json(Dialect::Ga),
         )
         .unwrap();
-        assert_eq!(v, json!({"type":"input_audio_buffer.append","audio":"/38A"}));
+        assert_eq!(
+            v,
+            json!({"type":"input_audio_buffer.append","audio":"/38A"})
+        );
         let v: serde_json::Value = serde_json::from_str(
             &ClientEvent::Truncate {
                 item_id: "item_1".into(),
@@ -246,6 +245,9 @@ mod tests {
             .to_json(Dialect::Ga),
         )
         .unwrap();
-        assert_eq!(v, json!({"type":"response.create","response":{"instructions":"Say hi"}}));
+        assert_eq!(
+            v,
+            json!({"type":"response.create","response":{"instructions":"Say hi"}})
+        );
     }
 }

@@ -130,7 +130,7 @@ pub const FRAME_BYTES: usize = 160;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// 20 ms of μ-law audio.
-    Media(Box<[u8; FRAME_BYTES]>),
+    Media([u8; FRAME_BYTES]),
     /// Echoed back by Twilio when playback reaches this point.
     Mark(String),
     /// Drop everything queued for playback.
@@ -203,7 +203,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["connected", "start", "media", "dtmf", "mark", "stop", "unknown"]
+            [
+                "connected",
+                "start",
+                "media",
+                "dtmf",
+                "mark",
+                "stop",
+                "unknown"
+            ]
         );
         match Inbound::parse(msgs[1]) {
             Ok(Inbound::Start { start, .. }) => {
@@ -219,7 +227,7 @@ mod tests {
     fn outbound_shapes_are_exact() {
         let sid = serde_json::to_string("MZ\"x").unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&Outbound::Media(Box::new([0xFF; 160])).to_json(&sid)).unwrap();
+            serde_json::from_str(&Outbound::Media([0xFF; 160]).to_json(&sid)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"event":"media","streamSid":"MZ\"x","media":{"payload":

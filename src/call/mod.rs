@@ -1,0 +1,737 @@
+//! One call's state, as a sans-IO state machine.
+//!
+//! The shell feeds it inputs — a Twilio message, a Realtime event, the upstream connecting or
+//! closing, a tick — each with the time it happened, and drains [`Output`]s with
+//! [`Call::poll_output`]. Nothing in here awaits, reads a clock or touches a socket, so tests
+//! drive it from scripts and fixtures deterministically.
+
+pub mod playback;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use crate::audio::{g711, Downsampler, Framer, Upsampler, ULAW_SILENCE};
+use crate::realtime::{AudioFormat, ClientEvent, Dialect, ServerEvent, SessionConfig};
+use crate::twilio::{Inbound, Outbound};
+use playback::{MarkEcho, Playback};
+
+/// Per-call settings, shared by every call (validated once at start-up).
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    pub dialect: Dialect,
+    pub session: SessionConfig,
+    /// If set, the model speaks first with these instructions.
+    pub greeting: Option<String>,
+    /// Interrupt the agent when the caller starts speaking.
+    pub barge_in: bool,
+    /// Longest gap in Twilio's timestamps filled with silence (a longer one is filled up to this).
+    pub max_gap_fill_ms: u64,
+    /// Caller audio kept while the upstream session is not ready yet.
+    pub prebuffer_limit_ms: u64,
+    /// The upstream must be connected within this long after the media socket opened.
+    pub upstream_ready_timeout: Duration,
+    /// Twilio sends media every 20 ms for the whole call: this long without any message means
+    /// the peer vanished without closing.
+    pub twilio_idle_timeout: Duration,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            dialect: Dialect::Ga,
+            session: SessionConfig::default(),
+            greeting: None,
+            barge_in: true,
+            max_gap_fill_ms: 1000,
+            prebuffer_limit_ms: 10_000,
+            upstream_ready_timeout: Duration::from_secs(10),
+            twilio_idle_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything observable about a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    ToTwilio(Outbound),
+    ToRealtime(ClientEvent),
+    Event(CallEvent),
+    /// The call is over: close both sockets.
+    Hangup(EndReason),
+}
+
+/// Things worth a log line, a metric or a transcript entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    Started {
+        stream_sid: String,
+        call_sid: Option<String>,
+        from: Option<String>,
+    },
+    /// `session.update` (and greeting, and buffered caller audio) went upstream.
+    UpstreamReady {
+        buffered_ms: u64,
+    },
+    SpeechStarted,
+    BargeIn {
+        cleared: bool,
+        cancelled: bool,
+        truncated: Vec<(String, u64)>,
+    },
+    ResponseDone {
+        id: String,
+        status: Option<String>,
+    },
+    CallerTranscript(String),
+    AgentTranscript(String),
+    Dtmf(String),
+    UpstreamError {
+        code: Option<String>,
+        message: Option<String>,
+        /// Expected after our own `response.cancel` raced the server's: not a real problem.
+        harmless: bool,
+    },
+    /// Bad or unexpected input, handled; `kind` is stable for metrics.
+    Anomaly {
+        kind: &'static str,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Twilio sent `stop`.
+    CallerHungUp,
+    /// Twilio's socket closed without `stop`.
+    TwilioDisconnected,
+    /// No Twilio message for `twilio_idle_timeout`.
+    TwilioIdle,
+    /// Twilio's stream is not μ-law/8000/mono.
+    UnsupportedMediaFormat,
+    /// The upstream could not be reached or failed.
+    UpstreamFailed,
+    /// The upstream closed the session.
+    UpstreamClosed,
+    /// The upstream was not ready in time.
+    UpstreamTimeout,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::TwilioDisconnected => "twilio_disconnected",
+            EndReason::TwilioIdle => "twilio_idle",
+            EndReason::UnsupportedMediaFormat => "unsupported_media_format",
+            EndReason::UpstreamFailed => "upstream_failed",
+            EndReason::UpstreamClosed => "upstream_closed",
+            EndReason::UpstreamTimeout => "upstream_timeout",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Largest media payload accepted from Twilio in one message (1 s; Twilio sends 20 ms).
+const MAX_INBOUND_PAYLOAD: usize = 8000;
+/// Largest audio delta accepted from the model in one event (decoded bytes; 10 s of PCM16).
+const MAX_DELTA_BYTES: usize = 480_000;
+/// Buffered caller audio is sent upstream in appends of at most this many ms.
+const FLUSH_CHUNK_MS: u64 = 1000;
+
+/// One call.
+pub struct Call {
+    cfg: Arc<CallConfig>,
+    format: AudioFormat,
+    out: VecDeque<Output>,
+    ended: bool,
+    stream_sid: Option<String>,
+    last_twilio: Instant,
+    opened_at: Instant,
+
+    // Uplink.
+    upstream_ready: bool,
+    prebuffer: Vec<u8>,
+    next_timestamp_ms: Option<u64>,
+    upsampler: Option<Upsampler>,
+
+    // Downlink.
+    downsampler: Option<Downsampler>,
+    framer: Framer,
+    odd_byte: Option<u8>,
+    /// The item whose audio is in the framer/resampler right now.
+    current_item: Option<String>,
+    live_response: Option<String>,
+    /// Responses we cancelled: their late deltas are dropped.
+    cancelled: VecDeque<String>,
+    playback: Playback,
+
+    // Reused scratch buffers (no per-frame allocation once warm).
+    bytes_buf: Vec<u8>,
+    pcm_in: Vec<i16>,
+    pcm_out: Vec<i16>,
+}
+
+impl Call {
+    /// A new call whose media socket opened at `now`.
+    pub fn new(cfg: Arc<CallConfig>, now: Instant) -> Call {
+        let format = cfg.session.audio_format;
+        let (upsampler, downsampler) = match format {
+            AudioFormat::Pcmu => (None, None),
+            AudioFormat::Pcm24k => (Upsampler::new().ok(), Downsampler::new().ok()),
+        };
+        let mut call = Call {
+            cfg,
+            format,
+            out: VecDeque::with_capacity(64),
+            ended: false,
+            stream_sid: None,
+            last_twilio: now,
+            opened_at: now,
+            upstream_ready: false,
+            prebuffer: Vec::new(),
+            next_timestamp_ms: None,
+            upsampler,
+            downsampler,
+            framer: Framer::new(),
+            odd_byte: None,
+            current_item: None,
+            live_response: None,
+            cancelled: VecDeque::new(),
+            playback: Playback::new(format.bytes_per_ms()),
+            bytes_buf: Vec::with_capacity(4096),
+            pcm_in: Vec::with_capacity(4096),
+            pcm_out: Vec::with_capacity(4096),
+        };
+        if format == AudioFormat::Pcm24k && (call.upsampler.is_none() || call.downsampler.is_none())
+        {
+            call.anomaly("resampler_init", "could not build the resamplers".into());
+            call.end(EndReason::UpstreamFailed);
+        }
+        call
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    pub fn stream_sid(&self) -> Option<&str> {
+        self.stream_sid.as_deref()
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.cfg.dialect
+    }
+
+    /// Playback state, for tests and diagnostics.
+    pub fn playback(&self) -> &Playback {
+        &self.playback
+    }
+
+    /// When the shell should call [`Call::on_tick`] next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let idle = self.last_twilio + self.cfg.twilio_idle_timeout;
+        if self.upstream_ready {
+            Some(idle)
+        } else {
+            Some(idle.min(self.opened_at + self.cfg.upstream_ready_timeout))
+        }
+    }
+
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        if !self.upstream_ready && now >= self.opened_at + self.cfg.upstream_ready_timeout {
+            self.anomaly(
+                "upstream_timeout",
+                format!(
+                    "upstream not ready after {:?}",
+                    self.cfg.upstream_ready_timeout
+                ),
+            );
+            self.end(EndReason::UpstreamTimeout);
+        } else if now >= self.last_twilio + self.cfg.twilio_idle_timeout {
+            self.anomaly(
+                "twilio_idle",
+                format!(
+                    "no message from Twilio for {:?}",
+                    self.cfg.twilio_idle_timeout
+                ),
+            );
+            self.end(EndReason::TwilioIdle);
+        }
+    }
+
+    // ---- Twilio ------------------------------------------------------------------------
+
+    pub fn on_twilio(&mut self, msg: Inbound<'_>, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.last_twilio = now;
+        match msg {
+            Inbound::Connected { .. } => {}
+            Inbound::Start { stream_sid, start } => {
+                if self.stream_sid.is_some() {
+                    self.anomaly("duplicate_start", format!("second start for {stream_sid}"));
+                    return;
+                }
+                if !start.media_format.is_mulaw_8k_mono() {
+                    self.anomaly(
+                        "unsupported_media_format",
+                        format!(
+                            "{:?}: only audio/x-mulaw 8000 Hz mono is supported",
+                            start.media_format
+                        ),
+                    );
+                    self.end(EndReason::UnsupportedMediaFormat);
+                    return;
+                }
+                self.stream_sid = Some(stream_sid.clone().into_owned());
+                self.out.push_back(Output::Event(CallEvent::Started {
+                    stream_sid: stream_sid.into_owned(),
+                    call_sid: start.call_sid,
+                    from: start.custom_parameters.get("From").cloned(),
+                }));
+            }
+            Inbound::Media { stream_sid, media } => {
+                if !self.is_our_stream(&stream_sid, "media") {
+                    return;
+                }
+                if media.track.as_deref().is_some_and(|t| t != "inbound") {
+                    return; // outbound track echo of a both_tracks stream
+                }
+                if media.payload.len() > MAX_INBOUND_PAYLOAD * 4 / 3 + 4 {
+                    self.anomaly(
+                        "oversize_media",
+                        format!("{} base64 chars", media.payload.len()),
+                    );
+                    return;
+                }
+                let mut bytes = std::mem::take(&mut self.bytes_buf);
+                bytes.clear();
+                if let Err(e) = base64::engine::general_purpose::STANDARD
+                    .decode_vec(&*media.payload, &mut bytes)
+                {
+                    self.anomaly("bad_media_payload", e.to_string());
+                    self.bytes_buf = bytes;
+                    return;
+                }
+                let ts = media
+                    .timestamp
+                    .as_deref()
+                    .and_then(|t| t.parse::<u64>().ok());
+                self.fill_gap(ts, bytes.len() as u64);
+                self.uplink(&bytes);
+                self.bytes_buf = bytes;
+            }
+            Inbound::Dtmf { stream_sid, dtmf } => {
+                if self.is_our_stream(&stream_sid, "dtmf") {
+                    self.out
+                        .push_back(Output::Event(CallEvent::Dtmf(dtmf.digit)));
+                }
+            }
+            Inbound::Mark { stream_sid, mark } => {
+                if !self.is_our_stream(&stream_sid, "mark") {
+                    return;
+                }
+                if self.playback.on_mark(&mark.name, now) == MarkEcho::Unknown {
+                    self.anomaly("unknown_mark", mark.name.into_owned());
+                }
+            }
+            Inbound::Stop { stream_sid } => {
+                if self.is_our_stream(&stream_sid, "stop") {
+                    self.end(EndReason::CallerHungUp);
+                }
+            }
+            Inbound::Unknown => {}
+        }
+    }
+
+    /// Twilio's socket closed (with or without `stop`).
+    pub fn on_twilio_closed(&mut self, _now: Instant) {
+        self.end(EndReason::TwilioDisconnected);
+    }
+
+    fn is_our_stream(&mut self, sid: &str, what: &str) -> bool {
+        match &self.stream_sid {
+            Some(ours) if ours == sid => true,
+            Some(_) => {
+                self.anomaly("foreign_stream", format!("{what} for stream {sid} ignored"));
+                false
+            }
+            None => {
+                self.anomaly("before_start", format!("{what} before start ignored"));
+                false
+            }
+        }
+    }
+
+    /// Twilio's timestamps are ms since the stream started; a jump means lost packets. Filling
+    /// the gap with silence keeps the model's clock (VAD, `audio_start_ms`) on the caller's.
+    fn fill_gap(&mut self, timestamp: Option<u64>, payload_bytes: u64) {
+        let Some(ts) = timestamp else { return };
+        if let Some(expected) = self.next_timestamp_ms {
+            // Half a frame of slack: Twilio's timestamps jitter by a millisecond or two.
+            if ts > expected + 10 {
+                let gap = (ts - expected).min(self.cfg.max_gap_fill_ms);
+                self.anomaly(
+                    "media_gap",
+                    format!("{} ms missing, filled {gap} ms", ts - expected),
+                );
+                let silence = [ULAW_SILENCE; 160];
+                let mut left = gap * 8;
+                while left > 0 {
+                    let n = left.min(160) as usize;
+                    self.uplink(&silence[..n]);
+                    left -= n as u64;
+                }
+            }
+        }
+        self.next_timestamp_ms = Some(ts + payload_bytes / 8);
+    }
+
+    /// Caller μ-law audio on its way to the model.
+    fn uplink(&mut self, ulaw: &[u8]) {
+        let upstream: Vec<u8> = match self.format {
+            AudioFormat::Pcmu => ulaw.to_vec(),
+            AudioFormat::Pcm24k => {
+                let Some(up) = self.upsampler.as_mut() else {
+                    return;
+                };
+                self.pcm_in.clear();
+                g711::decode_into(ulaw, &mut self.pcm_in);
+                self.pcm_out.clear();
+                if let Err(e) = up.process(&self.pcm_in, &mut self.pcm_out) {
+                    self.anomaly("resample_up", e.to_string());
+                    return;
+                }
+                let mut b = Vec::with_capacity(self.pcm_out.len() * 2);
+                for s in &self.pcm_out {
+                    b.extend_from_slice(&s.to_le_bytes());
+                }
+                b
+            }
+        };
+        if upstream.is_empty() {
+            return;
+        }
+        if self.upstream_ready {
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(upstream)));
+        } else {
+            let limit = (self.cfg.prebuffer_limit_ms * self.format.bytes_per_ms()) as usize;
+            if self.prebuffer.len() + upstream.len() > limit {
+                self.anomaly(
+                    "prebuffer_full",
+                    format!(
+                        "upstream not ready; {} bytes of caller audio dropped",
+                        upstream.len()
+                    ),
+                );
+                return;
+            }
+            self.prebuffer.extend_from_slice(&upstream);
+        }
+    }
+
+    // ---- Realtime ----------------------------------------------------------------------
+
+    /// The upstream socket is open: configure the session, greet, send what the caller said.
+    pub fn on_upstream_connected(&mut self, _now: Instant) {
+        if self.ended || self.upstream_ready {
+            return;
+        }
+        self.upstream_ready = true;
+        self.out
+            .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
+                self.cfg.session.clone(),
+            ))));
+        if let Some(greeting) = &self.cfg.greeting {
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
+                    instructions: Some(greeting.clone()),
+                }));
+        }
+        let bpms = self.format.bytes_per_ms();
+        let buffered_ms = self.prebuffer.len() as u64 / bpms;
+        let chunk = (FLUSH_CHUNK_MS * bpms) as usize;
+        for part in self.prebuffer.chunks(chunk) {
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(part.to_vec())));
+        }
+        self.prebuffer = Vec::new();
+        self.out
+            .push_back(Output::Event(CallEvent::UpstreamReady { buffered_ms }));
+    }
+
+    /// The upstream could not be opened, or its socket closed. `failed` separates an error
+    /// from an orderly close by the server.
+    pub fn on_upstream_closed(&mut self, failed: bool, detail: String, _now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.anomaly("upstream_closed", detail);
+        self.end(if failed {
+            EndReason::UpstreamFailed
+        } else {
+            EndReason::UpstreamClosed
+        });
+    }
+
+    pub fn on_realtime(&mut self, ev: ServerEvent<'_>, now: Instant) {
+        if self.ended {
+            return;
+        }
+        match ev {
+            ServerEvent::SessionCreated {} | ServerEvent::SessionUpdated {} => {}
+            ServerEvent::Error { error } => {
+                let harmless = error.code.as_deref() == Some("response_cancel_not_active");
+                self.out.push_back(Output::Event(CallEvent::UpstreamError {
+                    code: error.code,
+                    message: error.message,
+                    harmless,
+                }));
+            }
+            ServerEvent::SpeechStarted { .. } => {
+                self.out.push_back(Output::Event(CallEvent::SpeechStarted));
+                if self.cfg.barge_in {
+                    self.barge_in(now);
+                }
+            }
+            ServerEvent::SpeechStopped { .. } => {}
+            ServerEvent::ResponseCreated { response } => {
+                self.live_response = Some(response.id);
+            }
+            ServerEvent::AudioDelta {
+                response_id,
+                item_id,
+                delta,
+            } => self.downlink(&response_id, &item_id, &delta, now),
+            ServerEvent::AudioDone { item_id, .. } => {
+                if let Some(id) = item_id {
+                    if self.current_item.as_deref() == Some(id.as_str()) {
+                        self.finish_item(now);
+                    }
+                }
+            }
+            ServerEvent::AgentTranscript { transcript } => {
+                self.out
+                    .push_back(Output::Event(CallEvent::AgentTranscript(transcript)));
+            }
+            ServerEvent::CallerTranscript { transcript } => {
+                self.out
+                    .push_back(Output::Event(CallEvent::CallerTranscript(transcript)));
+            }
+            ServerEvent::ResponseDone { response } => {
+                // A response.done without output_audio.done (e.g. failed): flush what we hold.
+                if self.current_item.is_some() {
+                    self.finish_item(now);
+                }
+                if self.live_response.as_deref() == Some(response.id.as_str()) {
+                    self.live_response = None;
+                }
+                self.out.push_back(Output::Event(CallEvent::ResponseDone {
+                    id: response.id,
+                    status: response.status,
+                }));
+            }
+            ServerEvent::Unknown => {}
+        }
+    }
+
+    /// The caller started talking over the agent: stop the agent's audio at the caller's ear
+    /// first (`clear`), then stop the model generating (`response.cancel`), then tell the model
+    /// where it was cut off (`conversation.item.truncate` at what was heard, not what was sent).
+    fn barge_in(&mut self, now: Instant) {
+        let audible = self.playback.audible(now) || self.framer.pending() > 0;
+        let cancel = self.live_response.take();
+        if !audible && cancel.is_none() {
+            return;
+        }
+        let mut truncated = Vec::new();
+        if audible {
+            self.out.push_back(Output::ToTwilio(Outbound::Clear));
+            let heard = self.playback.on_clear(now);
+            truncated = self.playback.truncate_after(heard);
+            self.reset_downlink();
+        }
+        if let Some(id) = &cancel {
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::ResponseCancel));
+            if self.cancelled.len() == 8 {
+                self.cancelled.pop_front();
+            }
+            self.cancelled.push_back(id.clone());
+        }
+        let delay_ms = self.downsampler.as_ref().map_or(0, |d| d.delay_ms());
+        for (item_id, ms) in truncated.iter_mut() {
+            // In pcm mode what reaches Twilio lags the model's audio by the resampler's delay.
+            *ms = ms.saturating_sub(delay_ms);
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::Truncate {
+                    item_id: item_id.clone(),
+                    audio_end_ms: *ms,
+                }));
+        }
+        self.out.push_back(Output::Event(CallEvent::BargeIn {
+            cleared: audible,
+            cancelled: cancel.is_some(),
+            truncated,
+        }));
+    }
+
+    fn reset_downlink(&mut self) {
+        self.framer.clear();
+        self.odd_byte = None;
+        self.current_item = None;
+        if let Some(d) = self.downsampler.as_mut() {
+            d.reset();
+        }
+    }
+
+    /// Model audio on its way to the caller: decoded, resampled if need be, cut into 20 ms
+    /// frames, sent at once (Twilio queues and plays in order; sending ahead costs no latency),
+    /// then a mark so we learn when the caller has heard it.
+    fn downlink(&mut self, response_id: &str, item_id: &str, delta: &str, now: Instant) {
+        if self.cancelled.iter().any(|r| r == response_id) || self.playback.is_truncated(item_id) {
+            return; // late audio of an interrupted response
+        }
+        if delta.len() > MAX_DELTA_BYTES * 4 / 3 + 4 {
+            self.anomaly("oversize_delta", format!("{} base64 chars", delta.len()));
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.bytes_buf);
+        bytes.clear();
+        if let Err(e) = base64::engine::general_purpose::STANDARD.decode_vec(delta, &mut bytes) {
+            self.anomaly("bad_audio_delta", e.to_string());
+            self.bytes_buf = bytes;
+            return;
+        }
+        if self.current_item.as_deref() != Some(item_id) {
+            // A new item: finish the previous one's tail first.
+            if self.current_item.is_some() {
+                self.finish_item(now);
+            }
+            self.current_item = Some(item_id.to_owned());
+        }
+        match self.playback.item(item_id, response_id) {
+            Some(item) => item.model_bytes += bytes.len() as u64,
+            None => {
+                self.bytes_buf = bytes;
+                return;
+            }
+        }
+        let sent = match self.format {
+            AudioFormat::Pcmu => self.frame_out(&bytes),
+            AudioFormat::Pcm24k => {
+                self.pcm_in.clear();
+                let mut it = bytes.iter().copied();
+                if let Some(lo) = self.odd_byte.take() {
+                    if let Some(hi) = it.next() {
+                        self.pcm_in.push(i16::from_le_bytes([lo, hi]));
+                    }
+                }
+                let rest: &[u8] = &bytes[bytes.len() - it.len()..];
+                let mut pairs = rest.chunks_exact(2);
+                for p in &mut pairs {
+                    self.pcm_in.push(i16::from_le_bytes([p[0], p[1]]));
+                }
+                if let [b] = pairs.remainder() {
+                    self.odd_byte = Some(*b);
+                }
+                self.resample_and_frame(false)
+            }
+        };
+        self.bytes_buf = bytes;
+        self.after_frames(item_id, sent, now);
+    }
+
+    /// Downsamples `pcm_in` (or flushes the resampler), encodes, frames. Returns bytes framed.
+    fn resample_and_frame(&mut self, flush: bool) -> u64 {
+        let Some(down) = self.downsampler.as_mut() else {
+            return 0;
+        };
+        self.pcm_out.clear();
+        let r = if flush {
+            down.flush(&mut self.pcm_out)
+        } else {
+            down.process(&self.pcm_in, &mut self.pcm_out)
+        };
+        if let Err(e) = r {
+            self.anomaly("resample_down", e.to_string());
+            return 0;
+        }
+        let mut ulaw = std::mem::take(&mut self.bytes_buf);
+        ulaw.clear();
+        g711::encode_into(&self.pcm_out, &mut ulaw);
+        let n = self.frame_out(&ulaw);
+        self.bytes_buf = ulaw;
+        n
+    }
+
+    /// Pushes μ-law bytes through the framer; complete frames go to Twilio.
+    fn frame_out(&mut self, ulaw: &[u8]) -> u64 {
+        let mut frames = 0u64;
+        let out = &mut self.out;
+        self.framer.push(ulaw, |f| {
+            out.push_back(Output::ToTwilio(Outbound::Media(*f)));
+            frames += 1;
+        });
+        frames * crate::audio::FRAME_BYTES as u64
+    }
+
+    fn after_frames(&mut self, item_id: &str, sent: u64, now: Instant) {
+        if sent == 0 {
+            return;
+        }
+        self.playback.on_sent(item_id, sent, now);
+        if let Some(name) = self.playback.mark(item_id) {
+            self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
+        }
+    }
+
+    /// The end of an item's audio: push out what the resampler and framer still hold (the
+    /// last frame padded with μ-law silence) and mark it.
+    fn finish_item(&mut self, now: Instant) {
+        let Some(item_id) = self.current_item.take() else {
+            return;
+        };
+        let mut sent = 0;
+        if self.format == AudioFormat::Pcm24k {
+            self.odd_byte = None;
+            sent += self.resample_and_frame(true);
+        }
+        if let Some(last) = self.framer.flush() {
+            self.out.push_back(Output::ToTwilio(Outbound::Media(last)));
+            sent += crate::audio::FRAME_BYTES as u64;
+        }
+        self.after_frames(&item_id, sent, now);
+    }
+
+    // ---- common -----------------------------------------------------------------------
+
+    fn anomaly(&mut self, kind: &'static str, detail: String) {
+        self.out
+            .push_back(Output::Event(CallEvent::Anomaly { kind, detail }));
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if !self.ended {
+            self.ended = true;
+            self.out.push_back(Output::Hangup(reason));
+        }
+    }
+}

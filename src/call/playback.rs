@@ -1,0 +1,266 @@
+//! What the caller has actually heard.
+//!
+//! Twilio queues our media and plays it in order; a `mark` we send after some audio is echoed
+//! back when playback reaches it. Marks after each delta are up to a whole delta (~100 ms)
+//! apart, too coarse for a truncation, so between echoes the position is interpolated with the
+//! clock (8 μ-law bytes per ms), never past what was sent. After a `clear`, Twilio echoes the
+//! marks that were pending: those stand for discarded audio and must not move the position.
+//!
+//! Positions are in μ-law bytes at 8 kHz since the call started ("global" offsets): one
+//! number line for every item the model spoke.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// μ-law bytes per millisecond at 8 kHz.
+const BYTES_PER_MS: u64 = 8;
+/// How many discarded mark names we remember (their echoes arrive right after a `clear`).
+const MAX_DISCARDED: usize = 256;
+/// How many recent items we keep for truncation and late-delta filtering.
+const MAX_ITEMS: usize = 16;
+
+/// One assistant audio item as it went to Twilio.
+#[derive(Debug, Clone)]
+pub struct ItemAudio {
+    pub item_id: String,
+    pub response_id: String,
+    /// Short per-call number used in mark names (item ids can be long).
+    pub seq: u64,
+    /// Global offset of the item's first byte.
+    pub start: u64,
+    /// μ-law bytes of this item sent to Twilio (including the silence padding its last frame).
+    pub sent: u64,
+    /// Bytes of audio the model produced for this item, in the upstream format.
+    pub model_bytes: u64,
+    /// Set once the item was truncated: late deltas for it are dropped.
+    pub truncated: bool,
+}
+
+/// What an echoed mark meant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MarkEcho {
+    /// Playback reached this global offset.
+    Played(u64),
+    /// The mark stood for audio discarded by a `clear`.
+    Discarded,
+    /// Not a mark of ours (or one we forgot): ignored.
+    Unknown,
+}
+
+#[derive(Debug)]
+pub struct Playback {
+    /// Upstream audio bytes per ms (8 for μ-law, 48 for PCM16 24 kHz): converts `model_bytes`.
+    model_bytes_per_ms: u64,
+    sent: u64,
+    /// (time, offset): playback was at `offset` at `time` and runs on from there.
+    anchor: Option<(Instant, u64)>,
+    pending: VecDeque<(String, u64)>,
+    discarded: VecDeque<String>,
+    items: VecDeque<ItemAudio>,
+    next_seq: u64,
+}
+
+impl Playback {
+    pub fn new(model_bytes_per_ms: u64) -> Playback {
+        Playback {
+            model_bytes_per_ms: model_bytes_per_ms.max(1),
+            sent: 0,
+            anchor: None,
+            pending: VecDeque::new(),
+            discarded: VecDeque::new(),
+            items: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Bytes queued at Twilio since the call started.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Estimated global offset the caller has heard up to at `now`.
+    pub fn heard(&self, now: Instant) -> u64 {
+        match self.anchor {
+            None => 0,
+            Some((t, at)) => {
+                let elapsed_us = now.saturating_duration_since(t).as_micros() as u64;
+                (at + elapsed_us * BYTES_PER_MS / 1000).min(self.sent)
+            }
+        }
+    }
+
+    /// Whether agent audio is still playing (or queued) at `now`.
+    pub fn audible(&self, now: Instant) -> bool {
+        self.heard(now) < self.sent
+    }
+
+    /// The item a delta belongs to, created on first sight. Returns `None` for an item that was
+    /// truncated (its late audio must be dropped).
+    pub fn item(&mut self, item_id: &str, response_id: &str) -> Option<&mut ItemAudio> {
+        let known = self.items.iter().position(|i| i.item_id == item_id);
+        let idx = match known {
+            Some(i) => i,
+            None => {
+                if self.items.len() == MAX_ITEMS {
+                    self.items.pop_front();
+                }
+                self.next_seq += 1;
+                self.items.push_back(ItemAudio {
+                    item_id: item_id.to_owned(),
+                    response_id: response_id.to_owned(),
+                    seq: self.next_seq,
+                    start: self.sent,
+                    sent: 0,
+                    model_bytes: 0,
+                    truncated: false,
+                });
+                self.items.len() - 1
+            }
+        };
+        let item = self.items.get_mut(idx)?;
+        if item.truncated {
+            None
+        } else {
+            Some(item)
+        }
+    }
+
+    /// Records `bytes` of item audio handed to Twilio at `now`.
+    pub fn on_sent(&mut self, item_id: &str, bytes: u64, now: Instant) {
+        // If the queue had drained, playback (re)starts now, not where the old anchor says.
+        if self.heard(now) >= self.sent {
+            self.anchor = Some((now, self.sent));
+        }
+        self.sent += bytes;
+        if let Some(item) = self.items.iter_mut().rev().find(|i| i.item_id == item_id) {
+            item.sent += bytes;
+        }
+    }
+
+    /// A mark name for the audio sent so far, remembered until Twilio echoes it.
+    pub fn mark(&mut self, item_id: &str) -> Option<String> {
+        let item = self.items.iter().rev().find(|i| i.item_id == item_id)?;
+        let name = format!("{}:{}", item.seq, item.sent);
+        self.pending.push_back((name.clone(), self.sent));
+        Some(name)
+    }
+
+    /// Twilio echoed a mark at `now`.
+    pub fn on_mark(&mut self, name: &str, now: Instant) -> MarkEcho {
+        if let Some(pos) = self.pending.iter().position(|(n, _)| n == name) {
+            // Marks echo in order; any earlier pending one was passed too.
+            let mut at = 0;
+            for _ in 0..=pos {
+                if let Some((_, off)) = self.pending.pop_front() {
+                    at = off;
+                }
+            }
+            self.anchor = Some((now, at));
+            return MarkEcho::Played(at);
+        }
+        if let Some(pos) = self.discarded.iter().position(|n| n == name) {
+            self.discarded.remove(pos);
+            return MarkEcho::Discarded;
+        }
+        MarkEcho::Unknown
+    }
+
+    /// Twilio was told to `clear` at `now`: what is queued is gone. Returns the offset heard.
+    pub fn on_clear(&mut self, now: Instant) -> u64 {
+        let heard = self.heard(now);
+        for (name, _) in self.pending.drain(..) {
+            if self.discarded.len() == MAX_DISCARDED {
+                self.discarded.pop_front();
+            }
+            self.discarded.push_back(name);
+        }
+        // Nothing is queued any more: the next audio starts playing when it is sent.
+        self.anchor = Some((now, self.sent));
+        heard
+    }
+
+    /// For a barge-in heard up to `heard`: every item with audio past that point, with the ms
+    /// the caller heard of it (capped by what the model produced), marked truncated.
+    pub fn truncate_after(&mut self, heard: u64) -> Vec<(String, u64)> {
+        let mut cut = Vec::new();
+        for item in self.items.iter_mut() {
+            let end = item.start + item.sent;
+            if end > heard && !item.truncated && item.sent > 0 {
+                let heard_ms = heard.saturating_sub(item.start) / BYTES_PER_MS;
+                item.truncated = true;
+                let model_ms = item.model_bytes / self.model_bytes_per_ms;
+                cut.push((item.item_id.clone(), heard_ms.min(model_ms)));
+            }
+        }
+        cut
+    }
+
+    /// Whether audio of this item must be dropped (it was truncated).
+    pub fn is_truncated(&self, item_id: &str) -> bool {
+        self.items
+            .iter()
+            .any(|i| i.item_id == item_id && i.truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn interpolates_between_marks_and_caps_at_sent() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(8);
+        p.item("i1", "r1").unwrap().model_bytes = 8000;
+        p.on_sent("i1", 800, t0); // 100 ms
+        let m1 = p.mark("i1").unwrap();
+        assert_eq!(p.heard(t0 + ms(40)), 320);
+        assert_eq!(p.heard(t0 + ms(500)), 800, "never past what was sent");
+        // Twilio's playback started 30 ms late: the echo corrects us.
+        assert_eq!(p.on_mark(&m1, t0 + ms(130)), MarkEcho::Played(800));
+        assert_eq!(p.heard(t0 + ms(130)), 800);
+        assert!(!p.audible(t0 + ms(130)));
+        // Queue drained; new audio 200 ms later starts playing when it is sent.
+        p.on_sent("i1", 1600, t0 + ms(330));
+        assert_eq!(p.heard(t0 + ms(355)), 800 + 200);
+    }
+
+    #[test]
+    fn marks_after_clear_are_discarded_not_heard() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(8);
+        p.item("i1", "r1").unwrap().model_bytes = 80_000;
+        p.on_sent("i1", 8000, t0);
+        let m1 = p.mark("i1").unwrap();
+        p.on_sent("i1", 8000, t0);
+        let m2 = p.mark("i1").unwrap();
+        let heard = p.on_clear(t0 + ms(250));
+        assert_eq!(heard, 2000);
+        assert_eq!(p.on_mark(&m1, t0 + ms(260)), MarkEcho::Discarded);
+        assert_eq!(p.on_mark(&m2, t0 + ms(260)), MarkEcho::Discarded);
+        assert_eq!(p.on_mark("nope", t0 + ms(260)), MarkEcho::Unknown);
+        assert!(!p.audible(t0 + ms(260)));
+        assert_eq!(p.truncate_after(heard), vec![("i1".to_string(), 250)]);
+        assert!(
+            p.item("i1", "r1").is_none(),
+            "late audio of a truncated item is refused"
+        );
+    }
+
+    #[test]
+    fn truncation_never_exceeds_the_models_audio() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(8);
+        p.item("i1", "r1").unwrap().model_bytes = 760; // 95 ms; last frame padded to 100 ms
+        p.on_sent("i1", 800, t0);
+        assert_eq!(
+            p.truncate_after(p.heard(t0 + ms(99))),
+            vec![("i1".into(), 95)]
+        );
+    }
+}

@@ -1,0 +1,640 @@
+//! Settings: a TOML file, then `CALLBRIDGE_*` environment variables, then command-line flags,
+//! each overriding the one before. Parsed and validated once at start-up; a wrong value is
+//! refused naming the key and the values it allows. The rest of the code gets typed values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::call::CallConfig;
+use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
+
+pub const DEFAULT_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
+
+/// Voices the Realtime API offers (protocol.md). An unknown voice is a start-up error, not a
+/// failure at the first call.
+pub const VOICES: &[&str] = &[
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+}
+
+/// Every key of the file; each also reads `CALLBRIDGE_<KEY>` from the environment.
+const KEYS: &[(&str, Kind)] = &[
+    ("listen", Kind::Str),
+    ("public_url", Kind::Str),
+    ("realtime_url", Kind::Str),
+    ("openai_api_key", Kind::Str),
+    ("auth", Kind::Str),
+    ("audio_mode", Kind::Str),
+    ("dialect", Kind::Str),
+    ("model", Kind::Str),
+    ("instructions", Kind::Str),
+    ("voice", Kind::Str),
+    ("vad", Kind::Str),
+    ("vad_threshold", Kind::Float),
+    ("vad_prefix_padding_ms", Kind::Int),
+    ("vad_silence_duration_ms", Kind::Int),
+    ("vad_idle_timeout_ms", Kind::Int),
+    ("vad_eagerness", Kind::Str),
+    ("vad_create_response", Kind::Bool),
+    ("vad_interrupt_response", Kind::Bool),
+    ("transcription_model", Kind::Str),
+    ("max_output_tokens", Kind::Str),
+    ("speed", Kind::Float),
+    ("noise_reduction", Kind::Str),
+    ("temperature", Kind::Float),
+    ("greeting", Kind::Str),
+    ("say_before_connect", Kind::Str),
+    ("apology", Kind::Str),
+    ("twiml_template", Kind::Str),
+    ("barge_in", Kind::Bool),
+    ("max_calls", Kind::Int),
+    ("max_gap_fill_ms", Kind::Int),
+    ("prebuffer_limit_ms", Kind::Int),
+    ("upstream_connect_timeout_ms", Kind::Int),
+    ("twilio_idle_timeout_ms", Kind::Int),
+    ("record_dir", Kind::Str),
+    ("log_format", Kind::Str),
+];
+
+/// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
+const ALIASES: &[(&str, &str)] = &[
+    ("OPENAI_API_KEY", "openai_api_key"),
+    ("REALTIME_URL", "realtime_url"),
+    ("PUBLIC_URL", "public_url"),
+];
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<String>,
+    public_url: Option<String>,
+    realtime_url: Option<String>,
+    openai_api_key: Option<String>,
+    auth: Option<String>,
+    audio_mode: Option<String>,
+    dialect: Option<String>,
+    model: Option<String>,
+    instructions: Option<String>,
+    voice: Option<String>,
+    vad: Option<String>,
+    vad_threshold: Option<f64>,
+    vad_prefix_padding_ms: Option<i64>,
+    vad_silence_duration_ms: Option<i64>,
+    vad_idle_timeout_ms: Option<i64>,
+    vad_eagerness: Option<String>,
+    vad_create_response: Option<bool>,
+    vad_interrupt_response: Option<bool>,
+    transcription_model: Option<String>,
+    max_output_tokens: Option<toml::Value>,
+    speed: Option<f64>,
+    noise_reduction: Option<String>,
+    temperature: Option<f64>,
+    greeting: Option<String>,
+    say_before_connect: Option<String>,
+    apology: Option<String>,
+    twiml_template: Option<String>,
+    barge_in: Option<bool>,
+    max_calls: Option<i64>,
+    max_gap_fill_ms: Option<i64>,
+    prebuffer_limit_ms: Option<i64>,
+    upstream_connect_timeout_ms: Option<i64>,
+    twilio_idle_timeout_ms: Option<i64>,
+    record_dir: Option<String>,
+    log_format: Option<String>,
+}
+
+/// How the upstream is authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer <key>` (OpenAI, Azure with Entra tokens, most servers).
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI keys).
+    ApiKey,
+}
+
+/// An API key: never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub realtime_url: String,
+    pub api_key: Option<Secret>,
+    pub auth: AuthStyle,
+    pub call: CallConfig,
+    pub say_before_connect: Option<String>,
+    pub apology: String,
+    pub twiml_template: String,
+    pub max_calls: usize,
+    pub upstream_connect_timeout: Duration,
+    pub record_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+/// Values given on the command line (they win over file and environment).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub pairs: Vec<(&'static str, String)>,
+}
+
+impl Config {
+    /// File (if any) < environment < `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, key) in ALIASES {
+            if let Some(v) = env(var) {
+                table.insert((*key).into(), toml::Value::String(v));
+            }
+        }
+        for (key, kind) in KEYS {
+            let var = format!("CALLBRIDGE_{}", key.to_ascii_uppercase());
+            if let Some(v) = env(&var) {
+                table.insert((*key).into(), typed(&var, &v, *kind)?);
+            }
+        }
+        for (key, v) in &overrides.pairs {
+            let kind = KEYS
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(Kind::Str, |(_, k)| *k);
+            table.insert((*key).into(), typed(&format!("--{key}"), v, kind)?);
+        }
+        let raw: Raw = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: file.map_or_else(|| PathBuf::from("<environment>"), Path::to_path_buf),
+                message: e.to_string(),
+            })?;
+        Config::validate(raw)
+    }
+
+    /// The configuration from the process environment and an optional file.
+    pub fn from_env(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::load(file, &|k| std::env::var(k).ok(), overrides)
+    }
+
+    fn validate(r: Raw) -> Result<Config, ConfigError> {
+        let listen = r
+            .listen
+            .as_deref()
+            .unwrap_or("0.0.0.0:8080")
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                invalid(
+                    "listen",
+                    format!("{e} (expected HOST:PORT, e.g. 0.0.0.0:8080)"),
+                )
+            })?;
+        let public_url = r.public_url.filter(|s| !s.is_empty());
+        if let Some(p) = &public_url {
+            if crate::twilio::twiml::stream_url(p, "/media").is_none() {
+                return Err(invalid(
+                    "public_url",
+                    format!("{p:?} is not a URL like https://bridge.example.com"),
+                ));
+            }
+        }
+        let realtime_url = r
+            .realtime_url
+            .unwrap_or_else(|| DEFAULT_REALTIME_URL.into());
+        if !(realtime_url.starts_with("wss://") || realtime_url.starts_with("ws://"))
+            || realtime_url.parse::<http::Uri>().is_err()
+        {
+            return Err(invalid(
+                "realtime_url",
+                format!("{realtime_url:?} is not a ws:// or wss:// URL"),
+            ));
+        }
+        let api_key = r.openai_api_key.filter(|k| !k.is_empty()).map(Secret);
+        let auth = match r.auth.as_deref().unwrap_or("auto") {
+            "auto" if realtime_url.contains(".openai.azure.com") => AuthStyle::ApiKey,
+            "auto" | "bearer" => AuthStyle::Bearer,
+            "api-key" => AuthStyle::ApiKey,
+            other => {
+                return Err(invalid(
+                    "auth",
+                    format!("{other:?}; allowed: auto, bearer, api-key"),
+                ))
+            }
+        };
+        let audio_format = match r.audio_mode.as_deref().unwrap_or("pcmu") {
+            "pcmu" => AudioFormat::Pcmu,
+            "pcm" => AudioFormat::Pcm24k,
+            other => {
+                return Err(invalid(
+                    "audio_mode",
+                    format!("{other:?}; allowed: pcmu, pcm"),
+                ))
+            }
+        };
+        let dialect = match r.dialect.as_deref().unwrap_or("ga") {
+            "ga" => Dialect::Ga,
+            "beta" => Dialect::Beta,
+            other => return Err(invalid("dialect", format!("{other:?}; allowed: ga, beta"))),
+        };
+        let voice = r.voice.unwrap_or_else(|| "marin".into());
+        if !VOICES.contains(&voice.as_str()) {
+            return Err(invalid(
+                "voice",
+                format!("{voice:?}; allowed: {}", VOICES.join(", ")),
+            ));
+        }
+        let create_response = r.vad_create_response.unwrap_or(true);
+        let interrupt_response = r.vad_interrupt_response.unwrap_or(true);
+        let turn_detection = match r.vad.as_deref().unwrap_or("server_vad") {
+            "server_vad" => {
+                if r.vad_eagerness.is_some() {
+                    return Err(invalid(
+                        "vad_eagerness",
+                        "only applies to vad = semantic_vad",
+                    ));
+                }
+                let threshold = r.vad_threshold.unwrap_or(0.5);
+                if !(0.0..=1.0).contains(&threshold) {
+                    return Err(invalid(
+                        "vad_threshold",
+                        format!("{threshold}; allowed: 0.0 to 1.0"),
+                    ));
+                }
+                TurnDetection::ServerVad {
+                    threshold: threshold as f32,
+                    prefix_padding_ms: ms(
+                        "vad_prefix_padding_ms",
+                        r.vad_prefix_padding_ms,
+                        300,
+                        0,
+                        10_000,
+                    )? as u32,
+                    silence_duration_ms: ms(
+                        "vad_silence_duration_ms",
+                        r.vad_silence_duration_ms,
+                        500,
+                        0,
+                        10_000,
+                    )? as u32,
+                    idle_timeout_ms: match r.vad_idle_timeout_ms {
+                        Some(v) => {
+                            Some(ms("vad_idle_timeout_ms", Some(v), 0, 1, 3_600_000)? as u32)
+                        }
+                        None => None,
+                    },
+                    create_response,
+                    interrupt_response,
+                }
+            }
+            "semantic_vad" => {
+                for (k, set) in [
+                    ("vad_threshold", r.vad_threshold.is_some()),
+                    ("vad_prefix_padding_ms", r.vad_prefix_padding_ms.is_some()),
+                    (
+                        "vad_silence_duration_ms",
+                        r.vad_silence_duration_ms.is_some(),
+                    ),
+                    ("vad_idle_timeout_ms", r.vad_idle_timeout_ms.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(k, "only applies to vad = server_vad"));
+                    }
+                }
+                let eagerness = r.vad_eagerness.unwrap_or_else(|| "auto".into());
+                if !["low", "medium", "high", "auto"].contains(&eagerness.as_str()) {
+                    return Err(invalid(
+                        "vad_eagerness",
+                        format!("{eagerness:?}; allowed: low, medium, high, auto"),
+                    ));
+                }
+                TurnDetection::SemanticVad {
+                    eagerness,
+                    create_response,
+                    interrupt_response,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "vad",
+                    format!("{other:?}; allowed: server_vad, semantic_vad"),
+                ))
+            }
+        };
+        let max_output_tokens = match r.max_output_tokens {
+            None => None,
+            Some(toml::Value::String(s)) if s == "inf" => Some(None),
+            Some(toml::Value::Integer(n)) if (1..=4096).contains(&n) => Some(Some(n as u32)),
+            Some(toml::Value::String(s))
+                if s.parse::<u32>().is_ok_and(|n| (1..=4096).contains(&n)) =>
+            {
+                Some(s.parse::<u32>().ok())
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "max_output_tokens",
+                    format!("{v}; allowed: 1 to 4096, or \"inf\""),
+                ))
+            }
+        };
+        if let Some(s) = r.speed {
+            if !(0.25..=1.5).contains(&s) {
+                return Err(invalid("speed", format!("{s}; allowed: 0.25 to 1.5")));
+            }
+        }
+        if let Some(n) = &r.noise_reduction {
+            if !["near_field", "far_field"].contains(&n.as_str()) {
+                return Err(invalid(
+                    "noise_reduction",
+                    format!("{n:?}; allowed: near_field, far_field"),
+                ));
+            }
+        }
+        if r.temperature.is_some() && dialect == Dialect::Ga {
+            return Err(invalid(
+                "temperature",
+                "the GA Realtime API has no temperature; it applies to dialect = beta only",
+            ));
+        }
+        let twiml_template = match &r.twiml_template {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| invalid("twiml_template", format!("{path}: {e}")))?,
+            None => crate::twilio::twiml::DEFAULT_TEMPLATE.to_owned(),
+        };
+        for needed in ["{{stream_url}}"] {
+            if !twiml_template.contains(needed) {
+                return Err(invalid(
+                    "twiml_template",
+                    format!("template lacks {needed}"),
+                ));
+            }
+        }
+        let log_format = match r.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?}; allowed: text, json"),
+                ))
+            }
+        };
+        let session = SessionConfig {
+            model: r.model.filter(|m| !m.is_empty()),
+            instructions: r
+                .instructions
+                .unwrap_or_else(|| SessionConfig::default().instructions),
+            voice,
+            audio_format,
+            turn_detection,
+            transcription_model: r.transcription_model.filter(|m| !m.is_empty()),
+            max_output_tokens,
+            speed: r.speed.map(|s| s as f32),
+            noise_reduction: r.noise_reduction,
+            temperature: r.temperature.map(|t| t as f32),
+        };
+        let call = CallConfig {
+            dialect,
+            session,
+            greeting: r.greeting.filter(|g| !g.is_empty()),
+            barge_in: r.barge_in.unwrap_or(true),
+            max_gap_fill_ms: ms("max_gap_fill_ms", r.max_gap_fill_ms, 1000, 0, 60_000)?,
+            prebuffer_limit_ms: ms(
+                "prebuffer_limit_ms",
+                r.prebuffer_limit_ms,
+                10_000,
+                0,
+                120_000,
+            )?,
+            upstream_ready_timeout: Duration::from_millis(ms(
+                "upstream_connect_timeout_ms",
+                r.upstream_connect_timeout_ms,
+                10_000,
+                100,
+                120_000,
+            )?),
+            twilio_idle_timeout: Duration::from_millis(ms(
+                "twilio_idle_timeout_ms",
+                r.twilio_idle_timeout_ms,
+                20_000,
+                1000,
+                3_600_000,
+            )?),
+        };
+        Ok(Config {
+            listen,
+            public_url,
+            realtime_url,
+            api_key,
+            auth,
+            upstream_connect_timeout: call.upstream_ready_timeout,
+            call,
+            say_before_connect: r.say_before_connect.filter(|s| !s.is_empty()),
+            apology: r.apology.unwrap_or_else(|| {
+                "Sorry, the assistant is unavailable right now. Please call again later.".into()
+            }),
+            twiml_template,
+            max_calls: ms("max_calls", r.max_calls, 2000, 1, 1_000_000)? as usize,
+            record_dir: r.record_dir.filter(|s| !s.is_empty()).map(PathBuf::from),
+            log_format,
+        })
+    }
+}
+
+fn ms(key: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if n >= min as i64 && n <= max as i64 => Ok(n as u64),
+        Some(n) => Err(invalid(key, format!("{n}; allowed: {min} to {max}"))),
+    }
+}
+
+fn typed(name: &str, v: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
+    Ok(match kind {
+        Kind::Str => toml::Value::String(v.to_owned()),
+        Kind::Int => toml::Value::Integer(
+            v.trim()
+                .parse()
+                .map_err(|_| invalid(name, format!("{v:?} is not a whole number")))?,
+        ),
+        Kind::Float => toml::Value::Float(
+            v.trim()
+                .parse()
+                .map_err(|_| invalid(name, format!("{v:?} is not a number")))?,
+        ),
+        Kind::Bool => toml::Value::Boolean(match v.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(invalid(name, format!("{v:?}; allowed: true, false"))),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], file: Option<&str>) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("cb-cfg-{}", std::process::id()));
+        let path = file.map(|text| {
+            let _ = std::fs::create_dir_all(&dir);
+            let p = dir.join(format!("{}.toml", text.len()));
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        Config::load(
+            path.as_deref(),
+            &|k| env.get(k).cloned(),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_ga_pcmu_openai() {
+        let c = load(&[], None).unwrap();
+        assert_eq!(c.realtime_url, DEFAULT_REALTIME_URL);
+        assert_eq!(c.call.dialect, Dialect::Ga);
+        assert_eq!(c.call.session.audio_format, AudioFormat::Pcmu);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.auth, AuthStyle::Bearer);
+    }
+
+    #[test]
+    fn env_overrides_file_and_aliases_work() {
+        let c = load(
+            &[
+                ("CALLBRIDGE_AUDIO_MODE", "pcm"),
+                ("OPENAI_API_KEY", "sk-secret"),
+                (
+                    "REALTIME_URL",
+                    "wss://x.openai.azure.com/openai/v1/realtime?model=d",
+                ),
+                ("CALLBRIDGE_VAD_THRESHOLD", "0.7"),
+            ],
+            Some("audio_mode = \"pcmu\"\nvoice = \"cedar\"\ndialect = \"beta\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.call.session.audio_format, AudioFormat::Pcm24k);
+        assert_eq!(c.call.session.voice, "cedar");
+        assert_eq!(c.call.dialect, Dialect::Beta);
+        assert_eq!(c.auth, AuthStyle::ApiKey, "Azure host means api-key auth");
+        assert!(
+            !format!("{c:?}").contains("sk-secret"),
+            "the key is never printed"
+        );
+        match c.call.session.turn_detection {
+            TurnDetection::ServerVad { threshold, .. } => assert!((threshold - 0.7).abs() < 1e-6),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn wrong_values_name_the_key_and_the_allowed_values() {
+        for (env, key, allowed) in [
+            (("CALLBRIDGE_AUDIO_MODE", "opus"), "audio_mode", "pcmu, pcm"),
+            (("CALLBRIDGE_DIALECT", "v2"), "dialect", "ga, beta"),
+            (("CALLBRIDGE_VOICE", "robot"), "voice", "marin"),
+            (("CALLBRIDGE_SPEED", "3"), "speed", "0.25 to 1.5"),
+            (
+                ("CALLBRIDGE_VAD", "push"),
+                "vad",
+                "server_vad, semantic_vad",
+            ),
+            (("CALLBRIDGE_TEMPERATURE", "0.8"), "temperature", "beta"),
+            (
+                ("CALLBRIDGE_MAX_OUTPUT_TOKENS", "9999"),
+                "max_output_tokens",
+                "4096",
+            ),
+            (
+                ("CALLBRIDGE_VAD_THRESHOLD", "abc"),
+                "CALLBRIDGE_VAD_THRESHOLD",
+                "number",
+            ),
+            (
+                ("REALTIME_URL", "https://api.openai.com"),
+                "realtime_url",
+                "ws://",
+            ),
+        ] {
+            let err = load(&[env], None).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+            assert!(err.contains(allowed), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let err = load(&[], Some("voise = \"marin\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("voise"), "{err}");
+    }
+}

@@ -1,0 +1,108 @@
+//! Prometheus metrics: the only process-wide state besides configuration.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls_active: IntGauge,
+    pub calls_total: IntCounterVec,
+    pub call_duration_seconds: Histogram,
+    pub twilio_messages_in: IntCounter,
+    pub twilio_messages_out: IntCounter,
+    pub realtime_messages_in: IntCounter,
+    pub realtime_messages_out: IntCounter,
+    pub barge_ins: IntCounter,
+    pub anomalies: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_connect_seconds: Histogram,
+    pub calls_refused: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("callbridge".into()), None)?;
+        let m = Metrics {
+            calls_active: IntGauge::new("calls_active", "Calls in progress")?,
+            calls_total: IntCounterVec::new(
+                Opts::new("calls_total", "Calls ended, by outcome"),
+                &["outcome"],
+            )?,
+            call_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new("call_duration_seconds", "Call duration").buckets(vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                ]),
+            )?,
+            twilio_messages_in: IntCounter::new(
+                "twilio_messages_in_total",
+                "Messages from Twilio",
+            )?,
+            twilio_messages_out: IntCounter::new(
+                "twilio_messages_out_total",
+                "Messages to Twilio",
+            )?,
+            realtime_messages_in: IntCounter::new(
+                "realtime_messages_in_total",
+                "Events from the Realtime API",
+            )?,
+            realtime_messages_out: IntCounter::new(
+                "realtime_messages_out_total",
+                "Events to the Realtime API",
+            )?,
+            barge_ins: IntCounter::new("barge_ins_total", "Caller interruptions of the agent")?,
+            anomalies: IntCounterVec::new(
+                Opts::new(
+                    "anomalies_total",
+                    "Bad or unexpected input, handled, by kind",
+                ),
+                &["kind"],
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new("upstream_errors_total", "Realtime `error` events, by code"),
+                &["code"],
+            )?,
+            upstream_connect_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "upstream_connect_seconds",
+                    "Time to open the Realtime socket",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
+            calls_refused: IntCounter::new(
+                "calls_refused_total",
+                "Media sockets refused (over max_calls or shutting down)",
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.calls_active.clone()))?;
+        m.registry.register(Box::new(m.calls_total.clone()))?;
+        m.registry
+            .register(Box::new(m.call_duration_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.twilio_messages_in.clone()))?;
+        m.registry
+            .register(Box::new(m.twilio_messages_out.clone()))?;
+        m.registry
+            .register(Box::new(m.realtime_messages_in.clone()))?;
+        m.registry
+            .register(Box::new(m.realtime_messages_out.clone()))?;
+        m.registry.register(Box::new(m.barge_ins.clone()))?;
+        m.registry.register(Box::new(m.anomalies.clone()))?;
+        m.registry.register(Box::new(m.upstream_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.upstream_connect_seconds.clone()))?;
+        m.registry.register(Box::new(m.calls_refused.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition format for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,338 @@
+//! `GET /media`: Twilio's Media Streams WebSocket, one task per call.
+//!
+//! The task pumps: Twilio messages and Realtime events into the [`Call`], the call's outputs
+//! out to the two sockets, a timer for the call's deadline. The upstream is dialled as soon as
+//! the media socket opens, in parallel with Twilio's `start`; the call buffers caller audio
+//! until it is ready.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as UpMessage;
+use tracing::{debug, info, warn, Instrument};
+
+use super::upstream;
+use super::AppState;
+use crate::call::{Call, CallEvent, EndReason, Output};
+use crate::realtime::ServerEvent;
+use crate::twilio::{Inbound, Outbound};
+
+/// Twilio sends 20 ms frames (~300 B of JSON); anything near this size is not a media message.
+const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
+
+pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(MAX_TWILIO_MESSAGE)
+        .max_frame_size(MAX_TWILIO_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let id = s.metrics.calls_active.get();
+            run(socket, s)
+                .instrument(tracing::info_span!("call", n = id))
+                .await
+        })
+}
+
+struct CallGuard(AppState);
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.active_calls.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.calls_active.dec();
+    }
+}
+
+async fn run(mut socket: WebSocket, s: AppState) {
+    if s.draining.load(Ordering::Relaxed)
+        || s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls
+    {
+        s.metrics.calls_refused.inc();
+        warn!(
+            max_calls = s.cfg.max_calls,
+            "refusing media socket (draining or at max_calls)"
+        );
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1013,
+                reason: "try again later".into(),
+            })))
+            .await;
+        return;
+    }
+    s.active_calls.fetch_add(1, Ordering::Relaxed);
+    s.metrics.calls_active.inc();
+    let _guard = CallGuard(s.clone());
+
+    let opened = Instant::now();
+    let mut call = Call::new(s.call_cfg.clone(), opened);
+    let (mut tw_tx, mut tw_rx) = socket.split();
+    let cfg = s.cfg.clone();
+    let connect = async move {
+        let t = Instant::now();
+        let r = upstream::connect(&cfg).await;
+        (r, t.elapsed())
+    };
+    tokio::pin!(connect);
+    let mut connecting = true;
+    let mut up_tx: Option<futures_util::stream::SplitSink<upstream::Upstream, UpMessage>> = None;
+    let mut up_rx: Option<futures_util::stream::SplitStream<upstream::Upstream>> = None;
+    let mut stop_calls = s.stop_calls.clone();
+    let mut sid_json: Option<String> = None;
+    // Twilio-bound messages produced before `start` told us the stream SID.
+    let mut held: Vec<Outbound> = Vec::new();
+    let mut outcome = EndReason::TwilioDisconnected;
+    let mut text = String::with_capacity(512);
+
+    'call: loop {
+        // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
+        let (mut wrote_tw, mut wrote_up) = (false, false);
+        while let Some(out) = call.poll_output() {
+            match out {
+                Output::ToTwilio(msg) => {
+                    if sid_json.is_none() {
+                        sid_json = call
+                            .stream_sid()
+                            .and_then(|sid| serde_json::to_string(sid).ok());
+                    }
+                    let Some(sid) = &sid_json else {
+                        held.push(msg);
+                        continue;
+                    };
+                    for m in held.drain(..).chain(std::iter::once(msg)) {
+                        m.write_json(sid, &mut text);
+                        s.metrics.twilio_messages_out.inc();
+                        if tw_tx
+                            .feed(Message::Text(text.as_str().into()))
+                            .await
+                            .is_err()
+                        {
+                            call.on_twilio_closed(Instant::now());
+                        }
+                        wrote_tw = true;
+                    }
+                }
+                Output::ToRealtime(ev) => {
+                    let Some(tx) = up_tx.as_mut() else {
+                        // The call only emits upstream events once told the socket is open.
+                        warn!(
+                            event = ev.name(),
+                            "upstream event with no upstream socket; dropped"
+                        );
+                        continue;
+                    };
+                    ev.write_json(call.dialect(), &mut text);
+                    s.metrics.realtime_messages_out.inc();
+                    if let Err(e) = futures_util::SinkExt::<UpMessage>::feed(
+                        tx,
+                        UpMessage::Text(text.as_str().into()),
+                    )
+                    .await
+                    {
+                        call.on_upstream_closed(true, format!("write failed: {e}"), Instant::now());
+                    }
+                    wrote_up = true;
+                }
+                Output::Event(ev) => log_event(&s, ev),
+                Output::Hangup(reason) => {
+                    outcome = reason;
+                }
+            }
+        }
+        if wrote_tw && tw_tx.flush().await.is_err() {
+            call.on_twilio_closed(Instant::now());
+        }
+        if wrote_up {
+            if let Some(tx) = up_tx.as_mut() {
+                if let Err(e) = futures_util::SinkExt::<UpMessage>::flush(tx).await {
+                    call.on_upstream_closed(true, format!("write failed: {e}"), Instant::now());
+                }
+            }
+        }
+        if call.is_ended() {
+            // Outputs produced by the failed writes above are only events and the hangup.
+            while let Some(out) = call.poll_output() {
+                if let Output::Event(ev) = out {
+                    log_event(&s, ev);
+                }
+            }
+            break 'call;
+        }
+
+        // 2. Wait for the next input.
+        let deadline = call
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            msg = tw_rx.next() => {
+                let now = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        s.metrics.twilio_messages_in.inc();
+                        match Inbound::parse(t.as_str()) {
+                            Ok(m) => call.on_twilio(m, now),
+                            Err(e) => {
+                                s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
+                                warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        s.metrics.anomalies.with_label_values(&["twilio_binary"]).inc();
+                        warn!(len = b.len(), "binary frame from Twilio ignored");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => call.on_twilio_closed(now),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "Twilio socket error");
+                        call.on_twilio_closed(now);
+                    }
+                }
+            }
+            (res, took) = &mut connect, if connecting => {
+                connecting = false;
+                let now = Instant::now();
+                match res {
+                    Ok(ws) => {
+                        s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
+                        debug!(ms = took.as_millis() as u64, "upstream connected");
+                        let (tx, rx) = ws.split();
+                        up_tx = Some(tx);
+                        up_rx = Some(rx);
+                        call.on_upstream_connected(now);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "upstream connection failed");
+                        call.on_upstream_closed(true, e.to_string(), now);
+                    }
+                }
+            }
+            ev = async {
+                match up_rx.as_mut() {
+                    Some(rx) => rx.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = Instant::now();
+                match ev {
+                    Some(Ok(UpMessage::Text(t))) => {
+                        s.metrics.realtime_messages_in.inc();
+                        match ServerEvent::parse(t.as_str()) {
+                            Ok(ev) => call.on_realtime(ev, now),
+                            Err(e) => {
+                                s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
+                                warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
+                            }
+                        }
+                    }
+                    Some(Ok(UpMessage::Close(frame))) => {
+                        let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
+                        call.on_upstream_closed(false, format!("closed by the server: {why}"), now);
+                    }
+                    Some(Ok(UpMessage::Binary(b))) => {
+                        s.metrics.anomalies.with_label_values(&["realtime_binary"]).inc();
+                        warn!(len = b.len(), "binary frame from the Realtime API ignored");
+                    }
+                    Some(Ok(_)) => {}
+                    None => call.on_upstream_closed(true, "socket ended without close".into(), now),
+                    Some(Err(e)) => call.on_upstream_closed(true, format!("socket error: {e}"), now),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
+            _ = stop_calls.wait_for(|stop| *stop) => {
+                outcome = EndReason::Shutdown;
+                break 'call;
+            }
+        }
+    }
+
+    // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
+    // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
+    let _ = tw_tx
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: outcome.as_str().into(),
+        })))
+        .await;
+    if let Some(mut tx) = up_tx {
+        let _ = futures_util::SinkExt::<UpMessage>::send(&mut tx, UpMessage::Close(None)).await;
+    }
+    let secs = opened.elapsed().as_secs_f64();
+    s.metrics
+        .calls_total
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    s.metrics.call_duration_seconds.observe(secs);
+    info!(
+        outcome = outcome.as_str(),
+        duration_s = format!("{secs:.1}"),
+        stream_sid = call.stream_sid().unwrap_or("-"),
+        "call ended"
+    );
+}
+
+fn log_event(s: &AppState, ev: CallEvent) {
+    match ev {
+        CallEvent::Started {
+            stream_sid,
+            call_sid,
+            from,
+        } => info!(
+            stream_sid,
+            call_sid = call_sid.as_deref().unwrap_or("-"),
+            from = from.as_deref().unwrap_or("-"),
+            "call started"
+        ),
+        CallEvent::UpstreamReady { buffered_ms } => {
+            info!(buffered_ms, "Realtime session configured")
+        }
+        CallEvent::SpeechStarted => debug!("caller speech started"),
+        CallEvent::BargeIn {
+            cleared,
+            cancelled,
+            truncated,
+        } => {
+            s.metrics.barge_ins.inc();
+            info!(cleared, cancelled, ?truncated, "barge-in");
+        }
+        CallEvent::ResponseDone { id, status } => {
+            debug!(
+                id,
+                status = status.as_deref().unwrap_or("-"),
+                "response done"
+            )
+        }
+        // Transcripts are the caller's words: kept out of logs above debug.
+        CallEvent::CallerTranscript(t) => debug!(transcript = t, "caller said"),
+        CallEvent::AgentTranscript(t) => debug!(transcript = t, "agent said"),
+        CallEvent::Dtmf(d) => info!(digit = d, "dtmf"),
+        CallEvent::UpstreamError {
+            code,
+            message,
+            harmless,
+        } => {
+            let code_s = code.as_deref().unwrap_or("unknown");
+            s.metrics.upstream_errors.with_label_values(&[code_s]).inc();
+            if harmless {
+                debug!(
+                    code = code_s,
+                    "expected upstream error (cancel raced the server)"
+                );
+            } else {
+                warn!(
+                    code = code_s,
+                    message = message.as_deref().unwrap_or(""),
+                    "Realtime error event"
+                );
+            }
+        }
+        CallEvent::Anomaly { kind, detail } => {
+            s.metrics.anomalies.with_label_values(&[kind]).inc();
+            warn!(kind, detail, "handled bad or unexpected input");
+        }
+    }
+}

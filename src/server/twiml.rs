@@ -1,0 +1,67 @@
+//! `POST/GET /twiml` and `/incoming-call`: Twilio's voice webhook.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::twilio::twiml::{render, stream_url, TwimlParams};
+
+/// Twilio posts the call's details form-encoded (GET puts them in the query).
+pub async fn handle(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let mut fields = query;
+    for (k, v) in form_urlencoded(&body) {
+        fields.insert(k, v);
+    }
+    // Behind a proxy the public host comes from configuration; otherwise from the request.
+    let public = s.cfg.public_url.clone().or_else(|| {
+        header_str(&headers, "x-forwarded-host")
+            .or_else(|| header_str(&headers, "host"))
+            .map(|h| h.split(',').next().unwrap_or("").trim().to_owned())
+    });
+    let Some(url) = public.as_deref().and_then(|p| stream_url(p, "/media")) else {
+        tracing::warn!("TwiML request without a usable public host; set public_url");
+        return (
+            StatusCode::BAD_REQUEST,
+            "no usable public host: set PUBLIC_URL",
+        )
+            .into_response();
+    };
+    let parameters: Vec<(&str, &str)> = ["From", "To", "CallSid"]
+        .iter()
+        .filter_map(|k| fields.get(*k).map(|v| (*k, v.as_str())))
+        .collect();
+    tracing::info!(
+        call_sid = fields.get("CallSid").map(String::as_str).unwrap_or("-"),
+        stream_url = %url,
+        "answering call with <Connect><Stream>"
+    );
+    let xml = render(
+        &s.cfg.twiml_template,
+        &TwimlParams {
+            stream_url: &url,
+            parameters,
+            say_before_connect: s.cfg.say_before_connect.as_deref(),
+            apology: &s.cfg.apology,
+        },
+    );
+    ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+}
+
+fn form_urlencoded(body: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default()
+}

@@ -1,0 +1,510 @@
+//! The call state machine driven with no sockets and no clock: scripted inputs, asserted
+//! outputs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use callbridge::call::{Call, CallConfig, CallEvent, EndReason, Output};
+use callbridge::realtime::{AudioFormat, ClientEvent, ServerEvent};
+use callbridge::twilio::{Inbound, Outbound};
+
+const SID: &str = "MZ0001";
+
+fn config(format: AudioFormat) -> CallConfig {
+    let mut c = CallConfig::default();
+    c.session.audio_format = format;
+    c
+}
+
+struct Harness {
+    call: Call,
+    t0: Instant,
+}
+
+impl Harness {
+    fn new(cfg: CallConfig) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            call: Call::new(Arc::new(cfg), t0),
+            t0,
+        }
+    }
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+    fn twilio(&mut self, json: &str, ms: u64) -> Vec<Output> {
+        let msg = Inbound::parse(json).expect("test message parses");
+        self.call.on_twilio(msg, self.at(ms));
+        self.drain()
+    }
+    fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
+        let ev = ServerEvent::parse(json).expect("test event parses");
+        self.call.on_realtime(ev, self.at(ms));
+        self.drain()
+    }
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.call.poll_output()).collect()
+    }
+    fn start(&mut self) -> Vec<Output> {
+        self.twilio(&start_msg(SID, "audio/x-mulaw"), 0)
+    }
+    fn connect(&mut self, ms: u64) -> Vec<Output> {
+        self.call.on_upstream_connected(self.at(ms));
+        self.drain()
+    }
+    fn media(&mut self, bytes: &[u8], ts: u64, at: u64) -> Vec<Output> {
+        self.twilio(&media_msg(SID, bytes, ts), at)
+    }
+    fn delta(&mut self, resp: &str, item: &str, bytes: &[u8], at: u64) -> Vec<Output> {
+        self.realtime(
+            &format!(
+                r#"{{"type":"response.output_audio.delta","response_id":"{resp}","item_id":"{item}","output_index":0,"content_index":0,"delta":"{}"}}"#,
+                B64.encode(bytes)
+            ),
+            at,
+        )
+    }
+}
+
+fn start_msg(sid: &str, encoding: &str) -> String {
+    format!(
+        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC1","streamSid":"{sid}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"+15550001"}},"mediaFormat":{{"encoding":"{encoding}","sampleRate":8000,"channels":1}}}}}}"#
+    )
+}
+
+fn media_msg(sid: &str, bytes: &[u8], ts: u64) -> String {
+    format!(
+        r#"{{"event":"media","sequenceNumber":"2","streamSid":"{sid}","media":{{"track":"inbound","chunk":"1","timestamp":"{ts}","payload":"{}"}}}}"#,
+        B64.encode(bytes)
+    )
+}
+
+fn mark_msg(name: &str) -> String {
+    format!(
+        r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
+    )
+}
+
+fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn frames(outs: &[Output]) -> Vec<[u8; 160]> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToTwilio(Outbound::Media(f)) => Some(*f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn marks(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn pcmu_media_frames_go_up_byte_for_byte() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    let outs = h.connect(5);
+    assert!(matches!(
+        outs[0],
+        Output::ToRealtime(ClientEvent::SessionUpdate(_))
+    ));
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..50u64 {
+        let frame = pattern(160, i as u8);
+        got.extend(appends(&h.media(&frame, i * 20, i * 20 + 10)));
+        sent.push(frame);
+    }
+    assert_eq!(got.len(), 50, "one append per frame");
+    assert_eq!(got, sent, "exactly the caller's bytes, in order");
+}
+
+#[test]
+fn pcm_media_frames_go_up_as_480_samples_each() {
+    let mut h = Harness::new(config(AudioFormat::Pcm24k));
+    h.start();
+    h.connect(0);
+    let mut total = 0;
+    let n = 50;
+    for i in 0..n {
+        let outs = h.media(&[0x55; 160], i * 20, i * 20);
+        total += appends(&outs).iter().map(Vec::len).sum::<usize>();
+    }
+    // 3 × 160 samples × 2 bytes per frame, give or take the resampler's chunk in flight.
+    let expected = n as usize * 480 * 2;
+    assert!(
+        total <= expected && total + 480 * 2 >= expected,
+        "{total} bytes of PCM16 for {n} frames (expected ~{expected})"
+    );
+}
+
+#[test]
+fn caller_audio_before_the_upstream_is_ready_is_buffered_not_lost() {
+    let mut cfg = config(AudioFormat::Pcmu);
+    cfg.greeting = Some("Greet the caller".into());
+    let mut h = Harness::new(cfg);
+    h.start();
+    let mut sent = Vec::new();
+    for i in 0..10u64 {
+        let f = pattern(160, i as u8);
+        assert!(appends(&h.media(&f, i * 20, i * 20)).is_empty());
+        sent.extend(f);
+    }
+    let outs = h.connect(250);
+    let kinds: Vec<&str> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime(e) => Some(e.name()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session.update",
+            "response.create",
+            "input_audio_buffer.append"
+        ]
+    );
+    assert_eq!(appends(&outs).concat(), sent);
+}
+
+#[test]
+fn timestamp_gaps_are_filled_with_bounded_silence() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    h.media(&[1; 160], 0, 0);
+    // Frames at 20, 40, 60 ms lost: 60 ms of silence goes up before the next frame.
+    let outs = h.media(&[2; 160], 80, 80);
+    let up = appends(&outs).concat();
+    assert_eq!(up.len(), 480 + 160);
+    assert!(up[..480].iter().all(|&b| b == 0xFF));
+    assert!(up[480..].iter().all(|&b| b == 2));
+    // A huge jump is filled only up to max_gap_fill_ms (1 s).
+    let outs = h.media(&[3; 160], 60_000, 100);
+    assert_eq!(appends(&outs).concat().len(), 8000 + 160);
+}
+
+#[test]
+fn deltas_of_any_size_become_exact_frames_with_nothing_lost() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    h.realtime(
+        r#"{"type":"response.created","response":{"id":"r1","status":"in_progress"}}"#,
+        100,
+    );
+    let audio = pattern(7001, 9);
+    let mut outs = Vec::new();
+    let mut off = 0;
+    for (i, size) in [1usize, 7, 159, 160, 161, 4800, 1713]
+        .iter()
+        .cycle()
+        .enumerate()
+    {
+        if off >= audio.len() {
+            break;
+        }
+        let end = (off + size).min(audio.len());
+        outs.extend(h.delta("r1", "i1", &audio[off..end], 100 + i as u64));
+        off = end;
+    }
+    outs.extend(h.realtime(
+        r#"{"type":"response.output_audio.done","response_id":"r1","item_id":"i1"}"#,
+        200,
+    ));
+    let f = frames(&outs);
+    let flat: Vec<u8> = f.concat();
+    assert_eq!(f.len(), 7001usize.div_ceil(160));
+    assert_eq!(&flat[..7001], &audio[..], "every byte, in order");
+    assert!(
+        flat[7001..].iter().all(|&b| b == 0xFF),
+        "last frame padded with μ-law silence"
+    );
+    // Each mark comes after the frames it counts, and the last covers everything sent.
+    let last = marks(&outs).pop().expect("marks sent");
+    assert_eq!(last, format!("1:{}", f.len() * 160));
+}
+
+#[test]
+fn pcm_deltas_are_resampled_to_a_third_with_odd_byte_splits() {
+    let mut h = Harness::new(config(AudioFormat::Pcm24k));
+    h.start();
+    h.connect(0);
+    // 1 s of PCM16 at 24 kHz, split at odd byte counts.
+    let pcm: Vec<u8> = (0..24_000)
+        .flat_map(|i| (((i as f32 * 0.2).sin() * 8000.0) as i16).to_le_bytes())
+        .collect();
+    let mut outs = Vec::new();
+    for chunk in pcm.chunks(4801) {
+        outs.extend(h.delta("r1", "i1", chunk, 10));
+    }
+    outs.extend(h.realtime(
+        r#"{"type":"response.output_audio.done","response_id":"r1","item_id":"i1"}"#,
+        20,
+    ));
+    let total = frames(&outs).len() * 160;
+    // 1 s at 8 kHz = 8000 bytes, plus at most the resampler tail and one padded frame.
+    assert!((8000..=8000 + 2 * 160).contains(&total), "{total}");
+}
+
+/// The barge-in scenario: 2 s of agent audio sent at once, marks echoed as Twilio plays,
+/// the caller talks 730 ms into playback.
+#[test]
+fn barge_in_clears_cancels_and_truncates_at_what_was_heard() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    h.realtime(
+        r#"{"type":"response.created","response":{"id":"r1"}}"#,
+        1000,
+    );
+    let mut sent_marks = Vec::new();
+    for i in 0..20 {
+        // 100 ms deltas, all arriving within the first 50 ms.
+        let outs = h.delta("r1", "item_a", &[0x10; 800], 1000 + i);
+        sent_marks.extend(marks(&outs));
+    }
+    assert_eq!(sent_marks.len(), 20);
+    // Twilio plays from t=1000 (network delay ignored): marks echo at 1100, 1200, ... 1700.
+    for (k, m) in sent_marks.iter().take(7).enumerate() {
+        assert!(h.twilio(&mark_msg(m), 1100 + 100 * k as u64).is_empty());
+    }
+    let outs = h.realtime(
+        r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":5000,"item_id":"u1"}"#,
+        1730,
+    );
+    let wire: Vec<String> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToTwilio(Outbound::Clear) => Some("clear".to_string()),
+            Output::ToRealtime(ClientEvent::ResponseCancel) => Some("cancel".into()),
+            Output::ToRealtime(ClientEvent::Truncate {
+                item_id,
+                audio_end_ms,
+            }) => Some(format!("truncate {item_id} {audio_end_ms}")),
+            Output::ToTwilio(_) | Output::ToRealtime(_) => Some("other".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        wire,
+        ["clear", "cancel", "truncate item_a 730"],
+        "clear first"
+    );
+
+    // Twilio echoes the marks it discarded: they do not count as heard, nor are they unknown.
+    for m in &sent_marks[7..] {
+        let outs = h.twilio(&mark_msg(m), 1740);
+        assert!(outs.is_empty(), "{outs:?}");
+    }
+    assert!(!h.call.playback().audible(h.at(1800)));
+
+    // Late audio of the cancelled response is dropped.
+    let late = h.delta("r1", "item_a", &[0x10; 800], 1750);
+    assert!(frames(&late).is_empty() && marks(&late).is_empty());
+
+    // The server confirms; the next response plays normally.
+    h.realtime(
+        r#"{"type":"response.done","response":{"id":"r1","status":"cancelled"}}"#,
+        1760,
+    );
+    h.realtime(
+        r#"{"type":"response.created","response":{"id":"r2"}}"#,
+        3000,
+    );
+    let outs = h.delta("r2", "item_b", &[0x20; 1600], 3000);
+    assert_eq!(frames(&outs).len(), 10);
+    assert_eq!(marks(&outs), ["2:1600"]);
+}
+
+#[test]
+fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    h.realtime(r#"{"type":"response.created","response":{"id":"r1"}}"#, 0);
+    // One 500 ms delta; no mark echoed yet. Caller barges in 10 s later: all 500 ms heard.
+    let m = marks(&h.delta("r1", "i1", &[1; 4000], 0));
+    assert_eq!(m.len(), 1);
+    h.realtime(
+        r#"{"type":"response.done","response":{"id":"r1","status":"completed"}}"#,
+        50,
+    );
+    // Playback finished long ago: speech is not a barge-in, nothing to clear or cut.
+    let outs = h.realtime(
+        r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1}"#,
+        10_000,
+    );
+    assert!(outs
+        .iter()
+        .all(|o| !matches!(o, Output::ToTwilio(_) | Output::ToRealtime(_))));
+
+    // Second response: 1 s sent; the mark for the first 1 s... echoed late (Twilio started
+    // playback 200 ms after we sent): interpolation follows the echo, not our send time.
+    h.realtime(
+        r#"{"type":"response.created","response":{"id":"r2"}}"#,
+        20_000,
+    );
+    let m1 = marks(&h.delta("r2", "i2", &[2; 4000], 20_000));
+    let _m2 = marks(&h.delta("r2", "i2", &[2; 4000], 20_010));
+    h.twilio(&mark_msg(&m1[0]), 20_700); // 500 ms played at 20.7 s
+    let outs = h.realtime(
+        r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1}"#,
+        20_812,
+    );
+    assert!(outs.contains(&Output::ToRealtime(ClientEvent::Truncate {
+        item_id: "i2".into(),
+        audio_end_ms: 612
+    })));
+}
+
+#[test]
+fn hostile_twilio_input_is_survived() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    // Media before start: ignored (logged), no panic, call goes on.
+    let outs = h.twilio(&media_msg(SID, &[1; 160], 0), 0);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Event(CallEvent::Anomaly {
+            kind: "before_start",
+            ..
+        })
+    )));
+    h.start();
+    h.connect(0);
+    // Bad base64.
+    let outs = h.twilio(
+        &format!(r#"{{"event":"media","streamSid":"{SID}","media":{{"payload":"%%%notbase64"}}}}"#),
+        20,
+    );
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Event(CallEvent::Anomaly {
+            kind: "bad_media_payload",
+            ..
+        })
+    )));
+    // Another stream's media.
+    let outs = h.twilio(&media_msg("MZother", &[1; 160], 40), 40);
+    assert!(appends(&outs).is_empty());
+    // Oversize payload (10 s in one message).
+    let outs = h.media(&vec![1; 80_000], 60, 60);
+    assert!(appends(&outs).is_empty());
+    // Unknown event, unknown mark.
+    assert!(h.twilio(r#"{"event":"whatever"}"#, 70).is_empty());
+    h.twilio(&mark_msg("never-sent"), 80);
+    // The call still works.
+    assert_eq!(appends(&h.media(&[7; 160], 100, 100)), vec![vec![7; 160]]);
+    // DTMF surfaces as an event; stop ends the call.
+    let outs = h.twilio(
+        &format!(r#"{{"event":"dtmf","streamSid":"{SID}","dtmf":{{"track":"inbound_track","digit":"5"}}}}"#),
+        120,
+    );
+    assert_eq!(outs, [Output::Event(CallEvent::Dtmf("5".into()))]);
+    let outs = h.twilio(
+        &format!(r#"{{"event":"stop","streamSid":"{SID}","stop":{{}}}}"#),
+        140,
+    );
+    assert_eq!(outs, [Output::Hangup(EndReason::CallerHungUp)]);
+    assert!(h.call.is_ended());
+}
+
+#[test]
+fn wrong_media_format_is_refused() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    let outs = h.twilio(&start_msg(SID, "audio/x-alaw"), 0);
+    assert_eq!(
+        outs.last(),
+        Some(&Output::Hangup(EndReason::UnsupportedMediaFormat))
+    );
+}
+
+#[test]
+fn unknown_and_hostile_realtime_events_are_survived() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    assert!(h
+        .realtime(r#"{"type":"rate_limits.updated","rate_limits":[]}"#, 1)
+        .is_empty());
+    assert!(h
+        .realtime(r#"{"type":"some.future.event","x":{"y":1}}"#, 1)
+        .is_empty());
+    let outs = h.delta("r1", "i1", &[], 2);
+    assert!(frames(&outs).is_empty());
+    let outs = h.realtime(
+        r#"{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1","delta":"***"}"#,
+        3,
+    );
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Event(CallEvent::Anomaly {
+            kind: "bad_audio_delta",
+            ..
+        })
+    )));
+    let outs = h.realtime(
+        r#"{"type":"error","error":{"type":"invalid_request_error","code":"response_cancel_not_active","message":"none"}}"#,
+        4,
+    );
+    assert!(matches!(
+        &outs[0],
+        Output::Event(CallEvent::UpstreamError { harmless: true, .. })
+    ));
+    // Audio done for an item we never saw, response.done for an unknown response: no-ops.
+    h.realtime(
+        r#"{"type":"response.output_audio.done","item_id":"zzz"}"#,
+        5,
+    );
+    h.realtime(r#"{"type":"response.done","response":{"id":"zzz"}}"#, 6);
+    assert!(!h.call.is_ended());
+}
+
+#[test]
+fn deadlines_end_a_call_whose_peer_vanished() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    // The upstream never connects.
+    let d = h.call.next_deadline().expect("a deadline while connecting");
+    assert_eq!(d, h.at(10_000));
+    h.call.on_tick(d);
+    assert_eq!(
+        h.drain().last(),
+        Some(&Output::Hangup(EndReason::UpstreamTimeout))
+    );
+
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(10);
+    h.media(&[1; 160], 0, 1000);
+    h.call.on_tick(h.at(5000));
+    assert!(!h.call.is_ended());
+    h.call.on_tick(h.at(21_000));
+    assert_eq!(
+        h.drain().last(),
+        Some(&Output::Hangup(EndReason::TwilioIdle))
+    );
+}
