@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod caller;
 pub mod config;
 pub mod metrics;
 pub mod realtime;

@@ -1,0 +1,515 @@
+//! A simulated Twilio caller: the Media Streams peer, as Twilio behaves.
+//!
+//! It fetches TwiML like Twilio's webhook, opens the `<Stream url>`, sends `connected`,
+//! `start` and a `media` frame every 20 ms (real time) from a script of speech and silence,
+//! and plays what the bridge sends back at real time: media is queued, a `mark` is echoed
+//! when playback reaches it, a `clear` drops the queue and echoes the pending marks at once.
+//! Used by the integration tests, the demo and the load tool; it shares no code with the
+//! bridge's own Twilio types, so a bug there is not mirrored here.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// μ-law bytes per ms at 8 kHz.
+const BPMS: u64 = 8;
+const FRAME: usize = 160;
+
+/// One step of what the caller does.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Send this μ-law audio, 20 ms a frame, in real time.
+    Say(Vec<u8>),
+    /// Send μ-law silence for this long.
+    Silence(Duration),
+    /// Send silence until the agent's audio has played this long since its current stretch
+    /// started (then carry on: e.g. talk over it), or `timeout` passes.
+    WaitAgentAudio { heard: Duration, timeout: Duration },
+    /// Send silence until the agent has been quiet for `quiet` after having spoken, or
+    /// `timeout` passes.
+    WaitAgentDone { quiet: Duration, timeout: Duration },
+    /// Send a DTMF digit.
+    Dtmf(char),
+    /// Lose this many frames: Twilio's timestamps jump, nothing is sent meanwhile.
+    DropFrames(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct CallerOptions {
+    /// Base URL of the bridge, e.g. `http://127.0.0.1:8080`.
+    pub bridge: String,
+    pub call_sid: String,
+    pub from: String,
+    pub script: Vec<Step>,
+    /// After the script: send `stop` (a hang-up) or just close the socket.
+    pub send_stop: bool,
+    /// Silence kept streaming after the script (to hear the last answer).
+    pub tail: Duration,
+}
+
+impl Default for CallerOptions {
+    fn default() -> Self {
+        CallerOptions {
+            bridge: "http://127.0.0.1:8080".into(),
+            call_sid: "CA00000000000000000000000000000001".into(),
+            from: "+15550100".into(),
+            script: Vec::new(),
+            send_stop: true,
+            tail: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A `clear` as the caller experienced it.
+#[derive(Debug, Clone)]
+pub struct ClearSeen {
+    /// Since the call started.
+    pub at: Duration,
+    /// Agent audio heard in the stretch that was playing (since the queue was last empty).
+    pub heard_in_stretch_ms: f64,
+    /// Audio discarded from the queue.
+    pub discarded_bytes: usize,
+}
+
+/// What happened on the call, from the caller's side.
+#[derive(Debug, Default, Clone)]
+pub struct CallerReport {
+    pub twiml: String,
+    pub stream_url: String,
+    pub frames_sent: u64,
+    pub media_received: u64,
+    /// Media messages whose payload was not exactly 160 bytes.
+    pub odd_frames: u64,
+    pub bytes_received: u64,
+    pub bytes_played: u64,
+    pub marks_received: u64,
+    pub marks_echoed: u64,
+    pub clears: Vec<ClearSeen>,
+    /// Messages that were not exactly one of Twilio's three outbound shapes.
+    pub protocol_violations: Vec<String>,
+    /// Time from the end of each `Say` to the first agent audio received after it.
+    pub response_latencies: Vec<Duration>,
+    /// The agent audio as played (μ-law), with silence where nothing played.
+    pub agent_audio: Vec<u8>,
+    /// Whether the bridge closed the socket (instead of us).
+    pub closed_by_bridge: bool,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallerError {
+    #[error("TwiML request failed: {0}")]
+    Twiml(String),
+    #[error("no <Stream url> in TwiML: {0}")]
+    NoStream(String),
+    #[error("media socket: {0}")]
+    Socket(String),
+}
+
+enum Queued {
+    Audio(Vec<u8>, usize),
+    Mark(String),
+}
+
+/// Twilio's playback of what the bridge sent.
+struct Player {
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// Playback time already accounted for.
+    clock: Instant,
+    stretch_heard: u64,
+    played: u64,
+}
+
+impl Player {
+    /// Plays the queue up to `now`; returns marks reached (echo them), recording audio played.
+    fn advance(&mut self, now: Instant, played_out: &mut Vec<u8>, echoes: &mut Vec<String>) {
+        if self.queue.is_empty() {
+            // Nothing playing: silence on the line; the clock follows now.
+            let idle_ms = now.saturating_duration_since(self.clock).as_millis() as u64;
+            played_out.extend(std::iter::repeat_n(0xFFu8, (idle_ms * BPMS) as usize));
+            self.clock = now;
+            self.stretch_heard = 0;
+            return;
+        }
+        let mut budget =
+            (now.saturating_duration_since(self.clock).as_micros() as u64 * BPMS / 1000) as usize;
+        self.clock += Duration::from_micros(budget as u64 * 1000 / BPMS);
+        while let Some(front) = self.queue.front_mut() {
+            match front {
+                Queued::Mark(name) => {
+                    echoes.push(std::mem::take(name));
+                    self.queue.pop_front();
+                }
+                Queued::Audio(bytes, off) => {
+                    if budget == 0 {
+                        break;
+                    }
+                    let n = budget.min(bytes.len() - *off);
+                    played_out.extend_from_slice(&bytes[*off..*off + n]);
+                    *off += n;
+                    budget -= n;
+                    self.queued_bytes -= n;
+                    self.played += n as u64;
+                    self.stretch_heard += n as u64;
+                    if *off == bytes.len() {
+                        self.queue.pop_front();
+                    }
+                }
+            }
+        }
+        if self.queue.is_empty() && budget > 0 {
+            // Ran dry mid-interval: the rest was silence.
+            played_out.extend(std::iter::repeat_n(0xFFu8, budget));
+        }
+    }
+
+    /// When the next queued mark will be reached, if one is queued.
+    fn next_mark_due(&self) -> Option<Instant> {
+        let mut bytes = 0usize;
+        for q in &self.queue {
+            match q {
+                Queued::Audio(b, off) => bytes += b.len() - off,
+                Queued::Mark(_) => {
+                    return Some(self.clock + Duration::from_micros(bytes as u64 * 1000 / BPMS))
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Extracts `<Stream url="...">` from TwiML (unescaping the XML entities we may meet).
+pub fn stream_url_from_twiml(twiml: &str) -> Option<String> {
+    let start = twiml.find("<Stream url=\"")? + "<Stream url=\"".len();
+    let end = twiml[start..].find('"')? + start;
+    Some(
+        twiml[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">"),
+    )
+}
+
+/// Minimal HTTP/1.1 POST of a form, as Twilio's webhook does (no HTTP client crate needed for
+/// one request on loopback).
+pub async fn post_form(
+    base: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> Result<String, CallerError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hostport = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let body = serde_urlencoded::to_string(form).map_err(|e| CallerError::Twiml(e.to_string()))?;
+    let mut s = tokio::net::TcpStream::connect(&hostport)
+        .await
+        .map_err(|e| CallerError::Twiml(format!("{hostport}: {e}")))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| CallerError::Twiml(e.to_string()))?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)
+        .await
+        .map_err(|e| CallerError::Twiml(e.to_string()))?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(CallerError::Twiml(
+            text.lines().next().unwrap_or("").to_owned(),
+        ));
+    }
+    Ok(text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+/// Checks a bridge→Twilio message is exactly one of the three shapes Twilio accepts.
+pub fn check_outbound_shape(v: &Value, sid: &str) -> Result<(), String> {
+    let obj = v.as_object().ok_or("not an object")?;
+    if obj.get("streamSid").and_then(Value::as_str) != Some(sid) {
+        return Err(format!("wrong or missing streamSid: {v}"));
+    }
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let ok = match obj.get("event").and_then(Value::as_str) {
+        Some("media") => {
+            keys.len() == 3
+                && obj["media"]
+                    .as_object()
+                    .is_some_and(|m| m.len() == 1 && m.get("payload").is_some_and(Value::is_string))
+        }
+        Some("mark") => {
+            keys.len() == 3
+                && obj["mark"]
+                    .as_object()
+                    .is_some_and(|m| m.len() == 1 && m.get("name").is_some_and(Value::is_string))
+        }
+        Some("clear") => keys.len() == 2,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("not an exact media/mark/clear message: {v}"))
+    }
+}
+
+/// Places one call against the bridge and plays the script. Returns when the script (and
+/// tail) is done, or the bridge closes the socket.
+pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
+    let mut report = CallerReport::default();
+    let twiml = post_form(
+        &opts.bridge,
+        "/twiml",
+        &[
+            ("CallSid", &opts.call_sid),
+            ("AccountSid", "AC00000000000000000000000000000001"),
+            ("From", &opts.from),
+            ("To", "+15550199"),
+            ("CallStatus", "ringing"),
+            ("Direction", "inbound"),
+        ],
+    )
+    .await?;
+    let url = stream_url_from_twiml(&twiml).ok_or_else(|| CallerError::NoStream(twiml.clone()))?;
+    report.twiml = twiml;
+    report.stream_url = url.clone();
+    // The TwiML says wss:// (Twilio only speaks TLS); on loopback the bridge is plain ws.
+    let ws_url = url.replacen("wss://", "ws://", 1);
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .map_err(|e| CallerError::Socket(e.to_string()))?;
+    let (mut tx, mut rx) = ws.split();
+    let sid = format!("MZ{}", &opts.call_sid.trim_start_matches("CA"));
+    let t0 = Instant::now();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    let _ = tx
+        .send(send(
+            json!({"event":"connected","protocol":"Call","version":"1.0.0"}),
+        ))
+        .await;
+    let _ = tx
+        .send(send(json!({"event":"start","sequenceNumber":"1","streamSid":sid,
+            "start":{"accountSid":"AC00000000000000000000000000000001","streamSid":sid,"callSid":opts.call_sid,
+              "tracks":["inbound"],"customParameters":{"From":opts.from,"To":"+15550199","CallSid":opts.call_sid},
+              "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}})))
+        .await;
+
+    let mut seq: u64 = 2;
+    let mut ts_ms: u64 = 0;
+    let mut chunk: u64 = 1;
+    let mut player = Player {
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        clock: t0,
+        stretch_heard: 0,
+        played: 0,
+    };
+    let mut echoes = Vec::new();
+    let mut steps: VecDeque<Step> = opts.script.into();
+    let mut current: Option<(Vec<u8>, usize)> = None;
+    let mut step_started = t0;
+    let mut waiting_since_say: Option<Instant> = None;
+    let mut last_agent_audio: Option<Instant> = None;
+    let mut tail_until: Option<Instant> = None;
+    let mut next_frame = t0;
+    let silence = [0xFFu8; FRAME];
+
+    'call: loop {
+        let mark_due = player.next_mark_due();
+        let wake = mark_due.map_or(next_frame, |m| m.min(next_frame));
+        tokio::select! {
+            msg = rx.next() => {
+                let now = Instant::now();
+                player.advance(now, &mut report.agent_audio, &mut echoes);
+                match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let v: Value = match serde_json::from_str(t.as_str()) {
+                            Ok(v) => v,
+                            Err(e) => { report.protocol_violations.push(format!("invalid JSON: {e}")); continue; }
+                        };
+                        if let Err(e) = check_outbound_shape(&v, &sid) {
+                            report.protocol_violations.push(e);
+                            continue;
+                        }
+                        match v["event"].as_str() {
+                            Some("media") => {
+                                let bytes = B64.decode(v["media"]["payload"].as_str().unwrap_or("")).unwrap_or_default();
+                                report.media_received += 1;
+                                if bytes.len() != FRAME { report.odd_frames += 1; }
+                                report.bytes_received += bytes.len() as u64;
+                                if let Some(since) = waiting_since_say.take() {
+                                    report.response_latencies.push(now - since);
+                                }
+                                last_agent_audio = Some(now);
+                                player.queued_bytes += bytes.len();
+                                player.queue.push_back(Queued::Audio(bytes, 0));
+                            }
+                            Some("mark") => {
+                                report.marks_received += 1;
+                                player.queue.push_back(Queued::Mark(v["mark"]["name"].as_str().unwrap_or("").to_owned()));
+                            }
+                            Some("clear") => {
+                                let heard = player.stretch_heard as f64 / BPMS as f64;
+                                report.clears.push(ClearSeen {
+                                    at: now - t0,
+                                    heard_in_stretch_ms: heard,
+                                    discarded_bytes: player.queued_bytes,
+                                });
+                                // Twilio drops the audio and echoes every pending mark.
+                                for q in player.queue.drain(..) {
+                                    if let Queued::Mark(name) = q { echoes.push(name); }
+                                }
+                                player.queued_bytes = 0;
+                                player.stretch_heard = 0;
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => report.protocol_violations.push("binary frame".into()),
+                    Some(Ok(Message::Close(_))) | None => { report.closed_by_bridge = true; break 'call; }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => { report.closed_by_bridge = true; break 'call; }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                let now = Instant::now();
+                player.advance(now, &mut report.agent_audio, &mut echoes);
+                if now < next_frame {
+                    // A mark came due: echoed below.
+                } else {
+                    next_frame += Duration::from_millis(20);
+                    // Choose this frame's audio from the script.
+                    let mut frame: Option<Vec<u8>> = None;
+                    let mut dropped = false;
+                    loop {
+                        if let Some((audio, off)) = current.as_mut() {
+                            let end = (*off + FRAME).min(audio.len());
+                            let mut f = audio[*off..end].to_vec();
+                            f.resize(FRAME, 0xFF);
+                            *off = end;
+                            if *off >= audio.len() {
+                                current = None;
+                                waiting_since_say = Some(now + Duration::from_millis(20));
+                            }
+                            frame = Some(f);
+                            break;
+                        }
+                        match steps.front().cloned() {
+                            None => {
+                                let until = *tail_until.get_or_insert(now + opts.tail);
+                                if now >= until { break 'call; }
+                                break;
+                            }
+                            Some(Step::Say(a)) => { steps.pop_front(); current = Some((a, 0)); step_started = now; }
+                            Some(Step::Silence(d)) => {
+                                if now >= step_started + d { steps.pop_front(); step_started = now; continue; }
+                                break;
+                            }
+                            Some(Step::WaitAgentAudio { heard, timeout }) => {
+                                let heard_ms = player.stretch_heard / BPMS;
+                                if heard_ms >= heard.as_millis() as u64 || now >= step_started + timeout {
+                                    steps.pop_front(); step_started = now; continue;
+                                }
+                                break;
+                            }
+                            Some(Step::WaitAgentDone { quiet, timeout }) => {
+                                let done = last_agent_audio.is_some_and(|t| now >= t + quiet) && player.queue.is_empty();
+                                if done || now >= step_started + timeout {
+                                    steps.pop_front(); step_started = now; continue;
+                                }
+                                break;
+                            }
+                            Some(Step::Dtmf(d)) => {
+                                steps.pop_front();
+                                seq += 1;
+                                let _ = tx.feed(send(json!({"event":"dtmf","sequenceNumber":seq.to_string(),"streamSid":sid,
+                                    "dtmf":{"track":"inbound_track","digit":d.to_string()}}))).await;
+                                step_started = now;
+                            }
+                            Some(Step::DropFrames(n)) => {
+                                steps.pop_front();
+                                ts_ms += 20 * u64::from(n);
+                                chunk += u64::from(n);
+                                seq += u64::from(n);
+                                step_started = now;
+                                dropped = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !dropped {
+                        let f = frame.unwrap_or_else(|| silence.to_vec());
+                        seq += 1;
+                        let msg = json!({"event":"media","sequenceNumber":seq.to_string(),"streamSid":sid,
+                            "media":{"track":"inbound","chunk":chunk.to_string(),"timestamp":ts_ms.to_string(),"payload":B64.encode(&f)}});
+                        if tx.feed(send(msg)).await.is_err() { report.closed_by_bridge = true; break 'call; }
+                        report.frames_sent += 1;
+                        ts_ms += 20;
+                        chunk += 1;
+                    }
+                }
+            }
+        }
+        for name in echoes.drain(..) {
+            seq += 1;
+            report.marks_echoed += 1;
+            let _ = tx
+                .feed(send(json!({"event":"mark","sequenceNumber":seq.to_string(),"streamSid":sid,"mark":{"name":name}})))
+                .await;
+        }
+        if tx.flush().await.is_err() {
+            report.closed_by_bridge = true;
+            break;
+        }
+    }
+    if !report.closed_by_bridge {
+        if opts.send_stop {
+            seq += 1;
+            let _ = tx
+                .send(send(json!({"event":"stop","sequenceNumber":seq.to_string(),"streamSid":sid,
+                    "stop":{"accountSid":"AC00000000000000000000000000000001","callSid":opts.call_sid}})))
+                .await;
+        }
+        let _ = tx.send(Message::Close(None)).await;
+        // Let the bridge's close arrive.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = rx.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    report.bytes_played = player.played;
+    report.duration = t0.elapsed();
+    Ok(report)
+}
+
+/// A speech-like test signal in μ-law: a 180 Hz voice with harmonics, syllable-modulated, loud
+/// enough for any VAD.
+pub fn synthetic_speech(ms: u32) -> Vec<u8> {
+    let n = (ms as usize) * 8;
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            let f0 = 180.0;
+            let voice = (2.0 * std::f32::consts::PI * f0 * t).sin()
+                + 0.5 * (2.0 * std::f32::consts::PI * 2.0 * f0 * t).sin()
+                + 0.3 * (2.0 * std::f32::consts::PI * 3.0 * f0 * t).sin();
+            let syllable = 0.6 + 0.4 * (2.0 * std::f32::consts::PI * 4.0 * t).sin().abs();
+            let s = (voice * syllable * 7000.0).clamp(-32000.0, 32000.0) as i16;
+            audio_codec_algorithms::encode_ulaw(s)
+        })
+        .collect()
+}

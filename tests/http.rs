@@ -1,0 +1,139 @@
+//! The HTTP face of the server: TwiML, health, metrics, and a call whose upstream is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| {
+        if k == "CALLBRIDGE_LISTEN" {
+            return Some("127.0.0.1:0".to_string());
+        }
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+        .await
+        .expect("bridge starts")
+}
+
+async fn raw(addr: std::net::SocketAddr, req: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn twiml_answers_on_both_paths_with_escaped_parameters() {
+    let server = bridge(&[("PUBLIC_URL", "https://bridge.example.com")]).await;
+    for path in ["/twiml", "/incoming-call"] {
+        let xml = caller::post_form(
+            &server.url(""),
+            path,
+            &[
+                ("From", "+1555<evil>\"&"),
+                ("To", "+15550199"),
+                ("CallSid", "CA1"),
+            ],
+        )
+        .await
+        .expect("TwiML");
+        assert!(
+            xml.contains(r#"<Stream url="wss://bridge.example.com/media">"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<Parameter name="From" value="+1555&lt;evil&gt;&quot;&amp;"/>"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<Parameter name="CallSid" value="CA1"/>"#));
+        assert!(xml.contains("<Say>Sorry"), "apology after </Connect>");
+    }
+    server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_one() {
+    let server = bridge(&[]).await;
+    let resp = raw(
+        server.addr,
+        "GET /twiml?CallSid=CA9 HTTP/1.1\r\nHost: internal:8080\r\nX-Forwarded-Host: calls.example.org\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("text/xml"));
+    assert!(
+        resp.contains(r#"<Stream url="wss://calls.example.org/media">"#),
+        "{resp}"
+    );
+    let resp = raw(
+        server.addr,
+        "GET /twiml HTTP/1.1\r\nHost: x\r\nX-Forwarded-Host: evil.com/\"><Dial>\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = bridge(&[]).await;
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(raw(server.addr, &get("/healthz"))
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(raw(server.addr, &get("/readyz"))
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let m = raw(server.addr, &get("/metrics")).await;
+    assert!(m.contains("callbridge_calls_active"), "{m}");
+    server.stop(Duration::from_secs(1)).await;
+}
+
+/// The model's server is unreachable: the bridge ends the stream at once (Twilio then plays the
+/// apology after </Connect>) instead of leaving the caller in dead air.
+#[tokio::test]
+async fn unreachable_upstream_ends_the_stream_quickly() {
+    // A port nothing listens on.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let server = bridge(&[(
+        "REALTIME_URL",
+        &format!("ws://127.0.0.1:{port}/v1/realtime"),
+    )])
+    .await;
+    let started = std::time::Instant::now();
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![Step::Say(caller::synthetic_speech(3000))],
+        ..CallerOptions::default()
+    })
+    .await
+    .expect("call runs");
+    assert!(report.closed_by_bridge, "the bridge hung up the stream");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let m = raw(server.addr, get).await;
+    assert!(
+        m.contains(r#"callbridge_calls_total{outcome="upstream_failed"} 1"#),
+        "{m}"
+    );
+    server.stop(Duration::from_secs(1)).await;
+}
