@@ -1,0 +1,1521 @@
+//! One simulated Realtime session: the handshake, then a loop over client frames and timers.
+//!
+//! The protocol logic ([`Session`]) is synchronous and only fills an outbox; the loop in
+//! [`run`] sends the outbox, publishes the log (one lock per loop turn) and waits for the next
+//! frame or deadline.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::vad::{Vad, VadEdge};
+use super::validate::{self, ApiError};
+use super::voice::AudioFormat;
+use super::{lock, next_session_id, ClosedBy, Fault, SessionLog, Shared, SimDialect, Truncate};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_DURATION_REASON: &str = "Your session hit the maximum duration of 60 minutes.";
+
+/// Something for the socket.
+enum Out {
+    Event(Value),
+    /// An audio delta: the event without `delta`, the base64 payload, decoded length.
+    Audio(Value, String, usize),
+    Close(CloseCode, &'static str, ClosedBy),
+    Drop(ClosedBy),
+}
+
+struct Handshake {
+    beta: bool,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+fn reject(status: StatusCode, code: &str, message: &str) -> ErrorResponse {
+    let body =
+        json!({"error": {"type": "invalid_request_error", "code": code, "message": message}});
+    let mut r = ErrorResponse::new(Some(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn check_upgrade(req: &Request, key: Option<&str>) -> Result<Handshake, ErrorResponse> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            let name = k.as_str().to_string();
+            let val = match name.as_str() {
+                "authorization" => "Bearer [redacted]".to_string(),
+                "api-key" => "[redacted]".to_string(),
+                _ => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            };
+            (name, val)
+        })
+        .collect();
+    let uri = req.uri();
+    if !uri.path().trim_end_matches('/').ends_with("/realtime") {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Unknown path; use /v1/realtime.",
+        ));
+    }
+    let has_model = uri.query().unwrap_or("").split('&').any(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == "model" || k == "deployment") && !v.is_empty()
+    });
+    if !has_model {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "missing_required_parameter",
+            "Missing required parameter: 'model'.",
+        ));
+    }
+    if let Some(key) = key {
+        let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+        let bearer = h("authorization").and_then(|v| v.strip_prefix("Bearer "));
+        if bearer != Some(key) && h("api-key") != Some(key) {
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Incorrect API key provided.",
+            ));
+        }
+    }
+    let beta = req.headers().get_all("openai-beta").iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("realtime=v1"))
+            })
+            .unwrap_or(false)
+    });
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    Ok(Handshake {
+        beta,
+        path,
+        headers,
+    })
+}
+
+/// Serves one connection to the end.
+pub(crate) async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut hs: Option<Handshake> = None;
+    let key = shared.cfg.require_api_key.clone();
+    let cb = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        hs = Some(check_upgrade(req, key.as_deref())?);
+        Ok(resp)
+    };
+    let ws = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async(tcp, cb),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "sim handshake refused or failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let Some(hs) = hs else { return };
+    let dialect = if hs.beta {
+        SimDialect::Beta
+    } else {
+        SimDialect::Ga
+    };
+    let id = next_session_id(&shared);
+    let log = Arc::new(Mutex::new(SessionLog {
+        id: id.clone(),
+        dialect,
+        path: hs.path,
+        headers: hs.headers,
+        received: Vec::new(),
+        sent: Vec::new(),
+        truncates: Vec::new(),
+        appended_audio_bytes: 0,
+        sent_audio_bytes: 0,
+        responses_completed: 0,
+        responses_cancelled: 0,
+        errors_sent: 0,
+        session: Value::Null,
+        closed_by: None,
+    }));
+    lock(&shared.sessions).push(log.clone());
+    tracing::trace!(%peer, session = %id, ?dialect, "sim session open");
+    let mut s = Session::new(shared, hs.beta, id);
+    let closed_by = serve(ws, &mut s, &log, &mut stop).await;
+    s.publish(&log);
+    lock(&log).closed_by = Some(closed_by);
+}
+
+async fn serve(
+    mut ws: WebSocketStream<TcpStream>,
+    s: &mut Session,
+    log: &Mutex<SessionLog>,
+    stop: &mut watch::Receiver<bool>,
+) -> ClosedBy {
+    if s.beta && s.shared.cfg.faults.contains(&Fault::RejectBeta) {
+        s.error(
+            ApiError::invalid(
+                "beta_api_shape_disabled",
+                "The Realtime API beta interface has been shut down. Remove the 'OpenAI-Beta: realtime=v1' header and use the GA interface.",
+                None,
+            ),
+            None,
+        );
+        s.out.push(Out::Close(
+            CloseCode::Policy,
+            "beta_api_shape_disabled",
+            ClosedBy::Fault("reject_beta".into()),
+        ));
+    } else {
+        s.on_connect();
+    }
+    let mut client_closed = false;
+    loop {
+        if let Some(by) = flush(&mut ws, s, log).await {
+            return by;
+        }
+        if *stop.borrow() {
+            return close(
+                &mut ws,
+                CloseCode::Away,
+                "server shutting down",
+                ClosedBy::Shutdown,
+            )
+            .await;
+        }
+        let deadline = if client_closed {
+            None
+        } else {
+            s.next_deadline()
+        };
+        tokio::select! {
+            _ = stop.changed() => {
+                return close(&mut ws, CloseCode::Away, "server shutting down", ClosedBy::Shutdown).await;
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => s.on_text(t.as_str()),
+                Some(Ok(Message::Binary(_))) => s.error(
+                    ApiError::invalid("invalid_frame", "Binary frames are not supported; send JSON text frames.", None),
+                    None,
+                ),
+                Some(Ok(Message::Close(_))) => client_closed = true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    return if client_closed { ClosedBy::Client } else { ClosedBy::ClientDropped };
+                }
+            },
+            _ = sleep_until(deadline) => s.on_timer(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn close(
+    ws: &mut WebSocketStream<TcpStream>,
+    code: CloseCode,
+    reason: &'static str,
+    by: ClosedBy,
+) -> ClosedBy {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_ok() {
+        // Give the client a moment to answer the close handshake.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+    by
+}
+
+/// Sends the outbox and publishes the log. `Some` when the session is over.
+async fn flush(
+    ws: &mut WebSocketStream<TcpStream>,
+    s: &mut Session,
+    log: &Mutex<SessionLog>,
+) -> Option<ClosedBy> {
+    if s.out.is_empty() && s.received.is_empty() {
+        return None;
+    }
+    let record = s.shared.cfg.record_events;
+    let mut frames = Vec::with_capacity(s.out.len());
+    let mut end = None;
+    for o in s.out.drain(..) {
+        match o {
+            Out::Event(v) => {
+                frames.push(v.to_string());
+                if record {
+                    s.sent.push(v);
+                }
+            }
+            Out::Audio(mut v, b64, n) => {
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("delta".into(), Value::String(b64));
+                }
+                frames.push(v.to_string());
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("delta");
+                    m.insert("audio_bytes".into(), n.into());
+                }
+                if record {
+                    s.sent.push(v);
+                }
+            }
+            Out::Close(code, reason, by) => {
+                end = Some((Some((code, reason)), by));
+                break;
+            }
+            Out::Drop(by) => {
+                end = Some((None, by));
+                break;
+            }
+        }
+    }
+    s.out.clear();
+    s.publish(log);
+    for f in frames {
+        if ws.feed(Message::text(f)).await.is_err() {
+            return Some(ClosedBy::ClientDropped);
+        }
+    }
+    if ws.flush().await.is_err() {
+        return Some(ClosedBy::ClientDropped);
+    }
+    match end {
+        None => None,
+        Some((Some((code, reason)), by)) => Some(close(ws, code, reason, by).await),
+        Some((None, by)) => Some(by),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TurnDetection {
+    prefix_ms: u64,
+    silence_ms: u64,
+    create_response: bool,
+    interrupt_response: bool,
+}
+
+struct Item {
+    id: String,
+    assistant: bool,
+    /// Audio length that counts for truncation (ms of output audio sent, or truncated to).
+    audio_ms: u64,
+}
+
+struct Resp {
+    id: String,
+    item_id: String,
+    text: String,
+    text_sent: usize,
+    text_only: bool,
+    in_conversation: bool,
+    format: AudioFormat,
+    voice: String,
+    audio: Option<Arc<Vec<u8>>>,
+    total_bytes: usize,
+    sent_bytes: usize,
+    delta_idx: usize,
+    start: Instant,
+    /// `Some(drop)` when a Close/DropAfterResponses fault fires halfway through.
+    fault_close: Option<bool>,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    beta: bool,
+    id: String,
+    config: Value,
+    in_fmt: AudioFormat,
+    out_fmt: AudioFormat,
+    text_only: bool,
+    transcribe: bool,
+    td: Option<TurnDetection>,
+    audio_sent_ever: bool,
+    seq: u64,
+    // Input audio position: ms before the last format change + samples since.
+    in_base_ms: u64,
+    in_samples: u64,
+    buffer_start_ms: u64,
+    carry: Option<u8>,
+    vad: Vad,
+    speech: Option<String>,
+    edges: Vec<VadEdge>,
+    scratch: Vec<u8>,
+    items: Vec<Item>,
+    resp: Option<Resp>,
+    responses_finished: u32,
+    reply_idx: usize,
+    error_fault_fired: bool,
+    expires: Option<Instant>,
+    // Pending log material, published by `publish`.
+    out: Vec<Out>,
+    received: Vec<Value>,
+    sent: Vec<Value>,
+    truncates: Vec<Truncate>,
+    appended_bytes: usize,
+    sent_audio_bytes: usize,
+    completed: u32,
+    cancelled: u32,
+    errors: u32,
+    session_changed: bool,
+}
+
+fn get_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
+}
+
+/// Deep merge for session updates; formats, turn detection and similar unions are replaced.
+fn merge(base: &mut Value, upd: &Value) {
+    let (Some(b), Some(u)) = (base.as_object_mut(), upd.as_object()) else {
+        *base = upd.clone();
+        return;
+    };
+    for (k, v) in u {
+        let replace = matches!(
+            k.as_str(),
+            "format"
+                | "turn_detection"
+                | "transcription"
+                | "noise_reduction"
+                | "tool_choice"
+                | "prompt"
+                | "tracing"
+        );
+        match b.get_mut(k) {
+            Some(bv) if !replace && bv.is_object() && v.is_object() => merge(bv, v),
+            _ => {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Fills server defaults into a turn_detection object, as the real server reports it.
+fn normalize_td(td: &mut Value) {
+    let Some(o) = td.as_object_mut() else { return };
+    let semantic = o.get("type").and_then(Value::as_str) == Some("semantic_vad");
+    let mut put = |k: &str, v: Value| {
+        o.entry(k.to_string()).or_insert(v);
+    };
+    if semantic {
+        put("eagerness", json!("auto"));
+    } else {
+        put("threshold", json!(0.5));
+        put("prefix_padding_ms", json!(300));
+        put("silence_duration_ms", json!(500));
+        put("idle_timeout_ms", Value::Null);
+    }
+    put("create_response", json!(true));
+    put("interrupt_response", json!(true));
+}
+
+fn parse_td(v: Option<&Value>) -> Option<TurnDetection> {
+    let v = v?;
+    let o = v.as_object()?;
+    let semantic = o.get("type").and_then(Value::as_str) == Some("semantic_vad");
+    let num = |k: &str, d: u64| o.get(k).and_then(Value::as_u64).unwrap_or(d);
+    let flag = |k: &str| o.get(k).and_then(Value::as_bool).unwrap_or(true);
+    let silence_ms = if semantic {
+        match o.get("eagerness").and_then(Value::as_str) {
+            Some("high") => 250,
+            Some("low") => 1500,
+            _ => 500,
+        }
+    } else {
+        num("silence_duration_ms", 500)
+    };
+    Some(TurnDetection {
+        prefix_ms: if semantic {
+            300
+        } else {
+            num("prefix_padding_ms", 300)
+        },
+        silence_ms: silence_ms.max(20),
+        create_response: flag("create_response"),
+        interrupt_response: flag("interrupt_response"),
+    })
+}
+
+fn ga_format_json(f: AudioFormat) -> Value {
+    match f {
+        AudioFormat::Pcm16 => json!({"type": "audio/pcm", "rate": 24000}),
+        AudioFormat::Pcmu => json!({"type": "audio/pcmu"}),
+        AudioFormat::Pcma => json!({"type": "audio/pcma"}),
+    }
+}
+
+fn beta_format_name(f: AudioFormat) -> &'static str {
+    match f {
+        AudioFormat::Pcm16 => "pcm16",
+        AudioFormat::Pcmu => "g711_ulaw",
+        AudioFormat::Pcma => "g711_alaw",
+    }
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, beta: bool, id: String) -> Session {
+        let td = json!({"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+            "silence_duration_ms": 500, "idle_timeout_ms": null, "create_response": true,
+            "interrupt_response": true});
+        let config = if beta {
+            json!({"id": id, "object": "realtime.session", "model": super::DEFAULT_MODEL,
+                "modalities": ["text", "audio"], "instructions": "", "voice": "alloy",
+                "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+                "input_audio_transcription": null, "input_audio_noise_reduction": null,
+                "turn_detection": td, "tools": [], "tool_choice": "auto", "temperature": 0.8,
+                "max_response_output_tokens": "inf", "speed": 1.0, "tracing": null})
+        } else {
+            json!({"type": "realtime", "object": "realtime.session", "id": id,
+                "model": super::DEFAULT_MODEL, "output_modalities": ["audio"], "instructions": "",
+                "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": null,
+                "truncation": "auto", "prompt": null, "include": null,
+                "audio": {"input": {"format": ga_format_json(AudioFormat::Pcm16), "transcription": null,
+                                    "noise_reduction": null, "turn_detection": td},
+                          "output": {"format": ga_format_json(AudioFormat::Pcm16), "voice": "marin", "speed": 1.0}}})
+        };
+        let expires = shared.cfg.faults.iter().find_map(|f| match f {
+            Fault::MaxDuration(d) => Some(Instant::now() + *d),
+            _ => None,
+        });
+        let vad = Vad::new(shared.cfg.vad_threshold, AudioFormat::Pcm16.rate());
+        let mut s = Session {
+            shared,
+            beta,
+            id,
+            config,
+            in_fmt: AudioFormat::Pcm16,
+            out_fmt: AudioFormat::Pcm16,
+            text_only: false,
+            transcribe: false,
+            td: None,
+            audio_sent_ever: false,
+            seq: 0,
+            in_base_ms: 0,
+            in_samples: 0,
+            buffer_start_ms: 0,
+            carry: None,
+            vad,
+            speech: None,
+            edges: Vec::new(),
+            scratch: Vec::new(),
+            items: Vec::new(),
+            resp: None,
+            responses_finished: 0,
+            reply_idx: 0,
+            error_fault_fired: false,
+            expires,
+            out: Vec::new(),
+            received: Vec::new(),
+            sent: Vec::new(),
+            truncates: Vec::new(),
+            appended_bytes: 0,
+            sent_audio_bytes: 0,
+            completed: 0,
+            cancelled: 0,
+            errors: 0,
+            session_changed: true,
+        };
+        s.derive();
+        s
+    }
+
+    /// Moves pending log material into the shared log (one lock).
+    fn publish(&mut self, log: &Mutex<SessionLog>) {
+        let mut l = lock(log);
+        l.received.append(&mut self.received);
+        l.sent.append(&mut self.sent);
+        l.truncates.append(&mut self.truncates);
+        l.appended_audio_bytes = self.appended_bytes;
+        l.sent_audio_bytes = self.sent_audio_bytes;
+        l.responses_completed = self.completed;
+        l.responses_cancelled = self.cancelled;
+        l.errors_sent = self.errors;
+        if self.session_changed {
+            l.session = self.config.clone();
+            self.session_changed = false;
+        }
+    }
+
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!(
+            "{prefix}SIM{:06}{}",
+            self.seq,
+            &self.id[self.id.len().saturating_sub(6)..]
+        )
+    }
+
+    fn send(&mut self, mut v: Value) {
+        let eid = self.new_id("event_");
+        if let Some(m) = v.as_object_mut() {
+            m.insert("event_id".into(), Value::String(eid));
+        }
+        self.out.push(Out::Event(v));
+    }
+
+    fn error(&mut self, e: ApiError, client_event_id: Option<Value>) {
+        self.errors += 1;
+        tracing::trace!(session = %self.id, code = e.code, "sim error event");
+        self.send(
+            json!({"type": "error", "error": {"type": e.kind, "code": e.code, "message": e.message,
+            "param": e.param, "event_id": client_event_id}}),
+        );
+    }
+
+    /// Recomputes the typed view of `config`.
+    fn derive(&mut self) {
+        let c = &self.config;
+        let (in_fmt, out_fmt, td, text_only, transcribe) = if self.beta {
+            let f = |k: &str| {
+                c.get(k)
+                    .and_then(|v| validate::beta_format(v, k).ok())
+                    .unwrap_or(AudioFormat::Pcm16)
+            };
+            (
+                f("input_audio_format"),
+                f("output_audio_format"),
+                parse_td(c.get("turn_detection")),
+                c.get("modalities") == Some(&json!(["text"])),
+                c.get("input_audio_transcription")
+                    .is_some_and(|v| !v.is_null()),
+            )
+        } else {
+            let input = c.pointer("/audio/input");
+            let f = |v: Option<&Value>| {
+                v.and_then(|v| validate::ga_format(v, "").ok())
+                    .unwrap_or(AudioFormat::Pcm16)
+            };
+            (
+                f(c.pointer("/audio/input/format")),
+                f(c.pointer("/audio/output/format")),
+                parse_td(input.and_then(|i| i.get("turn_detection"))),
+                c.get("output_modalities") == Some(&json!(["text"])),
+                input
+                    .and_then(|i| i.get("transcription"))
+                    .is_some_and(|v| !v.is_null()),
+            )
+        };
+        if in_fmt != self.in_fmt {
+            self.in_base_ms = self.current_ms();
+            self.in_samples = 0;
+            self.carry = None;
+            self.vad.set_rate(in_fmt.rate());
+            self.in_fmt = in_fmt;
+        }
+        self.out_fmt = out_fmt;
+        self.td = td;
+        if td.is_none() {
+            self.vad.reset();
+        }
+        self.text_only = text_only;
+        self.transcribe = transcribe;
+    }
+
+    fn current_ms(&self) -> u64 {
+        self.in_base_ms + self.in_samples * 1000 / self.in_fmt.rate() as u64
+    }
+
+    fn voice(&self) -> String {
+        let v = if self.beta {
+            self.config.get("voice")
+        } else {
+            self.config.pointer("/audio/output/voice")
+        };
+        v.and_then(Value::as_str).unwrap_or("marin").to_string()
+    }
+
+    fn on_connect(&mut self) {
+        let session = self.config.clone();
+        self.send(json!({"type": "session.created", "session": session}));
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let r = self.resp.as_ref().map(|r| {
+            let pace = self.shared.cfg.pace;
+            if r.text_only || pace <= 0.0 {
+                r.start
+            } else {
+                let sent_ms = (r.sent_bytes / r.format.bytes_per_ms()) as f64;
+                r.start + Duration::from_secs_f64(sent_ms / 1000.0 / pace as f64)
+            }
+        });
+        match (r, self.expires) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        if self.expires.is_some_and(|e| e <= now) {
+            self.expires = None;
+            self.out.push(Out::Close(
+                CloseCode::Away,
+                MAX_DURATION_REASON,
+                ClosedBy::Fault("max_duration".into()),
+            ));
+            return;
+        }
+        if self.resp.as_ref().is_some_and(|r| r.start <= now) {
+            self.step_response();
+        }
+    }
+
+    // ---- client events ----
+
+    fn on_text(&mut self, text: &str) {
+        let mut ev: Value = match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                self.error(
+                    ApiError::invalid("invalid_json", "Expected a JSON object event.", None),
+                    None,
+                );
+                return;
+            }
+            Err(e) => {
+                self.error(
+                    ApiError::invalid(
+                        "invalid_json",
+                        format!("We could not parse the JSON body of your request: {e}"),
+                        None,
+                    ),
+                    None,
+                );
+                return;
+            }
+        };
+        let eid = ev.get("event_id").cloned();
+        let ty = get_str(&ev, "type").unwrap_or("").to_string();
+        match ty.as_str() {
+            "" => self.error(
+                ApiError::invalid(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'type'.",
+                    Some("type"),
+                ),
+                eid,
+            ),
+            "session.update" => self.on_session_update(&ev, eid),
+            "input_audio_buffer.append" => {
+                let n = self.on_append(&ev, eid);
+                if let Some(m) = ev.as_object_mut() {
+                    m.remove("audio");
+                    if let Some(n) = n {
+                        m.insert("audio_bytes".into(), n.into());
+                    }
+                }
+            }
+            "input_audio_buffer.commit" => self.on_commit(eid),
+            "input_audio_buffer.clear" => {
+                self.buffer_start_ms = self.current_ms();
+                self.speech = None;
+                self.vad.reset();
+                self.send(json!({"type": "input_audio_buffer.cleared"}));
+            }
+            "conversation.item.create" => self.on_item_create(&ev, eid),
+            "conversation.item.delete" => self.on_item_delete(&ev, eid),
+            "conversation.item.truncate" => self.on_truncate(&ev, eid),
+            "response.create" => self.on_response_create(&ev, eid),
+            "response.cancel" => self.on_response_cancel(&ev, eid),
+            other => {
+                let msg = format!("Invalid value: '{other}'. Unknown client event type.");
+                self.error(ApiError::invalid("unknown_event", msg, Some("type")), eid)
+            }
+        }
+        if self.shared.cfg.record_events {
+            self.received.push(ev);
+        }
+    }
+
+    fn on_session_update(&mut self, ev: &Value, eid: Option<Value>) {
+        let Some(upd) = ev.get("session") else {
+            let e = ApiError::invalid(
+                "missing_required_parameter",
+                "Missing required parameter: 'session'.",
+                Some("session"),
+            );
+            return self.error(e, eid);
+        };
+        let checked = if self.beta {
+            validate::beta_session(upd)
+        } else {
+            validate::ga_session(upd)
+        };
+        if let Err(e) = checked {
+            return self.error(e, eid);
+        }
+        let old_voice = self.voice();
+        let mut new = self.config.clone();
+        merge(&mut new, upd);
+        let td = if self.beta {
+            new.get_mut("turn_detection")
+        } else {
+            new.pointer_mut("/audio/input/turn_detection")
+        };
+        if let Some(td) = td {
+            normalize_td(td);
+        }
+        let new_voice = {
+            let v = if self.beta {
+                new.get("voice")
+            } else {
+                new.pointer("/audio/output/voice")
+            };
+            v.and_then(Value::as_str).unwrap_or("").to_string()
+        };
+        if self.audio_sent_ever && new_voice != old_voice {
+            let e = ApiError::invalid(
+                "cannot_update_voice",
+                "Cannot update a conversation's voice if assistant audio is present.",
+                Some(if self.beta {
+                    "session.voice"
+                } else {
+                    "session.audio.output.voice"
+                }),
+            );
+            return self.error(e, eid);
+        }
+        self.config = new;
+        self.session_changed = true;
+        self.derive();
+        let session = self.config.clone();
+        self.send(json!({"type": "session.updated", "session": session}));
+    }
+
+    /// Returns the decoded length when the audio was valid base64.
+    fn on_append(&mut self, ev: &Value, eid: Option<Value>) -> Option<usize> {
+        let Some(b64) = get_str(ev, "audio") else {
+            let e = ApiError::invalid(
+                "missing_required_parameter",
+                "Missing required parameter: 'audio'.",
+                Some("audio"),
+            );
+            self.error(e, eid);
+            return None;
+        };
+        let mut data = std::mem::take(&mut self.scratch);
+        data.clear();
+        if B64.decode_vec(b64, &mut data).is_err() {
+            self.scratch = data;
+            let e = ApiError::invalid(
+                "invalid_value",
+                "Invalid 'audio'. Expected base64-encoded audio bytes.",
+                Some("audio"),
+            );
+            self.error(e, eid);
+            return None;
+        }
+        let n = data.len();
+        self.appended_bytes += n;
+        match self.in_fmt {
+            AudioFormat::Pcmu => {
+                self.feed(data.iter().map(|&b| audio_codec_algorithms::decode_ulaw(b)))
+            }
+            AudioFormat::Pcma => {
+                self.feed(data.iter().map(|&b| audio_codec_algorithms::decode_alaw(b)))
+            }
+            AudioFormat::Pcm16 => {
+                let mut bytes: &[u8] = &data;
+                if let Some(c) = self.carry.take() {
+                    match bytes.split_first() {
+                        Some((&b, rest)) => {
+                            self.feed(std::iter::once(i16::from_le_bytes([c, b])));
+                            bytes = rest;
+                        }
+                        None => self.carry = Some(c),
+                    }
+                }
+                let chunks = bytes.chunks_exact(2);
+                if let [b] = chunks.remainder() {
+                    self.carry = Some(*b);
+                }
+                self.feed(chunks.map(|c| i16::from_le_bytes([c[0], c[1]])));
+            }
+        }
+        self.scratch = data;
+        let mut edges = std::mem::take(&mut self.edges);
+        for e in edges.drain(..) {
+            self.on_edge(e);
+        }
+        self.edges = edges;
+        Some(n)
+    }
+
+    fn feed(&mut self, samples: impl Iterator<Item = i16>) {
+        let rate = self.in_fmt.rate() as u64;
+        let base = self.in_base_ms;
+        let Some(td) = self.td else {
+            self.in_samples += samples.count() as u64;
+            return;
+        };
+        for s in samples {
+            self.in_samples += 1;
+            let n = self.in_samples;
+            if let Some(e) = self.vad.push(s, || base + n * 1000 / rate, td.silence_ms) {
+                self.edges.push(e);
+            }
+        }
+    }
+
+    fn on_edge(&mut self, e: VadEdge) {
+        let Some(td) = self.td else { return };
+        match e {
+            VadEdge::Started { window_start_ms } => {
+                if self.speech.is_some() {
+                    return;
+                }
+                let item_id = self.new_id("item_");
+                let start = window_start_ms
+                    .saturating_sub(td.prefix_ms)
+                    .max(self.buffer_start_ms);
+                self.speech = Some(item_id.clone());
+                self.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": start, "item_id": item_id}));
+                if td.interrupt_response && self.resp.is_some() {
+                    self.finish_response(Some("turn_detected"));
+                }
+            }
+            VadEdge::Stopped { end_ms } => {
+                let Some(item_id) = self.speech.take() else {
+                    return;
+                };
+                self.send(json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms, "item_id": item_id}));
+                let speech_ms = end_ms
+                    .saturating_sub(self.buffer_start_ms)
+                    .saturating_sub(td.silence_ms);
+                self.commit_user_item(item_id, speech_ms);
+                self.buffer_start_ms = end_ms;
+                if td.create_response && self.resp.is_none() {
+                    self.start_response(None);
+                }
+            }
+        }
+    }
+
+    fn last_item_id(&self) -> Value {
+        self.items
+            .last()
+            .map(|i| Value::String(i.id.clone()))
+            .unwrap_or(Value::Null)
+    }
+
+    fn item_added(&mut self, previous: Value, item: Value) {
+        if self.beta {
+            self.send(json!({"type": "conversation.item.created", "previous_item_id": previous, "item": item}));
+        } else {
+            self.send(json!({"type": "conversation.item.added", "previous_item_id": previous, "item": item.clone()}));
+            self.send(json!({"type": "conversation.item.done", "previous_item_id": previous, "item": item}));
+        }
+    }
+
+    fn commit_user_item(&mut self, item_id: String, speech_ms: u64) {
+        let previous = self.last_item_id();
+        self.send(json!({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous}));
+        let item = json!({"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+            "role": "user", "content": [{"type": "input_audio", "transcript": null}]});
+        self.item_added(previous, item);
+        self.items.push(Item {
+            id: item_id.clone(),
+            assistant: false,
+            audio_ms: 0,
+        });
+        if self.transcribe || self.shared.cfg.always_transcribe {
+            let transcript = format!("caller spoke for {:.1} s", speech_ms as f64 / 1000.0);
+            self.send(
+                json!({"type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id, "content_index": 0, "transcript": transcript}),
+            );
+        }
+    }
+
+    fn on_commit(&mut self, eid: Option<Value>) {
+        let now = self.current_ms();
+        let have = now.saturating_sub(self.buffer_start_ms);
+        if have < 100 {
+            let msg = format!(
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, but buffer only has {have}.00ms of audio."
+            );
+            return self.error(
+                ApiError::invalid("input_audio_buffer_commit_empty", msg, None),
+                eid,
+            );
+        }
+        let item_id = match self.speech.take() {
+            Some(id) => id,
+            None => self.new_id("item_"),
+        };
+        self.vad.reset();
+        self.commit_user_item(item_id, have);
+        self.buffer_start_ms = now;
+    }
+
+    fn on_item_create(&mut self, ev: &Value, eid: Option<Value>) {
+        let Some(item) = ev.get("item").and_then(Value::as_object) else {
+            let e = ApiError::invalid(
+                "missing_required_parameter",
+                "Missing required parameter: 'item'.",
+                Some("item"),
+            );
+            return self.error(e, eid);
+        };
+        let ty = item.get("type").and_then(Value::as_str);
+        let role = item.get("role").and_then(Value::as_str);
+        let ok = match ty {
+            Some("message") => matches!(role, Some("user" | "assistant" | "system")),
+            Some("function_call" | "function_call_output") => true,
+            _ => false,
+        };
+        if !ok {
+            let e = ApiError::invalid(
+                "invalid_value",
+                "Invalid 'item': type must be 'message' (role user|assistant|system), 'function_call' or 'function_call_output'.",
+                Some("item.type"),
+            );
+            return self.error(e, eid);
+        }
+        let previous = match ev.get("previous_item_id") {
+            None | Some(Value::Null) => self.last_item_id(),
+            Some(Value::String(p)) if p == "root" || self.items.iter().any(|i| &i.id == p) => {
+                Value::String(p.clone())
+            }
+            Some(p) => {
+                let e = ApiError::invalid(
+                    "invalid_value",
+                    format!("Invalid 'previous_item_id': item {p} not found."),
+                    Some("previous_item_id"),
+                );
+                return self.error(e, eid);
+            }
+        };
+        let id = match item.get("id").and_then(Value::as_str) {
+            Some(id) if self.items.iter().any(|i| i.id == id) => {
+                let e = ApiError::invalid(
+                    "invalid_value",
+                    format!("Item with id '{id}' already exists."),
+                    Some("item.id"),
+                );
+                return self.error(e, eid);
+            }
+            Some(id) => id.to_string(),
+            None => self.new_id("item_"),
+        };
+        let mut full: Map<String, Value> = item.clone();
+        full.insert("id".into(), Value::String(id.clone()));
+        full.insert("object".into(), json!("realtime.item"));
+        full.insert("status".into(), json!("completed"));
+        self.items.push(Item {
+            id,
+            assistant: role == Some("assistant"),
+            audio_ms: 0,
+        });
+        self.item_added(previous, Value::Object(full));
+    }
+
+    fn on_item_delete(&mut self, ev: &Value, eid: Option<Value>) {
+        let Some(id) = get_str(ev, "item_id") else {
+            let e = ApiError::invalid(
+                "missing_required_parameter",
+                "Missing required parameter: 'item_id'.",
+                Some("item_id"),
+            );
+            return self.error(e, eid);
+        };
+        match self.items.iter().position(|i| i.id == id) {
+            Some(p) => {
+                let item = self.items.remove(p);
+                self.send(json!({"type": "conversation.item.deleted", "item_id": item.id}));
+            }
+            None => {
+                let e = ApiError::invalid(
+                    "invalid_value",
+                    format!("Item with item_id '{id}' not found."),
+                    Some("item_id"),
+                );
+                self.error(e, eid)
+            }
+        }
+    }
+
+    fn on_truncate(&mut self, ev: &Value, eid: Option<Value>) {
+        let (Some(item_id), Some(content_index), Some(audio_end_ms)) = (
+            get_str(ev, "item_id"),
+            ev.get("content_index").and_then(Value::as_u64),
+            ev.get("audio_end_ms").and_then(Value::as_u64),
+        ) else {
+            let e = ApiError::invalid(
+                "missing_required_parameter",
+                "conversation.item.truncate needs 'item_id' (string), 'content_index' and 'audio_end_ms' (non-negative integers).",
+                None,
+            );
+            return self.error(e, eid);
+        };
+        let item_id = item_id.to_string();
+        let verdict = self.check_truncate(&item_id, content_index, audio_end_ms);
+        self.truncates.push(Truncate {
+            item_id: item_id.clone(),
+            content_index,
+            audio_end_ms,
+            accepted: verdict.is_ok(),
+        });
+        match verdict {
+            Err(e) => self.error(e, eid),
+            Ok(()) => {
+                if let Some(it) = self.items.iter_mut().rev().find(|i| i.id == item_id) {
+                    it.audio_ms = audio_end_ms;
+                }
+                self.send(
+                    json!({"type": "conversation.item.truncated", "item_id": item_id,
+                    "content_index": content_index, "audio_end_ms": audio_end_ms}),
+                );
+            }
+        }
+    }
+
+    fn check_truncate(
+        &self,
+        item_id: &str,
+        content_index: u64,
+        audio_end_ms: u64,
+    ) -> Result<(), ApiError> {
+        let active = self.resp.as_ref().filter(|r| r.item_id == item_id);
+        let (assistant, have_ms) = match (active, self.items.iter().rev().find(|i| i.id == item_id))
+        {
+            (Some(r), _) => (true, (r.sent_bytes / r.format.bytes_per_ms()) as u64),
+            (None, Some(i)) => (i.assistant, i.audio_ms),
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    format!("Item with item_id '{item_id}' not found."),
+                    Some("item_id"),
+                ))
+            }
+        };
+        if !assistant {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                "Only assistant messages can be truncated.",
+                Some("item_id"),
+            ));
+        }
+        if content_index != 0 {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                format!("Invalid 'content_index': {content_index}; item '{item_id}' has one content part (index 0)."),
+                Some("content_index"),
+            ));
+        }
+        if audio_end_ms > have_ms {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                format!("audio_end_ms {audio_end_ms} is beyond the audio of item '{item_id}' ({have_ms} ms sent)."),
+                Some("audio_end_ms"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_response_create(&mut self, ev: &Value, eid: Option<Value>) {
+        if let Some(r) = &self.resp {
+            let msg = format!(
+                "Conversation already has an active response in progress: {}. Wait until the response is finished before creating a new one.",
+                r.id
+            );
+            return self.error(
+                ApiError::invalid("conversation_already_has_active_response", msg, None),
+                eid,
+            );
+        }
+        let params = ev.get("response").filter(|v| !v.is_null());
+        if let Some(p) = params {
+            if let Err(e) = validate::response_params(self.beta, p) {
+                return self.error(e, eid);
+            }
+        }
+        let params = params.cloned();
+        self.start_response(params.as_ref());
+    }
+
+    fn on_response_cancel(&mut self, ev: &Value, eid: Option<Value>) {
+        let want = get_str(ev, "response_id");
+        match &self.resp {
+            Some(r) if want.is_none_or(|w| w == r.id) => {
+                self.finish_response(Some("client_cancelled"))
+            }
+            _ => {
+                let e = ApiError::invalid(
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found.",
+                    None,
+                );
+                self.error(e, eid)
+            }
+        }
+    }
+
+    // ---- responses ----
+
+    fn response_json(
+        &self,
+        r: &Resp,
+        status: &str,
+        details: Value,
+        output: Value,
+        usage: Value,
+    ) -> Value {
+        let conv = if r.in_conversation {
+            json!("conv_SIM")
+        } else {
+            Value::Null
+        };
+        if self.beta {
+            let modalities = if r.text_only {
+                json!(["text"])
+            } else {
+                json!(["text", "audio"])
+            };
+            json!({"object": "realtime.response", "id": r.id, "status": status, "status_details": details,
+                "output": output, "conversation_id": conv, "modalities": modalities, "voice": r.voice,
+                "output_audio_format": beta_format_name(r.format), "temperature": 0.8,
+                "max_output_tokens": "inf", "usage": usage, "metadata": null})
+        } else {
+            let modalities = if r.text_only {
+                json!(["text"])
+            } else {
+                json!(["audio"])
+            };
+            json!({"object": "realtime.response", "id": r.id, "status": status, "status_details": details,
+                "output": output, "conversation_id": conv, "output_modalities": modalities,
+                "max_output_tokens": "inf",
+                "audio": {"output": {"format": ga_format_json(r.format), "voice": r.voice}},
+                "usage": usage, "metadata": null})
+        }
+    }
+
+    fn part_type(&self, text_only: bool) -> &'static str {
+        match (self.beta, text_only) {
+            (false, false) => "output_audio",
+            (false, true) => "output_text",
+            (true, false) => "audio",
+            (true, true) => "text",
+        }
+    }
+
+    fn start_response(&mut self, params: Option<&Value>) {
+        let cfg = &self.shared.cfg;
+        let text = if cfg.reply_texts.is_empty() {
+            "Hello from the simulator.".to_string()
+        } else {
+            cfg.reply_texts[self.reply_idx % cfg.reply_texts.len()].clone()
+        };
+        self.reply_idx += 1;
+        let p = |k: &str| params.and_then(|p| p.get(k));
+        let text_only = match (self.beta, p("output_modalities"), p("modalities")) {
+            (false, Some(m), _) => m == &json!(["text"]),
+            (true, _, Some(m)) => m == &json!(["text"]),
+            _ => self.text_only,
+        };
+        let format = if self.beta {
+            p("output_audio_format").and_then(|v| validate::beta_format(v, "").ok())
+        } else {
+            params
+                .and_then(|p| p.pointer("/audio/output/format"))
+                .and_then(|v| validate::ga_format(v, "").ok())
+        }
+        .unwrap_or(self.out_fmt);
+        let voice = if self.beta {
+            p("voice")
+        } else {
+            params.and_then(|p| p.pointer("/audio/output/voice"))
+        }
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| self.voice());
+        let in_conversation = p("conversation").and_then(Value::as_str) != Some("none");
+        let ms = match cfg.response_audio_ms {
+            0 => (text.chars().count() as u32 * 65).max(500),
+            ms => ms,
+        };
+        let fault_close = cfg.faults.iter().find_map(|f| match f {
+            Fault::CloseAfterResponses(n) if *n == self.responses_finished => Some(false),
+            Fault::DropAfterResponses(n) if *n == self.responses_finished => Some(true),
+            _ => None,
+        });
+        let audio = (!text_only).then(|| self.shared.voice.get(format, ms));
+        let start = Instant::now() + Duration::from_millis(cfg.response_latency_ms as u64);
+        let r = Resp {
+            id: self.new_id("resp_"),
+            item_id: self.new_id("item_"),
+            text,
+            text_sent: 0,
+            text_only,
+            in_conversation,
+            format,
+            voice,
+            audio,
+            total_bytes: ms as usize * format.bytes_per_ms(),
+            sent_bytes: 0,
+            delta_idx: 0,
+            start,
+            fault_close,
+        };
+        let created = self.response_json(&r, "in_progress", Value::Null, json!([]), Value::Null);
+        self.send(json!({"type": "response.created", "response": created}));
+        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
+            "role": "assistant", "content": []});
+        self.send(json!({"type": "response.output_item.added", "response_id": r.id, "output_index": 0, "item": item.clone()}));
+        if in_conversation {
+            let previous = self.last_item_id();
+            if self.beta {
+                self.send(json!({"type": "conversation.item.created", "previous_item_id": previous, "item": item}));
+            } else {
+                self.send(json!({"type": "conversation.item.added", "previous_item_id": previous, "item": item}));
+            }
+            self.items.push(Item {
+                id: r.item_id.clone(),
+                assistant: true,
+                audio_ms: 0,
+            });
+        }
+        let part = if text_only {
+            json!({"type": self.part_type(true), "text": ""})
+        } else {
+            json!({"type": self.part_type(false), "transcript": ""})
+        };
+        self.send(
+            json!({"type": "response.content_part.added", "response_id": r.id, "item_id": r.item_id,
+            "output_index": 0, "content_index": 0, "part": part}),
+        );
+        self.resp = Some(r);
+    }
+
+    fn ev_name(&self, what: &str) -> &'static str {
+        match (self.beta, what) {
+            (false, "audio.delta") => "response.output_audio.delta",
+            (false, "audio.done") => "response.output_audio.done",
+            (false, "transcript.delta") => "response.output_audio_transcript.delta",
+            (false, "transcript.done") => "response.output_audio_transcript.done",
+            (false, "text.delta") => "response.output_text.delta",
+            (false, "text.done") => "response.output_text.done",
+            (true, "audio.delta") => "response.audio.delta",
+            (true, "audio.done") => "response.audio.done",
+            (true, "transcript.delta") => "response.audio_transcript.delta",
+            (true, "transcript.done") => "response.audio_transcript.done",
+            (true, "text.delta") => "response.text.delta",
+            _ => "response.text.done",
+        }
+    }
+
+    /// Sends text up to `upto` (a byte index, moved forward to a word boundary).
+    fn send_text_delta(&mut self, upto: usize) {
+        let Some(r) = &mut self.resp else { return };
+        let mut end = upto.min(r.text.len());
+        while end < r.text.len() && !r.text[end..].starts_with(' ') {
+            end += r.text[end..].chars().next().map_or(1, char::len_utf8);
+        }
+        if end <= r.text_sent {
+            return;
+        }
+        let delta = r.text[r.text_sent..end].to_string();
+        r.text_sent = end;
+        let (id, item_id, text_only) = (r.id.clone(), r.item_id.clone(), r.text_only);
+        let ty = self.ev_name(if text_only {
+            "text.delta"
+        } else {
+            "transcript.delta"
+        });
+        self.send(
+            json!({"type": ty, "response_id": id, "item_id": item_id, "output_index": 0,
+            "content_index": 0, "delta": delta}),
+        );
+    }
+
+    fn step_response(&mut self) {
+        let delta_name = self.ev_name("audio.delta");
+        let cfg = &self.shared.cfg;
+        let Some(r) = &mut self.resp else { return };
+        if r.text_only {
+            let len = r.text.len();
+            let mut pos = 0;
+            while pos < len {
+                self.send_text_delta(pos + 1);
+                pos = self.resp.as_ref().map_or(len, |r| r.text_sent);
+            }
+            return self.finish_response(None);
+        }
+        let sizes = &cfg.delta_ms;
+        let nonzero = sizes.iter().filter(|&&d| d > 0).count();
+        let ms = if nonzero == 0 {
+            100
+        } else {
+            let d = sizes
+                .iter()
+                .copied()
+                .filter(|&d| d > 0)
+                .cycle()
+                .nth(r.delta_idx % nonzero)
+                .unwrap_or(100);
+            r.delta_idx += 1;
+            d
+        };
+        let n = (ms as usize * r.format.bytes_per_ms()).min(r.total_bytes - r.sent_bytes);
+        let b64 = match &r.audio {
+            Some(a) => B64.encode(&a[r.sent_bytes..(r.sent_bytes + n).min(a.len())]),
+            None => String::new(),
+        };
+        r.sent_bytes += n;
+        let ev = json!({"type": delta_name, "response_id": r.id, "item_id": r.item_id,
+            "output_index": 0, "content_index": 0});
+        let (sent, total, fault) = (r.sent_bytes, r.total_bytes, r.fault_close);
+        let upto = r.text.len() * sent / total.max(1);
+        self.sent_audio_bytes += n;
+        self.audio_sent_ever = true;
+        let eid = self.new_id("event_");
+        let mut ev = ev;
+        if let Some(m) = ev.as_object_mut() {
+            m.insert("event_id".into(), Value::String(eid));
+        }
+        self.out.push(Out::Audio(ev, b64, n));
+        self.send_text_delta(upto);
+        if let Some(drop) = fault {
+            if sent * 2 >= total {
+                if let Some(r) = &mut self.resp {
+                    r.fault_close = None;
+                }
+                self.out.push(if drop {
+                    Out::Drop(ClosedBy::Fault("drop_after_responses".into()))
+                } else {
+                    Out::Close(
+                        CloseCode::Error,
+                        "simulated server error",
+                        ClosedBy::Fault("close_after_responses".into()),
+                    )
+                });
+                return;
+            }
+        }
+        if sent >= total {
+            self.finish_response(None);
+        }
+    }
+
+    /// Ends the active response: completed when `cancel_reason` is `None`, else cancelled.
+    fn finish_response(&mut self, cancel_reason: Option<&str>) {
+        if cancel_reason.is_none() {
+            self.send_text_delta(usize::MAX);
+        }
+        let Some(r) = self.resp.take() else { return };
+        let said = r.text[..r.text_sent].to_string();
+        let base = json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0});
+        let with = |ty: &str, extra: Value| {
+            let mut v = base.clone();
+            if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                m.insert("type".into(), json!(ty));
+                m.extend(e.clone());
+            }
+            v
+        };
+        let part = if r.text_only {
+            self.send(with(self.ev_name("text.done"), json!({"text": said})));
+            json!({"type": self.part_type(true), "text": said})
+        } else {
+            self.send(with(self.ev_name("audio.done"), json!({})));
+            self.send(with(
+                self.ev_name("transcript.done"),
+                json!({"transcript": said}),
+            ));
+            json!({"type": self.part_type(false), "transcript": said})
+        };
+        self.send(with("response.content_part.done", json!({"part": part})));
+        let status = if cancel_reason.is_some() {
+            "incomplete"
+        } else {
+            "completed"
+        };
+        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": status,
+            "role": "assistant", "content": [part]});
+        self.send(json!({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item.clone()}));
+        if !self.beta && r.in_conversation {
+            self.send(json!({"type": "conversation.item.done", "item": item.clone()}));
+        }
+        let sent_ms = (r.sent_bytes / r.format.bytes_per_ms()) as u64;
+        if let Some(it) = self.items.iter_mut().rev().find(|i| i.id == r.item_id) {
+            it.audio_ms = sent_ms;
+        }
+        let text_tokens = said.split_whitespace().count() as u64;
+        let audio_tokens = sent_ms / 50;
+        let usage = json!({"total_tokens": 120 + text_tokens + audio_tokens, "input_tokens": 120,
+            "output_tokens": text_tokens + audio_tokens,
+            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens}});
+        let (status, details) = match cancel_reason {
+            None => {
+                self.completed += 1;
+                ("completed", Value::Null)
+            }
+            Some(reason) => {
+                self.cancelled += 1;
+                ("cancelled", json!({"type": "cancelled", "reason": reason}))
+            }
+        };
+        let resp = self.response_json(&r, status, details, json!([item]), usage);
+        self.send(json!({"type": "response.done", "response": resp}));
+        self.send(json!({"type": "rate_limits.updated", "rate_limits": [
+            {"name": "requests", "limit": 10000, "remaining": 9999, "reset_seconds": 0.006},
+            {"name": "tokens", "limit": 2_000_000, "remaining": 1_995_000, "reset_seconds": 0.15}]}));
+        self.responses_finished += 1;
+        let n = self.responses_finished;
+        let fire = !self.error_fault_fired
+            && self
+                .shared
+                .cfg
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::ErrorAfterResponses(k) if *k == n));
+        if fire {
+            self.error_fault_fired = true;
+            self.errors += 1;
+            self.send(json!({"type": "error", "error": {"type": "server_error", "code": "server_error",
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "param": null, "event_id": null}}));
+        }
+    }
+}
