@@ -30,8 +30,8 @@ pub enum Step {
     /// Send silence until the agent's audio has played this long since its current stretch
     /// started (then carry on: e.g. talk over it), or `timeout` passes.
     WaitAgentAudio { heard: Duration, timeout: Duration },
-    /// Send silence until the agent has been quiet for `quiet` after having spoken, or
-    /// `timeout` passes.
+    /// Send silence until the agent, having spoken since this step began, has been quiet for
+    /// `quiet`, or `timeout` passes.
     WaitAgentDone { quiet: Duration, timeout: Duration },
     /// Send a DTMF digit.
     Dtmf(char),
@@ -423,7 +423,8 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 break;
                             }
                             Some(Step::WaitAgentDone { quiet, timeout }) => {
-                                let done = last_agent_audio.is_some_and(|t| now >= t + quiet) && player.queue.is_empty();
+                                let done = last_agent_audio.is_some_and(|t| t > step_started && now >= t + quiet)
+                                    && player.queue.is_empty();
                                 if done || now >= step_started + timeout {
                                     steps.pop_front(); step_started = now; continue;
                                 }

@@ -1,0 +1,158 @@
+//! Full calls through the real server: a simulated Twilio caller on one side, the in-repo
+//! Realtime simulator on the other, everything on 127.0.0.1, in real time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::{SimConfig, SimDialect, Simulator};
+
+async fn bridge(realtime_url: &str, mode: &str, dialect: &str) -> callbridge::server::Running {
+    let env = |k: &str| match k {
+        "REALTIME_URL" => Some(realtime_url.to_owned()),
+        "OPENAI_API_KEY" => Some("sk-test-not-a-real-key".to_owned()),
+        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
+        "CALLBRIDGE_AUDIO_MODE" => Some(mode.to_owned()),
+        "CALLBRIDGE_DIALECT" => Some(dialect.to_owned()),
+        _ => None,
+    };
+    let cfg = Config::load(None, &env, &Overrides::default()).expect("config");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    callbridge::server::spawn(cfg, metrics)
+        .await
+        .expect("bridge starts")
+}
+
+/// TwiML → WS → start → speech → the simulator's VAD fires → the response's audio reaches the
+/// caller in 160-byte frames → the caller talks over it → `clear` arrives and the truncate
+/// reaching the simulator says what the caller actually heard.
+async fn full_call(mode: &str, dialect: &str) {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 4000,
+            delta_ms: vec![37, 100, 250],
+            pace: 4.0,
+            require_api_key: Some("sk-test-not-a-real-key".into()),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    let server = bridge(&sim.url(), mode, dialect).await;
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![
+            Step::Silence(Duration::from_millis(300)),
+            Step::Say(caller::synthetic_speech(1200)),
+            // Let the agent talk for ~1.5 s, then talk over it.
+            Step::WaitAgentAudio {
+                heard: Duration::from_millis(1500),
+                timeout: Duration::from_secs(10),
+            },
+            Step::Say(caller::synthetic_speech(900)),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(700),
+                timeout: Duration::from_secs(15),
+            },
+        ],
+        tail: Duration::from_millis(300),
+        ..CallerOptions::default()
+    })
+    .await
+    .expect("call runs");
+
+    let label = format!("{mode}/{dialect}");
+    assert!(
+        report.stream_url.ends_with("/media"),
+        "{label}: {}",
+        report.stream_url
+    );
+    assert!(
+        report.twiml.contains("<Parameter name=\"CallSid\""),
+        "{label}"
+    );
+    assert!(
+        report.protocol_violations.is_empty(),
+        "{label}: {:?}",
+        report.protocol_violations
+    );
+    assert!(report.media_received > 50, "{label}: agent audio arrived");
+    assert_eq!(report.odd_frames, 0, "{label}: every frame is 160 bytes");
+    assert!(
+        !report.closed_by_bridge,
+        "{label}: the bridge kept the call up"
+    );
+    assert_eq!(
+        report.clears.len(),
+        1,
+        "{label}: one barge-in, one clear: {:?}",
+        report.clears
+    );
+
+    let sessions = sim.sessions();
+    assert_eq!(sessions.len(), 1, "{label}");
+    let s = &sessions[0];
+    assert_eq!(
+        s.dialect,
+        if dialect == "beta" {
+            SimDialect::Beta
+        } else {
+            SimDialect::Ga
+        },
+        "{label}"
+    );
+    assert!(
+        s.headers.iter().all(|(_, v)| !v.contains("sk-test")),
+        "{label}: the simulator's log redacts the key"
+    );
+    assert_eq!(s.truncates.len(), 1, "{label}: {:?}", s.truncates);
+    let heard = report.clears[0].heard_in_stretch_ms;
+    let truncated = s.truncates[0].audio_end_ms as f64;
+    eprintln!(
+        "{label}: caller heard {heard:.1} ms, truncate audio_end_ms {truncated}, latencies {:?}",
+        report.response_latencies
+    );
+    assert!(
+        (truncated - heard).abs() <= 20.0,
+        "{label}: truncated at {truncated} ms, caller heard {heard} ms"
+    );
+    // Nothing the caller said was lost: every byte reached the model.
+    let per_frame = if mode == "pcm" { 960 } else { 160 };
+    let expected = report.frames_sent as usize * per_frame;
+    let got = s.appended_audio_bytes;
+    assert!(
+        got <= expected && got + 2 * per_frame >= expected,
+        "{label}: model got {got} bytes of caller audio, caller sent {expected}"
+    );
+    // The answer after the barge-in was heard in full.
+    assert!(
+        report.response_latencies.len() >= 2,
+        "{label}: the agent answered both turns: {:?}",
+        report.response_latencies
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_call_pcmu_ga() {
+    full_call("pcmu", "ga").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_call_pcm_ga() {
+    full_call("pcm", "ga").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_call_pcmu_beta() {
+    full_call("pcmu", "beta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_call_pcm_beta() {
+    full_call("pcm", "beta").await;
+}
