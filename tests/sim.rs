@@ -723,3 +723,81 @@ async fn client_close_is_recorded_and_pacing_holds() {
     assert_eq!(sim.sessions()[0].closed_by, Some(ClosedBy::Client));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn max_duration_closes_with_1001() {
+    let cfg = SimConfig {
+        faults: vec![Fault::MaxDuration(Duration::from_millis(200))],
+        ..fast()
+    };
+    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let mut ws = connect(&sim, false).await;
+    recv(&mut ws).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(f))) => break f.unwrap(),
+            Some(Ok(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001);
+    assert!(close.reason.as_str().contains("maximum duration"));
+}
+
+#[tokio::test]
+async fn drop_fault_ends_without_close_frame() {
+    let cfg = SimConfig {
+        faults: vec![Fault::DropAfterResponses(0)],
+        ..fast()
+    };
+    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let mut ws = connect(&sim, false).await;
+    recv(&mut ws).await;
+    send(&mut ws, json!({"type": "response.create"})).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(t))) => assert!(!t.as_str().contains("response.done")),
+            Some(Ok(Message::Close(_))) => panic!("expected no close frame"),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+}
+
+#[tokio::test]
+async fn many_sessions_are_independent() {
+    let cfg = SimConfig {
+        response_audio_ms: 500,
+        record_events: false,
+        ..fast()
+    };
+    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let mut tasks = vec![];
+    for _ in 0..50 {
+        let mut ws = connect(&sim, false).await;
+        tasks.push(tokio::spawn(async move {
+            ga_pcmu(&mut ws).await;
+            send(&mut ws, json!({"type": "response.create"})).await;
+            let evs = until(&mut ws, "response.done").await;
+            audio_of(&evs, "response.output_audio.delta").len()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 500 * 8);
+    }
+    let logs = sim.sessions();
+    assert_eq!(logs.len(), 50);
+    assert!(logs
+        .iter()
+        .all(|l| l.responses_completed == 1 && l.sent.is_empty()));
+    let mut ids: Vec<_> = logs.iter().map(|l| l.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    sim.shutdown().await;
+}
