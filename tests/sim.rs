@@ -801,3 +801,65 @@ async fn many_sessions_are_independent() {
     assert_eq!(ids.len(), 50);
     sim.shutdown().await;
 }
+
+/// Load sanity, outside the normal run: `cargo test --release --test sim -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn load_1000_sessions() {
+    let cfg = SimConfig {
+        record_events: false,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..1000 {
+        let mut ws = connect(&sim, false).await;
+        tasks.push(tokio::spawn(async move {
+            ga_pcmu(&mut ws).await;
+            // Caller speech at real-time-ish rate (20 ms frames every 5 ms), then the answer.
+            for f in ulaw_speech(400, 600) {
+                send(
+                    &mut ws,
+                    json!({"type": "input_audio_buffer.append", "audio": B64.encode(f)}),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let evs = until(&mut ws, "response.done").await;
+            audio_of(&evs, "response.output_audio.delta").len()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 3000 * 8);
+    }
+    eprintln!("1000 sessions in {:?}", t0.elapsed());
+    assert_eq!(sim.session_count(), 1000);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_ascii_replies_and_odd_pacing_do_not_panic() {
+    let cfg = SimConfig {
+        reply_texts: vec!["Grüß Gott — ça va? 你好，世界".into()],
+        response_audio_ms: 0,
+        delta_ms: vec![0, 7],
+        pace: f32::NAN,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let mut ws = connect(&sim, false).await;
+    recv(&mut ws).await;
+    send(&mut ws, json!({"type": "response.create"})).await;
+    let evs = until(&mut ws, "response.done").await;
+    let transcript: String = of(&evs, "response.output_audio_transcript.delta")
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(transcript, "Grüß Gott — ça va? 你好，世界");
+    // Derived length: 65 ms per char, PCM16 24 kHz.
+    let chars = transcript.chars().count();
+    assert_eq!(
+        audio_of(&evs, "response.output_audio.delta").len(),
+        chars * 65 * 48
+    );
+}

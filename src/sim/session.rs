@@ -685,7 +685,8 @@ impl Session {
     fn next_deadline(&self) -> Option<Instant> {
         let r = self.resp.as_ref().map(|r| {
             let pace = self.shared.cfg.pace;
-            if r.text_only || pace <= 0.0 {
+            let paced = pace.is_finite() && pace > 0.0;
+            if r.text_only || !paced {
                 r.start
             } else {
                 let sent_ms = (r.sent_bytes / r.format.bytes_per_ms()) as f64;
@@ -1361,6 +1362,9 @@ impl Session {
     fn send_text_delta(&mut self, upto: usize) {
         let Some(r) = &mut self.resp else { return };
         let mut end = upto.min(r.text.len());
+        while !r.text.is_char_boundary(end) {
+            end += 1;
+        }
         while end < r.text.len() && !r.text[end..].starts_with(' ') {
             end += r.text[end..].chars().next().map_or(1, char::len_utf8);
         }
