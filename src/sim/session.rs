@@ -57,7 +57,11 @@ fn reject(status: StatusCode, code: &str, message: &str) -> ErrorResponse {
     r
 }
 
-fn check_upgrade(req: &Request, key: Option<&str>) -> Result<Handshake, ErrorResponse> {
+/// The upgrade's verdict: the handshake facts, or (status, error code, message) to refuse with.
+fn check_upgrade(
+    req: &Request,
+    key: Option<&str>,
+) -> Result<Handshake, (StatusCode, &'static str, &'static str)> {
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -73,7 +77,7 @@ fn check_upgrade(req: &Request, key: Option<&str>) -> Result<Handshake, ErrorRes
         .collect();
     let uri = req.uri();
     if !uri.path().trim_end_matches('/').ends_with("/realtime") {
-        return Err(reject(
+        return Err((
             StatusCode::NOT_FOUND,
             "not_found",
             "Unknown path; use /v1/realtime.",
@@ -84,7 +88,7 @@ fn check_upgrade(req: &Request, key: Option<&str>) -> Result<Handshake, ErrorRes
         (k == "model" || k == "deployment") && !v.is_empty()
     });
     if !has_model {
-        return Err(reject(
+        return Err((
             StatusCode::BAD_REQUEST,
             "missing_required_parameter",
             "Missing required parameter: 'model'.",
@@ -94,7 +98,7 @@ fn check_upgrade(req: &Request, key: Option<&str>) -> Result<Handshake, ErrorRes
         let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
         let bearer = h("authorization").and_then(|v| v.strip_prefix("Bearer "));
         if bearer != Some(key) && h("api-key") != Some(key) {
-            return Err(reject(
+            return Err((
                 StatusCode::UNAUTHORIZED,
                 "invalid_api_key",
                 "Incorrect API key provided.",
@@ -129,8 +133,11 @@ pub(crate) async fn run(
 ) {
     let mut hs: Option<Handshake> = None;
     let key = shared.cfg.require_api_key.clone();
+    // The Err type is fixed by tungstenite's `Callback`.
+    #[allow(clippy::result_large_err)]
     let cb = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        hs = Some(check_upgrade(req, key.as_deref())?);
+        let checked = check_upgrade(req, key.as_deref());
+        hs = Some(checked.map_err(|(status, code, msg)| reject(status, code, msg))?);
         Ok(resp)
     };
     let ws = match tokio::time::timeout(
@@ -208,6 +215,7 @@ async fn serve(
         if *stop.borrow() {
             return close(
                 &mut ws,
+                log,
                 CloseCode::Away,
                 "server shutting down",
                 ClosedBy::Shutdown,
@@ -221,7 +229,7 @@ async fn serve(
         };
         tokio::select! {
             _ = stop.changed() => {
-                return close(&mut ws, CloseCode::Away, "server shutting down", ClosedBy::Shutdown).await;
+                return close(&mut ws, log, CloseCode::Away, "server shutting down", ClosedBy::Shutdown).await;
             }
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => s.on_text(t.as_str()),
@@ -249,6 +257,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 async fn close(
     ws: &mut WebSocketStream<TcpStream>,
+    log: &Mutex<SessionLog>,
     code: CloseCode,
     reason: &'static str,
     by: ClosedBy,
@@ -257,7 +266,10 @@ async fn close(
         code,
         reason: reason.into(),
     };
-    if ws.send(Message::Close(Some(frame))).await.is_ok() {
+    let sent = ws.send(Message::Close(Some(frame))).await.is_ok();
+    // Observable at once; the close handshake below may take a while.
+    lock(log).closed_by = Some(by.clone());
+    if sent {
         // Give the client a moment to answer the close handshake.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while let Some(Ok(_)) = ws.next().await {}
@@ -322,7 +334,7 @@ async fn flush(
     }
     match end {
         None => None,
-        Some((Some((code, reason)), by)) => Some(close(ws, code, reason, by).await),
+        Some((Some((code, reason)), by)) => Some(close(ws, log, code, reason, by).await),
         Some((None, by)) => Some(by),
     }
 }
@@ -378,7 +390,8 @@ struct Session {
     buffer_start_ms: u64,
     carry: Option<u8>,
     vad: Vad,
-    speech: Option<String>,
+    /// Item id and window start (ms) of the speech in progress.
+    speech: Option<(String, u64)>,
     edges: Vec<VadEdge>,
     scratch: Vec<u8>,
     items: Vec<Item>,
@@ -672,7 +685,8 @@ impl Session {
     fn next_deadline(&self) -> Option<Instant> {
         let r = self.resp.as_ref().map(|r| {
             let pace = self.shared.cfg.pace;
-            if r.text_only || pace <= 0.0 {
+            let paced = pace.is_finite() && pace > 0.0;
+            if r.text_only || !paced {
                 r.start
             } else {
                 let sent_ms = (r.sent_bytes / r.format.bytes_per_ms()) as f64;
@@ -908,19 +922,19 @@ impl Session {
                 let start = window_start_ms
                     .saturating_sub(td.prefix_ms)
                     .max(self.buffer_start_ms);
-                self.speech = Some(item_id.clone());
+                self.speech = Some((item_id.clone(), window_start_ms));
                 self.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": start, "item_id": item_id}));
                 if td.interrupt_response && self.resp.is_some() {
                     self.finish_response(Some("turn_detected"));
                 }
             }
             VadEdge::Stopped { end_ms } => {
-                let Some(item_id) = self.speech.take() else {
+                let Some((item_id, speech_start)) = self.speech.take() else {
                     return;
                 };
                 self.send(json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms, "item_id": item_id}));
                 let speech_ms = end_ms
-                    .saturating_sub(self.buffer_start_ms)
+                    .saturating_sub(speech_start)
                     .saturating_sub(td.silence_ms);
                 self.commit_user_item(item_id, speech_ms);
                 self.buffer_start_ms = end_ms;
@@ -980,7 +994,7 @@ impl Session {
             );
         }
         let item_id = match self.speech.take() {
-            Some(id) => id,
+            Some((id, _)) => id,
             None => self.new_id("item_"),
         };
         self.vad.reset();
@@ -1348,6 +1362,9 @@ impl Session {
     fn send_text_delta(&mut self, upto: usize) {
         let Some(r) = &mut self.resp else { return };
         let mut end = upto.min(r.text.len());
+        while !r.text.is_char_boundary(end) {
+            end += 1;
+        }
         while end < r.text.len() && !r.text[end..].starts_with(' ') {
             end += r.text[end..].chars().next().map_or(1, char::len_utf8);
         }

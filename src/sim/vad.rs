@@ -104,7 +104,6 @@ mod tests {
     #[test]
     fn tone_then_silence() {
         let mut vad = Vad::new(500.0, 8000);
-        let mut pos = 0u64;
         let mut edges = vec![];
         // 100 ms silence, 400 ms tone, 600 ms silence.
         for i in 0..(8 * 1100u64) {
@@ -113,8 +112,7 @@ mod tests {
             } else {
                 0
             };
-            pos += 1;
-            let p = pos;
+            let p = i + 1;
             if let Some(e) = vad.push(s, || p / 8, 500) {
                 edges.push(e);
             }
