@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// μ-law bytes per ms at 8 kHz.
 const BPMS: u64 = 8;
 const FRAME: usize = 160;
+/// Quiet longer than this between agent audio starts a new stretch (a new answer).
+const STRETCH_GAP: Duration = Duration::from_millis(250);
 
 /// One step of what the caller does.
 #[derive(Debug, Clone)]
@@ -123,6 +125,8 @@ struct Player {
     /// Playback time already accounted for.
     clock: Instant,
     stretch_heard: u64,
+    /// When the queue last ran empty.
+    idle_since: Option<Instant>,
     played: u64,
 }
 
@@ -134,9 +138,15 @@ impl Player {
             let idle_ms = now.saturating_duration_since(self.clock).as_millis() as u64;
             played_out.extend(std::iter::repeat_n(0xFFu8, (idle_ms * BPMS) as usize));
             self.clock = now;
-            self.stretch_heard = 0;
+            // A stretch of agent audio ends when the line has been quiet a while (a momentary
+            // underrun inside one answer does not start a new stretch).
+            if now.saturating_duration_since(self.idle_since.unwrap_or(now)) >= STRETCH_GAP {
+                self.stretch_heard = 0;
+            }
+            self.idle_since.get_or_insert(now);
             return;
         }
+        self.idle_since = None;
         let mut budget =
             (now.saturating_duration_since(self.clock).as_micros() as u64 * BPMS / 1000) as usize;
         self.clock += Duration::from_micros(budget as u64 * 1000 / BPMS);
@@ -312,6 +322,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
         queued_bytes: 0,
         clock: t0,
         stretch_heard: 0,
+        idle_since: None,
         played: 0,
     };
     let mut echoes = Vec::new();
