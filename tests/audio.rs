@@ -1,0 +1,588 @@
+//! Behaviour of `callbridge::audio`: G.711 against an independent reference, the resamplers'
+//! delay, band and streaming behaviour, and the framer.
+//!
+//! Measurements print their numbers (`cargo test --test audio -- --nocapture`); the doc comments
+//! in `src/audio/resample.rs` quote them.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::f64::consts::PI;
+
+use callbridge::audio::{g711, Downsampler, Framer, Upsampler, FRAME_BYTES, ULAW_SILENCE};
+
+// ---------------------------------------------------------------------------------------------
+// Allocation counting, per thread (tests run in parallel), to check the "no per-frame heap
+// allocation" rule for real.
+
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocs() -> usize {
+    ALLOCS.with(|c| c.get())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signal helpers.
+
+const AMP: f64 = 16384.0; // -6 dBFS: room for filter overshoot without clipping
+
+fn tone(freq: f64, rate: f64, len: usize) -> Vec<i16> {
+    (0..len)
+        .map(|n| (AMP * (2.0 * PI * freq * n as f64 / rate).sin()).round() as i16)
+        .collect()
+}
+
+/// Complex amplitude of `freq` in `x`, Blackman-Harris windowed (sidelobes < -92 dB, so a tone
+/// 1 kHz away does not leak into the measurement). Returns (amplitude, phase in radians).
+fn dft(x: &[i16], freq: f64, rate: f64) -> (f64, f64) {
+    let n = x.len();
+    let (mut re, mut im, mut wsum) = (0.0, 0.0, 0.0);
+    for (i, &v) in x.iter().enumerate() {
+        let t = 2.0 * PI * i as f64 / (n - 1) as f64;
+        let w = 0.35875 - 0.48829 * t.cos() + 0.14128 * (2.0 * t).cos() - 0.01168 * (3.0 * t).cos();
+        let ph = 2.0 * PI * freq * i as f64 / rate;
+        re += w * f64::from(v) * ph.cos();
+        im -= w * f64::from(v) * ph.sin();
+        wsum += w;
+    }
+    (2.0 * re.hypot(im) / wsum, im.atan2(re))
+}
+
+fn db(ratio: f64) -> f64 {
+    20.0 * ratio.log10()
+}
+
+/// Level of `freq` in `x` relative to AMP, in dB, skipping `skip` samples at each end
+/// (filter warm-up and flush tail).
+fn level_db(x: &[i16], skip: usize, freq: f64, rate: f64) -> f64 {
+    db(dft(&x[skip..x.len() - skip], freq, rate).0 / AMP)
+}
+
+/// Delay (in output samples, fractional) of a sine of `freq` that started at phase 0 at
+/// output index 0, measured from its phase: sin(w(k - d)) has DFT phase -pi/2 - w d.
+fn phase_delay(x: &[i16], freq: f64, rate: f64) -> f64 {
+    let (_, phase) = dft(x, freq, rate);
+    let w = 2.0 * PI * freq / rate;
+    let d = -(phase + PI / 2.0) / w;
+    let period = rate / freq;
+    d.rem_euclid(period)
+}
+
+fn upsample_all(input: &[i16]) -> Vec<i16> {
+    let mut up = Upsampler::new().unwrap();
+    let mut out = Vec::new();
+    up.process(input, &mut out).unwrap();
+    out
+}
+
+fn downsample_all(input: &[i16]) -> Vec<i16> {
+    let mut down = Downsampler::new().unwrap();
+    let mut out = Vec::new();
+    down.process(input, &mut out).unwrap();
+    down.flush(&mut out).unwrap();
+    out
+}
+
+/// Tiny deterministic PRNG (xorshift64*), so failures reproduce without a `rand` dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn argmax_abs(x: &[i16]) -> usize {
+    (0..x.len()).max_by_key(|&i| x[i].unsigned_abs()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. G.711 against CPython's audioop (tests/data/gen_g711_reference.py).
+
+const AUDIOOP_DECODE: &[u8] = include_bytes!("data/ulaw_decode_audioop.bin");
+const AUDIOOP_ENCODE: &[u8] = include_bytes!("data/ulaw_encode_audioop.bin");
+
+#[test]
+fn ulaw_decode_matches_audioop_for_all_256_codes() {
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut pcm = Vec::new();
+    g711::decode_into(&codes, &mut pcm);
+    assert_eq!(pcm.len(), 256);
+    for (code, got) in pcm.iter().enumerate() {
+        let want = i16::from_le_bytes([AUDIOOP_DECODE[2 * code], AUDIOOP_DECODE[2 * code + 1]]);
+        assert_eq!(*got, want, "code {code:#04x}");
+    }
+    // Spot values from the G.711 table itself, independent of audioop.
+    assert_eq!(
+        (pcm[0x00], pcm[0x80], pcm[0xFF], pcm[0x7F]),
+        (-32124, 32124, 0, 0)
+    );
+}
+
+/// audio-codec-algorithms implements the ITU-T G.191 encoder; audioop the Sun g711.c one. They
+/// differ only in how negative inputs are folded to a magnitude (ones' vs two's complement of
+/// the 14-bit value), which moves every negative decision threshold by 4 LSBs. So: identical
+/// for x >= 0; for x < 0 ours(x) == audioop(x + 4), and -4..=-1 give 0x7F (negative zero)
+/// where audioop gives 0x7E (-8). Anything else would be a real bug.
+#[test]
+fn ulaw_encode_matches_audioop_for_all_65536_inputs_modulo_g191_negative_folding() {
+    let all: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+    let mut ours = Vec::with_capacity(all.len());
+    g711::encode_into(&all, &mut ours);
+    assert_eq!(ours.len(), 65536);
+    let audioop = |x: i32| AUDIOOP_ENCODE[(x + 32768) as usize];
+    let mut differing = 0;
+    for (i, &code) in ours.iter().enumerate() {
+        let x = i as i32 - 32768;
+        if code != audioop(x) {
+            differing += 1;
+        }
+        let want = match x {
+            0.. => audioop(x),
+            -4..=-1 => 0x7F,
+            _ => audioop(x + 4),
+        };
+        assert_eq!(code, want, "input {x}");
+    }
+    // The two conventions disagree on exactly 508 inputs (4 per negative threshold, 127
+    // thresholds), each by one quantisation step.
+    assert_eq!(differing, 508);
+}
+
+#[test]
+fn ulaw_encode_of_decoded_value_is_identity() {
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut pcm = Vec::new();
+    g711::decode_into(&codes, &mut pcm);
+    let mut back = Vec::new();
+    g711::encode_into(&pcm, &mut back);
+    for (code, got) in back.iter().enumerate() {
+        // 0x7F (negative zero) decodes to 0, which encodes as 0xFF (positive zero).
+        let want = if code == 0x7F { 0xFF } else { code as u8 };
+        assert_eq!(*got, want, "code {code:#04x}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Delay.
+
+#[test]
+fn upsampler_delay_on_impulse_is_under_5ms() {
+    let mut input = vec![0i16; 1600];
+    input[400] = 16384;
+    let out = upsample_all(&input);
+    let peak = argmax_abs(&out);
+    let delay = peak as i64 - 3 * 400;
+    let up = Upsampler::new().unwrap();
+    println!(
+        "upsampler impulse delay: {delay} samples @24k = {:.2} ms",
+        delay as f64 / 24.0
+    );
+    assert_eq!(delay, up.delay_samples_out() as i64);
+    assert!(delay >= 0 && delay as f64 / 24.0 <= 5.0);
+    assert!((up.delay_ms() - delay as f64 / 24.0).abs() < 1e-9);
+    // Linear phase: the response is symmetric around the peak.
+    for k in 1..40 {
+        assert!(
+            (i32::from(out[peak - k]) - i32::from(out[peak + k])).abs() <= 1,
+            "k={k}"
+        );
+    }
+    // And the phase delay of a low tone agrees with the peak.
+    let pd = phase_delay(&upsample_all(&tone(100.0, 8000.0, 8000)), 100.0, 24000.0);
+    println!("upsampler 100 Hz phase delay: {pd:.3} samples @24k");
+    assert!((pd - delay as f64).abs() < 0.05);
+}
+
+#[test]
+fn downsampler_delay_on_impulse_is_under_5ms() {
+    let down = Downsampler::new().unwrap();
+    let trimmed = down.delay_samples_out() as f64;
+
+    // The filter's real group delay, from the phase of a low tone (fractional, in 8 kHz
+    // samples). The output is trimmed by delay_samples_out(), so what is left over is the
+    // alignment error of that trim, which must be under one output sample.
+    let out = downsample_all(&tone(100.0, 24000.0, 24000));
+    let residual = phase_delay(&out, 100.0, 8000.0);
+    let residual = if residual > 40.0 {
+        residual - 80.0
+    } else {
+        residual
+    };
+    let total = trimmed + residual;
+    println!(
+        "downsampler group delay: {total:.3} samples @8k = {:.3} ms ({:.2} samples @24k), trimmed {trimmed}",
+        total / 8.0,
+        total * 3.0
+    );
+    assert!(residual.abs() < 0.5, "trim misaligned by {residual}");
+    assert!(total / 8.0 <= 5.0);
+    assert!((down.delay_ms() - trimmed / 8.0).abs() < 1e-9);
+
+    // An impulse comes out where it went in (trimmed output is aligned), and it is only
+    // emitted once enough later input has arrived: that lag is the real-time delay. Feed
+    // 2 ms pieces, as a worst case for chunk buffering.
+    let mut input = vec![0i16; 4800];
+    input[1200] = 16384;
+    let mut d = Downsampler::new().unwrap();
+    let mut out = Vec::new();
+    let mut emitted_after = None;
+    for (i, piece) in input.chunks(48).enumerate() {
+        d.process(piece, &mut out).unwrap();
+        if emitted_after.is_none() && out.len() > 401 {
+            emitted_after = Some((i + 1) * 48);
+        }
+    }
+    assert_eq!(argmax_abs(&out), 400);
+    let lag = emitted_after.unwrap() - 1200;
+    println!(
+        "downsampler impulse emitted after {lag} more input samples @24k = {:.2} ms",
+        lag as f64 / 24.0
+    );
+    assert!(lag as f64 / 24.0 <= 5.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Round trip.
+
+#[test]
+fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
+    let input = tone(1000.0, 8000.0, 8000);
+    let back = downsample_all(&upsample_all(&input));
+    // 3n - 6 samples at 24 kHz (the upsampler's first chunk is 6 short) -> n - 2 at 8 kHz.
+    assert_eq!(back.len(), input.len() - 2);
+    // Measure the delay, then compare against the ideal tone delayed by exactly that much
+    // (the delay is fractional: 46/3 samples up plus the down filter's sub-sample residual).
+    let d = phase_delay(&back, 1000.0, 8000.0);
+    let start = 200; // skip warm-up
+    let (mut sig, mut err) = (0.0, 0.0);
+    for (k, &y) in back.iter().enumerate().skip(start) {
+        let want = AMP * (2.0 * PI * 1000.0 * (k as f64 - d) / 8000.0).sin();
+        sig += want * want;
+        err += (f64::from(y) - want).powi(2);
+    }
+    let snr = 10.0 * (sig / err).log10();
+    println!("round trip 1 kHz: delay {d:.3} samples @8k, SNR {snr:.1} dB");
+    assert!(snr >= 30.0, "SNR {snr:.1} dB");
+    // The delay is the sum of the two (the 1 kHz period is 8 samples, so compare modulo it).
+    let expected = Upsampler::new().unwrap().delay_samples_out() as f64 / 3.0;
+    let diff = (d - expected).rem_euclid(8.0);
+    assert!(diff.min(8.0 - diff) < 0.5, "delay {d} vs {expected}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Band: passband flatness, image and alias rejection.
+
+#[test]
+fn upsampler_passband_flat_within_1db_and_images_50db_down() {
+    for f in [300.0, 1000.0, 3000.0, 3200.0] {
+        let out = upsample_all(&tone(f, 8000.0, 8000));
+        let pass = level_db(&out, 300, f, 24000.0);
+        let worst_image = [8000.0 - f, 8000.0 + f, 16000.0 - f, 16000.0 + f]
+            .into_iter()
+            .map(|g| level_db(&out, 300, g, 24000.0))
+            .fold(f64::MIN, f64::max);
+        println!("up {f:>6} Hz: {pass:+.2} dB, worst image {worst_image:.1} dB");
+        assert!(pass.abs() <= 1.0, "{f} Hz at {pass:.2} dB");
+        assert!(worst_image <= -50.0, "{f} Hz image at {worst_image:.1} dB");
+    }
+}
+
+#[test]
+fn downsampler_passband_flat_within_1db_and_aliases_50db_down() {
+    for f in [300.0, 1000.0, 3000.0, 3200.0] {
+        let out = downsample_all(&tone(f, 24000.0, 24000));
+        let pass = level_db(&out, 100, f, 8000.0);
+        println!("down {f:>6} Hz: {pass:+.2} dB");
+        assert!(pass.abs() <= 1.0, "{f} Hz at {pass:.2} dB");
+    }
+    for f in [4800.0, 5000.0, 6000.0, 7000.0, 10000.0] {
+        let alias = {
+            let m = f % 8000.0;
+            if m > 4000.0 {
+                8000.0 - m
+            } else {
+                m
+            }
+        };
+        let out = downsample_all(&tone(f, 24000.0, 24000));
+        let level = level_db(&out, 100, alias, 8000.0);
+        println!("down {f:>6} Hz -> alias at {alias} Hz: {level:.1} dB");
+        assert!(
+            level <= -50.0,
+            "{f} Hz aliases to {alias} Hz at {level:.1} dB"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Streaming.
+
+#[test]
+fn upsampler_random_pieces_equal_one_piece() {
+    let input: Vec<i16> = tone(440.0, 8000.0, 4000)
+        .iter()
+        .zip(tone(2900.0, 8000.0, 4000))
+        .map(|(a, b)| a / 2 + b / 2)
+        .collect();
+    let whole = upsample_all(&input);
+    // Everything up to the last full 16-sample chunk is out, less the 6 samples rubato's
+    // first chunk withholds (see `Upsampler` docs); nothing else.
+    assert_eq!(whole.len(), 3 * (input.len() / 16 * 16) - 6);
+    for seed in 1..20 {
+        let mut rng = Rng(seed);
+        let mut up = Upsampler::new().unwrap();
+        let mut out = Vec::new();
+        let mut rest = &input[..];
+        while !rest.is_empty() {
+            let n = (rng.below(700)).min(rest.len());
+            up.process(&rest[..n], &mut out).unwrap();
+            rest = &rest[n..];
+        }
+        assert_eq!(out, whole, "seed {seed}");
+    }
+}
+
+#[test]
+fn upsampler_gives_exactly_480_samples_per_twilio_frame() {
+    let input = tone(1000.0, 8000.0, 160 * 50);
+    let mut up = Upsampler::new().unwrap();
+    let mut out = Vec::new();
+    for (i, frame) in input.chunks(160).enumerate() {
+        let before = out.len();
+        up.process(frame, &mut out).unwrap();
+        // The very first frame is 6 samples short (rubato's start-up), then exactly 3x.
+        let want = if i == 0 { 474 } else { 480 };
+        assert_eq!(out.len() - before, want, "frame {i}");
+    }
+}
+
+#[test]
+fn downsampler_random_pieces_equal_one_piece_and_flush_emits_everything() {
+    let input: Vec<i16> = tone(700.0, 24000.0, 7001)
+        .iter()
+        .zip(tone(2100.0, 24000.0, 7001))
+        .map(|(a, b)| a / 2 + b / 2)
+        .collect();
+    let whole = downsample_all(&input);
+    assert_eq!(whole.len(), 7001usize.div_ceil(3));
+    for seed in 1..20 {
+        let mut rng = Rng(seed);
+        let mut down = Downsampler::new().unwrap();
+        let mut out = Vec::new();
+        let mut rest = &input[..];
+        while !rest.is_empty() {
+            // Realtime deltas come in all sizes: tiny, odd, and 100 ms (2400 samples).
+            let n = [rng.below(8), rng.below(200), 2400][rng.below(3)].min(rest.len());
+            down.process(&rest[..n], &mut out).unwrap();
+            rest = &rest[n..];
+        }
+        down.flush(&mut out).unwrap();
+        assert_eq!(out, whole, "seed {seed}");
+    }
+}
+
+#[test]
+fn downsampler_flush_keeps_the_end_of_a_response() {
+    // A response whose last sample is an impulse, of every length modulo the chunk size: the
+    // impulse must be in the output at its own position after flush, and the length exact.
+    for len in [1usize, 2, 3, 7, 47, 48, 49, 95, 96, 97, 300, 4800] {
+        let mut input = vec![0i16; len];
+        let last = (len - 1) / 3 * 3; // on the 8 kHz grid, so it maps to one output sample
+        input[last] = 16384;
+        let mut down = Downsampler::new().unwrap();
+        let mut out = Vec::new();
+        down.process(&input, &mut out).unwrap();
+        assert!(
+            out.len() < len.div_ceil(3) || len < 3,
+            "len {len}: tail already out?"
+        );
+        down.flush(&mut out).unwrap();
+        assert_eq!(out.len(), len.div_ceil(3), "len {len}");
+        assert_eq!(argmax_abs(&out), last / 3, "len {len}");
+        assert!(
+            out[last / 3] > 4000,
+            "len {len}: impulse lost ({})",
+            out[last / 3]
+        );
+    }
+}
+
+#[test]
+fn downsampler_flush_resets_for_the_next_response() {
+    let a = tone(1000.0, 24000.0, 2000);
+    let b = tone(300.0, 24000.0, 1234);
+    let mut down = Downsampler::new().unwrap();
+    let mut out_a = Vec::new();
+    down.process(&a, &mut out_a).unwrap();
+    down.flush(&mut out_a).unwrap();
+    let mut out_b = Vec::new();
+    down.process(&b, &mut out_b).unwrap();
+    down.flush(&mut out_b).unwrap();
+    assert_eq!(out_a, downsample_all(&a));
+    assert_eq!(out_b, downsample_all(&b));
+    // Flushing with nothing fed emits nothing.
+    let mut none = Vec::new();
+    down.flush(&mut none).unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
+fn reset_forgets_history() {
+    let noise: Vec<i16> = {
+        let mut rng = Rng(7);
+        (0..1000).map(|_| rng.next() as i16).collect()
+    };
+    let probe = tone(500.0, 8000.0, 800);
+    let mut up = Upsampler::new().unwrap();
+    let mut junk = Vec::new();
+    up.process(&noise[..999], &mut junk).unwrap();
+    up.reset();
+    let mut out = Vec::new();
+    up.process(&probe, &mut out).unwrap();
+    assert_eq!(out, upsample_all(&probe));
+
+    let mut down = Downsampler::new().unwrap();
+    down.process(&noise[..997], &mut junk).unwrap();
+    down.reset();
+    let mut out = Vec::new();
+    down.process(&probe, &mut out).unwrap();
+    down.flush(&mut out).unwrap();
+    assert_eq!(out, downsample_all(&probe));
+}
+
+#[test]
+fn full_scale_input_clips_instead_of_wrapping() {
+    // A full-scale square wave makes the filters overshoot; the output must saturate.
+    let square: Vec<i16> = (0..8000)
+        .map(|n| {
+            if (n / 20) % 2 == 0 {
+                i16::MAX
+            } else {
+                i16::MIN
+            }
+        })
+        .collect();
+    let up = upsample_all(&square);
+    let down = downsample_all(&up);
+    for w in up.windows(2).chain(down.windows(2)) {
+        // Wrapping would show up as a jump of nearly 65536 between neighbours.
+        assert!((i32::from(w[0]) - i32::from(w[1])).abs() < 60000);
+    }
+}
+
+#[test]
+fn steady_state_processing_does_not_allocate() {
+    let frame = tone(1000.0, 8000.0, 160);
+    let delta = tone(1000.0, 24000.0, 4800);
+    let mut up = Upsampler::new().unwrap();
+    let mut down = Downsampler::new().unwrap();
+    let mut up_out = Vec::with_capacity(4096);
+    let mut down_out = Vec::with_capacity(4096);
+    let mut ulaw = Vec::with_capacity(4096);
+    let mut pcm = Vec::with_capacity(4096);
+    let mut framer = Framer::new();
+    let mut frames = 0;
+    // Warm up once, then count.
+    up.process(&frame, &mut up_out).unwrap();
+    down.process(&delta, &mut down_out).unwrap();
+    let before = allocs();
+    for i in 0..50 {
+        pcm.clear();
+        up_out.clear();
+        g711::decode_into(&[0x55; 160], &mut pcm);
+        up.process(&frame, &mut up_out).unwrap();
+        down_out.clear();
+        ulaw.clear();
+        down.process(&delta[..(i * 97) % 4800], &mut down_out)
+            .unwrap();
+        if i % 10 == 9 {
+            down.flush(&mut down_out).unwrap();
+        }
+        g711::encode_into(&down_out, &mut ulaw);
+        framer.push(&ulaw, |_| frames += 1);
+    }
+    assert_eq!(
+        allocs() - before,
+        0,
+        "heap allocations on the per-frame path"
+    );
+    assert!(frames > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Framer.
+
+#[test]
+fn framer_emits_exact_frames_from_arbitrary_pushes() {
+    let data: Vec<u8> = (0..10_007u32).map(|i| (i * 7 % 251) as u8).collect();
+    for seed in 1..30 {
+        let mut rng = Rng(seed);
+        let mut framer = Framer::new();
+        let mut got: Vec<u8> = Vec::new();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = [0, 1, 7, 159, 160, 161, 320, 4800][rng.below(8)].min(rest.len());
+            framer.push(&rest[..n], |f| {
+                assert_eq!(f.len(), FRAME_BYTES);
+                got.extend_from_slice(f);
+            });
+            rest = &rest[n..];
+            assert!(framer.pending() < FRAME_BYTES);
+            assert_eq!(got.len() + framer.pending(), data.len() - rest.len());
+        }
+        assert_eq!(framer.pending(), data.len() % FRAME_BYTES);
+        let last = framer.flush().unwrap();
+        got.extend_from_slice(&last);
+        assert_eq!(got.len(), data.len().div_ceil(FRAME_BYTES) * FRAME_BYTES);
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert!(got[data.len()..].iter().all(|&b| b == ULAW_SILENCE));
+        assert_eq!(framer.pending(), 0);
+        assert!(framer.flush().is_none());
+    }
+}
+
+#[test]
+fn framer_flush_and_clear() {
+    let mut framer = Framer::new();
+    assert!(framer.flush().is_none());
+    framer.push(&[1, 2, 3], |_| panic!("no full frame yet"));
+    assert_eq!(framer.pending(), 3);
+    let f = framer.flush().unwrap();
+    assert_eq!(&f[..3], &[1, 2, 3]);
+    assert!(f[3..].iter().all(|&b| b == 0xFF));
+    framer.push(&[9; 100], |_| panic!("no full frame yet"));
+    framer.clear();
+    assert_eq!(framer.pending(), 0);
+    let mut n = 0;
+    framer.push(&[5; 160], |f| {
+        assert!(f.iter().all(|&b| b == 5), "stale bytes after clear");
+        n += 1;
+    });
+    assert_eq!(n, 1);
+}
