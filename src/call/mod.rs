@@ -576,10 +576,9 @@ impl Call {
             }
             self.cancelled.push_back(id.clone());
         }
-        let delay_ms = self.downsampler.as_ref().map_or(0, |d| d.delay_ms());
-        for (item_id, ms) in truncated.iter_mut() {
-            // In pcm mode what reaches Twilio lags the model's audio by the resampler's delay.
-            *ms = ms.saturating_sub(delay_ms);
+        // In pcm mode the downsampler trims its filter delay, so a μ-law byte position maps to
+        // the same instant of the model's 24 kHz audio: no correction needed here.
+        for (item_id, ms) in &truncated {
             self.out
                 .push_back(Output::ToRealtime(ClientEvent::Truncate {
                     item_id: item_id.clone(),
