@@ -1,0 +1,297 @@
+//! The other ways a call goes: the agent speaks first, the model's server errs or vanishes,
+//! the caller hangs up while the agent talks, the server drains. Real server, simulator and
+//! simulated caller on 127.0.0.1.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::{ClosedBy, Fault, SimConfig, Simulator};
+
+async fn bridge(realtime_url: &str, extra: &[(&str, &str)]) -> callbridge::server::Running {
+    let mut env: Vec<(String, String)> = vec![
+        ("REALTIME_URL".into(), realtime_url.into()),
+        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let lookup = move |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+        .await
+        .expect("bridge starts")
+}
+
+async fn metrics(server: &callbridge::server::Running) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// Waits (bounded) until the metrics show a finished call with this outcome.
+async fn wait_outcome(server: &callbridge::server::Running, outcome: &str) -> bool {
+    let needle = format!("callbridge_calls_total{{outcome=\"{outcome}\"}} 1");
+    for _ in 0..100 {
+        if metrics(server).await.contains(&needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_makes_the_agent_speak_first() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 1500,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(
+        &sim.url(),
+        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
+    )
+    .await;
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![Step::WaitAgentDone {
+            quiet: Duration::from_millis(500),
+            timeout: Duration::from_secs(8),
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("call");
+    assert_eq!(
+        report.bytes_played,
+        1500 * 8,
+        "the whole greeting was heard: {report:?}"
+    );
+    let s = &sim.sessions()[0];
+    let types = s.received_types();
+    let create = types
+        .iter()
+        .position(|t| *t == "response.create")
+        .expect("greeting sent");
+    assert_eq!(
+        types[0], "session.update",
+        "configured before anything else"
+    );
+    assert!(
+        create < 3,
+        "greeting right after the session update: {types:?}"
+    );
+    assert_eq!(
+        s.received[create]["response"]["instructions"], "Greet the caller warmly.",
+        "{:?}",
+        s.received[create]
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_mid_answer_ends_the_stream_so_twilio_apologises() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            faults: vec![Fault::CloseAfterResponses(0)],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let started = Instant::now();
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![
+            Step::Say(caller::synthetic_speech(1000)),
+            Step::Silence(Duration::from_secs(10)),
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("call");
+    assert!(
+        report.closed_by_bridge,
+        "the bridge ended the Twilio stream"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "not left in dead air: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        report.twiml.contains("<Say>Sorry"),
+        "Twilio has an apology to play after </Connect>"
+    );
+    assert!(
+        wait_outcome(&server, "upstream_closed").await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_dropping_the_connection_ends_the_stream() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            faults: vec![Fault::DropAfterResponses(0)],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![
+            Step::Say(caller::synthetic_speech(1000)),
+            Step::Silence(Duration::from_secs(10)),
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("call");
+    assert!(report.closed_by_bridge);
+    assert!(
+        wait_outcome(&server, "upstream_failed").await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_error_event_does_not_end_the_call() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 800,
+            faults: vec![Fault::ErrorAfterResponses(1)],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let turn = |ms| {
+        [
+            Step::Say(caller::synthetic_speech(ms)),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(400),
+                timeout: Duration::from_secs(6),
+            },
+        ]
+    };
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: turn(800).into_iter().chain(turn(800)).collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("call");
+    assert!(!report.closed_by_bridge);
+    assert_eq!(
+        report.response_latencies.len(),
+        2,
+        "answered after the error too: {report:?}"
+    );
+    assert_eq!(sim.sessions()[0].errors_sent, 1);
+    assert!(metrics(&server)
+        .await
+        .contains("callbridge_upstream_errors_total{code=\"server_error\"} 1"));
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 5000,
+            pace: 1.0,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![
+            Step::Say(caller::synthetic_speech(800)),
+            Step::WaitAgentAudio {
+                heard: Duration::from_millis(500),
+                timeout: Duration::from_secs(5),
+            },
+        ],
+        tail: Duration::ZERO,
+        send_stop: true,
+        ..Default::default()
+    })
+    .await
+    .expect("call");
+    assert!(report.bytes_played > 0);
+    assert!(wait_outcome(&server, "caller_hung_up").await);
+    // The simulator saw the bridge close its session.
+    let mut closed = None;
+    for _ in 0..100 {
+        closed = sim.sessions()[0].closed_by.clone();
+        if closed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(closed, Some(ClosedBy::Client));
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_api_key_fails_the_call_fast() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            require_api_key: Some("right".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[("OPENAI_API_KEY", "wrong")]).await;
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        script: vec![Step::Say(caller::synthetic_speech(2000))],
+        ..Default::default()
+    })
+    .await
+    .expect("call");
+    assert!(report.closed_by_bridge);
+    assert!(wait_outcome(&server, "upstream_failed").await);
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
