@@ -84,6 +84,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("twilio_idle_timeout_ms", Kind::Int),
     ("record_dir", Kind::Str),
     ("log_format", Kind::Str),
+    ("twilio_auth_token", Kind::Str),
+    ("twilio_webhook_shared_key", Kind::Str),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -91,6 +93,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("OPENAI_API_KEY", "openai_api_key"),
     ("REALTIME_URL", "realtime_url"),
     ("PUBLIC_URL", "public_url"),
+    ("TWILIO_AUTH_TOKEN", "twilio_auth_token"),
 ];
 
 /// The file as written: every key optional.
@@ -132,6 +135,8 @@ struct Raw {
     twilio_idle_timeout_ms: Option<i64>,
     record_dir: Option<String>,
     log_format: Option<String>,
+    twilio_auth_token: Option<String>,
+    twilio_webhook_shared_key: Option<String>,
 }
 
 /// How the upstream is authenticated.
@@ -179,6 +184,11 @@ pub struct Config {
     pub upstream_connect_timeout: Duration,
     pub record_dir: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// When set, every `/twiml`, `/incoming-call` and `/media` request must carry a valid
+    /// `X-Twilio-Signature`.
+    pub twilio_auth_token: Option<Secret>,
+    /// The shared key of a Twilio Webhooks Rule (HMAC-SHA256 signatures), if one applies.
+    pub twilio_webhook_shared_key: Option<Secret>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -499,6 +509,11 @@ impl Config {
             max_calls: ms("max_calls", r.max_calls, 2000, 1, 1_000_000)? as usize,
             record_dir: r.record_dir.filter(|s| !s.is_empty()).map(PathBuf::from),
             log_format,
+            twilio_auth_token: r.twilio_auth_token.filter(|t| !t.is_empty()).map(Secret),
+            twilio_webhook_shared_key: r
+                .twilio_webhook_shared_key
+                .filter(|t| !t.is_empty())
+                .map(Secret),
         })
     }
 }

@@ -137,3 +137,73 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
     );
     server.stop(Duration::from_secs(1)).await;
 }
+
+/// With an auth token configured, only requests Twilio signed get TwiML or a media socket.
+#[tokio::test]
+async fn twilio_signatures_are_required_when_a_token_is_set() {
+    use callbridge::twilio::signature::{sign, Algorithm};
+    let token = "tok-123";
+    let server = bridge(&[
+        ("PUBLIC_URL", "https://bridge.example.com"),
+        ("TWILIO_AUTH_TOKEN", token),
+    ])
+    .await;
+    let body = "CallSid=CA1&From=%2B15550001&To=%2B15550199";
+    let params: Vec<(String, String)> = vec![
+        ("CallSid".into(), "CA1".into()),
+        ("From".into(), "+15550001".into()),
+        ("To".into(), "+15550199".into()),
+    ];
+    let post = |sig: Option<String>| {
+        let sig = sig
+            .map(|s| format!("X-Twilio-Signature: {s}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "POST /twiml HTTP/1.1\r\nHost: internal\r\nContent-Type: application/x-www-form-urlencoded\r\n{sig}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert!(raw(server.addr, &post(None))
+        .await
+        .starts_with("HTTP/1.1 403"));
+    let forged = sign(
+        "not-the-token",
+        Algorithm::Sha1,
+        "https://bridge.example.com/twiml",
+        &params,
+    );
+    assert!(raw(server.addr, &post(Some(forged)))
+        .await
+        .starts_with("HTTP/1.1 403"));
+    let good = sign(
+        token,
+        Algorithm::Sha1,
+        "https://bridge.example.com/twiml",
+        &params,
+    );
+    let resp = raw(server.addr, &post(Some(good))).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("wss://bridge.example.com/media"));
+
+    // The media socket: signed over the <Stream url>, no parameters.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = format!("ws://{}/media", server.addr);
+    let unsigned = tokio_tungstenite::connect_async(ws_url.as_str()).await;
+    assert!(unsigned.is_err(), "unsigned upgrade refused");
+    let mut req = ws_url.as_str().into_client_request().expect("request");
+    let sig = sign(
+        token,
+        Algorithm::Sha1,
+        "wss://bridge.example.com/media",
+        &[],
+    );
+    req.headers_mut()
+        .insert("x-twilio-signature", sig.parse().expect("header"));
+    let signed = tokio_tungstenite::connect_async(req).await;
+    assert!(
+        signed.is_ok(),
+        "signed upgrade accepted: {:?}",
+        signed.err()
+    );
+    server.stop(Duration::from_secs(1)).await;
+}

@@ -4,6 +4,7 @@
 //! and its [`crate::call::Call`].
 
 pub mod media;
+pub mod signature;
 pub mod twiml;
 pub mod upstream;
 
@@ -37,10 +38,17 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Only what Twilio calls is signed; health and metrics are for the platform.
+    let twilio = Router::new()
         .route("/twiml", get(twiml::handle).post(twiml::handle))
         .route("/incoming-call", get(twiml::handle).post(twiml::handle))
         .route("/media", get(media::upgrade))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            signature::require_twilio_signature,
+        ));
+    Router::new()
+        .merge(twilio)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -124,6 +132,11 @@ pub async fn serve_on(
     drain: Duration,
 ) -> std::io::Result<()> {
     init_tls();
+    if cfg.twilio_auth_token.is_none() {
+        tracing::warn!(
+            "twilio_auth_token is not set: /twiml and /media accept unsigned requests (set TWILIO_AUTH_TOKEN in production)"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState {
         call_cfg: Arc::new(cfg.call.clone()),
