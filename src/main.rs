@@ -254,7 +254,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             dialect = ?cfg.call.dialect,
             "callbridge serving: POST /twiml (or /incoming-call), WS /media"
         );
-        callbridge::server::serve_on(listener, cfg, metrics, shutdown_signal(), drain).await
+        let signal = async move {
+            shutdown_signal().await;
+            drain
+        };
+        callbridge::server::serve_on(listener, cfg, metrics, signal).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -295,3 +295,28 @@ async fn a_wrong_api_key_fails_the_call_fast() {
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_then_ends_running_calls() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let url = server.url("");
+    let call = tokio::spawn(caller::run(CallerOptions {
+        bridge: url,
+        script: vec![Step::Silence(Duration::from_secs(20))],
+        ..Default::default()
+    }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = Instant::now();
+    server.stop(Duration::from_millis(300)).await;
+    let report = call.await.expect("join").expect("call");
+    assert!(report.closed_by_bridge, "the call was ended by the bridge");
+    let took = stopping.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "calls get the drain period, then end: {took:?}"
+    );
+    sim.shutdown().await;
+}

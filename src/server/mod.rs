@@ -76,7 +76,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 /// A server running in the background (tests, demo, load tool).
 pub struct Running {
     pub addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<Duration>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -87,9 +87,8 @@ impl Running {
 
     /// Graceful stop: refuse new calls, let running calls end (up to `drain`), then end them.
     pub async fn stop(mut self, drain: Duration) {
-        let _ = drain;
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(drain);
         }
         let _ = (&mut self.task).await;
     }
@@ -104,16 +103,10 @@ pub fn init_tls() {
 pub async fn spawn(cfg: Config, metrics: Arc<Metrics>) -> std::io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve_on(
-        listener,
-        cfg,
-        metrics,
-        async move {
-            let _ = rx.await;
-        },
-        Duration::from_secs(1),
-    ));
+    let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
+    let task = tokio::spawn(serve_on(listener, cfg, metrics, async move {
+        rx.await.unwrap_or(Duration::ZERO)
+    }));
     Ok(Running {
         addr,
         shutdown: Some(tx),
@@ -121,15 +114,15 @@ pub async fn spawn(cfg: Config, metrics: Arc<Metrics>) -> std::io::Result<Runnin
     })
 }
 
-/// Serves until `signal` resolves, then drains: `/readyz` turns 503 so the load balancer
-/// stops sending calls, new media sockets are refused, running calls get up to `drain` to
-/// finish, and whatever is left is ended (Twilio then plays the apology after `</Connect>`).
+/// Serves until `signal` resolves, then drains for the duration it resolved with: `/readyz`
+/// turns 503 so the load balancer stops sending calls, new media sockets are refused, running
+/// calls get up to that long to finish, and whatever is left is ended (Twilio then plays the
+/// apology after `</Connect>`).
 pub async fn serve_on(
     listener: TcpListener,
     cfg: Config,
     metrics: Arc<Metrics>,
-    signal: impl std::future::Future<Output = ()> + Send + 'static,
-    drain: Duration,
+    signal: impl std::future::Future<Output = Duration> + Send + 'static,
 ) -> std::io::Result<()> {
     init_tls();
     if cfg.twilio_auth_token.is_none() {
@@ -149,14 +142,17 @@ pub async fn serve_on(
     let draining = state.draining.clone();
     let active = state.active_calls.clone();
     let app = router(state);
-    let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let (signalled_tx, mut signalled_rx) = watch::channel(None::<Duration>);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        signal.await;
+        let drain = signal.await;
         draining.store(true, Ordering::Relaxed);
-        let _ = signalled_tx.send(true);
+        let _ = signalled_tx.send(Some(drain));
     });
     let served = tokio::spawn(async move { server.await });
-    let _ = signalled_rx.wait_for(|s| *s).await;
+    let drain = match signalled_rx.wait_for(|s| s.is_some()).await {
+        Ok(d) => d.unwrap_or(Duration::ZERO),
+        Err(_) => Duration::ZERO,
+    };
     // The listener stops at once; upgraded media sockets live on in their own tasks.
     let deadline = tokio::time::Instant::now() + drain;
     while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
