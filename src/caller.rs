@@ -450,6 +450,9 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                             if *off >= audio.len() {
                                 current = None;
                                 waiting_since_say = Some(now + Duration::from_millis(20));
+                                // The next step's waits count from the end of the speech: agent
+                                // audio cut off by this very utterance is not an answer to it.
+                                step_started = now;
                                 emit(CallerEventKind::SayEnded(says - 1));
                             }
                             frame = Some(f);

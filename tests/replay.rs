@@ -164,8 +164,11 @@ async fn a_call_recorded_by_the_server_replays_green() {
         ..SimConfig::default()
     };
     let env = [("openai_api_key", "sk-test-recorded-key".to_owned())];
-    let (report, path, sim) = record_call(
-        sim,
+    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
+        .await
+        .expect("simulator starts");
+    let (report, path) = record_call(
+        &sim,
         &env,
         vec![
             Step::Silence(Duration::from_millis(200)),
@@ -189,11 +192,19 @@ async fn a_call_recorded_by_the_server_replays_green() {
     sim.shutdown().await;
     assert_eq!(report.clears.len(), 1, "the caller barged in");
     let text = std::fs::read_to_string(&path).expect("recording");
-    assert!(!text.contains("sk-test-recorded-key"), "the key is not recorded");
+    assert!(
+        !text.contains("sk-test-recorded-key"),
+        "the key is not recorded"
+    );
     let fx = Fixture::load(&path).expect("the recording is a valid fixture");
     assert_eq!(fx.header.audio_mode, "pcmu");
     // Every message on both sockets, each direction present, times increasing.
-    for d in [Dir::TwilioIn, Dir::TwilioOut, Dir::RealtimeIn, Dir::RealtimeOut] {
+    for d in [
+        Dir::TwilioIn,
+        Dir::TwilioOut,
+        Dir::RealtimeIn,
+        Dir::RealtimeOut,
+    ] {
         assert!(fx.lines.iter().any(|l| l.dir == d), "{d:?}");
     }
     assert!(fx.lines.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
