@@ -52,6 +52,29 @@ pub struct CallerOptions {
     pub send_stop: bool,
     /// Silence kept streaming after the script (to hear the last answer).
     pub tail: Duration,
+    /// Where to report what happens as it happens (the demo's live view).
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<CallerEvent>>,
+}
+
+/// Something the caller experienced, with the time since the call started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerEvent {
+    pub at: Duration,
+    pub kind: CallerEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallerEventKind {
+    /// The caller started saying the `n`-th `Step::Say` (0-based).
+    SayStarted(usize),
+    /// The caller finished it.
+    SayEnded(usize),
+    /// Agent audio reached the caller after it finished speaking (`latency` since then).
+    AgentAudio { latency: Duration },
+    /// The bridge cleared the caller's playback after this much of the answer was heard.
+    Clear { heard_ms: f64 },
+    /// The caller pressed a key.
+    Dtmf(char),
 }
 
 impl Default for CallerOptions {
@@ -63,6 +86,7 @@ impl Default for CallerOptions {
             script: Vec::new(),
             send_stop: true,
             tail: Duration::from_millis(500),
+            events: None,
         }
     }
 }
@@ -98,6 +122,9 @@ pub struct CallerReport {
     pub response_latencies: Vec<Duration>,
     /// The agent audio as played (μ-law), with silence where nothing played.
     pub agent_audio: Vec<u8>,
+    /// The caller's audio as sent (μ-law), silence where frames were dropped; starts at the same
+    /// instant as `agent_audio`, so the two line up.
+    pub caller_audio: Vec<u8>,
     /// Whether the bridge closed the socket (instead of us).
     pub closed_by_bridge: bool,
     pub duration: Duration,
@@ -301,6 +328,16 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let (mut tx, mut rx) = ws.split();
     let sid = format!("MZ{}", &opts.call_sid.trim_start_matches("CA"));
     let t0 = Instant::now();
+    let events = opts.events.clone();
+    let emit = |kind: CallerEventKind| {
+        if let Some(tx) = &events {
+            let _ = tx.send(CallerEvent {
+                at: t0.elapsed(),
+                kind,
+            });
+        }
+    };
+    let mut says = 0usize;
     let send = |v: Value| Message::Text(v.to_string().into());
     let _ = tx
         .send(send(
@@ -360,6 +397,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 report.bytes_received += bytes.len() as u64;
                                 if let Some(since) = waiting_since_say.take() {
                                     report.response_latencies.push(now - since);
+                                    emit(CallerEventKind::AgentAudio { latency: now - since });
                                 }
                                 last_agent_audio = Some(now);
                                 player.queued_bytes += bytes.len();
@@ -371,6 +409,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                             }
                             Some("clear") => {
                                 let heard = player.stretch_heard as f64 / BPMS as f64;
+                                emit(CallerEventKind::Clear { heard_ms: heard });
                                 report.clears.push(ClearSeen {
                                     at: now - t0,
                                     heard_in_stretch_ms: heard,
@@ -411,6 +450,10 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                             if *off >= audio.len() {
                                 current = None;
                                 waiting_since_say = Some(now + Duration::from_millis(20));
+                                // The next step's waits count from the end of the speech: agent
+                                // audio cut off by this very utterance is not an answer to it.
+                                step_started = now;
+                                emit(CallerEventKind::SayEnded(says - 1));
                             }
                             frame = Some(f);
                             break;
@@ -421,7 +464,13 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 if now >= until { break 'call; }
                                 break;
                             }
-                            Some(Step::Say(a)) => { steps.pop_front(); current = Some((a, 0)); step_started = now; }
+                            Some(Step::Say(a)) => {
+                                steps.pop_front();
+                                current = Some((a, 0));
+                                step_started = now;
+                                emit(CallerEventKind::SayStarted(says));
+                                says += 1;
+                            }
                             Some(Step::Silence(d)) => {
                                 if now >= step_started + d { steps.pop_front(); step_started = now; continue; }
                                 break;
@@ -446,11 +495,13 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 seq += 1;
                                 let _ = tx.feed(send(json!({"event":"dtmf","sequenceNumber":seq.to_string(),"streamSid":sid,
                                     "dtmf":{"track":"inbound_track","digit":d.to_string()}}))).await;
+                                emit(CallerEventKind::Dtmf(d));
                                 step_started = now;
                             }
                             Some(Step::DropFrames(n)) => {
                                 steps.pop_front();
                                 ts_ms += 20 * u64::from(n);
+                                report.caller_audio.extend(std::iter::repeat_n(0xFFu8, FRAME * n as usize));
                                 chunk += u64::from(n);
                                 seq += u64::from(n);
                                 step_started = now;
@@ -461,6 +512,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                     }
                     if !dropped {
                         let f = frame.unwrap_or_else(|| silence.to_vec());
+                        report.caller_audio.extend_from_slice(&f);
                         seq += 1;
                         let msg = json!({"event":"media","sequenceNumber":seq.to_string(),"streamSid":sid,
                             "media":{"track":"inbound","chunk":chunk.to_string(),"timestamp":ts_ms.to_string(),"payload":B64.encode(&f)}});

@@ -8,6 +8,8 @@ pub mod audio;
 pub mod call;
 pub mod caller;
 pub mod config;
+pub mod demo;
+pub mod fixture;
 pub mod metrics;
 pub mod realtime;
 pub mod server;

@@ -33,6 +33,42 @@ enum Command {
     /// Place one simulated Twilio call against a running bridge: speaks, listens, barges in,
     /// and prints what the caller experienced.
     Call(CallArgs),
+    /// Replay recorded calls (fixtures) against the bridge and compare what it sends with the
+    /// recording. Exits non-zero on a mismatch.
+    Replay(ReplayArgs),
+    /// Offline demo: bridge + Realtime simulator + a simulated caller speaking recorded
+    /// speech, with a live transcript, latencies and a barge-in. No key, no phone, no network.
+    Demo(DemoArgs),
+    /// Regenerate fixtures/ (run by scripts/make-fixtures.sh).
+    #[command(hide = true)]
+    GenFixtures(GenArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Fixture files (JSON Lines).
+    #[arg(required = true)]
+    fixtures: Vec<PathBuf>,
+    /// Send each recorded message as soon as the bridge has caught up instead of at its
+    /// recorded time (skips the timing checks).
+    #[arg(long)]
+    fast: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where to write caller.wav, agent.wav and call.jsonl.
+    #[arg(long, default_value = "demo-out")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    #[arg(long, default_value = "fixtures")]
+    out: PathBuf,
+    /// Only the scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(Args)]
@@ -82,6 +118,9 @@ struct ServeArgs {
     /// ga (default) or beta (self-hosted compatible servers only) [env: CALLBRIDGE_DIALECT]
     #[arg(long)]
     dialect: Option<String>,
+    /// Record every call as a fixture (JSON Lines) in this directory [env: CALLBRIDGE_RECORD_DIR]
+    #[arg(long)]
+    record_dir: Option<String>,
     /// Seconds running calls get to finish after SIGTERM/Ctrl-C before they are ended.
     #[arg(long, default_value_t = 30)]
     drain_seconds: u64,
@@ -93,6 +132,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Sim(args) => sim(args),
         Command::Call(args) => call(args),
+        Command::Replay(args) => replay(args),
+        Command::Demo(args) => demo(args),
+        Command::GenFixtures(args) => gen_fixtures(args),
     }
 }
 
@@ -197,6 +239,128 @@ fn call(args: CallArgs) -> ExitCode {
     }
 }
 
+fn replay(args: ReplayArgs) -> ExitCode {
+    use callbridge::fixture::replay::{replay, ReplayOptions};
+    use callbridge::fixture::Fixture;
+    // The bridge's own logs would drown the diff: warnings only unless RUST_LOG says otherwise.
+    if std::env::var_os("RUST_LOG").is_none() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+            .try_init();
+    } else {
+        init_logging(LogFormat::Text);
+    }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let opts = ReplayOptions {
+        fast: args.fast,
+        ..Default::default()
+    };
+    let mut failed = 0;
+    for path in &args.fixtures {
+        let fx = match Fixture::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("callbridge replay: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        match rt.block_on(replay(&fx, &opts)) {
+            Ok(r) => {
+                print!("{}", r.render());
+                if !r.ok() {
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                eprintln!("callbridge replay: {}: {e}", path.display());
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "{} of {} replays matched",
+        args.fixtures.len() - failed,
+        args.fixtures.len()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_logging(LogFormat::Text);
+    }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(callbridge::demo::run(&args.out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callbridge demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gen_fixtures(args: GenArgs) -> ExitCode {
+    use callbridge::fixture::generate::{generate, scenarios};
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!("callbridge gen-fixtures: {}: {e}", args.out.display());
+        return ExitCode::FAILURE;
+    }
+    let list: Vec<_> = scenarios()
+        .into_iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .collect();
+    // In parallel: each call is real time, and independent of the others.
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = list
+            .iter()
+            .cloned()
+            .map(|sc| {
+                let out = args.out.clone();
+                tokio::spawn(async move { generate(&sc, &out).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await);
+        }
+        results
+    });
+    let mut ok = true;
+    for (sc, r) in list.iter().zip(results) {
+        match r {
+            Ok(Ok(path)) => {
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                println!("{:<40} {:>7} KB", path.display(), size / 1024);
+            }
+            Ok(Err(e)) => {
+                eprintln!("{}: {e}", sc.name);
+                ok = false;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", sc.name);
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -215,6 +379,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         ("realtime_url", args.realtime_url),
         ("audio_mode", args.audio_mode),
         ("dialect", args.dialect),
+        ("record_dir", args.record_dir),
     ] {
         if let Some(v) = v {
             ov.pairs.push((key, v));

@@ -18,6 +18,8 @@ use tracing::{debug, info, warn, Instrument};
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
+use crate::fixture::recorder::Recorder;
+use crate::fixture::{Dir, Header};
 use crate::realtime::ServerEvent;
 use crate::twilio::{Inbound, Outbound};
 
@@ -69,6 +71,18 @@ async fn run(mut socket: WebSocket, s: AppState) {
 
     let opened = Instant::now();
     let mut call = Call::new(s.call_cfg.clone(), opened);
+    // Recording is the shell's job (the call stays sans-IO): every message on either socket,
+    // as sent or received, with its time since this socket opened.
+    let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
+        let header = Header::new(&s.call_cfg, "recorded by callbridge serve --record-dir");
+        match Recorder::create(dir, &header, opened) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, "cannot record this call");
+                None
+            }
+        }
+    });
     let (mut tw_tx, mut tw_rx) = socket.split();
     let cfg = s.cfg.clone();
     let connect = async move {
@@ -104,6 +118,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     };
                     for m in held.drain(..).chain(std::iter::once(msg)) {
                         m.write_json(sid, &mut text);
+                        if let Some(r) = rec.as_mut() {
+                            r.message(Dir::TwilioOut, &text);
+                        }
                         s.metrics.twilio_messages_out.inc();
                         if tw_tx
                             .feed(Message::Text(text.as_str().into()))
@@ -125,6 +142,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         continue;
                     };
                     ev.write_json(call.dialect(), &mut text);
+                    if let Some(r) = rec.as_mut() {
+                        r.message(Dir::RealtimeOut, &text);
+                    }
                     s.metrics.realtime_messages_out.inc();
                     if let Err(e) = futures_util::SinkExt::<UpMessage>::feed(
                         tx,
@@ -173,6 +193,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 match msg {
                     Some(Ok(Message::Text(t))) => {
                         s.metrics.twilio_messages_in.inc();
+                        if let Some(r) = rec.as_mut() {
+                            r.message(Dir::TwilioIn, t.as_str());
+                        }
                         match Inbound::parse(t.as_str()) {
                             Ok(m) => call.on_twilio(m, now),
                             Err(e) => {
@@ -186,9 +209,24 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         warn!(len = b.len(), "binary frame from Twilio ignored");
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => call.on_twilio_closed(now),
+                    Some(Ok(Message::Close(frame))) => {
+                        if let Some(r) = rec.as_mut() {
+                            let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
+                            r.close(Dir::TwilioIn, Some(code), &reason);
+                        }
+                        call.on_twilio_closed(now)
+                    }
+                    None => {
+                        if let Some(r) = rec.as_mut() {
+                            r.close(Dir::TwilioIn, None, "");
+                        }
+                        call.on_twilio_closed(now)
+                    }
                     Some(Err(e)) => {
                         warn!(error = %e, "Twilio socket error");
+                        if let Some(r) = rec.as_mut() {
+                            r.close(Dir::TwilioIn, None, "");
+                        }
                         call.on_twilio_closed(now);
                     }
                 }
@@ -221,6 +259,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 match ev {
                     Some(Ok(UpMessage::Text(t))) => {
                         s.metrics.realtime_messages_in.inc();
+                        if let Some(r) = rec.as_mut() {
+                            r.message(Dir::RealtimeIn, t.as_str());
+                        }
                         match ServerEvent::parse(t.as_str()) {
                             Ok(ev) => call.on_realtime(ev, now),
                             Err(e) => {
@@ -230,6 +271,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         }
                     }
                     Some(Ok(UpMessage::Close(frame))) => {
+                        if let Some(r) = rec.as_mut() {
+                            let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                            r.close(Dir::RealtimeIn, Some(code), &reason);
+                        }
                         let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
                         call.on_upstream_closed(false, format!("closed by the server: {why}"), now);
                     }
@@ -238,8 +283,18 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         warn!(len = b.len(), "binary frame from the Realtime API ignored");
                     }
                     Some(Ok(_)) => {}
-                    None => call.on_upstream_closed(true, "socket ended without close".into(), now),
-                    Some(Err(e)) => call.on_upstream_closed(true, format!("socket error: {e}"), now),
+                    None => {
+                        if let Some(r) = rec.as_mut() {
+                            r.close(Dir::RealtimeIn, None, "");
+                        }
+                        call.on_upstream_closed(true, "socket ended without close".into(), now);
+                    }
+                    Some(Err(e)) => {
+                        if let Some(r) = rec.as_mut() {
+                            r.close(Dir::RealtimeIn, None, "");
+                        }
+                        call.on_upstream_closed(true, format!("socket error: {e}"), now);
+                    }
                 }
             }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
@@ -252,14 +307,27 @@ async fn run(mut socket: WebSocket, s: AppState) {
 
     // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
     // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
-    let _ = tw_tx
+    let closed_tw = tw_tx
         .send(Message::Close(Some(CloseFrame {
             code: 1000,
             reason: outcome.as_str().into(),
         })))
         .await;
+    if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
+        r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
+    }
     if let Some(mut tx) = up_tx {
-        let _ = futures_util::SinkExt::<UpMessage>::send(&mut tx, UpMessage::Close(None)).await;
+        let closed_up =
+            futures_util::SinkExt::<UpMessage>::send(&mut tx, UpMessage::Close(None)).await;
+        if let (Some(r), Ok(())) = (rec.as_mut(), &closed_up) {
+            r.close(Dir::RealtimeOut, Some(1005), "");
+        }
+    }
+    if let Some(r) = rec.take() {
+        match r.finish(call.stream_sid()).await {
+            Ok(path) => info!(path = %path.display(), "call recorded"),
+            Err(e) => warn!(error = %e, "recording failed"),
+        }
     }
     let secs = opened.elapsed().as_secs_f64();
     s.metrics

@@ -142,6 +142,13 @@ pub async fn serve_on(
     let draining = state.draining.clone();
     let active = state.active_calls.clone();
     let app = router(state);
+    // Nagle off on every accepted socket: the media task writes a burst of 20 ms frames and
+    // marks as separate WebSocket messages; with Nagle on, each burst after the first segment
+    // waits for the peer's (delayed, up to 40 ms) ACK. Replays made that visible.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let (signalled_tx, mut signalled_rx) = watch::channel(None::<Duration>);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let drain = signal.await;

@@ -73,6 +73,15 @@ pub struct SimConfig {
     /// turn even when the session did not ask for input transcription (the real API only
     /// sends it when transcription is configured).
     pub always_transcribe: bool,
+    /// Recorded speech for the replies: μ-law 8 kHz clips used in order and cycled, like
+    /// `reply_texts` (reply `i` gets clip `i % len`). When set, a response's audio is its clip
+    /// (converted to the session's output format) instead of the synthetic voice, and its
+    /// length is the clip's. Lets the demo and the fixtures carry real speech both ways.
+    pub reply_audio: Vec<Arc<Vec<u8>>>,
+    /// What the caller said, turn by turn (used in order, then the default "caller spoke for
+    /// N s"): the simulator has no speech recogniser, so a script that knows what it played
+    /// tells it what to transcribe.
+    pub caller_transcripts: Vec<String>,
     /// Faults to inject.
     pub faults: Vec<Fault>,
     /// If set, refuse the upgrade (HTTP 401) unless `Authorization: Bearer <key>` or
@@ -97,6 +106,8 @@ impl Default for SimConfig {
             response_latency_ms: 0,
             vad_threshold: 500.0,
             always_transcribe: true,
+            reply_audio: Vec::new(),
+            caller_transcripts: Vec::new(),
             faults: Vec::new(),
             require_api_key: None,
             record_events: true,

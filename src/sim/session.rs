@@ -24,7 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::vad::{Vad, VadEdge};
 use super::validate::{self, ApiError};
-use super::voice::AudioFormat;
+use super::voice::{self, AudioFormat};
 use super::{lock, next_session_id, ClosedBy, Fault, SessionLog, Shared, SimDialect, Truncate};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -398,6 +398,8 @@ struct Session {
     resp: Option<Resp>,
     responses_finished: u32,
     reply_idx: usize,
+    /// Committed user turns so far (picks the scripted caller transcript).
+    caller_turns: usize,
     error_fault_fired: bool,
     expires: Option<Instant>,
     // Pending log material, published by `publish`.
@@ -555,6 +557,7 @@ impl Session {
             resp: None,
             responses_finished: 0,
             reply_idx: 0,
+            caller_turns: 0,
             error_fault_fired: false,
             expires,
             out: Vec::new(),
@@ -973,7 +976,12 @@ impl Session {
             audio_ms: 0,
         });
         if self.transcribe || self.shared.cfg.always_transcribe {
-            let transcript = format!("caller spoke for {:.1} s", speech_ms as f64 / 1000.0);
+            let scripted = self.shared.cfg.caller_transcripts.get(self.caller_turns);
+            let transcript = match scripted {
+                Some(t) => t.clone(),
+                None => format!("caller spoke for {:.1} s", speech_ms as f64 / 1000.0),
+            };
+            self.caller_turns += 1;
             self.send(
                 json!({"type": "conversation.item.input_audio_transcription.completed",
                 "item_id": item_id, "content_index": 0, "transcript": transcript}),
@@ -1260,6 +1268,8 @@ impl Session {
         } else {
             cfg.reply_texts[self.reply_idx % cfg.reply_texts.len()].clone()
         };
+        let clip = (!cfg.reply_audio.is_empty())
+            .then(|| cfg.reply_audio[self.reply_idx % cfg.reply_audio.len()].clone());
         self.reply_idx += 1;
         let p = |k: &str| params.and_then(|p| p.get(k));
         let text_only = match (self.beta, p("output_modalities"), p("modalities")) {
@@ -1284,16 +1294,20 @@ impl Session {
         .map(str::to_string)
         .unwrap_or_else(|| self.voice());
         let in_conversation = p("conversation").and_then(Value::as_str) != Some("none");
-        let ms = match cfg.response_audio_ms {
-            0 => (text.chars().count() as u32 * 65).max(500),
-            ms => ms,
+        let ms = match (&clip, cfg.response_audio_ms) {
+            (Some(c), _) => (c.len() / 8) as u32,
+            (None, 0) => (text.chars().count() as u32 * 65).max(500),
+            (None, ms) => ms,
         };
         let fault_close = cfg.faults.iter().find_map(|f| match f {
             Fault::CloseAfterResponses(n) if *n == self.responses_finished => Some(false),
             Fault::DropAfterResponses(n) if *n == self.responses_finished => Some(true),
             _ => None,
         });
-        let audio = (!text_only).then(|| self.shared.voice.get(format, ms));
+        let audio = (!text_only).then(|| match &clip {
+            Some(c) => Arc::new(voice::convert_ulaw(c, format)),
+            None => self.shared.voice.get(format, ms),
+        });
         let start = Instant::now() + Duration::from_millis(cfg.response_latency_ms as u64);
         let r = Resp {
             id: self.new_id("resp_"),

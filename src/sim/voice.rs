@@ -106,6 +106,33 @@ pub fn render(format: AudioFormat, ms: u32) -> Vec<u8> {
     out
 }
 
+/// μ-law 8 kHz audio (a recorded clip) in `format`. PCM16 24 kHz is upsampled by linear
+/// interpolation: the simulator only needs speech that a listener recognises, not a
+/// measured resampler (the bridge's own resamplers are the ones under test).
+pub fn convert_ulaw(ulaw: &[u8], format: AudioFormat) -> Vec<u8> {
+    match format {
+        AudioFormat::Pcmu => ulaw.to_vec(),
+        AudioFormat::Pcma => ulaw
+            .iter()
+            .map(|&b| audio_codec_algorithms::encode_alaw(audio_codec_algorithms::decode_ulaw(b)))
+            .collect(),
+        AudioFormat::Pcm16 => {
+            let mut out = Vec::with_capacity(ulaw.len() * 6);
+            for (i, &b) in ulaw.iter().enumerate() {
+                let a = audio_codec_algorithms::decode_ulaw(b) as i32;
+                let c = ulaw
+                    .get(i + 1)
+                    .map_or(a, |&n| audio_codec_algorithms::decode_ulaw(n) as i32);
+                for k in 0..3 {
+                    let s = (a * (3 - k) + c * k) / 3;
+                    out.extend_from_slice(&(s as i16).to_le_bytes());
+                }
+            }
+            out
+        }
+    }
+}
+
 /// Rendered voice shared by all sessions: one growing buffer per format, since every response
 /// starts at sample 0 and a shorter response is a prefix of a longer one.
 #[derive(Default)]

@@ -1,0 +1,220 @@
+//! Recorded calls: every fixture in `fixtures/` replays green against the current bridge
+//! (fast), two replay in real time (timing, barge-in position, truncate), a call recorded by
+//! the server's `record_dir` replays green, and a replay notices when the bridge's behaviour
+//! differs from the recording.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use callbridge::caller::Step;
+use callbridge::fixture::generate::{clip, record_call};
+use callbridge::fixture::replay::{replay, ReplayOptions};
+use callbridge::fixture::{Dir, Fixture};
+use callbridge::sim::SimConfig;
+use serde_json::Value;
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn all_fixtures() -> Vec<PathBuf> {
+    callbridge::fixture::generate::jsonl_files(&fixtures_dir())
+}
+
+async fn replay_ok(path: &Path, fast: bool) {
+    let fx = Fixture::load(path).expect("fixture parses");
+    let r = replay(
+        &fx,
+        &ReplayOptions {
+            fast,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("replay runs");
+    assert!(r.ok(), "{}", r.render());
+}
+
+#[test]
+fn fixtures_cover_the_issue_and_stay_small() {
+    let files = all_fixtures();
+    assert!(files.len() >= 8, "{files:?}");
+    let mut total = 0;
+    let (mut ga, mut beta, mut pcmu, mut pcm) = (false, false, false, false);
+    let (mut clear, mut dtmf, mut error, mut up_close, mut greeting, mut hangup) =
+        (false, false, false, false, false, false);
+    for f in &files {
+        total += std::fs::metadata(f).expect("stat").len();
+        let fx = Fixture::load(f).expect("fixture parses");
+        ga |= fx.header.dialect == "ga";
+        beta |= fx.header.dialect == "beta";
+        pcmu |= fx.header.audio_mode == "pcmu";
+        pcm |= fx.header.audio_mode == "pcm";
+        greeting |= fx.header.config.contains_key("greeting");
+        assert!(!fx.header.description.is_empty(), "{}", f.display());
+        for l in &fx.lines {
+            clear |= l.dir == Dir::TwilioOut && l.kind() == "clear";
+            dtmf |= l.dir == Dir::TwilioIn && l.kind() == "dtmf";
+            error |= l.dir == Dir::RealtimeIn && l.kind() == "error";
+            up_close |= l.dir == Dir::RealtimeIn && l.close().is_some();
+            hangup |= l.dir == Dir::TwilioOut
+                && l.close().is_some_and(|(_, r)| r == "caller_hung_up")
+                && fx.lines.iter().any(|x| {
+                    x.dir == Dir::RealtimeIn
+                        && x.t_ms > l.t_ms.saturating_sub(300)
+                        && x.kind().ends_with("audio.delta")
+                });
+        }
+        // Real speech, not silence: the caller's audio has loud frames.
+        let audio = fx.caller_audio();
+        let loud = audio
+            .chunks(160)
+            .filter(|f| {
+                let e: f64 = f
+                    .iter()
+                    .map(|&b| (audio_codec_algorithms::decode_ulaw(b) as f64).powi(2))
+                    .sum();
+                (e / f.len() as f64).sqrt() > 1000.0
+            })
+            .count();
+        assert!(loud > 50, "{}: {loud} loud frames", f.display());
+        // No secret: the key the generator's bridge would send never appears, nor a header.
+        let text = std::fs::read_to_string(f).expect("read");
+        assert!(!text.contains("sk-"), "{}", f.display());
+        assert!(!text.to_ascii_lowercase().contains("authorization"));
+    }
+    assert!(ga && beta && pcmu && pcm, "dialects and modes");
+    assert!(clear && dtmf && error && up_close && greeting && hangup);
+    assert!(total < 5 * 1024 * 1024, "fixtures/ is {total} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_replays_fast() {
+    let files = all_fixtures();
+    assert!(!files.is_empty());
+    for f in files {
+        replay_ok(&f, true).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_replays_in_real_time() {
+    replay_ok(&fixtures_dir().join("barge-in-pcmu-ga.jsonl"), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcm_barge_in_replays_in_real_time() {
+    replay_ok(&fixtures_dir().join("barge-in-pcm-ga.jsonl"), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_close_replays_in_real_time() {
+    replay_ok(&fixtures_dir().join("upstream-closes-pcmu-ga.jsonl"), false).await;
+}
+
+/// A fixture whose recorded bridge output differs from what the bridge does now: the replay
+/// must fail and say where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_behaviour_is_reported() {
+    let path = fixtures_dir().join("barge-in-pcmu-ga.jsonl");
+    let mut fx = Fixture::load(&path).expect("fixture parses");
+    // Pretend the recorded bridge never sent the clear (as if barge-in had been broken then).
+    let i = fx
+        .lines
+        .iter()
+        .position(|l| l.dir == Dir::TwilioOut && l.kind() == "clear")
+        .expect("the fixture has a clear");
+    fx.lines.remove(i);
+    // And that it truncated somewhere else entirely.
+    for l in &mut fx.lines {
+        if l.dir == Dir::RealtimeOut && l.kind() == "conversation.item.truncate" {
+            l.msg["audio_end_ms"] = Value::from(9999);
+        }
+    }
+    let r = replay(
+        &fx,
+        &ReplayOptions {
+            fast: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("replay runs");
+    assert!(!r.ok());
+    let text = r.render();
+    assert!(text.contains("MISMATCH"), "{text}");
+    assert!(text.contains("+ ") && text.contains("clear"), "{text}");
+    assert!(text.contains("audio_end_ms: recorded 9999"), "{text}");
+}
+
+/// `record_dir` on a real server: the call it writes is a valid fixture, holds no key, and
+/// replays green in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_recorded_by_the_server_replays_green() {
+    let dir = std::env::temp_dir().join(format!("callbridge-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ask = clip("caller_hours").expect("clip");
+    let answer = clip("agent_saturday").expect("clip");
+    let sim = SimConfig {
+        reply_texts: vec![answer.text.clone()],
+        reply_audio: vec![answer.audio.clone()],
+        caller_transcripts: vec![ask.text.clone()],
+        delta_ms: vec![60, 100, 240],
+        require_api_key: Some("sk-test-recorded-key".into()),
+        ..SimConfig::default()
+    };
+    let env = [("openai_api_key", "sk-test-recorded-key".to_owned())];
+    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
+        .await
+        .expect("simulator starts");
+    let (report, path) = record_call(
+        &sim,
+        &env,
+        vec![
+            Step::Silence(Duration::from_millis(200)),
+            Step::Say(ask.audio.to_vec()),
+            Step::WaitAgentAudio {
+                heard: Duration::from_millis(800),
+                timeout: Duration::from_secs(10),
+            },
+            Step::Say(ask.audio.to_vec()),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(500),
+                timeout: Duration::from_secs(10),
+            },
+        ],
+        Duration::from_millis(100),
+        &dir,
+        None,
+    )
+    .await
+    .expect("call recorded");
+    sim.shutdown().await;
+    assert_eq!(report.clears.len(), 1, "the caller barged in");
+    let text = std::fs::read_to_string(&path).expect("recording");
+    assert!(
+        !text.contains("sk-test-recorded-key"),
+        "the key is not recorded"
+    );
+    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    assert_eq!(fx.header.audio_mode, "pcmu");
+    // Every message on both sockets, each direction present, times increasing.
+    for d in [
+        Dir::TwilioIn,
+        Dir::TwilioOut,
+        Dir::RealtimeIn,
+        Dir::RealtimeOut,
+    ] {
+        assert!(fx.lines.iter().any(|l| l.dir == d), "{d:?}");
+    }
+    assert!(fx.lines.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+    let media_in = fx
+        .lines
+        .iter()
+        .filter(|l| l.dir == Dir::TwilioIn && l.kind() == "media")
+        .count() as u64;
+    assert_eq!(media_in, report.frames_sent, "every caller frame recorded");
+    replay_ok(&path, true).await;
+    replay_ok(&path, false).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
