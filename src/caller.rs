@@ -322,7 +322,10 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     report.stream_url = url.clone();
     // The TwiML says wss:// (Twilio only speaks TLS); on loopback the bridge is plain ws.
     let ws_url = url.replacen("wss://", "ws://", 1);
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+    // Nagle off, as Twilio's media servers send: a mark echo written right after a media frame
+    // must not wait for the bridge's delayed ACK (up to 40 ms), or the bridge's estimate of
+    // what was heard is skewed by the test peer itself.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url.as_str(), None, true)
         .await
         .map_err(|e| CallerError::Socket(e.to_string()))?;
     let (mut tx, mut rx) = ws.split();
