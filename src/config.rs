@@ -96,6 +96,31 @@ const ALIASES: &[(&str, &str)] = &[
     ("TWILIO_AUTH_TOKEN", "twilio_auth_token"),
 ];
 
+/// Every configuration key with its environment variable, for `serve --help`.
+pub fn keys_help() -> String {
+    let mut s = String::from(
+        "Configuration keys (TOML file key / environment variable; see callbridge.toml.example):\n",
+    );
+    for (key, kind) in KEYS {
+        let kind = match kind {
+            Kind::Str => "text",
+            Kind::Int => "integer",
+            Kind::Float => "number",
+            Kind::Bool => "true|false",
+        };
+        let alias = ALIASES
+            .iter()
+            .find(|(_, k)| k == key)
+            .map(|(var, _)| format!(" or {var}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  {key:<28} CALLBRIDGE_{}{alias} ({kind})\n",
+            key.to_ascii_uppercase()
+        ));
+    }
+    s
+}
+
 /// The file as written: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

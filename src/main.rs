@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use callbridge::config::{Config, LogFormat, Overrides};
 use callbridge::metrics::Metrics;
@@ -127,7 +127,16 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --help` lists every configuration key with its environment variable.
+    let matches = Cli::command()
+        .mut_subcommand("serve", |c| {
+            c.after_long_help(callbridge::config::keys_help())
+        })
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sim(args) => sim(args),

@@ -25,6 +25,9 @@ use crate::twilio::{Inbound, Outbound};
 
 /// Twilio sends 20 ms frames (~300 B of JSON); anything near this size is not a media message.
 const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
+/// A peer that takes this long to accept a write (its TCP window shut, the process hung) is
+/// gone: the call ends instead of the task waiting forever with both sockets open.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     ws.read_buffer_size(4096)
@@ -33,10 +36,16 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
         .max_message_size(MAX_TWILIO_MESSAGE)
         .max_frame_size(MAX_TWILIO_MESSAGE)
         .on_upgrade(move |socket| async move {
-            let id = s.metrics.calls_active.get();
-            run(socket, s)
-                .instrument(tracing::info_span!("call", n = id))
-                .await
+            // A number per call for the logs; the stream and call SIDs join the span once
+            // Twilio's `start` names them.
+            let id = s.call_ids.fetch_add(1, Ordering::Relaxed) + 1;
+            let span = tracing::info_span!(
+                "call",
+                n = id,
+                call_sid = tracing::field::Empty,
+                stream_sid = tracing::field::Empty
+            );
+            run(socket, s).instrument(span).await
         })
 }
 
@@ -122,11 +131,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             r.message(Dir::TwilioOut, &text);
                         }
                         s.metrics.twilio_messages_out.inc();
-                        if tw_tx
-                            .feed(Message::Text(text.as_str().into()))
-                            .await
-                            .is_err()
-                        {
+                        let fed = tokio::time::timeout(
+                            WRITE_STALL,
+                            tw_tx.feed(Message::Text(text.as_str().into())),
+                        )
+                        .await;
+                        if !matches!(fed, Ok(Ok(()))) {
+                            warn!("write to Twilio failed or stalled");
                             call.on_twilio_closed(Instant::now());
                         }
                         wrote_tw = true;
@@ -146,13 +157,26 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         r.message(Dir::RealtimeOut, &text);
                     }
                     s.metrics.realtime_messages_out.inc();
-                    if let Err(e) = futures_util::SinkExt::<UpMessage>::feed(
-                        tx,
-                        UpMessage::Text(text.as_str().into()),
+                    let fed = tokio::time::timeout(
+                        WRITE_STALL,
+                        futures_util::SinkExt::<UpMessage>::feed(
+                            tx,
+                            UpMessage::Text(text.as_str().into()),
+                        ),
                     )
-                    .await
-                    {
-                        call.on_upstream_closed(true, format!("write failed: {e}"), Instant::now());
+                    .await;
+                    match fed {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => call.on_upstream_closed(
+                            true,
+                            format!("write failed: {e}"),
+                            Instant::now(),
+                        ),
+                        Err(_) => call.on_upstream_closed(
+                            true,
+                            format!("write stalled for {WRITE_STALL:?}"),
+                            Instant::now(),
+                        ),
                     }
                     wrote_up = true;
                 }
@@ -162,13 +186,24 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 }
             }
         }
-        if wrote_tw && tw_tx.flush().await.is_err() {
+        if wrote_tw
+            && !matches!(
+                tokio::time::timeout(WRITE_STALL, tw_tx.flush()).await,
+                Ok(Ok(()))
+            )
+        {
+            warn!("flush to Twilio failed or stalled");
             call.on_twilio_closed(Instant::now());
         }
         if wrote_up {
             if let Some(tx) = up_tx.as_mut() {
-                if let Err(e) = futures_util::SinkExt::<UpMessage>::flush(tx).await {
-                    call.on_upstream_closed(true, format!("write failed: {e}"), Instant::now());
+                let flushed = tokio::time::timeout(
+                    WRITE_STALL,
+                    futures_util::SinkExt::<UpMessage>::flush(tx),
+                )
+                .await;
+                if !matches!(flushed, Ok(Ok(()))) {
+                    call.on_upstream_closed(true, "flush failed or stalled".into(), Instant::now());
                 }
             }
         }
@@ -263,6 +298,12 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             r.message(Dir::RealtimeIn, t.as_str());
                         }
                         match ServerEvent::parse(t.as_str()) {
+                            Ok(ServerEvent::Unknown) => {
+                                // New or uninteresting event types: fine, but visible at debug.
+                                if tracing::enabled!(tracing::Level::DEBUG) {
+                                    debug!(event = event_type(t.as_str()), "Realtime event ignored");
+                                }
+                            }
                             Ok(ev) => call.on_realtime(ev, now),
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
@@ -343,18 +384,35 @@ async fn run(mut socket: WebSocket, s: AppState) {
     );
 }
 
+/// The `type` of a Realtime event, for logs.
+fn event_type(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Typed>(text).map_or_else(|_| "?".into(), |t| t.kind)
+}
+
 fn log_event(s: &AppState, ev: CallEvent) {
     match ev {
         CallEvent::Started {
             stream_sid,
             call_sid,
             from,
-        } => info!(
-            stream_sid,
-            call_sid = call_sid.as_deref().unwrap_or("-"),
-            from = from.as_deref().unwrap_or("-"),
-            "call started"
-        ),
+        } => {
+            let span = tracing::Span::current();
+            span.record("stream_sid", stream_sid.as_str());
+            if let Some(c) = &call_sid {
+                span.record("call_sid", c.as_str());
+            }
+            info!(
+                stream_sid,
+                call_sid = call_sid.as_deref().unwrap_or("-"),
+                from = from.as_deref().unwrap_or("-"),
+                "call started"
+            )
+        }
         CallEvent::UpstreamReady { buffered_ms } => {
             info!(buffered_ms, "Realtime session configured")
         }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub call_cfg: Arc<CallConfig>,
     pub metrics: Arc<Metrics>,
     pub active_calls: Arc<AtomicUsize>,
+    /// Numbers calls in the logs.
+    pub call_ids: Arc<std::sync::atomic::AtomicU64>,
     pub draining: Arc<AtomicBool>,
     /// Flips to `true` when running calls must end (after the drain period).
     pub stop_calls: watch::Receiver<bool>,
@@ -136,6 +138,7 @@ pub async fn serve_on(
         cfg: Arc::new(cfg),
         metrics,
         active_calls: Arc::new(AtomicUsize::new(0)),
+        call_ids: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         draining: Arc::new(AtomicBool::new(false)),
         stop_calls: stop_rx,
     };
