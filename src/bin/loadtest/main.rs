@@ -245,8 +245,13 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
     }
     let samples = sampler.stop().await;
     let late = lateness.stop().await;
-    // Let the simulator sessions see the close and report.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let every simulator session read what is left and see the close (a lagging load tool
+    // may still hold unread appends).
+    let opened_sessions = n - failed_setup;
+    let wait_until = Instant::now() + Duration::from_secs(15);
+    while probe.sessions_done() < opened_sessions && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sim.shutdown().await;
     let sims = probe.take_sessions();
     drop(bridge);

@@ -294,24 +294,25 @@ pub fn analyse(i: Inputs) -> Step {
         for g in &o.groups {
             items.entry(g.item).or_default().push(*g);
         }
-        // Deltas still in flight when the caller hung up are not counted.
-        let cutoff = o.stop_us.saturating_sub(100_000);
+        // Deltas after the last one whose frames reached the caller were still in flight when
+        // it hung up: not counted. An unmatched delta before a matched one is lost audio.
+        let find = |d: &crate::probe::Delta| {
+            let o_ulaw = if i.pcm { d.offset / 6 } else { d.offset };
+            items
+                .get(&d.response)
+                .and_then(|gs| gs.iter().find(|g| g.end > o_ulaw))
+                .copied()
+        };
+        let last_matched = sim.deltas.iter().rposition(|d| find(d).is_some());
         let mut sent_per_item: HashMap<u32, (u64, bool)> = HashMap::new();
-        for d in &sim.deltas {
+        for (k, d) in sim.deltas.iter().enumerate() {
             let e = sent_per_item.entry(d.response).or_insert((0, true));
             e.0 += u64::from(d.len);
-            if d.at_us > cutoff {
+            if last_matched.is_none_or(|m| k > m) {
                 e.1 = false;
                 continue;
             }
-            let o_ulaw = if i.pcm { d.offset / 6 } else { d.offset };
-            let first = items
-                .get(&d.response)
-                .and_then(|gs| gs.iter().find(|g| g.end > o_ulaw));
-            if o.id == 0 && std::env::var_os("LOADTEST_DEBUG").is_some() {
-                eprintln!("delta {d:?} -> {first:?}");
-            }
-            match first {
+            match find(d) {
                 Some(g) => down.push(g.first_us.saturating_sub(d.at_us)),
                 None => st.down_unmatched += 1,
             }

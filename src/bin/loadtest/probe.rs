@@ -105,6 +105,10 @@ impl LoadProbe {
         lock(&self.pending).clear();
     }
 
+    pub fn sessions_done(&self) -> usize {
+        lock(&self.done).len()
+    }
+
     pub fn take_sessions(&self) -> Vec<SimSide> {
         std::mem::take(&mut *lock(&self.done))
     }
