@@ -90,7 +90,7 @@ fn mark_msg(name: &str) -> String {
 fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.clone()),
+            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.to_vec()),
             _ => None,
         })
         .collect()

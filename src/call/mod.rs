@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use crate::audio::{g711, Downsampler, Framer, Upsampler, ULAW_SILENCE};
-use crate::realtime::{AudioFormat, ClientEvent, Dialect, ServerEvent, SessionConfig};
+use crate::realtime::{AudioFormat, AudioPool, ClientEvent, Dialect, ServerEvent, SessionConfig};
 use crate::twilio::{Inbound, Outbound};
 use playback::{MarkEcho, Playback};
 
@@ -140,7 +140,10 @@ impl EndReason {
 const MAX_INBOUND_PAYLOAD: usize = 8000;
 /// Largest audio delta accepted from the model in one event (decoded bytes; 10 s of PCM16).
 const MAX_DELTA_BYTES: usize = 480_000;
-/// Buffered caller audio is sent upstream in appends of at most this many ms.
+/// Buffered caller audio is sent upstream in appends of at most this many ms. (The upstream
+/// WebSocket's write buffer keeps the capacity of the largest message it ever held: a call
+/// that buffered a whole second of PCM16 keeps ~64 KiB for its life. Rare: the upstream
+/// normally connects within a frame or two.)
 const FLUSH_CHUNK_MS: u64 = 1000;
 
 /// One call.
@@ -170,8 +173,14 @@ pub struct Call {
     cancelled: VecDeque<String>,
     playback: Playback,
 
-    // Reused scratch buffers (no per-frame allocation once warm).
+    // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
+    // to the largest frame/delta seen: capacity that is never touched still costs RSS once
+    // malloc hands out pages, and a thousand calls multiply it.
     bytes_buf: Vec<u8>,
+    /// μ-law out of the downsampler (separate: `bytes_buf` holds the delta meanwhile).
+    ulaw_buf: Vec<u8>,
+    /// Buffers for appends, returned when the shell drops the event.
+    append_pool: Arc<AudioPool>,
     pcm_in: Vec<i16>,
     pcm_out: Vec<i16>,
 }
@@ -187,7 +196,8 @@ impl Call {
         let mut call = Call {
             cfg,
             format,
-            out: VecDeque::with_capacity(64),
+            // A 100 ms delta makes 5 frames + a mark; the queue grows if a batch is bigger.
+            out: VecDeque::with_capacity(8),
             ended: false,
             stream_sid: None,
             last_twilio: now,
@@ -203,9 +213,11 @@ impl Call {
             live_response: None,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
-            bytes_buf: Vec::with_capacity(4096),
-            pcm_in: Vec::with_capacity(4096),
-            pcm_out: Vec::with_capacity(4096),
+            bytes_buf: Vec::with_capacity(1024),
+            ulaw_buf: Vec::new(),
+            append_pool: Arc::new(AudioPool::default()),
+            pcm_in: Vec::new(),
+            pcm_out: Vec::new(),
         };
         if format == AudioFormat::Pcm24k && (call.upsampler.is_none() || call.downsampler.is_none())
         {
@@ -405,8 +417,9 @@ impl Call {
 
     /// Caller μ-law audio on its way to the model.
     fn uplink(&mut self, ulaw: &[u8]) {
-        let upstream: Vec<u8> = match self.format {
-            AudioFormat::Pcmu => ulaw.to_vec(),
+        let mut upstream = self.append_pool.take();
+        match self.format {
+            AudioFormat::Pcmu => upstream.extend_from_slice(ulaw),
             AudioFormat::Pcm24k => {
                 let Some(up) = self.upsampler.as_mut() else {
                     return;
@@ -418,13 +431,12 @@ impl Call {
                     self.anomaly("resample_up", e.to_string());
                     return;
                 }
-                let mut b = Vec::with_capacity(self.pcm_out.len() * 2);
+                upstream.reserve(self.pcm_out.len() * 2);
                 for s in &self.pcm_out {
-                    b.extend_from_slice(&s.to_le_bytes());
+                    upstream.extend_from_slice(&s.to_le_bytes());
                 }
-                b
             }
-        };
+        }
         if upstream.is_empty() {
             return;
         }
@@ -470,7 +482,9 @@ impl Call {
         let chunk = (FLUSH_CHUNK_MS * bpms) as usize;
         for part in self.prebuffer.chunks(chunk) {
             self.out
-                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(part.to_vec())));
+                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(
+                    part.to_vec().into(),
+                )));
         }
         self.prebuffer = Vec::new();
         self.out
@@ -673,11 +687,11 @@ impl Call {
             self.anomaly("resample_down", e.to_string());
             return 0;
         }
-        let mut ulaw = std::mem::take(&mut self.bytes_buf);
+        let mut ulaw = std::mem::take(&mut self.ulaw_buf);
         ulaw.clear();
         g711::encode_into(&self.pcm_out, &mut ulaw);
         let n = self.frame_out(&ulaw);
-        self.bytes_buf = ulaw;
+        self.ulaw_buf = ulaw;
         n
     }
 

@@ -10,7 +10,16 @@
 //! number line for every item the model spoke.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::time::Instant;
+
+/// A mark's name, `"{item seq}:{item bytes}"`, as its two numbers.
+type MarkId = (u64, u64);
+
+fn parse_mark(name: &str) -> Option<MarkId> {
+    let (a, b) = name.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
 
 /// μ-law bytes per millisecond at 8 kHz.
 const BYTES_PER_MS: u64 = 8;
@@ -54,8 +63,10 @@ pub struct Playback {
     sent: u64,
     /// (time, offset): playback was at `offset` at `time` and runs on from there.
     anchor: Option<(Instant, u64)>,
-    pending: VecDeque<(String, u64)>,
-    discarded: VecDeque<String>,
+    /// Marks sent and not yet echoed, as (item seq, item bytes) — the two numbers of the name,
+    /// kept as numbers so that remembering a mark allocates nothing — with the stream offset.
+    pending: VecDeque<(MarkId, u64)>,
+    discarded: VecDeque<MarkId>,
     items: VecDeque<ItemAudio>,
     next_seq: u64,
 }
@@ -140,14 +151,19 @@ impl Playback {
     /// A mark name for the audio sent so far, remembered until Twilio echoes it.
     pub fn mark(&mut self, item_id: &str) -> Option<String> {
         let item = self.items.iter().rev().find(|i| i.item_id == item_id)?;
-        let name = format!("{}:{}", item.seq, item.sent);
-        self.pending.push_back((name.clone(), self.sent));
+        let id = (item.seq, item.sent);
+        let mut name = String::with_capacity(24);
+        let _ = write!(name, "{}:{}", id.0, id.1);
+        self.pending.push_back((id, self.sent));
         Some(name)
     }
 
     /// Twilio echoed a mark at `now`.
     pub fn on_mark(&mut self, name: &str, now: Instant) -> MarkEcho {
-        if let Some(pos) = self.pending.iter().position(|(n, _)| n == name) {
+        let Some(id) = parse_mark(name) else {
+            return MarkEcho::Unknown;
+        };
+        if let Some(pos) = self.pending.iter().position(|(n, _)| *n == id) {
             // Marks echo in order; any earlier pending one was passed too.
             let mut at = 0;
             for _ in 0..=pos {
@@ -158,7 +174,7 @@ impl Playback {
             self.anchor = Some((now, at));
             return MarkEcho::Played(at);
         }
-        if let Some(pos) = self.discarded.iter().position(|n| n == name) {
+        if let Some(pos) = self.discarded.iter().position(|n| *n == id) {
             self.discarded.remove(pos);
             return MarkEcho::Discarded;
         }

@@ -72,9 +72,133 @@ pub enum ServerEvent<'a> {
     Unknown,
 }
 
+/// The `type` field alone (everything else skipped without being stored).
+#[derive(Deserialize)]
+struct TypeTag<'a> {
+    #[serde(
+        rename = "type",
+        default,
+        borrow,
+        deserialize_with = "crate::twilio::media::opt_cow"
+    )]
+    ty: Option<Cow<'a, str>>,
+}
+
+/// An audio delta, parsed directly: serde's internally tagged enum would first buffer every
+/// field (the base64 audio included) into an allocated `Content` tree to find the tag.
+#[derive(Deserialize)]
+struct AudioDeltaMsg<'a> {
+    #[serde(borrow)]
+    response_id: Cow<'a, str>,
+    #[serde(borrow)]
+    item_id: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: Cow<'a, str>,
+}
+
 impl<'a> ServerEvent<'a> {
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        // Peek at the tag (a scan that stores nothing), then parse the one hot event directly;
+        // the rest are rare and take the generic path.
+        let tag = serde_json::from_str::<TypeTag<'a>>(text)
+            .ok()
+            .and_then(|t| t.ty);
+        match tag.as_deref() {
+            Some("response.output_audio.delta" | "response.audio.delta") => {
+                let d: AudioDeltaMsg<'a> = serde_json::from_str(text)?;
+                Ok(ServerEvent::AudioDelta {
+                    response_id: d.response_id,
+                    item_id: d.item_id,
+                    delta: d.delta,
+                })
+            }
+            _ => serde_json::from_str(text),
+        }
+    }
+}
+
+/// Audio for one `input_audio_buffer.append`. Taken from its call's [`AudioPool`] and given
+/// back when dropped (after the shell has written the JSON), so the steady-state uplink
+/// reuses the same few buffers instead of allocating one per 20 ms frame.
+pub struct AudioBytes {
+    buf: Vec<u8>,
+    pool: Option<std::sync::Arc<AudioPool>>,
+}
+
+/// A call's spare [`AudioBytes`] buffers. The mutex is only ever taken by the call's own task
+/// (uncontended); it is there because outputs must be `Send`.
+#[derive(Default)]
+pub struct AudioPool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+/// More spare buffers than this are freed: one or two are in flight in steady state.
+const POOL_KEEP: usize = 4;
+
+impl AudioPool {
+    /// An empty buffer, reused when one is spare.
+    pub fn take(self: &std::sync::Arc<Self>) -> AudioBytes {
+        let buf = match self.0.lock() {
+            Ok(mut spare) => spare.pop(),
+            Err(_) => None,
+        };
+        AudioBytes {
+            buf: buf.unwrap_or_default(),
+            pool: Some(self.clone()),
+        }
+    }
+}
+
+impl AudioBytes {
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+    pub fn reserve(&mut self, n: usize) {
+        self.buf.reserve(n);
+    }
+}
+
+impl Drop for AudioBytes {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            if let Ok(mut spare) = pool.0.lock() {
+                if spare.len() < POOL_KEEP {
+                    let mut buf = std::mem::take(&mut self.buf);
+                    buf.clear();
+                    spare.push(buf);
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for AudioBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl From<Vec<u8>> for AudioBytes {
+    fn from(buf: Vec<u8>) -> Self {
+        AudioBytes { buf, pool: None }
+    }
+}
+
+/// A clone is a plain copy of the bytes, outside any pool.
+impl Clone for AudioBytes {
+    fn clone(&self) -> Self {
+        AudioBytes::from(self.buf.clone())
+    }
+}
+
+impl PartialEq for AudioBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.buf == other.buf
+    }
+}
+
+impl std::fmt::Debug for AudioBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.buf.fmt(f)
     }
 }
 
@@ -103,7 +227,7 @@ pub enum ClientEvent {
     /// `session.update` for the configured dialect.
     SessionUpdate(Box<SessionConfig>),
     /// `input_audio_buffer.append`: raw bytes in the session's input format (μ-law, or PCM16 LE).
-    AppendAudio(Vec<u8>),
+    AppendAudio(AudioBytes),
     /// `response.create`, optionally with instructions (the greeting).
     ResponseCreate { instructions: Option<String> },
     /// `response.cancel`.
@@ -131,7 +255,7 @@ impl ClientEvent {
             // The hot path: written by hand, no intermediate `Value`.
             ClientEvent::AppendAudio(bytes) => {
                 out.push_str(r#"{"type":"input_audio_buffer.append","audio":""#);
-                base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
+                base64::engine::general_purpose::STANDARD.encode_string(&bytes[..], out);
                 out.push_str("\"}");
             }
             ClientEvent::SessionUpdate(cfg) => {
@@ -219,7 +343,7 @@ mod tests {
     #[test]
     fn client_events_have_the_documented_shapes() {
         let v: serde_json::Value = serde_json::from_str(
-            &ClientEvent::AppendAudio(vec![0xFF, 0x7F, 0]).to_json(Dialect::Ga),
+            &ClientEvent::AppendAudio(vec![0xFF, 0x7F, 0].into()).to_json(Dialect::Ga),
         )
         .unwrap();
         assert_eq!(

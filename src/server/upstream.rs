@@ -29,10 +29,17 @@ pub enum UpstreamError {
 /// a 100 ms PCM16 delta ~6.5 KiB), so tungstenite's 128 KiB defaults would only cost memory
 /// per call. Messages may still be large (session events carry instructions): the cap is on
 /// what one message may grow to, not on what is reserved.
+///
+/// - Read: tungstenite zero-fills the whole read buffer on every read, so all of it is
+///   resident per call; a larger message reserves its own length anyway. 4 KiB holds a pcmu
+///   delta (~1.1 KiB) in one read; a 100 ms PCM16 delta takes two.
+/// - Write: the shell `feed`s a batch then `flush`es once, so a threshold above any batch
+///   means one write syscall per batch (e.g. `response.cancel` + `truncate` on a barge-in).
+///   The buffer only grows to the batch actually written, never to the threshold.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(8 * 1024 * 1024))
         .max_frame_size(Some(8 * 1024 * 1024))

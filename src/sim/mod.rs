@@ -90,6 +90,42 @@ pub struct SimConfig {
     /// Keep every event in [`SessionLog::received`]/[`SessionLog::sent`]. Turn off for load
     /// runs; counters are kept either way.
     pub record_events: bool,
+    /// Observer called with the instants audio crossed the socket (the load tool measures the
+    /// bridge's latency with it). `None` costs nothing.
+    pub probe: Option<ProbeHandle>,
+}
+
+/// Hooks for a measuring peer (the load tool), called on the session's own task. Times are
+/// taken where the bytes cross the socket: when the read returned, just before the write.
+pub trait Probe: Send + Sync {
+    /// Session number `n` (1-based, connection order) opened its WebSocket; the returned
+    /// object observes it and is dropped when the session ends.
+    fn session(&self, n: u64) -> Box<dyn SessionProbe>;
+}
+
+/// One session's observer. Every method defaults to doing nothing.
+pub trait SessionProbe: Send {
+    /// A client event of this `type` was read from the socket at `at`.
+    fn event_received(&mut self, _ty: &str, _at: std::time::Instant) {}
+    /// An `input_audio_buffer.append` arrived (decoded audio), read from the socket at `at`.
+    fn append(&mut self, _audio: &[u8], _at: std::time::Instant) {}
+    /// An audio delta was handed to the socket at `at`: `offset`/`len` in bytes of the
+    /// response's output format, `response` counts this session's responses that carried
+    /// audio (1-based).
+    fn delta_sent(&mut self, _response: u32, _offset: usize, _len: usize, _at: std::time::Instant) {
+    }
+    /// `input_audio_buffer.speech_started` was handed to the socket at `at`.
+    fn speech_started_sent(&mut self, _at: std::time::Instant) {}
+}
+
+/// A shareable [`Probe`] (a newtype so that [`SimConfig`] stays `Debug` and `Clone`).
+#[derive(Clone)]
+pub struct ProbeHandle(pub Arc<dyn Probe>);
+
+impl std::fmt::Debug for ProbeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeHandle(..)")
+    }
 }
 
 impl Default for SimConfig {
@@ -111,6 +147,7 @@ impl Default for SimConfig {
             faults: Vec::new(),
             require_api_key: None,
             record_events: true,
+            probe: None,
         }
     }
 }
@@ -323,7 +360,8 @@ pub async fn run_standalone(addr: &str, cfg: SimConfig) -> std::io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn next_session_id(shared: &Shared) -> String {
+/// The session's number (1-based) and its `sess_..` id.
+pub(crate) fn next_session_id(shared: &Shared) -> (u64, String) {
     let n = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    format!("sess_SIM{n:017}")
+    (n, format!("sess_SIM{n:017}"))
 }

@@ -25,7 +25,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::vad::{Vad, VadEdge};
 use super::validate::{self, ApiError};
 use super::voice::{self, AudioFormat};
-use super::{lock, next_session_id, ClosedBy, Fault, SessionLog, Shared, SimDialect, Truncate};
+use super::{
+    lock, next_session_id, ClosedBy, Fault, SessionLog, SessionProbe, Shared, SimDialect, Truncate,
+};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_DURATION_REASON: &str = "Your session hit the maximum duration of 60 minutes.";
@@ -33,8 +35,9 @@ const MAX_DURATION_REASON: &str = "Your session hit the maximum duration of 60 m
 /// Something for the socket.
 enum Out {
     Event(Value),
-    /// An audio delta: the event without `delta`, the base64 payload, decoded length.
-    Audio(Value, String, usize),
+    /// An audio delta: the event without `delta`, the base64 payload, decoded length, and for
+    /// the probe (response ordinal, byte offset in the response).
+    Audio(Value, String, usize, (u32, usize)),
     Close(CloseCode, &'static str, ClosedBy),
     Drop(ClosedBy),
 }
@@ -159,7 +162,8 @@ pub(crate) async fn run(
     } else {
         SimDialect::Ga
     };
-    let id = next_session_id(&shared);
+    let (n, id) = next_session_id(&shared);
+    let probe = shared.cfg.probe.as_ref().map(|p| p.0.session(n));
     let log = Arc::new(Mutex::new(SessionLog {
         id: id.clone(),
         dialect,
@@ -179,6 +183,7 @@ pub(crate) async fn run(
     lock(&shared.sessions).push(log.clone());
     tracing::trace!(%peer, session = %id, ?dialect, "sim session open");
     let mut s = Session::new(shared, hs.beta, id);
+    s.probe = probe;
     let closed_by = serve(ws, &mut s, &log, &mut stop).await;
     s.publish(&log);
     lock(&log).closed_by = Some(closed_by);
@@ -232,7 +237,10 @@ async fn serve(
                 return close(&mut ws, log, CloseCode::Away, "server shutting down", ClosedBy::Shutdown).await;
             }
             m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => s.on_text(t.as_str()),
+                Some(Ok(Message::Text(t))) => {
+                    s.recv_at = std::time::Instant::now();
+                    s.on_text(t.as_str())
+                }
                 Some(Ok(Message::Binary(_))) => s.error(
                     ApiError::invalid("invalid_frame", "Binary frames are not supported; send JSON text frames.", None),
                     None,
@@ -289,17 +297,27 @@ async fn flush(
         return None;
     }
     let record = s.shared.cfg.record_events;
+    let probing = s.probe.is_some();
     let mut frames = Vec::with_capacity(s.out.len());
+    // What the probe hears about once the frames are flushed: Some(delta) or None (speech
+    // started).
+    let mut notes: Vec<Option<(u32, usize, usize)>> = Vec::new();
     let mut end = None;
     for o in s.out.drain(..) {
         match o {
             Out::Event(v) => {
+                if probing && get_str(&v, "type") == Some("input_audio_buffer.speech_started") {
+                    notes.push(None);
+                }
                 frames.push(v.to_string());
                 if record {
                     s.sent.push(v);
                 }
             }
-            Out::Audio(mut v, b64, n) => {
+            Out::Audio(mut v, b64, n, (resp, offset)) => {
+                if probing {
+                    notes.push(Some((resp, offset, n)));
+                }
                 if let Some(m) = v.as_object_mut() {
                     m.insert("delta".into(), Value::String(b64));
                 }
@@ -324,6 +342,16 @@ async fn flush(
     }
     s.out.clear();
     s.publish(log);
+    if let Some(p) = s.probe.as_mut() {
+        // Stamped before the write: a peer may react before this task runs again.
+        let at = std::time::Instant::now();
+        for note in notes {
+            match note {
+                Some((resp, offset, n)) => p.delta_sent(resp, offset, n, at),
+                None => p.speech_started_sent(at),
+            }
+        }
+    }
     for f in frames {
         if ws.feed(Message::text(f)).await.is_err() {
             return Some(ClosedBy::ClientDropped);
@@ -413,6 +441,10 @@ struct Session {
     cancelled: u32,
     errors: u32,
     session_changed: bool,
+    // Load-tool probe: when the frame being handled was read, responses that carried audio.
+    probe: Option<Box<dyn SessionProbe>>,
+    recv_at: std::time::Instant,
+    audio_responses: u32,
 }
 
 fn get_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -570,6 +602,9 @@ impl Session {
             cancelled: 0,
             errors: 0,
             session_changed: true,
+            probe: None,
+            recv_at: std::time::Instant::now(),
+            audio_responses: 0,
         };
         s.derive();
         s
@@ -720,6 +755,21 @@ impl Session {
     // ---- client events ----
 
     fn on_text(&mut self, text: &str) {
+        // Lean mode (load runs): an append in the exact shape a bridge writes skips the
+        // `Value` tree; anything else takes the full path below. Same effect either way.
+        if !self.shared.cfg.record_events {
+            if let Some(b64) = text
+                .strip_prefix(r#"{"type":"input_audio_buffer.append","audio":""#)
+                .and_then(|t| t.strip_suffix(r#""}"#))
+                .filter(|b| !b.contains(['"', '\\']))
+            {
+                if let Some(p) = self.probe.as_mut() {
+                    p.event_received("input_audio_buffer.append", self.recv_at);
+                }
+                self.on_append_b64(b64, None);
+                return;
+            }
+        }
         let mut ev: Value = match serde_json::from_str(text) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
@@ -743,6 +793,9 @@ impl Session {
         };
         let eid = ev.get("event_id").cloned();
         let ty = get_str(&ev, "type").unwrap_or("").to_string();
+        if let Some(p) = self.probe.as_mut() {
+            p.event_received(&ty, self.recv_at);
+        }
         match ty.as_str() {
             "" => self.error(
                 ApiError::invalid(
@@ -850,6 +903,10 @@ impl Session {
             self.error(e, eid);
             return None;
         };
+        self.on_append_b64(b64, eid)
+    }
+
+    fn on_append_b64(&mut self, b64: &str, eid: Option<Value>) -> Option<usize> {
         let mut data = std::mem::take(&mut self.scratch);
         data.clear();
         if B64.decode_vec(b64, &mut data).is_err() {
@@ -864,6 +921,9 @@ impl Session {
         }
         let n = data.len();
         self.appended_bytes += n;
+        if let Some(p) = self.probe.as_mut() {
+            p.append(&data, self.recv_at);
+        }
         match self.in_fmt {
             AudioFormat::Pcmu => {
                 self.feed(data.iter().map(|&b| audio_codec_algorithms::decode_ulaw(b)))
@@ -1432,6 +1492,10 @@ impl Session {
             Some(a) => B64.encode(&a[r.sent_bytes..(r.sent_bytes + n).min(a.len())]),
             None => String::new(),
         };
+        let offset = r.sent_bytes;
+        if offset == 0 {
+            self.audio_responses += 1;
+        }
         r.sent_bytes += n;
         let ev = json!({"type": delta_name, "response_id": r.id, "item_id": r.item_id,
             "output_index": 0, "content_index": 0});
@@ -1444,7 +1508,8 @@ impl Session {
         if let Some(m) = ev.as_object_mut() {
             m.insert("event_id".into(), Value::String(eid));
         }
-        self.out.push(Out::Audio(ev, b64, n));
+        let ordinal = self.audio_responses;
+        self.out.push(Out::Audio(ev, b64, n, (ordinal, offset)));
         self.send_text_delta(upto);
         if let Some(drop) = fault {
             if sent * 2 >= total {

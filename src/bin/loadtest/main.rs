@@ -1,0 +1,272 @@
+//! `loadtest`: N concurrent simulated Twilio calls against a real `callbridge serve` process
+//! whose upstream is the in-repo Realtime simulator, with the bridge's added latency, barge-in
+//! reaction, audio accounting and CPU/RSS measured from outside.
+//!
+//! ```text
+//! cargo build --release --bins
+//! target/release/loadtest --calls 1,100,250,500,1000 --mode pcmu --json load-pcmu.json
+//! ```
+//!
+//! One process holds the simulator and the callers, so both ends of the bridge read the same
+//! clock; the bridge runs as a child process so its CPU and RSS can be read from /proc. See
+//! `measure.rs` for how events on the two sides are correlated.
+
+mod caller;
+mod measure;
+mod probe;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use callbridge::sim::{ProbeHandle, SimConfig, Simulator};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "loadtest",
+    about = "Load, latency and cost of a callbridge server"
+)]
+pub struct Args {
+    /// Concurrent calls; a comma-separated list runs a sweep (a fresh bridge per step).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,250,500,1000")]
+    calls: Vec<usize>,
+    /// Bridge audio mode.
+    #[arg(long, default_value = "pcmu", value_parser = ["pcmu", "pcm"])]
+    mode: String,
+    /// Length of each call, seconds (every call talks, listens and barges in, in a loop).
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Calls started per second while ramping up.
+    #[arg(long, default_value_t = 100.0)]
+    ramp: f64,
+    /// The `callbridge` binary to spawn (default: next to this one).
+    #[arg(long)]
+    bridge_bin: Option<PathBuf>,
+    /// RUST_LOG for the bridge (its log goes to a file in the temp dir).
+    #[arg(long, default_value = "info")]
+    bridge_log: String,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Worker threads of this process (simulator + callers).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.calls.iter().any(|&n| n == 0 || n > 5000) || args.duration < 5 || args.duration > 3600 {
+        eprintln!("loadtest: calls must be 1..=5000 and duration 5..=3600 s");
+        return std::process::ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.clamp(1, 16))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest: tokio: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut results = Vec::new();
+    for &n in &args.calls {
+        eprintln!("== {n} calls, {} mode, {} s each", args.mode, args.duration);
+        match rt.block_on(run_step(&args, n)) {
+            Ok(r) => {
+                eprintln!("{}", measure::table(std::slice::from_ref(&r)));
+                results.push(r);
+            }
+            Err(e) => {
+                eprintln!("loadtest: {n} calls: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("{}", machine_line());
+    println!("{}", measure::table(&results));
+    println!("{}", measure::growth(&results));
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({
+            "machine": machine_line(),
+            "mode": args.mode,
+            "duration_s": args.duration,
+            "ramp_per_s": args.ramp,
+            "steps": results.iter().map(measure::Step::to_json).collect::<Vec<_>>(),
+        });
+        if let Err(e) = std::fs::write(path, format!("{v:#}\n")) {
+            eprintln!("loadtest: writing {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("machine: {cores} cores, {cpu}")
+}
+
+/// The bridge child process; killed when dropped.
+struct Bridge {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_bridge(args: &Args, realtime_url: &str, n: usize) -> Result<Bridge, String> {
+    let bin = match &args.bridge_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("callbridge"),
+    };
+    // A free loopback port: bind, read, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let log_path = std::env::temp_dir().join(format!("loadtest-bridge-{n}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = Command::new(&bin)
+        .arg("serve")
+        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REALTIME_URL", realtime_url)
+        .env("CALLBRIDGE_AUDIO_MODE", &args.mode)
+        .env("CALLBRIDGE_MAX_CALLS", (n + 10).to_string())
+        .env("RUST_LOG", &args.bridge_log)
+        .env_remove("OPENAI_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    Ok(Bridge {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+async fn wait_healthy(url: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if callbridge::caller::post_form(url, "/twiml", &[("CallSid", "CAhealth")])
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("bridge at {url} not up after 20 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
+    let pcm = args.mode == "pcm";
+    let t0 = Instant::now();
+    let (probe, mut opened) = probe::LoadProbe::new(t0, pcm);
+    let sim_cfg = SimConfig {
+        // Lean: no event log, no transcripts nobody reads.
+        record_events: false,
+        always_transcribe: false,
+        response_audio_ms: 3000,
+        delta_ms: vec![100],
+        pace: 4.0,
+        probe: Some(ProbeHandle(probe.clone())),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start("127.0.0.1:0", sim_cfg)
+        .await
+        .map_err(|e| format!("simulator: {e}"))?;
+    let bridge = spawn_bridge(args, &sim.url(), n)?;
+    let pid = bridge.child.id();
+    wait_healthy(&bridge.url).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sampler = measure::Sampler::start(pid, t0);
+    let lateness = measure::LatenessMonitor::start();
+    let base = measure::proc_sample(pid).ok_or("cannot read /proc for the bridge")?;
+
+    let speech = Arc::new(callbridge::caller::synthetic_speech(1200));
+    let duration = Duration::from_secs(args.duration);
+    let mut calls = tokio::task::JoinSet::new();
+    let ramp_gap = Duration::from_secs_f64(1.0 / args.ramp.clamp(0.1, 10_000.0));
+    let mut failed_setup = 0usize;
+    let ramp_start = Instant::now();
+    for i in 0..n {
+        probe.expect_call(i);
+        let opts = caller::Opts {
+            id: i,
+            bridge: bridge.url.clone(),
+            t0,
+            duration,
+            speech: speech.clone(),
+        };
+        calls.spawn(caller::run(opts));
+        // Calls are opened one at a time so that the simulator's next session is this call's
+        // upstream (the bridge dials it when the media socket opens).
+        match tokio::time::timeout(Duration::from_secs(10), opened.recv()).await {
+            Ok(Some(_)) => {}
+            _ => {
+                failed_setup += 1;
+                probe.forget_expected();
+            }
+        }
+        let next = ramp_start + ramp_gap * (i as u32 + 1);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+    }
+    let all_started = Instant::now();
+    let mut outcomes = Vec::with_capacity(n);
+    while let Some(r) = calls.join_next().await {
+        match r {
+            Ok(o) => outcomes.push(o),
+            Err(e) => eprintln!("loadtest: call task: {e}"),
+        }
+    }
+    let samples = sampler.stop().await;
+    let late = lateness.stop().await;
+    // Let every simulator session read what is left and see the close (a lagging load tool
+    // may still hold unread appends).
+    let opened_sessions = n - failed_setup;
+    let wait_until = Instant::now() + Duration::from_secs(15);
+    while probe.sessions_done() < opened_sessions && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sim.shutdown().await;
+    let sims = probe.take_sessions();
+    drop(bridge);
+    Ok(measure::analyse(measure::Inputs {
+        calls: n,
+        pcm,
+        t0,
+        ramp_start,
+        all_started,
+        duration,
+        outcomes,
+        sims,
+        base,
+        samples,
+        monitor_lateness_us: late,
+        failed_setup,
+    }))
+}

@@ -1,0 +1,480 @@
+//! Turning both sides' records into the numbers.
+//!
+//! Correlation (callers and simulator share one process and one monotonic clock):
+//! - **Uplink** (caller frame written → `input_audio_buffer.append` read by the simulator): by
+//!   byte offset. Caller frame j ends at byte (j+1)·160 of the upstream audio in pcmu, and at
+//!   (j+1)·960 − 12 in pcm (the upsampler yields 474 samples for the very first frame, then
+//!   480 per frame), so an append whose running total ends there carries frame j. In pcmu the
+//!   bytes pass through, so each frame also carries its number in its first 6 bytes and the
+//!   simulator checks it (`seq_mismatches`: reordered, duplicated or corrupted audio).
+//!   Appends longer than one frame are the bridge's pre-session buffer being flushed (by
+//!   design) and are not timed.
+//! - **Downlink** (delta written by the simulator → first Twilio frame of it read by the
+//!   caller): the bridge sends each delta's frames followed by a mark named `item:bytes`
+//!   (bytes of that item framed so far). The caller groups frames between marks; the delta at
+//!   output-byte offset `o` of the session's n-th audio response is carried first by the
+//!   first group of item n whose end is past `o` (pcm: `o` counted in μ-law bytes, i.e.
+//!   PCM16 24 kHz bytes / 6).
+//! - **Barge-in**: each `clear` the caller reads is matched with the latest
+//!   `speech_started` the simulator wrote on that call.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::caller::{Group, Outcome};
+use crate::probe::SimSide;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    pub at_us: u64,
+    /// CPU time of all the process's threads, ns.
+    pub cpu_ns: u64,
+    pub rss_kib: u64,
+}
+
+fn read_cpu_ns(pid: u32) -> Option<u64> {
+    // Per-thread schedstat is in ns (stat's utime/stime tick at 10 ms, too coarse for one call).
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = t.ok()?.path().join("schedstat");
+        if let Ok(s) = std::fs::read_to_string(path) {
+            total += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+fn read_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    Some(ProcSample {
+        at_us: 0,
+        cpu_ns: read_cpu_ns(pid)?,
+        rss_kib: read_rss_kib(pid)?,
+    })
+}
+
+/// Samples the bridge's CPU and RSS twice a second.
+pub struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<ProcSample>>,
+}
+
+impl Sampler {
+    pub fn start(pid: u32, t0: Instant) -> Sampler {
+        let (stop, mut rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut v = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tick.tick() => {
+                        if let Some(mut s) = proc_sample(pid) {
+                            s.at_us = t0.elapsed().as_micros() as u64;
+                            v.push(s);
+                        }
+                    }
+                }
+            }
+            v
+        });
+        Sampler { stop, task }
+    }
+
+    pub async fn stop(self) -> Vec<ProcSample> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// A task that sleeps 10 ms at a time and records how late it wakes: this process's
+/// scheduling lag, which would otherwise show up as bridge latency.
+pub struct LatenessMonitor {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<u32>>,
+}
+
+impl LatenessMonitor {
+    pub fn start() -> LatenessMonitor {
+        let (stop, mut rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut v = Vec::new();
+            loop {
+                let due = Instant::now() + Duration::from_millis(10);
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {
+                        v.push(Instant::now().saturating_duration_since(due).as_micros() as u32);
+                    }
+                }
+            }
+            v
+        });
+        LatenessMonitor { stop, task }
+    }
+
+    pub async fn stop(self) -> Vec<u32> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// p50 / p99 / max in ms, and the count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dist {
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Dist {
+    fn of(mut v: Vec<u32>) -> Dist {
+        if v.is_empty() {
+            return Dist::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        Dist {
+            n: v.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"n": self.n, "p50_ms": self.p50, "p99_ms": self.p99, "max_ms": self.max})
+    }
+
+    fn cell(&self) -> String {
+        format!("{:.2} / {:.2} / {:.1}", self.p50, self.p99, self.max)
+    }
+}
+
+pub struct Inputs {
+    pub calls: usize,
+    pub pcm: bool,
+    pub t0: Instant,
+    pub ramp_start: Instant,
+    pub all_started: Instant,
+    pub duration: Duration,
+    pub outcomes: Vec<Outcome>,
+    pub sims: Vec<SimSide>,
+    pub base: ProcSample,
+    pub samples: Vec<ProcSample>,
+    pub monitor_lateness_us: Vec<u32>,
+    pub failed_setup: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Step {
+    pub calls: usize,
+    pub pcm: bool,
+    pub failed: usize,
+    pub errors: Vec<String>,
+    pub uplink: Dist,
+    pub downlink: Dist,
+    pub clear: Dist,
+    pub up_lost: u64,
+    pub up_dup: u64,
+    pub up_seq_mismatch: u64,
+    pub up_misaligned: u64,
+    pub up_prebuffer_flushes: u64,
+    pub up_prebuffered: u64,
+    pub down_lost: u64,
+    pub down_dup: u64,
+    pub down_unmatched: u64,
+    pub odd_frames: u64,
+    pub bad_messages: u64,
+    pub clears_unmatched: u64,
+    pub frames_sent: u64,
+    pub marks_echoed: u64,
+    pub window_s: f64,
+    pub cpu_ms_per_call_s: f64,
+    pub rss_base_kib: u64,
+    pub rss_kib: u64,
+    pub rss_kib_per_call: f64,
+    pub caller_late: Dist,
+    pub monitor_late: Dist,
+}
+
+fn cum_end(pcm: bool, frame: u64) -> u64 {
+    if pcm {
+        (frame + 1) * 960 - 12
+    } else {
+        (frame + 1) * 160
+    }
+}
+
+fn frame_of(pcm: bool, cum: u64) -> Option<u64> {
+    if pcm {
+        (cum + 12).is_multiple_of(960).then(|| (cum + 12) / 960 - 1)
+    } else {
+        (cum.is_multiple_of(160) && cum > 0).then(|| cum / 160 - 1)
+    }
+}
+
+pub fn analyse(i: Inputs) -> Step {
+    let mut st = Step {
+        calls: i.calls,
+        pcm: i.pcm,
+        failed: i.failed_setup + i.calls.saturating_sub(i.outcomes.len()),
+        ..Step::default()
+    };
+    let mut sims: HashMap<usize, SimSide> = HashMap::new();
+    for s in i.sims {
+        if let Some(c) = s.call {
+            sims.insert(c, s);
+        }
+    }
+    let (mut up, mut down, mut clear, mut late) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let one_frame = if i.pcm { 960 } else { 160 };
+    for o in &i.outcomes {
+        st.odd_frames += o.odd_frames;
+        st.bad_messages += o.bad_messages;
+        st.frames_sent += o.send_us.len() as u64;
+        st.marks_echoed += o.marks_echoed;
+        late.extend_from_slice(&o.lateness_us);
+        if let Some(e) = &o.error {
+            st.failed += 1;
+            if st.errors.len() < 5 {
+                st.errors.push(format!("call {}: {e}", o.id));
+            }
+        }
+        let Some(sim) = sims.get(&o.id) else {
+            if o.error.is_none() {
+                st.failed += 1;
+                if st.errors.len() < 5 {
+                    st.errors
+                        .push(format!("call {}: no upstream session seen", o.id));
+                }
+            }
+            continue;
+        };
+        // Uplink.
+        st.up_seq_mismatch += sim.seq_mismatches;
+        for a in &sim.appends {
+            if a.len > one_frame {
+                st.up_prebuffer_flushes += 1;
+                continue;
+            }
+            let ready = sim.session_update_us.unwrap_or(u32::MAX);
+            match frame_of(i.pcm, a.cum_end).and_then(|j| o.send_us.get(j as usize)) {
+                Some(&sent) if sent < ready => st.up_prebuffered += 1,
+                Some(&sent) => up.push(a.at_us.saturating_sub(sent)),
+                None => st.up_misaligned += 1,
+            }
+        }
+        let expected = match o.send_us.len() as u64 {
+            0 => 0,
+            n => cum_end(i.pcm, n - 1),
+        };
+        let appended = sim.appends.last().map_or(0, |a| a.cum_end);
+        st.up_lost += expected.saturating_sub(appended);
+        st.up_dup += appended.saturating_sub(expected);
+
+        // Downlink: the caller's groups per item, in order.
+        let mut items: HashMap<u32, Vec<Group>> = HashMap::new();
+        for g in &o.groups {
+            items.entry(g.item).or_default().push(*g);
+        }
+        // Deltas after the last one whose frames reached the caller were still in flight when
+        // it hung up: not counted. An unmatched delta before a matched one is lost audio.
+        let find = |d: &crate::probe::Delta| {
+            let o_ulaw = if i.pcm { d.offset / 6 } else { d.offset };
+            items
+                .get(&d.response)
+                .and_then(|gs| gs.iter().find(|g| g.end > o_ulaw))
+                .copied()
+        };
+        let last_matched = sim.deltas.iter().rposition(|d| find(d).is_some());
+        let mut sent_per_item: HashMap<u32, (u64, bool)> = HashMap::new();
+        for (k, d) in sim.deltas.iter().enumerate() {
+            let e = sent_per_item.entry(d.response).or_insert((0, true));
+            e.0 += u64::from(d.len);
+            if last_matched.is_none_or(|m| k > m) {
+                e.1 = false;
+                continue;
+            }
+            match find(d) {
+                Some(g) => down.push(g.first_us.saturating_sub(d.at_us)),
+                None => st.down_unmatched += 1,
+            }
+        }
+        for (item, (sent, complete)) in sent_per_item {
+            if !complete {
+                continue;
+            }
+            let sent = if i.pcm { sent / 6 } else { sent };
+            let got: u64 = items
+                .get(&item)
+                .map_or(0, |gs| gs.iter().map(|g| u64::from(g.bytes)).sum());
+            // pcmu: deltas are whole frames, so exactly what was sent arrives. pcm: the
+            // resampler's 12-sample trim and tail, and the last frame's padding, allow ±1 frame.
+            let slack = if i.pcm { 172 } else { 0 };
+            st.down_lost += sent.saturating_sub(got + slack);
+            st.down_dup += got.saturating_sub(sent + if i.pcm { 160 } else { 0 });
+        }
+        // Barge-in.
+        for &c in &o.clears_us {
+            match sim.speech_started_us.iter().rev().find(|&&s| s <= c) {
+                Some(&s) => clear.push(c - s),
+                None => st.clears_unmatched += 1,
+            }
+        }
+    }
+    st.uplink = Dist::of(up);
+    st.downlink = Dist::of(down);
+    st.clear = Dist::of(clear);
+    st.caller_late = Dist::of(late);
+    st.monitor_late = Dist::of(i.monitor_lateness_us);
+
+    // Steady state: every call started, none ended yet.
+    let from = i.all_started.saturating_duration_since(i.t0) + Duration::from_secs(2);
+    let to = (i.ramp_start + i.duration)
+        .saturating_duration_since(i.t0)
+        .saturating_sub(Duration::from_secs(1));
+    let in_window: Vec<&ProcSample> = i
+        .samples
+        .iter()
+        .filter(|s| s.at_us >= from.as_micros() as u64 && s.at_us <= to.as_micros() as u64)
+        .collect();
+    st.rss_base_kib = i.base.rss_kib;
+    if let (Some(a), Some(b)) = (in_window.first(), in_window.last()) {
+        let secs = (b.at_us - a.at_us) as f64 / 1e6;
+        if secs > 0.0 {
+            st.window_s = secs;
+            st.cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / (secs * i.calls as f64);
+        }
+        let mut rss: Vec<u64> = in_window.iter().map(|s| s.rss_kib).collect();
+        rss.sort_unstable();
+        st.rss_kib = rss[rss.len() / 2];
+        st.rss_kib_per_call = st.rss_kib.saturating_sub(i.base.rss_kib) as f64 / i.calls as f64;
+    }
+    st
+}
+
+impl Step {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "calls": self.calls,
+            "mode": if self.pcm { "pcm" } else { "pcmu" },
+            "failed_calls": self.failed,
+            "errors": self.errors,
+            "uplink_ms": self.uplink.json(),
+            "downlink_ms": self.downlink.json(),
+            "speech_started_to_clear_ms": self.clear.json(),
+            "uplink_bytes_lost": self.up_lost,
+            "uplink_bytes_duplicated": self.up_dup,
+            "uplink_seq_mismatches": self.up_seq_mismatch,
+            "uplink_appends_misaligned": self.up_misaligned,
+            "uplink_prebuffer_flushes": self.up_prebuffer_flushes,
+            "uplink_frames_prebuffered": self.up_prebuffered,
+            "downlink_bytes_lost": self.down_lost,
+            "downlink_bytes_duplicated": self.down_dup,
+            "downlink_deltas_unmatched": self.down_unmatched,
+            "odd_frames": self.odd_frames,
+            "bad_messages": self.bad_messages,
+            "clears_unmatched": self.clears_unmatched,
+            "frames_sent": self.frames_sent,
+            "marks_echoed": self.marks_echoed,
+            "steady_window_s": self.window_s,
+            "bridge_cpu_ms_per_call_second": self.cpu_ms_per_call_s,
+            "bridge_rss_base_kib": self.rss_base_kib,
+            "bridge_rss_kib": self.rss_kib,
+            "bridge_rss_kib_per_call": self.rss_kib_per_call,
+            "loadtool_frame_timer_lateness_ms": self.caller_late.json(),
+            "loadtool_monitor_lateness_ms": self.monitor_late.json(),
+        })
+    }
+}
+
+pub fn table(steps: &[Step]) -> String {
+    let mut s = String::from(
+        "| calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
+         |---:|---|---:|---|---|---|---|---:|---:|---|\n",
+    );
+    for st in steps {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} | {:.1} | {:.2} / {:.1} |\n",
+            st.calls,
+            if st.pcm { "pcm" } else { "pcmu" },
+            st.failed,
+            st.uplink.cell(),
+            st.downlink.cell(),
+            st.clear.cell(),
+            st.up_lost,
+            st.up_dup,
+            st.down_lost,
+            st.down_dup,
+            st.cpu_ms_per_call_s,
+            st.rss_kib_per_call,
+            st.caller_late.p99.max(st.monitor_late.p99),
+            st.caller_late.max.max(st.monitor_late.max),
+        ));
+    }
+    for st in steps {
+        let checks = [
+            ("seq mismatches", st.up_seq_mismatch),
+            ("misaligned appends", st.up_misaligned),
+            ("unmatched deltas", st.down_unmatched),
+            ("unmatched clears", st.clears_unmatched),
+            ("odd frames", st.odd_frames),
+            ("bad messages", st.bad_messages),
+        ];
+        let bad: Vec<String> = checks
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        if !bad.is_empty() || !st.errors.is_empty() {
+            s.push_str(&format!(
+                "{} calls: {} {}\n",
+                st.calls,
+                bad.join(", "),
+                st.errors.join("; ")
+            ));
+        }
+    }
+    s
+}
+
+/// How CPU per call and p99 grow with the number of calls, relative to the 100-call step.
+pub fn growth(steps: &[Step]) -> String {
+    let Some(base) = steps
+        .iter()
+        .find(|s| s.calls >= 100)
+        .filter(|s| s.cpu_ms_per_call_s > 0.0)
+    else {
+        return String::new();
+    };
+    let mut s = format!("growth vs {} calls:", base.calls);
+    for st in steps.iter().filter(|s| s.calls > base.calls) {
+        s.push_str(&format!(
+            " {} calls: CPU/call ×{:.2}, uplink p99 {:.2}→{:.2} ms, downlink p99 {:.2}→{:.2} ms;",
+            st.calls,
+            st.cpu_ms_per_call_s / base.cpu_ms_per_call_s,
+            base.uplink.p99,
+            st.uplink.p99,
+            base.downlink.p99,
+            st.downlink.p99
+        ));
+    }
+    s
+}

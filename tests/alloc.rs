@@ -1,0 +1,172 @@
+//! No heap allocation per 20 ms frame once a call is warm: the uplink (Twilio `media` JSON →
+//! `input_audio_buffer.append` JSON) allocates nothing, the downlink (a model delta → Twilio
+//! frames) allocates nothing per frame. Counted with a global allocator that counts only
+//! while this thread has counting switched on.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use callbridge::call::{Call, CallConfig, Output};
+use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
+use callbridge::twilio::{Inbound, Outbound};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    (r, ALLOCS.load(Ordering::Relaxed) - before)
+}
+
+const SID: &str = "MZ00000000000000000000000000000001";
+
+fn media_msgs() -> Vec<String> {
+    (0..2000u64)
+        .map(|i| {
+            let frame: Vec<u8> = (0..160u64).map(|j| ((i * 7 + j * 37) % 256) as u8).collect();
+            format!(
+                r#"{{"event":"media","sequenceNumber":"{}","streamSid":"{SID}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":"{}"}}}}"#,
+                i + 2,
+                i + 1,
+                i * 20,
+                B64.encode(frame)
+            )
+        })
+        .collect()
+}
+
+fn steady_call(format: AudioFormat, t0: Instant) -> Call {
+    let mut cfg = CallConfig::default();
+    cfg.session.audio_format = format;
+    let mut call = Call::new(Arc::new(cfg), t0);
+    let start = format!(
+        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"+15550001"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
+    );
+    call.on_twilio(Inbound::parse(&start).expect("start"), t0);
+    call.on_upstream_connected(t0);
+    let created =
+        r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
+    call.on_realtime(ServerEvent::parse(created).expect("created"), t0);
+    while call.poll_output().is_some() {}
+    call
+}
+
+/// Writes outputs as the server shell does (into one reused String); returns (frames, mark).
+fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) -> usize {
+    let mut frames = 0;
+    while let Some(out) = call.poll_output() {
+        match out {
+            Output::ToTwilio(m) => {
+                m.write_json(sid_json, text);
+                match m {
+                    Outbound::Media(_) => frames += 1,
+                    Outbound::Mark(name) => {
+                        mark.clear();
+                        mark.push_str(&name);
+                    }
+                    Outbound::Clear => {}
+                }
+            }
+            Output::ToRealtime(ev) => ev.write_json(Dialect::Ga, text),
+            Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),
+            Output::Hangup(r) => panic!("hangup: {r:?}"),
+        }
+    }
+    frames
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_frame() {
+    let sid_json = serde_json::to_string(SID).expect("sid");
+    let msgs = media_msgs();
+    for format in [AudioFormat::Pcmu, AudioFormat::Pcm24k] {
+        let t0 = Instant::now();
+        let mut call = steady_call(format, t0);
+        let mut text = String::with_capacity(8192);
+        let mut mark = String::with_capacity(64);
+        let at = |i: usize| t0 + Duration::from_millis(20 * i as u64);
+
+        // Uplink: warm up on the first 200 frames, then count 1800.
+        for (i, m) in msgs[..200].iter().enumerate() {
+            call.on_twilio(Inbound::parse(m).expect("media"), at(i));
+            drain(&mut call, &sid_json, &mut text, &mut mark);
+        }
+        let (_, n) = count(|| {
+            for (i, m) in msgs[200..].iter().enumerate() {
+                call.on_twilio(Inbound::parse(m).expect("media"), at(200 + i));
+                drain(&mut call, &sid_json, &mut text, &mut mark);
+            }
+        });
+        assert_eq!(n, 0, "{format:?}: allocations in 1800 uplink frames");
+
+        // Downlink: 100 ms deltas, each mark echoed back as Twilio does.
+        let bytes: Vec<u8> = match format {
+            AudioFormat::Pcmu => (0..800u32).map(|i| (i * 37 % 256) as u8).collect(),
+            AudioFormat::Pcm24k => (0..2400)
+                .flat_map(|i| (((i as f64 * 0.26).sin() * 8000.0) as i16).to_le_bytes())
+                .collect(),
+        };
+        let delta = format!(
+            r#"{{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"{}"}}"#,
+            B64.encode(&bytes)
+        );
+        let mut echo = String::with_capacity(256);
+        let mut one_delta = |call: &mut Call, k: usize| -> usize {
+            let now = at(2000 + k * 5);
+            call.on_realtime(ServerEvent::parse(&delta).expect("delta"), now);
+            let frames = drain(call, &sid_json, &mut text, &mut mark);
+            echo.clear();
+            echo.push_str(r#"{"event":"mark","sequenceNumber":"9","streamSid":""#);
+            echo.push_str(SID);
+            echo.push_str(r#"","mark":{"name":""#);
+            echo.push_str(&mark);
+            echo.push_str(r#""}}"#);
+            call.on_twilio(Inbound::parse(&echo).expect("mark"), now);
+            frames
+        };
+        for k in 0..20 {
+            one_delta(&mut call, k);
+        }
+        let (frames, n) = count(|| (20..120).map(|k| one_delta(&mut call, k)).sum::<usize>());
+        assert!(frames >= 490, "{format:?}: {frames} frames");
+        // What remains is per delta, not per frame: the mark's name (`Outbound::Mark(String)`).
+        assert!(
+            n <= 100,
+            "{format:?}: {n} allocations for 100 deltas ({frames} frames)"
+        );
+        eprintln!("{format:?}: downlink {n} allocations for 100 deltas / {frames} frames");
+    }
+}
