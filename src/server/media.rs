@@ -30,8 +30,10 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    // Small read buffer (Twilio's messages are ~300 B); a write buffer that lets one call's
+    // batch (frames + mark) go out in a single write on flush, growing only to what is fed.
     ws.read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(64 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_TWILIO_MESSAGE)
         .max_frame_size(MAX_TWILIO_MESSAGE)
