@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use callbridge::config::{Config, LogFormat, Overrides};
 use callbridge::metrics::Metrics;
 

@@ -30,9 +30,10 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    // Small read buffer (Twilio's messages are ~300 B); a write buffer that lets one call's
+    // Small read buffer (Twilio's messages are ~300 B, and tungstenite keeps the whole buffer
+    // zero-filled, so it is resident per call); a write buffer that lets one call's
     // batch (frames + mark) go out in a single write on flush, growing only to what is fed.
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(2048)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_TWILIO_MESSAGE)
@@ -96,13 +97,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
     });
     let (mut tw_tx, mut tw_rx) = socket.split();
     let cfg = s.cfg.clone();
-    let connect = async move {
+    // Boxed, and dropped once it has finished: the connect future (DNS, TCP, TLS, handshake)
+    // is several KiB, and kept inline it would sit in every call's task for the whole call.
+    let mut connect = Some(Box::pin(async move {
         let t = Instant::now();
         let r = upstream::connect(&cfg).await;
         (r, t.elapsed())
-    };
-    tokio::pin!(connect);
-    let mut connecting = true;
+    }));
     let mut up_tx: Option<futures_util::stream::SplitSink<upstream::Upstream, UpMessage>> = None;
     let mut up_rx: Option<futures_util::stream::SplitStream<upstream::Upstream>> = None;
     let mut stop_calls = s.stop_calls.clone();
@@ -268,8 +269,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     }
                 }
             }
-            (res, took) = &mut connect, if connecting => {
-                connecting = false;
+            (res, took) = async {
+                match connect.as_mut() {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            }, if connect.is_some() => {
+                connect = None;
                 let now = Instant::now();
                 match res {
                     Ok(ws) => {
