@@ -107,12 +107,13 @@ async fn greeting_makes_the_agent_speak_first() {
     sim.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_closing_mid_answer_ends_the_stream_so_twilio_apologises() {
+/// The model's server fails mid-answer in the given way: the bridge must end the Twilio stream
+/// quickly (so Twilio plays the apology after </Connect>) and log the given outcome.
+async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
     let sim = Simulator::start(
         "127.0.0.1:0",
         SimConfig {
-            faults: vec![Fault::CloseAfterResponses(0)],
+            faults: vec![fault],
             ..Default::default()
         },
     )
@@ -144,7 +145,7 @@ async fn upstream_closing_mid_answer_ends_the_stream_so_twilio_apologises() {
         "Twilio has an apology to play after </Connect>"
     );
     assert!(
-        wait_outcome(&server, "upstream_closed").await,
+        wait_outcome(&server, outcome).await,
         "{}",
         metrics(&server).await
     );
@@ -153,35 +154,13 @@ async fn upstream_closing_mid_answer_ends_the_stream_so_twilio_apologises() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_mid_answer_ends_the_stream_so_twilio_apologises() {
+    upstream_fault_ends_the_stream(Fault::CloseAfterResponses(0), "upstream_closed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_dropping_the_connection_ends_the_stream() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            faults: vec![Fault::DropAfterResponses(0)],
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![
-            Step::Say(caller::synthetic_speech(1000)),
-            Step::Silence(Duration::from_secs(10)),
-        ],
-        ..Default::default()
-    })
-    .await
-    .expect("call");
-    assert!(report.closed_by_bridge);
-    assert!(
-        wait_outcome(&server, "upstream_failed").await,
-        "{}",
-        metrics(&server).await
-    );
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    upstream_fault_ends_the_stream(Fault::DropAfterResponses(0), "upstream_failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
