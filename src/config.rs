@@ -85,6 +85,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("record_dir", Kind::Str),
     ("log_format", Kind::Str),
     ("twilio_auth_token", Kind::Str),
+    ("dtmf_to_model", Kind::Bool),
+    ("dtmf_gap_ms", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
 ];
 
@@ -162,6 +164,8 @@ struct Raw {
     log_format: Option<String>,
     twilio_auth_token: Option<String>,
     twilio_webhook_shared_key: Option<String>,
+    dtmf_to_model: Option<bool>,
+    dtmf_gap_ms: Option<i64>,
 }
 
 /// How the upstream is authenticated.
@@ -517,6 +521,8 @@ impl Config {
                 1000,
                 3_600_000,
             )?),
+            dtmf_to_model: r.dtmf_to_model.unwrap_or(true),
+            dtmf_gap: Duration::from_millis(ms("dtmf_gap_ms", r.dtmf_gap_ms, 1500, 100, 30_000)?),
         };
         Ok(Config {
             listen,

@@ -603,3 +603,75 @@ fn random_input_storm_never_breaks_the_call() {
         }
     }
 }
+
+fn dtmf_msg(digit: &str) -> String {
+    format!(
+        r#"{{"event":"dtmf","sequenceNumber":"7","streamSid":"{SID}","dtmf":{{"track":"inbound_track","digit":"{digit}"}}}}"#
+    )
+}
+
+fn to_model(outs: &[Output]) -> Vec<ClientEvent> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime(e) if !matches!(e, ClientEvent::AppendAudio(_)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn keypad_entries_reach_the_model_as_one_message_after_a_pause_or_hash() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    for (i, d) in ["1", "2", "3"].iter().enumerate() {
+        let outs = h.twilio(&dtmf_msg(d), 100 + 200 * i as u64);
+        assert!(to_model(&outs).is_empty(), "nothing before the entry ends");
+    }
+    // 1.5 s after the last key: one message, then an answer is asked for.
+    let deadline = h.call.next_deadline().expect("deadline");
+    assert_eq!(deadline, h.at(500 + 1500));
+    h.call.on_tick(deadline);
+    let outs = h.drain();
+    assert_eq!(
+        to_model(&outs),
+        [
+            ClientEvent::UserText(
+                "[The caller pressed these keys on the phone keypad: 123]".into()
+            ),
+            ClientEvent::ResponseCreate { instructions: None }
+        ]
+    );
+    // `#` ends an entry at once; while the model is answering, no second response.create.
+    h.realtime(
+        r#"{"type":"response.created","response":{"id":"r9"}}"#,
+        3000,
+    );
+    h.twilio(&dtmf_msg("4"), 3100);
+    let outs = h.twilio(&dtmf_msg("#"), 3200);
+    assert_eq!(
+        to_model(&outs),
+        [ClientEvent::UserText(
+            "[The caller pressed these keys on the phone keypad: 4#]".into()
+        )]
+    );
+}
+
+#[test]
+fn keys_pressed_before_the_session_is_ready_wait_for_it() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.twilio(&dtmf_msg("9"), 10);
+    h.call.on_tick(h.at(2000));
+    assert!(to_model(&h.drain()).is_empty());
+    let outs = h.connect(2500);
+    let evs = to_model(&outs);
+    assert!(matches!(evs[0], ClientEvent::SessionUpdate(_)));
+    assert_eq!(
+        evs[1..],
+        [
+            ClientEvent::UserText("[The caller pressed these keys on the phone keypad: 9]".into()),
+            ClientEvent::ResponseCreate { instructions: None }
+        ]
+    );
+}

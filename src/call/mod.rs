@@ -36,6 +36,12 @@ pub struct CallConfig {
     /// Twilio sends media every 20 ms for the whole call: this long without any message means
     /// the peer vanished without closing.
     pub twilio_idle_timeout: Duration,
+    /// Tell the model which keys the caller pressed (as a user text message), so an agent can
+    /// take an account number or a menu choice by keypad.
+    pub dtmf_to_model: bool,
+    /// Keys pressed within this gap of each other go to the model as one message (`#` ends the
+    /// entry at once).
+    pub dtmf_gap: Duration,
 }
 
 impl Default for CallConfig {
@@ -49,6 +55,8 @@ impl Default for CallConfig {
             prebuffer_limit_ms: 10_000,
             upstream_ready_timeout: Duration::from_secs(10),
             twilio_idle_timeout: Duration::from_secs(20),
+            dtmf_to_model: true,
+            dtmf_gap: Duration::from_millis(1500),
         }
     }
 }
@@ -169,6 +177,9 @@ pub struct Call {
     /// The item whose audio is in the framer/resampler right now.
     current_item: Option<String>,
     live_response: Option<String>,
+    /// Keys pressed but not yet told to the model, and when to tell it.
+    dtmf_keys: String,
+    dtmf_deadline: Option<Instant>,
     /// Responses we cancelled: their late deltas are dropped.
     cancelled: VecDeque<String>,
     playback: Playback,
@@ -211,6 +222,8 @@ impl Call {
             odd_byte: None,
             current_item: None,
             live_response: None,
+            dtmf_keys: String::new(),
+            dtmf_deadline: None,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
             bytes_buf: Vec::with_capacity(1024),
@@ -254,11 +267,15 @@ impl Call {
             return None;
         }
         let idle = self.last_twilio + self.cfg.twilio_idle_timeout;
-        if self.upstream_ready {
-            Some(idle)
+        let mut next = if self.upstream_ready {
+            idle
         } else {
-            Some(idle.min(self.opened_at + self.cfg.upstream_ready_timeout))
+            idle.min(self.opened_at + self.cfg.upstream_ready_timeout)
+        };
+        if let Some(d) = self.dtmf_deadline {
+            next = next.min(d);
         }
+        Some(next)
     }
 
     pub fn on_tick(&mut self, now: Instant) {
@@ -283,6 +300,30 @@ impl Call {
                 ),
             );
             self.end(EndReason::TwilioIdle);
+        } else if self.dtmf_deadline.is_some_and(|d| now >= d) {
+            self.flush_dtmf();
+        }
+    }
+
+    /// Sends the keys pressed so far to the model as one user message, and asks for an answer
+    /// unless one is being generated (a `response.create` then would be refused; the model sees
+    /// the keys in its next turn). Before the session is ready the keys wait for it.
+    fn flush_dtmf(&mut self) {
+        if self.dtmf_keys.is_empty() || !self.upstream_ready {
+            self.dtmf_deadline = None;
+            return;
+        }
+        self.dtmf_deadline = None;
+        let keys = std::mem::take(&mut self.dtmf_keys);
+        self.out
+            .push_back(Output::ToRealtime(ClientEvent::UserText(format!(
+                "[The caller pressed these keys on the phone keypad: {keys}]"
+            ))));
+        if self.live_response.is_none() {
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
+                    instructions: None,
+                }));
         }
     }
 
@@ -350,10 +391,18 @@ impl Call {
                 self.bytes_buf = bytes;
             }
             Inbound::Dtmf { stream_sid, dtmf } => {
-                if self.is_our_stream(&stream_sid, "dtmf") {
-                    self.out
-                        .push_back(Output::Event(CallEvent::Dtmf(dtmf.digit)));
+                if !self.is_our_stream(&stream_sid, "dtmf") {
+                    return;
                 }
+                if self.cfg.dtmf_to_model && dtmf.digit.len() <= 2 && self.dtmf_keys.len() < 64 {
+                    self.dtmf_keys.push_str(&dtmf.digit);
+                    self.dtmf_deadline = Some(now + self.cfg.dtmf_gap);
+                    if dtmf.digit == "#" {
+                        self.flush_dtmf();
+                    }
+                }
+                self.out
+                    .push_back(Output::Event(CallEvent::Dtmf(dtmf.digit)));
             }
             Inbound::Mark { stream_sid, mark } => {
                 if !self.is_our_stream(&stream_sid, "mark") {
@@ -489,6 +538,8 @@ impl Call {
         self.prebuffer = Vec::new();
         self.out
             .push_back(Output::Event(CallEvent::UpstreamReady { buffered_ms }));
+        // Keys pressed while the session was being set up.
+        self.flush_dtmf();
     }
 
     /// The upstream could not be opened, or its socket closed. `failed` separates an error

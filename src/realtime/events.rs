@@ -234,6 +234,8 @@ pub enum ClientEvent {
     ResponseCancel,
     /// `conversation.item.truncate` at what the caller actually heard.
     Truncate { item_id: String, audio_end_ms: u64 },
+    /// `conversation.item.create` of a user text message (e.g. keys the caller pressed).
+    UserText(String),
 }
 
 impl ClientEvent {
@@ -245,6 +247,7 @@ impl ClientEvent {
             ClientEvent::ResponseCreate { .. } => "response.create",
             ClientEvent::ResponseCancel => "response.cancel",
             ClientEvent::Truncate { .. } => "conversation.item.truncate",
+            ClientEvent::UserText(_) => "conversation.item.create",
         }
     }
 
@@ -270,6 +273,12 @@ impl ClientEvent {
                 out.push_str(&v.to_string());
             }
             ClientEvent::ResponseCancel => out.push_str(r#"{"type":"response.cancel"}"#),
+            ClientEvent::UserText(text) => {
+                // Same shape in GA and beta.
+                let v = json!({"type": "conversation.item.create", "item": {"type": "message",
+                    "role": "user", "content": [{"type": "input_text", "text": text}]}});
+                out.push_str(&v.to_string());
+            }
             ClientEvent::Truncate {
                 item_id,
                 audio_end_ms,
