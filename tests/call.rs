@@ -675,3 +675,15 @@ fn keys_pressed_before_the_session_is_ready_wait_for_it() {
         ]
     );
 }
+
+#[test]
+fn a_stream_that_never_starts_is_ended_not_left_dead() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.connect(0);
+    let mut last = Vec::new();
+    for i in 0..50u64 {
+        assert!(!h.call.is_ended(), "ended after only {i} frames");
+        last = h.media(&[1; 160], i * 20, i * 20);
+    }
+    assert_eq!(last.last(), Some(&Output::Hangup(EndReason::NoStart)));
+}

@@ -119,6 +119,8 @@ pub enum EndReason {
     TwilioIdle,
     /// Twilio's stream is not μ-law/8000/mono.
     UnsupportedMediaFormat,
+    /// Twilio's stream never sent a usable `start`.
+    NoStart,
     /// The upstream could not be reached or failed.
     UpstreamFailed,
     /// The upstream closed the session.
@@ -136,6 +138,7 @@ impl EndReason {
             EndReason::TwilioDisconnected => "twilio_disconnected",
             EndReason::TwilioIdle => "twilio_idle",
             EndReason::UnsupportedMediaFormat => "unsupported_media_format",
+            EndReason::NoStart => "no_start",
             EndReason::UpstreamFailed => "upstream_failed",
             EndReason::UpstreamClosed => "upstream_closed",
             EndReason::UpstreamTimeout => "upstream_timeout",
@@ -148,6 +151,8 @@ impl EndReason {
 const MAX_INBOUND_PAYLOAD: usize = 8000;
 /// Largest audio delta accepted from the model in one event (decoded bytes; 10 s of PCM16).
 const MAX_DELTA_BYTES: usize = 480_000;
+/// Messages tolerated before Twilio's `start` (50 is one second of media).
+const MAX_BEFORE_START: u32 = 50;
 /// Buffered caller audio is sent upstream in appends of at most this many ms. (The upstream
 /// WebSocket's write buffer keeps the capacity of the largest message it ever held: a call
 /// that buffered a whole second of PCM16 keeps ~64 KiB for its life. Rare: the upstream
@@ -180,6 +185,8 @@ pub struct Call {
     /// Keys pressed but not yet told to the model, and when to tell it.
     dtmf_keys: String,
     dtmf_deadline: Option<Instant>,
+    /// Twilio messages seen before `start`.
+    before_start: u32,
     /// Responses we cancelled: their late deltas are dropped.
     cancelled: VecDeque<String>,
     playback: Playback,
@@ -224,6 +231,7 @@ impl Call {
             live_response: None,
             dtmf_keys: String::new(),
             dtmf_deadline: None,
+            before_start: 0,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
             bytes_buf: Vec::with_capacity(1024),
@@ -435,6 +443,12 @@ impl Call {
             }
             None => {
                 self.anomaly("before_start", format!("{what} before start ignored"));
+                // Twilio always sends `start` first; a stream still without one after a second
+                // of messages (e.g. a `start` we could not parse) would be a silently dead call.
+                self.before_start += 1;
+                if self.before_start >= MAX_BEFORE_START {
+                    self.end(EndReason::NoStart);
+                }
                 false
             }
         }

@@ -112,6 +112,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let mut held: Vec<Outbound> = Vec::new();
     let mut outcome = EndReason::TwilioDisconnected;
     let mut text = String::with_capacity(512);
+    let mut anomalies = AnomalyCounts::default();
 
     'call: loop {
         // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
@@ -183,7 +184,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     }
                     wrote_up = true;
                 }
-                Output::Event(ev) => log_event(&s, ev),
+                Output::Event(ev) => log_event(&s, &mut anomalies, ev),
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
@@ -214,7 +215,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
                 if let Output::Event(ev) = out {
-                    log_event(&s, ev);
+                    log_event(&s, &mut anomalies, ev);
                 }
             }
             break 'call;
@@ -402,7 +403,24 @@ fn event_type(text: &str) -> String {
     serde_json::from_str::<Typed>(text).map_or_else(|_| "?".into(), |t| t.kind)
 }
 
-fn log_event(s: &AppState, ev: CallEvent) {
+/// Per-call count of handled anomalies by kind: a peer repeating one mistake 50 times a second
+/// is logged at the 1st, 2nd, 4th, 8th, … occurrence (each line gives the count), not 50 lines a
+/// second. The metric counts every one.
+#[derive(Default)]
+struct AnomalyCounts(Vec<(&'static str, u64)>);
+
+impl AnomalyCounts {
+    fn bump(&mut self, kind: &'static str) -> u64 {
+        if let Some(entry) = self.0.iter_mut().find(|(k, _)| *k == kind) {
+            entry.1 += 1;
+            return entry.1;
+        }
+        self.0.push((kind, 1));
+        1
+    }
+}
+
+fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
     match ev {
         CallEvent::Started {
             stream_sid,
@@ -466,7 +484,10 @@ fn log_event(s: &AppState, ev: CallEvent) {
         }
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
-            warn!(kind, detail, "handled bad or unexpected input");
+            let count = anomalies.bump(kind);
+            if count.is_power_of_two() {
+                warn!(kind, detail, count, "handled bad or unexpected input");
+            }
         }
     }
 }
