@@ -197,6 +197,26 @@ async fn a_call_recorded_by_the_server_replays_green() {
         "the key is not recorded"
     );
     let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    // Beside it: a stereo WAV to listen to and the transcript, with the interrupted answer
+    // marked.
+    let wav = std::fs::read(path.with_extension("wav")).expect("stereo WAV written");
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "stereo");
+    let seconds = (wav.len() - 44) as f64 / (8000.0 * 2.0 * 2.0);
+    let call_s = fx.lines.last().map_or(0, |l| l.t_ms) as f64 / 1000.0;
+    assert!(
+        (seconds - call_s).abs() < 1.0,
+        "{seconds} s of audio for a {call_s} s call"
+    );
+    let transcript: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path.with_extension("transcript.json")).expect("transcript"),
+    )
+    .expect("transcript is JSON");
+    let entries = transcript.as_array().expect("array");
+    assert!(entries.iter().any(|e| e["who"] == "caller"));
+    assert!(entries
+        .iter()
+        .any(|e| e["who"] == "agent" && e["interrupted_after_ms"].is_u64()));
     assert_eq!(fx.header.audio_mode, "pcmu");
     // Every message on both sockets, each direction present, times increasing.
     for d in [
