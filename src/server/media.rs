@@ -28,6 +28,8 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 /// A peer that takes this long to accept a write (its TCP window shut, the process hung) is
 /// gone: the call ends instead of the task waiting forever with both sockets open.
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Twilio-bound messages kept while the stream SID is unknown (10 s of frames and marks).
+const MAX_HELD: usize = 600;
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     // Small read buffer (Twilio's messages are ~300 B, and tungstenite keeps the whole buffer
@@ -126,7 +128,11 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             .and_then(|sid| serde_json::to_string(sid).ok());
                     }
                     let Some(sid) = &sid_json else {
-                        held.push(msg);
+                        // Only a greeting can get here before Twilio's `start` (sent at once
+                        // in practice); bounded so a stream that never starts costs no memory.
+                        if held.len() < MAX_HELD {
+                            held.push(msg);
+                        }
                         continue;
                     };
                     for m in held.drain(..).chain(std::iter::once(msg)) {
