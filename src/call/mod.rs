@@ -390,11 +390,7 @@ impl Call {
                     self.bytes_buf = bytes;
                     return;
                 }
-                let ts = media
-                    .timestamp
-                    .as_deref()
-                    .and_then(|t| t.parse::<u64>().ok());
-                self.fill_gap(ts, bytes.len() as u64);
+                self.fill_gap(media.timestamp, bytes.len() as u64);
                 self.uplink(&bytes);
                 self.bytes_buf = bytes;
             }

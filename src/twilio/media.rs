@@ -67,6 +67,42 @@ where
     Ok(Option::<BorrowedStr<'de>>::deserialize(d)?.map(|b| b.0))
 }
 
+/// A millisecond count given as a string (Twilio) or a number; anything else is `None`.
+fn lenient_ms<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a millisecond count as a string or a number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.trim().parse().ok())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(u64::try_from(v).ok())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok((v.is_finite() && v >= 0.0).then_some(v as u64))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_option(V)
+}
+
 /// The `event` field alone (everything else skipped without being stored).
 #[derive(Deserialize)]
 struct EventTag<'a> {
@@ -166,8 +202,10 @@ impl MediaFormat {
 pub struct MediaPayload<'a> {
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     pub track: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "opt_cow")]
-    pub timestamp: Option<Cow<'a, str>>,
+    /// ms since the stream started. A string on Twilio's wire; a number is accepted too, and
+    /// one that does not parse only disables gap filling for that frame (the audio still goes).
+    #[serde(default, deserialize_with = "lenient_ms")]
+    pub timestamp: Option<u64>,
     #[serde(borrow)]
     pub payload: Cow<'a, str>,
 }
@@ -288,6 +326,28 @@ mod tests {
             }
             other => panic!("bad start: {other:?}"),
         }
+    }
+
+    #[test]
+    fn media_timestamps_are_read_as_strings_or_numbers() {
+        let ts = |t: &str| {
+            let text = format!(
+                r#"{{"event":"media","streamSid":"MZ1","media":{{"timestamp":{t},"payload":"//8="}}}}"#
+            );
+            match Inbound::parse(&text) {
+                Ok(Inbound::Media { media, .. }) => Ok(media.timestamp),
+                Ok(other) => Err(format!("{other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(ts(r#""40""#), Ok(Some(40)), "Twilio's own shape");
+        assert_eq!(ts("40"), Ok(Some(40)));
+        assert_eq!(
+            ts(r#""soon""#),
+            Ok(None),
+            "the frame still counts, without gap filling"
+        );
+        assert_eq!(ts("null"), Ok(None));
     }
 
     #[test]
