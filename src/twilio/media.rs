@@ -103,6 +103,16 @@ where
     d.deserialize_option(V)
 }
 
+/// A count given as a number or a numeric string; required.
+fn lenient_u32<'de, D>(d: D) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    lenient_ms(d)?
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number"))
+}
+
 /// The `event` field alone (everything else skipped without being stored).
 #[derive(Deserialize)]
 struct EventTag<'a> {
@@ -186,8 +196,10 @@ pub struct StartMeta {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct MediaFormat {
     pub encoding: String,
-    #[serde(rename = "sampleRate")]
+    /// A number on Twilio's wire; a numeric string is accepted too.
+    #[serde(rename = "sampleRate", deserialize_with = "lenient_u32")]
     pub sample_rate: u32,
+    #[serde(deserialize_with = "lenient_u32")]
     pub channels: u32,
 }
 
@@ -348,6 +360,21 @@ mod tests {
             "the frame still counts, without gap filling"
         );
         assert_eq!(ts("null"), Ok(None));
+        let start = |rate: &str| {
+            Inbound::parse(&format!(
+                r#"{{"event":"start","streamSid":"MZ1","start":{{"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":{rate},"channels":1}}}}}}"#
+            ))
+            .map(|m| match m {
+                Inbound::Start { start, .. } => start.media_format.is_mulaw_8k_mono(),
+                _ => false,
+            })
+        };
+        assert_eq!(start("8000").ok(), Some(true));
+        assert_eq!(start(r#""8000""#).ok(), Some(true));
+        assert!(
+            start(r#""fast""#).is_err(),
+            "a format we cannot read is refused"
+        );
     }
 
     #[test]
