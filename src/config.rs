@@ -323,21 +323,16 @@ impl Config {
                 ))
             }
         };
-        let audio_format = match r.audio_mode.as_deref().unwrap_or("pcmu") {
-            "pcmu" => AudioFormat::Pcmu,
-            "pcm" => AudioFormat::Pcm24k,
-            other => {
-                return Err(invalid(
-                    "audio_mode",
-                    format!("{other:?}; allowed: pcmu, pcm"),
-                ))
-            }
-        };
-        let dialect = match r.dialect.as_deref().unwrap_or("ga") {
-            "ga" => Dialect::Ga,
-            "beta" => Dialect::Beta,
-            other => return Err(invalid("dialect", format!("{other:?}; allowed: ga, beta"))),
-        };
+        let audio_format = one_of(
+            "audio_mode",
+            r.audio_mode.as_deref().unwrap_or("pcmu"),
+            &[("pcmu", AudioFormat::Pcmu), ("pcm", AudioFormat::Pcm24k)],
+        )?;
+        let dialect = one_of(
+            "dialect",
+            r.dialect.as_deref().unwrap_or("ga"),
+            &[("ga", Dialect::Ga), ("beta", Dialect::Beta)],
+        )?;
         let voice = r.voice.unwrap_or_else(|| "marin".into());
         if !VOICES.contains(&voice.as_str()) {
             return Err(invalid(
@@ -403,12 +398,11 @@ impl Config {
                     }
                 }
                 let eagerness = r.vad_eagerness.unwrap_or_else(|| "auto".into());
-                if !["low", "medium", "high", "auto"].contains(&eagerness.as_str()) {
-                    return Err(invalid(
-                        "vad_eagerness",
-                        format!("{eagerness:?}; allowed: low, medium, high, auto"),
-                    ));
-                }
+                one_of(
+                    "vad_eagerness",
+                    &eagerness,
+                    &[("low", ()), ("medium", ()), ("high", ()), ("auto", ())],
+                )?;
                 TurnDetection::SemanticVad {
                     eagerness,
                     create_response,
@@ -444,12 +438,11 @@ impl Config {
             }
         }
         if let Some(n) = &r.noise_reduction {
-            if !["near_field", "far_field"].contains(&n.as_str()) {
-                return Err(invalid(
-                    "noise_reduction",
-                    format!("{n:?}; allowed: near_field, far_field"),
-                ));
-            }
+            one_of(
+                "noise_reduction",
+                n,
+                &[("near_field", ()), ("far_field", ())],
+            )?;
         }
         if r.temperature.is_some() && dialect == Dialect::Ga {
             return Err(invalid(
@@ -470,16 +463,11 @@ impl Config {
                 ));
             }
         }
-        let log_format = match r.log_format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(invalid(
-                    "log_format",
-                    format!("{other:?}; allowed: text, json"),
-                ))
-            }
-        };
+        let log_format = one_of(
+            "log_format",
+            r.log_format.as_deref().unwrap_or("text"),
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
         let session = SessionConfig {
             model: r.model.filter(|m| !m.is_empty()),
             instructions: r
@@ -546,6 +534,20 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret),
         })
+    }
+}
+
+/// The value named `v` among `options`, or an error naming the key and every allowed value.
+fn one_of<T: Copy>(key: &str, v: &str, options: &[(&str, T)]) -> Result<T, ConfigError> {
+    match options.iter().find(|(name, _)| *name == v) {
+        Some((_, t)) => Ok(*t),
+        None => {
+            let allowed: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+            Err(invalid(
+                key,
+                format!("{v:?}; allowed: {}", allowed.join(", ")),
+            ))
+        }
     }
 }
 
