@@ -590,11 +590,7 @@ impl Call {
             ServerEvent::ResponseCreated { response } => {
                 self.live_response = Some(response.id);
             }
-            ServerEvent::AudioDelta {
-                response_id,
-                item_id,
-                delta,
-            } => self.downlink(&response_id, &item_id, &delta, now),
+            ServerEvent::AudioDelta(d) => self.downlink(&d.response_id, &d.item_id, &d.delta, now),
             ServerEvent::AudioDone { item_id, .. } => {
                 if let Some(id) = item_id {
                     if self.current_item.as_deref() == Some(id.as_str()) {

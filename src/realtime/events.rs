@@ -36,14 +36,7 @@ pub enum ServerEvent<'a> {
     #[serde(rename = "response.created")]
     ResponseCreated { response: ResponseRef },
     #[serde(rename = "response.output_audio.delta", alias = "response.audio.delta")]
-    AudioDelta {
-        #[serde(borrow)]
-        response_id: Cow<'a, str>,
-        #[serde(borrow)]
-        item_id: Cow<'a, str>,
-        #[serde(borrow)]
-        delta: Cow<'a, str>,
-    },
+    AudioDelta(#[serde(borrow)] AudioDelta<'a>),
     #[serde(rename = "response.output_audio.done", alias = "response.audio.done")]
     AudioDone {
         #[serde(default)]
@@ -84,16 +77,17 @@ struct TypeTag<'a> {
     ty: Option<Cow<'a, str>>,
 }
 
-/// An audio delta, parsed directly: serde's internally tagged enum would first buffer every
-/// field (the base64 audio included) into an allocated `Content` tree to find the tag.
-#[derive(Deserialize)]
-struct AudioDeltaMsg<'a> {
+/// An audio delta (both dialects). [`ServerEvent::parse`] reads it directly: serde's
+/// internally tagged enum would first buffer every field (the base64 audio included) into an
+/// allocated `Content` tree to find the tag.
+#[derive(Debug, Deserialize)]
+pub struct AudioDelta<'a> {
     #[serde(borrow)]
-    response_id: Cow<'a, str>,
+    pub response_id: Cow<'a, str>,
     #[serde(borrow)]
-    item_id: Cow<'a, str>,
+    pub item_id: Cow<'a, str>,
     #[serde(borrow)]
-    delta: Cow<'a, str>,
+    pub delta: Cow<'a, str>,
 }
 
 impl<'a> ServerEvent<'a> {
@@ -105,12 +99,7 @@ impl<'a> ServerEvent<'a> {
             .and_then(|t| t.ty);
         match tag.as_deref() {
             Some("response.output_audio.delta" | "response.audio.delta") => {
-                let d: AudioDeltaMsg<'a> = serde_json::from_str(text)?;
-                Ok(ServerEvent::AudioDelta {
-                    response_id: d.response_id,
-                    item_id: d.item_id,
-                    delta: d.delta,
-                })
+                Ok(ServerEvent::AudioDelta(serde_json::from_str(text)?))
             }
             _ => serde_json::from_str(text),
         }
@@ -308,11 +297,11 @@ mod tests {
                 r#"{{"type":"{t}","event_id":"e1","response_id":"r1","item_id":"i1","output_index":0,"content_index":0,"delta":"AAAA","new_field":[1]}}"#
             );
             match ServerEvent::parse(&text) {
-                Ok(ServerEvent::AudioDelta {
+                Ok(ServerEvent::AudioDelta(AudioDelta {
                     response_id,
                     item_id,
                     delta,
-                }) => {
+                })) => {
                     assert_eq!((&*response_id, &*item_id, &*delta), ("r1", "i1", "AAAA"));
                 }
                 other => panic!("{t}: {other:?}"),
