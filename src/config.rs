@@ -88,6 +88,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("dtmf_to_model", Kind::Bool),
     ("dtmf_gap_ms", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
+    ("softphone", Kind::Bool),
+    ("softphone_token", Kind::Str),
+    ("console_token", Kind::Str),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -166,6 +169,9 @@ struct Raw {
     twilio_webhook_shared_key: Option<String>,
     dtmf_to_model: Option<bool>,
     dtmf_gap_ms: Option<i64>,
+    softphone: Option<bool>,
+    softphone_token: Option<String>,
+    console_token: Option<String>,
 }
 
 /// How the upstream is authenticated.
@@ -218,6 +224,10 @@ pub struct Config {
     pub twilio_auth_token: Option<Secret>,
     /// The shared key of a Twilio Webhooks Rule (HMAC-SHA256 signatures), if one applies.
     pub twilio_webhook_shared_key: Option<Secret>,
+    /// `/softphone` is served (and its signed tickets open `/media`) when set.
+    pub softphone_token: Option<Secret>,
+    /// `/console` and `/console/events` are served when set.
+    pub console_token: Option<Secret>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -512,7 +522,11 @@ impl Config {
             dtmf_to_model: r.dtmf_to_model.unwrap_or(true),
             dtmf_gap: Duration::from_millis(ms("dtmf_gap_ms", r.dtmf_gap_ms, 1500, 100, 30_000)?),
         };
+        let (softphone_token, console_token) =
+            web_tokens(r.softphone, r.softphone_token, r.console_token)?;
         Ok(Config {
+            softphone_token,
+            console_token,
             listen,
             public_url,
             realtime_url,
@@ -535,6 +549,43 @@ impl Config {
                 .map(Secret),
         })
     }
+}
+
+/// Browser pages: a token guards each, and the softphone needs `softphone = true` as well, so
+/// a token left in the environment does not switch it on by itself.
+fn web_tokens(
+    softphone: Option<bool>,
+    softphone_token: Option<String>,
+    console_token: Option<String>,
+) -> Result<(Option<Secret>, Option<Secret>), ConfigError> {
+    const MIN: usize = 16;
+    let softphone_token = softphone_token.filter(|t| !t.is_empty());
+    let softphone_token = match (softphone.unwrap_or(false), softphone_token) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(invalid(
+                "softphone_token",
+                "softphone = true needs a softphone_token (at least 16 characters)",
+            ))
+        }
+        (true, Some(t)) if t.len() < MIN => {
+            return Err(invalid(
+                "softphone_token",
+                format!("too short ({} characters); use at least {MIN}", t.len()),
+            ))
+        }
+        (true, Some(t)) => Some(Secret(t)),
+    };
+    let console_token = match console_token.filter(|t| !t.is_empty()) {
+        Some(t) if t.len() < MIN => {
+            return Err(invalid(
+                "console_token",
+                format!("too short ({} characters); use at least {MIN}", t.len()),
+            ))
+        }
+        t => t.map(Secret),
+    };
+    Ok((softphone_token, console_token))
 }
 
 /// The value named `v` among `options`, or an error naming the key and every allowed value.
@@ -675,6 +726,40 @@ mod tests {
             let err = load(&[env], None).unwrap_err().to_string();
             assert!(err.starts_with(key), "{err}");
             assert!(err.contains(allowed), "{err}");
+        }
+    }
+
+    #[test]
+    fn web_pages_are_off_by_default_and_need_a_long_token() {
+        let c = load(&[], None).unwrap();
+        assert!(c.softphone_token.is_none() && c.console_token.is_none());
+        // A token alone does not switch the softphone on.
+        let c = load(&[("CALLBRIDGE_SOFTPHONE_TOKEN", "0123456789abcdef")], None).unwrap();
+        assert!(c.softphone_token.is_none());
+        let c = load(
+            &[
+                ("CALLBRIDGE_SOFTPHONE", "true"),
+                ("CALLBRIDGE_SOFTPHONE_TOKEN", "0123456789abcdef"),
+                ("CALLBRIDGE_CONSOLE_TOKEN", "fedcba9876543210"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.softphone_token, Some(Secret("0123456789abcdef".into())));
+        assert_eq!(c.console_token, Some(Secret("fedcba9876543210".into())));
+        for (env, key) in [
+            (vec![("CALLBRIDGE_SOFTPHONE", "true")], "softphone_token"),
+            (
+                vec![
+                    ("CALLBRIDGE_SOFTPHONE", "true"),
+                    ("CALLBRIDGE_SOFTPHONE_TOKEN", "short"),
+                ],
+                "softphone_token",
+            ),
+            (vec![("CALLBRIDGE_CONSOLE_TOKEN", "short")], "console_token"),
+        ] {
+            let err = load(&env, None).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
         }
     }
 

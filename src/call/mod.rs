@@ -93,6 +93,19 @@ pub enum CallEvent {
         id: String,
         status: Option<String>,
     },
+    /// The stream's labels from `start.customParameters` (`profile`, `direction`), for the
+    /// live console. Sent once, right after `Started`.
+    Labels {
+        profile: Option<String>,
+        direction: Option<String>,
+    },
+    /// The first audio of an agent turn went to Twilio; `turn_latency_ms` is the time since the
+    /// model's VAD said the caller stopped speaking (none for a greeting).
+    AgentAudioStarted {
+        turn_latency_ms: Option<u64>,
+    },
+    /// Twilio echoed the last mark of a finished agent turn: the caller heard all of it.
+    PlayoutDone,
     CallerTranscript(String),
     AgentTranscript(String),
     Dtmf(String),
@@ -190,6 +203,10 @@ pub struct Call {
     /// Responses we cancelled: their late deltas are dropped.
     cancelled: VecDeque<String>,
     playback: Playback,
+    /// Agent audio went out and its playout has not finished or been cut (for the events).
+    agent_speaking: bool,
+    /// When the model's VAD last said the caller stopped, until the agent's answer starts.
+    speech_stopped_at: Option<Instant>,
 
     // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
     // to the largest frame/delta seen: capacity that is never touched still costs RSS once
@@ -234,6 +251,8 @@ impl Call {
             before_start: 0,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
+            agent_speaking: false,
+            speech_stopped_at: None,
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
             append_pool: Arc::new(AudioPool::default()),
@@ -366,6 +385,10 @@ impl Call {
                     call_sid: start.call_sid,
                     from: start.custom_parameters.get("From").cloned(),
                 }));
+                self.out.push_back(Output::Event(CallEvent::Labels {
+                    profile: start.custom_parameters.get("profile").cloned(),
+                    direction: start.custom_parameters.get("direction").cloned(),
+                }));
             }
             Inbound::Media { stream_sid, media } => {
                 if !self.is_our_stream(&stream_sid, "media") {
@@ -412,8 +435,17 @@ impl Call {
                 if !self.is_our_stream(&stream_sid, "mark") {
                     return;
                 }
-                if self.playback.on_mark(&mark.name, now) == MarkEcho::Unknown {
-                    self.anomaly("unknown_mark", mark.name.into_owned());
+                match self.playback.on_mark(&mark.name, now) {
+                    MarkEcho::Unknown => self.anomaly("unknown_mark", mark.name.into_owned()),
+                    MarkEcho::Played(_)
+                        if self.agent_speaking
+                            && self.current_item.is_none()
+                            && !self.playback.audible(now) =>
+                    {
+                        self.agent_speaking = false;
+                        self.out.push_back(Output::Event(CallEvent::PlayoutDone));
+                    }
+                    _ => {}
                 }
             }
             Inbound::Stop { stream_sid } => {
@@ -586,7 +618,7 @@ impl Call {
                     self.barge_in(now);
                 }
             }
-            ServerEvent::SpeechStopped { .. } => {}
+            ServerEvent::SpeechStopped { .. } => self.speech_stopped_at = Some(now),
             ServerEvent::ResponseCreated { response } => {
                 self.live_response = Some(response.id);
             }
@@ -633,6 +665,7 @@ impl Call {
             return;
         }
         let mut truncated = Vec::new();
+        self.agent_speaking = false;
         if audible {
             self.out.push_back(Output::ToTwilio(Outbound::Clear));
             let heard = self.playback.on_clear(now);
@@ -767,6 +800,17 @@ impl Call {
         if sent == 0 {
             return;
         }
+        if !self.agent_speaking {
+            self.agent_speaking = true;
+            let turn_latency_ms = self
+                .speech_stopped_at
+                .take()
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64);
+            self.out
+                .push_back(Output::Event(CallEvent::AgentAudioStarted {
+                    turn_latency_ms,
+                }));
+        }
         self.playback.on_sent(item_id, sent, now);
         if let Some(name) = self.playback.mark(item_id) {
             self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
@@ -789,6 +833,11 @@ impl Call {
             sent += crate::audio::FRAME_BYTES as u64;
         }
         self.after_frames(&item_id, sent, now);
+        // Nothing left to send and every mark already echoed: no later echo will say so.
+        if sent == 0 && self.agent_speaking && !self.playback.audible(now) {
+            self.agent_speaking = false;
+            self.out.push_back(Output::Event(CallEvent::PlayoutDone));
+        }
     }
 
     // ---- common -----------------------------------------------------------------------

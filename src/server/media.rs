@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
+use super::console::LiveCall;
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -50,7 +51,7 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
                 call_sid = tracing::field::Empty,
                 stream_sid = tracing::field::Empty
             );
-            run(socket, s).instrument(span).await
+            run(socket, s, id).instrument(span).await
         })
 }
 
@@ -62,7 +63,7 @@ impl Drop for CallGuard {
     }
 }
 
-async fn run(mut socket: WebSocket, s: AppState) {
+async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     if s.draining.load(Ordering::Relaxed)
         || s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls
     {
@@ -84,6 +85,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let _guard = CallGuard(s.clone());
 
     let opened = Instant::now();
+    let live = match &s.console {
+        Some(hub) => hub.open(n),
+        None => LiveCall::off(),
+    };
     let mut call = Call::new(s.call_cfg.clone(), opened);
     // Recording is the shell's job (the call stays sans-IO): every message on either socket,
     // as sent or received, with its time since this socket opened.
@@ -190,7 +195,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     }
                     wrote_up = true;
                 }
-                Output::Event(ev) => log_event(&s, &mut anomalies, ev),
+                Output::Event(ev) => {
+                    live.on_event(&ev);
+                    log_event(&s, &mut anomalies, ev)
+                }
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
@@ -221,6 +229,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
                 if let Output::Event(ev) = out {
+                    live.on_event(&ev);
                     log_event(&s, &mut anomalies, ev);
                 }
             }
@@ -385,6 +394,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
             Err(e) => warn!(error = %e, "recording failed"),
         }
     }
+    live.ended(outcome.as_str());
     let secs = opened.elapsed().as_secs_f64();
     s.metrics
         .calls_total
@@ -468,6 +478,15 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
         CallEvent::CallerTranscript(t) => debug!(transcript = t, "caller said"),
         CallEvent::AgentTranscript(t) => debug!(transcript = t, "agent said"),
         CallEvent::Dtmf(d) => info!(digit = d, "dtmf"),
+        CallEvent::Labels { profile, direction } => debug!(
+            profile = profile.as_deref().unwrap_or("-"),
+            direction = direction.as_deref().unwrap_or("-"),
+            "stream labels"
+        ),
+        CallEvent::AgentAudioStarted { turn_latency_ms } => {
+            debug!(turn_latency_ms, "agent audio started")
+        }
+        CallEvent::PlayoutDone => debug!("caller heard the whole answer"),
         CallEvent::UpstreamError {
             code,
             message,

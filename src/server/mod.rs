@@ -3,10 +3,12 @@
 //! No call logic lives here: a call's socket task only pumps messages between the two sockets
 //! and its [`crate::call::Call`].
 
+pub mod console;
 pub mod media;
 pub mod signature;
 pub mod twiml;
 pub mod upstream;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +39,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Flips to `true` when running calls must end (after the drain period).
     pub stop_calls: watch::Receiver<bool>,
+    /// The live console's hub, when `console_token` or the softphone is set.
+    pub console: Option<Arc<console::Hub>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(twilio)
+        .merge(web::routes(&state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -133,6 +138,9 @@ pub async fn serve_on(
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The softphone shows its own call's transcript from the same hub.
+    let console =
+        (cfg.console_token.is_some() || cfg.softphone_token.is_some()).then(console::Hub::new);
     let state = AppState {
         call_cfg: Arc::new(cfg.call.clone()),
         cfg: Arc::new(cfg),
@@ -141,6 +149,7 @@ pub async fn serve_on(
         call_ids: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         draining: Arc::new(AtomicBool::new(false)),
         stop_calls: stop_rx,
+        console,
     };
     let draining = state.draining.clone();
     let active = state.active_calls.clone();
