@@ -175,7 +175,7 @@ async fn softphone_events(State(s): State<AppState>, req: Request) -> Response {
                     let ours = serde_json::from_str::<serde_json::Value>(&msg)
                         .is_ok_and(|v| v["call_sid"].as_str() == Some(call.as_str()));
                     if ours {
-                        let ev = Event::default().data(msg.to_string());
+                        let ev = Event::default().data(&*msg);
                         return Some((Ok(ev), (rx, call)));
                     }
                 }
