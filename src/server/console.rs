@@ -75,6 +75,9 @@ struct Registry {
 /// This pod's calls for the console.
 pub struct Hub {
     tx: broadcast::Sender<Arc<str>>,
+    /// Flips when the server shuts down: watchers' streams end, so the graceful shutdown is
+    /// not held open by a console left watching.
+    closing: tokio::sync::watch::Sender<bool>,
     calls: Mutex<Registry>,
 }
 
@@ -89,6 +92,7 @@ impl Hub {
         let (tx, _) = broadcast::channel(CHANNEL);
         Arc::new(Hub {
             tx,
+            closing: tokio::sync::watch::channel(false).0,
             calls: Mutex::new(Registry::default()),
         })
     }
@@ -147,6 +151,19 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.tx.subscribe()
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    /// Ends every watcher's stream (server shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Applies `f` to call `n` and tells the watchers (if any) what happened.

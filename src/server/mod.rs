@@ -152,6 +152,7 @@ pub async fn serve_on(
         console,
     };
     let draining = state.draining.clone();
+    let hub = state.console.clone();
     let active = state.active_calls.clone();
     let app = router(state);
     // Nagle off on every accepted socket: the media task writes a burst of 20 ms frames and
@@ -165,6 +166,9 @@ pub async fn serve_on(
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let drain = signal.await;
         draining.store(true, Ordering::Relaxed);
+        if let Some(h) = hub {
+            h.close();
+        }
         let _ = signalled_tx.send(Some(drain));
     });
     let served = tokio::spawn(async move { server.await });

@@ -168,6 +168,7 @@ async fn softphone_events(State(s): State<AppState>, req: Request) -> Response {
         return (StatusCode::BAD_REQUEST, "?call=CALL_SID is needed\n").into_response();
     };
     let rx = hub.subscribe();
+    let closing = hub.closing();
     let stream = futures_util::stream::unfold((rx, call), |(mut rx, call)| async move {
         loop {
             match rx.recv().await {
@@ -184,7 +185,7 @@ async fn softphone_events(State(s): State<AppState>, req: Request) -> Response {
             }
         }
     });
-    sse(stream)
+    sse(stream, closing)
 }
 
 async fn console_page(State(s): State<AppState>, req: Request) -> Response {
@@ -214,6 +215,7 @@ async fn console_events(State(s): State<AppState>, req: Request) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     let rx = hub.subscribe();
+    let closing = hub.closing();
     let snapshot = move |hub: &super::console::Hub| {
         let (active, recent) = hub.snapshot();
         json!({"type": "snapshot", "call_sid": null, "active": active, "recent": recent})
@@ -234,13 +236,19 @@ async fn console_events(State(s): State<AppState>, req: Request) -> Response {
             Some((Ok(Event::default().data(data)), (None, rx, hub)))
         },
     );
-    sse(stream)
+    sse(stream, closing)
 }
 
-fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+/// The stream as server-sent events, ending when the server shuts down.
+fn sse(
+    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    closing: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response {
+    use futures_util::StreamExt;
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+        Sse::new(stream.take_until(closing))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
     )
         .into_response()
 }
