@@ -98,6 +98,8 @@ async fn softphone_and_console_in_chromium() {
             reply_audio: vec![hours.audio.clone(), sat_answer.audio.clone()],
             caller_transcripts: vec![hello.text.clone(), saturday.text.clone()],
             delta_ms: vec![60, 100, 240],
+            // Like the real API's first audio after the caller stops: a turn latency to show.
+            response_latency_ms: 300,
             ..SimConfig::default()
         },
     )
@@ -188,7 +190,16 @@ async fn softphone_and_console_in_chromium() {
         "the barge-in truncated the agent's answer: {:?}",
         s.truncates
     );
-    assert!(s.responses_cancelled >= 1 || s.truncates[0].audio_end_ms > 0);
+    // The truncate says what the page had played when the caller cut in: the bridge knows it
+    // from the marks the page echoed as its own playout reached them.
+    let played = result["played_ms_at_clear"].as_f64().unwrap_or(0.0);
+    let truncated = s.truncates[0].audio_end_ms as f64;
+    eprintln!("page played {played:.0} ms of the answer; the model was truncated at {truncated} ms");
+    assert!(
+        (played - truncated).abs() < 300.0,
+        "page played {played} ms, truncate at {truncated} ms"
+    );
+    assert!(s.responses_cancelled >= 1, "the cut answer was cancelled");
     server.stop(Duration::from_secs(2)).await;
     sim.shutdown().await;
 }

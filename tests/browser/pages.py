@@ -48,7 +48,7 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
 result = {}
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
-    ctx = browser.new_context(viewport={"width": 900, "height": 760})
+    ctx = browser.new_context(viewport={"width": 1000, "height": 760})
     ctx.grant_permissions(["microphone"], origin=BASE)
 
     # Without the token both pages refuse.
