@@ -194,7 +194,9 @@ async fn softphone_and_console_in_chromium() {
     // from the marks the page echoed as its own playout reached them.
     let played = result["played_ms_at_clear"].as_f64().unwrap_or(0.0);
     let truncated = s.truncates[0].audio_end_ms as f64;
-    eprintln!("page played {played:.0} ms of the answer; the model was truncated at {truncated} ms");
+    eprintln!(
+        "page played {played:.0} ms of the answer; the model was truncated at {truncated} ms"
+    );
     assert!(
         (played - truncated).abs() < 300.0,
         "page played {played} ms, truncate at {truncated} ms"

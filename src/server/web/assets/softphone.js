@@ -111,11 +111,10 @@
             accountSid: 'ACsoftphone',
             callSid,
             tracks: ['inbound'],
-            customParameters: {
-              From: 'browser: ' + ($('name').value || 'caller'),
-              profile: $('profile').value || '',
-              direction: 'softphone',
-            },
+            customParameters: Object.assign(
+              { From: 'browser: ' + ($('name').value.trim() || 'caller'), direction: 'softphone' },
+              $('profile').value.trim() ? { profile: $('profile').value.trim() } : {},
+            ),
             mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
           },
         });
