@@ -19,6 +19,11 @@ use crate::call::CallEvent;
 const RECENT: usize = 20;
 /// Transcript lines and events kept per call (a long call keeps its last ones).
 const MAX_LINES: usize = 200;
+/// Longest line kept (characters): bounds a call's memory with the line count.
+const MAX_LINE_CHARS: usize = 1000;
+/// Anomalies shown per call: a peer repeating a mistake 50 times a second must not flood the
+/// console (the metrics count every one).
+const MAX_ANOMALIES_SHOWN: u32 = 10;
 /// Events a slow console may fall behind by before it skips (it then reloads the snapshot).
 const CHANNEL: usize = 1024;
 
@@ -124,6 +129,7 @@ impl Hub {
             hub: Some(self.clone()),
             n,
             opened: Instant::now(),
+            anomalies: std::cell::Cell::new(0),
         }
     }
 
@@ -172,7 +178,13 @@ impl Hub {
         let Some(view) = reg.active.get_mut(&n) else {
             return;
         };
-        let line = f(view);
+        let mut line = f(view);
+        if let Some(l) = line.as_mut() {
+            if let Some((cut, _)) = l.text.char_indices().nth(MAX_LINE_CHARS) {
+                l.text.truncate(cut);
+                l.text.push('…');
+            }
+        }
         if let (Some(l), Some(t)) = (&line, view.transcript.as_mut()) {
             if t.len() == MAX_LINES {
                 t.pop_front();
@@ -223,6 +235,7 @@ pub struct LiveCall {
     hub: Option<Arc<Hub>>,
     n: u64,
     opened: Instant,
+    anomalies: std::cell::Cell<u32>,
 }
 
 impl LiveCall {
@@ -232,6 +245,7 @@ impl LiveCall {
             hub: None,
             n: 0,
             opened: Instant::now(),
+            anomalies: std::cell::Cell::new(0),
         }
     }
 
@@ -306,9 +320,20 @@ impl LiveCall {
                     format!("model error {}", code.as_deref().unwrap_or("unknown")),
                 )
             }),
-            CallEvent::Anomaly { kind, .. } => hub.update(self.n, "anomaly", |_| {
-                line("event", format!("anomaly {kind}"))
-            }),
+            CallEvent::Anomaly { kind, .. } => {
+                let seen = self.anomalies.get() + 1;
+                self.anomalies.set(seen);
+                if seen <= MAX_ANOMALIES_SHOWN {
+                    let more = if seen == MAX_ANOMALIES_SHOWN {
+                        " (further anomalies: see the logs and metrics)"
+                    } else {
+                        ""
+                    };
+                    hub.update(self.n, "anomaly", |_| {
+                        line("event", format!("anomaly {kind}{more}"))
+                    })
+                }
+            }
             CallEvent::UpstreamError { .. } | CallEvent::ResponseDone { .. } => {}
         }
     }
@@ -396,6 +421,31 @@ mod tests {
         let detail = hub.call(7).expect("kept in recent");
         let lines = detail.transcript.expect("detail has the transcript");
         assert!(lines.iter().any(|l| l.text == "hello there"));
+    }
+
+    #[test]
+    fn a_flood_of_anomalies_and_a_huge_line_stay_bounded() {
+        let hub = Hub::new();
+        let live = hub.open(1);
+        for _ in 0..500 {
+            live.on_event(&CallEvent::Anomaly {
+                kind: "bad_twilio_json",
+                detail: "x".into(),
+            });
+        }
+        live.on_event(&CallEvent::CallerTranscript("é".repeat(50_000)));
+        let lines = hub.call(1).and_then(|c| c.transcript).expect("lines");
+        let anomalies = lines
+            .iter()
+            .filter(|l| l.text.starts_with("anomaly"))
+            .count();
+        assert_eq!(anomalies, MAX_ANOMALIES_SHOWN as usize);
+        let last = lines.back().expect("the transcript line");
+        assert_eq!(
+            last.text.chars().count(),
+            MAX_LINE_CHARS + 1,
+            "cut, with an ellipsis"
+        );
     }
 
     #[test]
