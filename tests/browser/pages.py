@@ -82,9 +82,14 @@ with sync_playwright() as p:
     result["dropped_ms_at_clear"] = s["droppedMsAtClear"][0]
     if s["droppedMsAtClear"][0] < 200:
         fail(f"the clear came with only {s['droppedMsAtClear'][0]} ms queued: playback was not cut mid-answer")
-    # Playback stopped at once: within the next stats report nothing more of the cut answer
-    # plays (the next answer may follow; it starts from an empty queue).
-    time.sleep(0.2)
+    # Playback stopped at once: while the caller is still saying the second line (2.2 s of
+    # speech; the next answer cannot start before it ends) the speakers get nothing more.
+    before = softphone_stats(phone)["playedMs"]
+    time.sleep(0.6)
+    after = softphone_stats(phone)["playedMs"]
+    result["played_ms_after_clear"] = after - before
+    if after - before > 40:
+        fail(f"{after - before} ms of agent audio played after the clear")
 
     # Transcripts both ways on the softphone (from the bridge's call events).
     wait_for(phone, "() => window.softphone.transcript.some(l => l.who === 'caller' && /order/.test(l.text))", "the caller's transcript on the softphone")
