@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
+use super::latency::{Read, WriteTimer};
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -115,11 +116,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let mut outcome = EndReason::TwilioDisconnected;
     let mut text = String::with_capacity(512);
     let mut anomalies = AnomalyCounts::default();
+    let mut timer = WriteTimer::default();
 
     'call: loop {
         // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
         let (mut wrote_tw, mut wrote_up) = (false, false);
         while let Some(out) = call.poll_output() {
+            timer.output(&out, &s.metrics.latency);
             match out {
                 Output::ToTwilio(msg) => {
                     if sid_json.is_none() {
@@ -217,6 +220,8 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 }
             }
         }
+        let ok = !call.is_ended();
+        timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
         if call.is_ended() {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
@@ -242,7 +247,15 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             r.message(Dir::TwilioIn, t.as_str());
                         }
                         match Inbound::parse(t.as_str()) {
-                            Ok(m) => call.on_twilio(m, now),
+                            Ok(m) => {
+                                let mark = matches!(m, Inbound::Mark { .. });
+                                let read = if matches!(m, Inbound::Media { .. }) { Read::TwilioMedia } else { Read::Other };
+                                timer.read(read, now);
+                                call.on_twilio(m, now);
+                                if mark {
+                                    timer.mark_echoed(call.playback(), now, &s.metrics.latency);
+                                }
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
@@ -319,7 +332,11 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                     debug!(event = event_type(t.as_str()), "Realtime event ignored");
                                 }
                             }
-                            Ok(ev) => call.on_realtime(ev, now),
+                            Ok(ev) => {
+                                let read = if matches!(ev, ServerEvent::AudioDelta(_)) { Read::AudioDelta } else { Read::RealtimeOther };
+                                timer.read(read, now);
+                                call.on_realtime(ev, now)
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
@@ -455,6 +472,12 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             truncated,
         } => {
             s.metrics.barge_ins.inc();
+            for (_, heard_ms) in &truncated {
+                s.metrics
+                    .latency
+                    .truncate_heard
+                    .observe(*heard_ms as f64 / 1000.0);
+            }
             info!(cleared, cancelled, ?truncated, "barge-in");
         }
         CallEvent::ResponseDone { id, status } => {
@@ -488,6 +511,8 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
                 );
             }
         }
+        // Observed by the write timer, which knows when the frames went out.
+        CallEvent::AgentAudio { .. } => {}
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
             let count = anomalies.bump(kind);

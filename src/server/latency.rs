@@ -1,0 +1,109 @@
+//! Times the media task's writes for the latency histograms. The call reports *what* happened
+//! (its outputs and [`CallEvent::AgentAudio`]); only the shell knows when the bytes were
+//! written, so it stamps what it read, notes what the call made of it, and observes once the
+//! writes are flushed. Per frame: one clock read and a histogram observation, no allocation.
+
+use std::time::Instant;
+
+use crate::call::playback::Playback;
+use crate::call::{CallEvent, Output};
+use crate::metrics::latency::LatencyMetrics;
+use crate::twilio::Outbound;
+
+/// What one turn of the media loop read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    TwilioMedia,
+    AudioDelta,
+    /// Any other Realtime event (a `speech_started` may make the call clear Twilio's buffer).
+    RealtimeOther,
+    Other,
+}
+
+#[derive(Debug)]
+pub struct WriteTimer {
+    read: Read,
+    read_at: Option<Instant>,
+    frames: bool,
+    clear: bool,
+    /// `speech_stopped` of a turn whose first answer frame is being written now.
+    turn_started: Option<Instant>,
+}
+
+impl Default for WriteTimer {
+    fn default() -> Self {
+        WriteTimer {
+            read: Read::Other,
+            read_at: None,
+            frames: false,
+            clear: false,
+            turn_started: None,
+        }
+    }
+}
+
+/// μ-law bytes per second: playback positions are counted in them.
+const ULAW_BYTES_PER_S: f64 = 8000.0;
+
+impl WriteTimer {
+    /// The loop read this at `at`.
+    pub fn read(&mut self, what: Read, at: Instant) {
+        self.read = what;
+        self.read_at = Some(at);
+    }
+
+    /// The call emitted `out` (about to be written).
+    pub fn output(&mut self, out: &Output, m: &LatencyMetrics) {
+        match out {
+            Output::ToTwilio(Outbound::Media(_)) => self.frames = true,
+            Output::ToTwilio(Outbound::Clear) => self.clear = true,
+            Output::Event(CallEvent::AgentAudio {
+                model_latency,
+                speech_stopped_at,
+            }) => {
+                if let Some(d) = model_latency {
+                    m.model.observe(d.as_secs_f64());
+                }
+                if speech_stopped_at.is_some() {
+                    self.turn_started = *speech_stopped_at;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The writes of this turn were flushed (`twilio`/`upstream`: something went that way).
+    pub fn flushed(&mut self, twilio: bool, upstream: bool, m: &LatencyMetrics) {
+        if twilio || upstream {
+            let now = Instant::now();
+            let since = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+            if let Some(read_at) = self.read_at {
+                match self.read {
+                    Read::TwilioMedia if upstream => m.bridge_up.observe(since(read_at)),
+                    Read::AudioDelta if twilio && self.frames => {
+                        m.bridge_down.observe(since(read_at))
+                    }
+                    _ => {}
+                }
+                if twilio && self.clear {
+                    m.bargein_reaction.observe(since(read_at));
+                }
+            }
+            if twilio && self.frames {
+                if let Some(t) = self.turn_started.take() {
+                    m.turn.observe(since(t));
+                }
+            }
+        }
+        self.read = Read::Other;
+        self.read_at = None;
+        self.frames = false;
+        self.clear = false;
+    }
+
+    /// Twilio echoed a mark: sample how much sent audio the caller has not heard yet.
+    pub fn mark_echoed(&self, playback: &Playback, now: Instant, m: &LatencyMetrics) {
+        let queued = playback.sent().saturating_sub(playback.heard(now));
+        m.playback_lag.observe(queued as f64 / ULAW_BYTES_PER_S);
+    }
+}
