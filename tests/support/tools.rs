@@ -17,7 +17,10 @@ pub fn tool(name: &str, install: &str) -> Option<PathBuf> {
             !ci,
             "`{name}` is not installed, and under CI a missing tool is a failure: {install}"
         );
-        eprintln!(
+        // Straight to stderr, past the test harness's capture: a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED (NOT CHECKED): `{name}` is not installed on this machine; install it to run this test: {install}"
         );
     }
