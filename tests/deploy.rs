@@ -183,7 +183,10 @@ fn the_compose_stack_mounts_files_that_exist() {
         );
         mounts += 1;
     }
-    assert!(mounts >= 4, "prometheus config, alerts, grafana provisioning and dashboard");
+    assert!(
+        mounts >= 4,
+        "prometheus config, alerts, grafana provisioning and dashboard"
+    );
     assert!(compose.contains("dockerfile: deploy/Dockerfile"));
     assert!(tools::root().join("deploy/Dockerfile").exists());
     let datasource = read(&deploy.join("grafana/provisioning/datasources/prometheus.yml"));
