@@ -15,8 +15,7 @@ use crate::twilio::Outbound;
 pub enum Read {
     TwilioMedia,
     AudioDelta,
-    /// Any other Realtime event (a `speech_started` may make the call clear Twilio's buffer).
-    RealtimeOther,
+    /// Anything else (a `speech_started` among them: the `clear` it causes is timed from it).
     Other,
 }
 

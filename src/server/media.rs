@@ -249,8 +249,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         match Inbound::parse(t.as_str()) {
                             Ok(m) => {
                                 let mark = matches!(m, Inbound::Mark { .. });
-                                let read = if matches!(m, Inbound::Media { .. }) { Read::TwilioMedia } else { Read::Other };
-                                timer.read(read, now);
+                                timer.read(match m {
+                                    Inbound::Media { .. } => Read::TwilioMedia,
+                                    _ => Read::Other,
+                                }, now);
                                 call.on_twilio(m, now);
                                 if mark {
                                     timer.mark_echoed(call.playback(), now, &s.metrics.latency);
@@ -333,8 +335,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                 }
                             }
                             Ok(ev) => {
-                                let read = if matches!(ev, ServerEvent::AudioDelta(_)) { Read::AudioDelta } else { Read::RealtimeOther };
-                                timer.read(read, now);
+                                timer.read(match ev {
+                                    ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                    _ => Read::Other,
+                                }, now);
                                 call.on_realtime(ev, now)
                             }
                             Err(e) => {
@@ -472,7 +476,8 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             truncated,
         } => {
             s.metrics.barge_ins.inc();
-            for (_, heard_ms) in &truncated {
+            // The first item is the one the caller was hearing; later ones were only queued.
+            if let Some((_, heard_ms)) = truncated.first() {
                 s.metrics
                     .latency
                     .truncate_heard
