@@ -106,3 +106,76 @@ impl WriteTimer {
         m.playback_lag.observe(queued as f64 / ULAW_BYTES_PER_S);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realtime::ClientEvent;
+    use std::time::Duration;
+
+    fn frame() -> Output {
+        Output::ToTwilio(Outbound::Media([0xFF; crate::audio::FRAME_BYTES]))
+    }
+
+    #[test]
+    fn each_histogram_counts_only_when_its_write_went_out() {
+        let m = LatencyMetrics::new().expect("metrics");
+        let mut t = WriteTimer::default();
+        let t0 = Instant::now();
+
+        // A caller frame appended upstream: `up`. Not `down`, not a turn.
+        t.read(Read::TwilioMedia, t0);
+        t.output(&Output::ToRealtime(ClientEvent::ResponseCancel), &m);
+        t.flushed(false, true, &m);
+        assert_eq!(m.bridge_up.get_sample_count(), 1);
+
+        // A caller frame buffered (nothing written): nothing observed.
+        t.read(Read::TwilioMedia, t0);
+        t.flushed(false, false, &m);
+        assert_eq!(m.bridge_up.get_sample_count(), 1);
+
+        // A delta whose first frames answer a turn: `down`, the turn and the model latency.
+        t.read(Read::AudioDelta, t0);
+        t.output(&frame(), &m);
+        t.output(
+            &Output::Event(CallEvent::AgentAudio {
+                model_latency: Some(Duration::from_millis(300)),
+                speech_stopped_at: Some(t0),
+            }),
+            &m,
+        );
+        t.flushed(true, false, &m);
+        assert_eq!(m.bridge_down.get_sample_count(), 1);
+        assert_eq!(m.turn.get_sample_count(), 1);
+        assert_eq!(m.model.get_sample_count(), 1);
+        assert!((m.model.get_sample_sum() - 0.3).abs() < 1e-9);
+
+        // A delta still inside the framer (no frame written): no `down`.
+        t.read(Read::AudioDelta, t0);
+        t.flushed(false, false, &m);
+        assert_eq!(m.bridge_down.get_sample_count(), 1);
+
+        // speech_started → clear written: the barge-in reaction, and no `down`.
+        t.read(Read::Other, t0);
+        t.output(&Output::ToTwilio(Outbound::Clear), &m);
+        t.flushed(true, true, &m);
+        assert_eq!(m.bargein_reaction.get_sample_count(), 1);
+        assert_eq!(m.bridge_down.get_sample_count(), 1);
+        assert_eq!(m.turn.get_sample_count(), 1);
+    }
+
+    #[test]
+    fn playback_lag_is_what_was_sent_beyond_the_echoed_mark() {
+        let m = LatencyMetrics::new().expect("metrics");
+        let t0 = Instant::now();
+        let mut p = Playback::new(8);
+        p.item("i1", "r1").expect("item").model_bytes = 16_000;
+        p.on_sent("i1", 8_000, t0); // 1 s
+        let first = p.mark("i1").expect("mark");
+        p.on_sent("i1", 8_000, t0); // 1 s more
+        p.on_mark(&first, t0 + Duration::from_millis(1000));
+        WriteTimer::default().mark_echoed(&p, t0 + Duration::from_millis(1000), &m);
+        assert_eq!(m.playback_lag.get_sample_count(), 1);
+        assert!((m.playback_lag.get_sample_sum() - 1.0).abs() < 1e-9);
+    }
+}
