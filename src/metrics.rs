@@ -1,5 +1,7 @@
 //! Prometheus metrics: the only process-wide state besides configuration.
 
+pub mod latency;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -19,6 +21,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
     pub calls_refused: IntCounter,
+    /// Turn-level latencies (issue 10).
+    pub latency: latency::LatencyMetrics,
 }
 
 impl Metrics {
@@ -74,6 +78,7 @@ impl Metrics {
                 "calls_refused_total",
                 "Media sockets refused (over max_calls or shutting down)",
             )?,
+            latency: latency::LatencyMetrics::new()?,
             registry,
         };
         m.registry.register(Box::new(m.calls_active.clone()))?;
@@ -94,6 +99,13 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        m.latency.register(&m.registry)?;
+        // CPU seconds and resident memory of this process (`callbridge_process_*`): the
+        // dashboard divides them by active calls.
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 

@@ -101,8 +101,8 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) 
                 }
             }
             Output::ToRealtime(ev) => ev.write_json(Dialect::Ga, text),
-            // Once per agent turn (the console's "agent speaking"), not per frame.
-            Output::Event(CallEvent::AgentAudioStarted { .. }) => {}
+            // Once per response, at its first frames (turn latency): allocates nothing.
+            Output::Event(CallEvent::AgentAudio { .. }) => {}
             Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),
             Output::Hangup(r) => panic!("hangup: {r:?}"),
         }

@@ -6,6 +6,7 @@
 //! drive it from scripts and fixtures deterministically.
 
 pub mod playback;
+pub mod timing;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -99,11 +100,6 @@ pub enum CallEvent {
         profile: Option<String>,
         direction: Option<String>,
     },
-    /// The first audio of an agent turn went to Twilio; `turn_latency_ms` is the time since the
-    /// model's VAD said the caller stopped speaking (none for a greeting).
-    AgentAudioStarted {
-        turn_latency_ms: Option<u64>,
-    },
     /// Twilio echoed the last mark of a finished agent turn: the caller heard all of it.
     PlayoutDone,
     CallerTranscript(String),
@@ -114,6 +110,13 @@ pub enum CallEvent {
         message: Option<String>,
         /// Expected after our own `response.cancel` raced the server's: not a real problem.
         harmless: bool,
+    },
+    /// A response's first audio frames went to Twilio (just before this event): how long the
+    /// model took to start (`response.created` → first delta), and when the caller's turn ended
+    /// (`speech_stopped`), if this answers one. The shell times the write.
+    AgentAudio {
+        model_latency: Option<Duration>,
+        speech_stopped_at: Option<Instant>,
     },
     /// Bad or unexpected input, handled; `kind` is stable for metrics.
     Anomaly {
@@ -205,8 +208,7 @@ pub struct Call {
     playback: Playback,
     /// Agent audio went out and its playout has not finished or been cut (for the events).
     agent_speaking: bool,
-    /// When the model's VAD last said the caller stopped, until the agent's answer starts.
-    speech_stopped_at: Option<Instant>,
+    turn_clock: timing::TurnClock,
 
     // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
     // to the largest frame/delta seen: capacity that is never touched still costs RSS once
@@ -252,7 +254,7 @@ impl Call {
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
             agent_speaking: false,
-            speech_stopped_at: None,
+            turn_clock: timing::TurnClock::default(),
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
             append_pool: Arc::new(AudioPool::default()),
@@ -614,13 +616,15 @@ impl Call {
             }
             ServerEvent::SpeechStarted { .. } => {
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
+                self.turn_clock.on_speech_started();
                 if self.cfg.barge_in {
                     self.barge_in(now);
                 }
             }
-            ServerEvent::SpeechStopped { .. } => self.speech_stopped_at = Some(now),
+            ServerEvent::SpeechStopped { .. } => self.turn_clock.on_speech_stopped(now),
             ServerEvent::ResponseCreated { response } => {
                 self.live_response = Some(response.id);
+                self.turn_clock.on_response_created(now);
             }
             ServerEvent::AudioDelta(d) => self.downlink(&d.response_id, &d.item_id, &d.delta, now),
             ServerEvent::AudioDone { item_id, .. } => {
@@ -723,6 +727,7 @@ impl Call {
             self.bytes_buf = bytes;
             return;
         }
+        self.turn_clock.on_delta(now);
         if self.current_item.as_deref() != Some(item_id) {
             // A new item: finish the previous one's tail first.
             if self.current_item.is_some() {
@@ -800,20 +805,14 @@ impl Call {
         if sent == 0 {
             return;
         }
-        if !self.agent_speaking {
-            self.agent_speaking = true;
-            let turn_latency_ms = self
-                .speech_stopped_at
-                .take()
-                .map(|t| now.saturating_duration_since(t).as_millis() as u64);
-            self.out
-                .push_back(Output::Event(CallEvent::AgentAudioStarted {
-                    turn_latency_ms,
-                }));
-        }
+        // Until the last mark of the turn echoes (`PlayoutDone`) or a barge-in cuts it.
+        self.agent_speaking = true;
         self.playback.on_sent(item_id, sent, now);
         if let Some(name) = self.playback.mark(item_id) {
             self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
+        }
+        if let Some(ev) = self.turn_clock.on_frames_sent() {
+            self.out.push_back(Output::Event(ev));
         }
     }
 

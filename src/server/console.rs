@@ -280,11 +280,17 @@ impl LiveCall {
                 v.state = "listening";
                 None
             }),
-            CallEvent::AgentAudioStarted { turn_latency_ms } => {
+            CallEvent::AgentAudio {
+                speech_stopped_at, ..
+            } => {
+                // The event comes as the turn's first frames are written: now is when the
+                // answer started reaching the caller.
+                let turn_latency_ms = speech_stopped_at
+                    .map(|t| Instant::now().saturating_duration_since(t).as_millis() as u64);
                 hub.update(self.n, "agent_speaking", |v| {
                     v.state = "agent speaking";
                     if turn_latency_ms.is_some() {
-                        v.last_turn_latency_ms = *turn_latency_ms;
+                        v.last_turn_latency_ms = turn_latency_ms;
                     }
                     turn_latency_ms.map(|ms| line("event", format!("agent answered in {ms} ms")))?
                 })
@@ -373,14 +379,16 @@ mod tests {
     fn a_call_moves_from_active_to_recent_with_its_outcome() {
         let hub = Hub::new();
         let live = started(&hub);
-        live.on_event(&CallEvent::AgentAudioStarted {
-            turn_latency_ms: Some(420),
+        live.on_event(&CallEvent::AgentAudio {
+            model_latency: None,
+            speech_stopped_at: Instant::now().checked_sub(std::time::Duration::from_millis(420)),
         });
         let (active, recent) = hub.snapshot();
         assert_eq!(active.len(), 1);
         assert!(recent.is_empty());
         assert_eq!(active[0].state, "agent speaking");
-        assert_eq!(active[0].last_turn_latency_ms, Some(420));
+        let latency = active[0].last_turn_latency_ms.expect("a turn latency");
+        assert!((420..5000).contains(&latency), "{latency}");
         assert!(
             active[0].transcript.is_none(),
             "summaries carry no transcript"

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
 use super::console::LiveCall;
+use super::latency::{Read, WriteTimer};
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -120,11 +121,13 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     let mut outcome = EndReason::TwilioDisconnected;
     let mut text = String::with_capacity(512);
     let mut anomalies = AnomalyCounts::default();
+    let mut timer = WriteTimer::default();
 
     'call: loop {
         // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
         let (mut wrote_tw, mut wrote_up) = (false, false);
         while let Some(out) = call.poll_output() {
+            timer.output(&out, &s.metrics.latency);
             match out {
                 Output::ToTwilio(msg) => {
                     if sid_json.is_none() {
@@ -225,6 +228,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 }
             }
         }
+        let ok = !call.is_ended();
+        timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
         if call.is_ended() {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
@@ -251,7 +256,17 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                             r.message(Dir::TwilioIn, t.as_str());
                         }
                         match Inbound::parse(t.as_str()) {
-                            Ok(m) => call.on_twilio(m, now),
+                            Ok(m) => {
+                                let mark = matches!(m, Inbound::Mark { .. });
+                                timer.read(match m {
+                                    Inbound::Media { .. } => Read::TwilioMedia,
+                                    _ => Read::Other,
+                                }, now);
+                                call.on_twilio(m, now);
+                                if mark {
+                                    timer.mark_echoed(call.playback(), now, &s.metrics.latency);
+                                }
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
@@ -328,7 +343,13 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                                     debug!(event = event_type(t.as_str()), "Realtime event ignored");
                                 }
                             }
-                            Ok(ev) => call.on_realtime(ev, now),
+                            Ok(ev) => {
+                                timer.read(match ev {
+                                    ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                    _ => Read::Other,
+                                }, now);
+                                call.on_realtime(ev, now)
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
@@ -465,6 +486,13 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             truncated,
         } => {
             s.metrics.barge_ins.inc();
+            // The first item is the one the caller was hearing; later ones were only queued.
+            if let Some((_, heard_ms)) = truncated.first() {
+                s.metrics
+                    .latency
+                    .truncate_heard
+                    .observe(*heard_ms as f64 / 1000.0);
+            }
             info!(cleared, cancelled, ?truncated, "barge-in");
         }
         CallEvent::ResponseDone { id, status } => {
@@ -483,9 +511,6 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             direction = direction.as_deref().unwrap_or("-"),
             "stream labels"
         ),
-        CallEvent::AgentAudioStarted { turn_latency_ms } => {
-            debug!(turn_latency_ms, "agent audio started")
-        }
         CallEvent::PlayoutDone => debug!("caller heard the whole answer"),
         CallEvent::UpstreamError {
             code,
@@ -507,6 +532,8 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
                 );
             }
         }
+        // Observed by the write timer, which knows when the frames went out.
+        CallEvent::AgentAudio { .. } => {}
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
             let count = anomalies.bump(kind);

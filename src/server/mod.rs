@@ -4,8 +4,10 @@
 //! and its [`crate::call::Call`].
 
 pub mod console;
+pub mod latency;
 pub mod media;
 pub mod signature;
+pub mod twilio_rest;
 pub mod twiml;
 pub mod upstream;
 pub mod web;
@@ -41,6 +43,9 @@ pub struct AppState {
     pub stop_calls: watch::Receiver<bool>,
     /// The live console's hub, when `console_token` or the softphone is set.
     pub console: Option<Arc<console::Hub>>,
+    /// The one HTTP client of the process (pooled), for tools, integrators and Twilio REST.
+    pub http: reqwest::Client,
+    pub twilio_rest: Arc<twilio_rest::TwilioRest>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -138,10 +143,13 @@ pub async fn serve_on(
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let http = twilio_rest::http_client();
     // The softphone shows its own call's transcript from the same hub.
     let console =
         (cfg.console_token.is_some() || cfg.softphone_token.is_some()).then(console::Hub::new);
     let state = AppState {
+        twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
+        http,
         call_cfg: Arc::new(cfg.call.clone()),
         cfg: Arc::new(cfg),
         metrics,
