@@ -36,6 +36,7 @@
   let media = null;
   let events = null;
   let streamSid = null;
+  let callSid = null;
   let seq = 0;
   let chunk = 0;
   let startedAt = 0;
@@ -95,7 +96,7 @@
 
       const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
       const url = `${proto}//${location.host}${t.path}?${t.param}=${encodeURIComponent(t.ticket)}`;
-      const callSid = 'CA' + hex(16);
+      callSid = 'CA' + hex(16);
       streamSid = 'MZ' + hex(16);
       follow(callSid);
       ws = new WebSocket(url);
@@ -204,7 +205,7 @@
 
   function hangup() {
     if (ws && ws.readyState === WebSocket.OPEN) {
-      send({ event: 'stop', streamSid, stop: { accountSid: 'ACsoftphone', callSid: '' } });
+      send({ event: 'stop', streamSid, stop: { accountSid: 'ACsoftphone', callSid } });
       setState('ended');
       line('event', 'you hung up');
       ws.close(1000, 'hung up');
