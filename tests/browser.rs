@@ -26,7 +26,7 @@ const CONSOLE_TOKEN: &str = "browser-test-console-token";
 
 fn chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CALLBRIDGE_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
