@@ -88,6 +88,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("dtmf_to_model", Kind::Bool),
     ("dtmf_gap_ms", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
+    ("allow_unsigned", Kind::Bool),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -166,6 +167,7 @@ struct Raw {
     twilio_webhook_shared_key: Option<String>,
     dtmf_to_model: Option<bool>,
     dtmf_gap_ms: Option<i64>,
+    allow_unsigned: Option<bool>,
 }
 
 /// How the upstream is authenticated.
@@ -218,6 +220,9 @@ pub struct Config {
     pub twilio_auth_token: Option<Secret>,
     /// The shared key of a Twilio Webhooks Rule (HMAC-SHA256 signatures), if one applies.
     pub twilio_webhook_shared_key: Option<Secret>,
+    /// Accept unsigned Twilio requests even though the upstream is remote and no
+    /// `twilio_auth_token` is set (`serve` refuses to start otherwise; warned at every start).
+    pub allow_unsigned: bool,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -533,6 +538,7 @@ impl Config {
                 .twilio_webhook_shared_key
                 .filter(|t| !t.is_empty())
                 .map(Secret),
+            allow_unsigned: r.allow_unsigned.unwrap_or(false),
         })
     }
 }

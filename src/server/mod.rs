@@ -6,6 +6,7 @@
 pub mod media;
 pub mod signature;
 pub mod twiml;
+pub mod unsigned;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -103,6 +104,7 @@ pub fn init_tls() {
 
 /// Binds `cfg.listen` and serves in the background until [`Running::stop`].
 pub async fn spawn(cfg: Config, metrics: Arc<Metrics>) -> std::io::Result<Running> {
+    unsigned::check(&cfg).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
@@ -127,11 +129,9 @@ pub async fn serve_on(
     signal: impl std::future::Future<Output = Duration> + Send + 'static,
 ) -> std::io::Result<()> {
     init_tls();
-    if cfg.twilio_auth_token.is_none() {
-        tracing::warn!(
-            "twilio_auth_token is not set: /twiml and /media accept unsigned requests (set TWILIO_AUTH_TOKEN in production)"
-        );
-    }
+    // Secure by default: refuse unsigned webhooks in front of a remote (paid) upstream.
+    let decision = unsigned::check(&cfg).map_err(std::io::Error::other)?;
+    unsigned::log(decision);
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState {
         call_cfg: Arc::new(cfg.call.clone()),

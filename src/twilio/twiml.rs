@@ -183,7 +183,10 @@ mod tests {
         assert!(xml.contains("<Say>Connecting you</Say>"));
         assert!(xml.contains("<Say>Sorry, goodbye.</Say>"));
         let markup = &xml[xml.find("-->").unwrap()..];
-        assert!(!markup.contains("{{"), "every placeholder in the markup is filled");
+        assert!(
+            !markup.contains("{{"),
+            "every placeholder in the markup is filled"
+        );
     }
 
     #[test]
@@ -218,7 +221,10 @@ mod tests {
         let comment_end = xml.find("-->").unwrap();
         let comment = &xml[comment_start + 4..comment_end];
         assert!(!comment.contains("--"), "{comment}");
-        assert!(comment.contains("{{parameters}}"), "the comment is kept verbatim");
+        assert!(
+            comment.contains("{{parameters}}"),
+            "the comment is kept verbatim"
+        );
         assert!(xml.contains(r#"<Parameter name="From" value="sip:alice--x@example.com"/>"#));
         assert!(
             xml.contains(r#"<Parameter name="To" value="{{apology}}"/>"#),
