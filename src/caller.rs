@@ -54,6 +54,10 @@ pub struct CallerOptions {
     pub tail: Duration,
     /// Where to report what happens as it happens (the demo's live view).
     pub events: Option<tokio::sync::mpsc::UnboundedSender<CallerEvent>>,
+    /// Playout that runs late (a deep jitter buffer, a busy network, a slow phone): agent audio
+    /// arriving at an empty queue starts playing this long after it arrived, so marks echo that
+    /// much later than the bridge's clock expects. Zero plays at once, as Twilio normally does.
+    pub playout_delay: Duration,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -87,6 +91,7 @@ impl Default for CallerOptions {
             send_stop: true,
             tail: Duration::from_millis(500),
             events: None,
+            playout_delay: Duration::ZERO,
         }
     }
 }
@@ -403,6 +408,15 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                     emit(CallerEventKind::AgentAudio { latency: now - since });
                                 }
                                 last_agent_audio = Some(now);
+                                if player.queue.is_empty() && !opts.playout_delay.is_zero() {
+                                    // Playback of this stretch starts late: silence meanwhile.
+                                    let late = opts.playout_delay;
+                                    report.agent_audio.extend(std::iter::repeat_n(
+                                        0xFFu8,
+                                        (late.as_millis() as u64 * BPMS) as usize,
+                                    ));
+                                    player.clock = now + late;
+                                }
                                 player.queued_bytes += bytes.len();
                                 player.queue.push_back(Queued::Audio(bytes, 0));
                             }
