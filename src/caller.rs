@@ -58,6 +58,9 @@ pub struct CallerOptions {
     /// arriving at an empty queue starts playing this long after it arrived, so marks echo that
     /// much later than the bridge's clock expects. Zero plays at once, as Twilio normally does.
     pub playout_delay: Duration,
+    /// Open this `<Stream url>` instead of asking the webhook: its TwiML was fetched earlier
+    /// (e.g. just before the bridge began to drain).
+    pub stream_url: Option<String>,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -92,6 +95,7 @@ impl Default for CallerOptions {
             tail: Duration::from_millis(500),
             events: None,
             playout_delay: Duration::ZERO,
+            stream_url: None,
         }
     }
 }
@@ -305,11 +309,9 @@ pub fn check_outbound_shape(v: &Value, sid: &str) -> Result<(), String> {
     }
 }
 
-/// Places one call against the bridge and plays the script. Returns when the script (and
-/// tail) is done, or the bridge closes the socket.
-pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
-    let mut report = CallerReport::default();
-    let twiml = post_form(
+/// Asks the bridge's webhook for the call's TwiML, as Twilio does when the number rings.
+pub async fn fetch_twiml(opts: &CallerOptions) -> Result<String, CallerError> {
+    post_form(
         &opts.bridge,
         "/twiml",
         &[
@@ -321,9 +323,23 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
             ("Direction", "inbound"),
         ],
     )
-    .await?;
-    let url = stream_url_from_twiml(&twiml).ok_or_else(|| CallerError::NoStream(twiml.clone()))?;
-    report.twiml = twiml;
+    .await
+}
+
+/// Places one call against the bridge and plays the script. Returns when the script (and
+/// tail) is done, or the bridge closes the socket.
+pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
+    let mut report = CallerReport::default();
+    let url = match &opts.stream_url {
+        Some(url) => url.clone(),
+        None => {
+            let twiml = fetch_twiml(&opts).await?;
+            let url = stream_url_from_twiml(&twiml)
+                .ok_or_else(|| CallerError::NoStream(twiml.clone()))?;
+            report.twiml = twiml;
+            url
+        }
+    };
     report.stream_url = url.clone();
     // The TwiML says wss:// (Twilio only speaks TLS); on loopback the bridge is plain ws.
     let ws_url = url.replacen("wss://", "ws://", 1);

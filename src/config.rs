@@ -89,6 +89,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("dtmf_gap_ms", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
     ("allow_unsigned", Kind::Bool),
+    ("reject_reason", Kind::Str),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -168,6 +169,7 @@ struct Raw {
     dtmf_to_model: Option<bool>,
     dtmf_gap_ms: Option<i64>,
     allow_unsigned: Option<bool>,
+    reject_reason: Option<String>,
 }
 
 /// How the upstream is authenticated.
@@ -223,6 +225,8 @@ pub struct Config {
     /// Accept unsigned Twilio requests even though the upstream is remote and no
     /// `twilio_auth_token` is set (`serve` refuses to start otherwise; warned at every start).
     pub allow_unsigned: bool,
+    /// `<Reject reason>` answered by the webhook when `max_calls` calls are running.
+    pub reject_reason: &'static str,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -539,6 +543,11 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret),
             allow_unsigned: r.allow_unsigned.unwrap_or(false),
+            reject_reason: one_of(
+                "reject_reason",
+                r.reject_reason.as_deref().unwrap_or("busy"),
+                &[("busy", "busy"), ("rejected", "rejected")],
+            )?,
         })
     }
 }

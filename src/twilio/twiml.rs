@@ -89,6 +89,16 @@ fn fill_markup(markup: &str, p: &TwimlParams<'_>, out: &mut String) {
     out.push_str(rest);
 }
 
+/// TwiML that turns a call away without answering it: `reason` is `busy` (the caller hears a
+/// busy signal) or `rejected` (Twilio's "not in service" style rejection).
+pub fn reject(reason: &str) -> String {
+    let mut out =
+        String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason=""#);
+    escape_into(reason, &mut out);
+    out.push_str(r#""/></Response>"#);
+    out
+}
+
 /// XML escaping for both text and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
