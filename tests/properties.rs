@@ -22,6 +22,8 @@ pub fn config(default: u32) -> proptest::prelude::ProptestConfig {
         cases,
         // Shrinking a failure of the state-machine property can take long; bound it.
         max_shrink_iters: 2048,
+        // Failures are printed with their minimal input; no regression files are written.
+        failure_persistence: None,
         ..proptest::prelude::ProptestConfig::default()
     }
 }
