@@ -315,3 +315,41 @@ async fn over_max_calls_the_webhook_rejects() {
     }
     sim.shutdown().await;
 }
+
+/// A SIP caller whose address holds `--` gets well-formed TwiML from the real webhook, with
+/// its address as it was.
+#[tokio::test]
+async fn a_sip_caller_gets_well_formed_twiml_from_the_webhook() {
+    let server = callbridge::server::spawn(
+        config(&[
+            ("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+        ]),
+        Arc::new(Metrics::new().expect("metrics")),
+    )
+    .await
+    .expect("bridge starts");
+    let from = "sip:alice--x@example.com";
+    let xml = callbridge::caller::post_form(
+        &server.url(""),
+        "/twiml",
+        &[
+            ("CallSid", "CA--1"),
+            ("From", from),
+            ("To", "+1 <555> & \"co\""),
+        ],
+    )
+    .await
+    .expect("TwiML");
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}: {xml}"));
+    let param = |name: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name("Parameter") && n.attribute("name") == Some(name))
+            .and_then(|n| n.attribute("value"))
+            .map(str::to_owned)
+    };
+    assert_eq!(param("From").as_deref(), Some(from));
+    assert_eq!(param("To").as_deref(), Some("+1 <555> & \"co\""));
+    assert_eq!(param("CallSid").as_deref(), Some("CA--1"));
+    server.stop(Duration::ZERO).await;
+}
