@@ -451,7 +451,7 @@ fn run(format_pick: u8, opening: u8, steps: &[(u16, Input)]) -> Result<(), TestC
 }
 
 proptest! {
-    #![proptest_config(crate::config(600))]
+    #![proptest_config(crate::config(500))]
 
     #[test]
     fn the_call_survives_any_interleaving_and_keeps_its_invariants(

@@ -141,6 +141,12 @@ proptest! {
         parse_both(&text);
     }
 
+}
+
+proptest! {
+    // Each case also parses every cut of its message: fewer cases, as much work.
+    #![proptest_config(crate::config(1000))]
+
     #[test]
     fn parsers_survive_arbitrary_json(v in prop_oneof![json_value(), tagged()]) {
         let text = v.to_string();
