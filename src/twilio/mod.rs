@@ -3,6 +3,7 @@
 //! Knows nothing of sockets or of the Realtime API.
 
 pub mod media;
+pub mod rest;
 pub mod signature;
 pub mod twiml;
 
