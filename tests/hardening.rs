@@ -353,3 +353,50 @@ async fn a_sip_caller_gets_well_formed_twiml_from_the_webhook() {
     assert_eq!(param("CallSid").as_deref(), Some("CA--1"));
     server.stop(Duration::ZERO).await;
 }
+
+/// The real binary on SIGTERM with nothing running: it drains (nothing to wait for) and exits 0
+/// without sitting out its drain period.
+#[cfg(unix)]
+#[test]
+fn sigterm_with_no_calls_exits_zero_at_once() {
+    let mut child = serve_binary(&[("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime")])
+        .args(["--drain-seconds", "300"])
+        .spawn()
+        .expect("run callbridge");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut serving = false;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        if line.contains("callbridge serving") {
+            serving = true;
+            break;
+        }
+    }
+    assert!(serving, "the server did not start");
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = status.expect("exits well before its 300 s drain");
+    assert!(status.success(), "{status:?}");
+}
