@@ -88,6 +88,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("dtmf_to_model", Kind::Bool),
     ("dtmf_gap_ms", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
+    ("allow_unsigned", Kind::Bool),
+    ("reject_reason", Kind::Str),
     ("twilio_api_base", Kind::Str),
     ("twilio_api_key", Kind::Str),
     ("twilio_api_secret", Kind::Str),
@@ -174,6 +176,8 @@ struct Raw {
     twilio_webhook_shared_key: Option<String>,
     dtmf_to_model: Option<bool>,
     dtmf_gap_ms: Option<i64>,
+    allow_unsigned: Option<bool>,
+    reject_reason: Option<String>,
     twilio_api_base: Option<String>,
     twilio_api_key: Option<String>,
     twilio_api_secret: Option<String>,
@@ -233,6 +237,11 @@ pub struct Config {
     pub twilio_auth_token: Option<Secret>,
     /// The shared key of a Twilio Webhooks Rule (HMAC-SHA256 signatures), if one applies.
     pub twilio_webhook_shared_key: Option<Secret>,
+    /// Accept unsigned Twilio requests even though the upstream is remote and no
+    /// `twilio_auth_token` is set (`serve` refuses to start otherwise; warned at every start).
+    pub allow_unsigned: bool,
+    /// `<Reject reason>` answered by the webhook when `max_calls` calls are running.
+    pub reject_reason: &'static str,
     /// Where Twilio's REST API is (tests point it at a local fake).
     pub twilio_api_base: String,
     /// An API key SID + secret for Twilio REST, used instead of account SID + auth token.
@@ -605,6 +614,12 @@ impl Config {
                 .twilio_webhook_shared_key
                 .filter(|t| !t.is_empty())
                 .map(Secret),
+            allow_unsigned: r.allow_unsigned.unwrap_or(false),
+            reject_reason: one_of(
+                "reject_reason",
+                r.reject_reason.as_deref().unwrap_or("busy"),
+                &[("busy", "busy"), ("rejected", "rejected")],
+            )?,
         })
     }
 }

@@ -405,6 +405,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(cfg.log_format);
+    // Checked again (and logged) when serving starts; refused here first so that the exit
+    // status and message are those of any other configuration error.
+    if let Err(e) = callbridge::server::unsigned::check(&cfg) {
+        eprintln!("callbridge: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     if cfg.api_key.is_none() {
         tracing::warn!(
             "OPENAI_API_KEY is not set: the upstream will be called without credentials"

@@ -20,7 +20,10 @@ pub struct Metrics {
     pub anomalies: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
-    pub calls_refused: IntCounter,
+    /// Calls turned away, by `stage` (`webhook`: TwiML answered `<Reject>` or 503; `media`: a
+    /// media socket closed at once) and `reason` (`busy`: at max_calls; `draining`: shutting
+    /// down). Both labels are closed sets.
+    pub calls_refused: IntCounterVec,
     /// Turn-level latencies (issue 10).
     pub latency: latency::LatencyMetrics,
 }
@@ -74,9 +77,12 @@ impl Metrics {
                 )
                 .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             )?,
-            calls_refused: IntCounter::new(
-                "calls_refused_total",
-                "Media sockets refused (over max_calls or shutting down)",
+            calls_refused: IntCounterVec::new(
+                Opts::new(
+                    "calls_refused_total",
+                    "Calls turned away, by stage (webhook|media) and reason (busy|draining)",
+                ),
+                &["stage", "reason"],
             )?,
             latency: latency::LatencyMetrics::new()?,
             registry,

@@ -65,13 +65,24 @@ impl Drop for CallGuard {
 }
 
 async fn run(mut socket: WebSocket, s: AppState, n: u64) {
-    if s.draining.load(Ordering::Relaxed)
-        || s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls
-    {
-        s.metrics.calls_refused.inc();
+    // A media socket arriving while the server drains is accepted: its TwiML was served before
+    // the drain began, and refusing it would fail a call we already answered. Only once the
+    // drain is over (running calls being ended) is it too late.
+    let over = if *s.stop_calls.borrow() {
+        Some("draining")
+    } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+        Some("busy")
+    } else {
+        None
+    };
+    if let Some(reason) = over {
+        s.metrics
+            .calls_refused
+            .with_label_values(&["media", reason])
+            .inc();
         warn!(
             max_calls = s.cfg.max_calls,
-            "refusing media socket (draining or at max_calls)"
+            reason, "refusing media socket (at max_calls, or the drain is over)"
         );
         let _ = socket
             .send(Message::Close(Some(CloseFrame {

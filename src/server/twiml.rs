@@ -1,6 +1,7 @@
 //! `POST/GET /twiml` and `/incoming-call`: Twilio's voice webhook.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -8,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::twilio::twiml::{render, stream_url, TwimlParams};
+use crate::twilio::twiml::{reject, render, stream_url, TwimlParams};
 
 /// Twilio posts the call's details form-encoded (GET puts them in the query).
 pub async fn handle(
@@ -17,6 +18,34 @@ pub async fn handle(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    // Draining: 503, so Twilio tries the number's fallback URL (another instance) and the load
+    // balancer stops sending here; calls answered before keep their media sockets.
+    if s.draining.load(Ordering::Relaxed) {
+        s.metrics
+            .calls_refused
+            .with_label_values(&["webhook", "draining"])
+            .inc();
+        tracing::info!("TwiML request while draining: 503");
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    // Full: tell Twilio to reject the call (the caller hears busy, or a rejection), rather than
+    // answer it and refuse its media socket (a call that connects to silence).
+    if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+        s.metrics
+            .calls_refused
+            .with_label_values(&["webhook", "busy"])
+            .inc();
+        tracing::warn!(
+            max_calls = s.cfg.max_calls,
+            reason = s.cfg.reject_reason,
+            "at max_calls: answering <Reject>"
+        );
+        return (
+            [(header::CONTENT_TYPE, "text/xml")],
+            reject(s.cfg.reject_reason),
+        )
+            .into_response();
+    }
     let mut fields = query;
     for (k, v) in form_urlencoded(&body) {
         fields.insert(k, v);
@@ -53,6 +82,7 @@ pub async fn handle(
             apology: &s.cfg.apology,
         },
     );
+    s.recent_twiml.served();
     ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()
 }
 
