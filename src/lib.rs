@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod integrator;
 pub mod metrics;
 pub mod realtime;
+pub mod report;
 pub mod server;
 pub mod sim;
 pub mod twilio;

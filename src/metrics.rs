@@ -19,6 +19,12 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
     pub calls_refused: IntCounter,
+    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`).
+    pub reports_total: IntCounterVec,
+    /// Reports written to the spool and not yet delivered (or given up).
+    pub report_backlog: IntGauge,
+    /// `POST /v1/calls` by result (`created`, `refused`, `twilio_error`).
+    pub outbound_calls_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +80,21 @@ impl Metrics {
                 "calls_refused_total",
                 "Media sockets refused (over max_calls or shutting down)",
             )?,
+            reports_total: IntCounterVec::new(
+                Opts::new(
+                    "reports_total",
+                    "Call reports and events, by what became of them",
+                ),
+                &["result"],
+            )?,
+            report_backlog: IntGauge::new(
+                "report_backlog",
+                "Call reports in the spool, not yet delivered",
+            )?,
+            outbound_calls_total: IntCounterVec::new(
+                Opts::new("outbound_calls_total", "POST /v1/calls, by result"),
+                &["result"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.calls_active.clone()))?;
@@ -94,6 +115,10 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        m.registry.register(Box::new(m.reports_total.clone()))?;
+        m.registry.register(Box::new(m.report_backlog.clone()))?;
+        m.registry
+            .register(Box::new(m.outbound_calls_total.clone()))?;
         Ok(m)
     }
 

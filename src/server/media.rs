@@ -21,6 +21,7 @@ use crate::call::{Call, CallEvent, EndReason, Output};
 use crate::fixture::recorder::Recorder;
 use crate::fixture::{Dir, Header};
 use crate::realtime::ServerEvent;
+use crate::report::builder::ReportBuilder;
 use crate::twilio::{Inbound, Outbound};
 
 /// Twilio sends 20 ms frames (~300 B of JSON); anything near this size is not a media message.
@@ -30,6 +31,8 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Twilio-bound messages kept while the stream SID is unknown (10 s of frames and marks).
 const MAX_HELD: usize = 600;
+/// How long a call that ended before Twilio's `start` waits for it (for its report).
+const START_FOR_REPORT: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     // Small read buffer (Twilio's messages are ~300 B, and tungstenite keeps the whole buffer
@@ -85,6 +88,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
 
     let opened = Instant::now();
     let mut call = Call::new(s.call_cfg.clone(), opened);
+    let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
     // Recording is the shell's job (the call stays sans-IO): every message on either socket,
     // as sent or received, with its time since this socket opened.
     let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
@@ -122,6 +126,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
         while let Some(out) = call.poll_output() {
             match out {
                 Output::ToTwilio(msg) => {
+                    if matches!(msg, Outbound::Media(_)) {
+                        report.on_agent_audio(Instant::now);
+                    }
                     if sid_json.is_none() {
                         sid_json = call
                             .stream_sid()
@@ -190,7 +197,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     }
                     wrote_up = true;
                 }
-                Output::Event(ev) => log_event(&s, &mut anomalies, ev),
+                Output::Event(ev) => {
+                    report.on_event(&ev, Instant::now());
+                    log_event(&s, &mut anomalies, ev)
+                }
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
@@ -221,6 +231,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
                 if let Output::Event(ev) = out {
+                    report.on_event(&ev, Instant::now());
                     log_event(&s, &mut anomalies, ev);
                 }
             }
@@ -242,7 +253,12 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             r.message(Dir::TwilioIn, t.as_str());
                         }
                         match Inbound::parse(t.as_str()) {
-                            Ok(m) => call.on_twilio(m, now),
+                            Ok(m) => {
+                                if let Inbound::Start { stream_sid, start } = &m {
+                                    report.on_start(stream_sid, start);
+                                }
+                                call.on_twilio(m, now)
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
@@ -319,7 +335,12 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                     debug!(event = event_type(t.as_str()), "Realtime event ignored");
                                 }
                             }
-                            Ok(ev) => call.on_realtime(ev, now),
+                            Ok(ev) => {
+                                if matches!(ev, ServerEvent::SpeechStopped { .. }) {
+                                    report.on_caller_turn_end(now);
+                                }
+                                call.on_realtime(ev, now)
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
@@ -361,6 +382,20 @@ async fn run(mut socket: WebSocket, s: AppState) {
         }
     }
 
+    // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
+    // moment for it, so that the report names the call.
+    if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
+        let _ = tokio::time::timeout(START_FOR_REPORT, async {
+            while let Some(Ok(Message::Text(t))) = tw_rx.next().await {
+                if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
+                    report.on_start(&stream_sid, &start);
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
     // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
     let closed_tw = tw_tx
@@ -381,7 +416,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
     }
     if let Some(r) = rec.take() {
         match r.finish(call.stream_sid()).await {
-            Ok(path) => info!(path = %path.display(), "call recorded"),
+            Ok(path) => {
+                info!(path = %path.display(), "call recorded");
+                report.add_recording("file", path.display().to_string());
+            }
             Err(e) => warn!(error = %e, "recording failed"),
         }
     }
@@ -397,6 +435,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
         stream_sid = call.stream_sid().unwrap_or("-"),
         "call ended"
     );
+    // One report per call, whatever ended it; on disk before this task ends.
+    let report = report.finish(outcome.as_str(), Instant::now());
+    s.reports.submit(None, &report.report_id, &report).await;
 }
 
 /// The `type` of a Realtime event, for logs.

@@ -4,6 +4,7 @@
 //! and its [`crate::call::Call`].
 
 pub mod media;
+pub mod reports;
 pub mod signature;
 pub mod twilio_rest;
 pub mod twiml;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// The one HTTP client of the process (pooled), for tools, integrators and Twilio REST.
     pub http: reqwest::Client,
     pub twilio_rest: Arc<twilio_rest::TwilioRest>,
+    /// Call reports: spooled, signed, retried (a no-op without `report_url`).
+    pub reports: reports::Reports,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -138,7 +141,9 @@ pub async fn serve_on(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = twilio_rest::http_client();
+    let reports = reports::Reports::start(&cfg, http.clone(), metrics.clone())?;
     let state = AppState {
+        reports,
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),
