@@ -275,6 +275,14 @@ pub struct CallCenter {
     pub twilio_recording: bool,
 }
 
+impl Config {
+    /// The names of the configured agent profiles. Profiles (`[profiles.NAME]`) are not built
+    /// yet, so there are none: `POST /v1/calls` answers 404 to any `profile`.
+    pub fn profile_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::empty()
+    }
+}
+
 /// Values given on the command line (they win over file and environment).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {

@@ -9,6 +9,7 @@ pub mod call;
 pub mod caller;
 pub mod config;
 pub mod demo;
+pub mod dial;
 pub mod fixture;
 pub mod integrator;
 pub mod metrics;

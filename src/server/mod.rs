@@ -3,7 +3,9 @@
 //! No call logic lives here: a call's socket task only pumps messages between the two sockets
 //! and its [`crate::call::Call`].
 
+pub mod callbacks;
 pub mod media;
+pub mod outbound;
 pub mod reports;
 pub mod signature;
 pub mod twilio_rest;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub twilio_rest: Arc<twilio_rest::TwilioRest>,
     /// Call reports: spooled, signed, retried (a no-op without `report_url`).
     pub reports: reports::Reports,
+    /// Outbound calls placed by `POST /v1/calls`, until Twilio's final status.
+    pub outbound: Arc<outbound::OutboundCalls>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -52,12 +56,17 @@ pub fn router(state: AppState) -> Router {
         .route("/twiml", get(twiml::handle).post(twiml::handle))
         .route("/incoming-call", get(twiml::handle).post(twiml::handle))
         .route("/media", get(media::upgrade))
+        .route("/twilio/status", post(callbacks::status))
+        .route("/twilio/amd", post(callbacks::amd))
+        .route("/twilio/recording", post(callbacks::recording))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             signature::require_twilio_signature,
         ));
     Router::new()
         .merge(twilio)
+        // Bearer-token API (not Twilio-signed).
+        .route("/v1/calls", post(outbound::create))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -144,6 +153,7 @@ pub async fn serve_on(
     let reports = reports::Reports::start(&cfg, http.clone(), metrics.clone())?;
     let state = AppState {
         reports,
+        outbound: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),

@@ -44,6 +44,15 @@ pub async fn handle(
         stream_url = %url,
         "answering call with <Connect><Stream>"
     );
+    let recording_callback = s.cfg.callcenter.twilio_recording.then(|| {
+        let p = public.as_deref().unwrap_or("");
+        let base = if p.starts_with("http://") || p.starts_with("https://") {
+            p.trim_end_matches('/').to_owned()
+        } else {
+            format!("https://{p}")
+        };
+        format!("{base}/twilio/recording")
+    });
     let xml = render(
         &s.cfg.twiml_template,
         &TwimlParams {
@@ -51,6 +60,7 @@ pub async fn handle(
             parameters,
             say_before_connect: s.cfg.say_before_connect.as_deref(),
             apology: &s.cfg.apology,
+            recording_callback: recording_callback.as_deref(),
         },
     );
     ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()

@@ -16,6 +16,9 @@ pub struct TwimlParams<'a> {
     pub parameters: Vec<(&'a str, &'a str)>,
     pub say_before_connect: Option<&'a str>,
     pub apology: &'a str,
+    /// Twilio records the call (both channels) and posts the result here: a
+    /// `<Start><Recording>` goes in before `<Connect>`.
+    pub recording_callback: Option<&'a str>,
 }
 
 /// Fills the template. Every value is XML-escaped here, so nothing that came from a header or a
@@ -36,11 +39,29 @@ pub fn render(template: &str, p: &TwimlParams<'_>) -> String {
             )
         })
         .collect();
-    template
+    let xml = template
         .replace("{{say}}", &say)
         .replace("{{stream_url}}", &escape(p.stream_url))
         .replace("{{parameters}}", &parameters.join("\n      "))
-        .replace("{{apology}}", &escape(p.apology))
+        .replace("{{apology}}", &escape(p.apology));
+    match p.recording_callback {
+        Some(cb) => start_recording_before_connect(&xml, cb),
+        None => xml,
+    }
+}
+
+/// `<Start><Recording>` continues at once (protocol.md), so placed before `<Connect>` it records
+/// the whole bridged conversation. Inserted here rather than through a placeholder so that
+/// templates written before it keep working.
+fn start_recording_before_connect(xml: &str, callback: &str) -> String {
+    let start = format!(
+        r#"<Start><Recording channels="dual" recordingStatusCallback="{}" recordingStatusCallbackEvent="completed"/></Start>"#,
+        escape(callback)
+    );
+    match xml.find("<Connect") {
+        Some(i) => format!("{}{start}\n  {}", &xml[..i], &xml[i..]),
+        None => xml.to_owned(),
+    }
 }
 
 /// XML escaping for both text and attribute values.
@@ -114,6 +135,7 @@ mod tests {
                 parameters: vec![("From", "+15550001"), ("CallSid", "CA1")],
                 say_before_connect: Some("Connecting you"),
                 apology: "Sorry, goodbye.",
+                recording_callback: None,
             },
         );
         assert!(xml.contains(r#"<Stream url="wss://bridge.example.com/media">"#));
@@ -133,11 +155,32 @@ mod tests {
                 parameters: vec![("From", evil)],
                 say_before_connect: Some("</Say><Dial>+1</Dial>"),
                 apology: "ok",
+                recording_callback: None,
             },
         );
         assert!(!xml.contains("<Redirect>"));
         assert!(!xml.contains("<Dial>"));
         assert!(xml.contains("&quot;/&gt;&lt;Redirect&gt;"));
+    }
+
+    #[test]
+    fn dual_recording_starts_before_connect() {
+        let xml = render(
+            DEFAULT_TEMPLATE,
+            &TwimlParams {
+                stream_url: "wss://h/media",
+                apology: "bye",
+                recording_callback: Some("https://h/twilio/recording?a=1&b=2"),
+                ..Default::default()
+            },
+        );
+        let rec = xml
+            .find(r#"<Start><Recording channels="dual" recordingStatusCallback="https://h/twilio/recording?a=1&amp;b=2" recordingStatusCallbackEvent="completed"/></Start>"#)
+            .expect(&xml);
+        let connect = xml.find("<Connect>").expect("connect");
+        assert!(rec < connect, "{xml}");
+        let plain = render(DEFAULT_TEMPLATE, &TwimlParams::default());
+        assert!(!plain.contains("<Recording"));
     }
 
     #[test]
