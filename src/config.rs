@@ -254,6 +254,8 @@ pub struct Config {
     pub tool_secret: Option<Secret>,
     /// Call reports, outbound calls, Twilio-side recording (issue 8).
     pub callcenter: CallCenter,
+    /// Agent profiles (`[profiles.NAME]`, `default_profile`).
+    pub profiles: crate::profile::Profiles,
 }
 
 /// Settings of call reports and outbound calls.
@@ -276,10 +278,9 @@ pub struct CallCenter {
 }
 
 impl Config {
-    /// The names of the configured agent profiles. Profiles (`[profiles.NAME]`) are not built
-    /// yet, so there are none: `POST /v1/calls` answers 404 to any `profile`.
+    /// The names of the configured agent profiles.
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {
-        std::iter::empty()
+        self.profiles.by_name.keys().map(String::as_str)
     }
 }
 
@@ -328,13 +329,21 @@ impl Config {
                 .map_or(Kind::Str, |(_, k)| *k);
             table.insert((*key).into(), typed(&format!("--{key}"), v, kind)?);
         }
-        let raw: Raw = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: file.map_or_else(|| PathBuf::from("<environment>"), Path::to_path_buf),
-                message: e.to_string(),
-            })?;
-        Config::validate(raw)
+        let profiles = table.remove("profiles");
+        let default_profile = table.remove("default_profile");
+        let parse = |t: toml::Table| -> Result<Raw, ConfigError> {
+            toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file.map_or_else(|| PathBuf::from("<environment>"), Path::to_path_buf),
+                    message: e.to_string(),
+                })
+        };
+        let mut cfg = Config::validate(parse(table.clone())?)?;
+        cfg.profiles = crate::profile::parse(&table, profiles, default_profile, &|t| {
+            Ok(Config::validate(parse(t)?)?.call)
+        })?;
+        Ok(cfg)
     }
 
     /// The configuration from the process environment and an optional file.
@@ -616,6 +625,7 @@ impl Config {
             }
         }
         Ok(Config {
+            profiles: Default::default(),
             tool_secret,
             callcenter,
             twilio_api_base,

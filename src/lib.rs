@@ -13,6 +13,7 @@ pub mod dial;
 pub mod fixture;
 pub mod integrator;
 pub mod metrics;
+pub mod profile;
 pub mod realtime;
 pub mod report;
 pub mod server;

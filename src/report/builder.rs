@@ -130,6 +130,11 @@ impl ReportBuilder {
         }
     }
 
+    /// The agent profile the call runs with.
+    pub fn set_profile(&mut self, name: &str) {
+        self.report.profile = Some(name.to_owned());
+    }
+
     /// Whether Twilio's `start` was seen.
     pub fn has_start(&self) -> bool {
         self.report.stream_sid.is_some()

@@ -65,7 +65,12 @@ pub async fn status(State(s): State<AppState>, body: Bytes) -> StatusCode {
         std::time::SystemTime::now(),
     );
     s.metrics.calls_total.with_label_values(&[outcome]).inc();
-    s.reports.submit(None, &report.report_id, &report).await;
+    let url = report
+        .profile
+        .as_deref()
+        .and_then(|p| s.cfg.profiles.by_name.get(p))
+        .and_then(|p| p.report_url.as_deref());
+    s.reports.submit(url, &report.report_id, &report).await;
     StatusCode::NO_CONTENT
 }
 

@@ -51,7 +51,8 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
                 "call",
                 n = id,
                 call_sid = tracing::field::Empty,
-                stream_sid = tracing::field::Empty
+                stream_sid = tracing::field::Empty,
+                profile = tracing::field::Empty
             );
             run(socket, s).instrument(span).await
         })
@@ -89,6 +90,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let opened = Instant::now();
     let mut call = Call::new(s.call_cfg.clone(), opened);
     let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
+    // With profiles, the session is configured only once `start` said which one applies.
+    let wait_for_start = super::call_setup::needs_start(&s.cfg, &s.call_cfg);
+    let mut parked: Option<upstream::Upstream> = None;
+    let mut report_url: Option<String> = None;
     // Recording is the shell's job (the call stays sans-IO): every message on either socket,
     // as sent or received, with its time since this socket opened.
     let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
@@ -256,8 +261,27 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             Ok(m) => {
                                 if let Inbound::Start { stream_sid, start } = &m {
                                     report.on_start(stream_sid, start);
+                                    if wait_for_start {
+                                        let chosen = super::call_setup::choose(&s.cfg, &s.call_cfg, start);
+                                        if let Some(p) = &chosen.profile {
+                                            tracing::Span::current().record("profile", p.as_str());
+                                            report.set_profile(p);
+                                        }
+                                        if let Some(c) = chosen.call {
+                                            call.set_config(c);
+                                        }
+                                        report_url = chosen.report_url;
+                                    }
                                 }
-                                call.on_twilio(m, now)
+                                call.on_twilio(m, now);
+                                if report.has_start() {
+                                    if let Some(ws) = parked.take() {
+                                        let (tx, rx) = ws.split();
+                                        up_tx = Some(tx);
+                                        up_rx = Some(rx);
+                                        call.on_upstream_connected(now);
+                                    }
+                                }
                             }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
@@ -301,6 +325,11 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 connect = None;
                 let now = Instant::now();
                 match res {
+                    Ok(ws) if wait_for_start && !report.has_start() => {
+                        s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
+                        debug!(ms = took.as_millis() as u64, "upstream connected; waiting for start");
+                        parked = Some(ws);
+                    }
                     Ok(ws) => {
                         s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
                         debug!(ms = took.as_millis() as u64, "upstream connected");
@@ -437,7 +466,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
     );
     // One report per call, whatever ended it; on disk before this task ends.
     let report = report.finish(outcome.as_str(), Instant::now());
-    s.reports.submit(None, &report.report_id, &report).await;
+    s.reports
+        .submit(report_url.as_deref(), &report.report_id, &report)
+        .await;
 }
 
 /// The `type` of a Realtime event, for logs.

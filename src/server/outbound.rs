@@ -17,6 +17,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::AppState;
+use crate::profile::is_e164;
 use crate::report::builder::{PARAM_DIRECTION, PARAM_PROFILE, VAR_PREFIX};
 use crate::twilio::rest::CreateCall;
 use crate::twilio::twiml::{render, stream_url, TwimlParams};
@@ -88,16 +89,6 @@ impl OutboundCalls {
         order.retain(|s| s != sid);
         map.remove(sid)
     }
-}
-
-/// E.164: `+`, a non-zero digit, at most 15 digits in all.
-pub fn is_e164(n: &str) -> bool {
-    let Some(digits) = n.strip_prefix('+') else {
-        return false;
-    };
-    (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
 }
 
 fn valid_variable_name(n: &str) -> bool {
@@ -236,10 +227,12 @@ pub async fn create(
             parameters,
             say_before_connect: None,
             apology: &s.cfg.apology,
-            recording_callback: s
-                .cfg
-                .callcenter
-                .twilio_recording
+            recording_callback: req
+                .profile
+                .as_deref()
+                .and_then(|p| s.cfg.profiles.by_name.get(p))
+                .and_then(|p| p.twilio_recording)
+                .unwrap_or(s.cfg.callcenter.twilio_recording)
                 .then_some(recording_cb.as_str()),
         },
     );
