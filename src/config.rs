@@ -100,6 +100,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("report_spool_max", Kind::Int),
     ("api_token", Kind::Str),
     ("twilio_recording", Kind::Str),
+    ("setup_timeout_ms", Kind::Int),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -191,6 +192,7 @@ struct Raw {
     report_spool_max: Option<i64>,
     api_token: Option<String>,
     twilio_recording: Option<String>,
+    setup_timeout_ms: Option<i64>,
 }
 
 /// How the upstream is authenticated.
@@ -275,6 +277,8 @@ pub struct CallCenter {
     pub api_token: Option<Secret>,
     /// Twilio records both channels of every call (`twilio_recording = "dual"`).
     pub twilio_recording: bool,
+    /// A profile's setup lookup gets this long; then the call goes on without it.
+    pub setup_timeout: Duration,
 }
 
 impl Config {
@@ -343,6 +347,22 @@ impl Config {
         cfg.profiles = crate::profile::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
+        if cfg.tool_secret.is_none() {
+            if let Some(p) = cfg
+                .profiles
+                .by_name
+                .values()
+                .find(|p| p.setup_url.is_some())
+            {
+                return Err(invalid(
+                    "tool_secret",
+                    format!(
+                        "required with profiles.{}.setup_url: setup lookups are signed",
+                        p.name
+                    ),
+                ));
+            }
+        }
         Ok(cfg)
     }
 
@@ -724,6 +744,13 @@ fn callcenter(r: &Raw, signed: bool) -> Result<CallCenter, ConfigError> {
         )? as usize,
         api_token: r.api_token.clone().filter(|s| !s.is_empty()).map(Secret),
         twilio_recording,
+        setup_timeout: Duration::from_millis(ms(
+            "setup_timeout_ms",
+            r.setup_timeout_ms,
+            1500,
+            1,
+            60_000,
+        )?),
     })
 }
 

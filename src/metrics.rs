@@ -25,6 +25,8 @@ pub struct Metrics {
     pub report_backlog: IntGauge,
     /// `POST /v1/calls` by result (`created`, `refused`, `twilio_error`).
     pub outbound_calls_total: IntCounterVec,
+    /// Setup lookups at call start by result (`ok`, `timeout`, `failed`, `junk`).
+    pub setup_lookups_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +97,13 @@ impl Metrics {
                 Opts::new("outbound_calls_total", "POST /v1/calls, by result"),
                 &["result"],
             )?,
+            setup_lookups_total: IntCounterVec::new(
+                Opts::new(
+                    "setup_lookups_total",
+                    "Setup lookups at call start, by result",
+                ),
+                &["result"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.calls_active.clone()))?;
@@ -119,6 +128,8 @@ impl Metrics {
         m.registry.register(Box::new(m.report_backlog.clone()))?;
         m.registry
             .register(Box::new(m.outbound_calls_total.clone()))?;
+        m.registry
+            .register(Box::new(m.setup_lookups_total.clone()))?;
         Ok(m)
     }
 

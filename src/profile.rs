@@ -37,7 +37,7 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "dtmf_gap_ms",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
-pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording"];
+pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];
 
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -49,6 +49,8 @@ pub struct Profile {
     pub report_url: Option<String>,
     /// Overrides the top-level `twilio_recording` for outbound calls of this profile.
     pub twilio_recording: Option<bool>,
+    /// Asked for the call's variables and overrides when a call starts.
+    pub setup_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -137,6 +139,7 @@ pub fn parse(
         let mut numbers = Vec::new();
         let mut report_url = None;
         let mut twilio_recording = None;
+        let mut setup_url = None;
         for (k, v) in body {
             match k.as_str() {
                 "numbers" => {
@@ -159,17 +162,21 @@ pub fn parse(
                         numbers.push(n.to_owned());
                     }
                 }
-                "report_url" => {
+                "report_url" | "setup_url" => {
                     let u = v.as_str().unwrap_or_default();
                     if !(u.starts_with("https://") || u.starts_with("http://"))
                         || u.parse::<http::Uri>().is_err()
                     {
                         return Err(invalid(
-                            at("report_url"),
+                            at(&k),
                             format!("{v} is not an http:// or https:// URL"),
                         ));
                     }
-                    report_url = Some(u.to_owned());
+                    if k == "report_url" {
+                        report_url = Some(u.to_owned());
+                    } else {
+                        setup_url = Some(u.to_owned());
+                    }
                 }
                 "twilio_recording" => {
                     twilio_recording = Some(match v.as_str() {
@@ -215,6 +222,7 @@ pub fn parse(
                 numbers,
                 report_url,
                 twilio_recording,
+                setup_url,
             },
         );
     }

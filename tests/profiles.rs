@@ -123,6 +123,22 @@ fn bad_profiles_are_refused_naming_the_key() {
         let err = load("bad", &format!("{base}{extra}"), &[]).unwrap_err();
         assert!(err.starts_with(key), "{extra:?}: {err}");
     }
+    // A number in two profiles (named whichever is read second).
+    let err = load(
+        "twice",
+        &format!("{base}[profiles.other]\nnumbers = [\"+15550001111\"]\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("profiles.") && err.contains(".numbers: +15550001111 is also in profile"),
+        "{err}"
+    );
+    let err = load("secret", &setup_toml("https://crm.example.com/setup"), &[]).unwrap_err();
+    assert!(
+        err.starts_with("tool_secret") && err.contains("setup_url"),
+        "{err}"
+    );
     let err = load(
         "default",
         &format!("default_profile = \"nope\"\n{base}"),
@@ -265,4 +281,123 @@ async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
     server.stop(Duration::from_secs(1)).await;
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir_all(&spool);
+}
+
+async fn bridge_with(
+    toml: &str,
+    env: Vec<(&'static str, String)>,
+) -> (callbridge::server::Running, Arc<Metrics>) {
+    let path = write("setup", toml);
+    let cfg = Config::load(
+        Some(&path),
+        &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
+        &Overrides::default(),
+    )
+    .expect("config");
+    let _ = std::fs::remove_file(&path);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(cfg, metrics.clone())
+        .await
+        .expect("bridge");
+    (server, metrics)
+}
+
+fn setup_toml(setup_url: &str) -> String {
+    format!(
+        r#"
+[profiles.sales]
+numbers = ["+15550001111"]
+instructions = "You are Sam. The caller is {{{{caller_name}}}}."
+setup_url = "{setup_url}"
+"#
+    )
+}
+
+/// The setup lookup's answer lands in the session: its variables fill the placeholders, its
+/// instructions_append and voice apply; the request is signed and names the call.
+#[tokio::test]
+async fn the_setup_lookup_fills_the_session() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    crm.reply(
+        r#"{"variables": {"caller_name": "Grace"}, "instructions_append": "She is a VIP.", "voice": "ash", "transfer_targets": {}}"#,
+        Duration::ZERO,
+    );
+    let (server, metrics) = bridge_with(
+        &setup_toml(&crm.url("/setup")),
+        vec![
+            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
+            ("REALTIME_URL", sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+        ],
+    )
+    .await;
+    let params =
+        serde_json::json!({"From": "+15557770000", "To": "+15550001111", "var.caller_name": "Ada"});
+    let s = stream(server.addr, "CAs1", params, &sim, 0).await;
+    assert_eq!(
+        s["instructions"],
+        "You are Sam. The caller is Grace.\n\nShe is a VIP."
+    );
+    assert_eq!(s["audio"]["output"]["voice"], "ash");
+    let got = crm.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].signature_ok, "signed with tool_secret");
+    let req = got[0].json();
+    assert_eq!(req["call_sid"], "CAs1");
+    assert_eq!(req["from"], "+15557770000");
+    assert_eq!(req["to"], "+15550001111");
+    assert_eq!(req["profile"], "sales");
+    assert_eq!(req["direction"], "inbound");
+    assert_eq!(req["parameters"]["var.caller_name"], "Ada");
+    assert!(metrics
+        .render()
+        .contains(r#"callbridge_setup_lookups_total{result="ok"} 1"#));
+    server.stop(Duration::from_secs(1)).await;
+}
+
+/// A lookup slower than setup_timeout_ms, and one answering junk: the call goes on with the
+/// profile as configured (the call's own variables), a metric says why.
+#[tokio::test]
+async fn a_slow_or_junk_setup_lookup_falls_back_to_the_profile() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    crm.reply(
+        r#"{"variables": {"caller_name": "Grace"}}"#,
+        Duration::from_secs(10),
+    );
+    let (server, metrics) = bridge_with(
+        &setup_toml(&crm.url("/setup")),
+        vec![
+            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
+            ("REALTIME_URL", sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+            ("CALLBRIDGE_SETUP_TIMEOUT_MS", "300".into()),
+        ],
+    )
+    .await;
+    let params = serde_json::json!({"To": "+15550001111", "var.caller_name": "Ada"});
+    let began = std::time::Instant::now();
+    let s = stream(server.addr, "CAslow", params.clone(), &sim, 0).await;
+    assert_eq!(s["instructions"], "You are Sam. The caller is Ada.");
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "the call did not wait for the 10 s lookup: {:?}",
+        began.elapsed()
+    );
+    assert!(metrics
+        .render()
+        .contains(r#"callbridge_setup_lookups_total{result="timeout"} 1"#));
+
+    crm.reply("<html>oops</html>", Duration::ZERO);
+    let s = stream(server.addr, "CAjunk", params, &sim, 1).await;
+    assert_eq!(s["instructions"], "You are Sam. The caller is Ada.");
+    assert!(metrics
+        .render()
+        .contains(r#"callbridge_setup_lookups_total{result="junk"} 1"#));
+    server.stop(Duration::from_secs(1)).await;
 }

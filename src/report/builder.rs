@@ -135,6 +135,13 @@ impl ReportBuilder {
         self.report.profile = Some(name.to_owned());
     }
 
+    /// Variables the setup lookup added.
+    pub fn add_variables(&mut self, vars: &BTreeMap<String, String>) {
+        for (k, v) in vars {
+            self.report.variables.insert(k.clone(), v.clone());
+        }
+    }
+
     /// Whether Twilio's `start` was seen.
     pub fn has_start(&self) -> bool {
         self.report.stream_sid.is_some()

@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
+use super::call_setup::CallSetup;
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -90,10 +91,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let opened = Instant::now();
     let mut call = Call::new(s.call_cfg.clone(), opened);
     let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
-    // With profiles, the session is configured only once `start` said which one applies.
-    let wait_for_start = super::call_setup::needs_start(&s.cfg, &s.call_cfg);
-    let mut parked: Option<upstream::Upstream> = None;
-    let mut report_url: Option<String> = None;
+    // With profiles, the session is configured only once `start` (and the profile's setup
+    // lookup) said which settings apply.
+    let mut setup = CallSetup::new(&s);
     // Recording is the shell's job (the call stays sans-IO): every message on either socket,
     // as sent or received, with its time since this socket opened.
     let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
@@ -261,26 +261,14 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             Ok(m) => {
                                 if let Inbound::Start { stream_sid, start } = &m {
                                     report.on_start(stream_sid, start);
-                                    if wait_for_start {
-                                        let chosen = super::call_setup::choose(&s.cfg, &s.call_cfg, start);
-                                        if let Some(p) = &chosen.profile {
-                                            tracing::Span::current().record("profile", p.as_str());
-                                            report.set_profile(p);
-                                        }
-                                        if let Some(c) = chosen.call {
-                                            call.set_config(c);
-                                        }
-                                        report_url = chosen.report_url;
+                                    if let Some(c) = setup.on_start(&s, start, &mut report) {
+                                        call.set_config(c);
                                     }
                                 }
                                 call.on_twilio(m, now);
-                                if report.has_start() {
-                                    if let Some(ws) = parked.take() {
-                                        let (tx, rx) = ws.split();
-                                        up_tx = Some(tx);
-                                        up_rx = Some(rx);
-                                        call.on_upstream_connected(now);
-                                    }
+                                if let Some(ws) = setup.ready_upstream() {
+                                    attach(ws, &mut up_tx, &mut up_rx);
+                                    call.on_upstream_connected(now);
                                 }
                             }
                             Err(e) => {
@@ -325,18 +313,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 connect = None;
                 let now = Instant::now();
                 match res {
-                    Ok(ws) if wait_for_start && !report.has_start() => {
-                        s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
-                        debug!(ms = took.as_millis() as u64, "upstream connected; waiting for start");
-                        parked = Some(ws);
-                    }
                     Ok(ws) => {
                         s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
                         debug!(ms = took.as_millis() as u64, "upstream connected");
-                        let (tx, rx) = ws.split();
-                        up_tx = Some(tx);
-                        up_rx = Some(rx);
-                        call.on_upstream_connected(now);
+                        if let Some(ws) = setup.upstream_opened(ws) {
+                            attach(ws, &mut up_tx, &mut up_rx);
+                            call.on_upstream_connected(now);
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "upstream connection failed");
@@ -403,6 +386,15 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     }
                 }
             }
+            answer = setup.lookup_done(), if setup.lookup_pending() => {
+                if let Some(c) = setup.on_lookup(answer, &mut report) {
+                    call.set_config(c);
+                }
+                if let Some(ws) = setup.ready_upstream() {
+                    attach(ws, &mut up_tx, &mut up_rx);
+                    call.on_upstream_connected(Instant::now());
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
             _ = stop_calls.wait_for(|stop| *stop) => {
                 outcome = EndReason::Shutdown;
@@ -467,8 +459,17 @@ async fn run(mut socket: WebSocket, s: AppState) {
     // One report per call, whatever ended it; on disk before this task ends.
     let report = report.finish(outcome.as_str(), Instant::now());
     s.reports
-        .submit(report_url.as_deref(), &report.report_id, &report)
+        .submit(setup.report_url.as_deref(), &report.report_id, &report)
         .await;
+}
+
+type UpSink = futures_util::stream::SplitSink<upstream::Upstream, UpMessage>;
+type UpStream = futures_util::stream::SplitStream<upstream::Upstream>;
+
+fn attach(ws: upstream::Upstream, tx: &mut Option<UpSink>, rx: &mut Option<UpStream>) {
+    let (t, r) = ws.split();
+    *tx = Some(t);
+    *rx = Some(r);
 }
 
 /// The `type` of a Realtime event, for logs.

@@ -36,6 +36,8 @@ struct Shared {
     secret: Vec<u8>,
     script: Mutex<Vec<u16>>,
     got: Mutex<Vec<Received>>,
+    /// The body of 2xx answers (e.g. a setup lookup's JSON), and a delay before answering.
+    reply: Mutex<(String, Duration)>,
 }
 
 /// A running receiver; stops when dropped.
@@ -66,6 +68,7 @@ impl Receiver {
             secret: secret.as_bytes().to_vec(),
             script: Mutex::new(script.to_vec()),
             got: Mutex::new(Vec::new()),
+            reply: Mutex::new(("stored".to_owned(), Duration::ZERO)),
         });
         let app = Router::new()
             .fallback(post(receive))
@@ -82,6 +85,11 @@ impl Receiver {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What 2xx answers carry, and how long every answer waits.
+    pub fn reply(&self, body: &str, delay: Duration) {
+        *lock(&self.shared.reply) = (body.to_owned(), delay);
     }
 
     /// Replaces the statuses still to come (later requests get 200).
@@ -142,9 +150,13 @@ async fn receive(
         body: body.to_vec(),
         answered,
     });
+    let (reply, delay) = lock(&s.reply).clone();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let status = StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let text = if status.is_success() {
-        "stored".to_owned()
+        reply
     } else {
         format!("test receiver answers {answered}")
     };
