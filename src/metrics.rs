@@ -1,5 +1,7 @@
 //! Prometheus metrics: the only process-wide state besides configuration.
 
+pub mod latency;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -27,6 +29,8 @@ pub struct Metrics {
     pub outbound_calls_total: IntCounterVec,
     /// Setup lookups at call start by result (`ok`, `timeout`, `failed`, `junk`).
     pub setup_lookups_total: IntCounterVec,
+    /// Turn-level latencies (issue 10).
+    pub latency: latency::LatencyMetrics,
 }
 
 impl Metrics {
@@ -104,6 +108,7 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            latency: latency::LatencyMetrics::new()?,
             registry,
         };
         m.registry.register(Box::new(m.calls_active.clone()))?;
@@ -130,6 +135,13 @@ impl Metrics {
             .register(Box::new(m.outbound_calls_total.clone()))?;
         m.registry
             .register(Box::new(m.setup_lookups_total.clone()))?;
+        m.latency.register(&m.registry)?;
+        // CPU seconds and resident memory of this process (`callbridge_process_*`): the
+        // dashboard divides them by active calls.
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 

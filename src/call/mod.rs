@@ -6,6 +6,7 @@
 //! drive it from scripts and fixtures deterministically.
 
 pub mod playback;
+pub mod timing;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -102,6 +103,13 @@ pub enum CallEvent {
         /// Expected after our own `response.cancel` raced the server's: not a real problem.
         harmless: bool,
     },
+    /// A response's first audio frames went to Twilio (just before this event): how long the
+    /// model took to start (`response.created` → first delta), and when the caller's turn ended
+    /// (`speech_stopped`), if this answers one. The shell times the write.
+    AgentAudio {
+        model_latency: Option<Duration>,
+        speech_stopped_at: Option<Instant>,
+    },
     /// Bad or unexpected input, handled; `kind` is stable for metrics.
     Anomaly {
         kind: &'static str,
@@ -190,6 +198,7 @@ pub struct Call {
     /// Responses we cancelled: their late deltas are dropped.
     cancelled: VecDeque<String>,
     playback: Playback,
+    turn_clock: timing::TurnClock,
 
     // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
     // to the largest frame/delta seen: capacity that is never touched still costs RSS once
@@ -234,6 +243,7 @@ impl Call {
             before_start: 0,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
+            turn_clock: timing::TurnClock::default(),
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
             append_pool: Arc::new(AudioPool::default()),
@@ -596,13 +606,15 @@ impl Call {
             }
             ServerEvent::SpeechStarted { .. } => {
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
+                self.turn_clock.on_speech_started();
                 if self.cfg.barge_in {
                     self.barge_in(now);
                 }
             }
-            ServerEvent::SpeechStopped { .. } => {}
+            ServerEvent::SpeechStopped { .. } => self.turn_clock.on_speech_stopped(now),
             ServerEvent::ResponseCreated { response } => {
                 self.live_response = Some(response.id);
+                self.turn_clock.on_response_created(now);
             }
             ServerEvent::AudioDelta(d) => self.downlink(&d.response_id, &d.item_id, &d.delta, now),
             ServerEvent::AudioDone { item_id, .. } => {
@@ -704,6 +716,7 @@ impl Call {
             self.bytes_buf = bytes;
             return;
         }
+        self.turn_clock.on_delta(now);
         if self.current_item.as_deref() != Some(item_id) {
             // A new item: finish the previous one's tail first.
             if self.current_item.is_some() {
@@ -784,6 +797,9 @@ impl Call {
         self.playback.on_sent(item_id, sent, now);
         if let Some(name) = self.playback.mark(item_id) {
             self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
+        }
+        if let Some(ev) = self.turn_clock.on_frames_sent() {
+            self.out.push_back(Output::Event(ev));
         }
     }
 

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
 use super::call_setup::CallSetup;
+use super::latency::{Read, WriteTimer};
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -124,11 +125,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let mut outcome = EndReason::TwilioDisconnected;
     let mut text = String::with_capacity(512);
     let mut anomalies = AnomalyCounts::default();
+    let mut timer = WriteTimer::default();
 
     'call: loop {
         // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
         let (mut wrote_tw, mut wrote_up) = (false, false);
         while let Some(out) = call.poll_output() {
+            timer.output(&out, &s.metrics.latency);
             match out {
                 Output::ToTwilio(msg) => {
                     if matches!(msg, Outbound::Media(_)) {
@@ -232,6 +235,8 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 }
             }
         }
+        let ok = !call.is_ended();
+        timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
         if call.is_ended() {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
@@ -265,10 +270,18 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                         call.set_config(c);
                                     }
                                 }
+                                let mark = matches!(m, Inbound::Mark { .. });
+                                timer.read(match m {
+                                    Inbound::Media { .. } => Read::TwilioMedia,
+                                    _ => Read::Other,
+                                }, now);
                                 call.on_twilio(m, now);
                                 if let Some(ws) = setup.ready_upstream() {
                                     attach(ws, &mut up_tx, &mut up_rx);
                                     call.on_upstream_connected(now);
+                                }
+                                if mark {
+                                    timer.mark_echoed(call.playback(), now, &s.metrics.latency);
                                 }
                             }
                             Err(e) => {
@@ -351,6 +364,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                 if matches!(ev, ServerEvent::SpeechStopped { .. }) {
                                     report.on_caller_turn_end(now);
                                 }
+                                timer.read(match ev {
+                                    ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                    _ => Read::Other,
+                                }, now);
                                 call.on_realtime(ev, now)
                             }
                             Err(e) => {
@@ -528,6 +545,13 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             truncated,
         } => {
             s.metrics.barge_ins.inc();
+            // The first item is the one the caller was hearing; later ones were only queued.
+            if let Some((_, heard_ms)) = truncated.first() {
+                s.metrics
+                    .latency
+                    .truncate_heard
+                    .observe(*heard_ms as f64 / 1000.0);
+            }
             info!(cleared, cancelled, ?truncated, "barge-in");
         }
         CallEvent::ResponseDone { id, status } => {
@@ -561,6 +585,8 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
                 );
             }
         }
+        // Observed by the write timer, which knows when the frames went out.
+        CallEvent::AgentAudio { .. } => {}
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
             let count = anomalies.bump(kind);

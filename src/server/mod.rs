@@ -5,6 +5,7 @@
 
 pub mod call_setup;
 pub mod callbacks;
+pub mod latency;
 pub mod media;
 pub mod outbound;
 pub mod reports;
