@@ -24,6 +24,14 @@ pub struct Metrics {
     /// media socket closed at once) and `reason` (`busy`: at max_calls; `draining`: shutting
     /// down). Both labels are closed sets.
     pub calls_refused: IntCounterVec,
+    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`).
+    pub reports_total: IntCounterVec,
+    /// Reports written to the spool and not yet delivered (or given up).
+    pub report_backlog: IntGauge,
+    /// `POST /v1/calls` by result (`created`, `refused`, `twilio_error`).
+    pub outbound_calls_total: IntCounterVec,
+    /// Setup lookups at call start by result (`ok`, `timeout`, `failed`, `junk`).
+    pub setup_lookups_total: IntCounterVec,
     /// Turn-level latencies (issue 10).
     pub latency: latency::LatencyMetrics,
 }
@@ -84,6 +92,28 @@ impl Metrics {
                 ),
                 &["stage", "reason"],
             )?,
+            reports_total: IntCounterVec::new(
+                Opts::new(
+                    "reports_total",
+                    "Call reports and events, by what became of them",
+                ),
+                &["result"],
+            )?,
+            report_backlog: IntGauge::new(
+                "report_backlog",
+                "Call reports in the spool, not yet delivered",
+            )?,
+            outbound_calls_total: IntCounterVec::new(
+                Opts::new("outbound_calls_total", "POST /v1/calls, by result"),
+                &["result"],
+            )?,
+            setup_lookups_total: IntCounterVec::new(
+                Opts::new(
+                    "setup_lookups_total",
+                    "Setup lookups at call start, by result",
+                ),
+                &["result"],
+            )?,
             latency: latency::LatencyMetrics::new()?,
             registry,
         };
@@ -105,6 +135,12 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        m.registry.register(Box::new(m.reports_total.clone()))?;
+        m.registry.register(Box::new(m.report_backlog.clone()))?;
+        m.registry
+            .register(Box::new(m.outbound_calls_total.clone()))?;
+        m.registry
+            .register(Box::new(m.setup_lookups_total.clone()))?;
         m.latency.register(&m.registry)?;
         // CPU seconds and resident memory of this process (`callbridge_process_*`): the
         // dashboard divides them by active calls.

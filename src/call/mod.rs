@@ -552,6 +552,20 @@ impl Call {
         }
     }
 
+    /// Replaces the call's settings — the agent profile chosen at Twilio's `start` — while the
+    /// upstream session is not configured yet. Refused (`false`) after that, or when the audio
+    /// format or dialect would change (the codecs are set up when the call is created).
+    pub fn set_config(&mut self, cfg: Arc<CallConfig>) -> bool {
+        if self.upstream_ready
+            || cfg.session.audio_format != self.format
+            || cfg.dialect != self.cfg.dialect
+        {
+            return false;
+        }
+        self.cfg = cfg;
+        true
+    }
+
     // ---- Realtime ----------------------------------------------------------------------
 
     /// The upstream socket is open: configure the session, greet, send what the caller said.

@@ -3,10 +3,14 @@
 //! No call logic lives here: a call's socket task only pumps messages between the two sockets
 //! and its [`crate::call::Call`].
 
+pub mod call_setup;
+pub mod callbacks;
 pub mod console;
 pub mod drain;
 pub mod latency;
 pub mod media;
+pub mod outbound;
+pub mod reports;
 pub mod signature;
 pub mod twilio_rest;
 pub mod twiml;
@@ -22,7 +26,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,6 +54,10 @@ pub struct AppState {
     /// The one HTTP client of the process (pooled), for tools, integrators and Twilio REST.
     pub http: reqwest::Client,
     pub twilio_rest: Arc<twilio_rest::TwilioRest>,
+    /// Call reports: spooled, signed, retried (a no-op without `report_url`).
+    pub reports: reports::Reports,
+    /// Outbound calls placed by `POST /v1/calls`, until Twilio's final status.
+    pub outbound: Arc<outbound::OutboundCalls>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,6 +66,9 @@ pub fn router(state: AppState) -> Router {
         .route("/twiml", get(twiml::handle).post(twiml::handle))
         .route("/incoming-call", get(twiml::handle).post(twiml::handle))
         .route("/media", get(media::upgrade))
+        .route("/twilio/status", post(callbacks::status))
+        .route("/twilio/amd", post(callbacks::amd))
+        .route("/twilio/recording", post(callbacks::recording))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             signature::require_twilio_signature,
@@ -65,6 +76,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(twilio)
         .merge(web::routes(&state))
+        // Bearer-token API (not Twilio-signed).
+        .route("/v1/calls", post(outbound::create))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -152,7 +165,10 @@ pub async fn serve_on(
     // The softphone shows its own call's transcript from the same hub.
     let console =
         (cfg.console_token.is_some() || cfg.softphone_token.is_some()).then(console::Hub::new);
+    let reports = reports::Reports::start(&cfg, http.clone(), metrics.clone())?;
     let state = AppState {
+        reports,
+        outbound: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),

@@ -64,7 +64,8 @@ pub async fn handle(
         )
             .into_response();
     };
-    let parameters: Vec<(&str, &str)> = ["From", "To", "CallSid"]
+    // `?profile=NAME` on the webhook URL travels to the media stream as a <Parameter>.
+    let parameters: Vec<(&str, &str)> = ["From", "To", "CallSid", "profile"]
         .iter()
         .filter_map(|k| fields.get(*k).map(|v| (*k, v.as_str())))
         .collect();
@@ -73,6 +74,22 @@ pub async fn handle(
         stream_url = %url,
         "answering call with <Connect><Stream>"
     );
+    let profile = s.cfg.profiles.choose(
+        fields.get("profile").map(String::as_str),
+        fields.get("To").map(String::as_str),
+    );
+    let record = profile
+        .and_then(|p| p.twilio_recording)
+        .unwrap_or(s.cfg.callcenter.twilio_recording);
+    let recording_callback = record.then(|| {
+        let p = public.as_deref().unwrap_or("");
+        let base = if p.starts_with("http://") || p.starts_with("https://") {
+            p.trim_end_matches('/').to_owned()
+        } else {
+            format!("https://{p}")
+        };
+        format!("{base}/twilio/recording")
+    });
     let xml = render(
         &s.cfg.twiml_template,
         &TwimlParams {
@@ -80,6 +97,7 @@ pub async fn handle(
             parameters,
             say_before_connect: s.cfg.say_before_connect.as_deref(),
             apology: &s.cfg.apology,
+            recording_callback: recording_callback.as_deref(),
         },
     );
     s.recent_twiml.served();

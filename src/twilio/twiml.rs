@@ -16,6 +16,9 @@ pub struct TwimlParams<'a> {
     pub parameters: Vec<(&'a str, &'a str)>,
     pub say_before_connect: Option<&'a str>,
     pub apology: &'a str,
+    /// Twilio records the call (both channels) and posts the result here: a
+    /// `<Start><Recording>` goes in before `<Connect>`.
+    pub recording_callback: Option<&'a str>,
 }
 
 /// Fills the template. Every value is XML-escaped here, so nothing that came from a header or a
@@ -44,7 +47,10 @@ pub fn render(template: &str, p: &TwimlParams<'_>) -> String {
             }
         }
     }
-    out
+    match p.recording_callback {
+        Some(cb) => start_recording_before_connect(&out, cb),
+        None => out,
+    }
 }
 
 /// Copies `markup` to `out`, replacing each known `{{placeholder}}` with its escaped value.
@@ -97,6 +103,42 @@ pub fn reject(reason: &str) -> String {
     escape_into(reason, &mut out);
     out.push_str(r#""/></Response>"#);
     out
+}
+
+/// `<Start><Recording>` continues at once (protocol.md), so placed before `<Connect>` it records
+/// the whole bridged conversation. Inserted here rather than through a placeholder so that
+/// templates written before it keep working.
+fn start_recording_before_connect(xml: &str, callback: &str) -> String {
+    let start = format!(
+        r#"<Start><Recording channels="dual" recordingStatusCallback="{}" recordingStatusCallbackEvent="completed"/></Start>"#,
+        escape(callback)
+    );
+    match find_outside_comments(xml, "<Connect") {
+        Some(i) => format!("{}{start}\n  {}", &xml[..i], &xml[i..]),
+        None => xml.to_owned(),
+    }
+}
+
+/// The first `needle` in the markup of `xml`, skipping comments (a template's comment may
+/// mention `<Connect>`).
+fn find_outside_comments(xml: &str, needle: &str) -> Option<usize> {
+    let mut from = 0;
+    while from < xml.len() {
+        let rest = &xml[from..];
+        let next_comment = rest.find("<!--");
+        let hit = rest.find(needle);
+        match (hit, next_comment) {
+            (Some(h), Some(c)) if c < h => {
+                let end = rest[c..]
+                    .find("-->")
+                    .map_or(xml.len(), |e| from + c + e + 3);
+                from = end;
+            }
+            (Some(h), _) => return Some(from + h),
+            (None, _) => return None,
+        }
+    }
+    None
 }
 
 /// XML escaping for both text and attribute values.
@@ -186,6 +228,7 @@ mod tests {
                 parameters: vec![("From", "+15550001"), ("CallSid", "CA1")],
                 say_before_connect: Some("Connecting you"),
                 apology: "Sorry, goodbye.",
+                recording_callback: None,
             },
         );
         assert!(xml.contains(r#"<Stream url="wss://bridge.example.com/media">"#));
@@ -209,6 +252,7 @@ mod tests {
                 parameters: vec![("From", evil)],
                 say_before_connect: Some("</Say><Dial>+1</Dial>"),
                 apology: "ok",
+                recording_callback: None,
             },
         );
         assert!(!xml.contains("<Redirect>"));
@@ -225,6 +269,7 @@ mod tests {
                 parameters: vec![("From", "sip:alice--x@example.com"), ("To", "{{apology}}")],
                 say_before_connect: None,
                 apology: "bye -- now",
+                ..Default::default()
             },
         );
         let comment_start = xml.find("<!--").unwrap();
@@ -247,6 +292,26 @@ mod tests {
     fn whitespace_is_kept_and_illegal_characters_dropped() {
         assert_eq!(escape("a\tb\nc\rd"), "a&#9;b&#10;c&#13;d");
         assert_eq!(escape("x\u{1}\u{FFFE}\u{FFFF}y\u{10000}"), "xy\u{10000}");
+    }
+
+    #[test]
+    fn dual_recording_starts_before_connect() {
+        let xml = render(
+            DEFAULT_TEMPLATE,
+            &TwimlParams {
+                stream_url: "wss://h/media",
+                apology: "bye",
+                recording_callback: Some("https://h/twilio/recording?a=1&b=2"),
+                ..Default::default()
+            },
+        );
+        let rec = xml
+            .find(r#"<Start><Recording channels="dual" recordingStatusCallback="https://h/twilio/recording?a=1&amp;b=2" recordingStatusCallbackEvent="completed"/></Start>"#)
+            .expect(&xml);
+        let connect = xml.find("<Connect>").expect("connect");
+        assert!(rec < connect, "{xml}");
+        let plain = render(DEFAULT_TEMPLATE, &TwimlParams::default());
+        assert!(!plain.contains("<Recording"));
     }
 
     #[test]

@@ -76,6 +76,7 @@ proptest! {
                 parameters: parameters.clone(),
                 say_before_connect: say.as_deref(),
                 apology: &apology,
+                recording_callback: None,
             },
         );
         let doc = match roxmltree::Document::parse(&xml) {
@@ -139,6 +140,7 @@ fn a_sip_caller_with_double_dashes_gets_well_formed_twiml() {
             ],
             say_before_connect: Some("one -- two"),
             apology: "Sorry -- goodbye.",
+            recording_callback: None,
         },
     );
     let doc = roxmltree::Document::parse(&xml).expect("well-formed");
