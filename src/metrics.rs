@@ -135,6 +135,13 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        // Every (stage, reason) exported from the start at 0: a rate over a series that only
+        // appears at the first refusal would miss that refusal (and dashboards show no data).
+        for stage in ["webhook", "media"] {
+            for reason in ["busy", "draining"] {
+                m.calls_refused.with_label_values(&[stage, reason]);
+            }
+        }
         m.registry.register(Box::new(m.reports_total.clone()))?;
         m.registry.register(Box::new(m.report_backlog.clone()))?;
         m.registry
