@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
     pub calls_refused: IntCounter,
+    pub upstream_reconnects: IntCounterVec,
+    pub session_rotations: IntCounter,
 }
 
 impl Metrics {
@@ -74,6 +76,17 @@ impl Metrics {
                 "calls_refused_total",
                 "Media sockets refused (over max_calls or shutting down)",
             )?,
+            upstream_reconnects: IntCounterVec::new(
+                Opts::new(
+                    "upstream_reconnects_total",
+                    "Realtime sessions lost mid-call and replaced (attempted), by reason",
+                ),
+                &["reason"],
+            )?,
+            session_rotations: IntCounter::new(
+                "session_rotations_total",
+                "Realtime sessions replaced by a successor before their time limit",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.calls_active.clone()))?;
@@ -94,6 +107,9 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        m.registry
+            .register(Box::new(m.upstream_reconnects.clone()))?;
+        m.registry.register(Box::new(m.session_rotations.clone()))?;
         Ok(m)
     }
 
