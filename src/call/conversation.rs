@@ -381,13 +381,14 @@ mod tests {
     #[test]
     fn replay_keeps_the_most_recent_within_budget() {
         let mut c = Conversation::new();
-        let long = "x".repeat(REPLAY_MAX_CHARS / 2 + 10);
-        c.caller_said(&long);
-        c.caller_said(&long);
+        let long = "x".repeat(REPLAY_MAX_CHARS / 4 + 10);
+        for _ in 0..4 {
+            c.caller_said(&long);
+        }
         c.caller_said("last");
         let it = items(&c);
-        assert_eq!(it.len(), 3, "oldest dropped, note added");
-        assert_eq!(it[1], Item::UserText("last".into()));
+        assert_eq!(it.len(), 5, "oldest dropped, note added");
+        assert_eq!(it[3], Item::UserText("last".into()));
         let since = c.end();
         c.caller_said("after");
         assert_eq!(

@@ -458,9 +458,9 @@ impl Call {
                 }
                 self.fill_gap(media.timestamp, bytes.len() as u64);
                 self.uplink(&bytes);
-                self.bytes_buf = bytes;
                 // A rotation waits for a quiet moment; frames come every 20 ms.
-                self.maybe_switch(now);
+                self.rotation_frame(&bytes, now);
+                self.bytes_buf = bytes;
             }
             Inbound::Dtmf { stream_sid, dtmf } => {
                 if !self.is_our_stream(&stream_sid, "dtmf") {

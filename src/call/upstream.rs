@@ -33,9 +33,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::conversation::CONTINUATION_NOTE;
 use super::effects::Effect;
 use super::{Call, CallEvent, EndReason, Output};
-use crate::realtime::{ClientEvent, ServerEvent};
+use crate::realtime::{ClientEvent, Item, ServerEvent};
 
 /// Delays before the 1st, 2nd, 3rd, … re-dial after a drop; the last one repeats.
 pub const BACKOFF: [Duration; 4] = [
@@ -57,6 +58,12 @@ const ROTATE_RETRY: Duration = Duration::from_secs(5);
 /// Caller audio kept while the caller is not speaking: the beginning of a sentence the
 /// server's VAD has not reported yet (its prefix padding plus the event's way back).
 pub const TAIL_IDLE_MS: u64 = 500;
+/// A rotation switches only after this many caller frames in a row without speech-level
+/// audio (300 ms): the server's VAD reports speech a moment after it begins, and a switch in
+/// that moment would split the caller's first words across two sessions.
+pub const QUIET_FRAMES: u32 = 15;
+/// Peak sample (PCM16) below which a caller frame counts as quiet.
+const QUIET_PEAK: u16 = 1000;
 /// Error codes no retry fixes: the call ends at once.
 const FATAL_CODES: [&str; 3] = [
     "invalid_api_key",
@@ -128,10 +135,12 @@ struct Outage {
 enum Rotation {
     Idle,
     Dialing(u64),
-    /// Configured and replayed up to this conversation position; waiting for a quiet moment.
+    /// Configured and replayed up to this conversation position (`noted`: the continuation
+    /// note went too); waiting for a quiet moment.
     Ready {
         generation: u64,
         replayed_to: usize,
+        noted: bool,
     },
 }
 
@@ -158,6 +167,8 @@ pub(crate) struct Lifecycle {
     successor_limit: Option<Instant>,
     /// Between the server's `speech_started` and `speech_stopped`.
     pub(crate) caller_speaking: bool,
+    /// Quiet caller frames in a row, counted while a successor waits.
+    quiet_frames: u32,
     /// Caller audio sent to the current session and not known to be committed: since the
     /// caller's sentence began, or the last [`TAIL_IDLE_MS`] when silent.
     tail: VecDeque<u8>,
@@ -182,6 +193,7 @@ impl Default for Lifecycle {
             successor_opened: None,
             successor_limit: None,
             caller_speaking: false,
+            quiet_frames: 0,
             tail: VecDeque::new(),
             wall: None,
         }
@@ -296,17 +308,20 @@ impl Call {
     /// The rotation's successor is open: configure it and replay the conversation, then
     /// switch when the call is quiet.
     fn successor_ready(&mut self, generation: u64, now: Instant) {
+        let replay = self.conversation.replay();
         self.up.rotation = Rotation::Ready {
             generation,
             replayed_to: self.conversation.end(),
+            noted: !replay.is_empty(),
         };
         self.up.successor_opened = Some(now);
         self.up.successor_limit = None;
+        self.up.quiet_frames = 0;
         self.effect(Effect::SendUpstream {
             generation,
             event: ClientEvent::SessionUpdate(Box::new(self.cfg.session.clone())),
         });
-        for event in self.conversation.replay() {
+        for event in replay {
             self.effect(Effect::SendUpstream { generation, event });
         }
         self.maybe_switch(now);
@@ -315,11 +330,29 @@ impl Call {
     /// Nothing is going on that a switch would cut: no answer in flight, the caller silent,
     /// no agent audio still queued at the caller.
     fn quiet(&self, now: Instant) -> bool {
-        self.live_response.is_none()
+        self.up.quiet_frames >= QUIET_FRAMES
+            && self.live_response.is_none()
             && self.current_item.is_none()
             && !self.up.caller_speaking
             && self.framer.pending() == 0
             && !self.playback.audible(now)
+    }
+
+    /// A caller frame (μ-law) went up: while a successor waits, count quiet frames and
+    /// switch when the moment has come. Costs one comparison otherwise.
+    pub(crate) fn rotation_frame(&mut self, ulaw: &[u8], now: Instant) {
+        if !matches!(self.up.rotation, Rotation::Ready { .. }) {
+            return;
+        }
+        let loud = ulaw
+            .iter()
+            .any(|&b| audio_codec_algorithms::decode_ulaw(b).unsigned_abs() >= QUIET_PEAK);
+        self.up.quiet_frames = if loud {
+            0
+        } else {
+            self.up.quiet_frames.saturating_add(1)
+        };
+        self.maybe_switch(now);
     }
 
     /// Switches to a ready successor if the call is quiet.
@@ -334,6 +367,7 @@ impl Call {
         let Rotation::Ready {
             generation,
             replayed_to,
+            noted,
         } = self.up.rotation
         else {
             return;
@@ -346,8 +380,7 @@ impl Call {
         self.up.current = generation;
         self.effect(Effect::UseUpstream { generation });
         // What was said since the successor was set up.
-        let since = self.conversation.replay_since(replayed_to);
-        self.out.extend(since.into_iter().map(Output::ToRealtime));
+        self.replay_rest(replayed_to, noted);
         if forced && self.up.caller_speaking {
             // The old session never committed this sentence.
             self.resend_tail();
@@ -541,6 +574,7 @@ impl Call {
         let Rotation::Ready {
             generation,
             replayed_to,
+            noted,
         } = self.up.rotation
         else {
             return;
@@ -549,8 +583,7 @@ impl Call {
         let old = self.up.current;
         self.up.current = generation;
         self.effect(Effect::UseUpstream { generation });
-        let since = self.conversation.replay_since(replayed_to);
-        self.out.extend(since.into_iter().map(Output::ToRealtime));
+        self.replay_rest(replayed_to, noted);
         self.upstream_ready = true;
         let resent_ms = self.prebuffer.len() as u64 / self.format.bytes_per_ms();
         self.flush_prebuffer();
@@ -565,6 +598,20 @@ impl Call {
                 replayed_items: 0,
                 resent_ms,
             }));
+    }
+
+    /// The conversation since position `from`, to the session now in use; with the
+    /// continuation note if the session has not had it yet (it started empty).
+    fn replay_rest(&mut self, from: usize, noted: bool) {
+        let since = self.conversation.replay_since(from);
+        let note = !noted && !since.is_empty();
+        self.out.extend(since.into_iter().map(Output::ToRealtime));
+        if note {
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::CreateItem(
+                    Item::SystemText(CONTINUATION_NOTE.into()),
+                )));
+        }
     }
 
     fn dial_next(&mut self) {

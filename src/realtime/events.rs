@@ -348,7 +348,7 @@ mod tests {
     fn unknown_events_and_fields_are_tolerated() {
         for text in [
             r#"{"type":"rate_limits.updated","rate_limits":[]}"#,
-            r#"{"type":"response.output_audio_transcript.delta","delta":"hi"}"#,
+            r#"{"type":"conversation.item.input_audio_transcription.delta","delta":"hi"}"#,
             r#"{"type":"brand.new.event"}"#,
         ] {
             assert!(matches!(ServerEvent::parse(text), Ok(ServerEvent::Unknown)));
