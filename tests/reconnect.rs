@@ -114,6 +114,20 @@ fn run_caller(
     tokio::spawn(async move { caller::run(opts).await.expect("call runs") })
 }
 
+/// The report without its audio buffers (for assertion messages).
+fn summary(r: &CallerReport) -> String {
+    format!(
+        "frames_sent {} media_received {} bytes_played {} latencies {:?} clears {} closed_by_bridge {} duration {:?}",
+        r.frames_sent,
+        r.media_received,
+        r.bytes_played,
+        r.response_latencies,
+        r.clears.len(),
+        r.closed_by_bridge,
+        r.duration
+    )
+}
+
 fn answer() -> Step {
     Step::WaitAgentDone {
         quiet: Duration::from_millis(500),
@@ -148,7 +162,11 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
     .await;
     assert!(sim.inject(0, SessionFault::DropFin));
     let report = call.await.expect("join");
-    assert!(!report.closed_by_bridge, "the call went on: {report:?}");
+    assert!(
+        !report.closed_by_bridge,
+        "the call went on: {}",
+        summary(&report)
+    );
     assert_eq!(sim.session_count(), 2);
     let first = sim.session(0).expect("session 0");
     assert!(
@@ -165,7 +183,8 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
     );
     assert!(
         !report.response_latencies.is_empty() && report.bytes_played >= 800 * 8,
-        "and answered it: {report:?}"
+        "and answered it: {}",
+        summary(&report)
     );
     assert!(
         wait_metric(
@@ -219,7 +238,8 @@ async fn the_conversation_is_replayed_into_the_new_session() {
     assert_eq!(
         report.response_latencies.len(),
         2,
-        "both turns answered: {report:?}"
+        "both turns answered: {}",
+        summary(&report)
     );
     let replies = SimConfig::default().reply_texts;
     let second = sim.session(1).expect("session 1");
@@ -296,7 +316,8 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
     assert!(!report.closed_by_bridge);
     assert!(
         report.clears.is_empty(),
-        "audio already sent was not cleared: {report:?}"
+        "audio already sent was not cleared: {}",
+        summary(&report)
     );
     let first = sim.session(0).expect("session 0");
     let second = sim.session(1).expect("session 1");
@@ -309,10 +330,13 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
         4000 * 8
     );
     let items = second.items_created();
+    assert!(items.len() >= 2, "{items:?}");
     let (role, kind, text) = text_of(items[1]);
     let full = &SimConfig::default().reply_texts[0];
     assert_eq!((role, kind), ("assistant", "output_text"));
-    let head = text.strip_suffix('…').expect("marked as cut");
+    let head = text
+        .strip_suffix('…')
+        .unwrap_or_else(|| panic!("marked as cut: {items:?}"));
     assert!(
         !head.is_empty() && full.starts_with(head) && head.len() < full.len(),
         "the line cut to what was said: {text:?}"
@@ -361,7 +385,7 @@ async fn session_expired_is_handled_like_a_drop() {
     ));
     let report = call.await.expect("join");
     assert!(!report.closed_by_bridge);
-    assert_eq!(report.response_latencies.len(), 2, "{report:?}");
+    assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
     assert_eq!(sim.session_count(), 2);
     assert!(
         wait_metric(
@@ -488,10 +512,28 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     .await
     .expect("join");
     assert!(!report.closed_by_bridge);
+    for s in sim.sessions() {
+        eprintln!(
+            "{:?} {:?}",
+            s.closed_by,
+            s.received_types()
+                .iter()
+                .filter(|t| !t.contains("append"))
+                .collect::<Vec<_>>()
+        );
+        eprintln!(
+            "  sent {:?}",
+            s.sent_types()
+                .iter()
+                .filter(|t| !t.contains("delta"))
+                .collect::<Vec<_>>()
+        );
+    }
     assert_eq!(
         report.response_latencies.len(),
         3,
-        "every turn answered: {report:?}"
+        "every turn answered: {}",
+        summary(&report)
     );
     wait_all_closed(&sim).await;
     let sessions = sim.sessions();

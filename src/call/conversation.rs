@@ -75,6 +75,11 @@ impl AgentLine {
                 let keep = (chars as u64 * heard / self.produced_ms) as usize;
                 cut_at_word(&self.full_text, keep)
             }
+            // Cut off while the model was still producing it (the session was lost): all of
+            // it was heard, but it stops mid-answer.
+            Some(_) if self.in_progress && !self.full_text.trim().is_empty() => {
+                format!("{}…", self.full_text.trim_end())
+            }
             _ => self.full_text.clone(),
         };
     }
@@ -371,11 +376,18 @@ mod tests {
     }
 
     #[test]
-    fn a_line_heard_in_full_before_the_cut_stays_whole() {
+    fn a_line_cut_off_upstream_is_kept_as_far_as_it_went_and_marked() {
         let mut c = Conversation::new();
-        c.agent_delta(Some("i1"), "All of it.");
+        c.agent_delta(Some("i1"), "All of it, so far ");
         c.agent_interrupted("i1", 2000, 2000);
-        assert_eq!(items(&c)[0], Item::AssistantText("All of it.".into()));
+        assert_eq!(
+            items(&c)[0],
+            Item::AssistantText("All of it, so far…".into())
+        );
+        // A finished line the caller heard in full stays as it was.
+        c.agent_said(Some("i2"), "Done.");
+        c.agent_interrupted("i2", 900, 900);
+        assert_eq!(items(&c)[1], Item::AssistantText("Done.".into()));
     }
 
     #[test]

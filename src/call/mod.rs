@@ -681,11 +681,9 @@ impl Call {
                     self.barge_in(now);
                 }
             }
-            ServerEvent::SpeechStopped { .. } => {
-                self.caller_stopped();
-                self.maybe_switch(now);
-            }
+            ServerEvent::SpeechStopped { .. } => self.caller_stopped(now),
             ServerEvent::ResponseCreated { response } => {
+                self.answer_started();
                 self.live_response = Some(response.id);
             }
             ServerEvent::AudioDelta(d) => self.downlink(&d.response_id, &d.item_id, &d.delta, now),

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use super::conversation::CONTINUATION_NOTE;
 use super::effects::Effect;
 use super::{Call, CallEvent, EndReason, Output};
-use crate::realtime::{ClientEvent, Item, ServerEvent};
+use crate::realtime::{ClientEvent, Item, ServerEvent, TurnDetection};
 
 /// Delays before the 1st, 2nd, 3rd, … re-dial after a drop; the last one repeats.
 pub const BACKOFF: [Duration; 4] = [
@@ -62,6 +62,9 @@ pub const TAIL_IDLE_MS: u64 = 500;
 /// audio (300 ms): the server's VAD reports speech a moment after it begins, and a switch in
 /// that moment would split the caller's first words across two sessions.
 pub const QUIET_FRAMES: u32 = 15;
+/// How long an answer to a finished caller turn is expected before the call counts as quiet
+/// again without it.
+const TURN_ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// Peak sample (PCM16) below which a caller frame counts as quiet.
 const QUIET_PEAK: u16 = 1000;
 /// Error codes no retry fixes: the call ends at once.
@@ -169,6 +172,10 @@ pub(crate) struct Lifecycle {
     pub(crate) caller_speaking: bool,
     /// Quiet caller frames in a row, counted while a successor waits.
     quiet_frames: u32,
+    /// The server ended a caller turn and will answer it (VAD `create_response`): an answer
+    /// is about to start even though none is in flight yet. Cleared when it starts, or after
+    /// [`TURN_ANSWER_WAIT`].
+    turn_pending_since: Option<Instant>,
     /// Caller audio sent to the current session and not known to be committed: since the
     /// caller's sentence began, or the last [`TAIL_IDLE_MS`] when silent.
     tail: VecDeque<u8>,
@@ -194,6 +201,7 @@ impl Default for Lifecycle {
             successor_limit: None,
             caller_speaking: false,
             quiet_frames: 0,
+            turn_pending_since: None,
             tail: VecDeque::new(),
             wall: None,
         }
@@ -331,6 +339,10 @@ impl Call {
     /// no agent audio still queued at the caller.
     fn quiet(&self, now: Instant) -> bool {
         self.up.quiet_frames >= QUIET_FRAMES
+            && self
+                .up
+                .turn_pending_since
+                .is_none_or(|t| now >= t + TURN_ANSWER_WAIT)
             && self.live_response.is_none()
             && self.current_item.is_none()
             && !self.up.caller_speaking
@@ -360,6 +372,11 @@ impl Call {
         if matches!(self.up.rotation, Rotation::Ready { .. }) && self.quiet(now) {
             self.switch(now, false);
         }
+    }
+
+    /// An answer started (it is now the one in flight).
+    pub(crate) fn answer_started(&mut self) {
+        self.up.turn_pending_since = None;
     }
 
     /// Makes the ready successor the current session and closes the old one.
@@ -446,8 +463,19 @@ impl Call {
     }
 
     /// The caller stopped speaking (the server committed the sentence).
-    pub(crate) fn caller_stopped(&mut self) {
+    pub(crate) fn caller_stopped(&mut self, now: Instant) {
         self.up.caller_speaking = false;
+        let answers = match &self.cfg.session.turn_detection {
+            TurnDetection::ServerVad {
+                create_response, ..
+            }
+            | TurnDetection::SemanticVad {
+                create_response, ..
+            } => *create_response,
+        };
+        if answers {
+            self.up.turn_pending_since = Some(now);
+        }
         let idle = (TAIL_IDLE_MS * self.format.bytes_per_ms()) as usize;
         let tail = &mut self.up.tail;
         if tail.len() > idle {
