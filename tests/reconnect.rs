@@ -512,23 +512,6 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     .await
     .expect("join");
     assert!(!report.closed_by_bridge);
-    for s in sim.sessions() {
-        eprintln!(
-            "{:?} {:?}",
-            s.closed_by,
-            s.received_types()
-                .iter()
-                .filter(|t| !t.contains("append"))
-                .collect::<Vec<_>>()
-        );
-        eprintln!(
-            "  sent {:?}",
-            s.sent_types()
-                .iter()
-                .filter(|t| !t.contains("delta"))
-                .collect::<Vec<_>>()
-        );
-    }
     assert_eq!(
         report.response_latencies.len(),
         3,
