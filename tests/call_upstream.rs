@@ -287,6 +287,23 @@ fn the_new_session_gets_the_config_the_conversation_then_the_kept_caller_audio()
 }
 
 #[test]
+fn a_session_that_dies_soon_after_a_restore_continues_the_same_outage() {
+    let mut h = H::new(CallConfig::default());
+    h.lost(1, dropped(), 0);
+    h.open(2, 100);
+    h.lost(2, dropped(), 2_000);
+    assert_eq!(
+        h.deadline_ms(),
+        10_000,
+        "the window still counts from the first drop"
+    );
+    // A session that lived longer than 5 s starts a fresh window.
+    h.open(3, 2_100);
+    h.lost(3, dropped(), 8_000);
+    assert_eq!(h.deadline_ms(), 18_000);
+}
+
+#[test]
 fn results_for_old_generations_are_ignored() {
     let mut h = H::new(CallConfig::default());
     h.lost(1, dropped(), 0);

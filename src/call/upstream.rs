@@ -261,6 +261,7 @@ impl Call {
             return;
         }
         self.up.rotation = Rotation::Idle;
+        self.session_began(now, None);
         if !self.up.ever_ready {
             self.up.ever_ready = true;
             self.up.current = generation;
@@ -268,7 +269,6 @@ impl Call {
         } else {
             self.restore(generation, now);
         }
-        self.session_began(now, None);
     }
 
     /// Sets the rotation clock for a session that began at `opened`.
@@ -280,6 +280,8 @@ impl Call {
         self.up.rotate_at = Some(by_config.min(by_limit).max(opened));
         self.up.ready_at = Some(opened);
         self.up.server_error = false;
+        // Set again by `restore` when this session ends an outage.
+        self.up.last_outage = None;
     }
 
     /// A new session after a drop: configure it like the first, replay the conversation, then
@@ -762,8 +764,8 @@ impl Call {
         }
     }
 
-    /// An `error` event on the current session. Returns whether the call handled it as a
-    /// lifecycle matter (the caller of this logs it either way).
+    /// An `error` event on the current session (already reported as an event): the codes
+    /// that end the call or its session.
     pub(crate) fn on_session_error(&mut self, code: Option<&str>, now: Instant) {
         match code {
             Some(c) if FATAL_CODES.contains(&c) => {
