@@ -457,11 +457,12 @@ impl Call {
             TAIL_IDLE_MS as usize * bpms
         };
         let tail = &mut self.up.tail;
-        tail.extend(bytes.iter().copied());
-        if tail.len() > cap {
-            let extra = tail.len() - cap;
-            tail.drain(..extra);
-        }
+        // Room first, then the bytes: the buffer never holds more than `cap`, so its capacity
+        // stays at the bound instead of doubling past it.
+        let over = (tail.len() + bytes.len()).saturating_sub(cap);
+        tail.drain(..over.min(tail.len()));
+        let skip = bytes.len().saturating_sub(cap);
+        tail.extend(bytes[skip..].iter().copied());
     }
 
     /// The caller stopped speaking (the server committed the sentence).
