@@ -558,3 +558,72 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
+
+/// The simulator's fault controls do what they say, seen from a plain WebSocket client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_faults_look_like_the_real_thing_on_the_wire() {
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    // How the socket ends after each fault: (close code, reset, other error).
+    async fn ending(sim: &Simulator, fault: SessionFault) -> (Option<u16>, bool, bool) {
+        let (mut ws, _) = tokio_tungstenite::connect_async(sim.url())
+            .await
+            .expect("connect");
+        let _created = ws.next().await;
+        assert!(sim.inject(sim.session_count() - 1, fault));
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    return (f.map(|f| u16::from(f.code)), false, false)
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(Error::Io(e)))) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (None, true, false)
+                }
+                Ok(Some(Err(_))) | Ok(None) => return (None, false, true),
+                Err(_) => panic!("{fault:?}: the socket did not end"),
+            }
+        }
+    }
+    use futures_util::StreamExt;
+    assert_eq!(
+        ending(&sim, SessionFault::DropFin).await,
+        (None, false, true),
+        "EOF, no close frame"
+    );
+    assert_eq!(
+        ending(&sim, SessionFault::DropRst).await,
+        (None, true, false),
+        "reset"
+    );
+    assert_eq!(
+        ending(&sim, SessionFault::ServerErrorThenClose).await,
+        (Some(1011), false, false)
+    );
+    let expired = SessionFault::SessionExpired {
+        close_after: Duration::from_millis(50),
+    };
+    assert_eq!(ending(&sim, expired).await, (Some(1001), false, false));
+    let errors: Vec<_> = sim
+        .sessions()
+        .iter()
+        .flat_map(|s| {
+            s.sent_of("error")
+                .map(|e| e["error"]["code"].clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(errors, ["server_error", "session_expired"]);
+    // Refused connections and 401s: only the next n.
+    sim.refuse_next(1);
+    assert!(tokio_tungstenite::connect_async(sim.url()).await.is_err());
+    sim.unauthorized_next(1);
+    match tokio_tungstenite::connect_async(sim.url()).await {
+        Err(Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(tokio_tungstenite::connect_async(sim.url()).await.is_ok());
+    sim.shutdown().await;
+}
