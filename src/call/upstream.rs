@@ -30,13 +30,16 @@
 //! no frame goes to both sessions or to neither. Then the old socket is closed. Without a
 //! quiet moment the switch is forced a minute before the limit.
 
+mod rotation;
+
+pub use rotation::{FORCE_MARGIN, QUIET_FRAMES, ROTATE_MARGIN};
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::conversation::CONTINUATION_NOTE;
 use super::effects::Effect;
 use super::{Call, CallEvent, EndReason, Output};
-use crate::realtime::{ClientEvent, Item, ServerEvent, TurnDetection};
+use crate::realtime::{ClientEvent, ServerEvent, TurnDetection};
 
 /// Delays before the 1st, 2nd, 3rd, … re-dial after a drop; the last one repeats.
 pub const BACKOFF: [Duration; 4] = [
@@ -49,24 +52,11 @@ pub const BACKOFF: [Duration; 4] = [
 pub const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// How long a Realtime session lasts when the server does not say (`protocol.md`, Limits).
 pub const SESSION_LIMIT: Duration = Duration::from_secs(3600);
-/// Rotation starts at least this long before the session's limit.
-pub const ROTATE_MARGIN: Duration = Duration::from_secs(300);
-/// Without a quiet moment, the switch is forced this long before the limit.
-pub const FORCE_MARGIN: Duration = Duration::from_secs(60);
 /// A successor that failed is tried again after this long.
 const ROTATE_RETRY: Duration = Duration::from_secs(5);
 /// Caller audio kept while the caller is not speaking: the beginning of a sentence the
 /// server's VAD has not reported yet (its prefix padding plus the event's way back).
 pub const TAIL_IDLE_MS: u64 = 500;
-/// A rotation switches only after this many caller frames in a row without speech-level
-/// audio (300 ms): the server's VAD reports speech a moment after it begins, and a switch in
-/// that moment would split the caller's first words across two sessions.
-pub const QUIET_FRAMES: u32 = 15;
-/// How long an answer to a finished caller turn is expected before the call counts as quiet
-/// again without it.
-const TURN_ANSWER_WAIT: Duration = Duration::from_secs(5);
-/// Peak sample (PCM16) below which a caller frame counts as quiet.
-const QUIET_PEAK: u16 = 1000;
 /// Error codes no retry fixes: the call ends at once.
 const FATAL_CODES: [&str; 3] = [
     "invalid_api_key",
@@ -315,105 +305,6 @@ impl Call {
         self.flush_dtmf();
     }
 
-    /// The rotation's successor is open: configure it and replay the conversation, then
-    /// switch when the call is quiet.
-    fn successor_ready(&mut self, generation: u64, now: Instant) {
-        let replay = self.conversation.replay();
-        self.up.rotation = Rotation::Ready {
-            generation,
-            replayed_to: self.conversation.end(),
-            noted: !replay.is_empty(),
-        };
-        self.up.successor_opened = Some(now);
-        self.up.successor_limit = None;
-        self.up.quiet_frames = 0;
-        self.effect(Effect::SendUpstream {
-            generation,
-            event: ClientEvent::SessionUpdate(Box::new(self.cfg.session.clone())),
-        });
-        for event in replay {
-            self.effect(Effect::SendUpstream { generation, event });
-        }
-        self.maybe_switch(now);
-    }
-
-    /// Nothing is going on that a switch would cut: no answer in flight, the caller silent,
-    /// no agent audio still queued at the caller.
-    fn quiet(&self, now: Instant) -> bool {
-        self.up.quiet_frames >= QUIET_FRAMES
-            && self
-                .up
-                .turn_pending_since
-                .is_none_or(|t| now >= t + TURN_ANSWER_WAIT)
-            && self.live_response.is_none()
-            && self.current_item.is_none()
-            && !self.up.caller_speaking
-            && self.framer.pending() == 0
-            && !self.playback.audible(now)
-    }
-
-    /// A caller frame (μ-law) went up: while a successor waits, count quiet frames and
-    /// switch when the moment has come. Costs one comparison otherwise.
-    pub(crate) fn rotation_frame(&mut self, ulaw: &[u8], now: Instant) {
-        if !matches!(self.up.rotation, Rotation::Ready { .. }) {
-            return;
-        }
-        let loud = ulaw
-            .iter()
-            .any(|&b| audio_codec_algorithms::decode_ulaw(b).unsigned_abs() >= QUIET_PEAK);
-        self.up.quiet_frames = if loud {
-            0
-        } else {
-            self.up.quiet_frames.saturating_add(1)
-        };
-        self.maybe_switch(now);
-    }
-
-    /// Switches to a ready successor if the call is quiet.
-    pub(crate) fn maybe_switch(&mut self, now: Instant) {
-        if matches!(self.up.rotation, Rotation::Ready { .. }) && self.quiet(now) {
-            self.switch(now, false);
-        }
-    }
-
-    /// An answer started (it is now the one in flight).
-    pub(crate) fn answer_started(&mut self) {
-        self.up.turn_pending_since = None;
-    }
-
-    /// Makes the ready successor the current session and closes the old one.
-    fn switch(&mut self, now: Instant, forced: bool) {
-        let Rotation::Ready {
-            generation,
-            replayed_to,
-            noted,
-        } = self.up.rotation
-        else {
-            return;
-        };
-        self.up.rotation = Rotation::Idle;
-        if forced {
-            self.cut_answer_in_flight(now);
-        }
-        let old = self.up.current;
-        self.up.current = generation;
-        self.effect(Effect::UseUpstream { generation });
-        // What was said since the successor was set up.
-        self.replay_rest(replayed_to, noted);
-        if forced && self.up.caller_speaking {
-            // The old session never committed this sentence.
-            self.resend_tail();
-        }
-        self.effect(Effect::CloseUpstream { generation: old });
-        let opened = self.up.successor_opened.take().unwrap_or(now);
-        let limit = self.up.successor_limit.take();
-        self.session_began(opened, limit);
-        self.out.push_back(Output::Event(CallEvent::SessionRotated {
-            generation,
-            forced,
-        }));
-    }
-
     /// The answer streaming when its session ends: what was sent to Twilio plays on (the
     /// framer's remainder is flushed), and the conversation records where it stopped.
     fn cut_answer_in_flight(&mut self, now: Instant) {
@@ -599,52 +490,6 @@ impl Call {
         }
     }
 
-    /// The current session was lost while a configured successor waited: it takes over at
-    /// once, with the caller audio kept since.
-    fn switch_after_loss(&mut self, now: Instant) {
-        let Rotation::Ready {
-            generation,
-            replayed_to,
-            noted,
-        } = self.up.rotation
-        else {
-            return;
-        };
-        self.up.rotation = Rotation::Idle;
-        let old = self.up.current;
-        self.up.current = generation;
-        self.effect(Effect::UseUpstream { generation });
-        self.replay_rest(replayed_to, noted);
-        self.upstream_ready = true;
-        let resent_ms = self.prebuffer.len() as u64 / self.format.bytes_per_ms();
-        self.flush_prebuffer();
-        let opened = self.up.successor_opened.take().unwrap_or(now);
-        let limit = self.up.successor_limit.take();
-        self.session_began(opened, limit);
-        self.out
-            .push_back(Output::Event(CallEvent::UpstreamRestored {
-                generation,
-                previous: old,
-                gap_ms: 0,
-                replayed_items: 0,
-                resent_ms,
-            }));
-    }
-
-    /// The conversation since position `from`, to the session now in use; with the
-    /// continuation note if the session has not had it yet (it started empty).
-    fn replay_rest(&mut self, from: usize, noted: bool) {
-        let since = self.conversation.replay_since(from);
-        let note = !noted && !since.is_empty();
-        self.out.extend(since.into_iter().map(Output::ToRealtime));
-        if note {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::CreateItem(
-                    Item::SystemText(CONTINUATION_NOTE.into()),
-                )));
-        }
-    }
-
     fn dial_next(&mut self) {
         let generation = self.up.next_generation;
         self.up.next_generation += 1;
@@ -677,11 +522,6 @@ impl Call {
             Rotation::Ready { .. } => self.force_at(),
             _ => None,
         }
-    }
-
-    fn force_at(&self) -> Option<Instant> {
-        let limit = self.up.limit_at?;
-        Some(limit.checked_sub(FORCE_MARGIN).unwrap_or(limit))
     }
 
     pub(crate) fn upstream_tick(&mut self, now: Instant) {
@@ -749,20 +589,6 @@ impl Call {
             }
         }
         // Anything else is from a socket already replaced: ignored.
-    }
-
-    /// `expires_at` of the current session, from `session.created`/`session.updated`.
-    pub(crate) fn on_session_expiry(&mut self, expires_at: Option<u64>, now: Instant) {
-        let Some(limit) = expires_at.and_then(|at| self.up.unix_to_instant(at, now)) else {
-            return;
-        };
-        if let Some(opened) = self.up.ready_at {
-            if self.up.rotation == Rotation::Idle {
-                self.session_began(opened, Some(limit));
-            } else {
-                self.up.limit_at = Some(limit);
-            }
-        }
     }
 
     /// An `error` event on the current session (already reported as an event): the codes
