@@ -87,6 +87,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("twilio_auth_token", Kind::Str),
     ("dtmf_to_model", Kind::Bool),
     ("dtmf_gap_ms", Kind::Int),
+    ("upstream_retry_s", Kind::Int),
+    ("session_rotate_after_secs", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
     ("allow_unsigned", Kind::Bool),
     ("reject_reason", Kind::Str),
@@ -203,6 +205,8 @@ struct Raw {
     api_token: Option<String>,
     twilio_recording: Option<String>,
     setup_timeout_ms: Option<i64>,
+    upstream_retry_s: Option<i64>,
+    session_rotate_after_secs: Option<i64>,
 }
 
 /// How the upstream is authenticated.
@@ -624,6 +628,21 @@ impl Config {
             )?),
             dtmf_to_model: r.dtmf_to_model.unwrap_or(true),
             dtmf_gap: Duration::from_millis(ms("dtmf_gap_ms", r.dtmf_gap_ms, 1500, 100, 30_000)?),
+            // 0 turns reconnecting off (the call ends when its upstream drops).
+            upstream_retry: Duration::from_secs(ms(
+                "upstream_retry_s",
+                r.upstream_retry_s,
+                10,
+                0,
+                300,
+            )?),
+            session_rotate_after: Duration::from_secs(ms(
+                "session_rotate_after_secs",
+                r.session_rotate_after_secs,
+                3300,
+                1,
+                86_400,
+            )?),
         };
         let twilio_api_base = r
             .twilio_api_base

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub setup_lookups_total: IntCounterVec,
     /// Turn-level latencies (issue 10).
     pub latency: latency::LatencyMetrics,
+    pub upstream_reconnects: IntCounterVec,
+    pub session_rotations: IntCounter,
 }
 
 impl Metrics {
@@ -115,6 +117,17 @@ impl Metrics {
                 &["result"],
             )?,
             latency: latency::LatencyMetrics::new()?,
+            upstream_reconnects: IntCounterVec::new(
+                Opts::new(
+                    "upstream_reconnects_total",
+                    "Realtime sessions lost mid-call and replaced (attempted), by reason",
+                ),
+                &["reason"],
+            )?,
+            session_rotations: IntCounter::new(
+                "session_rotations_total",
+                "Realtime sessions replaced by a successor before their time limit",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.calls_active.clone()))?;
@@ -155,6 +168,18 @@ impl Metrics {
         m.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        m.registry
+            .register(Box::new(m.upstream_reconnects.clone()))?;
+        m.registry.register(Box::new(m.session_rotations.clone()))?;
+        for reason in [
+            "dropped",
+            "closed",
+            "write_failed",
+            "server_error",
+            "session_expired",
+        ] {
+            m.upstream_reconnects.with_label_values(&[reason]);
+        }
         Ok(m)
     }
 

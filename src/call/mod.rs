@@ -5,8 +5,11 @@
 //! [`Call::poll_output`]. Nothing in here awaits, reads a clock or touches a socket, so tests
 //! drive it from scripts and fixtures deterministically.
 
+pub mod conversation;
+pub mod effects;
 pub mod playback;
 pub mod timing;
+pub mod upstream;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,7 +20,10 @@ use base64::Engine;
 use crate::audio::{g711, Downsampler, Framer, Upsampler, ULAW_SILENCE};
 use crate::realtime::{AudioFormat, AudioPool, ClientEvent, Dialect, ServerEvent, SessionConfig};
 use crate::twilio::{Inbound, Outbound};
+use conversation::Conversation;
+pub use effects::Effect;
 use playback::{MarkEcho, Playback};
+pub use upstream::UpstreamLoss;
 
 /// Per-call settings, shared by every call (validated once at start-up).
 #[derive(Debug, Clone)]
@@ -43,6 +49,11 @@ pub struct CallConfig {
     /// Keys pressed within this gap of each other go to the model as one message (`#` ends the
     /// entry at once).
     pub dtmf_gap: Duration,
+    /// After the upstream drops, new sessions are tried for this long (0: the call ends, as
+    /// before reconnects existed). See [`upstream`].
+    pub upstream_retry: Duration,
+    /// A session is replaced by a fresh one after this long (before the server's limit).
+    pub session_rotate_after: Duration,
 }
 
 impl Default for CallConfig {
@@ -58,6 +69,8 @@ impl Default for CallConfig {
             twilio_idle_timeout: Duration::from_secs(20),
             dtmf_to_model: true,
             dtmf_gap: Duration::from_millis(1500),
+            upstream_retry: Duration::from_secs(10),
+            session_rotate_after: Duration::from_secs(3300),
         }
     }
 }
@@ -70,6 +83,8 @@ pub enum Output {
     Event(CallEvent),
     /// The call is over: close both sockets.
     Hangup(EndReason),
+    /// Something for the shell to do; see [`Effect`].
+    Effect(Effect),
 }
 
 /// Things worth a log line, a metric or a transcript entry.
@@ -118,6 +133,27 @@ pub enum CallEvent {
         model_latency: Option<Duration>,
         speech_stopped_at: Option<Instant>,
     },
+    /// The session in use was lost; a new one is on its way (`reason` is stable for metrics).
+    UpstreamReconnecting {
+        generation: u64,
+        reason: &'static str,
+        detail: String,
+    },
+    /// A new session took over after a loss: configured, conversation replayed, caller audio
+    /// kept since the loss sent.
+    UpstreamRestored {
+        generation: u64,
+        previous: u64,
+        gap_ms: u64,
+        replayed_items: usize,
+        resent_ms: u64,
+    },
+    /// A successor session took over before the old one's time limit.
+    SessionRotated {
+        generation: u64,
+        /// No quiet moment came before the limit.
+        forced: bool,
+    },
     /// Bad or unexpected input, handled; `kind` is stable for metrics.
     Anomaly {
         kind: &'static str,
@@ -137,8 +173,11 @@ pub enum EndReason {
     UnsupportedMediaFormat,
     /// Twilio's stream never sent a usable `start`.
     NoStart,
-    /// The upstream could not be reached or failed.
+    /// The upstream could not be reached or failed, and every retry failed too.
     UpstreamFailed,
+    /// The upstream refused us in a way no retry fixes (HTTP 401/403, `invalid_api_key`,
+    /// `insufficient_quota`).
+    UpstreamRefused,
     /// The upstream closed the session.
     UpstreamClosed,
     /// The upstream was not ready in time.
@@ -156,6 +195,7 @@ impl EndReason {
             EndReason::UnsupportedMediaFormat => "unsupported_media_format",
             EndReason::NoStart => "no_start",
             EndReason::UpstreamFailed => "upstream_failed",
+            EndReason::UpstreamRefused => "upstream_refused",
             EndReason::UpstreamClosed => "upstream_closed",
             EndReason::UpstreamTimeout => "upstream_timeout",
             EndReason::Shutdown => "shutdown",
@@ -209,6 +249,10 @@ pub struct Call {
     /// Agent audio went out and its playout has not finished or been cut (for the events).
     agent_speaking: bool,
     turn_clock: timing::TurnClock,
+    /// Who said what (feeds context replay into a new session).
+    conversation: Conversation,
+    /// Upstream generations, reconnects, rotation.
+    up: upstream::Lifecycle,
 
     // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
     // to the largest frame/delta seen: capacity that is never touched still costs RSS once
@@ -255,6 +299,8 @@ impl Call {
             playback: Playback::new(format.bytes_per_ms()),
             agent_speaking: false,
             turn_clock: timing::TurnClock::default(),
+            conversation: Conversation::new(),
+            up: upstream::Lifecycle::default(),
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
             append_pool: Arc::new(AudioPool::default()),
@@ -271,6 +317,11 @@ impl Call {
 
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// Whether outputs are waiting to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -290,18 +341,26 @@ impl Call {
         &self.playback
     }
 
+    /// The conversation so far.
+    pub fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
     /// When the shell should call [`Call::on_tick`] next.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.ended {
             return None;
         }
         let idle = self.last_twilio + self.cfg.twilio_idle_timeout;
-        let mut next = if self.upstream_ready {
+        let mut next = if self.up.ever_ready() {
             idle
         } else {
             idle.min(self.opened_at + self.cfg.upstream_ready_timeout)
         };
         if let Some(d) = self.dtmf_deadline {
+            next = next.min(d);
+        }
+        if let Some(d) = self.upstream_deadline() {
             next = next.min(d);
         }
         Some(next)
@@ -311,7 +370,11 @@ impl Call {
         if self.ended {
             return;
         }
-        if !self.upstream_ready && now >= self.opened_at + self.cfg.upstream_ready_timeout {
+        self.upstream_tick(now);
+        if self.ended {
+            return;
+        }
+        if !self.up.ever_ready() && now >= self.opened_at + self.cfg.upstream_ready_timeout {
             self.anomaly(
                 "upstream_timeout",
                 format!(
@@ -344,6 +407,9 @@ impl Call {
         }
         self.dtmf_deadline = None;
         let keys = std::mem::take(&mut self.dtmf_keys);
+        self.conversation.caller_said(&format!(
+            "[The caller pressed these keys on the phone keypad: {keys}]"
+        ));
         self.out
             .push_back(Output::ToRealtime(ClientEvent::UserText(format!(
                 "[The caller pressed these keys on the phone keypad: {keys}]"
@@ -417,6 +483,8 @@ impl Call {
                 }
                 self.fill_gap(media.timestamp, bytes.len() as u64);
                 self.uplink(&bytes);
+                // A rotation waits for a quiet moment; frames come every 20 ms.
+                self.rotation_frame(&bytes, now);
                 self.bytes_buf = bytes;
             }
             Inbound::Dtmf { stream_sid, dtmf } => {
@@ -534,6 +602,7 @@ impl Call {
             return;
         }
         if self.upstream_ready {
+            self.keep_tail(&upstream);
             self.out
                 .push_back(Output::ToRealtime(ClientEvent::AppendAudio(upstream)));
         } else {
@@ -568,11 +637,24 @@ impl Call {
 
     // ---- Realtime ----------------------------------------------------------------------
 
-    /// The upstream socket is open: configure the session, greet, send what the caller said.
-    pub fn on_upstream_connected(&mut self, _now: Instant) {
-        if self.ended || self.upstream_ready {
-            return;
+    /// The upstream socket the shell dialled is open (generation 1, or whichever is being
+    /// dialled): see [`Call::on_upstream_open`].
+    pub fn on_upstream_connected(&mut self, now: Instant) {
+        if let Some(generation) = self.up_dialing() {
+            self.on_upstream_open(generation, now);
         }
+    }
+
+    fn up_dialing(&self) -> Option<u64> {
+        if self.up.ever_ready() {
+            None
+        } else {
+            Some(1)
+        }
+    }
+
+    /// The first session: configure it, greet, send what the caller said meanwhile.
+    fn configure_first_session(&mut self, _now: Instant) {
         self.upstream_ready = true;
         self.out
             .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
@@ -584,34 +666,42 @@ impl Call {
                     instructions: Some(greeting.clone()),
                 }));
         }
-        let bpms = self.format.bytes_per_ms();
-        let buffered_ms = self.prebuffer.len() as u64 / bpms;
-        let chunk = (FLUSH_CHUNK_MS * bpms) as usize;
-        for part in self.prebuffer.chunks(chunk) {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(
-                    part.to_vec().into(),
-                )));
-        }
-        self.prebuffer = Vec::new();
+        let buffered_ms = self.prebuffer.len() as u64 / self.format.bytes_per_ms();
+        self.flush_prebuffer();
         self.out
             .push_back(Output::Event(CallEvent::UpstreamReady { buffered_ms }));
         // Keys pressed while the session was being set up.
         self.flush_dtmf();
     }
 
-    /// The upstream could not be opened, or its socket closed. `failed` separates an error
-    /// from an orderly close by the server.
-    pub fn on_upstream_closed(&mut self, failed: bool, detail: String, _now: Instant) {
-        if self.ended {
-            return;
+    /// Sends the buffered caller audio to the session in use, in appends of bounded size.
+    fn flush_prebuffer(&mut self) {
+        let chunk = (FLUSH_CHUNK_MS * self.format.bytes_per_ms()) as usize;
+        let buffered = std::mem::take(&mut self.prebuffer);
+        for part in buffered.chunks(chunk) {
+            self.keep_tail(part);
+            self.out
+                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(
+                    part.to_vec().into(),
+                )));
         }
-        self.anomaly("upstream_closed", detail);
-        self.end(if failed {
-            EndReason::UpstreamFailed
+    }
+
+    /// The socket in use closed or failed (`failed`: an error rather than a close frame): see
+    /// [`Call::on_upstream_lost`], which the shell calls with the generation and the cause.
+    pub fn on_upstream_closed(&mut self, failed: bool, detail: String, now: Instant) {
+        let generation = self.up_dialing().unwrap_or(self.upstream_generation());
+        let loss = if !self.up.ever_ready() {
+            UpstreamLoss::ConnectFailed(detail)
+        } else if failed {
+            UpstreamLoss::Dropped(detail)
         } else {
-            EndReason::UpstreamClosed
-        });
+            UpstreamLoss::Closed {
+                code: 1000,
+                reason: detail,
+            }
+        };
+        self.on_upstream_lost(generation, loss, now);
     }
 
     pub fn on_realtime(&mut self, ev: ServerEvent<'_>, now: Instant) {
@@ -619,24 +709,33 @@ impl Call {
             return;
         }
         match ev {
-            ServerEvent::SessionCreated {} | ServerEvent::SessionUpdated {} => {}
+            ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
+                self.on_session_expiry(session.expires_at, now);
+            }
             ServerEvent::Error { error } => {
                 let harmless = error.code.as_deref() == Some("response_cancel_not_active");
+                let code = error.code.clone();
                 self.out.push_back(Output::Event(CallEvent::UpstreamError {
                     code: error.code,
                     message: error.message,
                     harmless,
                 }));
+                self.on_session_error(code.as_deref(), now);
             }
             ServerEvent::SpeechStarted { .. } => {
+                self.up.caller_speaking = true;
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
                 if self.cfg.barge_in {
                     self.barge_in(now);
                 }
             }
-            ServerEvent::SpeechStopped { .. } => self.turn_clock.on_speech_stopped(now),
+            ServerEvent::SpeechStopped { .. } => {
+                self.turn_clock.on_speech_stopped(now);
+                self.caller_stopped(now);
+            }
             ServerEvent::ResponseCreated { response } => {
+                self.answer_started();
                 self.live_response = Some(response.id);
                 self.turn_clock.on_response_created(now);
             }
@@ -648,11 +747,20 @@ impl Call {
                     }
                 }
             }
-            ServerEvent::AgentTranscript { transcript } => {
+            ServerEvent::AgentTranscriptDelta { item_id, delta } => {
+                self.conversation.agent_delta(item_id.as_deref(), &delta);
+            }
+            ServerEvent::AgentTranscript {
+                item_id,
+                transcript,
+            } => {
+                self.conversation
+                    .agent_said(item_id.as_deref(), &transcript);
                 self.out
                     .push_back(Output::Event(CallEvent::AgentTranscript(transcript)));
             }
             ServerEvent::CallerTranscript { transcript } => {
+                self.conversation.caller_said(&transcript);
                 self.out
                     .push_back(Output::Event(CallEvent::CallerTranscript(transcript)));
             }
@@ -668,6 +776,7 @@ impl Call {
                     id: response.id,
                     status: response.status,
                 }));
+                self.maybe_switch(now);
             }
             ServerEvent::Unknown => {}
         }
@@ -701,6 +810,11 @@ impl Call {
         // In pcm mode the downsampler trims its filter delay, so a μ-law byte position maps to
         // the same instant of the model's 24 kHz audio: no correction needed here.
         for (item_id, ms) in &truncated {
+            let produced = self
+                .playback
+                .find(item_id)
+                .map_or(*ms, |i| i.model_bytes / self.format.bytes_per_ms());
+            self.conversation.agent_interrupted(item_id, *ms, produced);
             self.out
                 .push_back(Output::ToRealtime(ClientEvent::Truncate {
                     item_id: item_id.clone(),

@@ -232,6 +232,11 @@ impl Playback {
         cut
     }
 
+    /// The item with this id, if still remembered.
+    pub fn find(&self, item_id: &str) -> Option<&ItemAudio> {
+        self.items.iter().rev().find(|i| i.item_id == item_id)
+    }
+
     /// Whether audio of this item must be dropped (it was truncated).
     pub fn is_truncated(&self, item_id: &str) -> bool {
         self.items

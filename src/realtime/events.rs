@@ -9,6 +9,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::items::Item;
 use super::session::{Dialect, SessionConfig};
 
 /// A server event we act on. Strings borrow from the message text where they can.
@@ -16,9 +17,15 @@ use super::session::{Dialect, SessionConfig};
 #[serde(tag = "type")]
 pub enum ServerEvent<'a> {
     #[serde(rename = "session.created")]
-    SessionCreated {},
+    SessionCreated {
+        #[serde(default)]
+        session: SessionInfo,
+    },
     #[serde(rename = "session.updated")]
-    SessionUpdated {},
+    SessionUpdated {
+        #[serde(default)]
+        session: SessionInfo,
+    },
     #[serde(rename = "error")]
     Error { error: ErrorDetail },
     #[serde(rename = "input_audio_buffer.speech_started")]
@@ -50,7 +57,21 @@ pub enum ServerEvent<'a> {
     )]
     AgentTranscript {
         #[serde(default)]
+        item_id: Option<String>,
+        #[serde(default)]
         transcript: String,
+    },
+    /// A piece of the agent's transcript while it speaks: what a session that drops mid-answer
+    /// leaves of the answer.
+    #[serde(
+        rename = "response.output_audio_transcript.delta",
+        alias = "response.audio_transcript.delta"
+    )]
+    AgentTranscriptDelta {
+        #[serde(default)]
+        item_id: Option<String>,
+        #[serde(default)]
+        delta: String,
     },
     #[serde(rename = "conversation.item.input_audio_transcription.completed")]
     CallerTranscript {
@@ -191,6 +212,14 @@ impl std::fmt::Debug for AudioBytes {
     }
 }
 
+/// What the bridge reads of a `session` object.
+#[derive(Debug, Deserialize, Default)]
+pub struct SessionInfo {
+    /// When the server will end the session (epoch seconds; GA only).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
 #[derive(Debug, Deserialize, Default)]
 pub struct ErrorDetail {
     #[serde(rename = "type", default)]
@@ -225,6 +254,8 @@ pub enum ClientEvent {
     Truncate { item_id: String, audio_end_ms: u64 },
     /// `conversation.item.create` of a user text message (e.g. keys the caller pressed).
     UserText(String),
+    /// `conversation.item.create` of any item (a conversation replayed into a new session).
+    CreateItem(Item),
 }
 
 impl ClientEvent {
@@ -236,7 +267,7 @@ impl ClientEvent {
             ClientEvent::ResponseCreate { .. } => "response.create",
             ClientEvent::ResponseCancel => "response.cancel",
             ClientEvent::Truncate { .. } => "conversation.item.truncate",
-            ClientEvent::UserText(_) => "conversation.item.create",
+            ClientEvent::UserText(_) | ClientEvent::CreateItem(_) => "conversation.item.create",
         }
     }
 
@@ -266,6 +297,10 @@ impl ClientEvent {
                 // Same shape in GA and beta.
                 let v = json!({"type": "conversation.item.create", "item": {"type": "message",
                     "role": "user", "content": [{"type": "input_text", "text": text}]}});
+                out.push_str(&v.to_string());
+            }
+            ClientEvent::CreateItem(item) => {
+                let v = json!({"type": "conversation.item.create", "item": item.to_json(dialect)});
                 out.push_str(&v.to_string());
             }
             ClientEvent::Truncate {
@@ -313,7 +348,7 @@ mod tests {
     fn unknown_events_and_fields_are_tolerated() {
         for text in [
             r#"{"type":"rate_limits.updated","rate_limits":[]}"#,
-            r#"{"type":"response.output_audio_transcript.delta","delta":"hi"}"#,
+            r#"{"type":"conversation.item.input_audio_transcription.delta","delta":"hi"}"#,
             r#"{"type":"brand.new.event"}"#,
         ] {
             assert!(matches!(ServerEvent::parse(text), Ok(ServerEvent::Unknown)));

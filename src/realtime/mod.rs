@@ -5,7 +5,9 @@
 //! Knows nothing of sockets or of Twilio.
 
 pub mod events;
+pub mod items;
 pub mod session;
 
 pub use events::{AudioBytes, AudioPool, ClientEvent, ServerEvent};
+pub use items::Item;
 pub use session::{AudioFormat, Dialect, SessionConfig, TurnDetection};

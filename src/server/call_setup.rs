@@ -15,7 +15,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::upstream::Upstream;
 use super::AppState;
 use crate::call::CallConfig;
 use crate::config::{Config, VOICES};
@@ -48,7 +47,8 @@ type Lookup = Pin<Box<dyn Future<Output = Option<SetupAnswer>> + Send>>;
 pub struct CallSetup {
     wait_for_start: bool,
     started: bool,
-    parked: Option<Upstream>,
+    /// The generation of an upstream session that opened before the settings were decided.
+    parked: Option<u64>,
     lookup: Option<Lookup>,
     /// The profile's settings, unfilled, and the call's variables (for the lookup's answer).
     base: Option<Arc<CallConfig>>,
@@ -70,19 +70,19 @@ impl CallSetup {
         }
     }
 
-    /// The upstream socket opened: returned to be used now, or parked until the call's
-    /// settings are decided.
-    pub fn upstream_opened(&mut self, ws: Upstream) -> Option<Upstream> {
+    /// An upstream session opened: its generation is returned to be configured now, or parked
+    /// until the call's settings are decided.
+    pub fn upstream_opened(&mut self, generation: u64) -> Option<u64> {
         if self.wait_for_start && (!self.started || self.lookup.is_some()) {
-            self.parked = Some(ws);
+            self.parked = Some(generation);
             None
         } else {
-            Some(ws)
+            Some(generation)
         }
     }
 
-    /// The parked upstream, once the settings are decided.
-    pub fn ready_upstream(&mut self) -> Option<Upstream> {
+    /// The parked upstream session, once the settings are decided.
+    pub fn ready_upstream(&mut self) -> Option<u64> {
         if self.started && self.lookup.is_none() {
             self.parked.take()
         } else {

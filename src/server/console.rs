@@ -326,6 +326,33 @@ impl LiveCall {
                     format!("model error {}", code.as_deref().unwrap_or("unknown")),
                 )
             }),
+            CallEvent::UpstreamReconnecting { reason, .. } => {
+                hub.update(self.n, "reconnecting", |_| {
+                    line(
+                        "event",
+                        format!("model session lost ({reason}); reconnecting"),
+                    )
+                })
+            }
+            CallEvent::UpstreamRestored { gap_ms, .. } => hub.update(self.n, "restored", |_| {
+                line(
+                    "event",
+                    format!("model session restored after {gap_ms} ms; conversation replayed"),
+                )
+            }),
+            CallEvent::SessionRotated { forced, .. } => hub.update(self.n, "rotated", |_| {
+                line(
+                    "event",
+                    format!(
+                        "model session rotated{}",
+                        if *forced {
+                            " (forced before the limit)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+            }),
             CallEvent::Anomaly { kind, .. } => {
                 let seen = self.anomalies.get() + 1;
                 self.anomalies.set(seen);

@@ -18,9 +18,9 @@ use tracing::{debug, info, warn, Instrument};
 use super::call_setup::CallSetup;
 use super::console::LiveCall;
 use super::latency::{Read, WriteTimer};
-use super::upstream;
+use super::links::{self, Links, Received};
 use super::AppState;
-use crate::call::{Call, CallEvent, EndReason, Output};
+use crate::call::{Call, CallEvent, Effect, EndReason, Output};
 use crate::fixture::recorder::Recorder;
 use crate::fixture::{Dir, Header};
 use crate::realtime::ServerEvent;
@@ -124,16 +124,12 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         }
     });
     let (mut tw_tx, mut tw_rx) = socket.split();
-    let cfg = s.cfg.clone();
-    // Boxed, and dropped once it has finished: the connect future (DNS, TCP, TLS, handshake)
-    // is several KiB, and kept inline it would sit in every call's task for the whole call.
-    let mut connect = Some(Box::pin(async move {
-        let t = Instant::now();
-        let r = upstream::connect(&cfg).await;
-        (r, t.elapsed())
-    }));
-    let mut up_tx: Option<futures_util::stream::SplitSink<upstream::Upstream, UpMessage>> = None;
-    let mut up_rx: Option<futures_util::stream::SplitStream<upstream::Upstream>> = None;
+    // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
+    // Twilio's `start`.
+    let mut ups = Links::new(s.cfg.clone());
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        call.on_wall_clock(d.as_secs(), opened);
+    }
     let mut stop_calls = s.stop_calls.clone();
     let mut sid_json: Option<String> = None;
     // Twilio-bound messages produced before `start` told us the stream SID.
@@ -185,42 +181,35 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                     }
                 }
                 Output::ToRealtime(ev) => {
-                    let Some(tx) = up_tx.as_mut() else {
-                        // The call only emits upstream events once told the socket is open.
-                        warn!(
-                            event = ev.name(),
-                            "upstream event with no upstream socket; dropped"
-                        );
-                        continue;
-                    };
-                    ev.write_json(call.dialect(), &mut text);
-                    if let Some(r) = rec.as_mut() {
-                        r.message(Dir::RealtimeOut, &text);
-                    }
-                    s.metrics.realtime_messages_out.inc();
-                    let fed = tokio::time::timeout(
-                        WRITE_STALL,
-                        futures_util::SinkExt::<UpMessage>::feed(
-                            tx,
-                            UpMessage::Text(text.as_str().into()),
-                        ),
-                    )
-                    .await;
-                    match fed {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => call.on_upstream_closed(
-                            true,
-                            format!("write failed: {e}"),
-                            Instant::now(),
-                        ),
-                        Err(_) => call.on_upstream_closed(
-                            true,
-                            format!("write stalled for {WRITE_STALL:?}"),
-                            Instant::now(),
-                        ),
-                    }
-                    wrote_up = true;
+                    wrote_up |=
+                        send_up(&s, &mut call, &mut ups, &mut rec, &mut text, None, &ev).await;
                 }
+                Output::Effect(effect) => match effect {
+                    Effect::ConnectUpstream { generation } => {
+                        debug!(generation, "dialling a new upstream session");
+                        ups.dial(generation);
+                    }
+                    Effect::SendUpstream { generation, event } => {
+                        wrote_up |= send_up(
+                            &s,
+                            &mut call,
+                            &mut ups,
+                            &mut rec,
+                            &mut text,
+                            Some(generation),
+                            &event,
+                        )
+                        .await;
+                    }
+                    Effect::UseUpstream { generation } => ups.current = generation,
+                    Effect::CloseUpstream { generation } => {
+                        if ups.close(generation) {
+                            if let Some(r) = rec.as_mut() {
+                                r.close(Dir::RealtimeOut, Some(1005), "");
+                            }
+                        }
+                    }
+                },
                 Output::Event(ev) => {
                     live.on_event(&ev);
                     report.on_event(&ev, Instant::now());
@@ -240,17 +229,13 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
             warn!("flush to Twilio failed or stalled");
             call.on_twilio_closed(Instant::now());
         }
-        if wrote_up {
-            if let Some(tx) = up_tx.as_mut() {
-                let flushed = tokio::time::timeout(
-                    WRITE_STALL,
-                    futures_util::SinkExt::<UpMessage>::flush(tx),
-                )
-                .await;
-                if !matches!(flushed, Ok(Ok(()))) {
-                    call.on_upstream_closed(true, "flush failed or stalled".into(), Instant::now());
-                }
-            }
+        for (generation, loss) in ups.flush(WRITE_STALL).await {
+            warn!(generation, %loss, "upstream flush failed");
+            call.on_upstream_lost(generation, loss, Instant::now());
+        }
+        if call.has_output() && !call.is_ended() {
+            // A failed flush made the call act (e.g. re-dial): handle that before waiting.
+            continue 'call;
         }
         let ok = !call.is_ended();
         timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
@@ -294,9 +279,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                                     _ => Read::Other,
                                 }, now);
                                 call.on_twilio(m, now);
-                                if let Some(ws) = setup.ready_upstream() {
-                                    attach(ws, &mut up_tx, &mut up_rx);
-                                    call.on_upstream_connected(now);
+                                if let Some(g) = setup.ready_upstream() {
+                                    call.on_upstream_open(g, now);
                                 }
                                 if mark {
                                     timer.mark_echoed(call.playback(), now, &s.metrics.latency);
@@ -335,38 +319,22 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                     }
                 }
             }
-            (res, took) = async {
-                match connect.as_mut() {
-                    Some(c) => c.await,
-                    None => std::future::pending().await,
-                }
-            }, if connect.is_some() => {
-                connect = None;
+            (generation, received) = ups.next() => {
                 let now = Instant::now();
-                match res {
-                    Ok(ws) => {
+                match received {
+                    Received::Dialled(Ok(()), took) => {
                         s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
-                        debug!(ms = took.as_millis() as u64, "upstream connected");
-                        if let Some(ws) = setup.upstream_opened(ws) {
-                            attach(ws, &mut up_tx, &mut up_rx);
-                            call.on_upstream_connected(now);
+                        debug!(generation, ms = took.as_millis() as u64, "upstream connected");
+                        // With profiles, the first session waits until `start` decided them.
+                        if let Some(g) = setup.upstream_opened(generation) {
+                            call.on_upstream_open(g, now);
                         }
                     }
-                    Err(e) => {
-                        warn!(error = %e, "upstream connection failed");
-                        call.on_upstream_closed(true, e.to_string(), now);
+                    Received::Dialled(Err(e), _) => {
+                        warn!(generation, error = %e, "upstream connection failed");
+                        call.on_upstream_lost(generation, links::loss_of(&e), now);
                     }
-                }
-            }
-            ev = async {
-                match up_rx.as_mut() {
-                    Some(rx) => rx.next().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let now = Instant::now();
-                match ev {
-                    Some(Ok(UpMessage::Text(t))) => {
+                    Received::Message(UpMessage::Text(t)) => {
                         s.metrics.realtime_messages_in.inc();
                         if let Some(r) = rec.as_mut() {
                             r.message(Dir::RealtimeIn, t.as_str());
@@ -386,7 +354,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                                     ServerEvent::AudioDelta(_) => Read::AudioDelta,
                                     _ => Read::Other,
                                 }, now);
-                                call.on_realtime(ev, now)
+                                call.on_realtime_from(generation, ev, now)
                             }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
@@ -394,30 +362,21 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                             }
                         }
                     }
-                    Some(Ok(UpMessage::Close(frame))) => {
-                        if let Some(r) = rec.as_mut() {
-                            let (code, reason) = frame.as_ref().map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                            r.close(Dir::RealtimeIn, Some(code), &reason);
-                        }
-                        let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
-                        call.on_upstream_closed(false, format!("closed by the server: {why}"), now);
-                    }
-                    Some(Ok(UpMessage::Binary(b))) => {
+                    Received::Message(UpMessage::Binary(b)) => {
                         s.metrics.anomalies.with_label_values(&["realtime_binary"]).inc();
                         warn!(len = b.len(), "binary frame from the Realtime API ignored");
                     }
-                    Some(Ok(_)) => {}
-                    None => {
+                    Received::Message(_) => {}
+                    Received::Lost(loss) => {
                         if let Some(r) = rec.as_mut() {
-                            r.close(Dir::RealtimeIn, None, "");
+                            match &loss {
+                                crate::call::UpstreamLoss::Closed { code, reason } => {
+                                    r.close(Dir::RealtimeIn, Some(*code), reason)
+                                }
+                                _ => r.close(Dir::RealtimeIn, None, ""),
+                            }
                         }
-                        call.on_upstream_closed(true, "socket ended without close".into(), now);
-                    }
-                    Some(Err(e)) => {
-                        if let Some(r) = rec.as_mut() {
-                            r.close(Dir::RealtimeIn, None, "");
-                        }
-                        call.on_upstream_closed(true, format!("socket error: {e}"), now);
+                        call.on_upstream_lost(generation, loss, now);
                     }
                 }
             }
@@ -425,9 +384,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 if let Some(c) = setup.on_lookup(answer, &mut report) {
                     call.set_config(c);
                 }
-                if let Some(ws) = setup.ready_upstream() {
-                    attach(ws, &mut up_tx, &mut up_rx);
-                    call.on_upstream_connected(Instant::now());
+                if let Some(g) = setup.ready_upstream() {
+                    call.on_upstream_open(g, Instant::now());
                 }
             }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
@@ -463,10 +421,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
         r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
     }
-    if let Some(mut tx) = up_tx {
-        let closed_up =
-            futures_util::SinkExt::<UpMessage>::send(&mut tx, UpMessage::Close(None)).await;
-        if let (Some(r), Ok(())) = (rec.as_mut(), &closed_up) {
+    for _ in 0..ups.close_all().await {
+        if let Some(r) = rec.as_mut() {
             r.close(Dir::RealtimeOut, Some(1005), "");
         }
     }
@@ -499,13 +455,41 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         .await;
 }
 
-type UpSink = futures_util::stream::SplitSink<upstream::Upstream, UpMessage>;
-type UpStream = futures_util::stream::SplitStream<upstream::Upstream>;
-
-fn attach(ws: upstream::Upstream, tx: &mut Option<UpSink>, rx: &mut Option<UpStream>) {
-    let (t, r) = ws.split();
-    *tx = Some(t);
-    *rx = Some(r);
+/// Writes a client event to the socket in use (`to: None`) or to a given generation's, and
+/// reports a failed or stalled write to the call. Answers whether it was written.
+async fn send_up(
+    s: &AppState,
+    call: &mut Call,
+    ups: &mut Links,
+    rec: &mut Option<Recorder>,
+    text: &mut String,
+    to: Option<u64>,
+    ev: &crate::realtime::ClientEvent,
+) -> bool {
+    let generation = to.unwrap_or(ups.current);
+    if !ups.has(generation) {
+        // Between a drop and the next session the call buffers audio itself; anything else
+        // for a socket that is gone is dropped here.
+        debug!(
+            generation,
+            event = ev.name(),
+            "upstream event with no socket; dropped"
+        );
+        return false;
+    }
+    ev.write_json(call.dialect(), text);
+    if let Some(r) = rec.as_mut() {
+        r.message(Dir::RealtimeOut, text);
+    }
+    s.metrics.realtime_messages_out.inc();
+    match ups.feed(generation, text, WRITE_STALL).await {
+        Ok(written) => written,
+        Err(loss) => {
+            warn!(generation, %loss, "upstream write failed");
+            call.on_upstream_lost(generation, loss, Instant::now());
+            false
+        }
+    }
 }
 
 /// The `type` of a Realtime event, for logs.
@@ -612,6 +596,31 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
         }
         // Observed by the write timer, which knows when the frames went out.
         CallEvent::AgentAudio { .. } => {}
+        CallEvent::UpstreamReconnecting {
+            generation,
+            reason,
+            detail,
+        } => {
+            s.metrics
+                .upstream_reconnects
+                .with_label_values(&[reason])
+                .inc();
+            warn!(generation, reason, detail, "upstream lost; reconnecting");
+        }
+        CallEvent::UpstreamRestored {
+            generation,
+            previous,
+            gap_ms,
+            replayed_items,
+            resent_ms,
+        } => info!(
+            generation,
+            previous, gap_ms, replayed_items, resent_ms, "upstream session restored"
+        ),
+        CallEvent::SessionRotated { generation, forced } => {
+            s.metrics.session_rotations.inc();
+            info!(generation, forced, "Realtime session rotated");
+        }
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
             let count = anomalies.bump(kind);

@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod console;
 pub mod drain;
 pub mod latency;
+pub mod links;
 pub mod media;
 pub mod outbound;
 pub mod reports;

@@ -10,6 +10,7 @@
 //! JSON value itself, one uncontended lock per message for the session log (skipped entirely
 //! with [`SimConfig::record_events`] off).
 
+pub mod faults;
 pub mod receiver;
 mod session;
 pub mod twilio_rest;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use faults::SessionFault;
 pub use voice::AudioFormat;
 
 /// The model named in [`Simulator::url`].
@@ -254,6 +256,7 @@ pub(crate) struct Shared {
     pub(crate) sessions: Mutex<Vec<Arc<Mutex<SessionLog>>>>,
     pub(crate) next_session: AtomicU64,
     pub(crate) voice: voice::VoiceCache,
+    pub(crate) faults: faults::Faults,
 }
 
 /// A running simulator. Dropping it stops accepting and closes the sessions (in the
@@ -275,6 +278,7 @@ impl Simulator {
             sessions: Mutex::new(Vec::new()),
             next_session: AtomicU64::new(1),
             voice: voice::VoiceCache::default(),
+            faults: faults::Faults::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
@@ -335,6 +339,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         tokio::select! {
             _ = stop.changed() => break,
             r = listener.accept() => match r {
+                Ok((tcp, _)) if shared.faults.refuse_this() => drop(tcp),
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     tasks.spawn(session::run(tcp, peer, shared.clone(), stop.clone()));

@@ -136,10 +136,18 @@ pub(crate) async fn run(
 ) {
     let mut hs: Option<Handshake> = None;
     let key = shared.cfg.require_api_key.clone();
+    let unauthorized = shared.faults.unauthorized_this();
     // The Err type is fixed by tungstenite's `Callback`.
     #[allow(clippy::result_large_err)]
     let cb = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        let checked = check_upgrade(req, key.as_deref());
+        let checked = match unauthorized {
+            true => Err((
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Incorrect API key provided.",
+            )),
+            false => check_upgrade(req, key.as_deref()),
+        };
         hs = Some(checked.map_err(|(status, code, msg)| reject(status, code, msg))?);
         Ok(resp)
     };
@@ -180,11 +188,16 @@ pub(crate) async fn run(
         session: Value::Null,
         closed_by: None,
     }));
-    lock(&shared.sessions).push(log.clone());
+    let index = {
+        let mut sessions = lock(&shared.sessions);
+        sessions.push(log.clone());
+        sessions.len() - 1
+    };
+    let inbox = shared.faults.register(index);
     tracing::trace!(%peer, session = %id, ?dialect, "sim session open");
     let mut s = Session::new(shared, hs.beta, id);
     s.probe = probe;
-    let closed_by = serve(ws, &mut s, &log, &mut stop).await;
+    let closed_by = serve(ws, &mut s, &log, &mut stop, inbox).await;
     s.publish(&log);
     lock(&log).closed_by = Some(closed_by);
 }
@@ -194,6 +207,7 @@ async fn serve(
     s: &mut Session,
     log: &Mutex<SessionLog>,
     stop: &mut watch::Receiver<bool>,
+    mut faults: tokio::sync::mpsc::UnboundedReceiver<super::SessionFault>,
 ) -> ClosedBy {
     if s.beta && s.shared.cfg.faults.contains(&Fault::RejectBeta) {
         s.error(
@@ -252,6 +266,10 @@ async fn serve(
                 }
             },
             _ = sleep_until(deadline) => s.on_timer(Instant::now()),
+            Some(f) = faults.recv() => {
+                s.publish(log);
+                return super::faults::apply(f, &mut ws, log).await;
+            }
         }
     }
 }

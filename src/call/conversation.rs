@@ -1,0 +1,422 @@
+//! The conversation log: who said what on a call, in order, as far as the caller heard it.
+//!
+//! The call fills it from the Realtime events it already sees (the caller's input
+//! transcription, the agent's output transcript, keys pressed) and, once tools exist, from
+//! function calls and their outputs. It feeds the context replayed into a new Realtime
+//! session after a reconnect or a rotation ([`Conversation::replay`]), and is meant to feed
+//! the call report and the transcript too.
+//!
+//! The agent's line that the caller cut off (barge-in), or that the session lost mid-answer,
+//! is kept cut to what the caller heard: the transcript's characters are taken in proportion
+//! to the audio heard (the transcript carries no timings), back to a word boundary, and the
+//! line is flagged with [`AgentLine::interrupted_after_ms`].
+//!
+//! Bounded: at most [`MAX_ENTRIES`] entries (the oldest go first), and a replay sends at most
+//! [`REPLAY_MAX_CHARS`] characters of the most recent entries.
+
+use crate::realtime::{ClientEvent, Item};
+
+/// Entries kept per call (an hour of conversation is a few hundred).
+pub const MAX_ENTRIES: usize = 2000;
+/// Text replayed into a new session, newest first, at most this much (a Realtime session's
+/// context is limited; the most recent turns matter most).
+pub const REPLAY_MAX_CHARS: usize = 24_000;
+/// Characters kept of one line (a runaway transcript must not grow the log without bound).
+const MAX_LINE_CHARS: usize = 8_000;
+
+/// The system note that ends a replay: without it the model greets the caller again.
+pub const CONTINUATION_NOTE: &str = "The phone conversation above continues after a short \
+technical interruption on the line. Do not greet the caller again and do not start over: carry \
+on from where the conversation was. If your last answer was cut off, the caller heard only the \
+part shown; continue naturally from there.";
+
+/// One line of the conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// What the caller said (input transcription), or keys the caller pressed.
+    Caller(String),
+    /// What the agent said.
+    Agent(AgentLine),
+    /// A function call the model made.
+    ToolCall {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    /// The result given back to the model for `call_id`.
+    ToolOutput { call_id: String, output: String },
+}
+
+/// One agent answer (one assistant audio item).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentLine {
+    /// The Realtime item id, when the events named it.
+    pub item_id: Option<String>,
+    /// The whole transcript the model produced for this item (so far, while it speaks).
+    pub full_text: String,
+    /// What the caller heard: `full_text`, or its beginning when the caller did not hear it all.
+    pub text: String,
+    /// Set when the caller did not hear the whole answer (barge-in, or the session dropped
+    /// mid-answer): milliseconds of this item's audio the caller heard.
+    pub interrupted_after_ms: Option<u64>,
+    /// Milliseconds of audio the model had produced for this item when it was cut (the
+    /// transcript then covers about that much).
+    produced_ms: u64,
+    /// The transcript is still arriving.
+    pub in_progress: bool,
+}
+
+impl AgentLine {
+    /// Recomputes `text` from `full_text` and the cut.
+    fn recut(&mut self) {
+        self.text = match self.interrupted_after_ms {
+            Some(heard) if self.produced_ms > heard => {
+                let chars = self.full_text.chars().count();
+                let keep = (chars as u64 * heard / self.produced_ms) as usize;
+                cut_at_word(&self.full_text, keep)
+            }
+            // Cut off while the model was still producing it (the session was lost): all of
+            // it was heard, but it stops mid-answer.
+            Some(_) if self.in_progress && !self.full_text.trim().is_empty() => {
+                format!("{}…", self.full_text.trim_end())
+            }
+            _ => self.full_text.clone(),
+        };
+    }
+}
+
+/// The first `keep` characters of `text`, backed off to the end of a word, with an ellipsis
+/// when anything was cut.
+fn cut_at_word(text: &str, keep: usize) -> String {
+    let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+    if end >= text.len() {
+        return text.to_owned();
+    }
+    let head = &text[..end];
+    // A word the caller only half heard is dropped.
+    let head = match text[end..].chars().next() {
+        Some(c) if !c.is_whitespace() => head.rfind(char::is_whitespace).map_or("", |i| &head[..i]),
+        _ => head,
+    };
+    let head = head.trim_end();
+    if head.is_empty() {
+        String::new()
+    } else {
+        format!("{head}…")
+    }
+}
+
+fn clip(s: &mut String) {
+    if s.len() > MAX_LINE_CHARS {
+        let mut end = MAX_LINE_CHARS;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The log of one call.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    entries: Vec<Entry>,
+    /// Entries dropped from the front (so indices handed out stay meaningful).
+    dropped: usize,
+}
+
+impl Conversation {
+    pub fn new() -> Conversation {
+        Conversation::default()
+    }
+
+    /// Every entry, oldest first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Entries ever added (including any dropped for the bound): a position for
+    /// [`Conversation::replay_since`].
+    pub fn end(&self) -> usize {
+        self.dropped + self.entries.len()
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.entries.len() == MAX_ENTRIES {
+            self.entries.remove(0);
+            self.dropped += 1;
+        }
+        self.entries.push(e);
+    }
+
+    /// The caller said `text` (a finished input transcription).
+    pub fn caller_said(&mut self, text: &str) {
+        let t = text.trim();
+        if !t.is_empty() {
+            let mut s = t.to_owned();
+            clip(&mut s);
+            self.push(Entry::Caller(s));
+        }
+    }
+
+    /// Runs `f` on the agent line for `item_id` (without an id: the line in progress),
+    /// created in progress when first seen.
+    fn with_agent_line(&mut self, item_id: Option<&str>, f: impl FnOnce(&mut AgentLine)) {
+        // Only the last few entries are searched: an item's events come close together, and
+        // a lookup must not scan an hour of conversation.
+        let found = self.entries.iter_mut().rev().take(8).find_map(|e| match e {
+            Entry::Agent(l)
+                if match item_id {
+                    Some(id) => l.item_id.as_deref() == Some(id),
+                    None => l.in_progress,
+                } =>
+            {
+                Some(l)
+            }
+            _ => None,
+        });
+        match found {
+            Some(line) => f(line),
+            None => {
+                let mut line = AgentLine {
+                    item_id: item_id.map(str::to_owned),
+                    in_progress: true,
+                    ..AgentLine::default()
+                };
+                f(&mut line);
+                self.push(Entry::Agent(line));
+            }
+        }
+    }
+
+    /// A piece of the agent's transcript while it speaks.
+    pub fn agent_delta(&mut self, item_id: Option<&str>, delta: &str) {
+        self.with_agent_line(item_id, |line| {
+            if line.full_text.len() < MAX_LINE_CHARS {
+                line.full_text.push_str(delta);
+                clip(&mut line.full_text);
+            }
+            line.recut();
+        });
+    }
+
+    /// The agent's transcript for an item is complete.
+    pub fn agent_said(&mut self, item_id: Option<&str>, transcript: &str) {
+        self.with_agent_line(item_id, |line| {
+            line.full_text = transcript.to_owned();
+            clip(&mut line.full_text);
+            line.in_progress = false;
+            line.recut();
+        });
+    }
+
+    /// The caller heard only `heard_ms` of the agent's item `item_id`, of `produced_ms` the
+    /// model had produced by then (barge-in, or the session lost mid-answer).
+    pub fn agent_interrupted(&mut self, item_id: &str, heard_ms: u64, produced_ms: u64) {
+        self.with_agent_line(Some(item_id), |line| {
+            line.interrupted_after_ms = Some(heard_ms);
+            line.produced_ms = produced_ms;
+            line.recut();
+        });
+    }
+
+    /// The model called a function (for wt-a's tools).
+    pub fn tool_call(&mut self, call_id: &str, name: &str, arguments: &str) {
+        self.push(Entry::ToolCall {
+            call_id: call_id.to_owned(),
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+        });
+    }
+
+    /// The output given back for `call_id` (for wt-a's tools).
+    pub fn tool_output(&mut self, call_id: &str, output: &str) {
+        self.push(Entry::ToolOutput {
+            call_id: call_id.to_owned(),
+            output: output.to_owned(),
+        });
+    }
+
+    /// The whole conversation as `conversation.item.create` events for a new session (the most
+    /// recent [`REPLAY_MAX_CHARS`]), then the [`CONTINUATION_NOTE`]. An empty conversation
+    /// replays as nothing (a session that dropped before anyone spoke needs no note).
+    pub fn replay(&self) -> Vec<ClientEvent> {
+        let mut out = self.replay_since(0);
+        if !out.is_empty() {
+            out.push(ClientEvent::CreateItem(Item::SystemText(
+                CONTINUATION_NOTE.into(),
+            )));
+        }
+        out
+    }
+
+    /// Entries from position `from` (see [`Conversation::end`]) on, as items, without the note.
+    /// Lines the caller heard nothing of are left out; so is a tool output whose call fell
+    /// outside the budget.
+    pub fn replay_since(&self, from: usize) -> Vec<ClientEvent> {
+        let start = from.saturating_sub(self.dropped).min(self.entries.len());
+        let slice = &self.entries[start..];
+        // Newest first until the budget is spent.
+        let mut budget = REPLAY_MAX_CHARS;
+        let mut first = slice.len();
+        for (i, e) in slice.iter().enumerate().rev() {
+            let n = match e {
+                Entry::Caller(t) => t.len(),
+                Entry::Agent(l) => l.text.len(),
+                Entry::ToolCall { arguments, .. } => arguments.len() + 32,
+                Entry::ToolOutput { output, .. } => output.len() + 32,
+            };
+            if n > budget {
+                break;
+            }
+            budget -= n;
+            first = i;
+        }
+        let mut calls: Vec<&str> = Vec::new();
+        let mut out = Vec::new();
+        for e in &slice[first..] {
+            let item = match e {
+                Entry::Caller(t) => Item::UserText(t.clone()),
+                Entry::Agent(l) if l.text.is_empty() => continue,
+                Entry::Agent(l) => Item::AssistantText(l.text.clone()),
+                Entry::ToolCall {
+                    call_id,
+                    name,
+                    arguments,
+                } => {
+                    calls.push(call_id);
+                    Item::FunctionCall {
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: arguments.clone(),
+                    }
+                }
+                Entry::ToolOutput { call_id, output } => {
+                    // An output without its call is refused by the API. (A replay from a later
+                    // position continues one that already carried the call.)
+                    if from == 0 && !calls.contains(&call_id.as_str()) {
+                        continue;
+                    }
+                    Item::FunctionCallOutput {
+                        call_id: call_id.clone(),
+                        output: output.clone(),
+                    }
+                }
+            };
+            out.push(ClientEvent::CreateItem(item));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(c: &Conversation) -> Vec<Item> {
+        c.replay()
+            .into_iter()
+            .map(|e| match e {
+                ClientEvent::CreateItem(i) => i,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replay_is_the_lines_in_order_then_the_note() {
+        let mut c = Conversation::new();
+        c.caller_said("Where is my order?");
+        c.agent_delta(Some("i1"), "Let me ");
+        c.agent_delta(Some("i1"), "check.");
+        c.agent_said(Some("i1"), "Let me check.");
+        c.tool_call("call_1", "lookup_order", r#"{"id":42}"#);
+        c.tool_output("call_1", r#"{"status":"shipped"}"#);
+        c.caller_said("  ");
+        assert_eq!(
+            items(&c),
+            [
+                Item::UserText("Where is my order?".into()),
+                Item::AssistantText("Let me check.".into()),
+                Item::FunctionCall {
+                    call_id: "call_1".into(),
+                    name: "lookup_order".into(),
+                    arguments: r#"{"id":42}"#.into()
+                },
+                Item::FunctionCallOutput {
+                    call_id: "call_1".into(),
+                    output: r#"{"status":"shipped"}"#.into()
+                },
+                Item::SystemText(CONTINUATION_NOTE.into()),
+            ]
+        );
+        assert!(Conversation::new().replay().is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_line_is_cut_to_what_was_heard() {
+        let mut c = Conversation::new();
+        // 40 characters; the caller heard a quarter of the audio.
+        c.agent_said(Some("i1"), "one two three four five six seven eight");
+        c.agent_interrupted("i1", 1000, 4000);
+        let Entry::Agent(l) = &c.entries()[0] else {
+            panic!()
+        };
+        assert_eq!(l.interrupted_after_ms, Some(1000));
+        assert_eq!(l.text, "one two…");
+        assert_eq!(l.full_text, "one two three four five six seven eight");
+        // The interruption may come before the transcript is done: the cut holds.
+        c.agent_interrupted("i2", 0, 3000);
+        c.agent_said(Some("i2"), "Never heard.");
+        assert_eq!(items(&c)[0], Item::AssistantText("one two…".into()));
+        assert_eq!(
+            items(&c).len(),
+            2,
+            "the unheard line is left out, the note stays"
+        );
+    }
+
+    #[test]
+    fn a_line_cut_off_upstream_is_kept_as_far_as_it_went_and_marked() {
+        let mut c = Conversation::new();
+        c.agent_delta(Some("i1"), "All of it, so far ");
+        c.agent_interrupted("i1", 2000, 2000);
+        assert_eq!(
+            items(&c)[0],
+            Item::AssistantText("All of it, so far…".into())
+        );
+        // A finished line the caller heard in full stays as it was.
+        c.agent_said(Some("i2"), "Done.");
+        c.agent_interrupted("i2", 900, 900);
+        assert_eq!(items(&c)[1], Item::AssistantText("Done.".into()));
+    }
+
+    #[test]
+    fn replay_keeps_the_most_recent_within_budget() {
+        let mut c = Conversation::new();
+        let long = "x".repeat(REPLAY_MAX_CHARS / 4 + 10);
+        for _ in 0..4 {
+            c.caller_said(&long);
+        }
+        c.caller_said("last");
+        let it = items(&c);
+        assert_eq!(it.len(), 5, "oldest dropped, note added");
+        assert_eq!(it[3], Item::UserText("last".into()));
+        let since = c.end();
+        c.caller_said("after");
+        assert_eq!(
+            c.replay_since(since),
+            [ClientEvent::CreateItem(Item::UserText("after".into()))]
+        );
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let mut c = Conversation::new();
+        for i in 0..MAX_ENTRIES + 5 {
+            c.caller_said(&i.to_string());
+        }
+        assert_eq!(c.entries().len(), MAX_ENTRIES);
+        assert_eq!(c.end(), MAX_ENTRIES + 5);
+        assert_eq!(c.entries()[0], Entry::Caller("5".into()));
+    }
+}

@@ -1,0 +1,273 @@
+//! A call's Realtime sockets, by generation: the one in use, and during a rotation its
+//! successor (at most two at once), plus at most one dial in flight. The call decides which
+//! generation to dial, use and close (`call::Effect`); this only holds the sockets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as UpMessage;
+
+use super::upstream::{self, Upstream, UpstreamError};
+use crate::call::UpstreamLoss;
+use crate::config::Config;
+
+type Dial = Pin<Box<dyn Future<Output = (Result<Upstream, UpstreamError>, Duration)> + Send>>;
+
+struct Link {
+    generation: u64,
+    tx: SplitSink<Upstream, UpMessage>,
+    rx: SplitStream<Upstream>,
+    /// Fed since the last flush.
+    dirty: bool,
+}
+
+/// What happened on the sockets.
+pub enum Received {
+    /// The dial for this generation finished (its socket is held here when `Ok`), after
+    /// this long.
+    Dialled(Result<(), UpstreamError>, Duration),
+    Message(UpMessage),
+    /// The socket is gone (and already forgotten here).
+    Lost(UpstreamLoss),
+}
+
+pub struct Links {
+    cfg: Arc<Config>,
+    links: [Option<Link>; 2],
+    /// The generation `Output::ToRealtime` goes to.
+    pub current: u64,
+    dial: Option<(u64, Dial)>,
+}
+
+/// The error of a dial, as the call's input.
+pub fn loss_of(e: &UpstreamError) -> UpstreamLoss {
+    match e {
+        UpstreamError::Refused { status } => UpstreamLoss::Refused { status: *status },
+        other => UpstreamLoss::ConnectFailed(other.to_string()),
+    }
+}
+
+impl Links {
+    /// Starts dialling generation 1 at once.
+    pub fn new(cfg: Arc<Config>) -> Links {
+        let mut l = Links {
+            cfg,
+            links: [None, None],
+            current: 1,
+            dial: None,
+        };
+        l.dial(1);
+        l
+    }
+
+    /// Dials `generation` (replacing a dial still in flight, which the call gave up on).
+    pub fn dial(&mut self, generation: u64) {
+        let cfg = self.cfg.clone();
+        // Boxed, and dropped once it has finished: the connect future (DNS, TCP, TLS,
+        // handshake) is several KiB, and kept inline it would sit in every call's task.
+        self.dial = Some((
+            generation,
+            Box::pin(async move {
+                let t = Instant::now();
+                let r = upstream::connect(&cfg).await;
+                (r, t.elapsed())
+            }),
+        ));
+    }
+
+    /// The next thing that happens on the sockets: the dial in flight finished, or a socket
+    /// produced a message or ended (a socket that ended is forgotten before this returns).
+    /// Pending forever when there is nothing to wait for. Cancel-safe.
+    pub async fn next(&mut self) -> (u64, Received) {
+        enum Ready {
+            Dial(u64, Received),
+            Link(
+                usize,
+                u64,
+                Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>>,
+            ),
+        }
+        let ready = std::future::poll_fn(|cx| {
+            if let Some((generation, fut)) = self.dial.as_mut() {
+                let generation = *generation;
+                if let Poll::Ready((r, took)) = fut.as_mut().poll(cx) {
+                    self.dial = None;
+                    return Poll::Ready(Ready::Dial(generation, self.install(generation, r, took)));
+                }
+            }
+            for (i, slot) in self.links.iter_mut().enumerate() {
+                if let Some(l) = slot {
+                    if let Poll::Ready(item) = l.rx.poll_next_unpin(cx) {
+                        return Poll::Ready(Ready::Link(i, l.generation, item));
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match ready {
+            Ready::Dial(generation, received) => (generation, received),
+            Ready::Link(i, generation, item) => {
+                let received = match item {
+                    Some(Ok(UpMessage::Close(frame))) => {
+                        let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                            (u16::from(f.code), f.reason.to_string())
+                        });
+                        Received::Lost(UpstreamLoss::Closed { code, reason })
+                    }
+                    Some(Ok(m)) => return (generation, Received::Message(m)),
+                    None => {
+                        Received::Lost(UpstreamLoss::Dropped("socket ended without close".into()))
+                    }
+                    Some(Err(e)) => {
+                        Received::Lost(UpstreamLoss::Dropped(format!("socket error: {e}")))
+                    }
+                };
+                self.links[i] = None;
+                (generation, received)
+            }
+        }
+    }
+
+    fn install(
+        &mut self,
+        generation: u64,
+        r: Result<Upstream, UpstreamError>,
+        took: Duration,
+    ) -> Received {
+        let ws = match r {
+            Ok(ws) => ws,
+            Err(e) => return Received::Dialled(Err(e), took),
+        };
+        let (tx, rx) = ws.split();
+        let link = Link {
+            generation,
+            tx,
+            rx,
+            dirty: false,
+        };
+        // The call keeps at most two; a third would be a socket it forgot to close.
+        let slot = match self.links.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                tracing::warn!(generation, "a third upstream socket; dropping the oldest");
+                usize::from(
+                    self.links[0].as_ref().map(|l| l.generation)
+                        > self.links[1].as_ref().map(|l| l.generation),
+                )
+            }
+        };
+        self.links[slot] = Some(link);
+        Received::Dialled(Ok(()), took)
+    }
+
+    fn get(&mut self, generation: u64) -> Option<&mut Link> {
+        self.links
+            .iter_mut()
+            .flatten()
+            .find(|l| l.generation == generation)
+    }
+
+    /// Whether a socket of this generation is open.
+    pub fn has(&self, generation: u64) -> bool {
+        self.links
+            .iter()
+            .flatten()
+            .any(|l| l.generation == generation)
+    }
+
+    /// Feeds a text message to a generation's socket (flushed by [`Links::flush`]). On a
+    /// failure or stall the socket is forgotten and the loss returned. `Ok(false)`: no such
+    /// socket.
+    pub async fn feed(
+        &mut self,
+        generation: u64,
+        text: &str,
+        stall: Duration,
+    ) -> Result<bool, UpstreamLoss> {
+        let Some(link) = self.get(generation) else {
+            return Ok(false);
+        };
+        link.dirty = true;
+        let fed = tokio::time::timeout(stall, link.tx.feed(UpMessage::Text(text.into()))).await;
+        let loss = match fed {
+            Ok(Ok(())) => return Ok(true),
+            Ok(Err(e)) => UpstreamLoss::WriteFailed(e.to_string()),
+            Err(_) => UpstreamLoss::WriteFailed(format!("stalled for {stall:?}")),
+        };
+        self.forget(generation);
+        Err(loss)
+    }
+
+    /// Flushes every socket fed since the last flush; returns the generations that failed
+    /// (forgotten).
+    pub async fn flush(&mut self, stall: Duration) -> Vec<(u64, UpstreamLoss)> {
+        let mut failed = Vec::new();
+        for slot in self.links.iter_mut() {
+            let Some(l) = slot else { continue };
+            if !l.dirty {
+                continue;
+            }
+            l.dirty = false;
+            match tokio::time::timeout(stall, l.tx.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push((l.generation, UpstreamLoss::WriteFailed(e.to_string()))),
+                Err(_) => failed.push((
+                    l.generation,
+                    UpstreamLoss::WriteFailed(format!("flush stalled for {stall:?}")),
+                )),
+            }
+        }
+        for (g, _) in &failed {
+            self.forget(*g);
+        }
+        failed
+    }
+
+    fn forget(&mut self, generation: u64) {
+        for slot in self.links.iter_mut() {
+            if slot.as_ref().is_some_and(|l| l.generation == generation) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Closes a generation's socket (normal close) in the background, so a peer slow to
+    /// answer cannot hold up the call. Returns whether there was one.
+    pub fn close(&mut self, generation: u64) -> bool {
+        for slot in self.links.iter_mut() {
+            if slot.as_ref().is_some_and(|l| l.generation == generation) {
+                if let Some(mut l) = slot.take() {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            l.tx.send(UpMessage::Close(None)),
+                        )
+                        .await;
+                    });
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Closes every socket (the call is over), waiting for each close to be written.
+    pub async fn close_all(&mut self) -> usize {
+        let mut n = 0;
+        for slot in self.links.iter_mut() {
+            if let Some(mut l) = slot.take() {
+                if l.tx.send(UpMessage::Close(None)).await.is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        self.dial = None;
+        n
+    }
+}

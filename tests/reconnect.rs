@@ -1,0 +1,629 @@
+//! Calls that survive their upstream: a dropped Realtime socket is replaced by a new session
+//! that carries on the conversation, and a session is rotated before its time limit. Real
+//! server, simulator (with its fault controls) and simulated caller on 127.0.0.1.
+//!
+//! Faults are injected when the simulator shows the moment has come (the caller is speaking,
+//! the agent is answering), not after a sleep; assertions are on what each session received.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callbridge::caller::{self, CallerOptions, CallerReport, Step};
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::faults::SESSION_EXPIRED_REASON;
+use callbridge::sim::{ClosedBy, SessionFault, SessionLog, SimConfig, Simulator};
+use serde_json::Value;
+
+async fn bridge(realtime_url: &str, extra: &[(&str, &str)]) -> callbridge::server::Running {
+    let mut env: Vec<(String, String)> = vec![
+        ("REALTIME_URL".into(), realtime_url.into()),
+        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let lookup = move |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+        .await
+        .expect("bridge starts")
+}
+
+async fn metrics(server: &callbridge::server::Running) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// Waits (bounded, generously) until the metrics contain `needle`.
+async fn wait_metric(server: &callbridge::server::Running, needle: &str) -> bool {
+    for _ in 0..250 {
+        if metrics(server).await.contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Waits (bounded) until session `i` satisfies `ok`.
+async fn wait_session(sim: &Simulator, i: usize, what: &str, ok: impl Fn(&SessionLog) -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if sim.session(i).is_some_and(|s| ok(&s)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("session {i}: {what} did not happen");
+}
+
+/// Waits until every session has ended (so its log is complete).
+async fn wait_all_closed(sim: &Simulator) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if sim.sessions().iter().all(|s| s.closed_by.is_some()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("sessions still open: {:?}", sim.sessions().len());
+}
+
+fn sent(s: &SessionLog, ty: &str) -> bool {
+    s.sent_types().contains(&ty)
+}
+
+/// The speech lengths (s) the simulator transcribed, from "caller spoke for N s".
+fn caller_turns(s: &SessionLog) -> Vec<f64> {
+    s.sent_of("conversation.item.input_audio_transcription.completed")
+        .filter_map(|e| e["transcript"].as_str())
+        .filter_map(|t| t.strip_prefix("caller spoke for "))
+        .filter_map(|t| t.trim_end_matches(" s").parse().ok())
+        .collect()
+}
+
+fn text_of(item: &Value) -> (&str, &str, &str) {
+    (
+        item["role"].as_str().unwrap_or("-"),
+        item["content"][0]["type"].as_str().unwrap_or("-"),
+        item["content"][0]["text"].as_str().unwrap_or("-"),
+    )
+}
+
+fn run_caller(
+    server: &callbridge::server::Running,
+    script: Vec<Step>,
+) -> tokio::task::JoinHandle<CallerReport> {
+    let opts = CallerOptions {
+        bridge: server.url(""),
+        script,
+        ..Default::default()
+    };
+    tokio::spawn(async move { caller::run(opts).await.expect("call runs") })
+}
+
+/// The report without its audio buffers (for assertion messages).
+fn summary(r: &CallerReport) -> String {
+    format!(
+        "frames_sent {} media_received {} bytes_played {} latencies {:?} clears {} closed_by_bridge {} duration {:?}",
+        r.frames_sent,
+        r.media_received,
+        r.bytes_played,
+        r.response_latencies,
+        r.clears.len(),
+        r.closed_by_bridge,
+        r.duration
+    )
+}
+
+fn answer() -> Step {
+    Step::WaitAgentDone {
+        quiet: Duration::from_millis(500),
+        timeout: Duration::from_secs(15),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 800,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let call = run_caller(
+        &server,
+        vec![
+            Step::Silence(Duration::from_millis(300)),
+            Step::Say(caller::synthetic_speech(2500)),
+            answer(),
+        ],
+    );
+    // The caller is mid-sentence once the server's VAD has heard it start.
+    wait_session(&sim, 0, "speech_started", |s| {
+        sent(s, "input_audio_buffer.speech_started")
+    })
+    .await;
+    assert!(sim.inject(0, SessionFault::DropFin));
+    let report = call.await.expect("join");
+    assert!(
+        !report.closed_by_bridge,
+        "the call went on: {}",
+        summary(&report)
+    );
+    assert_eq!(sim.session_count(), 2);
+    let first = sim.session(0).expect("session 0");
+    assert!(
+        caller_turns(&first).is_empty(),
+        "the first session never finished the turn"
+    );
+    let second = sim.session(1).expect("session 1");
+    assert_eq!(second.received_types()[0], "session.update");
+    let turns = caller_turns(&second);
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    assert!(
+        turns[0] >= 2.4,
+        "the new session heard the whole 2.5 s sentence, not just its end: {turns:?}"
+    );
+    assert!(
+        !report.response_latencies.is_empty() && report.bytes_played >= 800 * 8,
+        "and answered it: {}",
+        summary(&report)
+    );
+    assert!(
+        wait_metric(
+            &server,
+            r#"callbridge_upstream_reconnects_total{reason="dropped"} 1"#
+        )
+        .await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conversation_is_replayed_into_the_new_session() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 800,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(
+        &sim.url(),
+        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
+    )
+    .await;
+    let call = run_caller(
+        &server,
+        vec![
+            answer(), // the greeting
+            Step::Say(caller::synthetic_speech(1000)),
+            answer(),
+            Step::Silence(Duration::from_millis(1500)),
+            Step::Say(caller::synthetic_speech(1000)),
+            answer(),
+        ],
+    );
+    // Greeting and one full turn done, both transcribed: then a reset while all is quiet.
+    wait_session(&sim, 0, "two answers", |s| s.responses_completed >= 2).await;
+    wait_session(&sim, 0, "caller transcript", |s| {
+        !caller_turns(s).is_empty()
+    })
+    .await;
+    assert!(sim.inject(0, SessionFault::DropRst));
+    let report = call.await.expect("join");
+    assert!(!report.closed_by_bridge);
+    assert_eq!(
+        report.response_latencies.len(),
+        2,
+        "both turns answered: {}",
+        summary(&report)
+    );
+    let replies = SimConfig::default().reply_texts;
+    let second = sim.session(1).expect("session 1");
+    let items: Vec<_> = second.items_created().into_iter().map(text_of).collect();
+    assert_eq!(
+        items,
+        [
+            ("assistant", "output_text", replies[0].as_str()),
+            ("user", "input_text", "caller spoke for 1.0 s"),
+            ("assistant", "output_text", replies[1].as_str()),
+            (
+                "system",
+                "input_text",
+                callbridge::call::conversation::CONTINUATION_NOTE
+            ),
+        ],
+        "the conversation as text, then the note"
+    );
+    let types = second.received_types();
+    assert_eq!(types[0], "session.update");
+    assert!(
+        !second
+            .received
+            .iter()
+            .any(|e| e["type"] == "response.create"),
+        "no second greeting: {types:?}"
+    );
+    assert!(
+        second.errors_sent == 0,
+        "{:?}",
+        second.sent_of("error").collect::<Vec<_>>()
+    );
+    assert!(
+        wait_metric(
+            &server,
+            r#"callbridge_upstream_reconnects_total{reason="dropped"} 1"#
+        )
+        .await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 4000,
+            // Audio in real time, so the answer is still streaming when the fault comes.
+            pace: 1.0,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let call = run_caller(
+        &server,
+        vec![
+            Step::Say(caller::synthetic_speech(800)),
+            answer(),
+            Step::Silence(Duration::from_millis(500)),
+            Step::Say(caller::synthetic_speech(800)),
+            answer(),
+        ],
+    );
+    wait_session(&sim, 0, "an answer half sent", |s| {
+        s.sent_audio_bytes >= 1500 * 8
+    })
+    .await;
+    assert!(sim.inject(0, SessionFault::ServerErrorThenClose));
+    let report = call.await.expect("join");
+    assert!(!report.closed_by_bridge);
+    assert!(
+        report.clears.is_empty(),
+        "audio already sent was not cleared: {}",
+        summary(&report)
+    );
+    let first = sim.session(0).expect("session 0");
+    let second = sim.session(1).expect("session 1");
+    // Everything the first session sent was played, then the second answer.
+    assert!(
+        report.bytes_played as usize >= first.sent_audio_bytes + 4000 * 8,
+        "played {} of {} + {}",
+        report.bytes_played,
+        first.sent_audio_bytes,
+        4000 * 8
+    );
+    let items = second.items_created();
+    assert!(items.len() >= 2, "{items:?}");
+    let (role, kind, text) = text_of(items[1]);
+    let full = &SimConfig::default().reply_texts[0];
+    assert_eq!((role, kind), ("assistant", "output_text"));
+    let head = text
+        .strip_suffix('…')
+        .unwrap_or_else(|| panic!("marked as cut: {items:?}"));
+    assert!(
+        !head.is_empty() && full.starts_with(head) && head.len() < full.len(),
+        "the line cut to what was said: {text:?}"
+    );
+    assert!(
+        wait_metric(
+            &server,
+            r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#
+        )
+        .await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expired_is_handled_like_a_drop() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 600,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[]).await;
+    let call = run_caller(
+        &server,
+        vec![
+            Step::Say(caller::synthetic_speech(800)),
+            answer(),
+            Step::Silence(Duration::from_millis(1500)),
+            Step::Say(caller::synthetic_speech(800)),
+            answer(),
+        ],
+    );
+    wait_session(&sim, 0, "an answer", |s| s.responses_completed >= 1).await;
+    assert!(sim.inject(
+        0,
+        SessionFault::SessionExpired {
+            close_after: Duration::from_millis(300)
+        }
+    ));
+    let report = call.await.expect("join");
+    assert!(!report.closed_by_bridge);
+    assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
+    assert_eq!(sim.session_count(), 2);
+    assert!(
+        wait_metric(
+            &server,
+            r#"callbridge_upstream_reconnects_total{reason="session_expired"} 1"#
+        )
+        .await
+    );
+    let first = sim.session(0).expect("session 0");
+    // The bridge left at the error, before the server's close.
+    assert_eq!(
+        first.closed_by,
+        Some(ClosedBy::Fault("session_expired".into())),
+        "{SESSION_EXPIRED_REASON}"
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_retry_fails_the_call_ends_upstream_failed() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "2")]).await;
+    let started = Instant::now();
+    let call = run_caller(
+        &server,
+        vec![
+            Step::Say(caller::synthetic_speech(500)),
+            Step::Silence(Duration::from_secs(20)),
+        ],
+    );
+    wait_session(&sim, 0, "configured", |s| {
+        s.received_types().contains(&"session.update")
+    })
+    .await;
+    sim.refuse_next(1000);
+    assert!(sim.inject(0, SessionFault::DropFin));
+    let report = call.await.expect("join");
+    assert!(report.closed_by_bridge, "the bridge gave up");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "within the retry window, not the 20 s script: {:?}",
+        started.elapsed()
+    );
+    assert!(report.twiml.contains("<Say>Sorry"), "Twilio apologises");
+    assert_eq!(sim.session_count(), 1, "no new session was ever opened");
+    assert!(
+        wait_metric(
+            &server,
+            r#"callbridge_calls_total{outcome="upstream_failed"} 1"#
+        )
+        .await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_reconnect_ends_the_call_at_once() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    // A long retry window: only the 401 can end the call.
+    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")]).await;
+    let call = run_caller(
+        &server,
+        vec![
+            Step::Say(caller::synthetic_speech(500)),
+            Step::Silence(Duration::from_secs(20)),
+        ],
+    );
+    wait_session(&sim, 0, "configured", |s| {
+        s.received_types().contains(&"session.update")
+    })
+    .await;
+    // One 401, then the server would accept again: a bridge that retried would get through.
+    sim.unauthorized_next(1);
+    assert!(sim.inject(0, SessionFault::DropFin));
+    let report = call.await.expect("join");
+    assert!(report.closed_by_bridge);
+    assert_eq!(sim.session_count(), 1, "no retry after the 401");
+    assert!(
+        wait_metric(
+            &server,
+            r#"callbridge_calls_total{outcome="upstream_refused"} 1"#
+        )
+        .await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_byte() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 800,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(&sim.url(), &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")]).await;
+    let report = run_caller(
+        &server,
+        vec![
+            Step::Say(caller::synthetic_speech(1000)),
+            answer(),
+            Step::Silence(Duration::from_millis(1500)),
+            Step::Say(caller::synthetic_speech(1000)),
+            answer(),
+            Step::Silence(Duration::from_millis(1500)),
+            Step::Say(caller::synthetic_speech(1000)),
+            answer(),
+        ],
+    )
+    .await
+    .expect("join");
+    assert!(!report.closed_by_bridge);
+    assert_eq!(
+        report.response_latencies.len(),
+        3,
+        "every turn answered: {}",
+        summary(&report)
+    );
+    wait_all_closed(&sim).await;
+    let sessions = sim.sessions();
+    assert!(sessions.len() >= 2, "rotated at least once");
+    let appended: usize = sessions.iter().map(|s| s.appended_audio_bytes).sum();
+    assert_eq!(
+        appended as u64,
+        report.frames_sent * 160,
+        "every caller byte reached exactly one session"
+    );
+    for (i, s) in sessions.iter().enumerate() {
+        assert_eq!(s.received_types()[0], "session.update", "session {i}");
+        assert_eq!(
+            s.closed_by,
+            Some(ClosedBy::Client),
+            "session {i} closed by the bridge"
+        );
+        assert!(
+            caller_turns(s).iter().all(|t| *t >= 0.9),
+            "no sentence split across sessions: {:?}",
+            caller_turns(s)
+        );
+    }
+    let turns: usize = sessions.iter().map(|s| caller_turns(s).len()).sum();
+    assert_eq!(turns, 3);
+    // The last session was told the story so far.
+    let last = sessions.last().expect("a session");
+    let items = last.items_created();
+    assert!(
+        items.iter().any(|i| i["role"] == "system"),
+        "continuation note: {items:?}"
+    );
+    let rotations = format!("callbridge_session_rotations_total {}", sessions.len() - 1);
+    assert!(
+        wait_metric(&server, &rotations).await,
+        "{}",
+        metrics(&server).await
+    );
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+/// The simulator's fault controls do what they say, seen from a plain WebSocket client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_faults_look_like_the_real_thing_on_the_wire() {
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    // How the socket ends after each fault: (close code, reset, other error).
+    async fn ending(sim: &Simulator, fault: SessionFault) -> (Option<u16>, bool, bool) {
+        let (mut ws, _) = tokio_tungstenite::connect_async(sim.url())
+            .await
+            .expect("connect");
+        let _created = ws.next().await;
+        assert!(sim.inject(sim.session_count() - 1, fault));
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    return (f.map(|f| u16::from(f.code)), false, false)
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(Error::Io(e)))) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (None, true, false)
+                }
+                Ok(Some(Err(_))) | Ok(None) => return (None, false, true),
+                Err(_) => panic!("{fault:?}: the socket did not end"),
+            }
+        }
+    }
+    use futures_util::StreamExt;
+    assert_eq!(
+        ending(&sim, SessionFault::DropFin).await,
+        (None, false, true),
+        "EOF, no close frame"
+    );
+    assert_eq!(
+        ending(&sim, SessionFault::DropRst).await,
+        (None, true, false),
+        "reset"
+    );
+    assert_eq!(
+        ending(&sim, SessionFault::ServerErrorThenClose).await,
+        (Some(1011), false, false)
+    );
+    let expired = SessionFault::SessionExpired {
+        close_after: Duration::from_millis(50),
+    };
+    assert_eq!(ending(&sim, expired).await, (Some(1001), false, false));
+    let errors: Vec<_> = sim
+        .sessions()
+        .iter()
+        .flat_map(|s| {
+            s.sent_of("error")
+                .map(|e| e["error"]["code"].clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(errors, ["server_error", "session_expired"]);
+    // Refused connections and 401s: only the next n.
+    sim.refuse_next(1);
+    assert!(tokio_tungstenite::connect_async(sim.url()).await.is_err());
+    sim.unauthorized_next(1);
+    match tokio_tungstenite::connect_async(sim.url()).await {
+        Err(Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(tokio_tungstenite::connect_async(sim.url()).await.is_ok());
+    sim.shutdown().await;
+}
