@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
     pub calls_refused: IntCounter,
+    pub tool_calls: IntCounterVec,
+    pub tool_seconds: prometheus::HistogramVec,
 }
 
 impl Metrics {
@@ -74,8 +76,22 @@ impl Metrics {
                 "calls_refused_total",
                 "Media sockets refused (over max_calls or shutting down)",
             )?,
+            tool_calls: IntCounterVec::new(
+                Opts::new(
+                    "tool_calls_total",
+                    "Function tool calls by the model, by tool and result",
+                ),
+                &["tool", "result"],
+            )?,
+            tool_seconds: prometheus::HistogramVec::new(
+                HistogramOpts::new("tool_seconds", "Time a tool call took, by tool")
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0]),
+                &["tool"],
+            )?,
             registry,
         };
+        m.registry.register(Box::new(m.tool_calls.clone()))?;
+        m.registry.register(Box::new(m.tool_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_active.clone()))?;
         m.registry.register(Box::new(m.calls_total.clone()))?;
         m.registry

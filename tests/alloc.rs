@@ -103,6 +103,7 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) 
             Output::ToRealtime(ev) => ev.write_json(Dialect::Ga, text),
             Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),
             Output::Hangup(r) => panic!("hangup: {r:?}"),
+            Output::Effect { effect, .. } => panic!("effect in steady state: {effect:?}"),
         }
     }
     frames

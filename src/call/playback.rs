@@ -100,6 +100,11 @@ impl Playback {
         }
     }
 
+    /// Marks sent and not yet echoed: 0 means the caller heard (or we cleared) everything.
+    pub fn pending_marks(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether agent audio is still playing (or queued) at `now`.
     pub fn audible(&self, now: Instant) -> bool {
         self.heard(now) < self.sent

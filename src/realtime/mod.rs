@@ -7,5 +7,5 @@
 pub mod events;
 pub mod session;
 
-pub use events::{AudioBytes, AudioPool, ClientEvent, ServerEvent};
+pub use events::{AudioBytes, AudioPool, ClientEvent, FunctionCall, OutputItem, ServerEvent};
 pub use session::{AudioFormat, Dialect, SessionConfig, TurnDetection};

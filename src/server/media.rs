@@ -194,6 +194,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
+                Output::Effect { id, effect } => {
+                    let _ = (id, effect);
+                }
             }
         }
         if wrote_tw
@@ -488,6 +491,53 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
                 );
             }
         }
+        CallEvent::ToolCall {
+            tool,
+            call_id,
+            result,
+            seconds,
+        } => {
+            s.metrics
+                .tool_calls
+                .with_label_values(&[tool.as_str(), result])
+                .inc();
+            if let Some(secs) = seconds {
+                s.metrics
+                    .tool_seconds
+                    .with_label_values(&[tool.as_str()])
+                    .observe(secs);
+            }
+            info!(
+                tool,
+                call_id,
+                result,
+                ms = seconds.map(|s| (s * 1000.0) as u64),
+                "tool call"
+            );
+        }
+        CallEvent::ToolSkipped {
+            call_id,
+            tool,
+            response_status,
+        } => info!(
+            tool,
+            call_id, response_status, "tool call of an unfinished response not run"
+        ),
+        CallEvent::EndRequested { reason } => info!(reason, "the agent ends the call"),
+        CallEvent::CallUpdated {
+            action,
+            ok,
+            seconds,
+        } => info!(
+            action,
+            ok,
+            ms = (seconds * 1000.0) as u64,
+            "Twilio REST call update answered"
+        ),
+        CallEvent::Transferring { destination } => {
+            info!(destination, "call handed over; the stream ends")
+        }
+        CallEvent::FillerPlayed => debug!("filler playing while a tool runs"),
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
             let count = anomalies.bump(kind);

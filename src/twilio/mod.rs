@@ -2,7 +2,9 @@
 //!
 //! Knows nothing of sockets or of the Realtime API.
 
+pub mod dial;
 pub mod media;
+pub mod rest;
 pub mod signature;
 pub mod twiml;
 
