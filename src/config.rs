@@ -96,6 +96,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("transfer_caller_id", Kind::Str),
     ("filler_audio", Kind::Str),
     ("goodbye_timeout_ms", Kind::Int),
+    ("twilio_api_base", Kind::Str),
+    ("twilio_api_key", Kind::Str),
+    ("twilio_api_secret", Kind::Str),
+    ("twilio_account_sid", Kind::Str),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -104,6 +108,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("REALTIME_URL", "realtime_url"),
     ("PUBLIC_URL", "public_url"),
     ("TWILIO_AUTH_TOKEN", "twilio_auth_token"),
+    ("TWILIO_ACCOUNT_SID", "twilio_account_sid"),
 ];
 
 /// Every configuration key with its environment variable, for `serve --help`.
@@ -181,6 +186,10 @@ struct Raw {
     transfer_caller_id: Option<String>,
     filler_audio: Option<String>,
     goodbye_timeout_ms: Option<i64>,
+    twilio_api_base: Option<String>,
+    twilio_api_key: Option<String>,
+    twilio_api_secret: Option<String>,
+    twilio_account_sid: Option<String>,
 }
 
 /// How the upstream is authenticated.
@@ -235,6 +244,13 @@ pub struct Config {
     pub twilio_webhook_shared_key: Option<Secret>,
     /// HMAC key signing every request to a tool (`X-Callbridge-Signature`).
     pub tool_secret: Option<Secret>,
+    /// Where Twilio's REST API is (tests point it at a local fake).
+    pub twilio_api_base: String,
+    /// An API key SID + secret for Twilio REST, used instead of account SID + auth token.
+    pub twilio_api_key: Option<Secret>,
+    pub twilio_api_secret: Option<Secret>,
+    /// The account outbound calls are made from (inbound calls name theirs in `start`).
+    pub twilio_account_sid: Option<String>,
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -540,7 +556,49 @@ impl Config {
             dtmf_gap: Duration::from_millis(ms("dtmf_gap_ms", r.dtmf_gap_ms, 1500, 100, 30_000)?),
             tools: tools_cfg,
         };
+        let twilio_api_base = r
+            .twilio_api_base
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "https://api.twilio.com".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(twilio_api_base.starts_with("https://") || twilio_api_base.starts_with("http://"))
+            || twilio_api_base.parse::<http::Uri>().is_err()
+        {
+            return Err(invalid(
+                "twilio_api_base",
+                format!("{twilio_api_base:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let twilio_api_key = r.twilio_api_key.filter(|s| !s.is_empty()).map(Secret);
+        let twilio_api_secret = r.twilio_api_secret.filter(|s| !s.is_empty()).map(Secret);
+        if twilio_api_key.is_some() != twilio_api_secret.is_some() {
+            return Err(invalid(
+                if twilio_api_key.is_some() {
+                    "twilio_api_secret"
+                } else {
+                    "twilio_api_key"
+                },
+                "twilio_api_key and twilio_api_secret go together",
+            ));
+        }
+        let twilio_account_sid = r.twilio_account_sid.filter(|s| !s.is_empty());
+        if let Some(sid) = &twilio_account_sid {
+            if !(sid.starts_with("AC")
+                && sid.len() == 34
+                && sid[2..].chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    "twilio_account_sid",
+                    format!("{sid:?} is not an account SID (AC + 32 hex digits)"),
+                ));
+            }
+        }
         Ok(Config {
+            twilio_api_base,
+            twilio_api_key,
+            twilio_api_secret,
+            twilio_account_sid,
             listen,
             public_url,
             realtime_url,

@@ -10,6 +10,7 @@ pub mod caller;
 pub mod config;
 pub mod demo;
 pub mod fixture;
+pub mod integrator;
 pub mod metrics;
 pub mod realtime;
 pub mod server;

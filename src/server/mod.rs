@@ -5,6 +5,7 @@
 
 pub mod media;
 pub mod signature;
+pub mod twilio_rest;
 pub mod twiml;
 pub mod upstream;
 
@@ -37,6 +38,9 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Flips to `true` when running calls must end (after the drain period).
     pub stop_calls: watch::Receiver<bool>,
+    /// The one HTTP client of the process (pooled), for tools, integrators and Twilio REST.
+    pub http: reqwest::Client,
+    pub twilio_rest: Arc<twilio_rest::TwilioRest>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -133,7 +137,10 @@ pub async fn serve_on(
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let http = twilio_rest::http_client();
     let state = AppState {
+        twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
+        http,
         call_cfg: Arc::new(cfg.call.clone()),
         cfg: Arc::new(cfg),
         metrics,

@@ -11,6 +11,7 @@
 //! with [`SimConfig::record_events`] off).
 
 mod session;
+pub mod twilio_rest;
 pub mod vad;
 mod validate;
 pub mod voice;
