@@ -11,7 +11,9 @@ use serde::Deserialize;
 use crate::call::CallConfig;
 
 mod tools;
+
 use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
+pub use tools::DEFAULT_FILLER;
 
 pub const DEFAULT_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
 

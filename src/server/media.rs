@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
+use super::effects;
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -115,6 +116,8 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let mut outcome = EndReason::TwilioDisconnected;
     let mut text = String::with_capacity(512);
     let mut anomalies = AnomalyCounts::default();
+    // Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
+    let mut effects = effects::Effects::new();
 
     'call: loop {
         // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
@@ -194,9 +197,7 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
-                Output::Effect { id, effect } => {
-                    let _ = (id, effect);
-                }
+                Output::Effect { id, effect } => effects::spawn(&s, &mut effects, id, effect),
             }
         }
         if wrote_tw
@@ -354,6 +355,12 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         }
                         call.on_upstream_closed(true, format!("socket error: {e}"), now);
                     }
+                }
+            }
+            Some(done) = effects.join_next(), if !effects.is_empty() => {
+                match done {
+                    Ok((id, result)) => call.on_effect_done(id, result, Instant::now()),
+                    Err(e) => warn!(error = %e, "an effect task failed"),
                 }
             }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),

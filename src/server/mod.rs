@@ -3,6 +3,7 @@
 //! No call logic lives here: a call's socket task only pumps messages between the two sockets
 //! and its [`crate::call::Call`].
 
+pub mod effects;
 pub mod media;
 pub mod signature;
 pub mod twilio_rest;

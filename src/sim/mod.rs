@@ -83,6 +83,12 @@ pub struct SimConfig {
     /// N s"): the simulator has no speech recogniser, so a script that knows what it played
     /// tells it what to transcribe.
     pub caller_transcripts: Vec<String>,
+    /// Function calls the model makes: reply `i` (responses in the order they start, not
+    /// cycled) ends, after its audio, with these `(name, arguments JSON)` calls, as
+    /// `function_call` output items in the dialect's events. Empty or missing: none. The
+    /// bridge answers with `function_call_output` items and a `response.create`; the next
+    /// reply is the model speaking about the results.
+    pub reply_tool_calls: Vec<Vec<(String, String)>>,
     /// Faults to inject.
     pub faults: Vec<Fault>,
     /// If set, refuse the upgrade (HTTP 401) unless `Authorization: Bearer <key>` or
@@ -145,6 +151,7 @@ impl Default for SimConfig {
             always_transcribe: true,
             reply_audio: Vec::new(),
             caller_transcripts: Vec::new(),
+            reply_tool_calls: Vec::new(),
             faults: Vec::new(),
             require_api_key: None,
             record_events: true,
