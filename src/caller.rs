@@ -41,6 +41,9 @@ pub enum Step {
     DropFrames(u32),
 }
 
+/// The account the simulated Twilio calls from (in `start` and the TwiML request).
+pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+
 #[derive(Debug, Clone)]
 pub struct CallerOptions {
     /// Base URL of the bridge, e.g. `http://127.0.0.1:8080`.

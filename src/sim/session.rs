@@ -1500,6 +1500,10 @@ impl Session {
         let delta_name = self.ev_name("audio.delta");
         let cfg = &self.shared.cfg;
         let Some(r) = &mut self.resp else { return };
+        if r.total_bytes == 0 && !r.text_only {
+            // A response with nothing to say (the model only calls a tool).
+            return self.finish_response(None);
+        }
         if r.text_only {
             let len = r.text.len();
             let mut pos = 0;
