@@ -3,7 +3,7 @@
 //! signature with its own HMAC (not the bridge's code), and the fake Twilio REST API.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,7 +15,7 @@ use callbridge::caller::{self, CallerOptions, CallerReport, Step};
 use callbridge::config::{Config, Overrides};
 use callbridge::metrics::Metrics;
 use callbridge::sim::twilio_rest::FakeTwilio;
-use callbridge::sim::{SimConfig, SimDialect, Simulator};
+use callbridge::sim::{Probe, ProbeHandle, SessionProbe, SimConfig, SimDialect, Simulator};
 use serde_json::{json, Value};
 
 const SECRET: &str = "tool-secret-for-tests";
@@ -86,6 +86,8 @@ struct ToolHit {
 #[derive(Clone, Default)]
 struct ToolServer {
     hits: Arc<Mutex<Vec<ToolHit>>>,
+    /// When each request arrived and when its answer was handed back (the measurement).
+    times: Arc<Mutex<Vec<(Instant, Instant)>>>,
 }
 
 async fn tool_endpoint(
@@ -94,6 +96,7 @@ async fn tool_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
+    let arrived = Instant::now();
     let signed = headers
         .get("x-callbridge-signature")
         .and_then(|v| v.to_str().ok())
@@ -113,8 +116,10 @@ async fn tool_endpoint(
                 .as_str()
                 .unwrap_or("?")
                 .to_owned();
-            axum::Json(json!({"order_id": id, "status": "shipped", "eta": "Friday"}))
-                .into_response()
+            let r = axum::Json(json!({"order_id": id, "status": "shipped", "eta": "Friday"}))
+                .into_response();
+            ts.times.lock().unwrap().push((arrived, Instant::now()));
+            r
         }
         "slow_lookup" => {
             tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -631,4 +636,91 @@ async fn a_transfer_to_a_name_that_is_not_configured_is_refused() {
         &s.metrics,
         "callbridge_tool_calls_total{result=\"unknown_destination\",tool=\"transfer_call\"} 1"
     ));
+}
+
+// ---- measurement ------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Stamps {
+    /// `…function_call_arguments.done` handed to the simulator's socket.
+    call_sent: Vec<Instant>,
+    /// `conversation.item.create` (the output) read from the simulator's socket.
+    output_read: Vec<Instant>,
+}
+
+struct Stamper(Arc<Mutex<Stamps>>);
+impl Probe for Stamper {
+    fn session(&self, _n: u64) -> Box<dyn SessionProbe> {
+        Box::new(Stamper(self.0.clone()))
+    }
+}
+impl SessionProbe for Stamper {
+    fn function_call_sent(&mut self, _call_id: &str, at: Instant) {
+        self.0.lock().unwrap().call_sent.push(at);
+    }
+    fn event_received(&mut self, ty: &str, at: Instant) {
+        if ty == "conversation.item.create" {
+            self.0.lock().unwrap().output_read.push(at);
+        }
+    }
+}
+
+fn percentiles(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3
+    )
+}
+
+/// Bridge-added time around a tool call, measured from outside the bridge: the simulator
+/// stamps `…arguments.done` before writing it and the output when its read returns; the tool
+/// server stamps the request on arrival and the answer when handed back. Each interval also
+/// holds a loopback hop (WebSocket or HTTP) and the peer's parsing, so it bounds the bridge's
+/// own share from above. 300 tool calls back to back (each answer's `response.create` makes
+/// the simulator call the tool again, with no audio in between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --release --test tools measure_bridge_added_time -- --ignored --nocapture"]
+async fn measure_bridge_added_time() {
+    const N: usize = 300;
+    let stamps = Arc::new(Mutex::new(Stamps::default()));
+    let mut sim = sim_with(
+        &[""],
+        vec![vec![("lookup_order", r#"{"order_id":"1"}"#)]; N],
+    );
+    sim.reply_audio = vec![Arc::new(Vec::new())];
+    sim.record_events = false;
+    sim.probe = Some(ProbeHandle(Arc::new(Stamper(stamps.clone()))));
+    let s = setup(sim, "ga").await;
+    let _ = call(
+        &s,
+        vec![
+            Step::Silence(Duration::from_millis(200)),
+            Step::Say(caller::synthetic_speech(600)),
+            Step::Silence(Duration::from_secs(15)),
+        ],
+    )
+    .await;
+    let st = stamps.lock().unwrap();
+    let times = s.tools.times.lock().unwrap().clone();
+    let n = st
+        .call_sent
+        .len()
+        .min(times.len())
+        .min(st.output_read.len());
+    assert!(n >= N / 2, "only {n} tool calls completed");
+    let to_request: Vec<Duration> = (0..n).map(|i| times[i].0 - st.call_sent[i]).collect();
+    let to_output: Vec<Duration> = (0..n).map(|i| st.output_read[i] - times[i].1).collect();
+    println!("{n} tool calls");
+    println!(
+        "arguments.done sent → tool request received:   {}",
+        percentiles(to_request)
+    );
+    println!(
+        "tool answer sent → function_call_output read: {}",
+        percentiles(to_output)
+    );
 }

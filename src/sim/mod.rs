@@ -123,6 +123,8 @@ pub trait SessionProbe: Send {
     }
     /// `input_audio_buffer.speech_started` was handed to the socket at `at`.
     fn speech_started_sent(&mut self, _at: std::time::Instant) {}
+    /// `response.function_call_arguments.done` for `call_id` was handed to the socket at `at`.
+    fn function_call_sent(&mut self, _call_id: &str, _at: std::time::Instant) {}
 }
 
 /// A shareable [`Probe`] (a newtype so that [`SimConfig`] stays `Debug` and `Clone`).

@@ -302,12 +302,16 @@ async fn flush(
     // What the probe hears about once the frames are flushed: Some(delta) or None (speech
     // started).
     let mut notes: Vec<Option<(u32, usize, usize)>> = Vec::new();
+    let mut calls: Vec<String> = Vec::new();
     let mut end = None;
     for o in s.out.drain(..) {
         match o {
             Out::Event(v) => {
                 if probing && get_str(&v, "type") == Some("input_audio_buffer.speech_started") {
                     notes.push(None);
+                }
+                if probing && get_str(&v, "type") == Some("response.function_call_arguments.done") {
+                    calls.push(get_str(&v, "call_id").unwrap_or_default().to_owned());
                 }
                 frames.push(v.to_string());
                 if record {
@@ -350,6 +354,9 @@ async fn flush(
                 Some((resp, offset, n)) => p.delta_sent(resp, offset, n, at),
                 None => p.speech_started_sent(at),
             }
+        }
+        for c in &calls {
+            p.function_call_sent(c, at);
         }
     }
     for f in frames {
