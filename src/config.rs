@@ -596,6 +596,25 @@ impl Config {
                 ));
             }
         }
+        let has_rest_credentials = twilio_api_key.is_some()
+            || r.twilio_auth_token
+                .as_deref()
+                .is_some_and(|t| !t.is_empty());
+        if !has_rest_credentials {
+            let key = if !call.tools.transfer_targets.is_empty() {
+                Some("transfer_targets")
+            } else if call.tools.end_call {
+                Some("end_call")
+            } else {
+                None
+            };
+            if let Some(key) = key {
+                return Err(invalid(
+                    key,
+                    "hanging up and transferring go through Twilio REST: set twilio_auth_token, or twilio_api_key + twilio_api_secret",
+                ));
+            }
+        }
         Ok(Config {
             twilio_api_base,
             twilio_api_key,
@@ -770,10 +789,13 @@ mod tests {
     #[test]
     fn tools_transfer_and_end_call_are_read_and_declared() {
         let c = load(
-            &[(
-                "CALLBRIDGE_TRANSFER_TARGETS",
-                "sales=+15551230000, billing=sip:billing@pbx.example.com",
-            )],
+            &[
+                (
+                    "CALLBRIDGE_TRANSFER_TARGETS",
+                    "sales=+15551230000, billing=sip:billing@pbx.example.com",
+                ),
+                ("TWILIO_AUTH_TOKEN", "token"),
+            ],
             Some(
                 r#"
 tool_secret = "s3cret"
@@ -849,6 +871,11 @@ filler_after_ms = 1200
                 "transfer_targets",
             ),
             ("transfer_caller_id = \"sales\"\n".into(), "transfer_caller_id"),
+            ("end_call = true\n".into(), "end_call"),
+            (
+                "transfer_targets = { sales = \"+15551230000\" }\n".into(),
+                "transfer_targets",
+            ),
         ] {
             let err = load(&[], Some(&file)).unwrap_err().to_string();
             assert!(err.starts_with(key), "{file}: {err}");
