@@ -154,3 +154,65 @@ async fn answer(resp: reqwest::Response, deadline: tokio::time::Instant) -> Tool
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+
+    fn req(url: String, timeout_ms: u64) -> ToolRequest {
+        ToolRequest {
+            tool: "t".into(),
+            url,
+            timeout: Duration::from_millis(timeout_ms),
+            body: r#"{"tool":"t"}"#.into(),
+        }
+    }
+
+    async fn serve(listener: tokio::net::TcpListener) {
+        let app = axum::Router::new()
+            .route("/ok", post(|| async { "{\"ok\":true}" }))
+            .route(
+                "/big",
+                post(|| async { format!("\"{}\"", "x".repeat(MAX_TOOL_ANSWER)) }),
+            );
+        let _ = axum::serve(listener, app).await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_tried_once_more() {
+        // A port with nothing listening yet; the tool comes up right after the first attempt.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+            serve(l).await;
+        });
+        let http = reqwest::Client::new();
+        let out = run_tool(&http, b"k", &req(format!("http://{addr}/ok"), 3000)).await;
+        assert_eq!(out, ToolOutcome::Ok("{\"ok\":true}".into()));
+        late.abort();
+    }
+
+    #[tokio::test]
+    async fn oversize_and_unreachable_answers_are_failures() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(serve(l));
+        let http = reqwest::Client::new();
+        match run_tool(&http, b"k", &req(format!("http://{addr}/big"), 3000)).await {
+            ToolOutcome::Failed { kind, .. } => assert_eq!(kind, ToolFailure::TooLarge),
+            other => panic!("{other:?}"),
+        }
+        server.abort();
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = probe.local_addr().unwrap();
+        drop(probe);
+        match run_tool(&http, b"k", &req(format!("http://{dead}/ok"), 3000)).await {
+            ToolOutcome::Failed { kind, .. } => assert_eq!(kind, ToolFailure::Connect),
+            other => panic!("{other:?}"),
+        }
+    }
+}
