@@ -1,5 +1,7 @@
 //! Prometheus metrics: the only process-wide state besides configuration.
 
+pub mod latency;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -21,6 +23,8 @@ pub struct Metrics {
     pub calls_refused: IntCounter,
     pub tool_calls: IntCounterVec,
     pub tool_seconds: prometheus::HistogramVec,
+    /// Turn-level latencies (issue 10).
+    pub latency: latency::LatencyMetrics,
 }
 
 impl Metrics {
@@ -88,6 +92,7 @@ impl Metrics {
                     .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0]),
                 &["tool"],
             )?,
+            latency: latency::LatencyMetrics::new()?,
             registry,
         };
         m.registry.register(Box::new(m.tool_calls.clone()))?;
@@ -110,6 +115,13 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        m.latency.register(&m.registry)?;
+        // CPU seconds and resident memory of this process (`callbridge_process_*`): the
+        // dashboard divides them by active calls.
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 

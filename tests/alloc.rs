@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::{Call, CallConfig, Output};
+use callbridge::call::{Call, CallConfig, CallEvent, Output};
 use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 
@@ -101,6 +101,8 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) 
                 }
             }
             Output::ToRealtime(ev) => ev.write_json(Dialect::Ga, text),
+            // Once per response, at its first frames (turn latency): allocates nothing.
+            Output::Event(CallEvent::AgentAudio { .. }) => {}
             Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),
             Output::Hangup(r) => panic!("hangup: {r:?}"),
             Output::Effect { effect, .. } => panic!("effect in steady state: {effect:?}"),

@@ -687,3 +687,52 @@ fn a_stream_that_never_starts_is_ended_not_left_dead() {
     }
     assert_eq!(last.last(), Some(&Output::Hangup(EndReason::NoStart)));
 }
+
+/// The turn's instants for the latency metrics: `speech_stopped` and the model's time to first
+/// audio are reported once, right after the answer's first frames, and not for later deltas.
+#[test]
+fn an_answers_first_frames_report_the_turn_and_model_latency() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.start();
+    h.connect(0);
+    let agent_audio = |outs: &[Output]| {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::AgentAudio {
+                    model_latency,
+                    speech_stopped_at,
+                }) => Some((*model_latency, *speech_stopped_at)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    h.realtime(
+        r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":100}"#,
+        500,
+    );
+    h.realtime(
+        r#"{"type":"input_audio_buffer.speech_stopped","audio_end_ms":1500}"#,
+        2000,
+    );
+    h.realtime(
+        r#"{"type":"response.created","response":{"id":"r1"}}"#,
+        2010,
+    );
+    // 10 ms of audio: no whole frame yet, so nothing went to the caller.
+    let outs = h.delta("r1", "item_a", &[0x10; 80], 2300);
+    assert!(agent_audio(&outs).is_empty());
+    let outs = h.delta("r1", "item_a", &[0x10; 800], 2320);
+    let reported = agent_audio(&outs);
+    assert_eq!(
+        reported,
+        [(Some(Duration::from_millis(290)), Some(h.at(2000)))]
+    );
+    let first_frame = outs
+        .iter()
+        .position(|o| matches!(o, Output::ToTwilio(Outbound::Media(_))));
+    let event = outs
+        .iter()
+        .position(|o| matches!(o, Output::Event(CallEvent::AgentAudio { .. })));
+    assert!(first_frame < event, "reported after the frames it times");
+    assert!(agent_audio(&h.delta("r1", "item_a", &[0x10; 800], 2400)).is_empty());
+}

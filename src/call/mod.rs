@@ -10,6 +10,7 @@ mod filler;
 mod hangup;
 pub mod playback;
 pub mod tools;
+pub mod timing;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -146,6 +147,13 @@ pub enum CallEvent {
     },
     /// The filler started playing while a tool runs.
     FillerPlayed,
+    /// A response's first audio frames went to Twilio (just before this event): how long the
+    /// model took to start (`response.created` → first delta), and when the caller's turn ended
+    /// (`speech_stopped`), if this answers one. The shell times the write.
+    AgentAudio {
+        model_latency: Option<Duration>,
+        speech_stopped_at: Option<Instant>,
+    },
     /// Bad or unexpected input, handled; `kind` is stable for metrics.
     Anomaly {
         kind: &'static str,
@@ -240,6 +248,7 @@ pub struct Call {
     /// Responses we cancelled: their late deltas are dropped.
     cancelled: VecDeque<String>,
     playback: Playback,
+    turn_clock: timing::TurnClock,
 
     // Tools, hang-up, transfer.
     info: Option<CallInfo>,
@@ -296,6 +305,7 @@ impl Call {
             ending: None,
             filler: filler::Filler::default(),
             next_effect: 0,
+            turn_clock: timing::TurnClock::default(),
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
             append_pool: Arc::new(AudioPool::default()),
@@ -685,14 +695,16 @@ impl Call {
             }
             ServerEvent::SpeechStarted { .. } => {
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
+                self.turn_clock.on_speech_started();
                 if self.cfg.barge_in {
                     self.barge_in(now);
                 }
             }
-            ServerEvent::SpeechStopped { .. } => {}
+            ServerEvent::SpeechStopped { .. } => self.turn_clock.on_speech_stopped(now),
             ServerEvent::ResponseCreated { response } => {
                 self.ending_on_response_created(&response.id);
                 self.live_response = Some(response.id);
+                self.turn_clock.on_response_created(now);
             }
             ServerEvent::AudioDelta(d) => self.downlink(&d.response_id, &d.item_id, &d.delta, now),
             ServerEvent::AudioDone { item_id, .. } => {
@@ -813,6 +825,7 @@ impl Call {
         if self.filler.is_playing() {
             self.filler_stop(now);
         }
+        self.turn_clock.on_delta(now);
         if self.current_item.as_deref() != Some(item_id) {
             // A new item: finish the previous one's tail first.
             if self.current_item.is_some() {
@@ -893,6 +906,9 @@ impl Call {
         self.playback.on_sent(item_id, sent, now);
         if let Some(name) = self.playback.mark(item_id) {
             self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
+        }
+        if let Some(ev) = self.turn_clock.on_frames_sent() {
+            self.out.push_back(Output::Event(ev));
         }
     }
 

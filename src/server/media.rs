@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
 use super::effects;
+use super::latency::{Read, WriteTimer};
 use super::upstream;
 use super::AppState;
 use crate::call::{Call, CallEvent, EndReason, Output};
@@ -118,11 +119,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let mut anomalies = AnomalyCounts::default();
     // Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
     let mut effects = effects::Effects::new();
+    let mut timer = WriteTimer::default();
 
     'call: loop {
         // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
         let (mut wrote_tw, mut wrote_up) = (false, false);
         while let Some(out) = call.poll_output() {
+            timer.output(&out, &s.metrics.latency);
             match out {
                 Output::ToTwilio(msg) => {
                     if sid_json.is_none() {
@@ -221,6 +224,8 @@ async fn run(mut socket: WebSocket, s: AppState) {
                 }
             }
         }
+        let ok = !call.is_ended();
+        timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
         if call.is_ended() {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
@@ -246,7 +251,17 @@ async fn run(mut socket: WebSocket, s: AppState) {
                             r.message(Dir::TwilioIn, t.as_str());
                         }
                         match Inbound::parse(t.as_str()) {
-                            Ok(m) => call.on_twilio(m, now),
+                            Ok(m) => {
+                                let mark = matches!(m, Inbound::Mark { .. });
+                                timer.read(match m {
+                                    Inbound::Media { .. } => Read::TwilioMedia,
+                                    _ => Read::Other,
+                                }, now);
+                                call.on_twilio(m, now);
+                                if mark {
+                                    timer.mark_echoed(call.playback(), now, &s.metrics.latency);
+                                }
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
@@ -323,7 +338,13 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                     debug!(event = event_type(t.as_str()), "Realtime event ignored");
                                 }
                             }
-                            Ok(ev) => call.on_realtime(ev, now),
+                            Ok(ev) => {
+                                timer.read(match ev {
+                                    ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                    _ => Read::Other,
+                                }, now);
+                                call.on_realtime(ev, now)
+                            }
                             Err(e) => {
                                 s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
                                 warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
@@ -465,6 +486,13 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             truncated,
         } => {
             s.metrics.barge_ins.inc();
+            // The first item is the one the caller was hearing; later ones were only queued.
+            if let Some((_, heard_ms)) = truncated.first() {
+                s.metrics
+                    .latency
+                    .truncate_heard
+                    .observe(*heard_ms as f64 / 1000.0);
+            }
             info!(cleared, cancelled, ?truncated, "barge-in");
         }
         CallEvent::ResponseDone { id, status } => {
@@ -545,6 +573,8 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
             info!(destination, "call handed over; the stream ends")
         }
         CallEvent::FillerPlayed => debug!("filler playing while a tool runs"),
+        // Observed by the write timer, which knows when the frames went out.
+        CallEvent::AgentAudio { .. } => {}
         CallEvent::Anomaly { kind, detail } => {
             s.metrics.anomalies.with_label_values(&[kind]).inc();
             let count = anomalies.bump(kind);

@@ -4,6 +4,7 @@
 //! and its [`crate::call::Call`].
 
 pub mod effects;
+pub mod latency;
 pub mod media;
 pub mod signature;
 pub mod twilio_rest;
