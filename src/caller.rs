@@ -60,6 +60,13 @@ pub struct CallerOptions {
     /// Turns `true` when Twilio ends the stream on its side (the call was hung up or
     /// redirected through REST): the caller then sends `stop` and closes, as Twilio does.
     pub twilio_ends: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Playout that runs late (a deep jitter buffer, a busy network, a slow phone): agent audio
+    /// arriving at an empty queue starts playing this long after it arrived, so marks echo that
+    /// much later than the bridge's clock expects. Zero plays at once, as Twilio normally does.
+    pub playout_delay: Duration,
+    /// Open this `<Stream url>` instead of asking the webhook: its TwiML was fetched earlier
+    /// (e.g. just before the bridge began to drain).
+    pub stream_url: Option<String>,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -94,6 +101,8 @@ impl Default for CallerOptions {
             tail: Duration::from_millis(500),
             events: None,
             twilio_ends: None,
+            playout_delay: Duration::ZERO,
+            stream_url: None,
         }
     }
 }
@@ -318,11 +327,9 @@ pub fn check_outbound_shape(v: &Value, sid: &str) -> Result<(), String> {
     }
 }
 
-/// Places one call against the bridge and plays the script. Returns when the script (and
-/// tail) is done, or the bridge closes the socket.
-pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
-    let mut report = CallerReport::default();
-    let twiml = post_form(
+/// Asks the bridge's webhook for the call's TwiML, as Twilio does when the number rings.
+pub async fn fetch_twiml(opts: &CallerOptions) -> Result<String, CallerError> {
+    post_form(
         &opts.bridge,
         "/twiml",
         &[
@@ -334,9 +341,23 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
             ("Direction", "inbound"),
         ],
     )
-    .await?;
-    let url = stream_url_from_twiml(&twiml).ok_or_else(|| CallerError::NoStream(twiml.clone()))?;
-    report.twiml = twiml;
+    .await
+}
+
+/// Places one call against the bridge and plays the script. Returns when the script (and
+/// tail) is done, or the bridge closes the socket.
+pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
+    let mut report = CallerReport::default();
+    let url = match &opts.stream_url {
+        Some(url) => url.clone(),
+        None => {
+            let twiml = fetch_twiml(&opts).await?;
+            let url = stream_url_from_twiml(&twiml)
+                .ok_or_else(|| CallerError::NoStream(twiml.clone()))?;
+            report.twiml = twiml;
+            url
+        }
+    };
     report.stream_url = url.clone();
     // The TwiML says wss:// (Twilio only speaks TLS); on loopback the bridge is plain ws.
     let ws_url = url.replacen("wss://", "ws://", 1);
@@ -422,6 +443,15 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                     emit(CallerEventKind::AgentAudio { latency: now - since });
                                 }
                                 last_agent_audio = Some(now);
+                                if player.queue.is_empty() && !opts.playout_delay.is_zero() {
+                                    // Playback of this stretch starts late: silence meanwhile.
+                                    let late = opts.playout_delay;
+                                    report.agent_audio.extend(std::iter::repeat_n(
+                                        0xFFu8,
+                                        (late.as_millis() as u64 * BPMS) as usize,
+                                    ));
+                                    player.clock = now + late;
+                                }
                                 player.queued_bytes += bytes.len();
                                 player.queue.push_back(Queued::Audio(bytes, 0));
                             }

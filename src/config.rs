@@ -92,16 +92,29 @@ const KEYS: &[(&str, Kind)] = &[
     ("dtmf_to_model", Kind::Bool),
     ("dtmf_gap_ms", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
-    ("tool_secret", Kind::Str),
     ("end_call", Kind::Bool),
     ("transfer_targets", Kind::Str),
     ("transfer_caller_id", Kind::Str),
     ("filler_audio", Kind::Str),
     ("goodbye_timeout_ms", Kind::Int),
+    ("allow_unsigned", Kind::Bool),
+    ("reject_reason", Kind::Str),
     ("twilio_api_base", Kind::Str),
     ("twilio_api_key", Kind::Str),
     ("twilio_api_secret", Kind::Str),
     ("twilio_account_sid", Kind::Str),
+    ("softphone", Kind::Bool),
+    ("softphone_token", Kind::Str),
+    ("console_token", Kind::Str),
+    ("tool_secret", Kind::Str),
+    ("report_url", Kind::Str),
+    ("report_spool_dir", Kind::Str),
+    ("report_retry_max_s", Kind::Int),
+    ("report_retry_min_ms", Kind::Int),
+    ("report_spool_max", Kind::Int),
+    ("api_token", Kind::Str),
+    ("twilio_recording", Kind::Str),
+    ("setup_timeout_ms", Kind::Int),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -182,16 +195,29 @@ struct Raw {
     dtmf_to_model: Option<bool>,
     dtmf_gap_ms: Option<i64>,
     tools: Option<Vec<tools::RawTool>>,
-    tool_secret: Option<String>,
     end_call: Option<bool>,
     transfer_targets: Option<toml::Value>,
     transfer_caller_id: Option<String>,
     filler_audio: Option<String>,
     goodbye_timeout_ms: Option<i64>,
+    allow_unsigned: Option<bool>,
+    reject_reason: Option<String>,
     twilio_api_base: Option<String>,
     twilio_api_key: Option<String>,
     twilio_api_secret: Option<String>,
     twilio_account_sid: Option<String>,
+    softphone: Option<bool>,
+    softphone_token: Option<String>,
+    console_token: Option<String>,
+    tool_secret: Option<String>,
+    report_url: Option<String>,
+    report_spool_dir: Option<String>,
+    report_retry_max_s: Option<i64>,
+    report_retry_min_ms: Option<i64>,
+    report_spool_max: Option<i64>,
+    api_token: Option<String>,
+    twilio_recording: Option<String>,
+    setup_timeout_ms: Option<i64>,
 }
 
 /// How the upstream is authenticated.
@@ -244,8 +270,11 @@ pub struct Config {
     pub twilio_auth_token: Option<Secret>,
     /// The shared key of a Twilio Webhooks Rule (HMAC-SHA256 signatures), if one applies.
     pub twilio_webhook_shared_key: Option<Secret>,
-    /// HMAC key signing every request to a tool (`X-Callbridge-Signature`).
-    pub tool_secret: Option<Secret>,
+    /// Accept unsigned Twilio requests even though the upstream is remote and no
+    /// `twilio_auth_token` is set (`serve` refuses to start otherwise; warned at every start).
+    pub allow_unsigned: bool,
+    /// `<Reject reason>` answered by the webhook when `max_calls` calls are running.
+    pub reject_reason: &'static str,
     /// Where Twilio's REST API is (tests point it at a local fake).
     pub twilio_api_base: String,
     /// An API key SID + secret for Twilio REST, used instead of account SID + auth token.
@@ -253,6 +282,44 @@ pub struct Config {
     pub twilio_api_secret: Option<Secret>,
     /// The account outbound calls are made from (inbound calls name theirs in `start`).
     pub twilio_account_sid: Option<String>,
+    /// `/softphone` is served (and its signed tickets open `/media`) when set.
+    pub softphone_token: Option<Secret>,
+    /// `/console` and `/console/events` are served when set.
+    pub console_token: Option<Secret>,
+    /// Signs the bridge's requests to the integrator (tools, reports): `X-Callbridge-Signature`.
+    pub tool_secret: Option<Secret>,
+    /// Call reports, outbound calls, Twilio-side recording (issue 8).
+    pub callcenter: CallCenter,
+    /// Agent profiles (`[profiles.NAME]`, `default_profile`).
+    pub profiles: crate::profile::Profiles,
+}
+
+/// Settings of call reports and outbound calls.
+#[derive(Debug, Clone, Default)]
+pub struct CallCenter {
+    /// Where reports are POSTed; no reports without it.
+    pub report_url: Option<String>,
+    /// Reports not yet delivered live here (one file each; `dead/` holds refused ones).
+    pub report_spool_dir: Option<PathBuf>,
+    /// A report is retried this long after it was written, then moved to `dead/`.
+    pub report_retry_max: Duration,
+    /// The first retry waits about this long; each next one twice as long (with jitter).
+    pub report_retry_min: Duration,
+    /// Reports kept in the spool at most; past it the oldest are dropped (logged as errors).
+    pub report_spool_max: usize,
+    /// `Authorization: Bearer` token of `POST /v1/calls`; the API is off without it.
+    pub api_token: Option<Secret>,
+    /// Twilio records both channels of every call (`twilio_recording = "dual"`).
+    pub twilio_recording: bool,
+    /// A profile's setup lookup gets this long; then the call goes on without it.
+    pub setup_timeout: Duration,
+}
+
+impl Config {
+    /// The names of the configured agent profiles.
+    pub fn profile_names(&self) -> impl Iterator<Item = &str> {
+        self.profiles.by_name.keys().map(String::as_str)
+    }
 }
 
 /// Values given on the command line (they win over file and environment).
@@ -300,13 +367,37 @@ impl Config {
                 .map_or(Kind::Str, |(_, k)| *k);
             table.insert((*key).into(), typed(&format!("--{key}"), v, kind)?);
         }
-        let raw: Raw = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: file.map_or_else(|| PathBuf::from("<environment>"), Path::to_path_buf),
-                message: e.to_string(),
-            })?;
-        Config::validate(raw)
+        let profiles = table.remove("profiles");
+        let default_profile = table.remove("default_profile");
+        let parse = |t: toml::Table| -> Result<Raw, ConfigError> {
+            toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file.map_or_else(|| PathBuf::from("<environment>"), Path::to_path_buf),
+                    message: e.to_string(),
+                })
+        };
+        let mut cfg = Config::validate(parse(table.clone())?)?;
+        cfg.profiles = crate::profile::parse(&table, profiles, default_profile, &|t| {
+            Ok(Config::validate(parse(t)?)?.call)
+        })?;
+        if cfg.tool_secret.is_none() {
+            if let Some(p) = cfg
+                .profiles
+                .by_name
+                .values()
+                .find(|p| p.setup_url.is_some())
+            {
+                return Err(invalid(
+                    "tool_secret",
+                    format!(
+                        "required with profiles.{}.setup_url: setup lookups are signed",
+                        p.name
+                    ),
+                ));
+            }
+        }
+        Ok(cfg)
     }
 
     /// The configuration from the process environment and an optional file.
@@ -315,6 +406,8 @@ impl Config {
     }
 
     fn validate(r: Raw) -> Result<Config, ConfigError> {
+        let tool_secret = r.tool_secret.clone().filter(|s| !s.is_empty()).map(Secret);
+        let callcenter = callcenter(&r, tool_secret.is_some())?;
         let listen = r
             .listen
             .as_deref()
@@ -503,9 +596,9 @@ impl Config {
             r.log_format.as_deref().unwrap_or("text"),
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         )?;
-        let (tools_cfg, tool_secret) = tools::validate(tools::RawToolKeys {
+        let (tools_cfg, _) = tools::validate(tools::RawToolKeys {
             tools: r.tools,
-            tool_secret: r.tool_secret,
+            tool_secret: r.tool_secret.clone(),
             end_call: r.end_call,
             transfer_targets: r.transfer_targets,
             transfer_caller_id: r.transfer_caller_id,
@@ -615,7 +708,14 @@ impl Config {
                 ));
             }
         }
+        let (softphone_token, console_token) =
+            web_tokens(r.softphone, r.softphone_token, r.console_token)?;
         Ok(Config {
+            softphone_token,
+            console_token,
+            profiles: Default::default(),
+            tool_secret,
+            callcenter,
             twilio_api_base,
             twilio_api_key,
             twilio_api_secret,
@@ -640,9 +740,129 @@ impl Config {
                 .twilio_webhook_shared_key
                 .filter(|t| !t.is_empty())
                 .map(Secret),
-            tool_secret,
+            allow_unsigned: r.allow_unsigned.unwrap_or(false),
+            reject_reason: one_of(
+                "reject_reason",
+                r.reject_reason.as_deref().unwrap_or("busy"),
+                &[("busy", "busy"), ("rejected", "rejected")],
+            )?,
         })
     }
+}
+
+/// Browser pages: a token guards each, and the softphone needs `softphone = true` as well, so
+/// a token left in the environment does not switch it on by itself.
+fn web_tokens(
+    softphone: Option<bool>,
+    softphone_token: Option<String>,
+    console_token: Option<String>,
+) -> Result<(Option<Secret>, Option<Secret>), ConfigError> {
+    const MIN: usize = 16;
+    let softphone_token = softphone_token.filter(|t| !t.is_empty());
+    let softphone_token = match (softphone.unwrap_or(false), softphone_token) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(invalid(
+                "softphone_token",
+                "softphone = true needs a softphone_token (at least 16 characters)",
+            ))
+        }
+        (true, Some(t)) if t.len() < MIN => {
+            return Err(invalid(
+                "softphone_token",
+                format!("too short ({} characters); use at least {MIN}", t.len()),
+            ))
+        }
+        (true, Some(t)) => Some(Secret(t)),
+    };
+    let console_token = match console_token.filter(|t| !t.is_empty()) {
+        Some(t) if t.len() < MIN => {
+            return Err(invalid(
+                "console_token",
+                format!("too short ({} characters); use at least {MIN}", t.len()),
+            ))
+        }
+        t => t.map(Secret),
+    };
+    Ok((softphone_token, console_token))
+}
+
+/// Reports, the outbound API and Twilio-side recording.
+fn callcenter(r: &Raw, signed: bool) -> Result<CallCenter, ConfigError> {
+    let report_url = r.report_url.clone().filter(|s| !s.is_empty());
+    if let Some(u) = &report_url {
+        if !(u.starts_with("https://") || u.starts_with("http://"))
+            || u.parse::<http::Uri>().is_err()
+        {
+            return Err(invalid(
+                "report_url",
+                format!("{u:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    let report_spool_dir = r
+        .report_spool_dir
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    if report_url.is_some() {
+        if report_spool_dir.is_none() {
+            return Err(invalid(
+                "report_spool_dir",
+                "required with report_url: every report is written there before it is sent",
+            ));
+        }
+        if !signed {
+            return Err(invalid(
+                "tool_secret",
+                "required with report_url: reports are signed (X-Callbridge-Signature)",
+            ));
+        }
+    }
+    let twilio_recording = match r.twilio_recording.as_deref().unwrap_or("off") {
+        "off" | "" => false,
+        "dual" => true,
+        other => {
+            return Err(invalid(
+                "twilio_recording",
+                format!("{other:?}; allowed: off, dual"),
+            ))
+        }
+    };
+    Ok(CallCenter {
+        report_url,
+        report_spool_dir,
+        report_retry_max: Duration::from_secs(ms(
+            "report_retry_max_s",
+            r.report_retry_max_s,
+            86_400,
+            1,
+            30 * 86_400,
+        )?),
+        report_retry_min: Duration::from_millis(ms(
+            "report_retry_min_ms",
+            r.report_retry_min_ms,
+            1000,
+            1,
+            600_000,
+        )?),
+        report_spool_max: ms(
+            "report_spool_max",
+            r.report_spool_max,
+            10_000,
+            1,
+            10_000_000,
+        )? as usize,
+        api_token: r.api_token.clone().filter(|s| !s.is_empty()).map(Secret),
+        twilio_recording,
+        setup_timeout: Duration::from_millis(ms(
+            "setup_timeout_ms",
+            r.setup_timeout_ms,
+            1500,
+            1,
+            60_000,
+        )?),
+    })
 }
 
 /// The value named `v` among `options`, or an error naming the key and every allowed value.
@@ -892,10 +1112,93 @@ filler_after_ms = 1200
     }
 
     #[test]
+    fn web_pages_are_off_by_default_and_need_a_long_token() {
+        let c = load(&[], None).unwrap();
+        assert!(c.softphone_token.is_none() && c.console_token.is_none());
+        // A token alone does not switch the softphone on.
+        let c = load(&[("CALLBRIDGE_SOFTPHONE_TOKEN", "0123456789abcdef")], None).unwrap();
+        assert!(c.softphone_token.is_none());
+        let c = load(
+            &[
+                ("CALLBRIDGE_SOFTPHONE", "true"),
+                ("CALLBRIDGE_SOFTPHONE_TOKEN", "0123456789abcdef"),
+                ("CALLBRIDGE_CONSOLE_TOKEN", "fedcba9876543210"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.softphone_token, Some(Secret("0123456789abcdef".into())));
+        assert_eq!(c.console_token, Some(Secret("fedcba9876543210".into())));
+        for (env, key) in [
+            (vec![("CALLBRIDGE_SOFTPHONE", "true")], "softphone_token"),
+            (
+                vec![
+                    ("CALLBRIDGE_SOFTPHONE", "true"),
+                    ("CALLBRIDGE_SOFTPHONE_TOKEN", "short"),
+                ],
+                "softphone_token",
+            ),
+            (vec![("CALLBRIDGE_CONSOLE_TOKEN", "short")], "console_token"),
+        ] {
+            let err = load(&env, None).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let err = load(&[], Some("voise = \"marin\"\n"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("voise"), "{err}");
+    }
+
+    #[test]
+    fn report_settings_need_a_spool_and_a_secret() {
+        let err = load(
+            &[("CALLBRIDGE_REPORT_URL", "https://crm.example.com/r")],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("report_spool_dir"), "{err}");
+        let err = load(
+            &[
+                ("CALLBRIDGE_REPORT_URL", "https://crm.example.com/r"),
+                ("CALLBRIDGE_REPORT_SPOOL_DIR", "/tmp/x"),
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("tool_secret"), "{err}");
+        let err = load(&[("CALLBRIDGE_REPORT_URL", "crm")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("report_url"), "{err}");
+        let err = load(&[("CALLBRIDGE_TWILIO_RECORDING", "mono")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("twilio_recording") && err.contains("dual"),
+            "{err}"
+        );
+        let c = load(
+            &[
+                ("CALLBRIDGE_REPORT_URL", "https://crm.example.com/r"),
+                ("CALLBRIDGE_REPORT_SPOOL_DIR", "/tmp/x"),
+                ("CALLBRIDGE_TOOL_SECRET", "s"),
+                ("CALLBRIDGE_REPORT_RETRY_MAX_S", "60"),
+                ("CALLBRIDGE_API_TOKEN", "tok"),
+            ],
+            Some("twilio_recording = \"dual\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.callcenter.report_retry_max, Duration::from_secs(60));
+        assert!(c.callcenter.twilio_recording);
+        assert!(
+            !format!("{c:?}").contains("tok\""),
+            "the API token is never printed"
+        );
     }
 }

@@ -42,6 +42,9 @@ enum Command {
     /// Offline demo: bridge + Realtime simulator + a simulated caller speaking recorded
     /// speech, with a live transcript, latencies and a barge-in. No key, no phone, no network.
     Demo(DemoArgs),
+    /// Place an outbound call through a running bridge (POST /v1/calls): Twilio dials --to
+    /// and connects the answered call to the agent. Prints the call SID.
+    Dial(DialArgs),
     /// Regenerate fixtures/ (run by scripts/make-fixtures.sh).
     #[command(hide = true)]
     GenFixtures(GenArgs),
@@ -85,6 +88,31 @@ struct SimArgs {
     /// Speed of audio deltas relative to real time (0 = as fast as possible).
     #[arg(long, default_value_t = 4.0)]
     pace: f32,
+}
+
+#[derive(Args)]
+struct DialArgs {
+    /// The bridge's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    bridge: String,
+    /// The number to call (E.164, e.g. +15551230000).
+    #[arg(long)]
+    to: String,
+    /// The caller ID: a Twilio number of the account (E.164).
+    #[arg(long)]
+    from: String,
+    /// The agent profile for the call.
+    #[arg(long)]
+    profile: Option<String>,
+    /// A variable for the agent's instructions, NAME=VALUE (repeatable).
+    #[arg(long = "var", value_parser = callbridge::dial::parse_var)]
+    vars: Vec<(String, String)>,
+    /// Answering machine detection: Enable or DetectMessageEnd.
+    #[arg(long)]
+    machine_detection: Option<String>,
+    /// The bridge's api_token.
+    #[arg(long, env = "CALLBRIDGE_API_TOKEN", hide_env_values = true)]
+    api_token: String,
 }
 
 #[derive(Args)]
@@ -147,6 +175,31 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay(args),
         Command::Demo(args) => demo(args),
         Command::GenFixtures(args) => gen_fixtures(args),
+        Command::Dial(args) => dial(args),
+    }
+}
+
+fn dial(args: DialArgs) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    callbridge::server::init_tls();
+    let d = callbridge::dial::Dial {
+        to: args.to,
+        from: args.from,
+        profile: args.profile,
+        variables: args.vars.into_iter().collect(),
+        machine_detection: args.machine_detection,
+    };
+    match rt.block_on(callbridge::dial::dial(&args.bridge, &args.api_token, &d)) {
+        Ok(sid) => {
+            println!("{sid}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("callbridge dial: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -405,6 +458,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(cfg.log_format);
+    // Checked again (and logged) when serving starts; refused here first so that the exit
+    // status and message are those of any other configuration error.
+    if let Err(e) = callbridge::server::unsigned::check(&cfg) {
+        eprintln!("callbridge: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     if cfg.api_key.is_none() {
         tracing::warn!(
             "OPENAI_API_KEY is not set: the upstream will be called without credentials"

@@ -20,9 +20,20 @@ pub struct Metrics {
     pub anomalies: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
-    pub calls_refused: IntCounter,
     pub tool_calls: IntCounterVec,
     pub tool_seconds: prometheus::HistogramVec,
+    /// Calls turned away, by `stage` (`webhook`: TwiML answered `<Reject>` or 503; `media`: a
+    /// media socket closed at once) and `reason` (`busy`: at max_calls; `draining`: shutting
+    /// down). Both labels are closed sets.
+    pub calls_refused: IntCounterVec,
+    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`).
+    pub reports_total: IntCounterVec,
+    /// Reports written to the spool and not yet delivered (or given up).
+    pub report_backlog: IntGauge,
+    /// `POST /v1/calls` by result (`created`, `refused`, `twilio_error`).
+    pub outbound_calls_total: IntCounterVec,
+    /// Setup lookups at call start by result (`ok`, `timeout`, `failed`, `junk`).
+    pub setup_lookups_total: IntCounterVec,
     /// Turn-level latencies (issue 10).
     pub latency: latency::LatencyMetrics,
 }
@@ -76,9 +87,34 @@ impl Metrics {
                 )
                 .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             )?,
-            calls_refused: IntCounter::new(
-                "calls_refused_total",
-                "Media sockets refused (over max_calls or shutting down)",
+            calls_refused: IntCounterVec::new(
+                Opts::new(
+                    "calls_refused_total",
+                    "Calls turned away, by stage (webhook|media) and reason (busy|draining)",
+                ),
+                &["stage", "reason"],
+            )?,
+            reports_total: IntCounterVec::new(
+                Opts::new(
+                    "reports_total",
+                    "Call reports and events, by what became of them",
+                ),
+                &["result"],
+            )?,
+            report_backlog: IntGauge::new(
+                "report_backlog",
+                "Call reports in the spool, not yet delivered",
+            )?,
+            outbound_calls_total: IntCounterVec::new(
+                Opts::new("outbound_calls_total", "POST /v1/calls, by result"),
+                &["result"],
+            )?,
+            setup_lookups_total: IntCounterVec::new(
+                Opts::new(
+                    "setup_lookups_total",
+                    "Setup lookups at call start, by result",
+                ),
+                &["result"],
             )?,
             tool_calls: IntCounterVec::new(
                 Opts::new(
@@ -115,6 +151,19 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_connect_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_refused.clone()))?;
+        // Every (stage, reason) exported from the start at 0: a rate over a series that only
+        // appears at the first refusal would miss that refusal (and dashboards show no data).
+        for stage in ["webhook", "media"] {
+            for reason in ["busy", "draining"] {
+                m.calls_refused.with_label_values(&[stage, reason]);
+            }
+        }
+        m.registry.register(Box::new(m.reports_total.clone()))?;
+        m.registry.register(Box::new(m.report_backlog.clone()))?;
+        m.registry
+            .register(Box::new(m.outbound_calls_total.clone()))?;
+        m.registry
+            .register(Box::new(m.setup_lookups_total.clone()))?;
         m.latency.register(&m.registry)?;
         // CPU seconds and resident memory of this process (`callbridge_process_*`): the
         // dashboard divides them by active calls.

@@ -346,13 +346,14 @@ fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
     h.start();
     h.connect(0);
     h.realtime(r#"{"type":"response.created","response":{"id":"r1"}}"#, 0);
-    // One 500 ms delta; no mark echoed yet. Caller barges in 10 s later: all 500 ms heard.
+    // One 500 ms delta, played and its mark echoed; the caller speaks 10 s later.
     let m = marks(&h.delta("r1", "i1", &[1; 4000], 0));
     assert_eq!(m.len(), 1);
     h.realtime(
         r#"{"type":"response.done","response":{"id":"r1","status":"completed"}}"#,
         50,
     );
+    h.twilio(&mark_msg(&m[0]), 500);
     // Playback finished long ago: speech is not a barge-in, nothing to clear or cut.
     let outs = h.realtime(
         r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1}"#,

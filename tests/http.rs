@@ -17,7 +17,12 @@ async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
         if k == "CALLBRIDGE_LISTEN" {
             return Some("127.0.0.1:0".to_string());
         }
-        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        let given = env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if k == "REALTIME_URL" && given.is_none() {
+            // An upstream on loopback (nothing listens there): unsigned requests are fine.
+            return Some("ws://127.0.0.1:9/v1/realtime".to_string());
+        }
+        given
     };
     let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
     callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))

@@ -9,8 +9,8 @@ pub mod effects;
 mod filler;
 mod hangup;
 pub mod playback;
-pub mod tools;
 pub mod timing;
+pub mod tools;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -108,6 +108,14 @@ pub enum CallEvent {
         id: String,
         status: Option<String>,
     },
+    /// The stream's labels from `start.customParameters` (`profile`, `direction`), for the
+    /// live console. Sent once, right after `Started`.
+    Labels {
+        profile: Option<String>,
+        direction: Option<String>,
+    },
+    /// Twilio echoed the last mark of a finished agent turn: the caller heard all of it.
+    PlayoutDone,
     CallerTranscript(String),
     AgentTranscript(String),
     Dtmf(String),
@@ -248,6 +256,8 @@ pub struct Call {
     /// Responses we cancelled: their late deltas are dropped.
     cancelled: VecDeque<String>,
     playback: Playback,
+    /// Agent audio went out and its playout has not finished or been cut (for the events).
+    agent_speaking: bool,
     turn_clock: timing::TurnClock,
 
     // Tools, hang-up, transfer.
@@ -305,6 +315,7 @@ impl Call {
             ending: None,
             filler: filler::Filler::default(),
             next_effect: 0,
+            agent_speaking: false,
             turn_clock: timing::TurnClock::default(),
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
@@ -475,6 +486,10 @@ impl Call {
                     call_sid: start.call_sid,
                     from: start.custom_parameters.get("From").cloned(),
                 }));
+                self.out.push_back(Output::Event(CallEvent::Labels {
+                    profile: start.custom_parameters.get("profile").cloned(),
+                    direction: start.custom_parameters.get("direction").cloned(),
+                }));
             }
             Inbound::Media { stream_sid, media } => {
                 if !self.is_our_stream(&stream_sid, "media") {
@@ -521,8 +536,17 @@ impl Call {
                 if !self.is_our_stream(&stream_sid, "mark") {
                     return;
                 }
-                if self.playback.on_mark(&mark.name, now) == MarkEcho::Unknown {
-                    self.anomaly("unknown_mark", mark.name.into_owned());
+                match self.playback.on_mark(&mark.name, now) {
+                    MarkEcho::Unknown => self.anomaly("unknown_mark", mark.name.into_owned()),
+                    MarkEcho::Played(_)
+                        if self.agent_speaking
+                            && self.current_item.is_none()
+                            && !self.playback.audible(now) =>
+                    {
+                        self.agent_speaking = false;
+                        self.out.push_back(Output::Event(CallEvent::PlayoutDone));
+                    }
+                    _ => {}
                 }
                 if self.ending.is_some() {
                     self.ending_progress(now);
@@ -629,6 +653,20 @@ impl Call {
             }
             self.prebuffer.extend_from_slice(&upstream);
         }
+    }
+
+    /// Replaces the call's settings — the agent profile chosen at Twilio's `start` — while the
+    /// upstream session is not configured yet. Refused (`false`) after that, or when the audio
+    /// format or dialect would change (the codecs are set up when the call is created).
+    pub fn set_config(&mut self, cfg: Arc<CallConfig>) -> bool {
+        if self.upstream_ready
+            || cfg.session.audio_format != self.format
+            || cfg.dialect != self.cfg.dialect
+        {
+            return false;
+        }
+        self.cfg = cfg;
+        true
     }
 
     // ---- Realtime ----------------------------------------------------------------------
@@ -765,6 +803,7 @@ impl Call {
             return;
         }
         let mut truncated = Vec::new();
+        self.agent_speaking = false;
         if audible {
             self.out.push_back(Output::ToTwilio(Outbound::Clear));
             let heard = self.playback.on_clear(now);
@@ -903,6 +942,8 @@ impl Call {
         if sent == 0 {
             return;
         }
+        // Until the last mark of the turn echoes (`PlayoutDone`) or a barge-in cuts it.
+        self.agent_speaking = true;
         self.playback.on_sent(item_id, sent, now);
         if let Some(name) = self.playback.mark(item_id) {
             self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
@@ -928,6 +969,11 @@ impl Call {
             sent += crate::audio::FRAME_BYTES as u64;
         }
         self.after_frames(&item_id, sent, now);
+        // Nothing left to send and every mark already echoed: no later echo will say so.
+        if sent == 0 && self.agent_speaking && !self.playback.audible(now) {
+            self.agent_speaking = false;
+            self.out.push_back(Output::Event(CallEvent::PlayoutDone));
+        }
     }
 
     // ---- common -----------------------------------------------------------------------

@@ -1,10 +1,13 @@
 //! What the caller has actually heard.
 //!
 //! Twilio queues our media and plays it in order; a `mark` we send after some audio is echoed
-//! back when playback reaches it. Marks after each delta are up to a whole delta (~100 ms)
-//! apart, too coarse for a truncation, so between echoes the position is interpolated with the
-//! clock (8 μ-law bytes per ms), never past what was sent. After a `clear`, Twilio echoes the
-//! marks that were pending: those stand for discarded audio and must not move the position.
+//! back when playback reaches it. So audio is audible until the mark after it has been echoed:
+//! only the echoes say where the caller is, and when Twilio's playout runs late (jitter, a busy
+//! network, a slow phone) audio that our clock calls finished is still playing. Marks after each
+//! delta are up to a whole delta (~100 ms) apart, too coarse for a truncation, so between echoes
+//! the clock (8 μ-law bytes per ms) refines *where* in the unechoed audio the caller is: never
+//! before the last echoed mark, never past the next unechoed one. After a `clear`, Twilio echoes
+//! the marks that were pending: those stand for discarded audio and must not move the position.
 //!
 //! Positions are in μ-law bytes at 8 kHz since the call started ("global" offsets): one
 //! number line for every item the model spoke.
@@ -27,6 +30,10 @@ const BYTES_PER_MS: u64 = 8;
 const MAX_DISCARDED: usize = 256;
 /// How many recent items we keep for truncation and late-delta filtering.
 const MAX_ITEMS: usize = 16;
+/// Marks sent and not yet echoed that we remember (one per delta: minutes of audio queued at
+/// Twilio). A peer that never echoes cannot grow the call's memory past this; forgetting the
+/// oldest only loosens the bound on where the caller is.
+const MAX_PENDING: usize = 4096;
 
 /// One assistant audio item as it went to Twilio.
 #[derive(Debug, Clone)]
@@ -89,13 +96,22 @@ impl Playback {
         self.sent
     }
 
-    /// Estimated global offset the caller has heard up to at `now`.
+    /// Estimated global offset the caller has heard up to at `now`: the clock running on from
+    /// the last anchor, but short of the first mark Twilio has not echoed yet (playback has not
+    /// reached it, whatever the clock says) and never past what was sent.
     pub fn heard(&self, now: Instant) -> u64 {
         match self.anchor {
             None => 0,
             Some((t, at)) => {
                 let elapsed_us = now.saturating_duration_since(t).as_micros() as u64;
-                (at + elapsed_us * BYTES_PER_MS / 1000).min(self.sent)
+                // Playback has not reached an unechoed mark: it is at most just before it.
+                let cap = self
+                    .pending
+                    .front()
+                    .map_or(self.sent, |(_, off)| off.saturating_sub(1));
+                (at + elapsed_us * BYTES_PER_MS / 1000)
+                    .min(cap)
+                    .min(self.sent)
             }
         }
     }
@@ -105,9 +121,10 @@ impl Playback {
         self.pending.len()
     }
 
-    /// Whether agent audio is still playing (or queued) at `now`.
+    /// Whether agent audio is still playing (or queued) at `now`: until its mark is echoed,
+    /// audio counts as audible even when the clock says it must have finished.
     pub fn audible(&self, now: Instant) -> bool {
-        self.heard(now) < self.sent
+        !self.pending.is_empty() || self.heard(now) < self.sent
     }
 
     /// The item a delta belongs to, created on first sight. Returns `None` for an item that was
@@ -143,8 +160,9 @@ impl Playback {
 
     /// Records `bytes` of item audio handed to Twilio at `now`.
     pub fn on_sent(&mut self, item_id: &str, bytes: u64, now: Instant) {
-        // If the queue had drained, playback (re)starts now, not where the old anchor says.
-        if self.heard(now) >= self.sent {
+        // If the queue had drained (every mark echoed), playback (re)starts now, not where the
+        // old anchor says.
+        if self.pending.is_empty() && self.heard(now) >= self.sent {
             self.anchor = Some((now, self.sent));
         }
         self.sent += bytes;
@@ -159,6 +177,9 @@ impl Playback {
         let id = (item.seq, item.sent);
         let mut name = String::with_capacity(24);
         let _ = write!(name, "{}:{}", id.0, id.1);
+        if self.pending.len() == MAX_PENDING {
+            self.pending.pop_front();
+        }
         self.pending.push_back((id, self.sent));
         Some(name)
     }
@@ -241,7 +262,11 @@ mod tests {
         p.on_sent("i1", 800, t0); // 100 ms
         let m1 = p.mark("i1").unwrap();
         assert_eq!(p.heard(t0 + ms(40)), 320);
-        assert_eq!(p.heard(t0 + ms(500)), 800, "never past what was sent");
+        assert_eq!(
+            p.heard(t0 + ms(500)),
+            799,
+            "never past what was sent, short of the unechoed mark"
+        );
         // Twilio's playback started 30 ms late: the echo corrects us.
         assert_eq!(p.on_mark(&m1, t0 + ms(130)), MarkEcho::Played(800));
         assert_eq!(p.heard(t0 + ms(130)), 800);
@@ -271,6 +296,42 @@ mod tests {
             p.item("i1", "r1").is_none(),
             "late audio of a truncated item is refused"
         );
+    }
+
+    #[test]
+    fn audio_whose_mark_is_not_echoed_is_still_audible() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(8);
+        p.item("i1", "r1").unwrap().model_bytes = 1600;
+        p.on_sent("i1", 800, t0);
+        let m1 = p.mark("i1").unwrap();
+        p.on_sent("i1", 800, t0);
+        let _m2 = p.mark("i1").unwrap();
+        // The clock says all 200 ms played by t0+200; Twilio's playout is 300 ms late.
+        assert!(p.audible(t0 + ms(400)), "no echo yet: still audible");
+        assert_eq!(
+            p.heard(t0 + ms(400)),
+            799,
+            "not up to the first unechoed mark"
+        );
+        // More audio while the marks are pending does not restart the clock.
+        assert_eq!(p.on_mark(&m1, t0 + ms(400)), MarkEcho::Played(800));
+        assert_eq!(p.heard(t0 + ms(450)), 800 + 400);
+        assert!(p.audible(t0 + ms(900)), "the second mark is not echoed yet");
+        assert_eq!(p.heard(t0 + ms(900)), 1599);
+    }
+
+    #[test]
+    fn a_peer_that_never_echoes_costs_bounded_memory() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(8);
+        for _ in 0..(MAX_PENDING + 100) {
+            p.item("i1", "r1").unwrap().model_bytes += 160;
+            p.on_sent("i1", 160, t0);
+            p.mark("i1").unwrap();
+        }
+        assert_eq!(p.pending.len(), MAX_PENDING);
+        assert!(p.audible(t0 + ms(1_000_000)));
     }
 
     #[test]

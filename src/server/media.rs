@@ -15,6 +15,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
 
+use super::call_setup::CallSetup;
+use super::console::LiveCall;
 use super::effects;
 use super::latency::{Read, WriteTimer};
 use super::upstream;
@@ -23,6 +25,7 @@ use crate::call::{Call, CallEvent, EndReason, Output};
 use crate::fixture::recorder::Recorder;
 use crate::fixture::{Dir, Header};
 use crate::realtime::ServerEvent;
+use crate::report::builder::ReportBuilder;
 use crate::twilio::{Inbound, Outbound};
 
 /// Twilio sends 20 ms frames (~300 B of JSON); anything near this size is not a media message.
@@ -32,6 +35,8 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Twilio-bound messages kept while the stream SID is unknown (10 s of frames and marks).
 const MAX_HELD: usize = 600;
+/// How long a call that ended before Twilio's `start` waits for it (for its report).
+const START_FOR_REPORT: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     // Small read buffer (Twilio's messages are ~300 B, and tungstenite keeps the whole buffer
@@ -50,9 +55,10 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
                 "call",
                 n = id,
                 call_sid = tracing::field::Empty,
-                stream_sid = tracing::field::Empty
+                stream_sid = tracing::field::Empty,
+                profile = tracing::field::Empty
             );
-            run(socket, s).instrument(span).await
+            run(socket, s, id).instrument(span).await
         })
 }
 
@@ -64,14 +70,25 @@ impl Drop for CallGuard {
     }
 }
 
-async fn run(mut socket: WebSocket, s: AppState) {
-    if s.draining.load(Ordering::Relaxed)
-        || s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls
-    {
-        s.metrics.calls_refused.inc();
+async fn run(mut socket: WebSocket, s: AppState, n: u64) {
+    // A media socket arriving while the server drains is accepted: its TwiML was served before
+    // the drain began, and refusing it would fail a call we already answered. Only once the
+    // drain is over (running calls being ended) is it too late.
+    let over = if *s.stop_calls.borrow() {
+        Some("draining")
+    } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+        Some("busy")
+    } else {
+        None
+    };
+    if let Some(reason) = over {
+        s.metrics
+            .calls_refused
+            .with_label_values(&["media", reason])
+            .inc();
         warn!(
             max_calls = s.cfg.max_calls,
-            "refusing media socket (draining or at max_calls)"
+            reason, "refusing media socket (at max_calls, or the drain is over)"
         );
         let _ = socket
             .send(Message::Close(Some(CloseFrame {
@@ -86,7 +103,15 @@ async fn run(mut socket: WebSocket, s: AppState) {
     let _guard = CallGuard(s.clone());
 
     let opened = Instant::now();
+    let live = match &s.console {
+        Some(hub) => hub.open(n),
+        None => LiveCall::off(),
+    };
     let mut call = Call::new(s.call_cfg.clone(), opened);
+    let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
+    // With profiles, the session is configured only once `start` (and the profile's setup
+    // lookup) said which settings apply.
+    let mut setup = CallSetup::new(&s);
     // Recording is the shell's job (the call stays sans-IO): every message on either socket,
     // as sent or received, with its time since this socket opened.
     let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
@@ -128,6 +153,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
             timer.output(&out, &s.metrics.latency);
             match out {
                 Output::ToTwilio(msg) => {
+                    if matches!(msg, Outbound::Media(_)) {
+                        report.on_agent_audio(Instant::now);
+                    }
                     if sid_json.is_none() {
                         sid_json = call
                             .stream_sid()
@@ -196,7 +224,11 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     }
                     wrote_up = true;
                 }
-                Output::Event(ev) => log_event(&s, &mut anomalies, ev),
+                Output::Event(ev) => {
+                    live.on_event(&ev);
+                    report.on_event(&ev, Instant::now());
+                    log_event(&s, &mut anomalies, ev)
+                }
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
@@ -230,6 +262,8 @@ async fn run(mut socket: WebSocket, s: AppState) {
             // Outputs produced by the failed writes above are only events and the hangup.
             while let Some(out) = call.poll_output() {
                 if let Output::Event(ev) = out {
+                    live.on_event(&ev);
+                    report.on_event(&ev, Instant::now());
                     log_event(&s, &mut anomalies, ev);
                 }
             }
@@ -252,12 +286,22 @@ async fn run(mut socket: WebSocket, s: AppState) {
                         }
                         match Inbound::parse(t.as_str()) {
                             Ok(m) => {
+                                if let Inbound::Start { stream_sid, start } = &m {
+                                    report.on_start(stream_sid, start);
+                                    if let Some(c) = setup.on_start(&s, start, &mut report) {
+                                        call.set_config(c);
+                                    }
+                                }
                                 let mark = matches!(m, Inbound::Mark { .. });
                                 timer.read(match m {
                                     Inbound::Media { .. } => Read::TwilioMedia,
                                     _ => Read::Other,
                                 }, now);
                                 call.on_twilio(m, now);
+                                if let Some(ws) = setup.ready_upstream() {
+                                    attach(ws, &mut up_tx, &mut up_rx);
+                                    call.on_upstream_connected(now);
+                                }
                                 if mark {
                                     timer.mark_echoed(call.playback(), now, &s.metrics.latency);
                                 }
@@ -307,10 +351,10 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     Ok(ws) => {
                         s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
                         debug!(ms = took.as_millis() as u64, "upstream connected");
-                        let (tx, rx) = ws.split();
-                        up_tx = Some(tx);
-                        up_rx = Some(rx);
-                        call.on_upstream_connected(now);
+                        if let Some(ws) = setup.upstream_opened(ws) {
+                            attach(ws, &mut up_tx, &mut up_rx);
+                            call.on_upstream_connected(now);
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "upstream connection failed");
@@ -339,6 +383,9 @@ async fn run(mut socket: WebSocket, s: AppState) {
                                 }
                             }
                             Ok(ev) => {
+                                if matches!(ev, ServerEvent::SpeechStopped { .. }) {
+                                    report.on_caller_turn_end(now);
+                                }
                                 timer.read(match ev {
                                     ServerEvent::AudioDelta(_) => Read::AudioDelta,
                                     _ => Read::Other,
@@ -384,12 +431,35 @@ async fn run(mut socket: WebSocket, s: AppState) {
                     Err(e) => warn!(error = %e, "an effect task failed"),
                 }
             }
+            answer = setup.lookup_done(), if setup.lookup_pending() => {
+                if let Some(c) = setup.on_lookup(answer, &mut report) {
+                    call.set_config(c);
+                }
+                if let Some(ws) = setup.ready_upstream() {
+                    attach(ws, &mut up_tx, &mut up_rx);
+                    call.on_upstream_connected(Instant::now());
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
             _ = stop_calls.wait_for(|stop| *stop) => {
                 outcome = EndReason::Shutdown;
                 break 'call;
             }
         }
+    }
+
+    // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
+    // moment for it, so that the report names the call.
+    if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
+        let _ = tokio::time::timeout(START_FOR_REPORT, async {
+            while let Some(Ok(Message::Text(t))) = tw_rx.next().await {
+                if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
+                    report.on_start(&stream_sid, &start);
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
@@ -412,10 +482,14 @@ async fn run(mut socket: WebSocket, s: AppState) {
     }
     if let Some(r) = rec.take() {
         match r.finish(call.stream_sid()).await {
-            Ok(path) => info!(path = %path.display(), "call recorded"),
+            Ok(path) => {
+                info!(path = %path.display(), "call recorded");
+                report.add_recording("file", path.display().to_string());
+            }
             Err(e) => warn!(error = %e, "recording failed"),
         }
     }
+    live.ended(outcome.as_str());
     let secs = opened.elapsed().as_secs_f64();
     s.metrics
         .calls_total
@@ -428,6 +502,20 @@ async fn run(mut socket: WebSocket, s: AppState) {
         stream_sid = call.stream_sid().unwrap_or("-"),
         "call ended"
     );
+    // One report per call, whatever ended it; on disk before this task ends.
+    let report = report.finish(outcome.as_str(), Instant::now());
+    s.reports
+        .submit(setup.report_url.as_deref(), &report.report_id, &report)
+        .await;
+}
+
+type UpSink = futures_util::stream::SplitSink<upstream::Upstream, UpMessage>;
+type UpStream = futures_util::stream::SplitStream<upstream::Upstream>;
+
+fn attach(ws: upstream::Upstream, tx: &mut Option<UpSink>, rx: &mut Option<UpStream>) {
+    let (t, r) = ws.split();
+    *tx = Some(t);
+    *rx = Some(r);
 }
 
 /// The `type` of a Realtime event, for logs.
@@ -506,6 +594,12 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
         CallEvent::CallerTranscript(t) => debug!(transcript = t, "caller said"),
         CallEvent::AgentTranscript(t) => debug!(transcript = t, "agent said"),
         CallEvent::Dtmf(d) => info!(digit = d, "dtmf"),
+        CallEvent::Labels { profile, direction } => debug!(
+            profile = profile.as_deref().unwrap_or("-"),
+            direction = direction.as_deref().unwrap_or("-"),
+            "stream labels"
+        ),
+        CallEvent::PlayoutDone => debug!("caller heard the whole answer"),
         CallEvent::UpstreamError {
             code,
             message,

@@ -3,13 +3,21 @@
 //! No call logic lives here: a call's socket task only pumps messages between the two sockets
 //! and its [`crate::call::Call`].
 
+pub mod call_setup;
+pub mod callbacks;
+pub mod console;
+pub mod drain;
 pub mod effects;
 pub mod latency;
 pub mod media;
+pub mod outbound;
+pub mod reports;
 pub mod signature;
 pub mod twilio_rest;
 pub mod twiml;
+pub mod unsigned;
 pub mod upstream;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +27,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,11 +46,19 @@ pub struct AppState {
     /// Numbers calls in the logs.
     pub call_ids: Arc<std::sync::atomic::AtomicU64>,
     pub draining: Arc<AtomicBool>,
+    /// When the webhook last answered with a stream (the drain waits for its media socket).
+    pub recent_twiml: Arc<drain::RecentTwiml>,
     /// Flips to `true` when running calls must end (after the drain period).
     pub stop_calls: watch::Receiver<bool>,
+    /// The live console's hub, when `console_token` or the softphone is set.
+    pub console: Option<Arc<console::Hub>>,
     /// The one HTTP client of the process (pooled), for tools, integrators and Twilio REST.
     pub http: reqwest::Client,
     pub twilio_rest: Arc<twilio_rest::TwilioRest>,
+    /// Call reports: spooled, signed, retried (a no-op without `report_url`).
+    pub reports: reports::Reports,
+    /// Outbound calls placed by `POST /v1/calls`, until Twilio's final status.
+    pub outbound: Arc<outbound::OutboundCalls>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,12 +67,18 @@ pub fn router(state: AppState) -> Router {
         .route("/twiml", get(twiml::handle).post(twiml::handle))
         .route("/incoming-call", get(twiml::handle).post(twiml::handle))
         .route("/media", get(media::upgrade))
+        .route("/twilio/status", post(callbacks::status))
+        .route("/twilio/amd", post(callbacks::amd))
+        .route("/twilio/recording", post(callbacks::recording))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             signature::require_twilio_signature,
         ));
     Router::new()
         .merge(twilio)
+        .merge(web::routes(&state))
+        // Bearer-token API (not Twilio-signed).
+        .route("/v1/calls", post(outbound::create))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -93,7 +115,8 @@ impl Running {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Graceful stop: refuse new calls, let running calls end (up to `drain`), then end them.
+    /// Graceful stop: the webhook turns new calls away (503), calls already answered and running
+    /// are served (up to `drain`), then whatever is left is ended.
     pub async fn stop(mut self, drain: Duration) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(drain);
@@ -109,6 +132,7 @@ pub fn init_tls() {
 
 /// Binds `cfg.listen` and serves in the background until [`Running::stop`].
 pub async fn spawn(cfg: Config, metrics: Arc<Metrics>) -> std::io::Result<Running> {
+    unsigned::check(&cfg).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
@@ -122,10 +146,11 @@ pub async fn spawn(cfg: Config, metrics: Arc<Metrics>) -> std::io::Result<Runnin
     })
 }
 
-/// Serves until `signal` resolves, then drains for the duration it resolved with: `/readyz`
-/// turns 503 so the load balancer stops sending calls, new media sockets are refused, running
-/// calls get up to that long to finish, and whatever is left is ended (Twilio then plays the
-/// apology after `</Connect>`).
+/// Serves until `signal` resolves, then drains for the duration it resolved with, still
+/// listening: `/readyz` and the TwiML webhook answer 503 so the load balancer and Twilio's
+/// fallback URL send new calls elsewhere; a media socket arriving now is accepted (its TwiML
+/// was served before the signal); running calls get up to that long to finish, and whatever is
+/// left is ended (Twilio then plays the apology after `</Connect>`). Then the listener closes.
 pub async fn serve_on(
     listener: TcpListener,
     cfg: Config,
@@ -133,14 +158,18 @@ pub async fn serve_on(
     signal: impl std::future::Future<Output = Duration> + Send + 'static,
 ) -> std::io::Result<()> {
     init_tls();
-    if cfg.twilio_auth_token.is_none() {
-        tracing::warn!(
-            "twilio_auth_token is not set: /twiml and /media accept unsigned requests (set TWILIO_AUTH_TOKEN in production)"
-        );
-    }
+    // Secure by default: refuse unsigned webhooks in front of a remote (paid) upstream.
+    let decision = unsigned::check(&cfg).map_err(std::io::Error::other)?;
+    unsigned::log(decision);
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = twilio_rest::http_client();
+    // The softphone shows its own call's transcript from the same hub.
+    let console =
+        (cfg.console_token.is_some() || cfg.softphone_token.is_some()).then(console::Hub::new);
+    let reports = reports::Reports::start(&cfg, http.clone(), metrics.clone())?;
     let state = AppState {
+        reports,
+        outbound: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),
@@ -149,10 +178,14 @@ pub async fn serve_on(
         active_calls: Arc::new(AtomicUsize::new(0)),
         call_ids: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         draining: Arc::new(AtomicBool::new(false)),
+        recent_twiml: Arc::new(drain::RecentTwiml::default()),
         stop_calls: stop_rx,
+        console,
     };
     let draining = state.draining.clone();
+    let hub = state.console.clone();
     let active = state.active_calls.clone();
+    let recent = state.recent_twiml.clone();
     let app = router(state);
     // Nagle off on every accepted socket: the media task writes a burst of 20 ms frames and
     // marks as separate WebSocket messages; with Nagle on, each burst after the first segment
@@ -161,34 +194,33 @@ pub async fn serve_on(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let (signalled_tx, mut signalled_rx) = watch::channel(None::<Duration>);
+    // The listener stays open through the drain; it closes only once the drain is over.
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let drain = signal.await;
-        draining.store(true, Ordering::Relaxed);
-        let _ = signalled_tx.send(Some(drain));
+        let _ = close_rx.await;
     });
-    let served = tokio::spawn(async move { server.await });
-    let drain = match signalled_rx.wait_for(|s| s.is_some()).await {
-        Ok(d) => d.unwrap_or(Duration::ZERO),
-        Err(_) => Duration::ZERO,
-    };
-    // The listener stops at once; upgraded media sockets live on in their own tasks.
-    let deadline = tokio::time::Instant::now() + drain;
-    while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left = active.load(Ordering::Relaxed);
-    if left > 0 {
-        tracing::warn!(
-            calls = left,
-            "drain period over; ending the remaining calls"
-        );
-        let _ = stop_tx.send(true);
-        let hard = tokio::time::Instant::now() + Duration::from_secs(5);
-        while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < hard {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut served = tokio::spawn(async move { server.await });
+    let drain = tokio::select! {
+        d = signal => d,
+        r = &mut served => {
+            return match r {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e)),
+            };
         }
+    };
+    draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        calls = active.load(Ordering::Relaxed),
+        drain_s = drain.as_secs_f64(),
+        "draining: /readyz and /twiml answer 503; running calls and their media sockets are served"
+    );
+    drain::wait(&active, &recent, drain, &stop_tx).await;
+    // Open console feeds would hold the graceful shutdown forever: end them first.
+    if let Some(h) = hub {
+        h.close();
     }
+    let _ = close_tx.send(());
     match served.await {
         Ok(r) => r,
         Err(e) => Err(std::io::Error::other(e)),

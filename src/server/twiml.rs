@@ -1,6 +1,7 @@
 //! `POST/GET /twiml` and `/incoming-call`: Twilio's voice webhook.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -8,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::twilio::twiml::{render, stream_url, TwimlParams};
+use crate::twilio::twiml::{reject, render, stream_url, TwimlParams};
 
 /// Twilio posts the call's details form-encoded (GET puts them in the query).
 pub async fn handle(
@@ -17,6 +18,34 @@ pub async fn handle(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    // Draining: 503, so Twilio tries the number's fallback URL (another instance) and the load
+    // balancer stops sending here; calls answered before keep their media sockets.
+    if s.draining.load(Ordering::Relaxed) {
+        s.metrics
+            .calls_refused
+            .with_label_values(&["webhook", "draining"])
+            .inc();
+        tracing::info!("TwiML request while draining: 503");
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    // Full: tell Twilio to reject the call (the caller hears busy, or a rejection), rather than
+    // answer it and refuse its media socket (a call that connects to silence).
+    if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+        s.metrics
+            .calls_refused
+            .with_label_values(&["webhook", "busy"])
+            .inc();
+        tracing::warn!(
+            max_calls = s.cfg.max_calls,
+            reason = s.cfg.reject_reason,
+            "at max_calls: answering <Reject>"
+        );
+        return (
+            [(header::CONTENT_TYPE, "text/xml")],
+            reject(s.cfg.reject_reason),
+        )
+            .into_response();
+    }
     let mut fields = query;
     for (k, v) in form_urlencoded(&body) {
         fields.insert(k, v);
@@ -35,7 +64,8 @@ pub async fn handle(
         )
             .into_response();
     };
-    let parameters: Vec<(&str, &str)> = ["From", "To", "CallSid"]
+    // `?profile=NAME` on the webhook URL travels to the media stream as a <Parameter>.
+    let parameters: Vec<(&str, &str)> = ["From", "To", "CallSid", "profile"]
         .iter()
         .filter_map(|k| fields.get(*k).map(|v| (*k, v.as_str())))
         .collect();
@@ -44,6 +74,22 @@ pub async fn handle(
         stream_url = %url,
         "answering call with <Connect><Stream>"
     );
+    let profile = s.cfg.profiles.choose(
+        fields.get("profile").map(String::as_str),
+        fields.get("To").map(String::as_str),
+    );
+    let record = profile
+        .and_then(|p| p.twilio_recording)
+        .unwrap_or(s.cfg.callcenter.twilio_recording);
+    let recording_callback = record.then(|| {
+        let p = public.as_deref().unwrap_or("");
+        let base = if p.starts_with("http://") || p.starts_with("https://") {
+            p.trim_end_matches('/').to_owned()
+        } else {
+            format!("https://{p}")
+        };
+        format!("{base}/twilio/recording")
+    });
     let xml = render(
         &s.cfg.twiml_template,
         &TwimlParams {
@@ -51,8 +97,10 @@ pub async fn handle(
             parameters,
             say_before_connect: s.cfg.say_before_connect.as_deref(),
             apology: &s.cfg.apology,
+            recording_callback: recording_callback.as_deref(),
         },
     );
+    s.recent_twiml.served();
     ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()
 }
 

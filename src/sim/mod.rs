@@ -10,6 +10,7 @@
 //! JSON value itself, one uncontended lock per message for the session log (skipped entirely
 //! with [`SimConfig::record_events`] off).
 
+pub mod receiver;
 mod session;
 pub mod twilio_rest;
 pub mod vad;

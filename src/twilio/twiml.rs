@@ -16,36 +16,143 @@ pub struct TwimlParams<'a> {
     pub parameters: Vec<(&'a str, &'a str)>,
     pub say_before_connect: Option<&'a str>,
     pub apology: &'a str,
+    /// Twilio records the call (both channels) and posts the result here: a
+    /// `<Start><Recording>` goes in before `<Connect>`.
+    pub recording_callback: Option<&'a str>,
 }
 
 /// Fills the template. Every value is XML-escaped here, so nothing that came from a header or a
 /// form field can open an element or an attribute.
+///
+/// Placeholders are filled in one pass over the markup only: the template's comments are
+/// copied verbatim (a value holding `--`, e.g. a SIP caller `sip:alice--x@example.com`, would
+/// make a comment malformed, and Twilio would fail the call), and a value that itself looks
+/// like `{{apology}}` is never filled again.
 pub fn render(template: &str, p: &TwimlParams<'_>) -> String {
-    let say = match p.say_before_connect {
-        Some(text) if !text.is_empty() => format!("<Say>{}</Say>", escape(text)),
-        _ => String::new(),
-    };
-    let parameters: Vec<String> = p
-        .parameters
-        .iter()
-        .map(|(name, value)| {
-            format!(
-                r#"<Parameter name="{}" value="{}"/>"#,
-                escape(truncate_chars(name, MAX_PARAMETER_CHARS)),
-                escape(truncate_chars(value, MAX_PARAMETER_CHARS))
-            )
-        })
-        .collect();
-    template
-        .replace("{{say}}", &say)
-        .replace("{{stream_url}}", &escape(p.stream_url))
-        .replace("{{parameters}}", &parameters.join("\n      "))
-        .replace("{{apology}}", &escape(p.apology))
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while !rest.is_empty() {
+        match rest.find("<!--") {
+            Some(i) => {
+                fill_markup(&rest[..i], p, &mut out);
+                let comment = &rest[i..];
+                // An unterminated comment is copied as it is (the template is the integrator's).
+                let end = comment.find("-->").map_or(comment.len(), |e| e + 3);
+                out.push_str(&comment[..end]);
+                rest = &comment[end..];
+            }
+            None => {
+                fill_markup(rest, p, &mut out);
+                rest = "";
+            }
+        }
+    }
+    match p.recording_callback {
+        Some(cb) => start_recording_before_connect(&out, cb),
+        None => out,
+    }
+}
+
+/// Copies `markup` to `out`, replacing each known `{{placeholder}}` with its escaped value.
+fn fill_markup(markup: &str, p: &TwimlParams<'_>, out: &mut String) {
+    let mut rest = markup;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let Some(end) = tail.find("}}") else {
+            out.push_str(tail);
+            return;
+        };
+        match &tail[2..end] {
+            "say" => {
+                if let Some(text) = p.say_before_connect.filter(|t| !t.is_empty()) {
+                    out.push_str("<Say>");
+                    escape_into(text, out);
+                    out.push_str("</Say>");
+                }
+            }
+            "stream_url" => escape_into(p.stream_url, out),
+            "parameters" => {
+                for (n, (name, value)) in p.parameters.iter().enumerate() {
+                    if n > 0 {
+                        out.push_str("\n      ");
+                    }
+                    out.push_str(r#"<Parameter name=""#);
+                    escape_into(truncate_chars(name, MAX_PARAMETER_CHARS), out);
+                    out.push_str(r#"" value=""#);
+                    escape_into(truncate_chars(value, MAX_PARAMETER_CHARS), out);
+                    out.push_str(r#""/>"#);
+                }
+            }
+            "apology" => escape_into(p.apology, out),
+            // Not ours: left as written.
+            _ => {
+                out.push_str(&tail[..end + 2]);
+            }
+        }
+        rest = &tail[end + 2..];
+    }
+    out.push_str(rest);
+}
+
+/// TwiML that turns a call away without answering it: `reason` is `busy` (the caller hears a
+/// busy signal) or `rejected` (Twilio's "not in service" style rejection).
+pub fn reject(reason: &str) -> String {
+    let mut out =
+        String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason=""#);
+    escape_into(reason, &mut out);
+    out.push_str(r#""/></Response>"#);
+    out
+}
+
+/// `<Start><Recording>` continues at once (protocol.md), so placed before `<Connect>` it records
+/// the whole bridged conversation. Inserted here rather than through a placeholder so that
+/// templates written before it keep working.
+fn start_recording_before_connect(xml: &str, callback: &str) -> String {
+    let start = format!(
+        r#"<Start><Recording channels="dual" recordingStatusCallback="{}" recordingStatusCallbackEvent="completed"/></Start>"#,
+        escape(callback)
+    );
+    match find_outside_comments(xml, "<Connect") {
+        Some(i) => format!("{}{start}\n  {}", &xml[..i], &xml[i..]),
+        None => xml.to_owned(),
+    }
+}
+
+/// The first `needle` in the markup of `xml`, skipping comments (a template's comment may
+/// mention `<Connect>`).
+fn find_outside_comments(xml: &str, needle: &str) -> Option<usize> {
+    let mut from = 0;
+    while from < xml.len() {
+        let rest = &xml[from..];
+        let next_comment = rest.find("<!--");
+        let hit = rest.find(needle);
+        match (hit, next_comment) {
+            (Some(h), Some(c)) if c < h => {
+                let end = rest[c..]
+                    .find("-->")
+                    .map_or(xml.len(), |e| from + c + e + 3);
+                from = end;
+            }
+            (Some(h), _) => return Some(from + h),
+            (None, _) => return None,
+        }
+    }
+    None
 }
 
 /// XML escaping for both text and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    escape_into(s, &mut out);
+    out
+}
+
+/// XML escaping for both text and attribute values, appended to `out`. Tab, newline and
+/// carriage return become character references, so a parser's attribute-value and line-end
+/// normalisation gives the value back unchanged; characters XML 1.0 does not allow at all
+/// (other control characters, U+FFFE, U+FFFF) are dropped.
+fn escape_into(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -53,12 +160,19 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            // Control characters are not allowed in XML 1.0; drop them.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c if !is_xml_char(c) => {}
             c => out.push(c),
         }
     }
-    out
+}
+
+/// Whether XML 1.0 allows `c` in a document (`Char` production; Rust strings hold no
+/// surrogates).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 fn truncate_chars(s: &str, max: usize) -> &str {
@@ -114,13 +228,18 @@ mod tests {
                 parameters: vec![("From", "+15550001"), ("CallSid", "CA1")],
                 say_before_connect: Some("Connecting you"),
                 apology: "Sorry, goodbye.",
+                recording_callback: None,
             },
         );
         assert!(xml.contains(r#"<Stream url="wss://bridge.example.com/media">"#));
         assert!(xml.contains(r#"<Parameter name="From" value="+15550001"/>"#));
         assert!(xml.contains("<Say>Connecting you</Say>"));
         assert!(xml.contains("<Say>Sorry, goodbye.</Say>"));
-        assert!(!xml.contains("{{"));
+        let markup = &xml[xml.find("-->").unwrap()..];
+        assert!(
+            !markup.contains("{{"),
+            "every placeholder in the markup is filled"
+        );
     }
 
     #[test]
@@ -133,11 +252,66 @@ mod tests {
                 parameters: vec![("From", evil)],
                 say_before_connect: Some("</Say><Dial>+1</Dial>"),
                 apology: "ok",
+                recording_callback: None,
             },
         );
         assert!(!xml.contains("<Redirect>"));
         assert!(!xml.contains("<Dial>"));
         assert!(xml.contains("&quot;/&gt;&lt;Redirect&gt;"));
+    }
+
+    #[test]
+    fn double_dashes_in_values_leave_the_comment_alone() {
+        let xml = render(
+            DEFAULT_TEMPLATE,
+            &TwimlParams {
+                stream_url: "wss://h/media",
+                parameters: vec![("From", "sip:alice--x@example.com"), ("To", "{{apology}}")],
+                say_before_connect: None,
+                apology: "bye -- now",
+                ..Default::default()
+            },
+        );
+        let comment_start = xml.find("<!--").unwrap();
+        let comment_end = xml.find("-->").unwrap();
+        let comment = &xml[comment_start + 4..comment_end];
+        assert!(!comment.contains("--"), "{comment}");
+        assert!(
+            comment.contains("{{parameters}}"),
+            "the comment is kept verbatim"
+        );
+        assert!(xml.contains(r#"<Parameter name="From" value="sip:alice--x@example.com"/>"#));
+        assert!(
+            xml.contains(r#"<Parameter name="To" value="{{apology}}"/>"#),
+            "a value is never filled again: {xml}"
+        );
+        assert!(xml.contains("<Say>bye -- now</Say>"));
+    }
+
+    #[test]
+    fn whitespace_is_kept_and_illegal_characters_dropped() {
+        assert_eq!(escape("a\tb\nc\rd"), "a&#9;b&#10;c&#13;d");
+        assert_eq!(escape("x\u{1}\u{FFFE}\u{FFFF}y\u{10000}"), "xy\u{10000}");
+    }
+
+    #[test]
+    fn dual_recording_starts_before_connect() {
+        let xml = render(
+            DEFAULT_TEMPLATE,
+            &TwimlParams {
+                stream_url: "wss://h/media",
+                apology: "bye",
+                recording_callback: Some("https://h/twilio/recording?a=1&b=2"),
+                ..Default::default()
+            },
+        );
+        let rec = xml
+            .find(r#"<Start><Recording channels="dual" recordingStatusCallback="https://h/twilio/recording?a=1&amp;b=2" recordingStatusCallbackEvent="completed"/></Start>"#)
+            .expect(&xml);
+        let connect = xml.find("<Connect>").expect("connect");
+        assert!(rec < connect, "{xml}");
+        let plain = render(DEFAULT_TEMPLATE, &TwimlParams::default());
+        assert!(!plain.contains("<Recording"));
     }
 
     #[test]

@@ -1,0 +1,348 @@
+//! Assembles one call's report from what the shell saw: Twilio's `start`, the call's events,
+//! the caller's turn ends and the agent's first audio after each. Pure: every input carries its
+//! time, so tests script it.
+//!
+//! Until the call's own conversation log exists, an agent line's interruption is inferred: a
+//! barge-in that truncated audio belongs to the agent line being spoken (its transcript not yet
+//! done) or, when the transcript was already done (generation runs ahead of playback), to the
+//! last agent line. Tool calls and transfers are not seen here yet: they stay empty.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{
+    new_report_id, time::rfc3339, turn_latency, CallReport, Recording, TranscriptLine,
+    CALL_COMPLETED,
+};
+use crate::call::CallEvent;
+use crate::twilio::StartMeta;
+
+/// `<Parameter>` names the bridge's own TwiML uses.
+pub const PARAM_PROFILE: &str = "profile";
+pub const PARAM_DIRECTION: &str = "direction";
+/// Integrator variables travel as `<Parameter name="var.NAME">`.
+pub const VAR_PREFIX: &str = "var.";
+
+/// Bounds so a hostile or endless call cannot grow the report without limit.
+const MAX_LINES: usize = 2000;
+const MAX_DTMF: usize = 500;
+const MAX_TURNS: usize = 2000;
+
+pub struct ReportBuilder {
+    opened: Instant,
+    opened_wall: SystemTime,
+    report: CallReport,
+    /// The caller's last turn ended here and the agent has not answered yet.
+    turn_end: Option<Instant>,
+    latencies: Vec<u64>,
+    /// Agent audio went out since the last agent transcript line.
+    agent_speaking: bool,
+    /// A barge-in cut the agent line still being transcribed after this many ms.
+    pending_interrupt: Option<u64>,
+}
+
+impl ReportBuilder {
+    /// A call whose media socket opened at `opened` (monotonic) / `opened_wall` (wall clock).
+    pub fn new(opened: Instant, opened_wall: SystemTime) -> ReportBuilder {
+        ReportBuilder {
+            opened,
+            opened_wall,
+            report: CallReport {
+                kind: CALL_COMPLETED.into(),
+                report_id: new_report_id(),
+                call_sid: None,
+                stream_sid: None,
+                account_sid: None,
+                direction: "inbound".into(),
+                from: None,
+                to: None,
+                profile: None,
+                variables: BTreeMap::new(),
+                started_at: rfc3339(opened_wall),
+                ended_at: String::new(),
+                duration_s: 0.0,
+                outcome: String::new(),
+                transcript: Vec::new(),
+                tool_calls: Vec::new(),
+                transfer: None,
+                dtmf: Vec::new(),
+                barge_ins: 0,
+                turn_latency_ms: None,
+                recording: Vec::new(),
+            },
+            turn_end: None,
+            latencies: Vec::new(),
+            agent_speaking: false,
+            pending_interrupt: None,
+        }
+    }
+
+    /// Twilio's `start`: the call's identity and the `<Parameter>`s our TwiML set.
+    pub fn on_start(&mut self, stream_sid: &str, start: &StartMeta) {
+        let r = &mut self.report;
+        r.stream_sid = Some(stream_sid.to_owned());
+        r.call_sid = start.call_sid.clone();
+        r.account_sid = start.account_sid.clone();
+        let p = &start.custom_parameters;
+        r.from = p.get("From").cloned();
+        r.to = p.get("To").cloned();
+        r.profile = p.get(PARAM_PROFILE).filter(|s| !s.is_empty()).cloned();
+        if p.get(PARAM_DIRECTION).map(String::as_str) == Some("outbound") {
+            r.direction = "outbound".into();
+        }
+        for (k, v) in p {
+            if let Some(name) = k.strip_prefix(VAR_PREFIX) {
+                r.variables.insert(name.to_owned(), v.clone());
+            }
+        }
+    }
+
+    pub fn on_event(&mut self, ev: &CallEvent, now: Instant) {
+        let at_ms = self.ms_since_open(now);
+        match ev {
+            CallEvent::CallerTranscript(t) => self.line("caller", t, at_ms, None),
+            CallEvent::AgentTranscript(t) => {
+                self.agent_speaking = false;
+                let cut = self.pending_interrupt.take();
+                self.line("agent", t, at_ms, cut);
+            }
+            CallEvent::Dtmf(d) if self.report.dtmf.len() < MAX_DTMF => {
+                self.report.dtmf.push(d.clone());
+            }
+            CallEvent::BargeIn { truncated, .. } => {
+                self.report.barge_ins += 1;
+                self.turn_end = None;
+                if let Some((_, heard_ms)) = truncated.last() {
+                    if self.agent_speaking {
+                        self.pending_interrupt = Some(*heard_ms);
+                    } else if let Some(line) = self
+                        .report
+                        .transcript
+                        .iter_mut()
+                        .rev()
+                        .find(|l| l.role == "agent")
+                    {
+                        line.interrupted_after_ms = Some(*heard_ms);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The agent profile the call runs with.
+    pub fn set_profile(&mut self, name: &str) {
+        self.report.profile = Some(name.to_owned());
+    }
+
+    /// Variables the setup lookup added.
+    pub fn add_variables(&mut self, vars: &BTreeMap<String, String>) {
+        for (k, v) in vars {
+            self.report.variables.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Whether Twilio's `start` was seen.
+    pub fn has_start(&self) -> bool {
+        self.report.stream_sid.is_some()
+    }
+
+    /// The server's VAD says the caller stopped speaking.
+    pub fn on_caller_turn_end(&mut self, now: Instant) {
+        self.turn_end = Some(now);
+    }
+
+    /// A frame of agent audio went to Twilio. Called per frame: reads the clock (`now`) only
+    /// for the first frame of an answer.
+    pub fn on_agent_audio(&mut self, now: impl FnOnce() -> Instant) {
+        self.agent_speaking = true;
+        if let Some(t) = self.turn_end.take() {
+            let now = now();
+            if self.latencies.len() < MAX_TURNS {
+                self.latencies
+                    .push(now.saturating_duration_since(t).as_millis() as u64);
+            }
+        }
+    }
+
+    /// A recording of the call (the bridge's own `record_dir` file).
+    pub fn add_recording(&mut self, kind: &str, location: String) {
+        self.report.recording.push(Recording {
+            kind: kind.into(),
+            location,
+        });
+    }
+
+    /// The finished report, for a call that ended at `now` with `outcome`.
+    pub fn finish(mut self, outcome: &str, now: Instant) -> CallReport {
+        let took = now.saturating_duration_since(self.opened);
+        let r = &mut self.report;
+        r.outcome = outcome.to_owned();
+        r.ended_at = rfc3339(self.opened_wall + took);
+        r.duration_s = (took.as_millis() as f64) / 1000.0;
+        r.turn_latency_ms = turn_latency(&self.latencies);
+        self.report
+    }
+
+    fn ms_since_open(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.opened).as_millis() as u64
+    }
+
+    fn line(&mut self, role: &str, text: &str, at_ms: u64, interrupted_after_ms: Option<u64>) {
+        if text.is_empty() || self.report.transcript.len() >= MAX_LINES {
+            return;
+        }
+        self.report.transcript.push(TranscriptLine {
+            role: role.into(),
+            text: text.to_owned(),
+            at_ms,
+            interrupted_after_ms,
+        });
+    }
+}
+
+/// A report for a call that never reached the bridge (outbound: no answer, busy, failed), from
+/// Twilio's status callback.
+#[allow(clippy::too_many_arguments)]
+pub fn unconnected(
+    outcome: &str,
+    call_sid: &str,
+    account_sid: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    profile: Option<String>,
+    variables: BTreeMap<String, String>,
+    duration: Duration,
+    now_wall: SystemTime,
+) -> CallReport {
+    let started = now_wall.checked_sub(duration).unwrap_or(now_wall);
+    CallReport {
+        kind: CALL_COMPLETED.into(),
+        report_id: new_report_id(),
+        call_sid: Some(call_sid.to_owned()),
+        stream_sid: None,
+        account_sid,
+        direction: "outbound".into(),
+        from,
+        to,
+        profile,
+        variables,
+        started_at: rfc3339(started),
+        ended_at: rfc3339(now_wall),
+        duration_s: duration.as_secs_f64(),
+        outcome: outcome.to_owned(),
+        transcript: Vec::new(),
+        tool_calls: Vec::new(),
+        transfer: None,
+        dtmf: Vec::new(),
+        barge_ins: 0,
+        turn_latency_ms: None,
+        recording: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn start(params: &[(&str, &str)]) -> StartMeta {
+        serde_json::from_value(serde_json::json!({
+            "accountSid": "AC1", "callSid": "CA1",
+            "customParameters": params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_conversation_becomes_a_report() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut b = ReportBuilder::new(t0, SystemTime::UNIX_EPOCH);
+        b.on_start(
+            "MZ1",
+            &start(&[
+                ("From", "+15550001"),
+                ("To", "+15550002"),
+                ("profile", "sales"),
+                ("direction", "outbound"),
+                ("var.caller_name", "Ada"),
+            ]),
+        );
+        // Caller speaks, the agent answers 400 ms after the turn ended, and is interrupted
+        // after its transcript was complete (generation ran ahead of playback).
+        b.on_caller_turn_end(at(1000));
+        b.on_agent_audio(|| at(1400));
+        b.on_agent_audio(|| at(1420));
+        b.on_event(
+            &CallEvent::CallerTranscript("Where is my order?".into()),
+            at(1500),
+        );
+        b.on_event(
+            &CallEvent::AgentTranscript("It ships tomorrow and".into()),
+            at(1600),
+        );
+        b.on_event(
+            &CallEvent::BargeIn {
+                cleared: true,
+                cancelled: false,
+                truncated: vec![("item1".into(), 900)],
+            },
+            at(2300),
+        );
+        b.on_event(&CallEvent::Dtmf("1".into()), at(2500));
+        // Second turn: interrupted while still being generated.
+        b.on_caller_turn_end(at(3000));
+        b.on_agent_audio(|| at(3800));
+        b.on_event(
+            &CallEvent::BargeIn {
+                cleared: true,
+                cancelled: true,
+                truncated: vec![("item2".into(), 120)],
+            },
+            at(4000),
+        );
+        b.on_event(&CallEvent::AgentTranscript("Let me".into()), at(4100));
+        let r = b.finish("caller_hung_up", at(5250));
+        assert_eq!(r.call_sid.as_deref(), Some("CA1"));
+        assert_eq!(r.direction, "outbound");
+        assert_eq!(r.profile.as_deref(), Some("sales"));
+        assert_eq!(
+            r.variables.get("caller_name").map(String::as_str),
+            Some("Ada")
+        );
+        assert_eq!(r.outcome, "caller_hung_up");
+        assert_eq!(r.duration_s, 5.25);
+        assert_eq!(r.started_at, "1970-01-01T00:00:00.000Z");
+        assert_eq!(r.ended_at, "1970-01-01T00:00:05.250Z");
+        assert_eq!(r.barge_ins, 2);
+        assert_eq!(r.dtmf, ["1"]);
+        let lines: Vec<_> = r
+            .transcript
+            .iter()
+            .map(|l| (l.role.as_str(), l.at_ms, l.interrupted_after_ms))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("caller", 1500, None),
+                ("agent", 1600, Some(900)),
+                ("agent", 4100, Some(120))
+            ]
+        );
+        assert_eq!(
+            r.turn_latency_ms,
+            Some(crate::report::TurnLatency { p50: 400, max: 800 })
+        );
+    }
+
+    #[test]
+    fn a_call_without_start_still_reports() {
+        let t0 = Instant::now();
+        let r = ReportBuilder::new(t0, SystemTime::now()).finish("no_start", t0);
+        assert_eq!(r.outcome, "no_start");
+        assert_eq!(r.direction, "inbound");
+        assert!(r.call_sid.is_none() && r.transcript.is_empty());
+    }
+}

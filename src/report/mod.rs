@@ -1,0 +1,185 @@
+//! Call reports: what an integrator receives at the end of every call, and the small event a
+//! Twilio-side recording produces. Plain types and pure functions only — the spool and the
+//! delivery live in `server::reports`. The JSON shape is pinned by `schemas/*.schema.json`
+//! (tests validate real reports against them).
+
+pub mod builder;
+pub mod time;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `type` of a call report.
+pub const CALL_COMPLETED: &str = "call.completed";
+/// `type` of a Twilio recording event.
+pub const RECORDING_COMPLETED: &str = "recording.completed";
+
+/// One report per call, whatever happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallReport {
+    /// Always [`CALL_COMPLETED`]: lets a receiver tell reports from recording events.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unique per report; also sent as `Idempotency-Key`, so a receiver that saw it stores
+    /// nothing twice when a retry crosses its 2xx.
+    pub report_id: String,
+    pub call_sid: Option<String>,
+    pub stream_sid: Option<String>,
+    pub account_sid: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub profile: Option<String>,
+    pub variables: BTreeMap<String, String>,
+    /// RFC 3339, UTC, milliseconds.
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_s: f64,
+    /// The same words as the `call ended` log line (`caller_hung_up`, `upstream_failed`,
+    /// `no_answer`, `busy`, ...).
+    pub outcome: String,
+    pub transcript: Vec<TranscriptLine>,
+    pub tool_calls: Vec<ToolCall>,
+    pub transfer: Option<Transfer>,
+    /// Keys the caller pressed, in order.
+    pub dtmf: Vec<String>,
+    pub barge_ins: u32,
+    /// From the end of the caller's speech to the agent's first audio, per turn; `None` when
+    /// no turn completed.
+    pub turn_latency_ms: Option<TurnLatency>,
+    pub recording: Vec<Recording>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    /// `caller` or `agent`.
+    pub role: String,
+    pub text: String,
+    /// Since the media socket opened.
+    pub at_ms: u64,
+    /// The caller interrupted this agent line after this much of its audio was played.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub interrupted_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub name: String,
+    pub arguments: serde_json::Value,
+    pub output: serde_json::Value,
+    pub ms: u64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub target: String,
+    pub to: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TurnLatency {
+    pub p50: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    /// `file` (the bridge's own `record_dir`) or `twilio`.
+    pub kind: String,
+    pub location: String,
+}
+
+/// Twilio finished a recording of the call (`twilio_recording = "dual"`): sent as a second,
+/// small event through the same spool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub report_id: String,
+    pub call_sid: String,
+    pub recording_sid: String,
+    pub recording_url: String,
+    pub duration_s: Option<u64>,
+}
+
+/// A fresh report id (`rpt_` + 32 hex digits from the system's CSPRNG).
+pub fn new_report_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // The system RNG does not fail on the platforms we build for; should it, a time-based id
+    // is still unique enough for idempotency within one bridge.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    let mut id = String::with_capacity(36);
+    id.push_str("rpt_");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// The outcome word for a Twilio `CallStatus` of a call that never reached the bridge.
+pub fn outcome_for_status(status: &str) -> Option<&'static str> {
+    match status {
+        "no-answer" => Some("no_answer"),
+        "busy" => Some("busy"),
+        "failed" => Some("failed"),
+        "canceled" => Some("canceled"),
+        _ => None,
+    }
+}
+
+/// p50 and max of a set of latencies.
+pub fn turn_latency(samples: &[u64]) -> Option<TurnLatency> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    Some(TurnLatency {
+        p50: s[(s.len() - 1) / 2],
+        max: s[s.len() - 1],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_shaped() {
+        let a = new_report_id();
+        let b = new_report_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert!(a.starts_with("rpt_"));
+    }
+
+    #[test]
+    fn latency_summary() {
+        assert_eq!(turn_latency(&[]), None);
+        assert_eq!(
+            turn_latency(&[900, 300, 500]),
+            Some(TurnLatency { p50: 500, max: 900 })
+        );
+        assert_eq!(
+            turn_latency(&[400, 200]),
+            Some(TurnLatency { p50: 200, max: 400 })
+        );
+    }
+
+    #[test]
+    fn status_words() {
+        assert_eq!(outcome_for_status("no-answer"), Some("no_answer"));
+        assert_eq!(outcome_for_status("busy"), Some("busy"));
+        assert_eq!(outcome_for_status("completed"), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! What a call runs with, decided at Twilio's `start`: the agent profile (by the `profile`
+//! parameter, the dialled number, or the default), the profile's setup lookup (the
+//! integrator's answer within `setup_timeout_ms`, else the profile as configured), and the
+//! call's variables filled into instructions and greeting.
+//!
+//! Until that is decided, an upstream socket that is already open is parked here, so the
+//! session is configured once, with the right settings. Without profiles or placeholders
+//! nothing waits.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::upstream::Upstream;
+use super::AppState;
+use crate::call::CallConfig;
+use crate::config::{Config, VOICES};
+use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
+use crate::profile::{fill, with_variables};
+use crate::report::builder::{ReportBuilder, PARAM_DIRECTION, PARAM_PROFILE, VAR_PREFIX};
+use crate::twilio::StartMeta;
+
+/// Answers larger than this are junk.
+const MAX_SETUP_ANSWER: usize = 64 * 1024;
+
+/// What the integrator's setup endpoint may answer (unknown fields ignored).
+#[derive(Debug, Default, Deserialize)]
+pub struct SetupAnswer {
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub instructions_append: Option<String>,
+    #[serde(default)]
+    pub greeting: Option<String>,
+    #[serde(default)]
+    pub voice: Option<String>,
+    #[serde(default)]
+    pub reject: bool,
+}
+
+type Lookup = Pin<Box<dyn Future<Output = Option<SetupAnswer>> + Send>>;
+
+/// Per-call state of the decision.
+pub struct CallSetup {
+    wait_for_start: bool,
+    started: bool,
+    parked: Option<Upstream>,
+    lookup: Option<Lookup>,
+    /// The profile's settings, unfilled, and the call's variables (for the lookup's answer).
+    base: Option<Arc<CallConfig>>,
+    vars: BTreeMap<String, String>,
+    /// Where this call's report goes (the profile's `report_url`).
+    pub report_url: Option<String>,
+}
+
+impl CallSetup {
+    pub fn new(s: &AppState) -> CallSetup {
+        CallSetup {
+            wait_for_start: needs_start(&s.cfg, &s.call_cfg),
+            started: false,
+            parked: None,
+            lookup: None,
+            base: None,
+            vars: BTreeMap::new(),
+            report_url: None,
+        }
+    }
+
+    /// The upstream socket opened: returned to be used now, or parked until the call's
+    /// settings are decided.
+    pub fn upstream_opened(&mut self, ws: Upstream) -> Option<Upstream> {
+        if self.wait_for_start && (!self.started || self.lookup.is_some()) {
+            self.parked = Some(ws);
+            None
+        } else {
+            Some(ws)
+        }
+    }
+
+    /// The parked upstream, once the settings are decided.
+    pub fn ready_upstream(&mut self) -> Option<Upstream> {
+        if self.started && self.lookup.is_none() {
+            self.parked.take()
+        } else {
+            None
+        }
+    }
+
+    pub fn lookup_pending(&self) -> bool {
+        self.lookup.is_some()
+    }
+
+    /// Resolves when the setup lookup answered, failed or timed out.
+    pub async fn lookup_done(&mut self) -> Option<SetupAnswer> {
+        match self.lookup.as_mut() {
+            Some(l) => l.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Twilio's `start`: chooses the profile; returns the settings the call should switch to
+    /// now (if any). Starts the profile's setup lookup.
+    pub fn on_start(
+        &mut self,
+        s: &AppState,
+        start: &StartMeta,
+        report: &mut ReportBuilder,
+    ) -> Option<Arc<CallConfig>> {
+        self.started = true;
+        if !self.wait_for_start {
+            return None;
+        }
+        let params = &start.custom_parameters;
+        let asked = params
+            .get(PARAM_PROFILE)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty());
+        let profile = s
+            .cfg
+            .profiles
+            .choose(asked, params.get("To").map(String::as_str));
+        if let Some(name) = asked {
+            if profile.is_none_or(|p| p.name != name) {
+                warn!(
+                    profile = name,
+                    "unknown profile asked for; using the number or the default"
+                );
+            }
+        }
+        if let Some(p) = profile {
+            tracing::Span::current().record("profile", p.name.as_str());
+            report.set_profile(&p.name);
+            self.report_url = p.report_url.clone();
+        }
+        self.vars = params
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(VAR_PREFIX)
+                    .map(|n| (n.to_owned(), v.clone()))
+            })
+            .collect();
+        let base = profile.map_or_else(|| s.call_cfg.clone(), |p| p.call.clone());
+        if let (Some(p), Some(url)) = (profile, profile.and_then(|p| p.setup_url.clone())) {
+            let body = serde_json::json!({
+                "call_sid": start.call_sid,
+                "account_sid": start.account_sid,
+                "from": params.get("From"),
+                "to": params.get("To"),
+                "profile": p.name,
+                "parameters": params,
+                "direction": params.get(PARAM_DIRECTION).map_or("inbound", String::as_str),
+            });
+            self.lookup = Some(Box::pin(lookup(s.clone(), url, body)));
+            self.base = Some(base);
+            // The profile's settings go on meanwhile only if the lookup never answers; the
+            // session waits (at most setup_timeout_ms) for it.
+            return None;
+        }
+        Some(match with_variables(&base, &self.vars) {
+            Some(filled) => Arc::new(filled),
+            None => base,
+        })
+    }
+
+    /// The lookup ended: the settings to use (the profile's, with the answer applied).
+    pub fn on_lookup(
+        &mut self,
+        answer: Option<SetupAnswer>,
+        report: &mut ReportBuilder,
+    ) -> Option<Arc<CallConfig>> {
+        self.lookup = None;
+        let base = self.base.take()?;
+        let Some(a) = answer else {
+            // Failed, timed out or junk (logged and counted): the profile as configured.
+            return Some(match with_variables(&base, &self.vars) {
+                Some(filled) => Arc::new(filled),
+                None => base,
+            });
+        };
+        if a.reject {
+            // Ending the call politely needs the call's own hang-up; not built yet.
+            warn!("setup lookup asked to reject the call; rejecting is not supported yet, the call goes on");
+        }
+        for (k, v) in &a.variables {
+            self.vars.insert(k.clone(), v.clone());
+        }
+        report.add_variables(&a.variables);
+        let mut cfg = (*base).clone();
+        cfg.session.instructions = fill(&cfg.session.instructions, &self.vars);
+        if let Some(extra) = a.instructions_append.filter(|s| !s.is_empty()) {
+            cfg.session.instructions.push_str("\n\n");
+            cfg.session.instructions.push_str(&fill(&extra, &self.vars));
+        }
+        cfg.greeting = match a.greeting {
+            Some(g) if !g.is_empty() => Some(fill(&g, &self.vars)),
+            _ => cfg.greeting.as_deref().map(|g| fill(g, &self.vars)),
+        };
+        if let Some(v) = a.voice {
+            if VOICES.contains(&v.as_str()) {
+                cfg.session.voice = v;
+            } else {
+                warn!(voice = v, "setup lookup named an unknown voice; ignored");
+            }
+        }
+        Some(Arc::new(cfg))
+    }
+}
+
+/// Whether calls must wait for `start` before their session is configured: only when there
+/// are profiles or placeholders to fill.
+pub fn needs_start(cfg: &Config, call: &CallConfig) -> bool {
+    !cfg.profiles.is_empty()
+        || call.session.instructions.contains("{{")
+        || call.greeting.as_deref().is_some_and(|g| g.contains("{{"))
+}
+
+/// POSTs the signed setup request; `None` (with a warning and a metric) when it fails, times
+/// out or answers junk.
+async fn lookup(s: AppState, url: String, body: serde_json::Value) -> Option<SetupAnswer> {
+    let timeout = s.cfg.callcenter.setup_timeout;
+    let count = |result: &str| {
+        s.metrics
+            .setup_lookups_total
+            .with_label_values(&[result])
+            .inc()
+    };
+    let Some(secret) = s.cfg.tool_secret.as_ref() else {
+        count("failed");
+        return None;
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let sig = signature(secret.0.as_bytes(), unix_now(), &bytes);
+    let req = s
+        .http
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, sig)
+        .body(bytes)
+        .send();
+    let answered = tokio::time::timeout(timeout, async {
+        let resp = req.await.map_err(|e| super::twilio_rest::describe(&e))?;
+        let status = resp.status();
+        let body = super::twilio_rest::read_limited(resp, MAX_SETUP_ANSWER).await?;
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        Ok(body)
+    })
+    .await;
+    match answered {
+        Err(_) => {
+            count("timeout");
+            warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "setup lookup timed out; the profile goes on as configured"
+            );
+            None
+        }
+        Ok(Err(why)) => {
+            count("failed");
+            warn!(
+                why,
+                "setup lookup failed; the profile goes on as configured"
+            );
+            None
+        }
+        Ok(Ok(body)) => match serde_json::from_slice::<SetupAnswer>(&body) {
+            Ok(a) => {
+                count("ok");
+                info!(variables = a.variables.len(), "setup lookup answered");
+                Some(a)
+            }
+            Err(e) => {
+                count("junk");
+                warn!(error = %e, "setup lookup answered junk; the profile goes on as configured");
+                None
+            }
+        },
+    }
+}

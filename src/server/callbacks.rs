@@ -1,0 +1,111 @@
+//! Twilio's callbacks to the bridge (`X-Twilio-Signature` checked by the router like `/twiml`):
+//! - `/twilio/status`: an outbound call's final status; one that never connected (no answer,
+//!   busy, failed, canceled) gets its report here, since no media stream will.
+//! - `/twilio/amd`: answering machine detection's verdict (logged; acting on it needs the
+//!   voicemail primitive, not built yet).
+//! - `/twilio/recording`: Twilio finished recording a call; forwarded to the report URL as a
+//!   `recording.completed` event through the same spool.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use tracing::{info, warn};
+
+use super::AppState;
+use crate::report::builder::unconnected;
+use crate::report::{new_report_id, outcome_for_status, RecordingEvent, RECORDING_COMPLETED};
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+pub async fn status(State(s): State<AppState>, body: Bytes) -> StatusCode {
+    let f = form(&body);
+    let (Some(call_sid), Some(status)) = (f.get("CallSid"), f.get("CallStatus")) else {
+        warn!("status callback without CallSid/CallStatus ignored");
+        return StatusCode::BAD_REQUEST;
+    };
+    info!(call_sid, status, "Twilio call status");
+    let Some(outcome) = outcome_for_status(status) else {
+        if status == "completed" {
+            // A connected call: its media stream reported it.
+            s.outbound.take(call_sid);
+        }
+        return StatusCode::NO_CONTENT;
+    };
+    let placed = s.outbound.take(call_sid);
+    let duration = placed
+        .as_ref()
+        .map_or(Duration::ZERO, |p| p.created.elapsed());
+    let (from, to, profile, variables) = match placed {
+        Some(p) => (Some(p.from), Some(p.to), p.profile, p.variables),
+        // Not placed by this process (restarted since): what Twilio says is all we know.
+        None => (
+            f.get("From").cloned(),
+            f.get("To").cloned(),
+            None,
+            Default::default(),
+        ),
+    };
+    let report = unconnected(
+        outcome,
+        call_sid,
+        f.get("AccountSid").cloned(),
+        from,
+        to,
+        profile,
+        variables,
+        duration,
+        std::time::SystemTime::now(),
+    );
+    s.metrics.calls_total.with_label_values(&[outcome]).inc();
+    let url = report
+        .profile
+        .as_deref()
+        .and_then(|p| s.cfg.profiles.by_name.get(p))
+        .and_then(|p| p.report_url.as_deref());
+    s.reports.submit(url, &report.report_id, &report).await;
+    StatusCode::NO_CONTENT
+}
+
+pub async fn amd(State(_s): State<AppState>, body: Bytes) -> StatusCode {
+    let f = form(&body);
+    let call_sid = f.get("CallSid").map_or("-", String::as_str);
+    let answered_by = f.get("AnsweredBy").map_or("unknown", String::as_str);
+    // Leaving a voicemail needs "hang up once the message was heard", which the call does not
+    // have yet: the verdict is only logged.
+    info!(call_sid, answered_by, "answering machine detection");
+    StatusCode::NO_CONTENT
+}
+
+pub async fn recording(State(s): State<AppState>, body: Bytes) -> StatusCode {
+    let f = form(&body);
+    let (Some(call_sid), Some(recording_sid), Some(recording_url)) = (
+        f.get("CallSid"),
+        f.get("RecordingSid"),
+        f.get("RecordingUrl"),
+    ) else {
+        warn!("recording callback without CallSid/RecordingSid/RecordingUrl ignored");
+        return StatusCode::BAD_REQUEST;
+    };
+    if f.get("RecordingStatus").is_some_and(|st| st != "completed") {
+        return StatusCode::NO_CONTENT;
+    }
+    let event = RecordingEvent {
+        kind: RECORDING_COMPLETED.into(),
+        report_id: new_report_id(),
+        call_sid: call_sid.clone(),
+        recording_sid: recording_sid.clone(),
+        recording_url: recording_url.clone(),
+        duration_s: f.get("RecordingDuration").and_then(|d| d.parse().ok()),
+    };
+    info!(call_sid, recording_sid, "Twilio recording completed");
+    s.reports.submit(None, &event.report_id, &event).await;
+    StatusCode::NO_CONTENT
+}

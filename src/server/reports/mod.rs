@@ -1,0 +1,382 @@
+//! Delivering call reports so that none is lost: each is written to the spool before the first
+//! try and removed only after the receiver answered 2xx. Failures (no answer, 5xx, 408, 429) are
+//! retried with exponential backoff and jitter until `report_retry_max` after the report was
+//! written; any other 4xx is final and the report moves to `dead/` with the answer. At start-up
+//! whatever is in the spool is sent again. The receiver dedupes on `Idempotency-Key`.
+
+pub mod spool;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, Secret};
+use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
+use crate::metrics::Metrics;
+use spool::{Entry, Spool};
+
+/// A receiver that takes longer than this to answer is retried later.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two tries (before jitter).
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Reports sent at the same time (a backlog after an outage is worked through, not flooded).
+const CONCURRENT_SENDS: usize = 8;
+/// Of a refusing answer, this much is kept beside the dead report.
+const MAX_KEPT_ANSWER: usize = 4096;
+
+/// The report service; a no-op when no `report_url` is configured.
+#[derive(Clone)]
+pub struct Reports {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    spool: Spool,
+    default_url: String,
+    secret: Secret,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    retry_min: Duration,
+    retry_max: Duration,
+    max_spooled: usize,
+    /// Names of spooled reports (mirrors the directory; guards the bound).
+    pending: Mutex<BTreeSet<String>>,
+    sends: Semaphore,
+}
+
+/// What one try came to.
+enum Try {
+    Delivered,
+    /// Worth another try later.
+    Retry(String),
+    /// Final refusal: the status and (the start of) the answer.
+    Refused(u16, String),
+}
+
+impl Reports {
+    /// Off: `submit` does nothing.
+    pub fn disabled() -> Reports {
+        Reports { inner: None }
+    }
+
+    /// Opens the spool and starts resending what a previous run left in it. Fails if the spool
+    /// directory cannot be created (start-up then stops, naming it).
+    pub fn start(
+        cfg: &Config,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Reports> {
+        let cc = &cfg.callcenter;
+        let (Some(url), Some(dir), Some(secret)) = (
+            cc.report_url.clone(),
+            cc.report_spool_dir.as_deref(),
+            cfg.tool_secret.clone(),
+        ) else {
+            return Ok(Reports::disabled());
+        };
+        let spool = Spool::open(dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("report_spool_dir {}: {e}", dir.display()))
+        })?;
+        let left = spool.list()?;
+        let inner = Arc::new(Inner {
+            spool,
+            default_url: url,
+            secret,
+            http,
+            metrics,
+            retry_min: cc.report_retry_min,
+            retry_max: cc.report_retry_max,
+            max_spooled: cc.report_spool_max,
+            pending: Mutex::new(left.iter().cloned().collect()),
+            sends: Semaphore::new(CONCURRENT_SENDS),
+        });
+        inner.metrics.report_backlog.set(left.len() as i64);
+        if !left.is_empty() {
+            info!(
+                reports = left.len(),
+                spool = %dir.display(),
+                "resending reports left in the spool"
+            );
+        }
+        for name in left {
+            tokio::spawn(deliver(inner.clone(), name));
+        }
+        Ok(Reports { inner: Some(inner) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Spools `doc` (durably) and starts delivering it to `url` (or the top-level `report_url`).
+    /// Returns once the report is on disk.
+    pub async fn submit<T: Serialize>(&self, url: Option<&str>, report_id: &str, doc: &T) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let body = match serde_json::to_string(doc) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, report_id, "cannot encode a report");
+                return;
+            }
+        };
+        let entry = Entry {
+            report_id: report_id.to_owned(),
+            url: url.unwrap_or(&inner.default_url).to_owned(),
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            body,
+        };
+        let writer = inner.clone();
+        let written =
+            tokio::task::spawn_blocking(move || writer.spool.write(&entry).map(|n| (n, entry)))
+                .await;
+        let name = match written {
+            Ok(Ok((name, _))) => name,
+            Ok(Err(e)) => {
+                // Sending without a spool file would break the promise (a failure would lose
+                // it silently); the error log and the metric say it is lost.
+                error!(error = %e, report_id, "cannot write a report to the spool; report lost");
+                inner
+                    .metrics
+                    .reports_total
+                    .with_label_values(&["unspooled"])
+                    .inc();
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, report_id, "report spool task failed");
+                return;
+            }
+        };
+        inner.admit(&name);
+        tokio::spawn(deliver(inner.clone(), name));
+    }
+}
+
+impl Inner {
+    /// Counts a new spool file, dropping the oldest past the bound.
+    fn admit(&self, name: &str) {
+        let dropped: Vec<String> = {
+            let Ok(mut pending) = self.pending.lock() else {
+                return;
+            };
+            pending.insert(name.to_owned());
+            let mut out = Vec::new();
+            while pending.len() > self.max_spooled {
+                match pending.pop_first() {
+                    Some(oldest) => out.push(oldest),
+                    None => break,
+                }
+            }
+            self.metrics.report_backlog.set(pending.len() as i64);
+            out
+        };
+        for old in dropped {
+            error!(
+                report = old,
+                max = self.max_spooled,
+                "report spool full (report_spool_max): dropping the oldest undelivered report"
+            );
+            let _ = self.spool.remove(&old);
+            self.metrics
+                .reports_total
+                .with_label_values(&["dropped"])
+                .inc();
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(name);
+            self.metrics.report_backlog.set(pending.len() as i64);
+        }
+    }
+
+    async fn send(&self, entry: &Entry) -> Try {
+        let _permit = self.sends.acquire().await;
+        let sig = signature(self.secret.0.as_bytes(), unix_now(), entry.body.as_bytes());
+        let resp = self
+            .http
+            .post(&entry.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, sig)
+            .header("Idempotency-Key", &entry.report_id)
+            .body(entry.body.clone())
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Try::Retry(super::twilio_rest::describe(&e)),
+        };
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Try::Delivered;
+        }
+        let answer = super::twilio_rest::read_limited(resp, 64 * 1024)
+            .await
+            .map(|b| {
+                let mut s = String::from_utf8_lossy(&b).into_owned();
+                if s.len() > MAX_KEPT_ANSWER {
+                    let mut cut = MAX_KEPT_ANSWER;
+                    while !s.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    s.truncate(cut);
+                }
+                s
+            })
+            .unwrap_or_default();
+        if (400..500).contains(&status) && status != 408 && status != 429 {
+            Try::Refused(status, answer)
+        } else {
+            Try::Retry(format!("HTTP {status}"))
+        }
+    }
+}
+
+/// Sends one spooled report until it is delivered, refused, expired or dropped.
+async fn deliver(inner: Arc<Inner>, name: String) {
+    let entry = match inner.spool.read(&name) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(report = name, error = %e, "unreadable report in the spool; moved to dead/");
+            let _ = inner.spool.bury(
+                &name,
+                &serde_json::json!({"error": format!("unreadable: {e}")}),
+            );
+            inner.forget(&name);
+            return;
+        }
+    };
+    let deadline_ms = entry.created_unix_ms + inner.retry_max.as_millis() as u64;
+    let mut attempt: u32 = 0;
+    loop {
+        if !inner.spool.exists(&name) {
+            return; // dropped past the spool bound
+        }
+        match inner.send(&entry).await {
+            Try::Delivered => {
+                if let Err(e) = inner.spool.remove(&name) {
+                    warn!(report = name, error = %e, "delivered report could not be removed");
+                }
+                inner.forget(&name);
+                inner
+                    .metrics
+                    .reports_total
+                    .with_label_values(&["delivered"])
+                    .inc();
+                debug!(report_id = entry.report_id, attempt, "report delivered");
+                return;
+            }
+            Try::Refused(status, answer) => {
+                error!(
+                    report_id = entry.report_id,
+                    status, "report refused by the receiver; moved to dead/"
+                );
+                bury(
+                    &inner,
+                    &name,
+                    serde_json::json!({"status": status, "answer": answer}),
+                );
+                inner
+                    .metrics
+                    .reports_total
+                    .with_label_values(&["dead"])
+                    .inc();
+                return;
+            }
+            Try::Retry(why) => {
+                let now_ms = now_unix_ms();
+                if now_ms >= deadline_ms {
+                    error!(
+                        report_id = entry.report_id,
+                        attempts = attempt + 1,
+                        why,
+                        "report not delivered within report_retry_max_s; moved to dead/"
+                    );
+                    bury(
+                        &inner,
+                        &name,
+                        serde_json::json!({"gave_up_after_attempts": attempt + 1, "last_error": why}),
+                    );
+                    inner
+                        .metrics
+                        .reports_total
+                        .with_label_values(&["expired"])
+                        .inc();
+                    return;
+                }
+                inner
+                    .metrics
+                    .reports_total
+                    .with_label_values(&["retried"])
+                    .inc();
+                let wait = backoff(inner.retry_min, attempt, jitter())
+                    .min(Duration::from_millis(deadline_ms - now_ms));
+                warn!(
+                    report_id = entry.report_id,
+                    attempt,
+                    why,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "report delivery failed; will retry"
+                );
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+fn bury(inner: &Inner, name: &str, why: serde_json::Value) {
+    if let Err(e) = inner.spool.bury(name, &why) {
+        error!(report = name, error = %e, "cannot move a report to dead/");
+    }
+    inner.forget(name);
+}
+
+/// `min · 2^attempt`, capped, scaled by `jitter` in [0.5, 1] so that reports failing together
+/// do not retry together.
+fn backoff(min: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = min.saturating_mul(1u32 << attempt.min(20));
+    exp.min(MAX_BACKOFF).mul_f64(jitter.clamp(0.5, 1.0))
+}
+
+fn jitter() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let r = ring::rand::SystemRandom::new().fill(&mut b);
+    let x = if r.is_ok() { u16::from_le_bytes(b) } else { 0 };
+    0.5 + 0.5 * (x as f64 / u16::MAX as f64)
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let min = Duration::from_millis(100);
+        assert_eq!(backoff(min, 0, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(min, 3, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(min, 3, 0.5), Duration::from_millis(400));
+        assert_eq!(backoff(min, 30, 1.0), MAX_BACKOFF);
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.5..=1.0).contains(&j));
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Outbound calls: `POST /v1/calls` against the fake Twilio REST (path, basic auth, form
+//! fields, TwiML), the bearer token, number and profile checks, Twilio's errors passed back,
+//! signed status callbacks producing reports for calls that never connected, Twilio recording
+//! events, and the `callbridge dial` command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::receiver::Receiver;
+use callbridge::sim::twilio_rest::FakeTwilio;
+use callbridge::twilio::signature::{sign, Algorithm};
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const AUTH: &str = "twilio-auth-token";
+const API: &str = "api-token-42";
+const SECRET: &str = "report-secret-2";
+const PUBLIC: &str = "https://bridge.example.com";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn assert_valid(file: &str, doc: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(file);
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{file}: {errors:?}\n{doc:#}");
+}
+
+struct Setup {
+    server: callbridge::server::Running,
+    twilio: FakeTwilio,
+    rx: Receiver,
+    spool: PathBuf,
+}
+
+async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
+    let twilio = FakeTwilio::spawn(ACCOUNT, AUTH).await.expect("fake twilio");
+    let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    let spool = std::env::temp_dir().join(format!("cb-outbound-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let mut env: Vec<(String, String)> = [
+        ("CALLBRIDGE_LISTEN", "127.0.0.1:0".to_owned()),
+        ("PUBLIC_URL", PUBLIC.to_owned()),
+        ("TWILIO_AUTH_TOKEN", AUTH.to_owned()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT.to_owned()),
+        ("CALLBRIDGE_TWILIO_API_BASE", twilio.base_url()),
+        ("CALLBRIDGE_API_TOKEN", API.to_owned()),
+        ("CALLBRIDGE_REPORT_URL", rx.url("/reports")),
+        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.display().to_string()),
+        ("CALLBRIDGE_TOOL_SECRET", SECRET.to_owned()),
+        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        env.push((k.to_string(), v.to_string()));
+    }
+    let lookup = move |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+        .await
+        .expect("bridge starts");
+    Setup {
+        server,
+        twilio,
+        rx,
+        spool,
+    }
+}
+
+async fn post_calls(
+    server: &callbridge::server::Running,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(server.url("/v1/calls"))
+        .json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("bridge answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+/// POSTs a form to `path` as Twilio would, signed with the auth token over the public URL.
+async fn twilio_post(
+    server: &callbridge::server::Running,
+    path: &str,
+    fields: &[(&str, &str)],
+    signed: bool,
+) -> u16 {
+    let params: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut req = reqwest::Client::new()
+        .post(server.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(&params).expect("form"));
+    if signed {
+        req = req.header(
+            "X-Twilio-Signature",
+            sign(AUTH, Algorithm::Sha1, &format!("{PUBLIC}{path}"), &params),
+        );
+    }
+    req.send().await.expect("bridge answers").status().as_u16()
+}
+
+#[tokio::test]
+async fn a_call_is_created_through_twilio_rest_with_stream_twiml_and_callbacks() {
+    let s = setup("create", &[]).await;
+    let (status, answer) = post_calls(
+        &s.server,
+        Some(API),
+        serde_json::json!({"to": "+15551230000", "from": "+15550001111",
+            "variables": {"caller_name": "Ada <&>"}, "machine_detection": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let reqs = s.twilio.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.path, format!("/2010-04-01/Accounts/{ACCOUNT}/Calls.json"));
+    assert!(
+        r.auth_ok && r.user.as_deref() == Some(ACCOUNT),
+        "basic auth"
+    );
+    assert_eq!(answer["call_sid"].as_str().map(|s| s.len()), Some(34));
+    assert_eq!(r.field("To"), Some("+15551230000"));
+    assert_eq!(r.field("From"), Some("+15550001111"));
+    assert_eq!(
+        r.field("StatusCallback"),
+        Some("https://bridge.example.com/twilio/status")
+    );
+    assert_eq!(r.field("MachineDetection"), Some("Enable"));
+    assert_eq!(r.field("AsyncAmd"), Some("true"));
+    assert_eq!(
+        r.field("AsyncAmdStatusCallback"),
+        Some("https://bridge.example.com/twilio/amd")
+    );
+    let twiml = r.field("Twiml").expect("Twiml");
+    assert!(twiml.contains(r#"<Connect>"#), "{twiml}");
+    assert!(
+        twiml.contains(r#"<Stream url="wss://bridge.example.com/media">"#),
+        "{twiml}"
+    );
+    assert!(
+        twiml.contains(r#"<Parameter name="direction" value="outbound"/>"#),
+        "{twiml}"
+    );
+    assert!(
+        twiml.contains(r#"<Parameter name="var.caller_name" value="Ada &lt;&amp;&gt;"/>"#),
+        "{twiml}"
+    );
+    assert!(
+        !twiml.contains("<Recording"),
+        "no recording unless configured"
+    );
+    s.server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn the_api_refuses_bad_tokens_numbers_and_profiles_and_passes_twilio_errors_back() {
+    let s = setup("refuse", &[]).await;
+    let ok = serde_json::json!({"to": "+15551230000", "from": "+15550001111"});
+    assert_eq!(post_calls(&s.server, None, ok.clone()).await.0, 401);
+    assert_eq!(
+        post_calls(&s.server, Some("wrong"), ok.clone()).await.0,
+        401
+    );
+    assert_eq!(
+        post_calls(&s.server, Some(&API[..5]), ok.clone()).await.0,
+        401
+    );
+    let (status, answer) = post_calls(
+        &s.server,
+        Some(API),
+        serde_json::json!({"to": "5551230000", "from": "+15550001111"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains("E.164"),
+        "{answer}"
+    );
+    let (status, _) = post_calls(
+        &s.server,
+        Some(API),
+        serde_json::json!({"to": "+15551230000", "from": "+15550001111", "profile": "nope"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(s.twilio.requests().is_empty(), "nothing reached Twilio");
+
+    s.twilio
+        .fail_next(400, 21215, "Account not authorized to call +15551230000");
+    let (status, answer) = post_calls(&s.server, Some(API), ok).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["twilio_code"], 21215);
+    assert!(answer["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("not authorized"));
+    s.server.stop(Duration::from_secs(1)).await;
+}
+
+/// No answer: the signed status callback produces the call's report (with what the API was
+/// given), valid against the schema; an unsigned callback is refused.
+#[tokio::test]
+async fn a_no_answer_status_callback_produces_a_report() {
+    let s = setup("status", &[]).await;
+    let (status, answer) = post_calls(
+        &s.server,
+        Some(API),
+        serde_json::json!({"to": "+15551230000", "from": "+15550001111",
+            "variables": {"order": "A-17"}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let sid = answer["call_sid"].as_str().expect("sid").to_owned();
+    let fields = [
+        ("AccountSid", ACCOUNT),
+        ("CallSid", sid.as_str()),
+        ("CallStatus", "no-answer"),
+        ("From", "+15550001111"),
+        ("To", "+15551230000"),
+        ("Direction", "outbound-api"),
+    ];
+    assert_eq!(
+        twilio_post(&s.server, "/twilio/status", &fields, false).await,
+        403
+    );
+    assert_eq!(
+        twilio_post(&s.server, "/twilio/status", &fields, true).await,
+        204
+    );
+    let got = s.rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].signature_ok);
+    let report = got[0].json();
+    assert_valid("call-report.schema.json", &report);
+    assert_eq!(report["outcome"], "no_answer");
+    assert_eq!(report["call_sid"], sid.as_str());
+    assert_eq!(report["direction"], "outbound");
+    assert_eq!(report["stream_sid"], serde_json::Value::Null);
+    assert_eq!(report["to"], "+15551230000");
+    assert_eq!(report["variables"]["order"], "A-17");
+    // A completed call reported through its media stream: nothing more from the callback.
+    let done = [("CallSid", "CAother"), ("CallStatus", "completed")];
+    assert_eq!(
+        twilio_post(&s.server, "/twilio/status", &done, true).await,
+        204
+    );
+    assert_eq!(
+        twilio_post(
+            &s.server,
+            "/twilio/amd",
+            &[("CallSid", "CA1"), ("AnsweredBy", "human")],
+            true
+        )
+        .await,
+        204
+    );
+    s.server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&s.spool);
+}
+
+/// With twilio_recording = "dual" the TwiML starts a recording before <Connect>, and Twilio's
+/// recording callback reaches the report URL as a recording.completed event.
+#[tokio::test]
+async fn twilio_recording_is_started_and_its_callback_forwarded() {
+    let s = setup("recording", &[("CALLBRIDGE_TWILIO_RECORDING", "dual")]).await;
+    let (status, _) = post_calls(
+        &s.server,
+        Some(API),
+        serde_json::json!({"to": "+15551230000", "from": "+15550001111"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let twiml = s.twilio.requests()[0]
+        .field("Twiml")
+        .expect("twiml")
+        .to_owned();
+    let rec = twiml
+        .find(r#"<Start><Recording channels="dual" recordingStatusCallback="https://bridge.example.com/twilio/recording""#)
+        .expect(&twiml);
+    assert!(rec < twiml.find("<Connect>").expect("connect"), "{twiml}");
+    let fields = [
+        ("AccountSid", ACCOUNT),
+        ("CallSid", "CA9"),
+        ("RecordingSid", "RE1"),
+        (
+            "RecordingUrl",
+            "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE1",
+        ),
+        ("RecordingStatus", "completed"),
+        ("RecordingDuration", "42"),
+        ("RecordingChannels", "2"),
+    ];
+    assert_eq!(
+        twilio_post(&s.server, "/twilio/recording", &fields, true).await,
+        204
+    );
+    let got = s.rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    let ev = got[0].json();
+    assert_valid("recording-event.schema.json", &ev);
+    assert_eq!(ev["type"], "recording.completed");
+    assert_eq!(ev["call_sid"], "CA9");
+    assert_eq!(ev["recording_sid"], "RE1");
+    assert_eq!(ev["duration_s"], 42);
+    assert_eq!(got[0].idempotency_key.as_deref(), ev["report_id"].as_str());
+    s.server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&s.spool);
+}
+
+/// `callbridge dial` places the call through the API and prints the SID; a refusal exits
+/// non-zero with the reason.
+#[tokio::test]
+async fn the_dial_command_places_a_call() {
+    let s = setup("dial", &[]).await;
+    let run = |token: &'static str, to: &'static str| {
+        let bridge = s.server.url("");
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+                .args([
+                    "dial",
+                    "--bridge",
+                    &bridge,
+                    "--to",
+                    to,
+                    "--from",
+                    "+15550001111",
+                ])
+                .args(["--var", "caller_name=Ada", "--var", "order=A=17"])
+                .env("CALLBRIDGE_API_TOKEN", token)
+                .output()
+                .expect("run callbridge dial")
+        })
+    };
+    let out = run(API, "+15551230000").await.expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(sid.starts_with("CA"), "{sid}");
+    let twiml = s.twilio.requests()[0]
+        .field("Twiml")
+        .expect("twiml")
+        .to_owned();
+    assert!(
+        twiml.contains(r#"<Parameter name="var.order" value="A=17"/>"#),
+        "{twiml}"
+    );
+    let out = run("wrong", "+15551230000").await.expect("join");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    s.server.stop(Duration::from_secs(1)).await;
+}

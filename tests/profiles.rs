@@ -1,0 +1,403 @@
+//! Agent profiles: validated at start-up with errors naming the key; chosen per call by the
+//! `profile` parameter, the dialled number, or the default; the chosen profile's instructions
+//! (variables filled in) and voice reach the Realtime session, its name the report, and its
+//! report_url receives the report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::receiver::Receiver;
+use callbridge::sim::{SimConfig, Simulator};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "profile-secret";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn profiles_toml(report_url: &str) -> String {
+    format!(
+        r#"
+instructions = "You are the general assistant."
+voice = "marin"
+default_profile = "support"
+
+[profiles.sales]
+numbers = ["+15550001111"]
+instructions = "You are Sam of Example Inc. The caller is {{{{caller_name}}}}."
+voice = "cedar"
+greeting = "Greet {{{{caller_name}}}} by name."
+report_url = "{report_url}"
+
+[profiles.support]
+numbers = ["+15550002222", "+15550003333"]
+instructions = "You are the support desk."
+"#
+    )
+}
+
+fn write(tag: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("cb-profiles-{tag}-{}.toml", std::process::id()));
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn load(tag: &str, text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    let path = write(tag, text);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let r = Config::load(
+        Some(&path),
+        &|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+        &Overrides::default(),
+    )
+    .map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+#[test]
+fn profiles_are_chosen_by_parameter_then_number_then_default() {
+    let cfg = load(
+        "route",
+        &profiles_toml("https://crm.example.com/sales"),
+        &[],
+    )
+    .expect("valid");
+    let p = &cfg.profiles;
+    let name = |asked: Option<&str>, to: Option<&str>| p.choose(asked, to).map(|p| p.name.as_str());
+    assert_eq!(
+        name(Some("sales"), Some("+15550002222")),
+        Some("sales"),
+        "parameter first"
+    );
+    assert_eq!(
+        name(None, Some("+15550001111")),
+        Some("sales"),
+        "then the number"
+    );
+    assert_eq!(name(None, Some("+15550003333")), Some("support"));
+    assert_eq!(
+        name(None, Some("+19999999999")),
+        Some("support"),
+        "then the default"
+    );
+    assert_eq!(
+        name(Some("nope"), None),
+        Some("support"),
+        "unknown name: default"
+    );
+    let sales = &p.by_name["sales"];
+    assert_eq!(sales.call.session.voice, "cedar");
+    assert_eq!(
+        p.by_name["support"].call.session.voice, "marin",
+        "unset: from the top level"
+    );
+    assert_eq!(
+        sales.report_url.as_deref(),
+        Some("https://crm.example.com/sales")
+    );
+}
+
+#[test]
+fn bad_profiles_are_refused_naming_the_key() {
+    let base = "[profiles.sales]\nnumbers = [\"+15550001111\"]\n";
+    for (extra, key) in [
+        ("listen = \"0.0.0.0:1\"\n", "profiles.sales.listen"),
+        ("voice = \"robot\"\n", "profiles.sales.voice"),
+        (
+            "instructions = \"Hi {{caller name}}\"\n",
+            "profiles.sales.instructions",
+        ),
+        ("greeting = \"Hi {{name\"\n", "profiles.sales.greeting"),
+        ("numbers2 = 1\n", "profiles.sales.numbers2"),
+        (
+            "[profiles.bad]\nnumbers = [\"5550001111\"]\n",
+            "profiles.bad.numbers",
+        ),
+    ] {
+        let err = load("bad", &format!("{base}{extra}"), &[]).unwrap_err();
+        assert!(err.starts_with(key), "{extra:?}: {err}");
+    }
+    // A number in two profiles (named whichever is read second).
+    let err = load(
+        "twice",
+        &format!("{base}[profiles.other]\nnumbers = [\"+15550001111\"]\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("profiles.") && err.contains(".numbers: +15550001111 is also in profile"),
+        "{err}"
+    );
+    let err = load("secret", &setup_toml("https://crm.example.com/setup"), &[]).unwrap_err();
+    assert!(
+        err.starts_with("tool_secret") && err.contains("setup_url"),
+        "{err}"
+    );
+    let err = load(
+        "default",
+        &format!("default_profile = \"nope\"\n{base}"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("default_profile") && err.contains("sales"),
+        "{err}"
+    );
+}
+
+/// A minimal Twilio media stream: `connected`, `start` with these parameters, then waits for
+/// the Realtime session to be configured, and hangs up with `stop`.
+async fn stream(
+    bridge: std::net::SocketAddr,
+    call_sid: &str,
+    params: serde_json::Value,
+    sim: &Simulator,
+    n: usize,
+) -> serde_json::Value {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{bridge}/media"))
+        .await
+        .expect("media socket");
+    let sid = format!("MZ{call_sid}");
+    let send = |v: serde_json::Value| Message::Text(v.to_string().into());
+    ws.send(send(
+        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    ))
+    .await
+    .expect("send");
+    ws.send(send(serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": sid,
+        "start": {"accountSid": "AC1", "streamSid": sid, "callSid": call_sid, "tracks": ["inbound"],
+                  "customParameters": params,
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})))
+        .await
+        .expect("send");
+    let end = tokio::time::Instant::now() + WAIT;
+    let session = loop {
+        let sessions = sim.sessions();
+        if let Some(s) = sessions.get(n) {
+            if s.session["instructions"].is_string()
+                && s.received.iter().any(|e| e["type"] == "session.update")
+            {
+                break s.session.clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < end, "no session configured");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    ws.send(send(
+        serde_json::json!({"event": "stop", "sequenceNumber": "2", "streamSid": sid,
+        "stop": {"accountSid": "AC1", "callSid": call_sid}}),
+    ))
+    .await
+    .expect("send");
+    while let Some(Ok(_)) = ws.next().await {}
+    session
+}
+
+#[tokio::test]
+async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let top_rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    let sales_rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    let spool = std::env::temp_dir().join(format!("cb-profiles-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let path = write("live", &profiles_toml(&sales_rx.url("/sales")));
+    let env = [
+        ("CALLBRIDGE_LISTEN", "127.0.0.1:0".to_owned()),
+        ("REALTIME_URL", sim.url()),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+        ("CALLBRIDGE_REPORT_URL", top_rx.url("/all")),
+        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.display().to_string()),
+        ("CALLBRIDGE_TOOL_SECRET", SECRET.to_owned()),
+    ];
+    let cfg = Config::load(
+        Some(&path),
+        &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
+        &Overrides::default(),
+    )
+    .expect("config");
+    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+        .await
+        .expect("bridge");
+
+    // By number, with a variable.
+    let s = stream(
+        server.addr,
+        "CAp1",
+        serde_json::json!({"From": "+15557770000", "To": "+15550001111",
+        "var.caller_name": "Ada"}),
+        &sim,
+        0,
+    )
+    .await;
+    assert_eq!(
+        s["instructions"],
+        "You are Sam of Example Inc. The caller is Ada."
+    );
+    assert_eq!(s["audio"]["output"]["voice"], "cedar", "{s:#}");
+    let got = sales_rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    let report = got[0].json();
+    assert_eq!(report["profile"], "sales");
+    assert_eq!(report["call_sid"], "CAp1");
+
+    // By parameter (the number would say sales).
+    let s = stream(
+        server.addr,
+        "CAp2",
+        serde_json::json!({"To": "+15550001111", "profile": "support"}),
+        &sim,
+        1,
+    )
+    .await;
+    assert_eq!(s["instructions"], "You are the support desk.");
+    // By default.
+    let s = stream(
+        server.addr,
+        "CAp3",
+        serde_json::json!({"To": "+19998887777"}),
+        &sim,
+        2,
+    )
+    .await;
+    assert_eq!(s["instructions"], "You are the support desk.");
+    let got = top_rx.wait_until(WAIT, |r| r.len() >= 2).await;
+    let profiles: Vec<_> = got.iter().map(|r| r.json()["profile"].clone()).collect();
+    assert_eq!(
+        profiles,
+        [serde_json::json!("support"), serde_json::json!("support")]
+    );
+    assert_eq!(
+        sales_rx.received().len(),
+        1,
+        "only sales calls go to the sales URL"
+    );
+    server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+async fn bridge_with(
+    toml: &str,
+    env: Vec<(&'static str, String)>,
+) -> (callbridge::server::Running, Arc<Metrics>) {
+    let path = write("setup", toml);
+    let cfg = Config::load(
+        Some(&path),
+        &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
+        &Overrides::default(),
+    )
+    .expect("config");
+    let _ = std::fs::remove_file(&path);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(cfg, metrics.clone())
+        .await
+        .expect("bridge");
+    (server, metrics)
+}
+
+fn setup_toml(setup_url: &str) -> String {
+    format!(
+        r#"
+[profiles.sales]
+numbers = ["+15550001111"]
+instructions = "You are Sam. The caller is {{{{caller_name}}}}."
+setup_url = "{setup_url}"
+"#
+    )
+}
+
+/// The setup lookup's answer lands in the session: its variables fill the placeholders, its
+/// instructions_append and voice apply; the request is signed and names the call.
+#[tokio::test]
+async fn the_setup_lookup_fills_the_session() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    crm.reply(
+        r#"{"variables": {"caller_name": "Grace"}, "instructions_append": "She is a VIP.", "voice": "ash", "transfer_targets": {}}"#,
+        Duration::ZERO,
+    );
+    let (server, metrics) = bridge_with(
+        &setup_toml(&crm.url("/setup")),
+        vec![
+            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
+            ("REALTIME_URL", sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+        ],
+    )
+    .await;
+    let params =
+        serde_json::json!({"From": "+15557770000", "To": "+15550001111", "var.caller_name": "Ada"});
+    let s = stream(server.addr, "CAs1", params, &sim, 0).await;
+    assert_eq!(
+        s["instructions"],
+        "You are Sam. The caller is Grace.\n\nShe is a VIP."
+    );
+    assert_eq!(s["audio"]["output"]["voice"], "ash");
+    let got = crm.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].signature_ok, "signed with tool_secret");
+    let req = got[0].json();
+    assert_eq!(req["call_sid"], "CAs1");
+    assert_eq!(req["from"], "+15557770000");
+    assert_eq!(req["to"], "+15550001111");
+    assert_eq!(req["profile"], "sales");
+    assert_eq!(req["direction"], "inbound");
+    assert_eq!(req["parameters"]["var.caller_name"], "Ada");
+    assert!(metrics
+        .render()
+        .contains(r#"callbridge_setup_lookups_total{result="ok"} 1"#));
+    server.stop(Duration::from_secs(1)).await;
+}
+
+/// A lookup slower than setup_timeout_ms, and one answering junk: the call goes on with the
+/// profile as configured (the call's own variables), a metric says why.
+#[tokio::test]
+async fn a_slow_or_junk_setup_lookup_falls_back_to_the_profile() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    crm.reply(
+        r#"{"variables": {"caller_name": "Grace"}}"#,
+        Duration::from_secs(10),
+    );
+    let (server, metrics) = bridge_with(
+        &setup_toml(&crm.url("/setup")),
+        vec![
+            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
+            ("REALTIME_URL", sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+            ("CALLBRIDGE_SETUP_TIMEOUT_MS", "300".into()),
+        ],
+    )
+    .await;
+    let params = serde_json::json!({"To": "+15550001111", "var.caller_name": "Ada"});
+    let began = std::time::Instant::now();
+    let s = stream(server.addr, "CAslow", params.clone(), &sim, 0).await;
+    assert_eq!(s["instructions"], "You are Sam. The caller is Ada.");
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "the call did not wait for the 10 s lookup: {:?}",
+        began.elapsed()
+    );
+    assert!(metrics
+        .render()
+        .contains(r#"callbridge_setup_lookups_total{result="timeout"} 1"#));
+
+    crm.reply("<html>oops</html>", Duration::ZERO);
+    let s = stream(server.addr, "CAjunk", params, &sim, 1).await;
+    assert_eq!(s["instructions"], "You are Sam. The caller is Ada.");
+    assert!(metrics
+        .render()
+        .contains(r#"callbridge_setup_lookups_total{result="junk"} 1"#));
+    server.stop(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,365 @@
+//! Call reports: one per call, spooled before the first try, retried until a 2xx with the same
+//! Idempotency-Key, refused ones kept in dead/, nothing lost when the bridge is killed, and every
+//! report valid against the schema shipped in schemas/.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::receiver::{Received, Receiver};
+use callbridge::sim::{SimConfig, Simulator};
+
+const SECRET: &str = "report-secret-1";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn spool_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cb-reports-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Validates `doc` against `schemas/<file>`, failing with every error found.
+pub fn assert_valid(file: &str, doc: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(file);
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{file}: {errors:?}\n{doc:#}");
+}
+
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn env_for(realtime_url: &str, report_url: &str, spool: &Path) -> Vec<(String, String)> {
+    [
+        ("REALTIME_URL", realtime_url.to_owned()),
+        ("OPENAI_API_KEY", "sk-test-not-a-real-key".to_owned()),
+        (
+            "CALLBRIDGE_TRANSCRIPTION_MODEL",
+            "gpt-4o-transcribe".to_owned(),
+        ),
+        ("CALLBRIDGE_REPORT_URL", report_url.to_owned()),
+        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.display().to_string()),
+        ("CALLBRIDGE_TOOL_SECRET", SECRET.to_owned()),
+        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+async fn bridge(env: Vec<(String, String)>) -> (callbridge::server::Running, Arc<Metrics>) {
+    let lookup = move |k: &str| {
+        if k == "CALLBRIDGE_LISTEN" {
+            return Some("127.0.0.1:0".to_owned());
+        }
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let running = callbridge::server::spawn(cfg, metrics.clone())
+        .await
+        .expect("bridge starts");
+    (running, metrics)
+}
+
+/// A call whose upstream is unreachable: it ends at once (`upstream_failed`).
+async fn short_call(bridge_url: &str, call_sid: &str) {
+    caller::run(CallerOptions {
+        bridge: bridge_url.to_owned(),
+        call_sid: call_sid.to_owned(),
+        script: vec![Step::Say(caller::synthetic_speech(400))],
+        ..CallerOptions::default()
+    })
+    .await
+    .expect("call runs");
+}
+
+fn spooled(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn wait_spool_empty(dir: &Path) {
+    let end = tokio::time::Instant::now() + WAIT;
+    while !spooled(dir).is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(spooled(dir).is_empty(), "spool left: {:?}", spooled(dir));
+}
+
+/// A real conversation (speech, an answer, a key, a barge-in) fails twice at the receiver, then
+/// is accepted: delivered once, the same Idempotency-Key and a valid signature on every try,
+/// the spool empty afterwards, and the report valid against the schema.
+#[tokio::test]
+async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 3000,
+            pace: 4.0,
+            always_transcribe: true,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let rx = Receiver::spawn(SECRET, &[500, 503])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("retry");
+    let (server, metrics) = bridge(env_for(&sim.url(), &rx.url("/reports"), &spool)).await;
+    caller::run(CallerOptions {
+        bridge: server.url(""),
+        call_sid: "CAreport1".into(),
+        script: vec![
+            Step::Silence(Duration::from_millis(200)),
+            Step::Say(caller::synthetic_speech(1000)),
+            Step::WaitAgentAudio {
+                heard: Duration::from_millis(800),
+                timeout: Duration::from_secs(10),
+            },
+            Step::Dtmf('7'),
+            Step::Say(caller::synthetic_speech(800)),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(500),
+                timeout: Duration::from_secs(15),
+            },
+        ],
+        tail: Duration::from_millis(200),
+        ..CallerOptions::default()
+    })
+    .await
+    .expect("call runs");
+
+    rx.wait_until(WAIT, |r| r.iter().any(|x| x.answered == 200))
+        .await;
+    wait_spool_empty(&spool).await;
+    let got: Vec<Received> = rx.received();
+    assert_eq!(
+        got.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 503, 200],
+        "two failures, then delivered once"
+    );
+    let report = got[2].json();
+    let id = report["report_id"].as_str().expect("report_id").to_owned();
+    for r in &got {
+        assert_eq!(r.idempotency_key.as_deref(), Some(id.as_str()));
+        assert!(r.signature_ok, "signed with tool_secret: {:?}", r.signature);
+        assert_eq!(r.path, "/reports");
+        assert_eq!(r.body, got[0].body, "the same bytes every try");
+    }
+    assert_valid("call-report.schema.json", &report);
+    assert_eq!(report["call_sid"], "CAreport1");
+    assert_eq!(report["direction"], "inbound");
+    assert_eq!(report["outcome"], "caller_hung_up");
+    assert_eq!(report["dtmf"], serde_json::json!(["7"]));
+    assert!(report["barge_ins"].as_u64().unwrap_or(0) >= 1, "{report:#}");
+    let lines = report["transcript"].as_array().expect("transcript");
+    assert!(
+        lines.iter().any(|l| l["role"] == "caller") && lines.iter().any(|l| l["role"] == "agent"),
+        "{report:#}"
+    );
+    assert!(
+        report["turn_latency_ms"]["max"].as_u64().is_some(),
+        "{report:#}"
+    );
+    assert_eq!(report["tool_calls"], serde_json::json!([]));
+    let m = metrics.render();
+    assert!(
+        m.contains(r#"callbridge_reports_total{result="delivered"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callbridge_reports_total{result="retried"} 2"#),
+        "{m}"
+    );
+    assert!(m.contains("callbridge_report_backlog 0"), "{m}");
+    server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// A 400 is final: one try, the report and the receiver's answer in dead/, a metric.
+#[tokio::test]
+async fn a_refused_report_goes_to_dead_with_the_answer() {
+    let rx = Receiver::spawn(SECRET, &[400]).await.expect("receiver");
+    let spool = spool_dir("dead");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let (server, metrics) = bridge(env_for(&realtime, &rx.url("/r"), &spool)).await;
+    short_call(&server.url(""), "CAdead1").await;
+    let dead = spool.join("dead");
+    let end = tokio::time::Instant::now() + WAIT;
+    while spooled(&dead).len() < 2 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let files = spooled(&dead);
+    assert_eq!(files.len(), 2, "report + answer: {files:?}");
+    assert!(spooled(&spool).is_empty(), "no longer pending");
+    let answer_file = files
+        .iter()
+        .find(|f| f.ends_with(".answer.json"))
+        .expect("answer");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dead.join(answer_file)).expect("read"))
+            .expect("json");
+    assert_eq!(answer["status"], 400);
+    assert_eq!(answer["answer"], "test receiver answers 400");
+    let got = rx.received();
+    assert_eq!(got.len(), 1, "not retried");
+    let report = got[0].json();
+    assert_valid("call-report.schema.json", &report);
+    assert_eq!(report["outcome"], "upstream_failed");
+    assert_eq!(report["call_sid"], "CAdead1");
+    let m = metrics.render();
+    assert!(
+        m.contains(r#"callbridge_reports_total{result="dead"} 1"#),
+        "{m}"
+    );
+    server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+struct Bridge(Child);
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_binary(port: u16, env: &[(String, String)]) -> Bridge {
+    let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .arg("serve")
+        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start callbridge serve");
+    Bridge(child)
+}
+
+async fn wait_healthy(port: u16) {
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "bridge did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The receiver is down (503) while two calls end; the bridge is killed with SIGKILL; after a
+/// restart the spooled reports are delivered, each once accepted, with its own key.
+#[tokio::test]
+async fn reports_pending_at_sigkill_are_delivered_after_restart() {
+    let rx = Receiver::spawn(SECRET, &[503; 1000])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("kill");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let env = env_for(&realtime, &rx.url("/r"), &spool);
+    let port = dead_port();
+    let mut first = start_binary(port, &env);
+    wait_healthy(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    short_call(&url, "CAkill1").await;
+    short_call(&url, "CAkill2").await;
+    // Both reports tried (so both were spooled) and refused for now.
+    let got = rx
+        .wait_until(WAIT, |r| {
+            let mut keys: Vec<_> = r.iter().filter_map(|x| x.idempotency_key.clone()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.len() >= 2
+        })
+        .await;
+    assert!(got.len() >= 2, "{got:?}");
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    assert_eq!(spooled(&spool).len(), 2, "both reports survive the kill");
+
+    rx.script(&[]);
+    let _second = start_binary(port, &env);
+    let got = rx
+        .wait_until(WAIT, |r| {
+            r.iter().filter(|x| x.answered == 200).count() >= 2
+        })
+        .await;
+    wait_spool_empty(&spool).await;
+    let accepted: Vec<&Received> = got.iter().filter(|x| x.answered == 200).collect();
+    assert_eq!(accepted.len(), 2, "each delivered once");
+    let mut sids: Vec<String> = accepted
+        .iter()
+        .map(|r| {
+            let doc = r.json();
+            assert_valid("call-report.schema.json", &doc);
+            assert_eq!(r.idempotency_key.as_deref(), doc["report_id"].as_str());
+            doc["call_sid"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    sids.sort();
+    assert_eq!(sids, ["CAkill1", "CAkill2"]);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// Past `report_spool_max` the oldest undelivered report is dropped (error log + metric); the
+/// newest stays.
+#[tokio::test]
+async fn the_spool_is_bounded_and_drops_the_oldest() {
+    let rx = Receiver::spawn(SECRET, &[503; 1000])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("bound");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let mut env = env_for(&realtime, &rx.url("/r"), &spool);
+    env.push(("CALLBRIDGE_REPORT_SPOOL_MAX".into(), "1".into()));
+    let (server, metrics) = bridge(env).await;
+    short_call(&server.url(""), "CAold").await;
+    rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    short_call(&server.url(""), "CAnew").await;
+    let end = tokio::time::Instant::now() + WAIT;
+    while !metrics
+        .render()
+        .contains(r#"callbridge_reports_total{result="dropped"} 1"#)
+        && tokio::time::Instant::now() < end
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = spooled(&spool);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spool.join(&left[0])).expect("read")).expect("json");
+    let body: serde_json::Value =
+        serde_json::from_str(kept["body"].as_str().expect("body")).expect("report");
+    assert_eq!(body["call_sid"], "CAnew", "the newest is kept");
+    assert!(metrics.render().contains("callbridge_report_backlog 1"));
+    server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&spool);
+}

@@ -1,0 +1,279 @@
+//! The browser pages' HTTP face, without a browser: off by default, 401 without the token,
+//! the softphone's ticket opens `/media` where a Twilio signature is required (and nothing
+//! else does), and the console's event feed follows a simulated phone call live.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::sim::{SimConfig, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SOFTPHONE_TOKEN: &str = "softphone-token-for-tests";
+const CONSOLE_TOKEN: &str = "console-token-for-tests";
+
+async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| {
+        if k == "CALLBRIDGE_LISTEN" {
+            return Some("127.0.0.1:0".to_string());
+        }
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+        .await
+        .expect("bridge starts")
+}
+
+const PAGES: &[(&str, &str)] = &[
+    ("CALLBRIDGE_SOFTPHONE", "true"),
+    ("CALLBRIDGE_SOFTPHONE_TOKEN", SOFTPHONE_TOKEN),
+    ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN),
+];
+
+/// One request with `Connection: close`; the whole response.
+async fn get(addr: std::net::SocketAddr, target: &str, headers: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(resp: &str) -> &str {
+    resp.get(9..12).unwrap_or("")
+}
+
+#[tokio::test]
+async fn pages_are_off_by_default() {
+    let server = bridge(&[]).await;
+    for path in [
+        "/softphone",
+        "/softphone/ticket",
+        "/console",
+        "/console/events",
+    ] {
+        let r = get(server.addr, path, "").await;
+        assert_eq!(status(&r), "404", "{path}: {r}");
+    }
+    server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn both_pages_refuse_without_their_token_and_open_with_it() {
+    let server = bridge(PAGES).await;
+    let sp = format!("token={SOFTPHONE_TOKEN}");
+    let co = format!("token={CONSOLE_TOKEN}");
+    for (path, good) in [
+        ("/softphone", &sp),
+        ("/softphone/ticket", &sp),
+        ("/console", &co),
+        ("/console/events", &co),
+    ] {
+        let r = get(server.addr, path, "").await;
+        assert_eq!(status(&r), "401", "{path} without a token: {r}");
+        assert!(r.contains("www-authenticate: Bearer"), "{r}");
+        let r = get(server.addr, &format!("{path}?token=wrong-token-wrong"), "").await;
+        assert_eq!(status(&r), "401", "{path} with a wrong token");
+        // Each page's token opens only its own page.
+        let other = if good == &sp { &co } else { &sp };
+        let r = get(server.addr, &format!("{path}?{other}"), "").await;
+        assert_eq!(status(&r), "401", "{path} with the other page's token");
+        if path == "/console/events" {
+            continue; // a stream: checked below
+        }
+        let r = get(server.addr, &format!("{path}?{good}"), "").await;
+        assert_eq!(status(&r), "200", "{path} with ?token: {r}");
+        let token = good.trim_start_matches("token=");
+        let r = get(
+            server.addr,
+            path,
+            &format!("Authorization: Bearer {token}\r\n"),
+        )
+        .await;
+        assert_eq!(status(&r), "200", "{path} with a bearer token");
+    }
+    let page = get(server.addr, &format!("/softphone?{sp}"), "").await;
+    assert!(page.contains(">Call</button>") && page.contains(">Hang up</button>"));
+    // The softphone's scripts are embedded and served.
+    for js in ["/softphone/app.js", "/softphone/mic-worklet.js"] {
+        let r = get(server.addr, js, "").await;
+        assert_eq!(status(&r), "200", "{js}");
+        assert!(r.contains("text/javascript"), "{js}");
+    }
+    let console = get(server.addr, &format!("/console?{co}"), "").await;
+    assert!(
+        console.contains("Grafana"),
+        "the page says what it does not show"
+    );
+    server.stop(Duration::from_secs(1)).await;
+}
+
+async fn ticket(addr: std::net::SocketAddr) -> String {
+    let r = get(
+        addr,
+        "/softphone/ticket",
+        &format!("Authorization: Bearer {SOFTPHONE_TOKEN}\r\n"),
+    )
+    .await;
+    assert_eq!(status(&r), "200", "{r}");
+    let body = &r[r.find("\r\n\r\n").expect("body") + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    assert_eq!(v["param"], "softphone_ticket");
+    v["ticket"].as_str().expect("ticket").to_owned()
+}
+
+#[tokio::test]
+async fn a_softphone_ticket_opens_media_where_twilio_signatures_are_required() {
+    let server = bridge(&[
+        PAGES[0],
+        PAGES[1],
+        ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
+        ("PUBLIC_URL", "https://bridge.example.com"),
+    ])
+    .await;
+    let ws = |q: String| {
+        let url = format!("ws://{}/media{q}", server.addr);
+        async move { tokio_tungstenite::connect_async(url).await }
+    };
+    let refused = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(refused(ws(String::new()).await), 403, "neither: refused");
+    assert_eq!(
+        refused(ws("?softphone_ticket=9999999999.AAAA".into()).await),
+        403,
+        "a forged ticket: refused"
+    );
+    let t = ticket(server.addr).await;
+    let (mut sock, _) = ws(format!("?softphone_ticket={t}"))
+        .await
+        .expect("the ticket opens /media");
+    let _ = sock.close(None).await;
+    server.stop(Duration::from_secs(1)).await;
+}
+
+/// Reads the console feed (SSE over raw HTTP/1.1) into a channel of JSON events.
+async fn follow_console(
+    addr: std::net::SocketAddr,
+) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /console/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CONSOLE_TOKEN}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            // Complete lines only; chunked-encoding size lines are not `data:` lines.
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                if let Some(json) = line.trim_end().strip_prefix("data: ") {
+                    if let Ok(v) = serde_json::from_str(json) {
+                        if tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 3000,
+            caller_transcripts: vec!["I would like to check my order".into()],
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    let url = sim.url();
+    let server = bridge(&[
+        PAGES[2],
+        ("REALTIME_URL", url.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+    ])
+    .await;
+    let mut feed = follow_console(server.addr).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .expect("snapshot in time")
+        .expect("snapshot");
+    assert_eq!(first["type"], "snapshot");
+    assert_eq!(first["active"].as_array().map(Vec::len), Some(0));
+
+    let report = caller::run(CallerOptions {
+        bridge: server.url(""),
+        call_sid: "CAconsole0000000000000000000001".into(),
+        script: vec![
+            Step::Silence(Duration::from_millis(300)),
+            Step::Say(caller::synthetic_speech(1000)),
+            Step::WaitAgentAudio {
+                heard: Duration::from_millis(1000),
+                timeout: Duration::from_secs(15),
+            },
+            Step::Say(caller::synthetic_speech(800)),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(600),
+                timeout: Duration::from_secs(20),
+            },
+        ],
+        tail: Duration::from_millis(200),
+        ..CallerOptions::default()
+    })
+    .await
+    .expect("call runs");
+    assert_eq!(report.clears.len(), 1, "one barge-in");
+
+    let mut seen = Vec::new();
+    let ended = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), feed.recv())
+            .await
+            .expect("the call ends on the feed in time")
+            .expect("feed open");
+        // Before Twilio's `start` names the call (the model may be ready first) it is known
+        // by this pod's number only.
+        if seen.iter().any(|s| s == "started") || ev["type"] == "started" {
+            assert_eq!(ev["call_sid"], "CAconsole0000000000000000000001", "{ev}");
+        } else {
+            assert!(ev["call_sid"].is_null(), "{ev}");
+        }
+        seen.push(ev["type"].as_str().unwrap_or("?").to_owned());
+        if ev["type"] == "ended" {
+            break ev;
+        }
+    };
+    for kind in ["started", "agent_speaking", "transcript", "barge_in"] {
+        assert!(seen.iter().any(|s| s == kind), "{kind} in {seen:?}");
+    }
+    let call = &ended["call"];
+    assert_eq!(call["outcome"], "caller_hung_up");
+    assert_eq!(call["caller"], "+15550100");
+    assert_eq!(call["barge_ins"], 1);
+    assert!(call["last_turn_latency_ms"].as_u64().is_some(), "{call}");
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
