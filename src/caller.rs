@@ -41,6 +41,9 @@ pub enum Step {
     DropFrames(u32),
 }
 
+/// The account the simulated Twilio calls from (in `start` and the TwiML request).
+pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+
 #[derive(Debug, Clone)]
 pub struct CallerOptions {
     /// Base URL of the bridge, e.g. `http://127.0.0.1:8080`.
@@ -54,6 +57,9 @@ pub struct CallerOptions {
     pub tail: Duration,
     /// Where to report what happens as it happens (the demo's live view).
     pub events: Option<tokio::sync::mpsc::UnboundedSender<CallerEvent>>,
+    /// Turns `true` when Twilio ends the stream on its side (the call was hung up or
+    /// redirected through REST): the caller then sends `stop` and closes, as Twilio does.
+    pub twilio_ends: Option<tokio::sync::watch::Receiver<bool>>,
     /// Playout that runs late (a deep jitter buffer, a busy network, a slow phone): agent audio
     /// arriving at an empty queue starts playing this long after it arrived, so marks echo that
     /// much later than the bridge's clock expects. Zero plays at once, as Twilio normally does.
@@ -94,6 +100,7 @@ impl Default for CallerOptions {
             send_stop: true,
             tail: Duration::from_millis(500),
             events: None,
+            twilio_ends: None,
             playout_delay: Duration::ZERO,
             stream_url: None,
         }
@@ -136,7 +143,18 @@ pub struct CallerReport {
     pub caller_audio: Vec<u8>,
     /// Whether the bridge closed the socket (instead of us).
     pub closed_by_bridge: bool,
+    /// Set when Twilio ended the stream (`twilio_ends`): agent audio played, received and
+    /// still queued at that moment.
+    pub ended_by_twilio: Option<EndedByTwilio>,
     pub duration: Duration,
+}
+
+/// Playback at the moment Twilio ended the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedByTwilio {
+    pub played: u64,
+    pub received: u64,
+    pub queued: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +413,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let mut tail_until: Option<Instant> = None;
     let mut next_frame = t0;
     let silence = [0xFFu8; FRAME];
+    let mut twilio_ends = opts.twilio_ends.clone();
 
     'call: loop {
         let mark_due = player.next_mark_due();
@@ -463,6 +482,23 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                     Some(Ok(_)) => {}
                     Some(Err(_)) => { report.closed_by_bridge = true; break 'call; }
                 }
+            }
+            _ = async {
+                let ended = match twilio_ends.as_mut() {
+                    Some(rx) => rx.wait_for(|v| *v).await.is_ok(),
+                    None => false,
+                };
+                if !ended {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                player.advance(Instant::now(), &mut report.agent_audio, &mut echoes);
+                report.ended_by_twilio = Some(EndedByTwilio {
+                    played: player.played,
+                    received: report.bytes_received,
+                    queued: player.queued_bytes,
+                });
+                break 'call;
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 let now = Instant::now();
@@ -570,7 +606,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
         }
     }
     if !report.closed_by_bridge {
-        if opts.send_stop {
+        if opts.send_stop || report.ended_by_twilio.is_some() {
             seq += 1;
             let _ = tx
                 .send(send(json!({"event":"stop","sequenceNumber":seq.to_string(),"streamSid":sid,

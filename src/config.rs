@@ -9,7 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::call::CallConfig;
+
+mod tools;
+
 use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
+pub use tools::DEFAULT_FILLER;
 
 pub const DEFAULT_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
 
@@ -90,6 +94,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("upstream_retry_s", Kind::Int),
     ("session_rotate_after_secs", Kind::Int),
     ("twilio_webhook_shared_key", Kind::Str),
+    ("end_call", Kind::Bool),
+    ("transfer_targets", Kind::Str),
+    ("transfer_caller_id", Kind::Str),
+    ("filler_audio", Kind::Str),
+    ("goodbye_timeout_ms", Kind::Int),
     ("allow_unsigned", Kind::Bool),
     ("reject_reason", Kind::Str),
     ("twilio_api_base", Kind::Str),
@@ -187,6 +196,12 @@ struct Raw {
     twilio_webhook_shared_key: Option<String>,
     dtmf_to_model: Option<bool>,
     dtmf_gap_ms: Option<i64>,
+    tools: Option<Vec<tools::RawTool>>,
+    end_call: Option<bool>,
+    transfer_targets: Option<toml::Value>,
+    transfer_caller_id: Option<String>,
+    filler_audio: Option<String>,
+    goodbye_timeout_ms: Option<i64>,
     allow_unsigned: Option<bool>,
     reject_reason: Option<String>,
     twilio_api_base: Option<String>,
@@ -585,6 +600,15 @@ impl Config {
             r.log_format.as_deref().unwrap_or("text"),
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         )?;
+        let (tools_cfg, _) = tools::validate(tools::RawToolKeys {
+            tools: r.tools,
+            tool_secret: r.tool_secret.clone(),
+            end_call: r.end_call,
+            transfer_targets: r.transfer_targets,
+            transfer_caller_id: r.transfer_caller_id,
+            filler_audio: r.filler_audio,
+            goodbye_timeout_ms: r.goodbye_timeout_ms,
+        })?;
         let session = SessionConfig {
             model: r.model.filter(|m| !m.is_empty()),
             instructions: r
@@ -598,6 +622,7 @@ impl Config {
             speed: r.speed.map(|s| s as f32),
             noise_reduction: r.noise_reduction,
             temperature: r.temperature.map(|t| t as f32),
+            tools: tools_cfg.declarations(),
         };
         let call = CallConfig {
             dialect,
@@ -643,6 +668,7 @@ impl Config {
                 1,
                 86_400,
             )?),
+            tools: tools_cfg,
         };
         let twilio_api_base = r
             .twilio_api_base
@@ -679,6 +705,25 @@ impl Config {
                 return Err(invalid(
                     "twilio_account_sid",
                     format!("{sid:?} is not an account SID (AC + 32 hex digits)"),
+                ));
+            }
+        }
+        let has_rest_credentials = twilio_api_key.is_some()
+            || r.twilio_auth_token
+                .as_deref()
+                .is_some_and(|t| !t.is_empty());
+        if !has_rest_credentials {
+            let key = if !call.tools.transfer_targets.is_empty() {
+                Some("transfer_targets")
+            } else if call.tools.end_call {
+                Some("end_call")
+            } else {
+                None
+            };
+            if let Some(key) = key {
+                return Err(invalid(
+                    key,
+                    "hanging up and transferring go through Twilio REST: set twilio_auth_token, or twilio_api_key + twilio_api_secret",
                 ));
             }
         }
@@ -978,6 +1023,111 @@ mod tests {
             assert!(err.starts_with(key), "{err}");
             assert!(err.contains(allowed), "{err}");
         }
+    }
+
+    #[test]
+    fn tools_transfer_and_end_call_are_read_and_declared() {
+        let c = load(
+            &[
+                (
+                    "CALLBRIDGE_TRANSFER_TARGETS",
+                    "sales=+15551230000, billing=sip:billing@pbx.example.com",
+                ),
+                ("TWILIO_AUTH_TOKEN", "token"),
+            ],
+            Some(
+                r#"
+tool_secret = "s3cret"
+end_call = true
+transfer_caller_id = "+15550001111"
+
+[[tools]]
+name = "lookup_order"
+description = "Look up an order by its number"
+parameters = { type = "object", properties = { order_id = { type = "string" } }, required = ["order_id"] }
+url = "https://crm.example.com/tools/lookup_order"
+timeout_ms = 5000
+filler_after_ms = 1200
+"#,
+            ),
+        )
+        .unwrap();
+        let t = &c.call.tools;
+        assert_eq!(t.tools.len(), 1);
+        assert_eq!(t.tools[0].timeout, Duration::from_millis(5000));
+        assert_eq!(t.tools[0].parameters["required"][0], "order_id");
+        assert!(t.end_call);
+        assert_eq!(
+            t.transfer_targets,
+            [
+                ("sales".to_string(), "+15551230000".to_string()),
+                ("billing".into(), "sip:billing@pbx.example.com".into())
+            ]
+        );
+        assert!(t.filler.is_some(), "the shipped filler by default");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let names: Vec<&str> = c
+            .call
+            .session
+            .tools
+            .iter()
+            .filter_map(|d| d["name"].as_str())
+            .collect();
+        assert_eq!(names, ["lookup_order", "end_call", "transfer_call"]);
+        let transfer = &c.call.session.tools[2];
+        assert_eq!(
+            transfer["parameters"]["properties"]["destination"]["enum"],
+            serde_json::json!(["sales", "billing"])
+        );
+    }
+
+    #[test]
+    fn bad_tool_settings_name_the_key() {
+        let tool = |extra: &str| {
+            format!("tool_secret = \"k\"\n[[tools]]\nname = \"t\"\nurl = \"https://x.example.com/t\"\n{extra}")
+        };
+        for (file, key) in [
+            (
+                "[[tools]]\nname = \"bad name\"\nurl = \"https://x.example.com\"\n".to_string(),
+                "tools[0].name",
+            ),
+            (
+                "tool_secret = \"k\"\n[[tools]]\nname = \"end_call\"\nurl = \"https://x.example.com\"\n".into(),
+                "tools[0].name",
+            ),
+            (
+                "[[tools]]\nname = \"t\"\nurl = \"https://x.example.com/t\"\n".into(),
+                "tool_secret",
+            ),
+            (tool("timeout_ms = 5"), "tools[0].timeout_ms"),
+            (tool("parameters = { type = \"string\" }"), "tools[0].parameters"),
+            (
+                "tool_secret = \"k\"\n[[tools]]\nname = \"t\"\nurl = \"ftp://x.example.com/t\"\n".into(),
+                "tools[0].url",
+            ),
+            (
+                "transfer_targets = { sales = \"5551234\" }\n".into(),
+                "transfer_targets",
+            ),
+            ("transfer_caller_id = \"sales\"\n".into(), "transfer_caller_id"),
+            ("end_call = true\n".into(), "end_call"),
+            (
+                "transfer_targets = { sales = \"+15551230000\" }\n".into(),
+                "transfer_targets",
+            ),
+        ] {
+            let err = load(&[], Some(&file)).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{file}: {err}");
+        }
+        let twice = format!(
+            "{}\n[[tools]]\nname = \"t\"\nurl = \"https://y.example.com\"\n",
+            tool("")
+        );
+        let err = load(&[], Some(&twice)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("tools[1].name") && err.contains("twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //!
 //! The real bridge (recording the call), the in-repo Realtime simulator answering with
 //! recorded agent speech, and the simulated Twilio caller speaking recorded caller speech in
-//! real time: three turns, the second one interrupted by the caller. It prints a live
-//! transcript and the latency of each turn, writes what both sides heard as WAV files and the
-//! call itself as a fixture, and ends with a one-screen summary.
+//! real time: the agent looks an order up with a tool (a tiny HTTP endpoint the demo starts,
+//! checking the bridge's signature), answers a question the caller interrupts, and ends the
+//! call with `end_call` once the caller has heard its goodbye (hanging up through a local fake
+//! of Twilio's REST API). It prints a live transcript and the latency of each turn, writes
+//! what both sides heard as WAV files and the call itself as a fixture, and ends with a
+//! one-screen summary.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +16,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::caller::{CallerEventKind, Step};
-use crate::fixture::generate::{clip, record_call, Clip, GenError};
+use crate::fixture::generate::{clip, record_call, silent_clip, Clip, GenError};
+use crate::fixture::tool_rig::ToolRig;
 use crate::fixture::wav;
 use crate::sim::{SimConfig, Simulator};
 
@@ -41,8 +45,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
     }
 }
 
-/// Transcript lines the simulator has sent since `seen` (caller and agent), for the live view.
-fn new_transcripts(sim: &Simulator, seen: &mut usize) -> Vec<(&'static str, String)> {
+/// Transcript lines the simulator has sent since `seen` (caller and agent), and tool results
+/// the bridge sent it since `seen_in`, for the live view.
+fn new_transcripts(
+    sim: &Simulator,
+    seen: &mut usize,
+    seen_in: &mut usize,
+) -> Vec<(&'static str, String)> {
     let Some(log) = sim.session(0) else {
         return Vec::new();
     };
@@ -50,7 +59,15 @@ fn new_transcripts(sim: &Simulator, seen: &mut usize) -> Vec<(&'static str, Stri
     for ev in log.sent.iter().skip(*seen) {
         let ty = ev.get("type").and_then(Value::as_str).unwrap_or("");
         let text = ev.get("transcript").and_then(Value::as_str).unwrap_or("");
+        if ty.contains("transcript") && text.is_empty() {
+            continue; // a turn in which the model only called a tool
+        }
         match ty {
+            "response.function_call_arguments.done" => {
+                let name = ev.get("name").and_then(Value::as_str).unwrap_or("?");
+                let args = ev.get("arguments").and_then(Value::as_str).unwrap_or("");
+                out.push(("agent ", format!("calls the tool {name}({args})")));
+            }
             "conversation.item.input_audio_transcription.completed" => {
                 out.push(("caller", text.to_owned()))
             }
@@ -61,21 +78,50 @@ fn new_transcripts(sim: &Simulator, seen: &mut usize) -> Vec<(&'static str, Stri
         }
     }
     *seen = log.sent.len();
+    for ev in log.received.iter().skip(*seen_in) {
+        if ev.pointer("/item/type").and_then(Value::as_str) == Some("function_call_output") {
+            let output = ev
+                .pointer("/item/output")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            out.push(("tool  ", format!("answer to the model: {output}")));
+        }
+    }
+    *seen_in = log.received.len();
     out
 }
 
 pub async fn run(out: &Path) -> Result<(), DemoError> {
     let hello = get("caller_hello")?;
+    let number = get("caller_number")?;
     let hours = get("caller_hours")?;
     let saturday = get("caller_saturday")?;
     let thanks = get("caller_thanks")?;
+    // The model's turns; the silent ones only call a tool.
     let replies = [
         get("agent_order")?,
+        silent_clip(),
+        get("agent_found")?,
         get("agent_hours")?,
         get("agent_saturday")?,
+        silent_clip(),
         get("agent_bye")?,
     ];
-    let said = [&hello, &hours, &saturday, &thanks];
+    let tool_calls = vec![
+        vec![],
+        vec![(
+            "lookup_order".to_string(),
+            r#"{"order_id":"427991"}"#.to_string(),
+        )],
+        vec![],
+        vec![],
+        vec![],
+        vec![(
+            "end_call".to_string(),
+            r#"{"reason":"the caller said goodbye"}"#.to_string(),
+        )],
+    ];
+    let said = [&hello, &number, &hours, &saturday, &thanks];
     std::fs::create_dir_all(out).map_err(io(out))?;
     let rec_dir = out.join(".recording");
     let _ = std::fs::remove_dir_all(&rec_dir);
@@ -94,6 +140,7 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
             reply_texts: replies.iter().map(|c| c.text.clone()).collect(),
             reply_audio: replies.iter().map(|c| c.audio.clone()).collect(),
             caller_transcripts: said.iter().map(|c| c.text.clone()).collect(),
+            reply_tool_calls: tool_calls,
             delta_ms: vec![60, 100, 240],
             ..SimConfig::default()
         },
@@ -108,6 +155,8 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
         Step::Silence(Duration::from_millis(300)),
         Step::Say(hello.audio.to_vec()),
         wait_done(),
+        Step::Say(number.audio.to_vec()),
+        wait_done(),
         Step::Say(hours.audio.to_vec()),
         // Talk over the long answer after two seconds of it.
         Step::WaitAgentAudio {
@@ -117,8 +166,15 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
         Step::Say(saturday.audio.to_vec()),
         wait_done(),
         Step::Say(thanks.audio.to_vec()),
-        wait_done(),
+        // The agent says goodbye and hangs up: the caller listens until Twilio ends the call.
+        Step::WaitAgentDone {
+            quiet: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        },
     ];
+    let rig = ToolRig::start(crate::caller::ACCOUNT_SID)
+        .await
+        .map_err(|e| DemoError::Call(GenError::Io(e)))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let env = [("transcription_model", "gpt-4o-transcribe".to_owned())];
@@ -129,8 +185,10 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
         Duration::from_millis(200),
         &rec_dir,
         Some(tx),
+        Some(&rig),
     ));
     let mut seen = 0usize;
+    let mut seen_in = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let stamp = |d: Duration| format!("{:>5.1} s", d.as_secs_f64());
     let result = loop {
@@ -151,7 +209,7 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
                 _ => {}
             },
             _ = tick.tick() => {
-                for (who, text) in new_transcripts(&sim, &mut seen) {
+                for (who, text) in new_transcripts(&sim, &mut seen, &mut seen_in) {
                     println!("{}  {who}: \"{text}\"", stamp(started.elapsed()));
                 }
             }
@@ -159,7 +217,7 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
     };
     drop(call);
     let (report, path) = result?;
-    for (who, text) in new_transcripts(&sim, &mut seen) {
+    for (who, text) in new_transcripts(&sim, &mut seen, &mut seen_in) {
         println!("{}  {who}: \"{text}\"", stamp(started.elapsed()));
     }
     let log = sim.session(0);
@@ -177,15 +235,39 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
         .map_err(io(&both_wav))?;
 
     println!("\n──────── summary ────────");
+    let rest = rig.twilio.requests();
     println!(
         "call            {:.1} s, outcome: {}",
         report.duration.as_secs_f64(),
-        if report.closed_by_bridge {
-            "ended by the bridge"
-        } else {
-            "caller hung up"
+        match (&report.ended_by_twilio, report.closed_by_bridge) {
+            (Some(_), _) => "agent hung up (end_call), after the caller heard the goodbye",
+            (None, true) => "ended by the bridge",
+            (None, false) => "caller hung up",
         }
     );
+    println!(
+        "tools           lookup_order answered {} signed request(s); end_call → Twilio REST {}",
+        rig.lookups.load(std::sync::atomic::Ordering::Relaxed),
+        rest.iter()
+            .map(|r| format!(
+                "POST {} {}",
+                r.path,
+                r.form
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if let Some(e) = &report.ended_by_twilio {
+        println!(
+            "goodbye         all {:.1} s of agent audio received had played before the hang-up: {}",
+            e.received as f64 / 8000.0,
+            e.queued == 0
+        );
+    }
     for (i, l) in report.response_latencies.iter().enumerate() {
         println!(
             "turn {}          caller stopped → agent audio at the caller: {} ms",

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub anomalies: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
+    pub tool_calls: IntCounterVec,
+    pub tool_seconds: prometheus::HistogramVec,
     /// Calls turned away, by `stage` (`webhook`: TwiML answered `<Reject>` or 503; `media`: a
     /// media socket closed at once) and `reason` (`busy`: at max_calls; `draining`: shutting
     /// down). Both labels are closed sets.
@@ -116,6 +118,18 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            tool_calls: IntCounterVec::new(
+                Opts::new(
+                    "tool_calls_total",
+                    "Function tool calls by the model, by tool and result",
+                ),
+                &["tool", "result"],
+            )?,
+            tool_seconds: prometheus::HistogramVec::new(
+                HistogramOpts::new("tool_seconds", "Time a tool call took, by tool")
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0]),
+                &["tool"],
+            )?,
             latency: latency::LatencyMetrics::new()?,
             upstream_reconnects: IntCounterVec::new(
                 Opts::new(
@@ -130,6 +144,8 @@ impl Metrics {
             )?,
             registry,
         };
+        m.registry.register(Box::new(m.tool_calls.clone()))?;
+        m.registry.register(Box::new(m.tool_seconds.clone()))?;
         m.registry.register(Box::new(m.calls_active.clone()))?;
         m.registry.register(Box::new(m.calls_total.clone()))?;
         m.registry

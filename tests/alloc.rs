@@ -105,7 +105,8 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) 
             Output::Event(CallEvent::AgentAudio { .. }) => {}
             Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),
             Output::Hangup(r) => panic!("hangup: {r:?}"),
-            Output::Effect(e) => panic!("unexpected effect in steady state: {e:?}"),
+            Output::Upstream(e) => panic!("unexpected upstream effect in steady state: {e:?}"),
+            Output::Effect { effect, .. } => panic!("effect in steady state: {effect:?}"),
         }
     }
     frames

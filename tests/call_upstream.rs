@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use callbridge::call::conversation::CONTINUATION_NOTE;
-use callbridge::call::{Call, CallConfig, CallEvent, Effect, EndReason, Output, UpstreamLoss};
+use callbridge::call::{
+    Call, CallConfig, CallEvent, EndReason, Output, UpstreamEffect, UpstreamLoss,
+};
 use callbridge::realtime::{ClientEvent, Item, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 
@@ -84,10 +86,10 @@ fn dropped() -> UpstreamLoss {
     UpstreamLoss::Dropped("reset".into())
 }
 
-fn effects(outs: &[Output]) -> Vec<Effect> {
+fn effects(outs: &[Output]) -> Vec<UpstreamEffect> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::Effect(e) => Some(e.clone()),
+            Output::Upstream(e) => Some(e.clone()),
             _ => None,
         })
         .collect()
@@ -120,8 +122,8 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
     assert_eq!(
         effects(&outs),
         [
-            Effect::CloseUpstream { generation: 1 },
-            Effect::ConnectUpstream { generation: 2 }
+            UpstreamEffect::CloseUpstream { generation: 1 },
+            UpstreamEffect::ConnectUpstream { generation: 2 }
         ]
     );
     assert!(
@@ -149,7 +151,7 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
         generation += 1;
         assert_eq!(
             effects(&h.tick(now + wait)),
-            [Effect::ConnectUpstream { generation }]
+            [UpstreamEffect::ConnectUpstream { generation }]
         );
         now += wait;
     }
@@ -163,7 +165,7 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
     let outs = h.tick(now + 2000);
     assert_eq!(
         effects(&outs),
-        [Effect::ConnectUpstream {
+        [UpstreamEffect::ConnectUpstream {
             generation: generation + 1
         }]
     );
@@ -176,7 +178,7 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
     assert!(hangup(&outs).is_none());
     assert_eq!(
         effects(&h.tick(now + 4100)),
-        [Effect::ConnectUpstream {
+        [UpstreamEffect::ConnectUpstream {
             generation: generation + 2
         }]
     );
@@ -231,7 +233,7 @@ fn the_new_session_gets_the_config_the_conversation_then_the_kept_caller_audio()
         .iter()
         .filter_map(|o| match o {
             Output::ToRealtime(e) => Some(e.name()),
-            Output::Effect(Effect::UseUpstream { .. }) => Some("use"),
+            Output::Upstream(UpstreamEffect::UseUpstream { .. }) => Some("use"),
             _ => None,
         })
         .collect();
@@ -320,7 +322,9 @@ fn results_for_old_generations_are_ignored() {
     // A socket that opens when nobody waits for it is closed.
     assert_eq!(
         h.open(7, 40),
-        [Output::Effect(Effect::CloseUpstream { generation: 7 })]
+        [Output::Upstream(UpstreamEffect::CloseUpstream {
+            generation: 7
+        })]
     );
     // The current one still works.
     assert_eq!(appended(&h.frame(0x10, 50)).len(), 160);
@@ -394,8 +398,8 @@ fn session_expired_is_a_drop_without_waiting_for_the_close() {
     assert_eq!(
         effects(&outs),
         [
-            Effect::CloseUpstream { generation: 1 },
-            Effect::ConnectUpstream { generation: 2 }
+            UpstreamEffect::CloseUpstream { generation: 1 },
+            UpstreamEffect::ConnectUpstream { generation: 2 }
         ]
     );
     // The 1001 close that follows is about a socket already given up.
@@ -473,12 +477,12 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
     assert_eq!(h.deadline_ms(), 60_000);
     assert_eq!(
         effects(&h.tick(60_000)),
-        [Effect::ConnectUpstream { generation: 2 }]
+        [UpstreamEffect::ConnectUpstream { generation: 2 }]
     );
     let outs = h.open(2, 60_100);
     assert_eq!(
         effects(&outs)[0],
-        Effect::SendUpstream {
+        UpstreamEffect::SendUpstream {
             generation: 2,
             event: ClientEvent::SessionUpdate(Box::new(CallConfig::default().session))
         }
@@ -522,8 +526,8 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
         assert_eq!(
             e,
             [
-                Effect::UseUpstream { generation: 2 },
-                Effect::CloseUpstream { generation: 1 }
+                UpstreamEffect::UseUpstream { generation: 2 },
+                UpstreamEffect::CloseUpstream { generation: 1 }
             ]
         );
         assert!(outs.contains(&Output::Event(CallEvent::SessionRotated {
@@ -595,7 +599,7 @@ fn without_a_quiet_moment_the_switch_is_forced_before_the_limit() {
     assert_eq!(h.deadline_ms(), 300_000);
     assert_eq!(
         effects(&h.tick(300_000)),
-        [Effect::ConnectUpstream { generation: 2 }]
+        [UpstreamEffect::ConnectUpstream { generation: 2 }]
     );
     h.open(2, 300_000);
     h.ev(1, SPEECH_STARTED, 300_000);
@@ -603,7 +607,7 @@ fn without_a_quiet_moment_the_switch_is_forced_before_the_limit() {
     let outs = h.tick(540_000);
     assert_eq!(
         effects(&outs)[0],
-        Effect::UseUpstream { generation: 2 },
+        UpstreamEffect::UseUpstream { generation: 2 },
         "{outs:?}"
     );
     assert!(outs.contains(&Output::Event(CallEvent::SessionRotated {
@@ -622,7 +626,7 @@ fn a_failed_successor_leaves_the_call_on_its_session_and_is_tried_again() {
     assert_eq!(appended(&h.frame(0x10, 10_200)).len(), 160);
     assert_eq!(
         effects(&h.tick(15_100)),
-        [Effect::ConnectUpstream { generation: 3 }]
+        [UpstreamEffect::ConnectUpstream { generation: 3 }]
     );
 }
 
@@ -640,8 +644,8 @@ fn a_drop_while_a_successor_waits_switches_to_it_at_once() {
     assert_eq!(
         effects(&outs),
         [
-            Effect::CloseUpstream { generation: 1 },
-            Effect::UseUpstream { generation: 2 }
+            UpstreamEffect::CloseUpstream { generation: 1 },
+            UpstreamEffect::UseUpstream { generation: 2 }
         ]
     );
     assert_eq!(h.call.upstream_generation(), 2);

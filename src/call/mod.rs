@@ -7,8 +7,11 @@
 
 pub mod conversation;
 pub mod effects;
+mod filler;
+mod hangup;
 pub mod playback;
 pub mod timing;
+pub mod tools;
 pub mod upstream;
 
 use std::collections::VecDeque;
@@ -21,8 +24,9 @@ use crate::audio::{g711, Downsampler, Framer, Upsampler, ULAW_SILENCE};
 use crate::realtime::{AudioFormat, AudioPool, ClientEvent, Dialect, ServerEvent, SessionConfig};
 use crate::twilio::{Inbound, Outbound};
 use conversation::Conversation;
-pub use effects::Effect;
+pub use effects::{Effect, EffectId, EffectResult, UpstreamEffect};
 use playback::{MarkEcho, Playback};
+use tools::{CallInfo, ToolState, ToolsConfig};
 pub use upstream::UpstreamLoss;
 
 /// Per-call settings, shared by every call (validated once at start-up).
@@ -54,6 +58,8 @@ pub struct CallConfig {
     pub upstream_retry: Duration,
     /// A session is replaced by a fresh one after this long (before the server's limit).
     pub session_rotate_after: Duration,
+    /// Function tools, the built-in `end_call` / `transfer_call`, the filler.
+    pub tools: ToolsConfig,
 }
 
 impl Default for CallConfig {
@@ -71,6 +77,7 @@ impl Default for CallConfig {
             dtmf_gap: Duration::from_millis(1500),
             upstream_retry: Duration::from_secs(10),
             session_rotate_after: Duration::from_secs(3300),
+            tools: ToolsConfig::default(),
         }
     }
 }
@@ -83,8 +90,13 @@ pub enum Output {
     Event(CallEvent),
     /// The call is over: close both sockets.
     Hangup(EndReason),
-    /// Something for the shell to do; see [`Effect`].
-    Effect(Effect),
+    /// Upstream socket work for the shell; see [`UpstreamEffect`].
+    Upstream(UpstreamEffect),
+    /// Perform this and report back with [`Call::on_effect_done`] and the same id.
+    Effect {
+        id: EffectId,
+        effect: Effect,
+    },
 }
 
 /// Things worth a log line, a metric or a transcript entry.
@@ -126,6 +138,36 @@ pub enum CallEvent {
         /// Expected after our own `response.cancel` raced the server's: not a real problem.
         harmless: bool,
     },
+    /// A tool call was answered (or refused, or a built-in acted on). `tool` is `unknown` for
+    /// a name that is not offered; `seconds` is set for calls that ran something.
+    ToolCall {
+        tool: String,
+        call_id: String,
+        result: &'static str,
+        seconds: Option<f64>,
+    },
+    /// Calls of a response that did not complete: not run.
+    ToolSkipped {
+        call_id: String,
+        tool: String,
+        response_status: String,
+    },
+    /// The model called `end_call` (with its reason, if it gave one).
+    EndRequested {
+        reason: String,
+    },
+    /// Twilio REST answered the hang-up or transfer update.
+    CallUpdated {
+        action: &'static str,
+        ok: bool,
+        seconds: f64,
+    },
+    /// The call was handed to `destination` (a configured target name).
+    Transferring {
+        destination: String,
+    },
+    /// The filler started playing while a tool runs.
+    FillerPlayed,
     /// A response's first audio frames went to Twilio (just before this event): how long the
     /// model took to start (`response.created` → first delta), and when the caller's turn ended
     /// (`speech_stopped`), if this answers one. The shell times the write.
@@ -184,6 +226,10 @@ pub enum EndReason {
     UpstreamTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// The agent ended the call (`end_call`) after the caller heard the goodbye.
+    AgentHungUp,
+    /// The call was handed to a person (`transfer_call`); the stream ended because of it.
+    Transferred,
 }
 
 impl EndReason {
@@ -199,6 +245,8 @@ impl EndReason {
             EndReason::UpstreamClosed => "upstream_closed",
             EndReason::UpstreamTimeout => "upstream_timeout",
             EndReason::Shutdown => "shutdown",
+            EndReason::AgentHungUp => "agent_hung_up",
+            EndReason::Transferred => "transferred",
         }
     }
 }
@@ -254,6 +302,13 @@ pub struct Call {
     /// Upstream generations, reconnects, rotation.
     up: upstream::Lifecycle,
 
+    // Tools, hang-up, transfer.
+    info: Option<CallInfo>,
+    tools: ToolState,
+    ending: Option<hangup::Ending>,
+    filler: filler::Filler,
+    next_effect: EffectId,
+
     // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
     // to the largest frame/delta seen: capacity that is never touched still costs RSS once
     // malloc hands out pages, and a thousand calls multiply it.
@@ -297,6 +352,11 @@ impl Call {
             before_start: 0,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
+            info: None,
+            tools: ToolState::default(),
+            ending: None,
+            filler: filler::Filler::default(),
+            next_effect: 0,
             agent_speaking: false,
             turn_clock: timing::TurnClock::default(),
             conversation: Conversation::new(),
@@ -357,13 +417,36 @@ impl Call {
         } else {
             idle.min(self.opened_at + self.cfg.upstream_ready_timeout)
         };
-        if let Some(d) = self.dtmf_deadline {
+        for d in [
+            self.dtmf_deadline,
+            self.tools.next_deadline(),
+            self.ending_next_deadline(),
+            self.filler_next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             next = next.min(d);
         }
         if let Some(d) = self.upstream_deadline() {
             next = next.min(d);
         }
         Some(next)
+    }
+
+    /// The shell finished effect `id`. A result for an effect the call no longer waits for
+    /// (its call ended, or it gave up waiting) is ignored.
+    pub fn on_effect_done(&mut self, id: EffectId, result: EffectResult, now: Instant) {
+        if self.ended {
+            return;
+        }
+        let awaited = match result {
+            EffectResult::Tool(outcome) => self.tool_done(id, outcome, now),
+            EffectResult::CallUpdated(r) => self.call_update_done(id, r, now),
+        };
+        if !awaited {
+            self.anomaly("late_effect_result", format!("effect {id} ignored"));
+        }
     }
 
     pub fn on_tick(&mut self, now: Instant) {
@@ -394,6 +477,11 @@ impl Call {
             self.end(EndReason::TwilioIdle);
         } else if self.dtmf_deadline.is_some_and(|d| now >= d) {
             self.flush_dtmf();
+        }
+        if !self.ended {
+            self.tools_on_tick(now);
+            self.filler_on_tick(now);
+            self.ending_progress(now);
         }
     }
 
@@ -448,6 +536,15 @@ impl Call {
                     return;
                 }
                 self.stream_sid = Some(stream_sid.clone().into_owned());
+                let params = &start.custom_parameters;
+                self.info = Some(CallInfo {
+                    stream_sid: stream_sid.clone().into_owned(),
+                    call_sid: start.call_sid.clone(),
+                    account_sid: start.account_sid.clone(),
+                    from: params.get("From").cloned(),
+                    to: params.get("To").cloned(),
+                    parameters: params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                });
                 self.out.push_back(Output::Event(CallEvent::Started {
                     stream_sid: stream_sid.into_owned(),
                     call_sid: start.call_sid,
@@ -517,10 +614,14 @@ impl Call {
                     }
                     _ => {}
                 }
+                if self.ending.is_some() {
+                    self.ending_progress(now);
+                }
             }
             Inbound::Stop { stream_sid } => {
                 if self.is_our_stream(&stream_sid, "stop") {
-                    self.end(EndReason::CallerHungUp);
+                    // After our own hang-up or transfer, the stop is that working.
+                    self.end(self.planned_end().unwrap_or(EndReason::CallerHungUp));
                 }
             }
             Inbound::Unknown => {}
@@ -529,7 +630,7 @@ impl Call {
 
     /// Twilio's socket closed (with or without `stop`).
     pub fn on_twilio_closed(&mut self, _now: Instant) {
-        self.end(EndReason::TwilioDisconnected);
+        self.end(self.planned_end().unwrap_or(EndReason::TwilioDisconnected));
     }
 
     fn is_our_stream(&mut self, sid: &str, what: &str) -> bool {
@@ -736,6 +837,7 @@ impl Call {
             }
             ServerEvent::ResponseCreated { response } => {
                 self.answer_started();
+                self.ending_on_response_created(&response.id);
                 self.live_response = Some(response.id);
                 self.turn_clock.on_response_created(now);
             }
@@ -772,11 +874,26 @@ impl Call {
                 if self.live_response.as_deref() == Some(response.id.as_str()) {
                     self.live_response = None;
                 }
+                self.tools_on_response_done(&response, now);
+                self.ending_on_response_done(&response.id, now);
                 self.out.push_back(Output::Event(CallEvent::ResponseDone {
                     id: response.id,
                     status: response.status,
                 }));
                 self.maybe_switch(now);
+            }
+            ServerEvent::FunctionCallArgumentsDone(f) => {
+                self.tool_call_seen(
+                    f.response_id.as_deref(),
+                    &f.call_id,
+                    f.name.as_deref(),
+                    &f.arguments,
+                );
+            }
+            ServerEvent::OutputItemDone { response_id, item } => {
+                if let Some((call_id, name, args)) = item.function_call() {
+                    self.tool_call_seen(response_id.as_deref(), call_id, Some(name), args);
+                }
             }
             ServerEvent::Unknown => {}
         }
@@ -786,6 +903,7 @@ impl Call {
     /// first (`clear`), then stop the model generating (`response.cancel`), then tell the model
     /// where it was cut off (`conversation.item.truncate` at what was heard, not what was sent).
     fn barge_in(&mut self, now: Instant) {
+        self.filler_stop(now);
         let audible = self.playback.audible(now) || self.framer.pending() > 0;
         let cancel = self.live_response.take();
         if !audible && cancel.is_none() {
@@ -854,6 +972,9 @@ impl Call {
             self.anomaly("bad_audio_delta", e.to_string());
             self.bytes_buf = bytes;
             return;
+        }
+        if self.filler.is_playing() {
+            self.filler_stop(now);
         }
         self.turn_clock.on_delta(now);
         if self.current_item.as_deref() != Some(item_id) {

@@ -116,6 +116,11 @@ impl Playback {
         }
     }
 
+    /// Marks sent and not yet echoed: 0 means the caller heard (or we cleared) everything.
+    pub fn pending_marks(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether agent audio is still playing (or queued) at `now`: until its mark is echoed,
     /// audio counts as audible even when the clock says it must have finished.
     pub fn audible(&self, now: Instant) -> bool {

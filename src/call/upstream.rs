@@ -2,9 +2,9 @@
 //!
 //! Each Realtime socket of a call is a *generation* (1, 2, …). Generation 1 is dialled by the
 //! shell when the media socket opens; every later one is asked for with
-//! [`Effect::ConnectUpstream`], and the shell reports back with [`Call::on_upstream_open`] or
+//! [`UpstreamEffect::ConnectUpstream`], and the shell reports back with [`Call::on_upstream_open`] or
 //! [`Call::on_upstream_lost`]. A report about a generation the call no longer waits for is
-//! ignored (or, for a socket that opened too late, answered with [`Effect::CloseUpstream`]).
+//! ignored (or, for a socket that opened too late, answered with [`UpstreamEffect::CloseUpstream`]).
 //!
 //! **Drop.** When the socket in use fails without our asking (reset, EOF without a close
 //! frame, a close frame, `server_error` then close, `session_expired`, a write that fails or
@@ -26,7 +26,7 @@
 //! minutes before the `expires_at` the server announced) the call opens a successor,
 //! configures it and replays the conversation into it, then switches at a quiet moment — no
 //! response in flight, the caller not speaking, no agent audio still queued at the caller —
-//! with [`Effect::UseUpstream`], which lies between two caller frames in the output order, so
+//! with [`UpstreamEffect::UseUpstream`], which lies between two caller frames in the output order, so
 //! no frame goes to both sessions or to neither. Then the old socket is closed. Without a
 //! quiet moment the switch is forced a minute before the limit.
 
@@ -37,7 +37,7 @@ pub use rotation::{FORCE_MARGIN, QUIET_FRAMES, ROTATE_MARGIN};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::effects::Effect;
+use super::effects::UpstreamEffect;
 use super::{Call, CallEvent, EndReason, Output};
 use crate::realtime::{ClientEvent, ServerEvent, TurnDetection};
 
@@ -231,8 +231,8 @@ impl Call {
         self.up.wall = Some((now, unix_secs));
     }
 
-    fn effect(&mut self, e: Effect) {
-        self.out.push_back(Output::Effect(e));
+    fn effect(&mut self, e: UpstreamEffect) {
+        self.out.push_back(Output::Upstream(e));
     }
 
     /// The socket of `generation` is open.
@@ -242,7 +242,7 @@ impl Call {
         }
         if self.up.dialing != Some(generation) {
             // Opened after we stopped waiting for it.
-            self.effect(Effect::CloseUpstream { generation });
+            self.effect(UpstreamEffect::CloseUpstream { generation });
             return;
         }
         self.up.dialing = None;
@@ -281,7 +281,7 @@ impl Call {
         self.up.current = generation;
         let outage = self.up.outage.take();
         self.up.last_outage = outage.as_ref().map(|o| o.since);
-        self.effect(Effect::UseUpstream { generation });
+        self.effect(UpstreamEffect::UseUpstream { generation });
         self.out
             .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
                 self.cfg.session.clone(),
@@ -449,7 +449,7 @@ impl Call {
             label
         };
         self.upstream_ready = false;
-        self.effect(Effect::CloseUpstream { generation });
+        self.effect(UpstreamEffect::CloseUpstream { generation });
         self.cut_answer_in_flight(now);
         self.requeue_tail();
         // A session that failed soon after an outage ended continues that outage.
@@ -497,7 +497,7 @@ impl Call {
         if let Some(o) = self.up.outage.as_mut() {
             o.next_try = None;
         }
-        self.effect(Effect::ConnectUpstream { generation });
+        self.effect(UpstreamEffect::ConnectUpstream { generation });
     }
 
     fn give_up(&mut self, detail: String) {
@@ -544,7 +544,7 @@ impl Call {
                     self.up.next_generation += 1;
                     self.up.dialing = Some(generation);
                     self.up.rotation = Rotation::Dialing(generation);
-                    self.effect(Effect::ConnectUpstream { generation });
+                    self.effect(UpstreamEffect::ConnectUpstream { generation });
                 }
             }
             Rotation::Ready { .. } => {

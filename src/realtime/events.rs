@@ -80,6 +80,17 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "response.done")]
     ResponseDone { response: ResponseRef },
+    /// The model finished the arguments of a function call (`name` is missing on older
+    /// servers; it is read from the output item then).
+    #[serde(rename = "response.function_call_arguments.done")]
+    FunctionCallArgumentsDone(FunctionCall),
+    /// An output item is complete; only `function_call` items matter to the bridge.
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone {
+        #[serde(default)]
+        response_id: Option<String>,
+        item: OutputItem,
+    },
     /// Any other event (deltas of transcripts, rate limits, item bookkeeping, new events):
     /// nothing in the call depends on it.
     #[serde(other)]
@@ -237,6 +248,62 @@ pub struct ResponseRef {
     pub status: Option<String>,
     #[serde(default)]
     pub status_details: Option<serde_json::Value>,
+    /// The response's output items (only in `response.done`): function calls are read from
+    /// here too, in case their own events were missed.
+    #[serde(default)]
+    pub output: Vec<OutputItem>,
+}
+
+impl ResponseRef {
+    /// Whether the response ran to its end (not cancelled, interrupted or failed). A server
+    /// that sends no status is taken at its word.
+    pub fn completed(&self) -> bool {
+        matches!(self.status.as_deref(), None | Some("completed"))
+    }
+}
+
+/// `response.function_call_arguments.done`. `arguments` is a JSON document as a string.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionCall {
+    #[serde(default)]
+    pub response_id: Option<String>,
+    #[serde(default)]
+    pub item_id: Option<String>,
+    pub call_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// An item of a response's output. Messages and audio items carry none of the optional
+/// fields the bridge reads; a `function_call` carries all of them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputItem {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub call_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+impl OutputItem {
+    /// `(call_id, name, arguments)` if this item is a complete function call.
+    pub fn function_call(&self) -> Option<(&str, &str, &str)> {
+        if self.kind.as_deref() != Some("function_call") {
+            return None;
+        }
+        Some((
+            self.call_id.as_deref()?,
+            self.name.as_deref()?,
+            self.arguments.as_deref().unwrap_or("{}"),
+        ))
+    }
 }
 
 /// A client event the bridge sends.
@@ -256,6 +323,8 @@ pub enum ClientEvent {
     UserText(String),
     /// `conversation.item.create` of any item (a conversation replayed into a new session).
     CreateItem(Item),
+    /// `conversation.item.create` of a `function_call_output` (`output` is a JSON string).
+    FunctionCallOutput { call_id: String, output: String },
 }
 
 impl ClientEvent {
@@ -267,7 +336,9 @@ impl ClientEvent {
             ClientEvent::ResponseCreate { .. } => "response.create",
             ClientEvent::ResponseCancel => "response.cancel",
             ClientEvent::Truncate { .. } => "conversation.item.truncate",
-            ClientEvent::UserText(_) | ClientEvent::CreateItem(_) => "conversation.item.create",
+            ClientEvent::UserText(_)
+            | ClientEvent::CreateItem(_)
+            | ClientEvent::FunctionCallOutput { .. } => "conversation.item.create",
         }
     }
 
@@ -301,6 +372,12 @@ impl ClientEvent {
             }
             ClientEvent::CreateItem(item) => {
                 let v = json!({"type": "conversation.item.create", "item": item.to_json(dialect)});
+                out.push_str(&v.to_string());
+            }
+            ClientEvent::FunctionCallOutput { call_id, output } => {
+                // Same shape in GA and beta.
+                let v = json!({"type": "conversation.item.create", "item": {
+                    "type": "function_call_output", "call_id": call_id, "output": output}});
                 out.push_str(&v.to_string());
             }
             ClientEvent::Truncate {
@@ -371,6 +448,53 @@ mod tests {
             ServerEvent::parse(r#"{"type":"response.output_audio.delta","delta":"AA"}"#).is_err()
         );
         assert!(ServerEvent::parse("not json").is_err());
+    }
+
+    #[test]
+    fn function_calls_parse_from_all_three_events() {
+        match ServerEvent::parse(
+            r#"{"type":"response.function_call_arguments.done","event_id":"e","response_id":"r1","item_id":"i1","output_index":0,"call_id":"call_1","name":"lookup","arguments":"{\"a\":1}"}"#,
+        ) {
+            Ok(ServerEvent::FunctionCallArgumentsDone(f)) => {
+                assert_eq!(f.call_id, "call_1");
+                assert_eq!(f.name.as_deref(), Some("lookup"));
+                assert_eq!(f.arguments, r#"{"a":1}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        match ServerEvent::parse(
+            r#"{"type":"response.output_item.done","response_id":"r1","output_index":0,"item":{"id":"i1","type":"function_call","status":"completed","name":"lookup","call_id":"call_1","arguments":"{}"}}"#,
+        ) {
+            Ok(ServerEvent::OutputItemDone { item, .. }) => {
+                assert_eq!(item.function_call(), Some(("call_1", "lookup", "{}")));
+            }
+            other => panic!("{other:?}"),
+        }
+        match ServerEvent::parse(
+            r#"{"type":"response.done","response":{"id":"r1","status":"completed","output":[{"type":"message","id":"i0","content":[]},{"type":"function_call","id":"i1","name":"x","call_id":"c","arguments":"{}"}]}}"#,
+        ) {
+            Ok(ServerEvent::ResponseDone { response }) => {
+                let calls: Vec<_> = response
+                    .output
+                    .iter()
+                    .filter_map(OutputItem::function_call)
+                    .collect();
+                assert_eq!(calls, [("c", "x", "{}")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let v: serde_json::Value = serde_json::from_str(
+            &ClientEvent::FunctionCallOutput {
+                call_id: "call_1".into(),
+                output: r#"{"ok":true}"#.into(),
+            }
+            .to_json(Dialect::Beta),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"{\"ok\":true}"}})
+        );
     }
 
     #[test]

@@ -8,6 +8,6 @@ pub mod events;
 pub mod items;
 pub mod session;
 
-pub use events::{AudioBytes, AudioPool, ClientEvent, ServerEvent};
+pub use events::{AudioBytes, AudioPool, ClientEvent, FunctionCall, OutputItem, ServerEvent};
 pub use items::Item;
 pub use session::{AudioFormat, Dialect, SessionConfig, TurnDetection};

@@ -124,6 +124,9 @@ pub struct SessionConfig {
     pub noise_reduction: Option<String>,
     /// Beta only (GA has no temperature).
     pub temperature: Option<f32>,
+    /// Function tools declared to the model (`{"type":"function","name",..}`; the same shape
+    /// in both dialects), with `tool_choice: "auto"` when there are any.
+    pub tools: Vec<Value>,
 }
 
 impl Default for SessionConfig {
@@ -139,6 +142,7 @@ impl Default for SessionConfig {
             speed: None,
             noise_reduction: None,
             temperature: None,
+            tools: Vec::new(),
         }
     }
 }
@@ -222,6 +226,10 @@ impl SessionConfig {
                 }
             }
         }
+        if !self.tools.is_empty() {
+            s.insert("tools".into(), Value::Array(self.tools.clone()));
+            s.insert("tool_choice".into(), json!("auto"));
+        }
         Value::Object(s)
     }
 }
@@ -283,5 +291,22 @@ mod tests {
         assert!((v["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6);
         assert!(v.get("type").is_none() && v.get("audio").is_none());
         assert!(!cfg.interrupt_response());
+    }
+
+    #[test]
+    fn tools_are_declared_in_both_dialects() {
+        let tool = json!({"type":"function","name":"lookup","description":"d",
+            "parameters":{"type":"object","properties":{}}});
+        let cfg = SessionConfig {
+            tools: vec![tool.clone()],
+            ..Default::default()
+        };
+        for d in [Dialect::Ga, Dialect::Beta] {
+            let v = cfg.to_json(d);
+            assert_eq!(v["tools"], json!([tool]), "{d:?}");
+            assert_eq!(v["tool_choice"], "auto", "{d:?}");
+        }
+        let none = SessionConfig::default().to_json(Dialect::Ga);
+        assert!(none.get("tools").is_none() && none.get("tool_choice").is_none());
     }
 }

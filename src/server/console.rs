@@ -367,7 +367,18 @@ impl LiveCall {
                     })
                 }
             }
-            CallEvent::UpstreamError { .. } | CallEvent::ResponseDone { .. } => {}
+            CallEvent::ToolCall { tool, result, .. } => hub.update(self.n, "tool", |_| {
+                line("event", format!("tool {tool}: {result}"))
+            }),
+            CallEvent::Transferring { destination } => hub.update(self.n, "transfer", |_| {
+                line("event", format!("transferring to {destination}"))
+            }),
+            CallEvent::UpstreamError { .. }
+            | CallEvent::ResponseDone { .. }
+            | CallEvent::ToolSkipped { .. }
+            | CallEvent::EndRequested { .. }
+            | CallEvent::CallUpdated { .. }
+            | CallEvent::FillerPlayed => {}
         }
     }
 

@@ -17,10 +17,11 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::call_setup::CallSetup;
 use super::console::LiveCall;
+use super::effects;
 use super::latency::{Read, WriteTimer};
 use super::links::{self, Links, Received};
 use super::AppState;
-use crate::call::{Call, CallEvent, Effect, EndReason, Output};
+use crate::call::{Call, CallEvent, EndReason, Output, UpstreamEffect};
 use crate::fixture::recorder::Recorder;
 use crate::fixture::{Dir, Header};
 use crate::realtime::ServerEvent;
@@ -137,6 +138,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     let mut outcome = EndReason::TwilioDisconnected;
     let mut text = String::with_capacity(512);
     let mut anomalies = AnomalyCounts::default();
+    // Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
+    let mut effects = effects::Effects::new();
     let mut timer = WriteTimer::default();
 
     'call: loop {
@@ -184,12 +187,12 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                     wrote_up |=
                         send_up(&s, &mut call, &mut ups, &mut rec, &mut text, None, &ev).await;
                 }
-                Output::Effect(effect) => match effect {
-                    Effect::ConnectUpstream { generation } => {
+                Output::Upstream(effect) => match effect {
+                    UpstreamEffect::ConnectUpstream { generation } => {
                         debug!(generation, "dialling a new upstream session");
                         ups.dial(generation);
                     }
-                    Effect::SendUpstream { generation, event } => {
+                    UpstreamEffect::SendUpstream { generation, event } => {
                         wrote_up |= send_up(
                             &s,
                             &mut call,
@@ -201,8 +204,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                         )
                         .await;
                     }
-                    Effect::UseUpstream { generation } => ups.current = generation,
-                    Effect::CloseUpstream { generation } => {
+                    UpstreamEffect::UseUpstream { generation } => ups.current = generation,
+                    UpstreamEffect::CloseUpstream { generation } => {
                         if ups.close(generation) {
                             if let Some(r) = rec.as_mut() {
                                 r.close(Dir::RealtimeOut, Some(1005), "");
@@ -218,6 +221,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
+                Output::Effect { id, effect } => effects::spawn(&s, &mut effects, id, effect),
             }
         }
         if wrote_tw
@@ -378,6 +382,12 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                         }
                         call.on_upstream_lost(generation, loss, now);
                     }
+                }
+            }
+            Some(done) = effects.join_next(), if !effects.is_empty() => {
+                match done {
+                    Ok((id, result)) => call.on_effect_done(id, result, Instant::now()),
+                    Err(e) => warn!(error = %e, "an effect task failed"),
                 }
             }
             answer = setup.lookup_done(), if setup.lookup_pending() => {
@@ -594,6 +604,53 @@ fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEvent) {
                 );
             }
         }
+        CallEvent::ToolCall {
+            tool,
+            call_id,
+            result,
+            seconds,
+        } => {
+            s.metrics
+                .tool_calls
+                .with_label_values(&[tool.as_str(), result])
+                .inc();
+            if let Some(secs) = seconds {
+                s.metrics
+                    .tool_seconds
+                    .with_label_values(&[tool.as_str()])
+                    .observe(secs);
+            }
+            info!(
+                tool,
+                call_id,
+                result,
+                ms = seconds.map(|s| (s * 1000.0) as u64),
+                "tool call"
+            );
+        }
+        CallEvent::ToolSkipped {
+            call_id,
+            tool,
+            response_status,
+        } => info!(
+            tool,
+            call_id, response_status, "tool call of an unfinished response not run"
+        ),
+        CallEvent::EndRequested { reason } => info!(reason, "the agent ends the call"),
+        CallEvent::CallUpdated {
+            action,
+            ok,
+            seconds,
+        } => info!(
+            action,
+            ok,
+            ms = (seconds * 1000.0) as u64,
+            "Twilio REST call update answered"
+        ),
+        CallEvent::Transferring { destination } => {
+            info!(destination, "call handed over; the stream ends")
+        }
+        CallEvent::FillerPlayed => debug!("filler playing while a tool runs"),
         // Observed by the write timer, which knows when the frames went out.
         CallEvent::AgentAudio { .. } => {}
         CallEvent::UpstreamReconnecting {

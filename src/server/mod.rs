@@ -7,6 +7,7 @@ pub mod call_setup;
 pub mod callbacks;
 pub mod console;
 pub mod drain;
+pub mod effects;
 pub mod latency;
 pub mod links;
 pub mod media;

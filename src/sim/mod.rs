@@ -86,6 +86,12 @@ pub struct SimConfig {
     /// N s"): the simulator has no speech recogniser, so a script that knows what it played
     /// tells it what to transcribe.
     pub caller_transcripts: Vec<String>,
+    /// Function calls the model makes: reply `i` (responses in the order they start, not
+    /// cycled) ends, after its audio, with these `(name, arguments JSON)` calls, as
+    /// `function_call` output items in the dialect's events. Empty or missing: none. The
+    /// bridge answers with `function_call_output` items and a `response.create`; the next
+    /// reply is the model speaking about the results.
+    pub reply_tool_calls: Vec<Vec<(String, String)>>,
     /// Faults to inject.
     pub faults: Vec<Fault>,
     /// If set, refuse the upgrade (HTTP 401) unless `Authorization: Bearer <key>` or
@@ -120,6 +126,8 @@ pub trait SessionProbe: Send {
     }
     /// `input_audio_buffer.speech_started` was handed to the socket at `at`.
     fn speech_started_sent(&mut self, _at: std::time::Instant) {}
+    /// `response.function_call_arguments.done` for `call_id` was handed to the socket at `at`.
+    fn function_call_sent(&mut self, _call_id: &str, _at: std::time::Instant) {}
 }
 
 /// A shareable [`Probe`] (a newtype so that [`SimConfig`] stays `Debug` and `Clone`).
@@ -148,6 +156,7 @@ impl Default for SimConfig {
             always_transcribe: true,
             reply_audio: Vec::new(),
             caller_transcripts: Vec::new(),
+            reply_tool_calls: Vec::new(),
             faults: Vec::new(),
             require_api_key: None,
             record_events: true,

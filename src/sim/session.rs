@@ -320,12 +320,16 @@ async fn flush(
     // What the probe hears about once the frames are flushed: Some(delta) or None (speech
     // started).
     let mut notes: Vec<Option<(u32, usize, usize)>> = Vec::new();
+    let mut calls: Vec<String> = Vec::new();
     let mut end = None;
     for o in s.out.drain(..) {
         match o {
             Out::Event(v) => {
                 if probing && get_str(&v, "type") == Some("input_audio_buffer.speech_started") {
                     notes.push(None);
+                }
+                if probing && get_str(&v, "type") == Some("response.function_call_arguments.done") {
+                    calls.push(get_str(&v, "call_id").unwrap_or_default().to_owned());
                 }
                 frames.push(v.to_string());
                 if record {
@@ -369,6 +373,9 @@ async fn flush(
                 None => p.speech_started_sent(at),
             }
         }
+        for c in &calls {
+            p.function_call_sent(c, at);
+        }
     }
     for f in frames {
         if ws.feed(Message::text(f)).await.is_err() {
@@ -396,6 +403,8 @@ struct TurnDetection {
 struct Item {
     id: String,
     assistant: bool,
+    /// The `call_id` of a `function_call` item.
+    call_id: Option<String>,
     /// Audio length that counts for truncation (ms of output audio sent, or truncated to).
     audio_ms: u64,
 }
@@ -416,6 +425,8 @@ struct Resp {
     start: Instant,
     /// `Some(drop)` when a Close/DropAfterResponses fault fires halfway through.
     fault_close: Option<bool>,
+    /// Scripted function calls `(name, arguments)` that end the response.
+    calls: Vec<(String, String)>,
 }
 
 struct Session {
@@ -1051,6 +1062,7 @@ impl Session {
         self.items.push(Item {
             id: item_id.clone(),
             assistant: false,
+            call_id: None,
             audio_ms: 0,
         });
         if self.transcribe || self.shared.cfg.always_transcribe {
@@ -1138,6 +1150,26 @@ impl Session {
             Some(id) => id.to_string(),
             None => self.new_id("item_"),
         };
+        let call_id = item
+            .get("call_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if ty == Some("function_call_output") {
+            let known = call_id
+                .as_deref()
+                .is_some_and(|c| self.items.iter().any(|i| i.call_id.as_deref() == Some(c)));
+            if !known || !item.get("output").is_some_and(Value::is_string) {
+                let e = ApiError::invalid(
+                    "invalid_value",
+                    format!(
+                        "Invalid 'item.call_id': no function call with call_id {:?} in the conversation (and 'output' must be a string).",
+                        call_id.unwrap_or_default()
+                    ),
+                    Some("item.call_id"),
+                );
+                return self.error(e, eid);
+            }
+        }
         let mut full: Map<String, Value> = item.clone();
         full.insert("id".into(), Value::String(id.clone()));
         full.insert("object".into(), json!("realtime.item"));
@@ -1145,6 +1177,11 @@ impl Session {
         self.items.push(Item {
             id,
             assistant: role == Some("assistant"),
+            call_id: if ty == Some("function_call") {
+                call_id
+            } else {
+                None
+            },
             audio_ms: 0,
         });
         self.item_added(previous, Value::Object(full));
@@ -1348,6 +1385,11 @@ impl Session {
         };
         let clip = (!cfg.reply_audio.is_empty())
             .then(|| cfg.reply_audio[self.reply_idx % cfg.reply_audio.len()].clone());
+        let calls = cfg
+            .reply_tool_calls
+            .get(self.reply_idx)
+            .cloned()
+            .unwrap_or_default();
         self.reply_idx += 1;
         let p = |k: &str| params.and_then(|p| p.get(k));
         let text_only = match (self.beta, p("output_modalities"), p("modalities")) {
@@ -1402,6 +1444,7 @@ impl Session {
             delta_idx: 0,
             start,
             fault_close,
+            calls,
         };
         let created = self.response_json(&r, "in_progress", Value::Null, json!([]), Value::Null);
         self.send(json!({"type": "response.created", "response": created}));
@@ -1418,6 +1461,7 @@ impl Session {
             self.items.push(Item {
                 id: r.item_id.clone(),
                 assistant: true,
+                call_id: None,
                 audio_ms: 0,
             });
         }
@@ -1481,6 +1525,10 @@ impl Session {
         let delta_name = self.ev_name("audio.delta");
         let cfg = &self.shared.cfg;
         let Some(r) = &mut self.resp else { return };
+        if r.total_bytes == 0 && !r.text_only {
+            // A response with nothing to say (the model only calls a tool).
+            return self.finish_response(None);
+        }
         if r.text_only {
             let len = r.text.len();
             let mut pos = 0;
@@ -1551,6 +1599,58 @@ impl Session {
         }
     }
 
+    /// The response's scripted function calls, as the API streams them (item added, arguments
+    /// delta and done, item done); returns the completed items for `response.done`.
+    fn function_calls(&mut self, r: &Resp) -> Vec<Value> {
+        let mut done = Vec::new();
+        for (i, (name, args)) in r.calls.iter().enumerate() {
+            let item_id = self.new_id("item_");
+            let call_id = self.new_id("call_");
+            let index = i + 1;
+            let added = json!({"id": item_id, "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "name": name, "call_id": call_id, "arguments": ""});
+            self.send(
+                json!({"type": "response.output_item.added", "response_id": r.id,
+                "output_index": index, "item": added}),
+            );
+            if r.in_conversation {
+                let previous = self.last_item_id();
+                let ty = if self.beta {
+                    "conversation.item.created"
+                } else {
+                    "conversation.item.added"
+                };
+                self.send(json!({"type": ty, "previous_item_id": previous, "item": added}));
+                self.items.push(Item {
+                    id: item_id.clone(),
+                    assistant: true,
+                    call_id: Some(call_id.clone()),
+                    audio_ms: 0,
+                });
+            }
+            self.send(
+                json!({"type": "response.function_call_arguments.delta", "response_id": r.id,
+                "item_id": item_id, "output_index": index, "call_id": call_id, "delta": args}),
+            );
+            self.send(
+                json!({"type": "response.function_call_arguments.done", "response_id": r.id,
+                "item_id": item_id, "output_index": index, "call_id": call_id, "name": name,
+                "arguments": args}),
+            );
+            let item = json!({"id": item_id, "object": "realtime.item", "type": "function_call",
+                "status": "completed", "name": name, "call_id": call_id, "arguments": args});
+            self.send(
+                json!({"type": "response.output_item.done", "response_id": r.id,
+                "output_index": index, "item": item}),
+            );
+            if !self.beta && r.in_conversation {
+                self.send(json!({"type": "conversation.item.done", "item": item}));
+            }
+            done.push(item);
+        }
+        done
+    }
+
     /// Ends the active response: completed when `cancel_reason` is `None`, else cancelled.
     fn finish_response(&mut self, cancel_reason: Option<&str>) {
         if cancel_reason.is_none() {
@@ -1610,7 +1710,11 @@ impl Session {
                 ("cancelled", json!({"type": "cancelled", "reason": reason}))
             }
         };
-        let resp = self.response_json(&r, status, details, json!([item]), usage);
+        let mut output = vec![item];
+        if cancel_reason.is_none() {
+            output.extend(self.function_calls(&r));
+        }
+        let resp = self.response_json(&r, status, details, Value::Array(output), usage);
         self.send(json!({"type": "response.done", "response": resp}));
         self.send(json!({"type": "rate_limits.updated", "rate_limits": [
             {"name": "requests", "limit": 10000, "remaining": 9999, "reset_seconds": 0.006},

@@ -86,6 +86,50 @@ fn boolean(v: &Value, param: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Function tool declarations: `{"type":"function","name":..,"description":..,"parameters":{..}}`
+/// (the same shape in both dialects).
+fn tools(v: &Value, param: &str) -> Result<(), ApiError> {
+    let Some(list) = v.as_array() else {
+        return Err(bad_type(param, "an array"));
+    };
+    for (i, t) in list.iter().enumerate() {
+        let p = format!("{param}[{i}]");
+        let Some(o) = t.as_object() else {
+            return Err(bad_type(&p, "an object"));
+        };
+        if o.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(bad_value(
+                &format!("{p}.type"),
+                o.get("type").unwrap_or(&Value::Null),
+                "Supported values are: 'function'.",
+            ));
+        }
+        let name_ok = o.get("name").and_then(Value::as_str).is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !name_ok {
+            return Err(bad_type(
+                &format!("{p}.name"),
+                "a string matching ^[a-zA-Z0-9_-]{1,64}$",
+            ));
+        }
+        if let Some(params) = o.get("parameters") {
+            if !params.is_object() {
+                return Err(bad_type(&format!("{p}.parameters"), "an object"));
+            }
+        }
+        for k in o.keys() {
+            if !matches!(k.as_str(), "type" | "name" | "description" | "parameters") {
+                return Err(unknown(&format!("{p}.{k}"), ""));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn array(v: &Value, param: &str) -> Result<(), ApiError> {
     if v.is_array() {
         Ok(())
@@ -365,7 +409,7 @@ pub(crate) fn ga_session(s: &Value) -> Result<(), ApiError> {
             "type" => {}
             "model" | "instructions" => string(v, &p)?,
             "output_modalities" => modalities_ga(v, &p)?,
-            "tools" => array(v, &p)?,
+            "tools" => tools(v, &p)?,
             "tool_choice" => {
                 if !v.is_string() && !v.is_object() {
                     return Err(bad_type(&p, "a string or an object"));
@@ -424,7 +468,7 @@ pub(crate) fn beta_session(s: &Value) -> Result<(), ApiError> {
             "input_audio_transcription" => transcription(v, &p)?,
             "input_audio_noise_reduction" => noise_reduction(v, &p)?,
             "turn_detection" => turn_detection(v, &p)?,
-            "tools" => array(v, &p)?,
+            "tools" => tools(v, &p)?,
             "tool_choice" => {
                 if !v.is_string() && !v.is_object() {
                     return Err(bad_type(&p, "a string or an object"));

@@ -2,6 +2,7 @@
 //!
 //! Knows nothing of sockets or of the Realtime API.
 
+pub mod dial;
 pub mod media;
 pub mod rest;
 pub mod signature;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::super::conversation::CONTINUATION_NOTE;
-use super::super::effects::Effect;
+use super::super::effects::UpstreamEffect;
 use super::super::{Call, CallEvent, Output};
 use super::Rotation;
 use crate::realtime::{ClientEvent, Item};
@@ -42,12 +42,12 @@ impl Call {
         self.up.successor_opened = Some(now);
         self.up.successor_limit = None;
         self.up.quiet_frames = 0;
-        self.effect(Effect::SendUpstream {
+        self.effect(UpstreamEffect::SendUpstream {
             generation,
             event: ClientEvent::SessionUpdate(Box::new(self.cfg.session.clone())),
         });
         for event in replay {
-            self.effect(Effect::SendUpstream { generation, event });
+            self.effect(UpstreamEffect::SendUpstream { generation, event });
         }
         self.maybe_switch(now);
     }
@@ -112,14 +112,14 @@ impl Call {
         }
         let old = self.up.current;
         self.up.current = generation;
-        self.effect(Effect::UseUpstream { generation });
+        self.effect(UpstreamEffect::UseUpstream { generation });
         // What was said since the successor was set up.
         self.replay_rest(replayed_to, noted);
         if forced && self.up.caller_speaking {
             // The old session never committed this sentence.
             self.resend_tail();
         }
-        self.effect(Effect::CloseUpstream { generation: old });
+        self.effect(UpstreamEffect::CloseUpstream { generation: old });
         let opened = self.up.successor_opened.take().unwrap_or(now);
         let limit = self.up.successor_limit.take();
         self.session_began(opened, limit);
@@ -143,7 +143,7 @@ impl Call {
         self.up.rotation = Rotation::Idle;
         let old = self.up.current;
         self.up.current = generation;
-        self.effect(Effect::UseUpstream { generation });
+        self.effect(UpstreamEffect::UseUpstream { generation });
         self.replay_rest(replayed_to, noted);
         self.upstream_ready = true;
         let resent_ms = self.prebuffer.len() as u64 / self.format.bytes_per_ms();
