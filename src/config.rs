@@ -117,6 +117,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("api_token", Kind::Str),
     ("twilio_recording", Kind::Str),
     ("setup_timeout_ms", Kind::Int),
+    ("max_call_seconds", Kind::Int),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -222,6 +223,7 @@ struct Raw {
     setup_timeout_ms: Option<i64>,
     upstream_retry_s: Option<i64>,
     session_rotate_after_secs: Option<i64>,
+    max_call_seconds: Option<i64>,
 }
 
 /// How the upstream is authenticated.
@@ -669,6 +671,17 @@ impl Config {
                 86_400,
             )?),
             tools: tools_cfg,
+            // Absent or 0: no limit.
+            max_call: match ms("max_call_seconds", r.max_call_seconds, 0, 0, 86_400)? {
+                0 => None,
+                n if n < 10 => {
+                    return Err(invalid(
+                        "max_call_seconds",
+                        format!("{n}; allowed: 0 (no limit) or 10 to 86400"),
+                    ))
+                }
+                n => Some(Duration::from_secs(n)),
+            },
         };
         let twilio_api_base = r
             .twilio_api_base

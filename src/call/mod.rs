@@ -13,6 +13,7 @@ pub mod playback;
 pub mod timing;
 pub mod tools;
 pub mod upstream;
+pub mod wrapup;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct CallConfig {
     pub session_rotate_after: Duration,
     /// Function tools, the built-in `end_call` / `transfer_call`, the filler.
     pub tools: ToolsConfig,
+    /// The call is wrapped up (goodbye, then hang-up) this long after its media socket opened.
+    pub max_call: Option<Duration>,
 }
 
 impl Default for CallConfig {
@@ -78,6 +81,7 @@ impl Default for CallConfig {
             upstream_retry: Duration::from_secs(10),
             session_rotate_after: Duration::from_secs(3300),
             tools: ToolsConfig::default(),
+            max_call: None,
         }
     }
 }
@@ -230,6 +234,8 @@ pub enum EndReason {
     AgentHungUp,
     /// The call was handed to a person (`transfer_call`); the stream ended because of it.
     Transferred,
+    /// The call reached `max_call_seconds` and was wrapped up.
+    MaxDuration,
 }
 
 impl EndReason {
@@ -247,6 +253,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::AgentHungUp => "agent_hung_up",
             EndReason::Transferred => "transferred",
+            EndReason::MaxDuration => "max_duration",
         }
     }
 }
@@ -422,6 +429,7 @@ impl Call {
             self.tools.next_deadline(),
             self.ending_next_deadline(),
             self.filler_next_deadline(),
+            self.wrapup_next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -481,6 +489,7 @@ impl Call {
         if !self.ended {
             self.tools_on_tick(now);
             self.filler_on_tick(now);
+            self.wrapup_on_tick(now);
             self.ending_progress(now);
         }
     }

@@ -1,0 +1,233 @@
+//! The bridge's own wrap-ups in the call state machine: maximum call length (and the others
+//! built on `end_after_heard`). Scripted inputs, asserted outputs, no sockets and no clock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use callbridge::call::effects::{CallUpdateRequest, Effect, EffectResult};
+use callbridge::call::{Call, CallConfig, EndReason, Output};
+use callbridge::realtime::{ClientEvent, ServerEvent};
+use callbridge::twilio::rest::CallUpdate;
+use callbridge::twilio::{Inbound, Outbound};
+use serde_json::{json, Value};
+
+const SID: &str = "MZ0001";
+
+struct H {
+    call: Call,
+    t0: Instant,
+}
+
+impl H {
+    fn new(cfg: CallConfig) -> H {
+        let t0 = Instant::now();
+        let mut h = H {
+            call: Call::new(Arc::new(cfg), t0),
+            t0,
+        };
+        h.twilio(&format!(
+            r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
+        ), 0);
+        h.call.on_upstream_connected(h.at(1));
+        h.drain();
+        h
+    }
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.call.poll_output()).collect()
+    }
+    fn twilio(&mut self, json: &str, ms: u64) -> Vec<Output> {
+        let msg = Inbound::parse(json).expect("test message parses");
+        self.call.on_twilio(msg, self.at(ms));
+        self.drain()
+    }
+    fn rt(&mut self, v: Value, ms: u64) -> Vec<Output> {
+        let text = v.to_string();
+        let ev = ServerEvent::parse(&text).expect("test event parses");
+        self.call.on_realtime(ev, self.at(ms));
+        self.drain()
+    }
+    fn tick(&mut self, ms: u64) -> Vec<Output> {
+        self.call.on_tick(self.at(ms));
+        self.drain()
+    }
+    fn mark(&mut self, name: &str, ms: u64) -> Vec<Output> {
+        self.twilio(
+            &format!(
+                r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
+            ),
+            ms,
+        )
+    }
+    fn stop(&mut self, ms: u64) -> Vec<Output> {
+        self.twilio(
+            &format!(r#"{{"event":"stop","sequenceNumber":"9","streamSid":"{SID}","stop":{{"accountSid":"AC1","callSid":"CA1"}}}}"#),
+            ms,
+        )
+    }
+    /// Twilio keeps sending media (the idle timer must not end a long call).
+    fn media(&mut self, ms: u64) -> Vec<Output> {
+        self.twilio(
+            &format!(
+                r#"{{"event":"media","sequenceNumber":"3","streamSid":"{SID}","media":{{"track":"inbound","chunk":"2","timestamp":"{ms}","payload":"{}"}}}}"#,
+                B64.encode([0xffu8; 160])
+            ),
+            ms,
+        )
+    }
+    /// The model speaks `ms_audio` of μ-law in one delta and ends the response.
+    fn speak(&mut self, resp: &str, ms_audio: usize, ms: u64) -> Vec<Output> {
+        let mut outs = self.rt(
+            json!({"type":"response.created","response":{"id":resp,"status":"in_progress"}}),
+            ms,
+        );
+        outs.extend(self.rt(json!({"type":"response.output_audio.delta","response_id":resp,"item_id":"i1","output_index":0,"content_index":0,"delta":B64.encode(vec![0x11u8; ms_audio * 8])}), ms));
+        outs.extend(self.rt(
+            json!({"type":"response.output_audio.done","response_id":resp,"item_id":"i1"}),
+            ms,
+        ));
+        outs.extend(self.rt(
+            json!({"type":"response.done","response":{"id":resp,"status":"completed","output":[]}}),
+            ms,
+        ));
+        outs
+    }
+}
+
+fn instructions(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime(ClientEvent::ResponseCreate { instructions }) => {
+                Some(instructions.clone().unwrap_or_default())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn marks(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToTwilio(Outbound::Mark(name)) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hangups(outs: &[Output]) -> Vec<(u64, CallUpdate)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Effect {
+                id,
+                effect:
+                    Effect::UpdateCall(CallUpdateRequest {
+                        call_sid, update, ..
+                    }),
+            } if call_sid == "CA1" => Some((*id, update.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ended(outs: &[Output]) -> Option<EndReason> {
+    outs.iter().find_map(|o| match o {
+        Output::Hangup(r) => Some(*r),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_call_at_max_call_seconds_says_goodbye_then_hangs_up_as_max_duration() {
+    let mut h = H::new(CallConfig {
+        max_call: Some(Duration::from_secs(60)),
+        ..Default::default()
+    });
+    // The shell is woken at the limit at the latest.
+    for s in 1..=60 {
+        h.media(s * 1000 - 500);
+        let next = h.call.next_deadline().expect("a deadline");
+        assert!(next <= h.at(60_000), "woken by the limit");
+    }
+    // Before the limit nothing happens.
+    for s in 1..60 {
+        assert!(instructions(&h.tick(s * 1000)).is_empty());
+    }
+    // At the limit the agent is asked to wrap up.
+    let outs = h.tick(60_000);
+    let said = instructions(&outs);
+    assert_eq!(said.len(), 1, "{outs:?}");
+    assert!(said[0].contains("time limit"), "{said:?}");
+    assert!(
+        hangups(&outs).is_empty(),
+        "not before the goodbye was heard"
+    );
+    // The goodbye plays; its mark echoes; then Twilio REST hangs up.
+    let outs = h.speak("r_bye", 500, 60_100);
+    let m = marks(&outs);
+    assert!(!m.is_empty());
+    assert!(hangups(&outs).is_empty());
+    assert!(
+        hangups(&h.tick(60_200)).is_empty(),
+        "time alone is no proof"
+    );
+    let mut outs = Vec::new();
+    for name in &m {
+        outs.extend(h.mark(name, 60_700));
+    }
+    let up = hangups(&outs);
+    assert_eq!(up.len(), 1, "{outs:?}");
+    assert_eq!(up[0].1, CallUpdate::Hangup);
+    let outs = h.done(up[0].0, 60_800);
+    assert_eq!(ended(&outs), None);
+    assert_eq!(ended(&h.stop(60_900)), Some(EndReason::MaxDuration));
+    assert_eq!(EndReason::MaxDuration.as_str(), "max_duration");
+}
+
+#[test]
+fn without_max_call_seconds_a_long_call_goes_on() {
+    let mut h = H::new(CallConfig::default());
+    for s in 1..=7200 {
+        let outs = h.media(s * 1000);
+        assert!(instructions(&outs).is_empty());
+        let outs = h.tick(s * 1000);
+        assert!(instructions(&outs).is_empty() && ended(&outs).is_none());
+    }
+    assert!(!h.call.is_ending());
+}
+
+impl H {
+    fn done(&mut self, id: u64, ms: u64) -> Vec<Output> {
+        self.call
+            .on_effect_done(id, EffectResult::CallUpdated(Ok(())), self.at(ms));
+        self.drain()
+    }
+}
+
+fn config_from_env(vars: &[(&str, &str)]) -> Result<callbridge::config::Config, String> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    callbridge::config::Config::load(
+        None,
+        &|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+        &Default::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn max_call_seconds_is_read_from_the_environment_and_validated() {
+    let c = config_from_env(&[]).expect("defaults load");
+    assert_eq!(c.call.max_call, None, "off by default");
+    let c = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "900")]).expect("loads");
+    assert_eq!(c.call.max_call, Some(Duration::from_secs(900)));
+    let c = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "0")]).expect("loads");
+    assert_eq!(c.call.max_call, None);
+    let e = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "5")]).unwrap_err();
+    assert!(e.contains("max_call_seconds"), "{e}");
+}
