@@ -118,7 +118,12 @@ const KEYS: &[(&str, Kind)] = &[
     ("twilio_recording", Kind::Str),
     ("setup_timeout_ms", Kind::Int),
     ("max_call_seconds", Kind::Int),
+    ("drain_goodbye", Kind::Str),
+    ("drain_goodbye_timeout_ms", Kind::Int),
 ];
+
+/// What running calls are told when the drain period is over (`drain_goodbye`).
+pub const DRAIN_GOODBYE: &str = "The service is being restarted and this call must end now: apologise briefly and say a short, polite goodbye, in one sentence.";
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
 const ALIASES: &[(&str, &str)] = &[
@@ -224,6 +229,8 @@ struct Raw {
     upstream_retry_s: Option<i64>,
     session_rotate_after_secs: Option<i64>,
     max_call_seconds: Option<i64>,
+    drain_goodbye: Option<String>,
+    drain_goodbye_timeout_ms: Option<i64>,
 }
 
 /// How the upstream is authenticated.
@@ -298,6 +305,11 @@ pub struct Config {
     pub callcenter: CallCenter,
     /// Agent profiles (`[profiles.NAME]`, `default_profile`).
     pub profiles: crate::profile::Profiles,
+    /// When the drain period is over, running calls are asked for this goodbye (instructions
+    /// to the model) and end once it was heard; `None` (set to ""): they end at once.
+    pub drain_goodbye: Option<String>,
+    /// Longest wait for that goodbye to be heard.
+    pub drain_goodbye_timeout: Duration,
 }
 
 /// Settings of call reports and outbound calls.
@@ -773,6 +785,18 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret),
             allow_unsigned: r.allow_unsigned.unwrap_or(false),
+            drain_goodbye: match r.drain_goodbye {
+                None => Some(DRAIN_GOODBYE.into()),
+                Some(g) if g.trim().is_empty() => None,
+                Some(g) => Some(g),
+            },
+            drain_goodbye_timeout: Duration::from_millis(ms(
+                "drain_goodbye_timeout_ms",
+                r.drain_goodbye_timeout_ms,
+                8000,
+                1000,
+                60_000,
+            )?),
             reject_reason: one_of(
                 "reject_reason",
                 r.reject_reason.as_deref().unwrap_or("busy"),

@@ -483,6 +483,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = rt.block_on(async move {
         let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        // Installed before "serving" is logged: a SIGTERM right after it must drain, not kill.
+        let stop = shutdown_signal();
         tracing::info!(
             listen = %listener.local_addr()?,
             realtime_url = %cfg.realtime_url,
@@ -491,7 +493,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             "callbridge serving: POST /twiml (or /incoming-call), WS /media"
         );
         let signal = async move {
-            shutdown_signal().await;
+            stop.await;
             drain
         };
         callbridge::server::serve_on(listener, cfg, metrics, signal).await
@@ -506,24 +508,30 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the SIGTERM handler at once (inside the runtime); the future resolves on
+/// SIGTERM or Ctrl-C.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutdown signal: draining calls");
     }
-    tracing::info!("shutdown signal: draining calls");
 }

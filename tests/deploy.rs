@@ -132,10 +132,11 @@ fn a_terminating_pod_drains_its_calls_before_kubernetes_kills_it() {
     let grace = number_after(&d, "terminationGracePeriodSeconds:");
     let pre_stop = number_after(&d, "command: [\"sleep\",");
     let drain = number_after(&d, "\"--drain-seconds\",");
-    // After the drain the server ends what is left and waits up to 5 s for it.
+    // After the drain the calls left say goodbye (drain_goodbye_timeout_ms, 8 s by default)
+    // and the server waits up to 5 s more for them to hang up.
     assert!(
-        grace > pre_stop + drain + 5,
-        "grace {grace} s must exceed preStop {pre_stop} s + drain {drain} s + 5 s"
+        grace > pre_stop + drain + 8 + 5,
+        "grace {grace} s must exceed preStop {pre_stop} s + drain {drain} s + 8 s + 5 s"
     );
     for needle in [
         "path: /readyz",

@@ -48,13 +48,19 @@ impl RecentTwiml {
     }
 }
 
+/// After a call's drain goodbye timed out, it gets this much longer to hang up (Twilio REST)
+/// before its sockets are closed regardless.
+pub const GOODBYE_MARGIN: Duration = Duration::from_secs(2);
+
 /// Waits out the drain: until no call runs and no media socket is still expected, or `drain`
-/// has passed. Then, if calls are left, tells them to end (`stop_calls`) and gives them a few
-/// seconds to close their sockets.
+/// has passed. Then, if calls are left, tells them to wrap up (`stop_calls`: each says its
+/// goodbye and hangs up, see [`Call::end_after_heard`](crate::call::Call::end_after_heard)),
+/// and gives them `goodbye` + a few seconds to close their sockets.
 pub async fn wait(
     active: &AtomicUsize,
     recent: &RecentTwiml,
     drain: Duration,
+    goodbye: Duration,
     stop_calls: &watch::Sender<bool>,
 ) {
     let deadline = tokio::time::Instant::now() + drain;
@@ -70,10 +76,10 @@ pub async fn wait(
     if left > 0 {
         tracing::warn!(
             calls = left,
-            "drain period over; ending the remaining calls"
+            "drain period over; the remaining calls say goodbye and end"
         );
         let _ = stop_calls.send(true);
-        let hard = tokio::time::Instant::now() + Duration::from_secs(5);
+        let hard = tokio::time::Instant::now() + goodbye + GOODBYE_MARGIN + Duration::from_secs(3);
         while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < hard {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

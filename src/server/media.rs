@@ -132,6 +132,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         call.on_wall_clock(d.as_secs(), opened);
     }
     let mut stop_calls = s.stop_calls.clone();
+    // Once the drain is over the call says goodbye; its sockets close by this time regardless.
+    let mut shutdown_at: Option<tokio::time::Instant> = None;
     let mut sid_json: Option<String> = None;
     // Twilio-bound messages produced before `start` told us the stream SID.
     let mut held: Vec<Outbound> = Vec::new();
@@ -399,7 +401,12 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
-            _ = stop_calls.wait_for(|stop| *stop) => {
+            _ = stop_calls.wait_for(|stop| *stop), if shutdown_at.is_none() => {
+                let wait = s.cfg.drain_goodbye_timeout;
+                call.end_after_heard(s.cfg.drain_goodbye.clone(), EndReason::Shutdown, wait, Instant::now());
+                shutdown_at = Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
+            }
+            _ = tokio::time::sleep_until(shutdown_at.unwrap_or(deadline)), if shutdown_at.is_some() => {
                 outcome = EndReason::Shutdown;
                 break 'call;
             }

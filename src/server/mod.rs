@@ -187,6 +187,7 @@ pub async fn serve_on(
     let hub = state.console.clone();
     let active = state.active_calls.clone();
     let recent = state.recent_twiml.clone();
+    let goodbye = state.cfg.drain_goodbye_timeout;
     let app = router(state);
     // Nagle off on every accepted socket: the media task writes a burst of 20 ms frames and
     // marks as separate WebSocket messages; with Nagle on, each burst after the first segment
@@ -216,7 +217,7 @@ pub async fn serve_on(
         drain_s = drain.as_secs_f64(),
         "draining: /readyz and /twiml answer 503; running calls and their media sockets are served"
     );
-    drain::wait(&active, &recent, drain, &stop_tx).await;
+    drain::wait(&active, &recent, drain, goodbye, &stop_tx).await;
     // Open console feeds would hold the graceful shutdown forever: end them first.
     if let Some(h) = hub {
         h.close();
