@@ -120,6 +120,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_call_seconds", Kind::Int),
     ("drain_goodbye", Kind::Str),
     ("drain_goodbye_timeout_ms", Kind::Int),
+    ("voicemail_message", Kind::Str),
 ];
 
 /// What running calls are told when the drain period is over (`drain_goodbye`).
@@ -231,6 +232,7 @@ struct Raw {
     max_call_seconds: Option<i64>,
     drain_goodbye: Option<String>,
     drain_goodbye_timeout_ms: Option<i64>,
+    voicemail_message: Option<String>,
 }
 
 /// How the upstream is authenticated.
@@ -683,6 +685,7 @@ impl Config {
                 86_400,
             )?),
             tools: tools_cfg,
+            voicemail_message: r.voicemail_message.filter(|m| !m.trim().is_empty()),
             // Absent or 0: no limit.
             max_call: match ms("max_call_seconds", r.max_call_seconds, 0, 0, 86_400)? {
                 0 => None,

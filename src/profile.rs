@@ -35,6 +35,7 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "barge_in",
     "dtmf_to_model",
     "dtmf_gap_ms",
+    "voicemail_message",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
 pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];

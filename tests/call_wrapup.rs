@@ -85,9 +85,9 @@ impl H {
             json!({"type":"response.created","response":{"id":resp,"status":"in_progress"}}),
             ms,
         );
-        outs.extend(self.rt(json!({"type":"response.output_audio.delta","response_id":resp,"item_id":"i1","output_index":0,"content_index":0,"delta":B64.encode(vec![0x11u8; ms_audio * 8])}), ms));
+        outs.extend(self.rt(json!({"type":"response.output_audio.delta","response_id":resp,"item_id":format!("i_{resp}"),"output_index":0,"content_index":0,"delta":B64.encode(vec![0x11u8; ms_audio * 8])}), ms));
         outs.extend(self.rt(
-            json!({"type":"response.output_audio.done","response_id":resp,"item_id":"i1"}),
+            json!({"type":"response.output_audio.done","response_id":resp,"item_id":format!("i_{resp}")}),
             ms,
         ));
         outs.extend(self.rt(
@@ -230,4 +230,80 @@ fn max_call_seconds_is_read_from_the_environment_and_validated() {
     assert_eq!(c.call.max_call, None);
     let e = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "5")]).unwrap_err();
     assert!(e.contains("max_call_seconds"), "{e}");
+}
+
+#[test]
+fn a_machine_gets_the_voicemail_message_cut_greeting_first_then_a_hangup() {
+    let mut h = H::new(CallConfig {
+        voicemail_message: Some("Hi, this is Acme about your order A-17. Call us back.".into()),
+        ..Default::default()
+    });
+    // The greeting is playing (meant for a person) when the verdict comes.
+    let outs = h.speak("r_greet", 2000, 100);
+    assert!(!marks(&outs).is_empty());
+    h.call.on_machine_answered(h.at(300));
+    let outs = h.drain();
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::ToTwilio(Outbound::Clear))),
+        "the greeting is cut off: {outs:?}"
+    );
+    let said = instructions(&outs);
+    assert_eq!(said.len(), 1, "{outs:?}");
+    assert!(
+        said[0].ends_with("Hi, this is Acme about your order A-17. Call us back."),
+        "{said:?}"
+    );
+    assert!(hangups(&outs).is_empty());
+    let outs = h.speak("r_vm", 3000, 400);
+    let m = marks(&outs);
+    assert!(hangups(&h.tick(1000)).is_empty(), "not while it plays");
+    let mut outs = Vec::new();
+    for name in &m {
+        outs.extend(h.mark(name, 3500));
+    }
+    let up = hangups(&outs);
+    assert_eq!(up.len(), 1, "{outs:?}");
+    h.done(up[0].0, 3600);
+    assert_eq!(ended(&h.stop(3700)), Some(EndReason::Voicemail));
+    assert_eq!(EndReason::Voicemail.as_str(), "voicemail");
+}
+
+#[test]
+fn a_machine_without_a_voicemail_message_is_hung_up_on_at_once() {
+    let mut h = H::new(CallConfig::default());
+    h.speak("r_greet", 2000, 100);
+    h.call.on_machine_answered(h.at(300));
+    let outs = h.drain();
+    assert!(instructions(&outs).is_empty(), "nothing to say: {outs:?}");
+    let up = hangups(&outs);
+    assert_eq!(up.len(), 1, "at once: {outs:?}");
+    h.done(up[0].0, 400);
+    assert_eq!(ended(&h.stop(500)), Some(EndReason::Voicemail));
+}
+
+#[test]
+fn voicemail_message_is_a_top_level_and_a_profile_key() {
+    let dir = std::env::temp_dir().join(format!("cb-wrapup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("vm.toml");
+    std::fs::write(
+        &path,
+        "voicemail_message = \"Top level.\"\n[profiles.sales]\nvoicemail_message = \"Sales here.\"\n[profiles.support]\ninstructions = \"Help.\"\n",
+    )
+    .expect("write");
+    let c = callbridge::config::Config::load(Some(&path), &|_| None, &Default::default())
+        .expect("loads");
+    assert_eq!(c.call.voicemail_message.as_deref(), Some("Top level."));
+    let p = &c.profiles.by_name;
+    assert_eq!(
+        p["sales"].call.voicemail_message.as_deref(),
+        Some("Sales here.")
+    );
+    assert_eq!(
+        p["support"].call.voicemail_message.as_deref(),
+        Some("Top level."),
+        "inherited"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

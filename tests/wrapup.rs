@@ -132,7 +132,8 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn assert_hung_up_after_goodbye(twilio: &FakeTwilio, report: &CallerReport) {
+/// `answers`: how many ~1.2 s answers were played in full (a voicemail cuts the one playing).
+fn assert_hung_up_after_goodbye(twilio: &FakeTwilio, report: &CallerReport, answers: u64) {
     let reqs = twilio.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(
@@ -148,10 +149,12 @@ fn assert_hung_up_after_goodbye(twilio: &FakeTwilio, report: &CallerReport) {
         .as_ref()
         .expect("Twilio ended the stream");
     assert_eq!(ended.queued, 0, "the goodbye was played in full: {ended:?}");
-    assert_eq!(ended.played, ended.received, "{ended:?}");
-    // Two answers of ~1.2 s each: the reply and the goodbye.
+    if answers == 2 {
+        assert_eq!(ended.played, ended.received, "{ended:?}");
+    }
+    // Answers of ~1.2 s each (the reply and the goodbye), the last one in full.
     assert!(
-        report.bytes_played >= 2 * 1200 * 8,
+        report.bytes_played >= answers * 1200 * 8,
         "{}",
         report.bytes_played
     );
@@ -186,7 +189,7 @@ async fn the_drain_ends_running_calls_with_a_goodbye() {
         Some("We are closing now: say goodbye politely."),
         "{said:?}"
     );
-    assert_hung_up_after_goodbye(&s.twilio, &report);
+    assert_hung_up_after_goodbye(&s.twilio, &report, 2);
     // The server exits well within the goodbye bound (8 s + margins).
     tokio::time::timeout(Duration::from_secs(30), stopping)
         .await
@@ -198,5 +201,70 @@ async fn the_drain_ends_running_calls_with_a_goodbye() {
             .any(|l| l == "callbridge_calls_total{outcome=\"shutdown\"} 1"),
         "{m}"
     );
+    s.sim.shutdown().await;
+}
+
+/// Answering machine detection says a machine answered: the running call with that CallSid
+/// leaves the voicemail message (the model is asked to say exactly it) and hangs up through
+/// Twilio REST once it was played; the outcome is `voicemail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_answering_gets_the_voicemail_then_a_hangup() {
+    const MESSAGE: &str = "Hello, this is Acme calling about order A-17. Please call us back.";
+    let s = setup(&[("CALLBRIDGE_VOICEMAIL_MESSAGE", MESSAGE)]).await;
+    let (url, tw) = (s.server.url(""), s.twilio.clone());
+    let caller = tokio::spawn(async move { call(url, &tw).await });
+    let sim = &s.sim;
+    wait_for("the first answer", || {
+        sim.session(0).is_some_and(|l| l.responses_completed >= 1)
+    })
+    .await;
+    // A verdict about another call changes nothing.
+    let post = |sid: &str, answered_by: &str| {
+        let form = serde_urlencoded::to_string([
+            ("CallSid", sid),
+            ("AccountSid", ACCOUNT),
+            ("AnsweredBy", answered_by),
+        ])
+        .expect("form");
+        reqwest::Client::new()
+            .post(s.server.url("/twilio/amd"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let other = post("CA0000000000000000000000000000000F", "machine_end_beep")
+        .await
+        .expect("bridge answers");
+    assert_eq!(other.status().as_u16(), 204);
+    // A person answering changes nothing either.
+    let human = post(CALL_SID, "human").await.expect("bridge answers");
+    assert_eq!(human.status().as_u16(), 204);
+    assert!(
+        creates(&s.sim).is_empty(),
+        "the caller's turn was answered by VAD; nothing asked of the model yet"
+    );
+    let amd = post(CALL_SID, "machine_end_beep")
+        .await
+        .expect("bridge answers");
+    assert_eq!(amd.status().as_u16(), 204);
+    let report = tokio::time::timeout(Duration::from_secs(60), caller)
+        .await
+        .expect("the call ends")
+        .expect("join");
+    let said = creates(&s.sim);
+    assert!(
+        said.last().is_some_and(|i| i.ends_with(MESSAGE)),
+        "{said:?}"
+    );
+    // The answer playing when the verdict came was cut (it was meant for a person).
+    assert_hung_up_after_goodbye(&s.twilio, &report, 1);
+    let m = &s.metrics;
+    wait_for("the voicemail outcome", || {
+        m.render()
+            .lines()
+            .any(|l| l == "callbridge_calls_total{outcome=\"voicemail\"} 1")
+    })
+    .await;
+    s.server.stop(Duration::from_secs(1)).await;
     s.sim.shutdown().await;
 }

@@ -63,6 +63,9 @@ pub struct CallConfig {
     pub tools: ToolsConfig,
     /// The call is wrapped up (goodbye, then hang-up) this long after its media socket opened.
     pub max_call: Option<Duration>,
+    /// Said (word for word) when answering machine detection finds a machine; the call then
+    /// hangs up. Without it a machine is hung up on at once.
+    pub voicemail_message: Option<String>,
 }
 
 impl Default for CallConfig {
@@ -82,6 +85,7 @@ impl Default for CallConfig {
             session_rotate_after: Duration::from_secs(3300),
             tools: ToolsConfig::default(),
             max_call: None,
+            voicemail_message: None,
         }
     }
 }
@@ -236,6 +240,9 @@ pub enum EndReason {
     Transferred,
     /// The call reached `max_call_seconds` and was wrapped up.
     MaxDuration,
+    /// A machine answered (answering machine detection): the voicemail was left, or none is
+    /// configured.
+    Voicemail,
 }
 
 impl EndReason {
@@ -254,6 +261,7 @@ impl EndReason {
             EndReason::AgentHungUp => "agent_hung_up",
             EndReason::Transferred => "transferred",
             EndReason::MaxDuration => "max_duration",
+            EndReason::Voicemail => "voicemail",
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Wrapping a call up on the bridge's own initiative: the maximum call length. The agent is
-//! asked for a short goodbye, and the call ends once the caller heard it (see
-//! [`Call::end_after_heard`]).
+//! Wrapping a call up on the bridge's own initiative: the maximum call length, and a machine
+//! answering (voicemail). The agent is asked for a short goodbye (or the voicemail message),
+//! and the call ends once it was heard (see [`Call::end_after_heard`]).
 
 use std::time::Instant;
 
@@ -10,6 +10,16 @@ use super::{Call, EndReason};
 pub const MAX_DURATION_SAY: &str =
     "The call has reached its time limit: say a short goodbye now, in one sentence.";
 
+/// Put before the voicemail message in the model's instructions.
+pub const VOICEMAIL_SAY: &str = "You reached an answering machine and are now recording a voicemail. Say exactly the following message, word for word, and nothing else: ";
+
+/// A long message takes long to say: the wait for it to be heard grows with it
+/// (about 12 characters a second spoken, plus generation time).
+fn voicemail_timeout(say: Option<&str>) -> std::time::Duration {
+    let chars = say.map_or(0, |s| s.chars().count() as u64);
+    std::time::Duration::from_secs(10 + chars / 12)
+}
+
 impl Call {
     /// When the call reaches its maximum length (none once it is ending anyway).
     pub(super) fn wrapup_next_deadline(&self) -> Option<Instant> {
@@ -18,6 +28,28 @@ impl Call {
             return None;
         }
         Some(self.opened_at + limit)
+    }
+
+    /// Answering machine detection found a machine: whatever the agent is saying is cut off
+    /// (a greeting meant for a person), the `voicemail_message` is said word for word, and the
+    /// call hangs up once it was played (outcome `voicemail`). Without a message, the call
+    /// hangs up at once. Nothing happens if the call is already ending.
+    pub fn on_machine_answered(&mut self, now: Instant) {
+        if self.ended || self.is_ending() {
+            return;
+        }
+        self.barge_in(now);
+        let say = self
+            .cfg
+            .voicemail_message
+            .as_ref()
+            .map(|m| format!("{VOICEMAIL_SAY}{m}"));
+        let timeout = self
+            .cfg
+            .tools
+            .goodbye_timeout
+            .max(voicemail_timeout(say.as_deref()));
+        self.end_after_heard(say, EndReason::Voicemail, timeout, now);
     }
 
     pub(super) fn wrapup_on_tick(&mut self, now: Instant) {

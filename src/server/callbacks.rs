@@ -1,8 +1,8 @@
 //! Twilio's callbacks to the bridge (`X-Twilio-Signature` checked by the router like `/twiml`):
 //! - `/twilio/status`: an outbound call's final status; one that never connected (no answer,
 //!   busy, failed, canceled) gets its report here, since no media stream will.
-//! - `/twilio/amd`: answering machine detection's verdict (logged; acting on it needs the
-//!   voicemail primitive, not built yet).
+//! - `/twilio/amd`: answering machine detection's verdict; when a machine answered, the
+//!   running call leaves the profile's `voicemail_message` and hangs up.
 //! - `/twilio/recording`: Twilio finished recording a call; forwarded to the report URL as a
 //!   `recording.completed` event through the same spool.
 
@@ -74,13 +74,31 @@ pub async fn status(State(s): State<AppState>, body: Bytes) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-pub async fn amd(State(_s): State<AppState>, body: Bytes) -> StatusCode {
+/// Verdicts that mean a machine answered. `machine_start` comes only without end detection
+/// (`MachineDetection=Enable`); with `DetectMessageEnd` the `machine_end_*` ones come once the
+/// greeting is over, when a message can be left.
+const MACHINE: &[&str] = &[
+    "machine_start",
+    "machine_end_beep",
+    "machine_end_silence",
+    "machine_end_other",
+];
+
+pub async fn amd(State(s): State<AppState>, body: Bytes) -> StatusCode {
     let f = form(&body);
     let call_sid = f.get("CallSid").map_or("-", String::as_str);
     let answered_by = f.get("AnsweredBy").map_or("unknown", String::as_str);
-    // Leaving a voicemail needs "hang up once the message was heard", which the call does not
-    // have yet: the verdict is only logged.
     info!(call_sid, answered_by, "answering machine detection");
+    if MACHINE.contains(&answered_by)
+        && !s
+            .running
+            .send(call_sid, super::running::CallCommand::MachineAnswered)
+    {
+        warn!(
+            call_sid,
+            "a machine answered, but no running call has that CallSid"
+        );
+    }
     StatusCode::NO_CONTENT
 }
 

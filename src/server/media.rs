@@ -134,6 +134,9 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     let mut stop_calls = s.stop_calls.clone();
     // Once the drain is over the call says goodbye; its sockets close by this time regardless.
     let mut shutdown_at: Option<tokio::time::Instant> = None;
+    // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+    let mut registered = super::running::Registered::default();
     let mut sid_json: Option<String> = None;
     // Twilio-bound messages produced before `start` told us the stream SID.
     let mut held: Vec<Outbound> = Vec::new();
@@ -275,6 +278,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                             Ok(m) => {
                                 if let Inbound::Start { stream_sid, start } = &m {
                                     report.on_start(stream_sid, start);
+                                    registered.add(&s.running, start.call_sid.as_deref(), &cmd_tx);
                                     if let Some(c) = setup.on_start(&s, start, &mut report) {
                                         call.set_config(c);
                                     }
@@ -401,6 +405,9 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
+            Some(cmd) = cmd_rx.recv() => match cmd {
+                super::running::CallCommand::MachineAnswered => call.on_machine_answered(Instant::now()),
+            },
             _ = stop_calls.wait_for(|stop| *stop), if shutdown_at.is_none() => {
                 let wait = s.cfg.drain_goodbye_timeout;
                 call.end_after_heard(s.cfg.drain_goodbye.clone(), EndReason::Shutdown, wait, Instant::now());

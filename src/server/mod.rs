@@ -13,6 +13,7 @@ pub mod links;
 pub mod media;
 pub mod outbound;
 pub mod reports;
+pub mod running;
 pub mod signature;
 pub mod twilio_rest;
 pub mod twiml;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub reports: reports::Reports,
     /// Outbound calls placed by `POST /v1/calls`, until Twilio's final status.
     pub outbound: Arc<outbound::OutboundCalls>,
+    /// Running calls by CallSid, for callbacks that act on a call (answering machine).
+    pub running: Arc<running::RunningCalls>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -171,6 +174,7 @@ pub async fn serve_on(
     let state = AppState {
         reports,
         outbound: Arc::default(),
+        running: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),
