@@ -307,3 +307,36 @@ fn voicemail_message_is_a_top_level_and_a_profile_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
+    // The lookup answers before the session is ready (the usual order): the refusal waits.
+    let t0 = Instant::now();
+    let mut h = H {
+        call: Call::new(Arc::new(CallConfig::default()), t0),
+        t0,
+    };
+    h.twilio(&format!(
+        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
+    ), 0);
+    h.call.reject_politely(h.at(5));
+    let outs = h.drain();
+    assert!(instructions(&outs).is_empty() && hangups(&outs).is_empty());
+    h.call.on_upstream_connected(h.at(10));
+    let outs = h.drain();
+    let said = instructions(&outs);
+    assert_eq!(said.len(), 1, "{outs:?}");
+    assert!(said[0].contains("cannot help"), "{said:?}");
+    let outs = h.speak("r_no", 1500, 100);
+    let m = marks(&outs);
+    assert!(hangups(&outs).is_empty(), "not before it was heard");
+    let mut outs = Vec::new();
+    for name in &m {
+        outs.extend(h.mark(name, 1700));
+    }
+    let up = hangups(&outs);
+    assert_eq!(up.len(), 1, "{outs:?}");
+    h.done(up[0].0, 1800);
+    assert_eq!(ended(&h.stop(1900)), Some(EndReason::Rejected));
+    assert_eq!(EndReason::Rejected.as_str(), "rejected");
+}

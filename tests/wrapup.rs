@@ -25,6 +25,10 @@ struct Setup {
 }
 
 async fn setup(extra_env: &[(&str, &str)]) -> Setup {
+    setup_with(None, extra_env).await
+}
+
+async fn setup_with(file: Option<&std::path::Path>, extra_env: &[(&str, &str)]) -> Setup {
     let sim = Simulator::start(
         "127.0.0.1:0",
         SimConfig {
@@ -52,7 +56,7 @@ async fn setup(extra_env: &[(&str, &str)]) -> Setup {
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
+    let cfg = Config::load(file, &lookup, &Overrides::default()).expect("config");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let server = callbridge::server::spawn(cfg, metrics.clone())
         .await
@@ -80,11 +84,15 @@ fn script() -> Vec<Step> {
 /// Places the call; when Twilio REST gets a call update, the simulated Twilio ends the
 /// stream (as a hang-up does).
 async fn call(bridge: String, twilio: &FakeTwilio) -> CallerReport {
+    call_with(bridge, twilio, script()).await
+}
+
+async fn call_with(bridge: String, twilio: &FakeTwilio, script: Vec<Step>) -> CallerReport {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let opts = CallerOptions {
         bridge,
         call_sid: CALL_SID.into(),
-        script: script(),
+        script,
         tail: Duration::from_millis(300),
         twilio_ends: Some(rx),
         ..Default::default()
@@ -263,6 +271,64 @@ async fn a_machine_answering_gets_the_voicemail_then_a_hangup() {
         m.render()
             .lines()
             .any(|l| l == "callbridge_calls_total{outcome=\"voicemail\"} 1")
+    })
+    .await;
+    s.server.stop(Duration::from_secs(1)).await;
+    s.sim.shutdown().await;
+}
+
+/// A setup lookup answering `reject: true`: the session is configured without the greeting, the
+/// model is asked for a short refusal, and the call hangs up through Twilio REST once it was
+/// heard (outcome `rejected`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_call_is_refused_politely_and_hung_up() {
+    const SECRET: &str = "setup-secret";
+    let crm = callbridge::sim::receiver::Receiver::spawn(SECRET, &[])
+        .await
+        .expect("receiver");
+    crm.reply(r#"{"reject": true}"#, Duration::ZERO);
+    let dir = std::env::temp_dir().join(format!("cb-wrapup-reject-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("reject.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "default_profile = \"sales\"\n[profiles.sales]\ngreeting = \"Say hello.\"\nsetup_url = \"{}\"\n",
+            crm.url("/setup")
+        ),
+    )
+    .expect("write");
+    let s = setup_with(Some(&path), &[("CALLBRIDGE_TOOL_SECRET", SECRET)]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    // The caller only listens (speaking would barge into the refusal).
+    let listen = vec![Step::WaitAgentDone {
+        quiet: Duration::from_secs(25),
+        timeout: Duration::from_secs(40),
+    }];
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        call_with(s.server.url(""), &s.twilio, listen),
+    )
+    .await
+    .expect("the call ends");
+    assert_eq!(crm.received().len(), 1, "the lookup was asked");
+    let said = creates(&s.sim);
+    assert_eq!(said.len(), 1, "the refusal only, no greeting: {said:?}");
+    assert!(said[0].contains("cannot help"), "{said:?}");
+    let reqs = s.twilio.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].form,
+        [("Status".to_string(), "completed".to_string())]
+    );
+    let ended = report.ended_by_twilio.expect("Twilio ended the stream");
+    assert_eq!(ended.queued, 0, "the refusal was played in full: {ended:?}");
+    assert!(report.bytes_played >= 1200 * 8, "{}", report.bytes_played);
+    let m = &s.metrics;
+    wait_for("the rejected outcome", || {
+        m.render()
+            .lines()
+            .any(|l| l == "callbridge_calls_total{outcome=\"rejected\"} 1")
     })
     .await;
     s.server.stop(Duration::from_secs(1)).await;

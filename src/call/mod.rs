@@ -243,6 +243,8 @@ pub enum EndReason {
     /// A machine answered (answering machine detection): the voicemail was left, or none is
     /// configured.
     Voicemail,
+    /// The setup lookup answered `reject: true`: the call was refused politely.
+    Rejected,
 }
 
 impl EndReason {
@@ -262,6 +264,7 @@ impl EndReason {
             EndReason::Transferred => "transferred",
             EndReason::MaxDuration => "max_duration",
             EndReason::Voicemail => "voicemail",
+            EndReason::Rejected => "rejected",
         }
     }
 }
@@ -321,6 +324,8 @@ pub struct Call {
     info: Option<CallInfo>,
     tools: ToolState,
     ending: Option<hangup::Ending>,
+    /// The call is to be refused politely once its session is ready (see `wrapup`).
+    reject_pending: bool,
     filler: filler::Filler,
     next_effect: EffectId,
 
@@ -370,6 +375,7 @@ impl Call {
             info: None,
             tools: ToolState::default(),
             ending: None,
+            reject_pending: false,
             filler: filler::Filler::default(),
             next_effect: 0,
             agent_speaking: false,
@@ -772,7 +778,7 @@ impl Call {
     }
 
     /// The first session: configure it, greet, send what the caller said meanwhile.
-    fn configure_first_session(&mut self, _now: Instant) {
+    fn configure_first_session(&mut self, now: Instant) {
         self.upstream_ready = true;
         self.out
             .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
@@ -790,6 +796,7 @@ impl Call {
             .push_back(Output::Event(CallEvent::UpstreamReady { buffered_ms }));
         // Keys pressed while the session was being set up.
         self.flush_dtmf();
+        self.wrapup_on_ready(now);
     }
 
     /// Sends the buffered caller audio to the session in use, in appends of bounded size.

@@ -10,6 +10,9 @@ use super::{Call, EndReason};
 pub const MAX_DURATION_SAY: &str =
     "The call has reached its time limit: say a short goodbye now, in one sentence.";
 
+/// What the model is told when the setup lookup rejected the call.
+pub const REJECT_SAY: &str = "This call cannot be taken. Tell the caller, politely and in one or two short sentences, that you cannot help with this call, and say goodbye.";
+
 /// Put before the voicemail message in the model's instructions.
 pub const VOICEMAIL_SAY: &str = "You reached an answering machine and are now recording a voicemail. Say exactly the following message, word for word, and nothing else: ";
 
@@ -50,6 +53,27 @@ impl Call {
             .goodbye_timeout
             .max(voicemail_timeout(say.as_deref()));
         self.end_after_heard(say, EndReason::Voicemail, timeout, now);
+    }
+
+    /// The setup lookup rejected the call: the agent says a short refusal and the call hangs
+    /// up once it was heard (outcome `rejected`). Before the session is ready this waits for it.
+    pub fn reject_politely(&mut self, now: Instant) {
+        if self.ended || self.is_ending() {
+            return;
+        }
+        if !self.upstream_ready {
+            self.reject_pending = true;
+            return;
+        }
+        let timeout = self.cfg.tools.goodbye_timeout;
+        self.end_after_heard(Some(REJECT_SAY.into()), EndReason::Rejected, timeout, now);
+    }
+
+    /// The first session is configured: a refusal waiting for it is said now.
+    pub(super) fn wrapup_on_ready(&mut self, now: Instant) {
+        if std::mem::take(&mut self.reject_pending) {
+            self.reject_politely(now);
+        }
     }
 
     pub(super) fn wrapup_on_tick(&mut self, now: Instant) {

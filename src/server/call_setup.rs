@@ -55,6 +55,8 @@ pub struct CallSetup {
     vars: BTreeMap<String, String>,
     /// Where this call's report goes (the profile's `report_url`).
     pub report_url: Option<String>,
+    /// The setup lookup answered `reject: true`.
+    pub rejected: bool,
 }
 
 impl CallSetup {
@@ -67,6 +69,7 @@ impl CallSetup {
             base: None,
             vars: BTreeMap::new(),
             report_url: None,
+            rejected: false,
         }
     }
 
@@ -181,9 +184,9 @@ impl CallSetup {
                 None => base,
             });
         };
+        self.rejected = a.reject;
         if a.reject {
-            // Ending the call politely needs the call's own hang-up; not built yet.
-            warn!("setup lookup asked to reject the call; rejecting is not supported yet, the call goes on");
+            info!("setup lookup rejected the call; the agent says a short refusal and hangs up");
         }
         for (k, v) in &a.variables {
             self.vars.insert(k.clone(), v.clone());
@@ -196,6 +199,8 @@ impl CallSetup {
             cfg.session.instructions.push_str(&fill(&extra, &self.vars));
         }
         cfg.greeting = match a.greeting {
+            // A refused caller hears the refusal, not the greeting.
+            _ if a.reject => None,
             Some(g) if !g.is_empty() => Some(fill(&g, &self.vars)),
             _ => cfg.greeting.as_deref().map(|g| fill(g, &self.vars)),
         };

@@ -400,6 +400,9 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 if let Some(c) = setup.on_lookup(answer, &mut report) {
                     call.set_config(c);
                 }
+                if setup.rejected {
+                    call.reject_politely(Instant::now());
+                }
                 if let Some(g) = setup.ready_upstream() {
                     call.on_upstream_open(g, Instant::now());
                 }
