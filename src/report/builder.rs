@@ -5,15 +5,18 @@
 //! Until the call's own conversation log exists, an agent line's interruption is inferred: a
 //! barge-in that truncated audio belongs to the agent line being spoken (its transcript not yet
 //! done) or, when the transcript was already done (generation runs ahead of playback), to the
-//! last agent line. Tool calls and transfers are not seen here yet: they stay empty.
+//! last agent line. Tool calls come from the call's own records at call end
+//! ([`ReportBuilder::set_tool_calls`]) with their times and results from the call's events;
+//! the transfer from the call's `Transferring` event.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    new_report_id, time::rfc3339, turn_latency, CallReport, Recording, TranscriptLine,
-    CALL_COMPLETED,
+    new_report_id, time::rfc3339, turn_latency, CallReport, Recording, ToolCall, TranscriptLine,
+    Transfer, CALL_COMPLETED,
 };
+use crate::call::tools::ToolCallRecord;
 use crate::call::CallEvent;
 use crate::twilio::StartMeta;
 
@@ -27,6 +30,7 @@ pub const VAR_PREFIX: &str = "var.";
 const MAX_LINES: usize = 2000;
 const MAX_DTMF: usize = 500;
 const MAX_TURNS: usize = 2000;
+const MAX_TOOL_CALLS: usize = 256;
 
 pub struct ReportBuilder {
     opened: Instant,
@@ -39,6 +43,10 @@ pub struct ReportBuilder {
     agent_speaking: bool,
     /// A barge-in cut the agent line still being transcribed after this many ms.
     pending_interrupt: Option<u64>,
+    /// Per tool call_id: the result label and seconds the call's `ToolCall` event gave.
+    tool_results: BTreeMap<String, (&'static str, Option<f64>)>,
+    /// The destination the call was handed to, and when.
+    transferred: Option<(String, u64)>,
 }
 
 impl ReportBuilder {
@@ -74,6 +82,8 @@ impl ReportBuilder {
             latencies: Vec::new(),
             agent_speaking: false,
             pending_interrupt: None,
+            tool_results: BTreeMap::new(),
+            transferred: None,
         }
     }
 
@@ -126,8 +136,56 @@ impl ReportBuilder {
                     }
                 }
             }
+            CallEvent::ToolCall {
+                call_id,
+                result,
+                seconds,
+                ..
+            } if self.tool_results.len() < MAX_TOOL_CALLS => {
+                self.tool_results
+                    .insert(call_id.clone(), (*result, *seconds));
+            }
+            CallEvent::Transferring { destination } => {
+                self.transferred = Some((destination.clone(), at_ms));
+            }
             _ => {}
         }
+    }
+
+    /// The call's tool calls (its own records, at call end) and its transfer destinations
+    /// (`(name, number or sip: URI)`, to name where a transfer went).
+    pub fn set_tool_calls(&mut self, records: &[ToolCallRecord], targets: &[(String, String)]) {
+        let json = |s: &str| {
+            serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
+        };
+        self.report.tool_calls = records
+            .iter()
+            .take(MAX_TOOL_CALLS)
+            .map(|r| {
+                let seen = self.tool_results.get(&r.call_id);
+                // The event has the final word (a transfer's output is never sent: the call
+                // is handed over); a call still running at the end has neither.
+                let result = seen.map(|(res, _)| *res).or(r.result);
+                ToolCall {
+                    name: r.tool.clone(),
+                    arguments: json(&r.arguments),
+                    output: r.output.as_deref().map_or(serde_json::Value::Null, json),
+                    ms: seen
+                        .and_then(|(_, s)| *s)
+                        .map_or(0, |s| (s * 1000.0).round() as u64),
+                    ok: result == Some("ok"),
+                }
+            })
+            .collect();
+        self.report.transfer = self.transferred.as_ref().map(|(name, at_ms)| Transfer {
+            target: name.clone(),
+            to: targets
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, to)| to.clone())
+                .unwrap_or_default(),
+            at_ms: *at_ms,
+        });
     }
 
     /// The agent profile the call runs with.
