@@ -226,7 +226,8 @@ async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
         &Overrides::default(),
     )
     .expect("config");
-    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(cfg, metrics.clone())
         .await
         .expect("bridge");
 
@@ -281,6 +282,18 @@ async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
         1,
         "only sales calls go to the sales URL"
     );
+    // Calls counted by profile (the reports were sent after the count).
+    let m = metrics.render();
+    let count = |profile: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("callbridge_calls_by_profile_total{")
+                    && l.contains(&format!("profile=\"{profile}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!((count("sales"), count("support")), (1, 2), "{m}");
     server.stop(Duration::from_secs(1)).await;
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir_all(&spool);

@@ -441,6 +441,15 @@ async fn round_trip(dialect: &str, sim_dialect: SimDialect) {
     assert_eq!(calls[0]["ok"], true);
     assert!(calls[0]["ms"].as_u64().is_some(), "{r:#}");
     assert_eq!(r["transfer"], Value::Null);
+    // Without profiles, the call counts under profile "none".
+    assert!(
+        metric(
+            &s.metrics,
+            "callbridge_calls_by_profile_total{outcome=\"caller_hung_up\",profile=\"none\"} 1"
+        ),
+        "{}",
+        s.metrics.render()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,8 @@ pub struct CallSetup {
     vars: BTreeMap<String, String>,
     /// Where this call's report goes (the profile's `report_url`).
     pub report_url: Option<String>,
+    /// The configured profile the call runs with (a bounded metric label).
+    pub profile: Option<String>,
 }
 
 impl CallSetup {
@@ -71,6 +73,7 @@ impl CallSetup {
             base: None,
             vars: BTreeMap::new(),
             report_url: None,
+            profile: None,
         }
     }
 
@@ -139,6 +142,7 @@ impl CallSetup {
             tracing::Span::current().record("profile", p.name.as_str());
             report.set_profile(&p.name);
             self.report_url = p.report_url.clone();
+            self.profile = Some(p.name.clone());
         }
         self.vars = params
             .iter()

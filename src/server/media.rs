@@ -451,6 +451,10 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         .calls_total
         .with_label_values(&[outcome.as_str()])
         .inc();
+    s.metrics
+        .calls_by_profile_total
+        .with_label_values(&[setup.profile.as_deref().unwrap_or("none"), outcome.as_str()])
+        .inc();
     s.metrics.call_duration_seconds.observe(secs);
     info!(
         outcome = outcome.as_str(),
