@@ -2,8 +2,9 @@
 //! the caller's turn ends and the agent's first audio after each. Pure: every input carries its
 //! time, so tests script it.
 //!
-//! Until the call's own conversation log exists, an agent line's interruption is inferred: a
-//! barge-in that truncated audio belongs to the agent line being spoken (its transcript not yet
+//! At call end the agent lines are taken as the caller heard them from the call's conversation
+//! log ([`ReportBuilder::use_conversation`]); until then (and for a line the log no longer
+//! holds) an agent line's interruption is inferred: a barge-in that truncated audio belongs to the agent line being spoken (its transcript not yet
 //! done) or, when the transcript was already done (generation runs ahead of playback), to the
 //! last agent line. Tool calls come from the call's own records at call end
 //! ([`ReportBuilder::set_tool_calls`]) with their times and results from the call's events;
@@ -16,6 +17,7 @@ use super::{
     new_report_id, time::rfc3339, turn_latency, CallReport, Recording, ToolCall, TranscriptLine,
     Transfer, CALL_COMPLETED,
 };
+use crate::call::conversation::Entry;
 use crate::call::tools::ToolCallRecord;
 use crate::call::CallEvent;
 use crate::twilio::StartMeta;
@@ -186,6 +188,39 @@ impl ReportBuilder {
                 .unwrap_or_default(),
             at_ms: *at_ms,
         });
+    }
+
+    /// Agent lines as the caller heard them, from the call's conversation log: a line the
+    /// caller cut off is cut to what was heard and flagged with how much of its audio played
+    /// (the log knows; the events only let this builder guess). Lines are matched in order by
+    /// their full transcript; one the log no longer holds keeps what the events said.
+    pub fn use_conversation(&mut self, entries: &[Entry]) {
+        let mut heard = entries.iter().filter_map(|e| match e {
+            Entry::Agent(a) if !a.full_text.is_empty() => Some(a),
+            _ => None,
+        });
+        let mut next = heard.next();
+        for line in self
+            .report
+            .transcript
+            .iter_mut()
+            .filter(|l| l.role == "agent")
+        {
+            // Skip log lines the events never finished (and so never reached the report).
+            let mut look = next;
+            let mut rest = heard.clone();
+            while let Some(a) = look {
+                if a.full_text == line.text {
+                    break;
+                }
+                look = rest.next();
+            }
+            let Some(a) = look else { continue };
+            line.text = a.text.clone();
+            line.interrupted_after_ms = a.interrupted_after_ms;
+            heard = rest;
+            next = heard.next();
+        }
     }
 
     /// The agent profile the call runs with.
@@ -392,6 +427,150 @@ mod tests {
         assert_eq!(
             r.turn_latency_ms,
             Some(crate::report::TurnLatency { p50: 400, max: 800 })
+        );
+    }
+
+    #[test]
+    fn agent_lines_are_what_the_caller_heard_per_the_conversation_log() {
+        use crate::call::conversation::Conversation;
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut log = Conversation::new();
+        log.caller_said("Hello?");
+        log.agent_said(Some("i1"), "Hi there.");
+        // An answer the model finished but the caller cut off after a quarter of its audio.
+        let long = "one two three four five six seven eight";
+        log.agent_said(Some("i2"), long);
+        log.agent_interrupted("i2", 1000, 4000);
+        let mut b = ReportBuilder::new(t0, SystemTime::UNIX_EPOCH);
+        b.on_event(&CallEvent::CallerTranscript("Hello?".into()), at(100));
+        b.on_event(&CallEvent::AgentTranscript("Hi there.".into()), at(200));
+        b.on_event(&CallEvent::AgentTranscript(long.into()), at(300));
+        b.use_conversation(log.entries());
+        let r = b.finish("caller_hung_up", at(5000));
+        let lines: Vec<_> = r
+            .transcript
+            .iter()
+            .map(|l| (l.role.as_str(), l.text.as_str(), l.interrupted_after_ms))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("caller", "Hello?", None),
+                ("agent", "Hi there.", None),
+                ("agent", "one two…", Some(1000)),
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_calls_and_the_transfer_come_from_the_call_records() {
+        let t0 = Instant::now();
+        let mut b = ReportBuilder::new(t0, SystemTime::UNIX_EPOCH);
+        let rec = |id: &str, tool: &str, args: &str, out: Option<&str>, res| ToolCallRecord {
+            call_id: id.into(),
+            tool: tool.into(),
+            arguments: args.into(),
+            output: out.map(str::to_owned),
+            result: res,
+        };
+        b.on_event(
+            &CallEvent::ToolCall {
+                tool: "lookup_order".into(),
+                call_id: "c1".into(),
+                result: "ok",
+                seconds: Some(0.25),
+            },
+            t0,
+        );
+        b.on_event(
+            &CallEvent::ToolCall {
+                tool: "transfer_call".into(),
+                call_id: "c2".into(),
+                result: "ok",
+                seconds: Some(0.1),
+            },
+            t0,
+        );
+        b.on_event(
+            &CallEvent::Transferring {
+                destination: "sales".into(),
+            },
+            t0 + Duration::from_millis(3000),
+        );
+        b.set_tool_calls(
+            &[
+                rec(
+                    "c1",
+                    "lookup_order",
+                    r#"{"order_id":"1"}"#,
+                    Some(r#"{"status":"shipped"}"#),
+                    Some("ok"),
+                ),
+                rec(
+                    "c0",
+                    "broken",
+                    "not json",
+                    Some("plain text"),
+                    Some("http_error"),
+                ),
+                rec(
+                    "c2",
+                    "transfer_call",
+                    r#"{"destination":"sales"}"#,
+                    None,
+                    None,
+                ),
+            ],
+            &[("sales".into(), "+15551230000".into())],
+        );
+        let r = b.finish("transferred", t0 + Duration::from_millis(4000));
+        let calls: Vec<_> = r
+            .tool_calls
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.arguments.clone(),
+                    c.output.clone(),
+                    c.ms,
+                    c.ok,
+                )
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                (
+                    "lookup_order",
+                    serde_json::json!({"order_id":"1"}),
+                    serde_json::json!({"status":"shipped"}),
+                    250,
+                    true
+                ),
+                (
+                    "broken",
+                    serde_json::json!("not json"),
+                    serde_json::json!("plain text"),
+                    0,
+                    false
+                ),
+                (
+                    "transfer_call",
+                    serde_json::json!({"destination":"sales"}),
+                    serde_json::Value::Null,
+                    100,
+                    true
+                ),
+            ]
+        );
+        assert_eq!(
+            r.transfer,
+            Some(Transfer {
+                target: "sales".into(),
+                to: "+15551230000".into(),
+                at_ms: 3000
+            })
         );
     }
 

@@ -464,6 +464,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     );
     // One report per call, whatever ended it; on disk before this task ends.
     report.set_tool_calls(call.tool_calls(), call.transfer_targets());
+    report.use_conversation(call.conversation().entries());
     let report = report.finish(outcome.as_str(), Instant::now());
     s.reports
         .submit(setup.report_url.as_deref(), &report.report_id, &report)
