@@ -34,6 +34,8 @@ pub struct Metrics {
     pub outbound_calls_total: IntCounterVec,
     /// Setup lookups at call start by result (`ok`, `timeout`, `failed`, `junk`).
     pub setup_lookups_total: IntCounterVec,
+    /// Calls ended, by agent profile (a configured name, or `none`) and outcome.
+    pub calls_by_profile_total: IntCounterVec,
     /// Turn-level latencies (issue 10).
     pub latency: latency::LatencyMetrics,
     pub upstream_reconnects: IntCounterVec,
@@ -111,6 +113,13 @@ impl Metrics {
                 Opts::new("outbound_calls_total", "POST /v1/calls, by result"),
                 &["result"],
             )?,
+            calls_by_profile_total: IntCounterVec::new(
+                Opts::new(
+                    "calls_by_profile_total",
+                    "Calls ended, by agent profile (a configured name or none) and outcome",
+                ),
+                &["profile", "outcome"],
+            )?,
             setup_lookups_total: IntCounterVec::new(
                 Opts::new(
                     "setup_lookups_total",
@@ -177,6 +186,8 @@ impl Metrics {
             .register(Box::new(m.outbound_calls_total.clone()))?;
         m.registry
             .register(Box::new(m.setup_lookups_total.clone()))?;
+        m.registry
+            .register(Box::new(m.calls_by_profile_total.clone()))?;
         m.latency.register(&m.registry)?;
         // CPU seconds and resident memory of this process (`callbridge_process_*`): the
         // dashboard divides them by active calls.

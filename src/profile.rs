@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::call::tools::{BUILT_INS, END_CALL, TRANSFER_CALL};
 use crate::call::CallConfig;
 use crate::config::ConfigError;
 
@@ -35,6 +36,12 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "barge_in",
     "dtmf_to_model",
     "dtmf_gap_ms",
+    "tools",
+    "end_call",
+    "transfer_targets",
+    "transfer_caller_id",
+    "filler_audio",
+    "goodbye_timeout_ms",
     "voicemail_message",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
@@ -141,8 +148,16 @@ pub fn parse(
         let mut report_url = None;
         let mut twilio_recording = None;
         let mut setup_url = None;
+        let mut tools: Option<Vec<String>> = None;
         for (k, v) in body {
             match k.as_str() {
+                "tools" => {
+                    let names = tool_names(table, &v).map_err(|m| invalid(at("tools"), m))?;
+                    if names.iter().any(|n| n == END_CALL) {
+                        merged.insert("end_call".into(), toml::Value::Boolean(true));
+                    }
+                    tools = Some(names);
+                }
                 "numbers" => {
                     let list = v
                         .as_array()
@@ -211,6 +226,23 @@ pub fn parse(
             ConfigError::Parse { message, .. } => invalid(format!("profiles.{name}"), message),
             other => other,
         })?;
+        let mut call = call;
+        if let Some(names) = tools {
+            let listed = |n: &str| names.iter().any(|x| x == n);
+            if listed(TRANSFER_CALL) && call.tools.transfer_targets.is_empty() {
+                return Err(invalid(
+                    at("tools"),
+                    "transfer_call needs transfer_targets (in the profile or the top level)",
+                ));
+            }
+            // The list is the whole of what the profile's calls are offered.
+            call.tools.tools.retain(|t| listed(&t.name));
+            call.tools.end_call = listed(END_CALL);
+            if !listed(TRANSFER_CALL) {
+                call.tools.transfer_targets.clear();
+            }
+            call.session.tools = call.tools.declarations();
+        }
         check_placeholders(&at("instructions"), &call.session.instructions)?;
         if let Some(g) = &call.greeting {
             check_placeholders(&at("greeting"), g)?;
@@ -237,6 +269,33 @@ pub fn parse(
                 ),
             ));
         }
+    }
+    Ok(out)
+}
+
+/// A profile's `tools`: names of top-level `[[tools]]` and of the built-ins, each known.
+fn tool_names(table: &toml::Table, v: &toml::Value) -> Result<Vec<String>, String> {
+    let defined: Vec<&str> = table
+        .get("tools")
+        .and_then(toml::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.get("name").and_then(toml::Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let list = v
+        .as_array()
+        .ok_or("a list of tool names, like [\"lookup_order\", \"end_call\"]")?;
+    let mut out = Vec::new();
+    for n in list {
+        let name = n.as_str().unwrap_or_default();
+        if !(defined.contains(&name) || BUILT_INS.contains(&name)) {
+            let mut known = defined.clone();
+            known.extend_from_slice(BUILT_INS);
+            return Err(format!("{n} is not a tool; known: {}", known.join(", ")));
+        }
+        out.push(name.to_owned());
     }
     Ok(out)
 }

@@ -115,6 +115,9 @@ fn bad_profiles_are_refused_naming_the_key() {
         ),
         ("greeting = \"Hi {{name\"\n", "profiles.sales.greeting"),
         ("numbers2 = 1\n", "profiles.sales.numbers2"),
+        ("tools = [\"lookup_order\"]\n", "profiles.sales.tools"),
+        ("tools = [\"transfer_call\"]\n", "profiles.sales.tools"),
+        ("tools = \"end_call\"\n", "profiles.sales.tools"),
         (
             "[profiles.bad]\nnumbers = [\"5550001111\"]\n",
             "profiles.bad.numbers",
@@ -223,7 +226,8 @@ async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
         &Overrides::default(),
     )
     .expect("config");
-    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(cfg, metrics.clone())
         .await
         .expect("bridge");
 
@@ -278,6 +282,18 @@ async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
         1,
         "only sales calls go to the sales URL"
     );
+    // Calls counted by profile (the reports were sent after the count).
+    let m = metrics.render();
+    let count = |profile: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("callbridge_calls_by_profile_total{")
+                    && l.contains(&format!("profile=\"{profile}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!((count("sales"), count("support")), (1, 2), "{m}");
     server.stop(Duration::from_secs(1)).await;
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir_all(&spool);
@@ -322,7 +338,7 @@ async fn the_setup_lookup_fills_the_session() {
         .expect("sim");
     let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     crm.reply(
-        r#"{"variables": {"caller_name": "Grace"}, "instructions_append": "She is a VIP.", "voice": "ash", "transfer_targets": {}}"#,
+        r#"{"variables": {"caller_name": "Grace"}, "instructions_append": "She is a VIP.", "voice": "ash", "transfer_targets": {"desk": "+15551230000", "bad": "not a number"}}"#,
         Duration::ZERO,
     );
     let (server, metrics) = bridge_with(
@@ -342,6 +358,15 @@ async fn the_setup_lookup_fills_the_session() {
         "You are Sam. The caller is Grace.\n\nShe is a VIP."
     );
     assert_eq!(s["audio"]["output"]["voice"], "ash");
+    // The answer's transfer destinations (the valid one) are offered to the model.
+    let transfer = s["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "transfer_call"))
+        .unwrap_or_else(|| panic!("transfer_call declared: {s:#}"));
+    assert_eq!(
+        transfer["parameters"]["properties"]["destination"]["enum"],
+        serde_json::json!(["desk"])
+    );
     let got = crm.received();
     assert_eq!(got.len(), 1);
     assert!(got[0].signature_ok, "signed with tool_secret");
@@ -399,5 +424,82 @@ async fn a_slow_or_junk_setup_lookup_falls_back_to_the_profile() {
     assert!(metrics
         .render()
         .contains(r#"callbridge_setup_lookups_total{result="junk"} 1"#));
+    server.stop(Duration::from_secs(1)).await;
+}
+
+fn tool_names(session: &serde_json::Value) -> Vec<String> {
+    session["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A profile's `tools` is the whole list its calls are offered: one profile gets only
+/// lookup_order, another nothing, the top level everything configured.
+#[tokio::test]
+async fn each_profile_declares_only_its_tools() {
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("sim");
+    let toml = r#"
+[[tools]]
+name = "lookup_order"
+description = "Looks up an order."
+parameters = { type = "object", properties = { order_id = { type = "string" } } }
+url = "https://crm.example.com/tools/lookup_order"
+
+[[tools]]
+name = "cancel_order"
+description = "Cancels an order."
+url = "https://crm.example.com/tools/cancel_order"
+
+[profiles.orders]
+numbers = ["+15550001111"]
+tools = ["lookup_order"]
+
+[profiles.plain]
+numbers = ["+15550002222"]
+tools = []
+"#;
+    let (server, _) = bridge_with(
+        toml,
+        vec![
+            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
+            ("REALTIME_URL", sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+        ],
+    )
+    .await;
+    let s = stream(
+        server.addr,
+        "CAt1",
+        serde_json::json!({"To": "+15550001111"}),
+        &sim,
+        0,
+    )
+    .await;
+    assert_eq!(tool_names(&s), ["lookup_order"], "{s:#}");
+    let s = stream(
+        server.addr,
+        "CAt2",
+        serde_json::json!({"To": "+15550002222"}),
+        &sim,
+        1,
+    )
+    .await;
+    assert!(tool_names(&s).is_empty(), "{s:#}");
+    let s = stream(
+        server.addr,
+        "CAt3",
+        serde_json::json!({"To": "+19998887777"}),
+        &sim,
+        2,
+    )
+    .await;
+    assert_eq!(tool_names(&s), ["lookup_order", "cancel_order"], "{s:#}");
     server.stop(Duration::from_secs(1)).await;
 }

@@ -14,6 +14,7 @@ use axum::Router;
 use callbridge::caller::{self, CallerOptions, CallerReport, Step};
 use callbridge::config::{Config, Overrides};
 use callbridge::metrics::Metrics;
+use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::{Probe, ProbeHandle, SessionProbe, SimConfig, SimDialect, Simulator};
 use serde_json::{json, Value};
@@ -156,6 +157,8 @@ struct Setup {
     metrics: Arc<Metrics>,
     tools: ToolServer,
     twilio: FakeTwilio,
+    /// Receives the call reports.
+    reports: Receiver,
 }
 
 fn tool_toml(base: &str, name: &str, extra: &str) -> String {
@@ -170,7 +173,15 @@ async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
     let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
         .await
         .expect("fake twilio");
+    let reports = Receiver::spawn(SECRET, &[]).await.expect("report receiver");
     let mut file = format!(
+        "report_url = \"{}\"\nreport_spool_dir = \"{}\"\n",
+        reports.url("/reports"),
+        std::env::temp_dir()
+            .join(format!("cb-tools-spool-{}", rand_name()))
+            .display()
+    );
+    file += &format!(
         "tool_secret = \"{SECRET}\"\nend_call = true\ntransfer_targets = {{ sales = \"+15551230000\", billing = \"sip:billing@pbx.example.com\" }}\ntransfer_caller_id = \"+15550001111\"\ngoodbye_timeout_ms = 8000\n"
     );
     file += &tool_toml(&base, "lookup_order", "timeout_ms = 5000");
@@ -202,7 +213,27 @@ async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
         metrics,
         tools,
         twilio,
+        reports,
     }
+}
+
+/// The call's report (one call per setup), checked against the shipped schema.
+async fn call_report(s: &Setup) -> Value {
+    let got = s
+        .reports
+        .wait_until(Duration::from_secs(30), |r| !r.is_empty())
+        .await;
+    let report = got.first().expect("a call report").json();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/call-report.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{report:#}");
+    report
 }
 
 fn rand_name() -> String {
@@ -397,6 +428,28 @@ async fn round_trip(dialect: &str, sim_dialect: SimDialect) {
         &s.metrics,
         "callbridge_tool_seconds_count{tool=\"lookup_order\"} 1"
     ));
+    // The call report has the tool call as the model made it and as the tool answered.
+    let r = call_report(&s).await;
+    let calls = r["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(calls.len(), 1, "{r:#}");
+    assert_eq!(calls[0]["name"], "lookup_order");
+    assert_eq!(calls[0]["arguments"], json!({"order_id":"4417"}));
+    assert_eq!(
+        calls[0]["output"],
+        json!({"order_id":"4417","status":"shipped","eta":"Friday"})
+    );
+    assert_eq!(calls[0]["ok"], true);
+    assert!(calls[0]["ms"].as_u64().is_some(), "{r:#}");
+    assert_eq!(r["transfer"], Value::Null);
+    // Without profiles, the call counts under profile "none".
+    assert!(
+        metric(
+            &s.metrics,
+            "callbridge_calls_by_profile_total{outcome=\"caller_hung_up\",profile=\"none\"} 1"
+        ),
+        "{}",
+        s.metrics.render()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,6 +655,17 @@ async fn transfer_sends_the_dial_twiml_and_ends_as_transferred() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(s.sim.session(0).unwrap().closed_by.is_some());
+    // The report says where the call went.
+    let r = call_report(&s).await;
+    assert_eq!(r["outcome"], "transferred", "{r:#}");
+    assert_eq!(r["transfer"]["target"], "sales", "{r:#}");
+    assert_eq!(r["transfer"]["to"], "+15551230000");
+    assert!(r["transfer"]["at_ms"].as_u64().is_some_and(|ms| ms > 0));
+    let calls = r["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(calls.len(), 1, "{r:#}");
+    assert_eq!(calls[0]["name"], "transfer_call");
+    assert_eq!(calls[0]["arguments"], json!({"destination":"sales"}));
+    assert_eq!(calls[0]["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,12 @@ impl Call {
         &self.tools.records
     }
 
+    /// Where `transfer_call` may hand this call (`(name, number or sip: URI)`), as configured
+    /// for it (its profile, its setup answer).
+    pub fn transfer_targets(&self) -> &[(String, String)] {
+        &self.cfg.tools.transfer_targets
+    }
+
     /// Who the call is (from Twilio's `start`), once known.
     pub fn info(&self) -> Option<&CallInfo> {
         self.info.as_ref()

@@ -2,18 +2,23 @@
 //! the caller's turn ends and the agent's first audio after each. Pure: every input carries its
 //! time, so tests script it.
 //!
-//! Until the call's own conversation log exists, an agent line's interruption is inferred: a
-//! barge-in that truncated audio belongs to the agent line being spoken (its transcript not yet
+//! At call end the agent lines are taken as the caller heard them from the call's conversation
+//! log ([`ReportBuilder::use_conversation`]); until then (and for a line the log no longer
+//! holds) an agent line's interruption is inferred: a barge-in that truncated audio belongs to the agent line being spoken (its transcript not yet
 //! done) or, when the transcript was already done (generation runs ahead of playback), to the
-//! last agent line. Tool calls and transfers are not seen here yet: they stay empty.
+//! last agent line. Tool calls come from the call's own records at call end
+//! ([`ReportBuilder::set_tool_calls`]) with their times and results from the call's events;
+//! the transfer from the call's `Transferring` event.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    new_report_id, time::rfc3339, turn_latency, CallReport, Recording, TranscriptLine,
-    CALL_COMPLETED,
+    new_report_id, time::rfc3339, turn_latency, CallReport, Recording, ToolCall, TranscriptLine,
+    Transfer, CALL_COMPLETED,
 };
+use crate::call::conversation::Entry;
+use crate::call::tools::ToolCallRecord;
 use crate::call::CallEvent;
 use crate::twilio::StartMeta;
 
@@ -27,6 +32,7 @@ pub const VAR_PREFIX: &str = "var.";
 const MAX_LINES: usize = 2000;
 const MAX_DTMF: usize = 500;
 const MAX_TURNS: usize = 2000;
+const MAX_TOOL_CALLS: usize = 256;
 
 pub struct ReportBuilder {
     opened: Instant,
@@ -39,6 +45,10 @@ pub struct ReportBuilder {
     agent_speaking: bool,
     /// A barge-in cut the agent line still being transcribed after this many ms.
     pending_interrupt: Option<u64>,
+    /// Per tool call_id: the result label and seconds the call's `ToolCall` event gave.
+    tool_results: BTreeMap<String, (&'static str, Option<f64>)>,
+    /// The destination the call was handed to, and when.
+    transferred: Option<(String, u64)>,
 }
 
 impl ReportBuilder {
@@ -74,6 +84,8 @@ impl ReportBuilder {
             latencies: Vec::new(),
             agent_speaking: false,
             pending_interrupt: None,
+            tool_results: BTreeMap::new(),
+            transferred: None,
         }
     }
 
@@ -126,7 +138,88 @@ impl ReportBuilder {
                     }
                 }
             }
+            CallEvent::ToolCall {
+                call_id,
+                result,
+                seconds,
+                ..
+            } if self.tool_results.len() < MAX_TOOL_CALLS => {
+                self.tool_results
+                    .insert(call_id.clone(), (*result, *seconds));
+            }
+            CallEvent::Transferring { destination } => {
+                self.transferred = Some((destination.clone(), at_ms));
+            }
             _ => {}
+        }
+    }
+
+    /// The call's tool calls (its own records, at call end) and its transfer destinations
+    /// (`(name, number or sip: URI)`, to name where a transfer went).
+    pub fn set_tool_calls(&mut self, records: &[ToolCallRecord], targets: &[(String, String)]) {
+        let json = |s: &str| {
+            serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
+        };
+        self.report.tool_calls = records
+            .iter()
+            .take(MAX_TOOL_CALLS)
+            .map(|r| {
+                let seen = self.tool_results.get(&r.call_id);
+                // The event has the final word (a transfer's output is never sent: the call
+                // is handed over); a call still running at the end has neither.
+                let result = seen.map(|(res, _)| *res).or(r.result);
+                ToolCall {
+                    name: r.tool.clone(),
+                    arguments: json(&r.arguments),
+                    output: r.output.as_deref().map_or(serde_json::Value::Null, json),
+                    ms: seen
+                        .and_then(|(_, s)| *s)
+                        .map_or(0, |s| (s * 1000.0).round() as u64),
+                    ok: result == Some("ok"),
+                }
+            })
+            .collect();
+        self.report.transfer = self.transferred.as_ref().map(|(name, at_ms)| Transfer {
+            target: name.clone(),
+            to: targets
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, to)| to.clone())
+                .unwrap_or_default(),
+            at_ms: *at_ms,
+        });
+    }
+
+    /// Agent lines as the caller heard them, from the call's conversation log: a line the
+    /// caller cut off is cut to what was heard and flagged with how much of its audio played
+    /// (the log knows; the events only let this builder guess). Lines are matched in order by
+    /// their full transcript; one the log no longer holds keeps what the events said.
+    pub fn use_conversation(&mut self, entries: &[Entry]) {
+        let mut heard = entries.iter().filter_map(|e| match e {
+            Entry::Agent(a) if !a.full_text.is_empty() => Some(a),
+            _ => None,
+        });
+        let mut next = heard.next();
+        for line in self
+            .report
+            .transcript
+            .iter_mut()
+            .filter(|l| l.role == "agent")
+        {
+            // Skip log lines the events never finished (and so never reached the report).
+            let mut look = next;
+            let mut rest = heard.clone();
+            while let Some(a) = look {
+                if a.full_text == line.text {
+                    break;
+                }
+                look = rest.next();
+            }
+            let Some(a) = look else { continue };
+            line.text = a.text.clone();
+            line.interrupted_after_ms = a.interrupted_after_ms;
+            heard = rest;
+            next = heard.next();
         }
     }
 
@@ -334,6 +427,150 @@ mod tests {
         assert_eq!(
             r.turn_latency_ms,
             Some(crate::report::TurnLatency { p50: 400, max: 800 })
+        );
+    }
+
+    #[test]
+    fn agent_lines_are_what_the_caller_heard_per_the_conversation_log() {
+        use crate::call::conversation::Conversation;
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut log = Conversation::new();
+        log.caller_said("Hello?");
+        log.agent_said(Some("i1"), "Hi there.");
+        // An answer the model finished but the caller cut off after a quarter of its audio.
+        let long = "one two three four five six seven eight";
+        log.agent_said(Some("i2"), long);
+        log.agent_interrupted("i2", 1000, 4000);
+        let mut b = ReportBuilder::new(t0, SystemTime::UNIX_EPOCH);
+        b.on_event(&CallEvent::CallerTranscript("Hello?".into()), at(100));
+        b.on_event(&CallEvent::AgentTranscript("Hi there.".into()), at(200));
+        b.on_event(&CallEvent::AgentTranscript(long.into()), at(300));
+        b.use_conversation(log.entries());
+        let r = b.finish("caller_hung_up", at(5000));
+        let lines: Vec<_> = r
+            .transcript
+            .iter()
+            .map(|l| (l.role.as_str(), l.text.as_str(), l.interrupted_after_ms))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("caller", "Hello?", None),
+                ("agent", "Hi there.", None),
+                ("agent", "one two…", Some(1000)),
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_calls_and_the_transfer_come_from_the_call_records() {
+        let t0 = Instant::now();
+        let mut b = ReportBuilder::new(t0, SystemTime::UNIX_EPOCH);
+        let rec = |id: &str, tool: &str, args: &str, out: Option<&str>, res| ToolCallRecord {
+            call_id: id.into(),
+            tool: tool.into(),
+            arguments: args.into(),
+            output: out.map(str::to_owned),
+            result: res,
+        };
+        b.on_event(
+            &CallEvent::ToolCall {
+                tool: "lookup_order".into(),
+                call_id: "c1".into(),
+                result: "ok",
+                seconds: Some(0.25),
+            },
+            t0,
+        );
+        b.on_event(
+            &CallEvent::ToolCall {
+                tool: "transfer_call".into(),
+                call_id: "c2".into(),
+                result: "ok",
+                seconds: Some(0.1),
+            },
+            t0,
+        );
+        b.on_event(
+            &CallEvent::Transferring {
+                destination: "sales".into(),
+            },
+            t0 + Duration::from_millis(3000),
+        );
+        b.set_tool_calls(
+            &[
+                rec(
+                    "c1",
+                    "lookup_order",
+                    r#"{"order_id":"1"}"#,
+                    Some(r#"{"status":"shipped"}"#),
+                    Some("ok"),
+                ),
+                rec(
+                    "c0",
+                    "broken",
+                    "not json",
+                    Some("plain text"),
+                    Some("http_error"),
+                ),
+                rec(
+                    "c2",
+                    "transfer_call",
+                    r#"{"destination":"sales"}"#,
+                    None,
+                    None,
+                ),
+            ],
+            &[("sales".into(), "+15551230000".into())],
+        );
+        let r = b.finish("transferred", t0 + Duration::from_millis(4000));
+        let calls: Vec<_> = r
+            .tool_calls
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.arguments.clone(),
+                    c.output.clone(),
+                    c.ms,
+                    c.ok,
+                )
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                (
+                    "lookup_order",
+                    serde_json::json!({"order_id":"1"}),
+                    serde_json::json!({"status":"shipped"}),
+                    250,
+                    true
+                ),
+                (
+                    "broken",
+                    serde_json::json!("not json"),
+                    serde_json::json!("plain text"),
+                    0,
+                    false
+                ),
+                (
+                    "transfer_call",
+                    serde_json::json!({"destination":"sales"}),
+                    serde_json::Value::Null,
+                    100,
+                    true
+                ),
+            ]
+        );
+        assert_eq!(
+            r.transfer,
+            Some(Transfer {
+                target: "sales".into(),
+                to: "+15551230000".into(),
+                at_ms: 3000
+            })
         );
     }
 

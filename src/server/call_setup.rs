@@ -21,6 +21,7 @@ use crate::config::{Config, VOICES};
 use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
 use crate::profile::{fill, with_variables};
 use crate::report::builder::{ReportBuilder, PARAM_DIRECTION, PARAM_PROFILE, VAR_PREFIX};
+use crate::twilio::dial::is_valid_target;
 use crate::twilio::StartMeta;
 
 /// Answers larger than this are junk.
@@ -37,6 +38,9 @@ pub struct SetupAnswer {
     pub greeting: Option<String>,
     #[serde(default)]
     pub voice: Option<String>,
+    /// Replaces the profile's transfer destinations for this call (`{name: "+1555…"}`).
+    #[serde(default)]
+    pub transfer_targets: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub reject: bool,
 }
@@ -55,6 +59,8 @@ pub struct CallSetup {
     vars: BTreeMap<String, String>,
     /// Where this call's report goes (the profile's `report_url`).
     pub report_url: Option<String>,
+    /// The configured profile the call runs with (a bounded metric label).
+    pub profile: Option<String>,
     /// The setup lookup answered `reject: true`.
     pub rejected: bool,
 }
@@ -69,6 +75,7 @@ impl CallSetup {
             base: None,
             vars: BTreeMap::new(),
             report_url: None,
+            profile: None,
             rejected: false,
         }
     }
@@ -138,6 +145,7 @@ impl CallSetup {
             tracing::Span::current().record("profile", p.name.as_str());
             report.set_profile(&p.name);
             self.report_url = p.report_url.clone();
+            self.profile = Some(p.name.clone());
         }
         self.vars = params
             .iter()
@@ -211,8 +219,33 @@ impl CallSetup {
                 warn!(voice = v, "setup lookup named an unknown voice; ignored");
             }
         }
+        if let Some(targets) = a.transfer_targets {
+            apply_transfer_targets(&mut cfg, targets);
+        }
         Some(Arc::new(cfg))
     }
+}
+
+/// The setup answer's transfer destinations replace the profile's; a bad one is dropped with
+/// a warning (the call goes on), and `transfer_call` is declared only if any remain.
+fn apply_transfer_targets(cfg: &mut CallConfig, targets: BTreeMap<String, String>) {
+    let mut ok = Vec::new();
+    for (name, target) in targets {
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if name_ok && is_valid_target(&target) {
+            ok.push((name, target));
+        } else {
+            warn!(
+                name,
+                target, "setup lookup named a transfer target that is not valid; ignored"
+            );
+        }
+    }
+    cfg.tools.transfer_targets = ok;
+    cfg.session.tools = cfg.tools.declarations();
 }
 
 /// Whether calls must wait for `start` before their session is configured: only when there

@@ -468,6 +468,10 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         .calls_total
         .with_label_values(&[outcome.as_str()])
         .inc();
+    s.metrics
+        .calls_by_profile_total
+        .with_label_values(&[setup.profile.as_deref().unwrap_or("none"), outcome.as_str()])
+        .inc();
     s.metrics.call_duration_seconds.observe(secs);
     info!(
         outcome = outcome.as_str(),
@@ -476,6 +480,8 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         "call ended"
     );
     // One report per call, whatever ended it; on disk before this task ends.
+    report.set_tool_calls(call.tool_calls(), call.transfer_targets());
+    report.use_conversation(call.conversation().entries());
     let report = report.finish(outcome.as_str(), Instant::now());
     s.reports
         .submit(setup.report_url.as_deref(), &report.report_id, &report)
