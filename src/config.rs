@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::call::CallConfig;
 
 mod tools;
+pub(crate) use tools::valid_name;
 
 use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
 pub use tools::DEFAULT_FILLER;

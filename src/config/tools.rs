@@ -41,7 +41,9 @@ pub(super) struct RawToolKeys {
     pub goodbye_timeout_ms: Option<i64>,
 }
 
-fn valid_name(name: &str) -> bool {
+/// A tool or transfer-target name: `^[A-Za-z0-9_-]{1,64}$` (also checked on names a setup
+/// lookup sends at call time).
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::AppState;
 use crate::call::CallConfig;
+use crate::config::valid_name;
 use crate::config::{Config, VOICES};
 use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
 use crate::profile::{fill, with_variables};
@@ -231,11 +232,7 @@ impl CallSetup {
 fn apply_transfer_targets(cfg: &mut CallConfig, targets: BTreeMap<String, String>) {
     let mut ok = Vec::new();
     for (name, target) in targets {
-        let name_ok = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if name_ok && is_valid_target(&target) {
+        if valid_name(&name) && is_valid_target(&target) {
             ok.push((name, target));
         } else {
             warn!(
