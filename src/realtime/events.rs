@@ -97,9 +97,11 @@ pub enum ServerEvent<'a> {
     Unknown,
 }
 
-/// The `type` field alone (everything else skipped without being stored).
+/// One pass over any event: its `type` and, should it be an audio delta, the delta's fields
+/// (everything else is skipped without being stored). Peeking at the tag in a pass of its
+/// own and then parsing again read each delta's audio twice.
 #[derive(Deserialize)]
-struct TypeTag<'a> {
+struct HotEvent<'a> {
     #[serde(
         rename = "type",
         default,
@@ -107,6 +109,12 @@ struct TypeTag<'a> {
         deserialize_with = "crate::twilio::media::opt_cow"
     )]
     ty: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "crate::twilio::media::opt_cow")]
+    response_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "crate::twilio::media::opt_cow")]
+    item_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "crate::twilio::media::opt_cow")]
+    delta: Option<Cow<'a, str>>,
 }
 
 /// An audio delta (both dialects). [`ServerEvent::parse`] reads it directly: serde's
@@ -124,17 +132,30 @@ pub struct AudioDelta<'a> {
 
 impl<'a> ServerEvent<'a> {
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
-        // Peek at the tag (a scan that stores nothing), then parse the one hot event directly;
-        // the rest are rare and take the generic path.
-        let tag = serde_json::from_str::<TypeTag<'a>>(text)
-            .ok()
-            .and_then(|t| t.ty);
-        match tag.as_deref() {
-            Some("response.output_audio.delta" | "response.audio.delta") => {
-                Ok(ServerEvent::AudioDelta(serde_json::from_str(text)?))
+        // The one hot event in one pass; the rest are rare and take the generic path (so does
+        // anything malformed, which also words the error).
+        if let Ok(HotEvent {
+            ty: Some(ty),
+            response_id,
+            item_id,
+            delta,
+        }) = serde_json::from_str::<HotEvent<'a>>(text)
+        {
+            if matches!(&*ty, "response.output_audio.delta" | "response.audio.delta") {
+                if let (Some(response_id), Some(item_id), Some(delta)) =
+                    (response_id, item_id, delta)
+                {
+                    return Ok(ServerEvent::AudioDelta(AudioDelta {
+                        response_id,
+                        item_id,
+                        delta,
+                    }));
+                }
+                // A delta lacking a field: the direct parse says which.
+                return Ok(ServerEvent::AudioDelta(serde_json::from_str(text)?));
             }
-            _ => serde_json::from_str(text),
         }
+        serde_json::from_str(text)
     }
 }
 

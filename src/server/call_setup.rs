@@ -105,11 +105,15 @@ impl CallSetup {
         self.lookup.is_some()
     }
 
-    /// Resolves when the setup lookup answered, failed or timed out.
-    pub async fn lookup_done(&mut self) -> Option<SetupAnswer> {
+    /// Ready when the setup lookup answered, failed or timed out (then hand the answer to
+    /// [`CallSetup::on_lookup`]); pending while none is running.
+    pub fn poll_lookup(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SetupAnswer>> {
         match self.lookup.as_mut() {
-            Some(l) => l.await,
-            None => std::future::pending().await,
+            Some(l) => l.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
         }
     }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 
@@ -18,10 +17,12 @@ use crate::config::Config;
 
 type Dial = Pin<Box<dyn Future<Output = (Result<Upstream, UpstreamError>, Duration)> + Send>>;
 
+/// One socket, owned whole: reads happen only while the task waits and writes only between
+/// waits, so split halves (and the lock between them, taken on every read and write) would
+/// buy nothing.
 struct Link {
     generation: u64,
-    tx: SplitSink<Upstream, UpMessage>,
-    rx: SplitStream<Upstream>,
+    ws: Upstream,
     /// Fed since the last flush.
     dirty: bool,
 }
@@ -82,56 +83,42 @@ impl Links {
 
     /// The next thing that happens on the sockets: the dial in flight finished, or a socket
     /// produced a message or ended (a socket that ended is forgotten before this returns).
-    /// Pending forever when there is nothing to wait for. Cancel-safe.
+    /// Pending when there is nothing to wait for. The task waits on every source of a call in
+    /// one hand-written poll (`media::wake`), so no future is rebuilt per wake-up.
+    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<(u64, Received)> {
+        if let Some((generation, fut)) = self.dial.as_mut() {
+            let generation = *generation;
+            if let Poll::Ready((r, took)) = fut.as_mut().poll(cx) {
+                self.dial = None;
+                return Poll::Ready((generation, self.install(generation, r, took)));
+            }
+        }
+        for slot in self.links.iter_mut() {
+            let Some(l) = slot else { continue };
+            let Poll::Ready(item) = l.ws.poll_next_unpin(cx) else {
+                continue;
+            };
+            let generation = l.generation;
+            let received = match item {
+                Some(Ok(UpMessage::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    Received::Lost(UpstreamLoss::Closed { code, reason })
+                }
+                Some(Ok(m)) => return Poll::Ready((generation, Received::Message(m))),
+                None => Received::Lost(UpstreamLoss::Dropped("socket ended without close".into())),
+                Some(Err(e)) => Received::Lost(UpstreamLoss::Dropped(format!("socket error: {e}"))),
+            };
+            *slot = None;
+            return Poll::Ready((generation, received));
+        }
+        Poll::Pending
+    }
+
+    /// [`Links::poll_next`] as a future (cancel-safe).
     pub async fn next(&mut self) -> (u64, Received) {
-        enum Ready {
-            Dial(u64, Received),
-            Link(
-                usize,
-                u64,
-                Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>>,
-            ),
-        }
-        let ready = std::future::poll_fn(|cx| {
-            if let Some((generation, fut)) = self.dial.as_mut() {
-                let generation = *generation;
-                if let Poll::Ready((r, took)) = fut.as_mut().poll(cx) {
-                    self.dial = None;
-                    return Poll::Ready(Ready::Dial(generation, self.install(generation, r, took)));
-                }
-            }
-            for (i, slot) in self.links.iter_mut().enumerate() {
-                if let Some(l) = slot {
-                    if let Poll::Ready(item) = l.rx.poll_next_unpin(cx) {
-                        return Poll::Ready(Ready::Link(i, l.generation, item));
-                    }
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        match ready {
-            Ready::Dial(generation, received) => (generation, received),
-            Ready::Link(i, generation, item) => {
-                let received = match item {
-                    Some(Ok(UpMessage::Close(frame))) => {
-                        let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                            (u16::from(f.code), f.reason.to_string())
-                        });
-                        Received::Lost(UpstreamLoss::Closed { code, reason })
-                    }
-                    Some(Ok(m)) => return (generation, Received::Message(m)),
-                    None => {
-                        Received::Lost(UpstreamLoss::Dropped("socket ended without close".into()))
-                    }
-                    Some(Err(e)) => {
-                        Received::Lost(UpstreamLoss::Dropped(format!("socket error: {e}")))
-                    }
-                };
-                self.links[i] = None;
-                (generation, received)
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     fn install(
@@ -144,11 +131,9 @@ impl Links {
             Ok(ws) => ws,
             Err(e) => return Received::Dialled(Err(e), took),
         };
-        let (tx, rx) = ws.split();
         let link = Link {
             generation,
-            tx,
-            rx,
+            ws,
             dirty: false,
         };
         // The call keeps at most two; a third would be a socket it forgot to close.
@@ -194,7 +179,7 @@ impl Links {
             return Ok(false);
         };
         link.dirty = true;
-        let fed = tokio::time::timeout(stall, link.tx.feed(UpMessage::Text(text.into()))).await;
+        let fed = tokio::time::timeout(stall, link.ws.feed(UpMessage::Text(text.into()))).await;
         let loss = match fed {
             Ok(Ok(())) => return Ok(true),
             Ok(Err(e)) => UpstreamLoss::WriteFailed(e.to_string()),
@@ -214,7 +199,7 @@ impl Links {
                 continue;
             }
             l.dirty = false;
-            match tokio::time::timeout(stall, l.tx.flush()).await {
+            match tokio::time::timeout(stall, l.ws.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failed.push((l.generation, UpstreamLoss::WriteFailed(e.to_string()))),
                 Err(_) => failed.push((
@@ -246,7 +231,7 @@ impl Links {
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(
                             Duration::from_secs(2),
-                            l.tx.send(UpMessage::Close(None)),
+                            l.ws.send(UpMessage::Close(None)),
                         )
                         .await;
                     });
@@ -262,7 +247,7 @@ impl Links {
         let mut n = 0;
         for slot in self.links.iter_mut() {
             if let Some(mut l) = slot.take() {
-                if l.tx.send(UpMessage::Close(None)).await.is_ok() {
+                if l.ws.send(UpMessage::Close(None)).await.is_ok() {
                     n += 1;
                 }
             }

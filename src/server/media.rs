@@ -27,6 +27,9 @@ use crate::fixture::{Dir, Header};
 use crate::realtime::ServerEvent;
 use crate::report::builder::ReportBuilder;
 use crate::twilio::{Inbound, Outbound};
+use wake::Wake;
+
+mod wake;
 
 /// Twilio sends 20 ms frames (~300 B of JSON); anything near this size is not a media message.
 const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
@@ -124,14 +127,14 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
             }
         }
     });
-    let (mut tw_tx, mut tw_rx) = socket.split();
     // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
     // Twilio's `start`.
     let mut ups = Links::new(s.cfg.clone());
     if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         call.on_wall_clock(d.as_secs(), opened);
     }
-    let mut stop_calls = s.stop_calls.clone();
+    let mut sources = wake::Sources::new(s.stop_calls.clone());
+    let mut batch = Vec::with_capacity(32);
     // Once the drain is over the call says goodbye; its sockets close by this time regardless.
     let mut shutdown_at: Option<tokio::time::Instant> = None;
     // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
@@ -178,7 +181,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                         s.metrics.twilio_messages_out.inc();
                         let fed = tokio::time::timeout(
                             WRITE_STALL,
-                            tw_tx.feed(Message::Text(text.as_str().into())),
+                            socket.feed(Message::Text(text.as_str().into())),
                         )
                         .await;
                         if !matches!(fed, Ok(Ok(()))) {
@@ -196,6 +199,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                     UpstreamEffect::ConnectUpstream { generation } => {
                         debug!(generation, "dialling a new upstream session");
                         ups.dial(generation);
+                        sources.upstream_changed();
                     }
                     UpstreamEffect::SendUpstream { generation, event } => {
                         wrote_up |= send_up(
@@ -226,12 +230,15 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
                 Output::Hangup(reason) => {
                     outcome = reason;
                 }
-                Output::Effect { id, effect } => effects::spawn(&s, &mut effects, id, effect),
+                Output::Effect { id, effect } => {
+                    effects::spawn(&s, &mut effects, id, effect);
+                    sources.others_changed();
+                }
             }
         }
         if wrote_tw
             && !matches!(
-                tokio::time::timeout(WRITE_STALL, tw_tx.flush()).await,
+                tokio::time::timeout(WRITE_STALL, socket.flush()).await,
                 Ok(Ok(()))
             )
         {
@@ -260,165 +267,222 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
             break 'call;
         }
 
-        // 2. Wait for the next input.
-        let deadline = call
-            .next_deadline()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
-        tokio::select! {
-            msg = tw_rx.next() => {
-                let now = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        s.metrics.twilio_messages_in.inc();
-                        if let Some(r) = rec.as_mut() {
-                            r.message(Dir::TwilioIn, t.as_str());
-                        }
-                        match Inbound::parse(t.as_str()) {
-                            Ok(m) => {
-                                if let Inbound::Start { stream_sid, start } = &m {
-                                    report.on_start(stream_sid, start);
-                                    registered.add(&s.running, start.call_sid.as_deref(), &cmd_tx);
-                                    if let Some(c) = setup.on_start(&s, start, &mut report) {
-                                        call.set_config(c);
+        // 2. Wait until something happens, then take everything that is ready.
+        if let Some(d) = call.next_deadline() {
+            sources.wake_by(tokio::time::Instant::from_std(d));
+        }
+        if let Some(at) = shutdown_at {
+            sources.wake_by(at);
+        }
+        std::future::poll_fn(|cx| {
+            sources.poll(
+                cx,
+                &mut socket,
+                &mut ups,
+                &mut effects,
+                &mut setup,
+                &mut cmd_rx,
+                &mut batch,
+            )
+        })
+        .await;
+        for wake in batch.drain(..) {
+            match wake {
+                Wake::Twilio(msg) => {
+                    let now = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            s.metrics.twilio_messages_in.inc();
+                            if let Some(r) = rec.as_mut() {
+                                r.message(Dir::TwilioIn, t.as_str());
+                            }
+                            match Inbound::parse(t.as_str()) {
+                                Ok(m) => {
+                                    if let Inbound::Start { stream_sid, start } = &m {
+                                        report.on_start(stream_sid, start);
+                                        registered.add(
+                                            &s.running,
+                                            start.call_sid.as_deref(),
+                                            &cmd_tx,
+                                        );
+                                        if let Some(c) = setup.on_start(&s, start, &mut report) {
+                                            call.set_config(c);
+                                        }
+                                        // A setup lookup may have started.
+                                        sources.others_changed();
+                                    }
+                                    let mark = matches!(m, Inbound::Mark { .. });
+                                    timer.read(
+                                        match m {
+                                            Inbound::Media { .. } => Read::TwilioMedia,
+                                            _ => Read::Other,
+                                        },
+                                        now,
+                                    );
+                                    call.on_twilio(m, now);
+                                    if let Some(g) = setup.ready_upstream() {
+                                        call.on_upstream_open(g, now);
+                                    }
+                                    if mark {
+                                        timer.mark_echoed(call.playback(), now, &s.metrics.latency);
                                     }
                                 }
-                                let mark = matches!(m, Inbound::Mark { .. });
-                                timer.read(match m {
-                                    Inbound::Media { .. } => Read::TwilioMedia,
-                                    _ => Read::Other,
-                                }, now);
-                                call.on_twilio(m, now);
-                                if let Some(g) = setup.ready_upstream() {
-                                    call.on_upstream_open(g, now);
-                                }
-                                if mark {
-                                    timer.mark_echoed(call.playback(), now, &s.metrics.latency);
+                                Err(e) => {
+                                    s.metrics
+                                        .anomalies
+                                        .with_label_values(&["bad_twilio_json"])
+                                        .inc();
+                                    warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
                                 }
                             }
-                            Err(e) => {
-                                s.metrics.anomalies.with_label_values(&["bad_twilio_json"]).inc();
-                                warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            s.metrics
+                                .anomalies
+                                .with_label_values(&["twilio_binary"])
+                                .inc();
+                            warn!(len = b.len(), "binary frame from Twilio ignored");
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(frame))) => {
+                            if let Some(r) = rec.as_mut() {
+                                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                                    (f.code, f.reason.to_string())
+                                });
+                                r.close(Dir::TwilioIn, Some(code), &reason);
                             }
+                            call.on_twilio_closed(now)
                         }
-                    }
-                    Some(Ok(Message::Binary(b))) => {
-                        s.metrics.anomalies.with_label_values(&["twilio_binary"]).inc();
-                        warn!(len = b.len(), "binary frame from Twilio ignored");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(frame))) => {
-                        if let Some(r) = rec.as_mut() {
-                            let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
-                            r.close(Dir::TwilioIn, Some(code), &reason);
+                        None => {
+                            if let Some(r) = rec.as_mut() {
+                                r.close(Dir::TwilioIn, None, "");
+                            }
+                            call.on_twilio_closed(now)
                         }
-                        call.on_twilio_closed(now)
-                    }
-                    None => {
-                        if let Some(r) = rec.as_mut() {
-                            r.close(Dir::TwilioIn, None, "");
+                        Some(Err(e)) => {
+                            warn!(error = %e, "Twilio socket error");
+                            if let Some(r) = rec.as_mut() {
+                                r.close(Dir::TwilioIn, None, "");
+                            }
+                            call.on_twilio_closed(now);
                         }
-                        call.on_twilio_closed(now)
-                    }
-                    Some(Err(e)) => {
-                        warn!(error = %e, "Twilio socket error");
-                        if let Some(r) = rec.as_mut() {
-                            r.close(Dir::TwilioIn, None, "");
-                        }
-                        call.on_twilio_closed(now);
                     }
                 }
-            }
-            (generation, received) = ups.next() => {
-                let now = Instant::now();
-                match received {
-                    Received::Dialled(Ok(()), took) => {
-                        s.metrics.upstream_connect_seconds.observe(took.as_secs_f64());
-                        debug!(generation, ms = took.as_millis() as u64, "upstream connected");
-                        // With profiles, the first session waits until `start` decided them.
-                        if let Some(g) = setup.upstream_opened(generation) {
-                            call.on_upstream_open(g, now);
+                Wake::Upstream(generation, received) => {
+                    let now = Instant::now();
+                    match received {
+                        Received::Dialled(Ok(()), took) => {
+                            s.metrics
+                                .upstream_connect_seconds
+                                .observe(took.as_secs_f64());
+                            debug!(
+                                generation,
+                                ms = took.as_millis() as u64,
+                                "upstream connected"
+                            );
+                            // With profiles, the first session waits until `start` decided them.
+                            if let Some(g) = setup.upstream_opened(generation) {
+                                call.on_upstream_open(g, now);
+                            }
                         }
-                    }
-                    Received::Dialled(Err(e), _) => {
-                        warn!(generation, error = %e, "upstream connection failed");
-                        call.on_upstream_lost(generation, links::loss_of(&e), now);
-                    }
-                    Received::Message(UpMessage::Text(t)) => {
-                        s.metrics.realtime_messages_in.inc();
-                        if let Some(r) = rec.as_mut() {
-                            r.message(Dir::RealtimeIn, t.as_str());
+                        Received::Dialled(Err(e), _) => {
+                            warn!(generation, error = %e, "upstream connection failed");
+                            call.on_upstream_lost(generation, links::loss_of(&e), now);
                         }
-                        match ServerEvent::parse(t.as_str()) {
-                            Ok(ServerEvent::Unknown) => {
-                                // New or uninteresting event types: fine, but visible at debug.
-                                if tracing::enabled!(tracing::Level::DEBUG) {
-                                    debug!(event = event_type(t.as_str()), "Realtime event ignored");
+                        Received::Message(UpMessage::Text(t)) => {
+                            s.metrics.realtime_messages_in.inc();
+                            if let Some(r) = rec.as_mut() {
+                                r.message(Dir::RealtimeIn, t.as_str());
+                            }
+                            match ServerEvent::parse(t.as_str()) {
+                                Ok(ServerEvent::Unknown) => {
+                                    // New or uninteresting event types: fine, but visible at debug.
+                                    if tracing::enabled!(tracing::Level::DEBUG) {
+                                        debug!(
+                                            event = event_type(t.as_str()),
+                                            "Realtime event ignored"
+                                        );
+                                    }
+                                }
+                                Ok(ev) => {
+                                    if matches!(ev, ServerEvent::SpeechStopped { .. }) {
+                                        report.on_caller_turn_end(now);
+                                    }
+                                    timer.read(
+                                        match ev {
+                                            ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                            _ => Read::Other,
+                                        },
+                                        now,
+                                    );
+                                    call.on_realtime_from(generation, ev, now)
+                                }
+                                Err(e) => {
+                                    s.metrics
+                                        .anomalies
+                                        .with_label_values(&["bad_realtime_json"])
+                                        .inc();
+                                    warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
                                 }
                             }
-                            Ok(ev) => {
-                                if matches!(ev, ServerEvent::SpeechStopped { .. }) {
-                                    report.on_caller_turn_end(now);
-                                }
-                                timer.read(match ev {
-                                    ServerEvent::AudioDelta(_) => Read::AudioDelta,
-                                    _ => Read::Other,
-                                }, now);
-                                call.on_realtime_from(generation, ev, now)
-                            }
-                            Err(e) => {
-                                s.metrics.anomalies.with_label_values(&["bad_realtime_json"]).inc();
-                                warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
-                            }
                         }
-                    }
-                    Received::Message(UpMessage::Binary(b)) => {
-                        s.metrics.anomalies.with_label_values(&["realtime_binary"]).inc();
-                        warn!(len = b.len(), "binary frame from the Realtime API ignored");
-                    }
-                    Received::Message(_) => {}
-                    Received::Lost(loss) => {
-                        if let Some(r) = rec.as_mut() {
-                            match &loss {
-                                crate::call::UpstreamLoss::Closed { code, reason } => {
-                                    r.close(Dir::RealtimeIn, Some(*code), reason)
-                                }
-                                _ => r.close(Dir::RealtimeIn, None, ""),
-                            }
+                        Received::Message(UpMessage::Binary(b)) => {
+                            s.metrics
+                                .anomalies
+                                .with_label_values(&["realtime_binary"])
+                                .inc();
+                            warn!(len = b.len(), "binary frame from the Realtime API ignored");
                         }
-                        call.on_upstream_lost(generation, loss, now);
+                        Received::Message(_) => {}
+                        Received::Lost(loss) => {
+                            if let Some(r) = rec.as_mut() {
+                                match &loss {
+                                    crate::call::UpstreamLoss::Closed { code, reason } => {
+                                        r.close(Dir::RealtimeIn, Some(*code), reason)
+                                    }
+                                    _ => r.close(Dir::RealtimeIn, None, ""),
+                                }
+                            }
+                            call.on_upstream_lost(generation, loss, now);
+                        }
                     }
                 }
-            }
-            Some(done) = effects.join_next(), if !effects.is_empty() => {
-                match done {
+                Wake::Effect(done) => match done {
                     Ok((id, result)) => call.on_effect_done(id, result, Instant::now()),
                     Err(e) => warn!(error = %e, "an effect task failed"),
+                },
+                Wake::Lookup(answer) => {
+                    if let Some(c) = setup.on_lookup(answer, &mut report) {
+                        call.set_config(c);
+                    }
+                    if setup.rejected {
+                        call.reject_politely(Instant::now());
+                    }
+                    if let Some(g) = setup.ready_upstream() {
+                        call.on_upstream_open(g, Instant::now());
+                    }
                 }
-            }
-            answer = setup.lookup_done(), if setup.lookup_pending() => {
-                if let Some(c) = setup.on_lookup(answer, &mut report) {
-                    call.set_config(c);
+                Wake::Timer => {
+                    if shutdown_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                        outcome = EndReason::Shutdown;
+                        break 'call;
+                    }
+                    call.on_tick(Instant::now());
                 }
-                if setup.rejected {
-                    call.reject_politely(Instant::now());
+                Wake::Command(super::running::CallCommand::MachineAnswered) => {
+                    call.on_machine_answered(Instant::now())
                 }
-                if let Some(g) = setup.ready_upstream() {
-                    call.on_upstream_open(g, Instant::now());
+                Wake::Drain => {
+                    let wait = s.cfg.drain_goodbye_timeout;
+                    call.end_after_heard(
+                        s.cfg.drain_goodbye.clone(),
+                        EndReason::Shutdown,
+                        wait,
+                        Instant::now(),
+                    );
+                    shutdown_at =
+                        Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
                 }
-            }
-            _ = tokio::time::sleep_until(deadline) => call.on_tick(Instant::now()),
-            Some(cmd) = cmd_rx.recv() => match cmd {
-                super::running::CallCommand::MachineAnswered => call.on_machine_answered(Instant::now()),
-            },
-            _ = stop_calls.wait_for(|stop| *stop), if shutdown_at.is_none() => {
-                let wait = s.cfg.drain_goodbye_timeout;
-                call.end_after_heard(s.cfg.drain_goodbye.clone(), EndReason::Shutdown, wait, Instant::now());
-                shutdown_at = Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
-            }
-            _ = tokio::time::sleep_until(shutdown_at.unwrap_or(deadline)), if shutdown_at.is_some() => {
-                outcome = EndReason::Shutdown;
-                break 'call;
             }
         }
     }
@@ -427,7 +491,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     // moment for it, so that the report names the call.
     if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
         let _ = tokio::time::timeout(START_FOR_REPORT, async {
-            while let Some(Ok(Message::Text(t))) = tw_rx.next().await {
+            while let Some(Ok(Message::Text(t))) = socket.next().await {
                 if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
                     report.on_start(&stream_sid, &start);
                     return;
@@ -439,7 +503,7 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
 
     // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
     // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
-    let closed_tw = tw_tx
+    let closed_tw = socket
         .send(Message::Close(Some(CloseFrame {
             code: 1000,
             reason: outcome.as_str().into(),
