@@ -280,6 +280,8 @@ const MAX_BEFORE_START: u32 = 50;
 /// that buffered a whole second of PCM16 keeps ~64 KiB for its life. Rare: the upstream
 /// normally connects within a frame or two.)
 const FLUSH_CHUNK_MS: u64 = 1000;
+/// Caller audio as Twilio sends it: μ-law, 8 kHz.
+pub(crate) const ULAW_BYTES_PER_MS: u64 = 8;
 
 /// One call.
 pub struct Call {
@@ -700,8 +702,31 @@ impl Call {
         self.next_timestamp_ms = Some(ts + payload_bytes / 8);
     }
 
-    /// Caller μ-law audio on its way to the model.
+    /// Caller μ-law audio on its way to the model. Until a session is ready it waits in the
+    /// prebuffer as μ-law (8 bytes per ms whatever the upstream format: PCM16 at 24 kHz
+    /// would be 48), and is converted when it is sent.
     fn uplink(&mut self, ulaw: &[u8]) {
+        if !self.upstream_ready {
+            let limit = (self.cfg.prebuffer_limit_ms * ULAW_BYTES_PER_MS) as usize;
+            if self.prebuffer.len() + ulaw.len() > limit {
+                self.anomaly(
+                    "prebuffer_full",
+                    format!(
+                        "upstream not ready; {} bytes of caller audio dropped",
+                        ulaw.len()
+                    ),
+                );
+                return;
+            }
+            self.prebuffer.extend_from_slice(ulaw);
+            return;
+        }
+        self.send_caller_audio(ulaw);
+    }
+
+    /// Converts caller μ-law to the session's format and appends it; a copy is kept for a
+    /// reconnect (see `Lifecycle::tail`).
+    fn send_caller_audio(&mut self, ulaw: &[u8]) {
         let mut upstream = self.append_pool.take();
         match self.format {
             AudioFormat::Pcmu => upstream.extend_from_slice(ulaw),
@@ -722,27 +747,12 @@ impl Call {
                 }
             }
         }
+        self.keep_tail(ulaw);
         if upstream.is_empty() {
             return;
         }
-        if self.upstream_ready {
-            self.keep_tail(&upstream);
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(upstream)));
-        } else {
-            let limit = (self.cfg.prebuffer_limit_ms * self.format.bytes_per_ms()) as usize;
-            if self.prebuffer.len() + upstream.len() > limit {
-                self.anomaly(
-                    "prebuffer_full",
-                    format!(
-                        "upstream not ready; {} bytes of caller audio dropped",
-                        upstream.len()
-                    ),
-                );
-                return;
-            }
-            self.prebuffer.extend_from_slice(&upstream);
-        }
+        self.out
+            .push_back(Output::ToRealtime(ClientEvent::AppendAudio(upstream)));
     }
 
     /// Replaces the call's settings — the agent profile chosen at Twilio's `start` — while the
@@ -790,7 +800,7 @@ impl Call {
                     instructions: Some(greeting.clone()),
                 }));
         }
-        let buffered_ms = self.prebuffer.len() as u64 / self.format.bytes_per_ms();
+        let buffered_ms = self.prebuffer.len() as u64 / ULAW_BYTES_PER_MS;
         self.flush_prebuffer();
         self.out
             .push_back(Output::Event(CallEvent::UpstreamReady { buffered_ms }));
@@ -801,14 +811,10 @@ impl Call {
 
     /// Sends the buffered caller audio to the session in use, in appends of bounded size.
     fn flush_prebuffer(&mut self) {
-        let chunk = (FLUSH_CHUNK_MS * self.format.bytes_per_ms()) as usize;
+        let chunk = (FLUSH_CHUNK_MS * ULAW_BYTES_PER_MS) as usize;
         let buffered = std::mem::take(&mut self.prebuffer);
         for part in buffered.chunks(chunk) {
-            self.keep_tail(part);
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::AppendAudio(
-                    part.to_vec().into(),
-                )));
+            self.send_caller_audio(part);
         }
     }
 

@@ -167,7 +167,8 @@ pub(crate) struct Lifecycle {
     /// [`TURN_ANSWER_WAIT`].
     turn_pending_since: Option<Instant>,
     /// Caller audio sent to the current session and not known to be committed: since the
-    /// caller's sentence began, or the last [`TAIL_IDLE_MS`] when silent.
+    /// caller's sentence began, or the last [`TAIL_IDLE_MS`] when silent. Kept as Twilio's
+    /// μ-law (converted again if it is resent), so a pcm call holds 8 bytes per ms here, not 48.
     tail: VecDeque<u8>,
     /// (instant, unix seconds) at the same moment, to read `expires_at`.
     wall: Option<(Instant, u64)>,
@@ -290,7 +291,7 @@ impl Call {
         let replayed_items = replay.len();
         self.out.extend(replay.into_iter().map(Output::ToRealtime));
         self.upstream_ready = true;
-        let resent_ms = self.prebuffer.len() as u64 / self.format.bytes_per_ms();
+        let resent_ms = self.prebuffer.len() as u64 / super::ULAW_BYTES_PER_MS;
         self.flush_prebuffer();
         self.out
             .push_back(Output::Event(CallEvent::UpstreamRestored {
@@ -341,7 +342,7 @@ impl Call {
         if self.cfg.upstream_retry.is_zero() {
             return;
         }
-        let bpms = self.format.bytes_per_ms() as usize;
+        let bpms = super::ULAW_BYTES_PER_MS as usize;
         let cap = if self.up.caller_speaking {
             self.cfg.prebuffer_limit_ms as usize * bpms
         } else {
@@ -370,14 +371,14 @@ impl Call {
         if answers {
             self.up.turn_pending_since = Some(now);
         }
-        let idle = (TAIL_IDLE_MS * self.format.bytes_per_ms()) as usize;
+        let idle = (TAIL_IDLE_MS * super::ULAW_BYTES_PER_MS) as usize;
         let tail = &mut self.up.tail;
         if tail.len() > idle {
             let extra = tail.len() - idle;
             tail.drain(..extra);
         }
         // A long sentence grew the buffer; give the memory back (not per frame: per sentence).
-        if tail.capacity() > 4 * idle {
+        if tail.capacity() > idle {
             tail.shrink_to(idle);
         }
     }

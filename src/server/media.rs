@@ -38,15 +38,20 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Twilio-bound messages kept while the stream SID is unknown (10 s of frames and marks).
 const MAX_HELD: usize = 600;
+/// Bytes fed to the Twilio socket before tungstenite writes them without waiting for the flush.
+const TWILIO_WRITE_BATCH: usize = 4 * 1024;
 /// How long a call that ended before Twilio's `start` waits for it (for its report).
 const START_FOR_REPORT: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     // Small read buffer (Twilio's messages are ~300 B, and tungstenite keeps the whole buffer
-    // zero-filled, so it is resident per call); a write buffer that lets one call's
-    // batch (frames + mark) go out in a single write on flush, growing only to what is fed.
+    // zero-filled, so it is resident per call). Writes: one batch (a delta's frames + mark,
+    // ~1.6 KiB in pcmu) goes out in a single write on flush; a larger batch (several deltas
+    // taken in one wake-up) is written every `TWILIO_WRITE_BATCH` bytes, because the
+    // buffer keeps the capacity it once reached for the rest of the call: a 64 KiB threshold
+    // let busy calls keep ~13 KiB each (measured: RSS per call +17 KiB at 250 calls).
     ws.read_buffer_size(2048)
-        .write_buffer_size(64 * 1024)
+        .write_buffer_size(TWILIO_WRITE_BATCH)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_TWILIO_MESSAGE)
         .max_frame_size(MAX_TWILIO_MESSAGE)
@@ -134,7 +139,9 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
         call.on_wall_clock(d.as_secs(), opened);
     }
     let mut sources = wake::Sources::new(s.stop_calls.clone());
-    let mut batch = Vec::with_capacity(32);
+    // Grows to the largest batch seen (a few entries); not reserved up front: every byte of
+    // it is held for the whole call.
+    let mut batch = Vec::new();
     // Once the drain is over the call says goodbye; its sockets close by this time regardless.
     let mut shutdown_at: Option<tokio::time::Instant> = None;
     // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.

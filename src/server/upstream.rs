@@ -33,13 +33,14 @@ pub enum UpstreamError {
 /// - Read: tungstenite zero-fills the whole read buffer on every read, so all of it is
 ///   resident per call; a larger message reserves its own length anyway. 4 KiB holds a pcmu
 ///   delta (~1.1 KiB) in one read; a 100 ms PCM16 delta takes two.
-/// - Write: the shell `feed`s a batch then `flush`es once, so a threshold above any batch
-///   means one write syscall per batch (e.g. `response.cancel` + `truncate` on a barge-in).
-///   The buffer only grows to the batch actually written, never to the threshold.
+/// - Write: the shell `feed`s a batch then `flush`es once, so a threshold above a usual batch
+///   means one write syscall per batch (e.g. `response.cancel` + `truncate` on a barge-in, or
+///   a few 20 ms appends taken in one wake-up). The buffer keeps the largest capacity it
+///   reached for the rest of the call, so the threshold also bounds what every call holds.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(64 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(8 * 1024 * 1024))
         .max_frame_size(Some(8 * 1024 * 1024))

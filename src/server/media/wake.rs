@@ -199,14 +199,17 @@ impl Sources {
                         // After its end (or a close frame) the socket is not read again.
                         self.twilio_open =
                             matches!(item, Some(Ok(ref m)) if !matches!(m, Message::Close(_)));
+                        // Only media frames are taken in a row: after anything else (a
+                        // `stop`, say) nothing more is read before the call has seen it, so a
+                        // call that ends reads exactly what it would one message at a time.
+                        let more = self.twilio_open && is_media(&item);
                         batch.push(Wake::Twilio(item));
                         taken += 1;
-                        if taken == BATCH_PER_SOCKET {
-                            // Not drained yet: read on at the next turn.
-                            self.twilio_woken.set();
-                            break;
-                        }
-                        if !self.twilio_open {
+                        if taken == BATCH_PER_SOCKET || !more {
+                            if self.twilio_open {
+                                // Not drained yet: read on at the next turn.
+                                self.twilio_woken.set();
+                            }
                             break;
                         }
                     }
@@ -231,4 +234,10 @@ impl Sources {
             Poll::Ready(())
         }
     }
+}
+
+/// A Twilio `media` message in the form Twilio sends (`event` first). Anything else, including
+/// a media message written another way, just ends a batch.
+fn is_media(item: &Option<Result<Message, axum::Error>>) -> bool {
+    matches!(item, Some(Ok(Message::Text(t))) if t.as_str().starts_with(r#"{"event":"media""#))
 }
