@@ -174,6 +174,8 @@ pub struct AudioPool(std::sync::Mutex<Vec<Vec<u8>>>);
 
 /// More spare buffers than this are freed: one or two are in flight in steady state.
 const POOL_KEEP: usize = 4;
+/// Largest spare buffer kept: a 20 ms frame is 160 bytes in pcmu, 960 in pcm (PCM16 24 kHz).
+const POOL_MAX_CAPACITY: usize = 2048;
 
 impl AudioPool {
     /// An empty buffer, reused when one is spare.
@@ -202,7 +204,9 @@ impl Drop for AudioBytes {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
             if let Ok(mut spare) = pool.0.lock() {
-                if spare.len() < POOL_KEEP {
+                // A buffer that once held a long stretch (the prebuffer sent at session
+                // start) is not kept: every later 20 ms frame would hold its capacity.
+                if spare.len() < POOL_KEEP && self.buf.capacity() <= POOL_MAX_CAPACITY {
                     let mut buf = std::mem::take(&mut self.buf);
                     buf.clear();
                     spare.push(buf);

@@ -497,14 +497,16 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
     // moment for it, so that the report names the call.
     if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
-        let _ = tokio::time::timeout(START_FOR_REPORT, async {
+        // Futures awaited once, at the end, are boxed: inline, the largest of them would
+        // be reserved in every call's task for the whole call.
+        let _ = Box::pin(tokio::time::timeout(START_FOR_REPORT, async {
             while let Some(Ok(Message::Text(t))) = socket.next().await {
                 if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
                     report.on_start(&stream_sid, &start);
                     return;
                 }
             }
-        })
+        }))
         .await;
     }
 
@@ -519,13 +521,13 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
         r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
     }
-    for _ in 0..ups.close_all().await {
+    for _ in 0..Box::pin(ups.close_all()).await {
         if let Some(r) = rec.as_mut() {
             r.close(Dir::RealtimeOut, Some(1005), "");
         }
     }
     if let Some(r) = rec.take() {
-        match r.finish(call.stream_sid()).await {
+        match Box::pin(r.finish(call.stream_sid())).await {
             Ok(path) => {
                 info!(path = %path.display(), "call recorded");
                 report.add_recording("file", path.display().to_string());
@@ -554,9 +556,11 @@ async fn run(mut socket: WebSocket, s: AppState, n: u64) {
     report.set_tool_calls(call.tool_calls(), call.transfer_targets());
     report.use_conversation(call.conversation().entries());
     let report = report.finish(outcome.as_str(), Instant::now());
-    s.reports
-        .submit(setup.report_url.as_deref(), &report.report_id, &report)
-        .await;
+    Box::pin(
+        s.reports
+            .submit(setup.report_url.as_deref(), &report.report_id, &report),
+    )
+    .await;
 }
 
 /// Writes a client event to the socket in use (`to: None`) or to a given generation's, and
