@@ -13,6 +13,7 @@
 
 mod caller;
 mod measure;
+mod pin;
 mod probe;
 
 use std::path::PathBuf;
@@ -51,9 +52,16 @@ pub struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Worker threads of this process (simulator + callers).
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// Worker threads of this process (simulator + callers); default 2, or one per core of
+    /// `--pin-tool`.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Pin the bridge (every thread, from exec) to these CPUs, e.g. `0` or `0-1`.
+    #[arg(long, value_name = "CPUS")]
+    pin_bridge: Option<pin::Cpus>,
+    /// Pin this process (simulator + callers, every thread) to these CPUs, e.g. `1`.
+    #[arg(long, value_name = "CPUS")]
+    pin_tool: Option<pin::Cpus>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,8 +70,25 @@ fn main() -> std::process::ExitCode {
         eprintln!("loadtest: calls must be 1..=5000 and duration 5..=3600 s");
         return std::process::ExitCode::FAILURE;
     }
+    // The measured process gets `--pin-bridge`, or else every CPU this process had before it
+    // pinned itself (a child would otherwise inherit the tool's pinning).
+    let unpinned = pin::current();
+    let bridge_cpus = args.pin_bridge.clone().unwrap_or(unpinned);
+    if let Some(cpus) = &args.pin_tool {
+        // Before the runtime exists, so that every worker and blocking thread inherits it.
+        if let Err(e) = pin::pin_self(cpus) {
+            eprintln!("loadtest: pinning to CPUs {cpus}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    // One worker per core the tool may use: more workers than cores on a pinned tool only add
+    // context switches and work-stealing wake-ups.
+    let threads = args
+        .threads
+        .unwrap_or(args.pin_tool.as_ref().map_or(2, |c| c.0.len()))
+        .clamp(1, 16);
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.clamp(1, 16))
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -76,7 +101,7 @@ fn main() -> std::process::ExitCode {
     let mut results = Vec::new();
     for &n in &args.calls {
         eprintln!("== {n} calls, {} mode, {} s each", args.mode, args.duration);
-        match rt.block_on(run_step(&args, n)) {
+        match rt.block_on(run_step(&args, &bridge_cpus, threads, n)) {
             Ok(r) => {
                 eprintln!("{}", measure::table(std::slice::from_ref(&r)));
                 results.push(r);
@@ -116,7 +141,9 @@ fn machine_line() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Online CPUs, not `available_parallelism` (which is this process's pinning).
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     format!("machine: {cores} cores, {cpu}")
 }
 
@@ -133,7 +160,12 @@ impl Drop for Bridge {
     }
 }
 
-fn spawn_bridge(args: &Args, realtime_url: &str, n: usize) -> Result<Bridge, String> {
+fn spawn_bridge(
+    args: &Args,
+    cpus: &pin::Cpus,
+    realtime_url: &str,
+    n: usize,
+) -> Result<Bridge, String> {
     let bin = match &args.bridge_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()
@@ -147,7 +179,9 @@ fn spawn_bridge(args: &Args, realtime_url: &str, n: usize) -> Result<Bridge, Str
         .port();
     let log_path = std::env::temp_dir().join(format!("loadtest-bridge-{n}.log"));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    pin::pin_child(&mut cmd, cpus);
+    let child = cmd
         .arg("serve")
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
         .env("REALTIME_URL", realtime_url)
@@ -182,7 +216,12 @@ async fn wait_healthy(url: &str) -> Result<(), String> {
     }
 }
 
-async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
+async fn run_step(
+    args: &Args,
+    bridge_cpus: &pin::Cpus,
+    threads: usize,
+    n: usize,
+) -> Result<measure::Step, String> {
     let pcm = args.mode == "pcm";
     let t0 = Instant::now();
     let (probe, mut opened) = probe::LoadProbe::new(t0, pcm);
@@ -199,9 +238,14 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
     let sim = Simulator::start("127.0.0.1:0", sim_cfg)
         .await
         .map_err(|e| format!("simulator: {e}"))?;
-    let bridge = spawn_bridge(args, &sim.url(), n)?;
+    let bridge = spawn_bridge(args, bridge_cpus, &sim.url(), n)?;
     let pid = bridge.child.id();
     wait_healthy(&bridge.url).await?;
+    let placement = measure::Placement {
+        measured_cpus: pin::allowed_list(pid),
+        tool_cpus: pin::allowed_list_all_threads(std::process::id()),
+        tool_threads: threads,
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sampler = measure::Sampler::start(pid, t0);
     let lateness = measure::LatenessMonitor::start();
@@ -256,6 +300,7 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
     let sims = probe.take_sessions();
     drop(bridge);
     Ok(measure::analyse(measure::Inputs {
+        placement,
         calls: n,
         pcm,
         t0,

@@ -31,7 +31,50 @@ pub struct ProcSample {
     pub at_us: u64,
     /// CPU time of all the process's threads, ns.
     pub cpu_ns: u64,
+    /// User and system CPU time of the process, clock ticks (/proc/PID/stat; coarser than
+    /// `cpu_ns`, fine over a steady window of seconds).
+    pub utime_ticks: u64,
+    pub stime_ticks: u64,
     pub rss_kib: u64,
+}
+
+fn read_user_sys_ticks(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at `state` (field 3);
+    // utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime = f.next()?.parse().ok()?;
+    let stime = f.next()?.parse().ok()?;
+    Some((utime, stime))
+}
+
+fn ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The 1-minute load average (the machine is shared: a busy one makes every number noisier).
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// Where each side ran.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// `Cpus_allowed_list` of the measured process (bridge or floor relay).
+    pub measured_cpus: String,
+    /// Of the load tool's threads (distinct lists joined by ` | `).
+    pub tool_cpus: String,
+    pub tool_threads: usize,
 }
 
 fn read_cpu_ns(pid: u32) -> Option<u64> {
@@ -61,9 +104,12 @@ fn read_rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let (utime_ticks, stime_ticks) = read_user_sys_ticks(pid)?;
     Some(ProcSample {
         at_us: 0,
         cpu_ns: read_cpu_ns(pid)?,
+        utime_ticks,
+        stime_ticks,
         rss_kib: read_rss_kib(pid)?,
     })
 }
@@ -168,6 +214,7 @@ impl Dist {
 }
 
 pub struct Inputs {
+    pub placement: Placement,
     pub calls: usize,
     pub pcm: bool,
     pub t0: Instant,
@@ -184,6 +231,8 @@ pub struct Inputs {
 
 #[derive(Debug, Default)]
 pub struct Step {
+    pub placement: Placement,
+    pub loadavg: f64,
     pub calls: usize,
     pub pcm: bool,
     pub failed: usize,
@@ -207,6 +256,8 @@ pub struct Step {
     pub marks_echoed: u64,
     pub window_s: f64,
     pub cpu_ms_per_call_s: f64,
+    pub cpu_user_ms_per_call_s: f64,
+    pub cpu_sys_ms_per_call_s: f64,
     pub rss_base_kib: u64,
     pub rss_kib: u64,
     pub rss_kib_per_call: f64,
@@ -232,6 +283,8 @@ fn frame_of(pcm: bool, cum: u64) -> Option<u64> {
 
 pub fn analyse(i: Inputs) -> Step {
     let mut st = Step {
+        placement: i.placement.clone(),
+        loadavg: loadavg(),
         calls: i.calls,
         pcm: i.pcm,
         failed: i.failed_setup + i.calls.saturating_sub(i.outcomes.len()),
@@ -360,7 +413,13 @@ pub fn analyse(i: Inputs) -> Step {
         let secs = (b.at_us - a.at_us) as f64 / 1e6;
         if secs > 0.0 {
             st.window_s = secs;
-            st.cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / (secs * i.calls as f64);
+            let call_s = secs * i.calls as f64;
+            st.cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / call_s;
+            let tick_ms = 1000.0 / ticks_per_s();
+            st.cpu_user_ms_per_call_s =
+                b.utime_ticks.saturating_sub(a.utime_ticks) as f64 * tick_ms / call_s;
+            st.cpu_sys_ms_per_call_s =
+                b.stime_ticks.saturating_sub(a.stime_ticks) as f64 * tick_ms / call_s;
         }
         let mut rss: Vec<u64> = in_window.iter().map(|s| s.rss_kib).collect();
         rss.sort_unstable();
@@ -395,7 +454,13 @@ impl Step {
             "frames_sent": self.frames_sent,
             "marks_echoed": self.marks_echoed,
             "steady_window_s": self.window_s,
+            "bridge_cpus": self.placement.measured_cpus,
+            "loadtool_cpus": self.placement.tool_cpus,
+            "loadtool_worker_threads": self.placement.tool_threads,
+            "loadavg_1min_at_end": self.loadavg,
             "bridge_cpu_ms_per_call_second": self.cpu_ms_per_call_s,
+            "bridge_cpu_user_ms_per_call_second": self.cpu_user_ms_per_call_s,
+            "bridge_cpu_system_ms_per_call_second": self.cpu_sys_ms_per_call_s,
             "bridge_rss_base_kib": self.rss_base_kib,
             "bridge_rss_kib": self.rss_kib,
             "bridge_rss_kib_per_call": self.rss_kib_per_call,
@@ -407,12 +472,12 @@ impl Step {
 
 pub fn table(steps: &[Step]) -> String {
     let mut s = String::from(
-        "| calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
+        "| calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s (user / sys) | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
          |---:|---|---:|---|---|---|---|---:|---:|---|\n",
     );
     for st in steps {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} | {:.1} | {:.2} / {:.1} |\n",
+            "| {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} ({:.2} / {:.2}) | {:.1} | {:.2} / {:.1} |\n",
             st.calls,
             if st.pcm { "pcm" } else { "pcmu" },
             st.failed,
@@ -424,9 +489,21 @@ pub fn table(steps: &[Step]) -> String {
             st.down_lost,
             st.down_dup,
             st.cpu_ms_per_call_s,
+            st.cpu_user_ms_per_call_s,
+            st.cpu_sys_ms_per_call_s,
             st.rss_kib_per_call,
             st.caller_late.p99.max(st.monitor_late.p99),
             st.caller_late.max.max(st.monitor_late.max),
+        ));
+    }
+    for st in steps {
+        s.push_str(&format!(
+            "{} calls: bridge on CPUs {}, load tool on CPUs {} ({} worker threads), load average {:.2}\n",
+            st.calls,
+            st.placement.measured_cpus,
+            st.placement.tool_cpus,
+            st.placement.tool_threads,
+            st.loadavg
         ));
     }
     for st in steps {
