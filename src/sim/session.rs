@@ -253,6 +253,9 @@ async fn serve(
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     s.recv_at = std::time::Instant::now();
+                    if let Some(p) = s.probe.as_mut() {
+                        p.frame_received(t.as_str());
+                    }
                     s.on_text(t.as_str())
                 }
                 Some(Ok(Message::Binary(_))) => s.error(
@@ -321,6 +324,8 @@ async fn flush(
     // started).
     let mut notes: Vec<Option<(u32, usize, usize)>> = Vec::new();
     let mut calls: Vec<String> = Vec::new();
+    // Per frame: an audio delta or not (for the probe's traffic count).
+    let mut kinds: Vec<bool> = Vec::new();
     let mut end = None;
     for o in s.out.drain(..) {
         match o {
@@ -332,6 +337,9 @@ async fn flush(
                     calls.push(get_str(&v, "call_id").unwrap_or_default().to_owned());
                 }
                 frames.push(v.to_string());
+                if probing {
+                    kinds.push(false);
+                }
                 if record {
                     s.sent.push(v);
                 }
@@ -344,6 +352,9 @@ async fn flush(
                     m.insert("delta".into(), Value::String(b64));
                 }
                 frames.push(v.to_string());
+                if probing {
+                    kinds.push(true);
+                }
                 if let Some(m) = v.as_object_mut() {
                     m.remove("delta");
                     m.insert("audio_bytes".into(), n.into());
@@ -376,6 +387,17 @@ async fn flush(
         for c in &calls {
             p.function_call_sent(c, at);
         }
+        let (mut deltas, mut delta_bytes, mut others, mut other_bytes) = (0, 0, 0, 0);
+        for (f, delta) in frames.iter().zip(&kinds) {
+            if *delta {
+                deltas += 1;
+                delta_bytes += f.len();
+            } else {
+                others += 1;
+                other_bytes += f.len();
+            }
+        }
+        p.flush_sent(deltas, delta_bytes, others, other_bytes);
     }
     for f in frames {
         if ws.feed(Message::text(f)).await.is_err() {

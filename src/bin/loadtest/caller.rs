@@ -62,6 +62,8 @@ pub struct Outcome {
     pub stop_us: u32,
     pub marks_received: u64,
     pub marks_echoed: u64,
+    /// What crossed the bridge's Twilio socket (counted here, from the other end).
+    pub traffic: crate::traffic::Traffic,
 }
 
 enum Queued {
@@ -188,11 +190,12 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let start = format!(
         r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call_sid}","tracks":["inbound"],"customParameters":{{"From":"+15550100"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
     );
-    tx.feed(text(
-        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
+    let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
+    out.traffic.tw_in_other.add(connected.len());
+    out.traffic.tw_in_other.add(start.len());
+    tx.feed(text(connected.into()))
+        .await
+        .map_err(|e| e.to_string())?;
     tx.send(text(start)).await.map_err(|e| e.to_string())?;
 
     let begin = Instant::now();
@@ -231,6 +234,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                 match m {
                     Some(Ok(Message::Text(t))) => {
                         let t = t.as_str();
+                        out.traffic.tw_out(t);
                         if t.starts_with(r#"{"event":"media""#) {
                             let n = field(t, r#""payload":""#).map_or(0, b64_len);
                             if n != FRAME {
@@ -337,6 +341,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                     B64.encode_string(frame, &mut msg);
                     msg.push_str(r#""}}"#);
                     out.send_us.push(us_since(o.t0, Instant::now()));
+                    out.traffic.tw_in_media.add(msg.len());
                     if tx.feed(Message::Text(msg.as_str().into())).await.is_err() {
                         out.closed_by_bridge = true;
                         break;
@@ -348,9 +353,10 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
         for name in echoes.drain(..) {
             seq += 1;
             out.marks_echoed += 1;
-            let m = format!(
+            let m: String = format!(
                 r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{sid}","mark":{{"name":"{name}"}}}}"#
             );
+            out.traffic.tw_in_other.add(m.len());
             if tx.feed(text(m)).await.is_err() {
                 out.closed_by_bridge = true;
             }

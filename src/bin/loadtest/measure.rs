@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::caller::{Group, Outcome};
 use crate::probe::SimSide;
+use crate::traffic::Traffic;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcSample {
@@ -209,6 +210,9 @@ impl Dist {
     }
 
     fn cell(&self) -> String {
+        if self.n == 0 {
+            return "–".into();
+        }
         format!("{:.2} / {:.2} / {:.1}", self.p50, self.p99, self.max)
     }
 }
@@ -231,6 +235,11 @@ pub struct Inputs {
 
 #[derive(Debug, Default)]
 pub struct Step {
+    /// `bridge` or `floor`.
+    pub target: &'static str,
+    /// What crossed the measured process's sockets, and over how many call-seconds.
+    pub traffic: Traffic,
+    pub call_s: f64,
     pub placement: Placement,
     pub loadavg: f64,
     pub calls: usize,
@@ -283,6 +292,8 @@ fn frame_of(pcm: bool, cum: u64) -> Option<u64> {
 
 pub fn analyse(i: Inputs) -> Step {
     let mut st = Step {
+        target: "bridge",
+        call_s: i.calls as f64 * i.duration.as_secs_f64(),
         placement: i.placement.clone(),
         loadavg: loadavg(),
         calls: i.calls,
@@ -303,6 +314,7 @@ pub fn analyse(i: Inputs) -> Step {
         st.bad_messages += o.bad_messages;
         st.frames_sent += o.send_us.len() as u64;
         st.marks_echoed += o.marks_echoed;
+        st.traffic.merge(&o.traffic);
         late.extend_from_slice(&o.lateness_us);
         if let Some(e) = &o.error {
             st.failed += 1;
@@ -320,6 +332,7 @@ pub fn analyse(i: Inputs) -> Step {
             }
             continue;
         };
+        st.traffic.merge(&sim.traffic);
         // Uplink.
         st.up_seq_mismatch += sim.seq_mismatches;
         for a in &sim.appends {
@@ -398,22 +411,48 @@ pub fn analyse(i: Inputs) -> Step {
     st.caller_late = Dist::of(late);
     st.monitor_late = Dist::of(i.monitor_lateness_us);
 
+    cost(
+        &mut st,
+        &Window {
+            t0: i.t0,
+            ramp_start: i.ramp_start,
+            all_started: i.all_started,
+            duration: i.duration,
+            base: i.base,
+            samples: &i.samples,
+        },
+    );
+    st
+}
+
+/// When the run was steady, and the measured process's samples.
+pub struct Window<'a> {
+    pub t0: Instant,
+    pub ramp_start: Instant,
+    pub all_started: Instant,
+    pub duration: Duration,
+    pub base: ProcSample,
+    pub samples: &'a [ProcSample],
+}
+
+/// CPU and RSS of the measured process over the steady window.
+fn cost(st: &mut Step, w: &Window) {
     // Steady state: every call started, none ended yet.
-    let from = i.all_started.saturating_duration_since(i.t0) + Duration::from_secs(2);
-    let to = (i.ramp_start + i.duration)
-        .saturating_duration_since(i.t0)
+    let from = w.all_started.saturating_duration_since(w.t0) + Duration::from_secs(2);
+    let to = (w.ramp_start + w.duration)
+        .saturating_duration_since(w.t0)
         .saturating_sub(Duration::from_secs(1));
-    let in_window: Vec<&ProcSample> = i
+    let in_window: Vec<&ProcSample> = w
         .samples
         .iter()
         .filter(|s| s.at_us >= from.as_micros() as u64 && s.at_us <= to.as_micros() as u64)
         .collect();
-    st.rss_base_kib = i.base.rss_kib;
+    st.rss_base_kib = w.base.rss_kib;
     if let (Some(a), Some(b)) = (in_window.first(), in_window.last()) {
         let secs = (b.at_us - a.at_us) as f64 / 1e6;
         if secs > 0.0 {
             st.window_s = secs;
-            let call_s = secs * i.calls as f64;
+            let call_s = secs * st.calls as f64;
             st.cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / call_s;
             let tick_ms = 1000.0 / ticks_per_s();
             st.cpu_user_ms_per_call_s =
@@ -424,14 +463,49 @@ pub fn analyse(i: Inputs) -> Step {
         let mut rss: Vec<u64> = in_window.iter().map(|s| s.rss_kib).collect();
         rss.sort_unstable();
         st.rss_kib = rss[rss.len() / 2];
-        st.rss_kib_per_call = st.rss_kib.saturating_sub(i.base.rss_kib) as f64 / i.calls as f64;
+        st.rss_kib_per_call = st.rss_kib.saturating_sub(w.base.rss_kib) as f64 / st.calls as f64;
     }
+}
+
+/// A floor run's step: the relay's cost, the load tool's lateness, the relay's traffic.
+pub struct FloorInputs<'a> {
+    pub placement: Placement,
+    pub calls: usize,
+    pub pcm: bool,
+    pub window: Window<'a>,
+    pub failed: usize,
+    pub errors: Vec<String>,
+    pub caller_lateness_us: Vec<u32>,
+    pub monitor_lateness_us: Vec<u32>,
+    pub traffic: Traffic,
+}
+
+pub fn analyse_floor(i: FloorInputs) -> Step {
+    let mut st = Step {
+        target: "floor",
+        traffic: i.traffic,
+        call_s: i.calls as f64 * i.window.duration.as_secs_f64(),
+        placement: i.placement,
+        loadavg: loadavg(),
+        calls: i.calls,
+        pcm: i.pcm,
+        failed: i.failed,
+        errors: i.errors,
+        caller_late: Dist::of(i.caller_lateness_us),
+        monitor_late: Dist::of(i.monitor_lateness_us),
+        ..Step::default()
+    };
+    st.frames_sent = st.traffic.tw_in_media.msgs;
+    st.marks_echoed = st.traffic.tw_in_other.msgs;
+    cost(&mut st, &i.window);
     st
 }
 
 impl Step {
     pub fn to_json(&self) -> serde_json::Value {
         json!({
+            "target": self.target,
+            "traffic_per_call_second": self.traffic.to_json(self.call_s),
             "calls": self.calls,
             "mode": if self.pcm { "pcm" } else { "pcmu" },
             "failed_calls": self.failed,
@@ -472,12 +546,13 @@ impl Step {
 
 pub fn table(steps: &[Step]) -> String {
     let mut s = String::from(
-        "| calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s (user / sys) | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
-         |---:|---|---:|---|---|---|---|---:|---:|---|\n",
+        "| target | calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s (user / sys) | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
+         |---|---:|---|---:|---|---|---|---|---:|---:|---|\n",
     );
     for st in steps {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} ({:.2} / {:.2}) | {:.1} | {:.2} / {:.1} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} ({:.2} / {:.2}) | {:.1} | {:.2} / {:.1} |\n",
+            st.target,
             st.calls,
             if st.pcm { "pcm" } else { "pcmu" },
             st.failed,
@@ -551,6 +626,50 @@ pub fn growth(steps: &[Step]) -> String {
             st.uplink.p99,
             base.downlink.p99,
             st.downlink.p99
+        ));
+    }
+    s
+}
+
+/// The bridge against the floor, row by row (runs of the same size under the same load).
+pub fn versus(pairs: &[(&Step, &Step)]) -> String {
+    let mut s = String::from(
+        "| calls | mode | bridge CPU ms per call-s (user / sys) | floor CPU ms per call-s (user / sys) | bridge ÷ floor (user / sys) | RSS KiB per call bridge / floor | load-tool lateness p99 ms bridge / floor |\n\
+         |---:|---|---|---|---|---|---|\n",
+    );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    for (b, f) in pairs {
+        s.push_str(&format!(
+            "| {} | {} | {:.3} ({:.2} / {:.2}) | {:.3} ({:.2} / {:.2}) | **{:.2}×** ({:.2}× / {:.2}×) | {:.1} / {:.1} | {:.2} / {:.2} |\n",
+            b.calls,
+            if b.pcm { "pcm" } else { "pcmu" },
+            b.cpu_ms_per_call_s,
+            b.cpu_user_ms_per_call_s,
+            b.cpu_sys_ms_per_call_s,
+            f.cpu_ms_per_call_s,
+            f.cpu_user_ms_per_call_s,
+            f.cpu_sys_ms_per_call_s,
+            ratio(b.cpu_ms_per_call_s, f.cpu_ms_per_call_s),
+            ratio(b.cpu_user_ms_per_call_s, f.cpu_user_ms_per_call_s),
+            ratio(b.cpu_sys_ms_per_call_s, f.cpu_sys_ms_per_call_s),
+            b.rss_kib_per_call,
+            f.rss_kib_per_call,
+            b.caller_late.p99.max(b.monitor_late.p99),
+            f.caller_late.p99.max(f.monitor_late.p99),
+        ));
+    }
+    s
+}
+
+/// Per call-second traffic of each step (the floor's should match the bridge's).
+pub fn traffic(steps: &[Step]) -> String {
+    let mut s = String::from("traffic per call-second (messages × average payload):\n");
+    for st in steps {
+        s.push_str(&format!(
+            "{} {} calls:\n{}\n",
+            st.target,
+            st.calls,
+            st.traffic.describe(st.call_s)
         ));
     }
     s
