@@ -153,7 +153,17 @@ pub(crate) async fn run(
     };
     let ws = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::accept_hdr_async(tcp, cb),
+        // A small read buffer: tungstenite zero-fills all of it on every read, and its
+        // 128 KiB default made that memset most of a load run's CPU (perf). Larger messages
+        // still arrive whole (the buffer grows for them).
+        tokio_tungstenite::accept_hdr_async_with_config(
+            tcp,
+            cb,
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(4096),
+            ),
+        ),
     )
     .await
     {

@@ -182,9 +182,13 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let url = callbridge::caller::stream_url_from_twiml(&twiml).ok_or("no <Stream url>")?;
     let ws_url = url.replacen("wss://", "ws://", 1);
     // Nagle off on our side, as a latency-minded media server would have it.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url.as_str(), None, true)
-        .await
-        .map_err(|e| format!("media socket: {e}"))?;
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        ws_url.as_str(),
+        Some(crate::small_reads()),
+        true,
+    )
+    .await
+    .map_err(|e| format!("media socket: {e}"))?;
     let (mut tx, mut rx) = ws.split();
     let text = |s: String| Message::Text(s.into());
     let start = format!(

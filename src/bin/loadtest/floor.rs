@@ -37,9 +37,10 @@ async fn floor_call(
     duration: Duration,
     out: &mut FloorOutcome,
 ) -> Result<(), String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-        .await
-        .map_err(|e| format!("relay socket: {e}"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(crate::small_reads()), true)
+            .await
+            .map_err(|e| format!("relay socket: {e}"))?;
     let media = padded(MEDIA, p.media_in_bytes);
     let echo = padded(MARK, p.echo_bytes);
     let begin = Instant::now();
@@ -99,7 +100,11 @@ impl Upstream {
                 o.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut mine = Traffic::default();
-                    if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                    let accepted = tokio_tungstenite::accept_async_with_config(
+                        tcp,
+                        Some(crate::small_reads()),
+                    );
+                    if let Ok(ws) = accepted.await {
                         upstream_session(ws, &p, &mut mine).await;
                     }
                     crate::probe::lock(&t).merge(&mine);

@@ -33,6 +33,12 @@ use clap::Parser;
 
 use callbridge::sim::{ProbeHandle, SimConfig, Simulator};
 
+/// The load tool's sockets: tungstenite zero-fills its whole read buffer on every read, and
+/// with the 128 KiB default that memset was 39% of the tool's CPU (perf, 200 calls).
+pub fn small_reads() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "loadtest",
@@ -307,6 +313,7 @@ async fn run_step(
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sampler = measure::Sampler::start(pid, t0);
+    let tool_sampler = measure::Sampler::start(std::process::id(), t0);
     let lateness = measure::LatenessMonitor::start();
     let base = measure::proc_sample(pid).ok_or("cannot read /proc for the bridge")?;
 
@@ -347,6 +354,7 @@ async fn run_step(
         }
     }
     let samples = sampler.stop().await;
+    let tool_samples = tool_sampler.stop().await;
     let late = lateness.stop().await;
     // Let every simulator session read what is left and see the close (a lagging load tool
     // may still hold unread appends).
@@ -370,6 +378,7 @@ async fn run_step(
         sims,
         base,
         samples,
+        tool_samples,
         monitor_lateness_us: late,
         failed_setup,
     }))
@@ -446,6 +455,7 @@ async fn run_floor_step(
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sampler = measure::Sampler::start(pid, t0);
+    let tool_sampler = measure::Sampler::start(std::process::id(), t0);
     let lateness = measure::LatenessMonitor::start();
     let base = measure::proc_sample(pid).ok_or("cannot read /proc for the relay")?;
     let duration = Duration::from_secs(args.duration);
@@ -480,6 +490,7 @@ async fn run_floor_step(
         }
     }
     let samples = sampler.stop().await;
+    let tool_samples = tool_sampler.stop().await;
     let monitor = lateness.stop().await;
     traffic.merge(&upstream.finish(Duration::from_secs(10)).await);
     drop(relay);
@@ -494,6 +505,7 @@ async fn run_floor_step(
             duration,
             base,
             samples: &samples,
+            tool_samples: &tool_samples,
         },
         failed,
         errors,

@@ -229,6 +229,7 @@ pub struct Inputs {
     pub sims: Vec<SimSide>,
     pub base: ProcSample,
     pub samples: Vec<ProcSample>,
+    pub tool_samples: Vec<ProcSample>,
     pub monitor_lateness_us: Vec<u32>,
     pub failed_setup: usize,
 }
@@ -267,6 +268,7 @@ pub struct Step {
     pub cpu_ms_per_call_s: f64,
     pub cpu_user_ms_per_call_s: f64,
     pub cpu_sys_ms_per_call_s: f64,
+    pub tool_cpu_ms_per_call_s: f64,
     pub rss_base_kib: u64,
     pub rss_kib: u64,
     pub rss_kib_per_call: f64,
@@ -420,6 +422,7 @@ pub fn analyse(i: Inputs) -> Step {
             duration: i.duration,
             base: i.base,
             samples: &i.samples,
+            tool_samples: &i.tool_samples,
         },
     );
     st
@@ -433,6 +436,8 @@ pub struct Window<'a> {
     pub duration: Duration,
     pub base: ProcSample,
     pub samples: &'a [ProcSample],
+    /// The load tool's own CPU (its cost per call, for profiling it).
+    pub tool_samples: &'a [ProcSample],
 }
 
 /// CPU and RSS of the measured process over the steady window.
@@ -463,6 +468,17 @@ fn cost(st: &mut Step, w: &Window) {
         let mut rss: Vec<u64> = in_window.iter().map(|s| s.rss_kib).collect();
         rss.sort_unstable();
         st.rss_kib = rss[rss.len() / 2];
+        let tool: Vec<&ProcSample> = w
+            .tool_samples
+            .iter()
+            .filter(|s| s.at_us >= from.as_micros() as u64 && s.at_us <= to.as_micros() as u64)
+            .collect();
+        if let (Some(a), Some(b)) = (tool.first(), tool.last()) {
+            let call_s = (b.at_us - a.at_us) as f64 / 1e6 * st.calls as f64;
+            if call_s > 0.0 {
+                st.tool_cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / call_s;
+            }
+        }
         st.rss_kib_per_call = st.rss_kib.saturating_sub(w.base.rss_kib) as f64 / st.calls as f64;
     }
 }
@@ -532,6 +548,7 @@ impl Step {
             "loadtool_cpus": self.placement.tool_cpus,
             "loadtool_worker_threads": self.placement.tool_threads,
             "loadavg_1min_at_end": self.loadavg,
+            "loadtool_cpu_ms_per_call_second": self.tool_cpu_ms_per_call_s,
             "bridge_cpu_ms_per_call_second": self.cpu_ms_per_call_s,
             "bridge_cpu_user_ms_per_call_second": self.cpu_user_ms_per_call_s,
             "bridge_cpu_system_ms_per_call_second": self.cpu_sys_ms_per_call_s,
@@ -573,11 +590,13 @@ pub fn table(steps: &[Step]) -> String {
     }
     for st in steps {
         s.push_str(&format!(
-            "{} calls: bridge on CPUs {}, load tool on CPUs {} ({} worker threads), load average {:.2}\n",
+            "{} {} calls: measured process on CPUs {}, load tool on CPUs {} ({} worker threads, {:.3} ms CPU per call-s), load average {:.2}\n",
+            st.target,
             st.calls,
             st.placement.measured_cpus,
             st.placement.tool_cpus,
             st.placement.tool_threads,
+            st.tool_cpu_ms_per_call_s,
             st.loadavg
         ));
     }
