@@ -237,6 +237,12 @@ async fn serve(
         s.on_connect();
     }
     let mut client_closed = false;
+    // One timer for the session, re-armed only when the deadline moves: a new one per loop
+    // turn was a timer-wheel insert and removal per client message (the load tool's profile).
+    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         if let Some(by) = flush(&mut ws, s, log).await {
             return by;
@@ -256,6 +262,12 @@ async fn serve(
         } else {
             s.next_deadline()
         };
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             _ = stop.changed() => {
                 return close(&mut ws, log, CloseCode::Away, "server shutting down", ClosedBy::Shutdown).await;
@@ -278,19 +290,15 @@ async fn serve(
                     return if client_closed { ClosedBy::Client } else { ClosedBy::ClientDropped };
                 }
             },
-            _ = sleep_until(deadline) => s.on_timer(Instant::now()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                s.on_timer(Instant::now())
+            }
             Some(f) = faults.recv() => {
                 s.publish(log);
                 return super::faults::apply(f, &mut ws, log).await;
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -189,7 +189,8 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("media socket: {e}"))?;
-    let (mut tx, mut rx) = ws.split();
+    // One owner for the whole socket (no split halves: no lock, no second waker per message).
+    let mut ws = ws;
     let text = |s: String| Message::Text(s.into());
     let start = format!(
         r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call_sid}","tracks":["inbound"],"customParameters":{{"From":"+15550100"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
@@ -197,10 +198,10 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
     out.traffic.tw_in_other.add(connected.len());
     out.traffic.tw_in_other.add(start.len());
-    tx.feed(text(connected.into()))
+    ws.feed(text(connected.into()))
         .await
         .map_err(|e| e.to_string())?;
-    tx.send(text(start)).await.map_err(|e| e.to_string())?;
+    ws.send(text(start)).await.map_err(|e| e.to_string())?;
 
     let begin = Instant::now();
     let end = begin + o.duration;
@@ -215,7 +216,14 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
         since: begin,
         barge: false,
     };
-    let mut next_frame = begin;
+    // Each call's 20 ms frame clock at its own phase (golden-ratio spread over the 20 ms), as
+    // real calls have: calls ramped 10 ms apart would otherwise all tick on two phases and the
+    // tool (and the bridge) would see a burst of hundreds of frames at the same instant.
+    let phase_us = (o.id as u64 * 12_361) % 20_000;
+    let mut next_frame = begin + Duration::from_micros(phase_us);
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next_frame));
+    tokio::pin!(sleep);
+    let mut armed = next_frame;
     let mut seq: u64 = 1;
     let mut frame_no: u32 = 0;
     let mut echoes: Vec<String> = Vec::new();
@@ -231,8 +239,13 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
         let wake = player
             .next_mark_due()
             .map_or(next_frame, |m| m.min(next_frame));
+        // The timer is re-armed only when the next wake-up moves (not on every message).
+        if wake != armed {
+            sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
+            armed = wake;
+        }
         tokio::select! {
-            m = rx.next() => {
+            m = ws.next() => {
                 let now = Instant::now();
                 player.advance(now, &mut echoes);
                 match m {
@@ -277,7 +290,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                     Some(Ok(_)) => out.bad_messages += 1,
                 }
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+            _ = &mut sleep => {
                 let now = Instant::now();
                 player.advance(now, &mut echoes);
                 if now >= next_frame {
@@ -346,7 +359,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                     msg.push_str(r#""}}"#);
                     out.send_us.push(us_since(o.t0, Instant::now()));
                     out.traffic.tw_in_media.add(msg.len());
-                    if tx.feed(Message::Text(msg.as_str().into())).await.is_err() {
+                    if ws.feed(Message::Text(msg.as_str().into())).await.is_err() {
                         out.closed_by_bridge = true;
                         break;
                     }
@@ -361,11 +374,11 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                 r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{sid}","mark":{{"name":"{name}"}}}}"#
             );
             out.traffic.tw_in_other.add(m.len());
-            if tx.feed(text(m)).await.is_err() {
+            if ws.feed(text(m)).await.is_err() {
                 out.closed_by_bridge = true;
             }
         }
-        if out.closed_by_bridge || tx.flush().await.is_err() {
+        if out.closed_by_bridge || ws.flush().await.is_err() {
             out.closed_by_bridge = true;
             break;
         }
@@ -382,10 +395,10 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let stop = format!(
         r#"{{"event":"stop","sequenceNumber":"{seq}","streamSid":"{sid}","stop":{{"accountSid":"AC00000000000000000000000000000001","callSid":"{call_sid}"}}}}"#
     );
-    let _ = tx.send(text(stop)).await;
-    let _ = tx.send(Message::Close(None)).await;
+    let _ = ws.send(text(stop)).await;
+    let _ = ws.send(Message::Close(None)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = rx.next().await {
+        while let Some(Ok(m)) = ws.next().await {
             if matches!(m, Message::Close(_)) {
                 break;
             }
