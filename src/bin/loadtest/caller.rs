@@ -30,6 +30,13 @@ pub struct Opts {
     pub t0: Instant,
     pub duration: Duration,
     pub speech: Arc<Vec<u8>>,
+    /// Start the 20 ms frame clock at [`phase_us`] after connecting (else at once).
+    pub spread_phases: bool,
+}
+
+/// Call `id`'s frame-clock phase: golden-ratio steps spread the calls evenly over 20 ms.
+pub fn phase_us(id: usize) -> u64 {
+    (id as u64 * 12_361) % 20_000
 }
 
 /// The frames of one delta as they arrived: Twilio-bound media between two marks.
@@ -219,7 +226,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     // Each call's 20 ms frame clock at its own phase (golden-ratio spread over the 20 ms), as
     // real calls have: calls ramped 10 ms apart would otherwise all tick on two phases and the
     // tool (and the bridge) would see a burst of hundreds of frames at the same instant.
-    let phase_us = (o.id as u64 * 12_361) % 20_000;
+    let phase_us = if o.spread_phases { phase_us(o.id) } else { 0 };
     let mut next_frame = begin + Duration::from_micros(phase_us);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next_frame));
     tokio::pin!(sleep);

@@ -23,9 +23,15 @@ pub struct FloorOutcome {
 }
 
 /// A floor caller: talks every 20 ms for `duration`, echoes marks at once.
-pub async fn caller(url: String, p: Arc<Pattern>, duration: Duration) -> FloorOutcome {
+/// `phase_us`: when its 20 ms clock starts after connecting (as the bridge run's callers).
+pub async fn caller(
+    url: String,
+    p: Arc<Pattern>,
+    duration: Duration,
+    phase_us: u64,
+) -> FloorOutcome {
     let mut out = FloorOutcome::default();
-    if let Err(e) = floor_call(&url, &p, duration, &mut out).await {
+    if let Err(e) = floor_call(&url, &p, duration, phase_us, &mut out).await {
         out.error = Some(e);
     }
     out
@@ -35,6 +41,7 @@ async fn floor_call(
     url: &str,
     p: &Pattern,
     duration: Duration,
+    phase_us: u64,
     out: &mut FloorOutcome,
 ) -> Result<(), String> {
     let (mut ws, _) =
@@ -45,7 +52,7 @@ async fn floor_call(
     let echo = padded(MARK, p.echo_bytes);
     let begin = Instant::now();
     let end = begin + duration;
-    let mut next = begin;
+    let mut next = begin + Duration::from_micros(phase_us);
     out.lateness_us
         .reserve(duration.as_millis() as usize / 20 + 2);
     let e = |e: tokio_tungstenite::tungstenite::Error| e.to_string();

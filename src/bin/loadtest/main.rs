@@ -84,6 +84,11 @@ pub struct Args {
     /// Short for `--target floor`.
     #[arg(long)]
     floor: bool,
+    /// Start every call's 20 ms frame clock as soon as it connects, as the tool did before:
+    /// calls ramped 10 ms apart then tick on two phases only, and frames arrive in bursts.
+    /// By default each call gets its own phase, spread over the 20 ms, as real calls have.
+    #[arg(long)]
+    same_phase: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -331,6 +336,7 @@ async fn run_step(
             t0,
             duration,
             speech: speech.clone(),
+            spread_phases: !args.same_phase,
         };
         calls.spawn(caller::run(opts));
         // Calls are opened one at a time so that the simulator's next session is this call's
@@ -464,7 +470,12 @@ async fn run_floor_step(
     let mut calls = tokio::task::JoinSet::new();
     let ramp_start = Instant::now();
     for i in 0..n {
-        calls.spawn(floor::caller(url.clone(), pattern.clone(), duration));
+        let phase = if args.same_phase {
+            0
+        } else {
+            caller::phase_us(i)
+        };
+        calls.spawn(floor::caller(url.clone(), pattern.clone(), duration, phase));
         let next = ramp_start + ramp_gap * (i as u32 + 1);
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
     }

@@ -518,6 +518,19 @@ pub fn analyse_floor(i: FloorInputs) -> Step {
 }
 
 impl Step {
+    /// Total (user / system), or why there is none: the ramp did not finish 3 s before the
+    /// calls began to end (a saturated load tool opens calls slowly).
+    fn cpu_cell(&self) -> String {
+        if self.window_s > 0.0 {
+            format!(
+                "{:.3} ({:.2} / {:.2})",
+                self.cpu_ms_per_call_s, self.cpu_user_ms_per_call_s, self.cpu_sys_ms_per_call_s
+            )
+        } else {
+            "– (no steady window)".into()
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "target": self.target,
@@ -568,7 +581,7 @@ pub fn table(steps: &[Step]) -> String {
     );
     for st in steps {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} ({:.2} / {:.2}) | {:.1} | {:.2} / {:.1} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {} | {} | {:.2} / {:.1} |\n",
             st.target,
             st.calls,
             if st.pcm { "pcm" } else { "pcmu" },
@@ -580,10 +593,12 @@ pub fn table(steps: &[Step]) -> String {
             st.up_dup,
             st.down_lost,
             st.down_dup,
-            st.cpu_ms_per_call_s,
-            st.cpu_user_ms_per_call_s,
-            st.cpu_sys_ms_per_call_s,
-            st.rss_kib_per_call,
+            st.cpu_cell(),
+            if st.window_s > 0.0 {
+                format!("{:.1}", st.rss_kib_per_call)
+            } else {
+                "–".into()
+            },
             st.caller_late.p99.max(st.monitor_late.p99),
             st.caller_late.max.max(st.monitor_late.max),
         ));
