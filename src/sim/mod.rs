@@ -128,6 +128,17 @@ pub trait SessionProbe: Send {
     fn speech_started_sent(&mut self, _at: std::time::Instant) {}
     /// `response.function_call_arguments.done` for `call_id` was handed to the socket at `at`.
     fn function_call_sent(&mut self, _call_id: &str, _at: std::time::Instant) {}
+    /// A text frame was read from the socket (the load tool counts the bridge's traffic).
+    fn frame_received(&mut self, _text: &str) {}
+    /// One flush went out: how many audio deltas and other events, and their bytes.
+    fn flush_sent(
+        &mut self,
+        _deltas: usize,
+        _delta_bytes: usize,
+        _others: usize,
+        _other_bytes: usize,
+    ) {
+    }
 }
 
 /// A shareable [`Probe`] (a newtype so that [`SimConfig`] stays `Debug` and `Clone`).

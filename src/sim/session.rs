@@ -153,7 +153,17 @@ pub(crate) async fn run(
     };
     let ws = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::accept_hdr_async(tcp, cb),
+        // A small read buffer: tungstenite zero-fills all of it on every read, and its
+        // 128 KiB default made that memset most of a load run's CPU (perf). Larger messages
+        // still arrive whole (the buffer grows for them).
+        tokio_tungstenite::accept_hdr_async_with_config(
+            tcp,
+            cb,
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(4096),
+            ),
+        ),
     )
     .await
     {
@@ -227,6 +237,12 @@ async fn serve(
         s.on_connect();
     }
     let mut client_closed = false;
+    // One timer for the session, re-armed only when the deadline moves: a new one per loop
+    // turn was a timer-wheel insert and removal per client message (the load tool's profile).
+    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         if let Some(by) = flush(&mut ws, s, log).await {
             return by;
@@ -246,6 +262,12 @@ async fn serve(
         } else {
             s.next_deadline()
         };
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             _ = stop.changed() => {
                 return close(&mut ws, log, CloseCode::Away, "server shutting down", ClosedBy::Shutdown).await;
@@ -253,6 +275,9 @@ async fn serve(
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     s.recv_at = std::time::Instant::now();
+                    if let Some(p) = s.probe.as_mut() {
+                        p.frame_received(t.as_str());
+                    }
                     s.on_text(t.as_str())
                 }
                 Some(Ok(Message::Binary(_))) => s.error(
@@ -265,19 +290,15 @@ async fn serve(
                     return if client_closed { ClosedBy::Client } else { ClosedBy::ClientDropped };
                 }
             },
-            _ = sleep_until(deadline) => s.on_timer(Instant::now()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                s.on_timer(Instant::now())
+            }
             Some(f) = faults.recv() => {
                 s.publish(log);
                 return super::faults::apply(f, &mut ws, log).await;
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -321,6 +342,8 @@ async fn flush(
     // started).
     let mut notes: Vec<Option<(u32, usize, usize)>> = Vec::new();
     let mut calls: Vec<String> = Vec::new();
+    // Per frame: an audio delta or not (for the probe's traffic count).
+    let mut kinds: Vec<bool> = Vec::new();
     let mut end = None;
     for o in s.out.drain(..) {
         match o {
@@ -332,6 +355,9 @@ async fn flush(
                     calls.push(get_str(&v, "call_id").unwrap_or_default().to_owned());
                 }
                 frames.push(v.to_string());
+                if probing {
+                    kinds.push(false);
+                }
                 if record {
                     s.sent.push(v);
                 }
@@ -344,6 +370,9 @@ async fn flush(
                     m.insert("delta".into(), Value::String(b64));
                 }
                 frames.push(v.to_string());
+                if probing {
+                    kinds.push(true);
+                }
                 if let Some(m) = v.as_object_mut() {
                     m.remove("delta");
                     m.insert("audio_bytes".into(), n.into());
@@ -376,6 +405,17 @@ async fn flush(
         for c in &calls {
             p.function_call_sent(c, at);
         }
+        let (mut deltas, mut delta_bytes, mut others, mut other_bytes) = (0, 0, 0, 0);
+        for (f, delta) in frames.iter().zip(&kinds) {
+            if *delta {
+                deltas += 1;
+                delta_bytes += f.len();
+            } else {
+                others += 1;
+                other_bytes += f.len();
+            }
+        }
+        p.flush_sent(deltas, delta_bytes, others, other_bytes);
     }
     for f in frames {
         if ws.feed(Message::text(f)).await.is_err() {

@@ -30,6 +30,13 @@ pub struct Opts {
     pub t0: Instant,
     pub duration: Duration,
     pub speech: Arc<Vec<u8>>,
+    /// Start the 20 ms frame clock at [`phase_us`] after connecting (else at once).
+    pub spread_phases: bool,
+}
+
+/// Call `id`'s frame-clock phase: golden-ratio steps spread the calls evenly over 20 ms.
+pub fn phase_us(id: usize) -> u64 {
+    (id as u64 * 12_361) % 20_000
 }
 
 /// The frames of one delta as they arrived: Twilio-bound media between two marks.
@@ -62,6 +69,8 @@ pub struct Outcome {
     pub stop_us: u32,
     pub marks_received: u64,
     pub marks_echoed: u64,
+    /// What crossed the bridge's Twilio socket (counted here, from the other end).
+    pub traffic: crate::traffic::Traffic,
 }
 
 enum Queued {
@@ -180,20 +189,26 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let url = callbridge::caller::stream_url_from_twiml(&twiml).ok_or("no <Stream url>")?;
     let ws_url = url.replacen("wss://", "ws://", 1);
     // Nagle off on our side, as a latency-minded media server would have it.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url.as_str(), None, true)
-        .await
-        .map_err(|e| format!("media socket: {e}"))?;
-    let (mut tx, mut rx) = ws.split();
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        ws_url.as_str(),
+        Some(crate::small_reads()),
+        true,
+    )
+    .await
+    .map_err(|e| format!("media socket: {e}"))?;
+    // One owner for the whole socket (no split halves: no lock, no second waker per message).
+    let mut ws = ws;
     let text = |s: String| Message::Text(s.into());
     let start = format!(
         r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call_sid}","tracks":["inbound"],"customParameters":{{"From":"+15550100"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
     );
-    tx.feed(text(
-        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    tx.send(text(start)).await.map_err(|e| e.to_string())?;
+    let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
+    out.traffic.tw_in_other.add(connected.len());
+    out.traffic.tw_in_other.add(start.len());
+    ws.feed(text(connected.into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    ws.send(text(start)).await.map_err(|e| e.to_string())?;
 
     let begin = Instant::now();
     let end = begin + o.duration;
@@ -208,7 +223,14 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
         since: begin,
         barge: false,
     };
-    let mut next_frame = begin;
+    // Each call's 20 ms frame clock at its own phase (golden-ratio spread over the 20 ms), as
+    // real calls have: calls ramped 10 ms apart would otherwise all tick on two phases and the
+    // tool (and the bridge) would see a burst of hundreds of frames at the same instant.
+    let phase_us = if o.spread_phases { phase_us(o.id) } else { 0 };
+    let mut next_frame = begin + Duration::from_micros(phase_us);
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next_frame));
+    tokio::pin!(sleep);
+    let mut armed = next_frame;
     let mut seq: u64 = 1;
     let mut frame_no: u32 = 0;
     let mut echoes: Vec<String> = Vec::new();
@@ -224,13 +246,19 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
         let wake = player
             .next_mark_due()
             .map_or(next_frame, |m| m.min(next_frame));
+        // The timer is re-armed only when the next wake-up moves (not on every message).
+        if wake != armed {
+            sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
+            armed = wake;
+        }
         tokio::select! {
-            m = rx.next() => {
+            m = ws.next() => {
                 let now = Instant::now();
                 player.advance(now, &mut echoes);
                 match m {
                     Some(Ok(Message::Text(t))) => {
                         let t = t.as_str();
+                        out.traffic.tw_out(t);
                         if t.starts_with(r#"{"event":"media""#) {
                             let n = field(t, r#""payload":""#).map_or(0, b64_len);
                             if n != FRAME {
@@ -269,7 +297,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                     Some(Ok(_)) => out.bad_messages += 1,
                 }
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+            _ = &mut sleep => {
                 let now = Instant::now();
                 player.advance(now, &mut echoes);
                 if now >= next_frame {
@@ -337,7 +365,8 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
                     B64.encode_string(frame, &mut msg);
                     msg.push_str(r#""}}"#);
                     out.send_us.push(us_since(o.t0, Instant::now()));
-                    if tx.feed(Message::Text(msg.as_str().into())).await.is_err() {
+                    out.traffic.tw_in_media.add(msg.len());
+                    if ws.feed(Message::Text(msg.as_str().into())).await.is_err() {
                         out.closed_by_bridge = true;
                         break;
                     }
@@ -348,14 +377,15 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
         for name in echoes.drain(..) {
             seq += 1;
             out.marks_echoed += 1;
-            let m = format!(
+            let m: String = format!(
                 r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{sid}","mark":{{"name":"{name}"}}}}"#
             );
-            if tx.feed(text(m)).await.is_err() {
+            out.traffic.tw_in_other.add(m.len());
+            if ws.feed(text(m)).await.is_err() {
                 out.closed_by_bridge = true;
             }
         }
-        if out.closed_by_bridge || tx.flush().await.is_err() {
+        if out.closed_by_bridge || ws.flush().await.is_err() {
             out.closed_by_bridge = true;
             break;
         }
@@ -372,10 +402,10 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let stop = format!(
         r#"{{"event":"stop","sequenceNumber":"{seq}","streamSid":"{sid}","stop":{{"accountSid":"AC00000000000000000000000000000001","callSid":"{call_sid}"}}}}"#
     );
-    let _ = tx.send(text(stop)).await;
-    let _ = tx.send(Message::Close(None)).await;
+    let _ = ws.send(text(stop)).await;
+    let _ = ws.send(Message::Close(None)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = rx.next().await {
+        while let Some(Ok(m)) = ws.next().await {
             if matches!(m, Message::Close(_)) {
                 break;
             }

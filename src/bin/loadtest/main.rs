@@ -12,8 +12,19 @@
 //! `measure.rs` for how events on the two sides are correlated.
 
 mod caller;
+mod floor;
+mod floor_run;
 mod measure;
+mod pin;
 mod probe;
+mod relay;
+mod report;
+mod traffic;
+
+// The allocator the bridge runs with, so that the floor relay (this binary) is measured on
+// the same footing; the load tool itself uses it too.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +34,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use callbridge::sim::{ProbeHandle, SimConfig, Simulator};
+
+/// The load tool's sockets: tungstenite zero-fills its whole read buffer on every read, and
+/// with the 128 KiB default that memset was 39% of the tool's CPU (perf, 200 calls).
+pub fn small_reads() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -51,19 +68,60 @@ pub struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Worker threads of this process (simulator + callers).
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// Worker threads of this process (simulator + callers); default 2, or one per core of
+    /// `--pin-tool`.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Pin the bridge (every thread, from exec) to these CPUs, e.g. `0` or `0-1`.
+    #[arg(long, value_name = "CPUS")]
+    pin_bridge: Option<pin::Cpus>,
+    /// Pin this process (simulator + callers, every thread) to these CPUs, e.g. `1`.
+    #[arg(long, value_name = "CPUS")]
+    pin_tool: Option<pin::Cpus>,
+    /// What to measure: the bridge; the floor (a minimal relay with the bridge's socket
+    /// traffic, see `relay.rs`); or both, each row the bridge and then the floor under the
+    /// same load, with the bridge's CPU as a multiple of the floor's.
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "floor", "both"])]
+    target: String,
+    /// Short for `--target floor`.
+    #[arg(long)]
+    floor: bool,
+    /// Start every call's 20 ms frame clock as soon as it connects, as the tool did before:
+    /// calls ramped 10 ms apart then tick on two phases only, and frames arrive in bursts.
+    /// By default each call gets its own phase, spread over the 20 ms, as real calls have.
+    #[arg(long)]
+    same_phase: bool,
 }
 
 fn main() -> std::process::ExitCode {
+    // `loadtest relay ...`: the floor relay, spawned by a floor run.
+    if std::env::args().nth(1).as_deref() == Some("relay") {
+        return relay::main(relay::RelayArgs::parse_from(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     if args.calls.iter().any(|&n| n == 0 || n > 5000) || args.duration < 5 || args.duration > 3600 {
         eprintln!("loadtest: calls must be 1..=5000 and duration 5..=3600 s");
         return std::process::ExitCode::FAILURE;
     }
+    // The measured process gets `--pin-bridge`, or else every CPU this process had before it
+    // pinned itself (a child would otherwise inherit the tool's pinning).
+    let unpinned = pin::current();
+    let bridge_cpus = args.pin_bridge.clone().unwrap_or(unpinned);
+    if let Some(cpus) = &args.pin_tool {
+        // Before the runtime exists, so that every worker and blocking thread inherits it.
+        if let Err(e) = pin::pin_self(cpus) {
+            eprintln!("loadtest: pinning to CPUs {cpus}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    // One worker per core the tool may use: more workers than cores on a pinned tool only add
+    // context switches and work-stealing wake-ups.
+    let threads = args
+        .threads
+        .unwrap_or(args.pin_tool.as_ref().map_or(2, |c| c.0.len()))
+        .clamp(1, 16);
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.clamp(1, 16))
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -73,23 +131,68 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let target = if args.floor {
+        "floor"
+    } else {
+        args.target.as_str()
+    };
+    let (run_bridge, run_floor) = (target != "floor", target != "bridge");
     let mut results = Vec::new();
+    let mut floors = Vec::new();
     for &n in &args.calls {
-        eprintln!("== {n} calls, {} mode, {} s each", args.mode, args.duration);
-        match rt.block_on(run_step(&args, n)) {
-            Ok(r) => {
-                eprintln!("{}", measure::table(std::slice::from_ref(&r)));
-                results.push(r);
+        eprintln!(
+            "== {n} calls, {} mode, {} s each, {target}",
+            args.mode, args.duration
+        );
+        let mut pattern = traffic::Pattern::nominal(args.mode == "pcm");
+        if run_bridge {
+            match rt.block_on(run_step(&args, &bridge_cpus, threads, n)) {
+                Ok(r) => {
+                    eprintln!("{}", report::table(std::slice::from_ref(&r)));
+                    // The floor replays what this bridge run did.
+                    pattern = traffic::Pattern::from_traffic(&r.traffic, r.call_s);
+                    results.push(r);
+                }
+                Err(e) => {
+                    eprintln!("loadtest: {n} calls: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
             }
-            Err(e) => {
-                eprintln!("loadtest: {n} calls: {e}");
-                return std::process::ExitCode::FAILURE;
+        }
+        if run_floor {
+            match rt.block_on(floor_run::run_floor_step(
+                &args,
+                &bridge_cpus,
+                threads,
+                n,
+                pattern,
+            )) {
+                Ok(r) => {
+                    eprintln!("{}", report::table(std::slice::from_ref(&r)));
+                    floors.push(r);
+                }
+                Err(e) => {
+                    eprintln!("loadtest: floor, {n} calls: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
             }
         }
     }
+    let pairs: Vec<(&measure::Step, &measure::Step)> = results.iter().zip(floors.iter()).collect();
+    let versus = (!pairs.is_empty()).then(|| report::versus(&pairs));
+    let growth = report::growth(if results.is_empty() {
+        &floors
+    } else {
+        &results
+    });
+    results.append(&mut floors);
     println!("{}", machine_line());
-    println!("{}", measure::table(&results));
-    println!("{}", measure::growth(&results));
+    println!("{}", report::table(&results));
+    println!("{growth}");
+    if let Some(v) = versus {
+        println!("{v}");
+    }
+    println!("{}", report::traffic(&results));
     if let Some(path) = &args.json {
         let v = serde_json::json!({
             "machine": machine_line(),
@@ -116,7 +219,9 @@ fn machine_line() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Online CPUs, not `available_parallelism` (which is this process's pinning).
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     format!("machine: {cores} cores, {cpu}")
 }
 
@@ -133,7 +238,12 @@ impl Drop for Bridge {
     }
 }
 
-fn spawn_bridge(args: &Args, realtime_url: &str, n: usize) -> Result<Bridge, String> {
+fn spawn_bridge(
+    args: &Args,
+    cpus: &pin::Cpus,
+    realtime_url: &str,
+    n: usize,
+) -> Result<Bridge, String> {
     let bin = match &args.bridge_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()
@@ -147,7 +257,9 @@ fn spawn_bridge(args: &Args, realtime_url: &str, n: usize) -> Result<Bridge, Str
         .port();
     let log_path = std::env::temp_dir().join(format!("loadtest-bridge-{n}.log"));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    pin::pin_child(&mut cmd, cpus);
+    let child = cmd
         .arg("serve")
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
         .env("REALTIME_URL", realtime_url)
@@ -182,7 +294,12 @@ async fn wait_healthy(url: &str) -> Result<(), String> {
     }
 }
 
-async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
+async fn run_step(
+    args: &Args,
+    bridge_cpus: &pin::Cpus,
+    threads: usize,
+    n: usize,
+) -> Result<measure::Step, String> {
     let pcm = args.mode == "pcm";
     let t0 = Instant::now();
     let (probe, mut opened) = probe::LoadProbe::new(t0, pcm);
@@ -199,11 +316,17 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
     let sim = Simulator::start("127.0.0.1:0", sim_cfg)
         .await
         .map_err(|e| format!("simulator: {e}"))?;
-    let bridge = spawn_bridge(args, &sim.url(), n)?;
+    let bridge = spawn_bridge(args, bridge_cpus, &sim.url(), n)?;
     let pid = bridge.child.id();
     wait_healthy(&bridge.url).await?;
+    let placement = measure::Placement {
+        measured_cpus: pin::allowed_list(pid),
+        tool_cpus: pin::allowed_list_all_threads(std::process::id()),
+        tool_threads: threads,
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sampler = measure::Sampler::start(pid, t0);
+    let tool_sampler = measure::Sampler::start(std::process::id(), t0);
     let lateness = measure::LatenessMonitor::start();
     let base = measure::proc_sample(pid).ok_or("cannot read /proc for the bridge")?;
 
@@ -221,6 +344,7 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
             t0,
             duration,
             speech: speech.clone(),
+            spread_phases: !args.same_phase,
         };
         calls.spawn(caller::run(opts));
         // Calls are opened one at a time so that the simulator's next session is this call's
@@ -244,6 +368,7 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
         }
     }
     let samples = sampler.stop().await;
+    let tool_samples = tool_sampler.stop().await;
     let late = lateness.stop().await;
     // Let every simulator session read what is left and see the close (a lagging load tool
     // may still hold unread appends).
@@ -256,6 +381,7 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
     let sims = probe.take_sessions();
     drop(bridge);
     Ok(measure::analyse(measure::Inputs {
+        placement,
         calls: n,
         pcm,
         t0,
@@ -266,6 +392,7 @@ async fn run_step(args: &Args, n: usize) -> Result<measure::Step, String> {
         sims,
         base,
         samples,
+        tool_samples,
         monitor_lateness_us: late,
         failed_setup,
     }))

@@ -25,13 +25,57 @@ use serde_json::json;
 
 use crate::caller::{Group, Outcome};
 use crate::probe::SimSide;
+use crate::traffic::Traffic;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcSample {
     pub at_us: u64,
     /// CPU time of all the process's threads, ns.
     pub cpu_ns: u64,
+    /// User and system CPU time of the process, clock ticks (/proc/PID/stat; coarser than
+    /// `cpu_ns`, fine over a steady window of seconds).
+    pub utime_ticks: u64,
+    pub stime_ticks: u64,
     pub rss_kib: u64,
+}
+
+fn read_user_sys_ticks(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at `state` (field 3);
+    // utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime = f.next()?.parse().ok()?;
+    let stime = f.next()?.parse().ok()?;
+    Some((utime, stime))
+}
+
+fn ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The 1-minute load average (the machine is shared: a busy one makes every number noisier).
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// Where each side ran.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// `Cpus_allowed_list` of the measured process (bridge or floor relay).
+    pub measured_cpus: String,
+    /// Of the load tool's threads (distinct lists joined by ` | `).
+    pub tool_cpus: String,
+    pub tool_threads: usize,
 }
 
 fn read_cpu_ns(pid: u32) -> Option<u64> {
@@ -61,9 +105,12 @@ fn read_rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let (utime_ticks, stime_ticks) = read_user_sys_ticks(pid)?;
     Some(ProcSample {
         at_us: 0,
         cpu_ns: read_cpu_ns(pid)?,
+        utime_ticks,
+        stime_ticks,
         rss_kib: read_rss_kib(pid)?,
     })
 }
@@ -158,16 +205,20 @@ impl Dist {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         json!({"n": self.n, "p50_ms": self.p50, "p99_ms": self.p99, "max_ms": self.max})
     }
 
-    fn cell(&self) -> String {
+    pub fn cell(&self) -> String {
+        if self.n == 0 {
+            return "–".into();
+        }
         format!("{:.2} / {:.2} / {:.1}", self.p50, self.p99, self.max)
     }
 }
 
 pub struct Inputs {
+    pub placement: Placement,
     pub calls: usize,
     pub pcm: bool,
     pub t0: Instant,
@@ -178,12 +229,20 @@ pub struct Inputs {
     pub sims: Vec<SimSide>,
     pub base: ProcSample,
     pub samples: Vec<ProcSample>,
+    pub tool_samples: Vec<ProcSample>,
     pub monitor_lateness_us: Vec<u32>,
     pub failed_setup: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct Step {
+    /// `bridge` or `floor`.
+    pub target: &'static str,
+    /// What crossed the measured process's sockets, and over how many call-seconds.
+    pub traffic: Traffic,
+    pub call_s: f64,
+    pub placement: Placement,
+    pub loadavg: f64,
     pub calls: usize,
     pub pcm: bool,
     pub failed: usize,
@@ -207,6 +266,9 @@ pub struct Step {
     pub marks_echoed: u64,
     pub window_s: f64,
     pub cpu_ms_per_call_s: f64,
+    pub cpu_user_ms_per_call_s: f64,
+    pub cpu_sys_ms_per_call_s: f64,
+    pub tool_cpu_ms_per_call_s: f64,
     pub rss_base_kib: u64,
     pub rss_kib: u64,
     pub rss_kib_per_call: f64,
@@ -232,6 +294,10 @@ fn frame_of(pcm: bool, cum: u64) -> Option<u64> {
 
 pub fn analyse(i: Inputs) -> Step {
     let mut st = Step {
+        target: "bridge",
+        call_s: i.calls as f64 * i.duration.as_secs_f64(),
+        placement: i.placement.clone(),
+        loadavg: loadavg(),
         calls: i.calls,
         pcm: i.pcm,
         failed: i.failed_setup + i.calls.saturating_sub(i.outcomes.len()),
@@ -250,6 +316,7 @@ pub fn analyse(i: Inputs) -> Step {
         st.bad_messages += o.bad_messages;
         st.frames_sent += o.send_us.len() as u64;
         st.marks_echoed += o.marks_echoed;
+        st.traffic.merge(&o.traffic);
         late.extend_from_slice(&o.lateness_us);
         if let Some(e) = &o.error {
             st.failed += 1;
@@ -267,6 +334,7 @@ pub fn analyse(i: Inputs) -> Step {
             }
             continue;
         };
+        st.traffic.merge(&sim.traffic);
         // Uplink.
         st.up_seq_mismatch += sim.seq_mismatches;
         for a in &sim.appends {
@@ -345,136 +413,106 @@ pub fn analyse(i: Inputs) -> Step {
     st.caller_late = Dist::of(late);
     st.monitor_late = Dist::of(i.monitor_lateness_us);
 
+    cost(
+        &mut st,
+        &Window {
+            t0: i.t0,
+            ramp_start: i.ramp_start,
+            all_started: i.all_started,
+            duration: i.duration,
+            base: i.base,
+            samples: &i.samples,
+            tool_samples: &i.tool_samples,
+        },
+    );
+    st
+}
+
+/// When the run was steady, and the measured process's samples.
+pub struct Window<'a> {
+    pub t0: Instant,
+    pub ramp_start: Instant,
+    pub all_started: Instant,
+    pub duration: Duration,
+    pub base: ProcSample,
+    pub samples: &'a [ProcSample],
+    /// The load tool's own CPU (its cost per call, for profiling it).
+    pub tool_samples: &'a [ProcSample],
+}
+
+/// CPU and RSS of the measured process over the steady window.
+fn cost(st: &mut Step, w: &Window) {
     // Steady state: every call started, none ended yet.
-    let from = i.all_started.saturating_duration_since(i.t0) + Duration::from_secs(2);
-    let to = (i.ramp_start + i.duration)
-        .saturating_duration_since(i.t0)
+    let from = w.all_started.saturating_duration_since(w.t0) + Duration::from_secs(2);
+    let to = (w.ramp_start + w.duration)
+        .saturating_duration_since(w.t0)
         .saturating_sub(Duration::from_secs(1));
-    let in_window: Vec<&ProcSample> = i
+    let in_window: Vec<&ProcSample> = w
         .samples
         .iter()
         .filter(|s| s.at_us >= from.as_micros() as u64 && s.at_us <= to.as_micros() as u64)
         .collect();
-    st.rss_base_kib = i.base.rss_kib;
+    st.rss_base_kib = w.base.rss_kib;
     if let (Some(a), Some(b)) = (in_window.first(), in_window.last()) {
         let secs = (b.at_us - a.at_us) as f64 / 1e6;
         if secs > 0.0 {
             st.window_s = secs;
-            st.cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / (secs * i.calls as f64);
+            let call_s = secs * st.calls as f64;
+            st.cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / call_s;
+            let tick_ms = 1000.0 / ticks_per_s();
+            st.cpu_user_ms_per_call_s =
+                b.utime_ticks.saturating_sub(a.utime_ticks) as f64 * tick_ms / call_s;
+            st.cpu_sys_ms_per_call_s =
+                b.stime_ticks.saturating_sub(a.stime_ticks) as f64 * tick_ms / call_s;
         }
         let mut rss: Vec<u64> = in_window.iter().map(|s| s.rss_kib).collect();
         rss.sort_unstable();
         st.rss_kib = rss[rss.len() / 2];
-        st.rss_kib_per_call = st.rss_kib.saturating_sub(i.base.rss_kib) as f64 / i.calls as f64;
-    }
-    st
-}
-
-impl Step {
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "calls": self.calls,
-            "mode": if self.pcm { "pcm" } else { "pcmu" },
-            "failed_calls": self.failed,
-            "errors": self.errors,
-            "uplink_ms": self.uplink.json(),
-            "downlink_ms": self.downlink.json(),
-            "speech_started_to_clear_ms": self.clear.json(),
-            "uplink_bytes_lost": self.up_lost,
-            "uplink_bytes_duplicated": self.up_dup,
-            "uplink_seq_mismatches": self.up_seq_mismatch,
-            "uplink_appends_misaligned": self.up_misaligned,
-            "uplink_prebuffer_flushes": self.up_prebuffer_flushes,
-            "uplink_frames_prebuffered": self.up_prebuffered,
-            "downlink_bytes_lost": self.down_lost,
-            "downlink_bytes_duplicated": self.down_dup,
-            "downlink_deltas_unmatched": self.down_unmatched,
-            "odd_frames": self.odd_frames,
-            "bad_messages": self.bad_messages,
-            "clears_unmatched": self.clears_unmatched,
-            "frames_sent": self.frames_sent,
-            "marks_echoed": self.marks_echoed,
-            "steady_window_s": self.window_s,
-            "bridge_cpu_ms_per_call_second": self.cpu_ms_per_call_s,
-            "bridge_rss_base_kib": self.rss_base_kib,
-            "bridge_rss_kib": self.rss_kib,
-            "bridge_rss_kib_per_call": self.rss_kib_per_call,
-            "loadtool_frame_timer_lateness_ms": self.caller_late.json(),
-            "loadtool_monitor_lateness_ms": self.monitor_late.json(),
-        })
-    }
-}
-
-pub fn table(steps: &[Step]) -> String {
-    let mut s = String::from(
-        "| calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
-         |---:|---|---:|---|---|---|---|---:|---:|---|\n",
-    );
-    for st in steps {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {}/{}, {}/{} | {:.3} | {:.1} | {:.2} / {:.1} |\n",
-            st.calls,
-            if st.pcm { "pcm" } else { "pcmu" },
-            st.failed,
-            st.uplink.cell(),
-            st.downlink.cell(),
-            st.clear.cell(),
-            st.up_lost,
-            st.up_dup,
-            st.down_lost,
-            st.down_dup,
-            st.cpu_ms_per_call_s,
-            st.rss_kib_per_call,
-            st.caller_late.p99.max(st.monitor_late.p99),
-            st.caller_late.max.max(st.monitor_late.max),
-        ));
-    }
-    for st in steps {
-        let checks = [
-            ("seq mismatches", st.up_seq_mismatch),
-            ("misaligned appends", st.up_misaligned),
-            ("unmatched deltas", st.down_unmatched),
-            ("unmatched clears", st.clears_unmatched),
-            ("odd frames", st.odd_frames),
-            ("bad messages", st.bad_messages),
-        ];
-        let bad: Vec<String> = checks
+        let tool: Vec<&ProcSample> = w
+            .tool_samples
             .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
+            .filter(|s| s.at_us >= from.as_micros() as u64 && s.at_us <= to.as_micros() as u64)
             .collect();
-        if !bad.is_empty() || !st.errors.is_empty() {
-            s.push_str(&format!(
-                "{} calls: {} {}\n",
-                st.calls,
-                bad.join(", "),
-                st.errors.join("; ")
-            ));
+        if let (Some(a), Some(b)) = (tool.first(), tool.last()) {
+            let call_s = (b.at_us - a.at_us) as f64 / 1e6 * st.calls as f64;
+            if call_s > 0.0 {
+                st.tool_cpu_ms_per_call_s = (b.cpu_ns - a.cpu_ns) as f64 / 1e6 / call_s;
+            }
         }
+        st.rss_kib_per_call = st.rss_kib.saturating_sub(w.base.rss_kib) as f64 / st.calls as f64;
     }
-    s
 }
 
-/// How CPU per call and p99 grow with the number of calls, relative to the 100-call step.
-pub fn growth(steps: &[Step]) -> String {
-    let Some(base) = steps
-        .iter()
-        .find(|s| s.calls >= 100)
-        .filter(|s| s.cpu_ms_per_call_s > 0.0)
-    else {
-        return String::new();
+/// A floor run's step: the relay's cost, the load tool's lateness, the relay's traffic.
+pub struct FloorInputs<'a> {
+    pub placement: Placement,
+    pub calls: usize,
+    pub pcm: bool,
+    pub window: Window<'a>,
+    pub failed: usize,
+    pub errors: Vec<String>,
+    pub caller_lateness_us: Vec<u32>,
+    pub monitor_lateness_us: Vec<u32>,
+    pub traffic: Traffic,
+}
+
+pub fn analyse_floor(i: FloorInputs) -> Step {
+    let mut st = Step {
+        target: "floor",
+        traffic: i.traffic,
+        call_s: i.calls as f64 * i.window.duration.as_secs_f64(),
+        placement: i.placement,
+        loadavg: loadavg(),
+        calls: i.calls,
+        pcm: i.pcm,
+        failed: i.failed,
+        errors: i.errors,
+        caller_late: Dist::of(i.caller_lateness_us),
+        monitor_late: Dist::of(i.monitor_lateness_us),
+        ..Step::default()
     };
-    let mut s = format!("growth vs {} calls:", base.calls);
-    for st in steps.iter().filter(|s| s.calls > base.calls) {
-        s.push_str(&format!(
-            " {} calls: CPU/call ×{:.2}, uplink p99 {:.2}→{:.2} ms, downlink p99 {:.2}→{:.2} ms;",
-            st.calls,
-            st.cpu_ms_per_call_s / base.cpu_ms_per_call_s,
-            base.uplink.p99,
-            st.uplink.p99,
-            base.downlink.p99,
-            st.downlink.p99
-        ));
-    }
-    s
+    st.frames_sent = st.traffic.tw_in_media.msgs;
+    st.marks_echoed = st.traffic.tw_in_other.msgs;
+    cost(&mut st, &i.window);
+    st
 }

@@ -68,9 +68,11 @@ pub struct SimSide {
     /// When the bridge's `session.update` arrived: caller frames sent before it were held in
     /// the bridge's pre-session buffer by design and are not timed.
     pub session_update_us: Option<u32>,
+    /// The bridge's traffic on this upstream socket.
+    pub traffic: crate::traffic::Traffic,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -177,6 +179,22 @@ impl SessionProbe for Session {
 
     fn speech_started_sent(&mut self, at: Instant) {
         self.side.speech_started_us.push(us_since(self.t0, at));
+    }
+
+    fn frame_received(&mut self, text: &str) {
+        self.side.traffic.rt_out(text);
+    }
+
+    fn flush_sent(&mut self, deltas: usize, delta_bytes: usize, others: usize, other_bytes: usize) {
+        let t = &mut self.side.traffic;
+        t.rt_in_delta.add_n(deltas, delta_bytes);
+        t.rt_in_other.add_n(others, other_bytes);
+        if deltas > 0 {
+            t.rt_in_delta_flushes += 1;
+            t.rt_in_others_with_delta += others as u64;
+        } else if others > 0 {
+            t.rt_in_event_flushes += 1;
+        }
     }
 }
 
