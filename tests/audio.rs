@@ -18,18 +18,27 @@ struct CountingAlloc;
 
 thread_local! {
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    /// Heap bytes allocated and not yet freed by this thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn add_live(bytes: isize) {
+    LIVE.with(|c| c.set(c.get() + bytes));
 }
 
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.with(|c| c.set(c.get() + 1));
+        add_live(layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        add_live(-(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.with(|c| c.set(c.get() + 1));
+        add_live(new_size as isize - layout.size() as isize);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -39,6 +48,10 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn allocs() -> usize {
     ALLOCS.with(|c| c.get())
+}
+
+fn live_bytes() -> isize {
+    LIVE.with(|c| c.get())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +217,7 @@ fn upsampler_delay_on_impulse_is_under_5ms() {
         delay as f64 / 24.0
     );
     assert_eq!(delay, up.delay_samples_out() as i64);
-    assert!(delay >= 0 && delay as f64 / 24.0 <= 5.0);
+    assert!(delay >= 0 && delay as f64 / 24.0 <= 2.0);
     assert!((up.delay_ms() - delay as f64 / 24.0).abs() < 1e-9);
     // Linear phase: the response is symmetric around the peak.
     for k in 1..40 {
@@ -241,7 +254,7 @@ fn downsampler_delay_on_impulse_is_under_5ms() {
         total * 3.0
     );
     assert!(residual.abs() < 0.5, "trim misaligned by {residual}");
-    assert!(total / 8.0 <= 5.0);
+    assert!(total / 8.0 <= 2.0);
     assert!((down.delay_ms() - trimmed / 8.0).abs() < 1e-9);
 
     // An impulse comes out where it went in (trimmed output is aligned), and it is only
@@ -271,7 +284,7 @@ fn downsampler_delay_on_impulse_is_under_5ms() {
 // 3. Round trip.
 
 #[test]
-fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
+fn one_khz_tone_survives_round_trip_with_snr_over_60_db() {
     let input = tone(1000.0, 8000.0, 8000);
     let back = downsample_all(&upsample_all(&input));
     // 3n - 6 samples at 24 kHz (the upsampler's first chunk is 6 short) -> n - 2 at 8 kHz.
@@ -288,7 +301,7 @@ fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
     }
     let snr = 10.0 * (sig / err).log10();
     println!("round trip 1 kHz: delay {d:.3} samples @8k, SNR {snr:.1} dB");
-    assert!(snr >= 30.0, "SNR {snr:.1} dB");
+    assert!(snr >= 60.0, "SNR {snr:.1} dB");
     // The delay is the sum of the two (the 1 kHz period is 8 samples, so compare modulo it).
     let expected = Upsampler::new().unwrap().delay_samples_out() as f64 / 3.0;
     let diff = (d - expected).rem_euclid(8.0);
@@ -299,7 +312,7 @@ fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
 // 4. Band: passband flatness, image and alias rejection.
 
 #[test]
-fn upsampler_passband_flat_within_1db_and_images_50db_down() {
+fn upsampler_passband_flat_within_0_4db_and_images_80db_down() {
     for f in [300.0, 1000.0, 3000.0, 3200.0] {
         let out = upsample_all(&tone(f, 8000.0, 8000));
         let pass = level_db(&out, 300, f, 24000.0);
@@ -308,20 +321,20 @@ fn upsampler_passband_flat_within_1db_and_images_50db_down() {
             .map(|g| level_db(&out, 300, g, 24000.0))
             .fold(f64::MIN, f64::max);
         println!("up {f:>6} Hz: {pass:+.2} dB, worst image {worst_image:.1} dB");
-        assert!(pass.abs() <= 1.0, "{f} Hz at {pass:.2} dB");
-        assert!(worst_image <= -50.0, "{f} Hz image at {worst_image:.1} dB");
+        assert!(pass.abs() <= 0.4, "{f} Hz at {pass:.2} dB");
+        assert!(worst_image <= -80.0, "{f} Hz image at {worst_image:.1} dB");
     }
 }
 
 #[test]
-fn downsampler_passband_flat_within_1db_and_aliases_50db_down() {
+fn downsampler_passband_flat_within_0_4db_and_aliases_77db_down() {
     for f in [300.0, 1000.0, 3000.0, 3200.0] {
         let out = downsample_all(&tone(f, 24000.0, 24000));
         let pass = level_db(&out, 100, f, 8000.0);
         println!("down {f:>6} Hz: {pass:+.2} dB");
-        assert!(pass.abs() <= 1.0, "{f} Hz at {pass:.2} dB");
+        assert!(pass.abs() <= 0.4, "{f} Hz at {pass:.2} dB");
     }
-    for f in [4800.0, 5000.0, 6000.0, 7000.0, 10000.0] {
+    for f in [4600.0, 4800.0, 5000.0, 6000.0, 7000.0, 10000.0] {
         let alias = {
             let m = f % 8000.0;
             if m > 4000.0 {
@@ -334,7 +347,7 @@ fn downsampler_passband_flat_within_1db_and_aliases_50db_down() {
         let level = level_db(&out, 100, alias, 8000.0);
         println!("down {f:>6} Hz -> alias at {alias} Hz: {level:.1} dB");
         assert!(
-            level <= -50.0,
+            level <= -77.5,
             "{f} Hz aliases to {alias} Hz at {level:.1} dB"
         );
     }
@@ -533,6 +546,29 @@ fn steady_state_processing_does_not_allocate() {
         "heap allocations on the per-frame path"
     );
     assert!(frames > 0);
+}
+
+/// What one pcm call holds for resampling: both resamplers' heap (filter tables, history,
+/// staging) plus the structs themselves, which live inside the call. Counted after use, so
+/// nothing grown lazily is missed.
+#[test]
+fn resamplers_hold_little_memory_per_call() {
+    let before = live_bytes();
+    let mut up = Upsampler::new().unwrap();
+    let mut down = Downsampler::new().unwrap();
+    let mut out = Vec::with_capacity(8192);
+    up.process(&tone(1000.0, 8000.0, 1600), &mut out).unwrap();
+    out.clear();
+    down.process(&tone(1000.0, 24000.0, 4801), &mut out)
+        .unwrap();
+    down.flush(&mut out).unwrap();
+    drop(out);
+    let heap = live_bytes() - before;
+    let inline = std::mem::size_of::<Upsampler>() + std::mem::size_of::<Downsampler>();
+    let total = heap as usize + inline;
+    println!("resamplers per call: {total} bytes ({heap} heap + {inline} inline)");
+    assert!(total <= 8 * 1024, "{total} bytes");
+    drop((up, down));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -87,10 +87,16 @@ fn to_f32(s: i16) -> f32 {
     f32::from(s) / I16_SCALE
 }
 
+/// Adding and removing 1.5 × 2^23 rounds an f32 of magnitude < 2^22 to the nearest integer
+/// (ties to even) with two plain additions: `f32::round` is a libm call on baseline x86-64
+/// (no SSE4.1), and this loop runs once per output sample.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
 fn to_i16(x: f32) -> i16 {
-    // The float → int `as` cast saturates (and maps NaN to 0), so filter overshoot on a
-    // full-scale input clips instead of wrapping.
-    (x * I16_SCALE).round() as i16
+    // Clamp first: filter overshoot on a full-scale input clips instead of wrapping, and the
+    // rounding trick needs |y| < 2^22. NaN clamps to NaN, which the saturating cast maps to 0.
+    let y = (x * I16_SCALE).clamp(-32768.0, 32767.0);
+    ((y + ROUND_MAGIC) - ROUND_MAGIC) as i16
 }
 
 /// One rubato resampler fed in fixed chunks, with everything preallocated.
