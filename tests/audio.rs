@@ -18,18 +18,27 @@ struct CountingAlloc;
 
 thread_local! {
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    /// Heap bytes allocated and not yet freed by this thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn add_live(bytes: isize) {
+    LIVE.with(|c| c.set(c.get() + bytes));
 }
 
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.with(|c| c.set(c.get() + 1));
+        add_live(layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        add_live(-(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.with(|c| c.set(c.get() + 1));
+        add_live(new_size as isize - layout.size() as isize);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -39,6 +48,10 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn allocs() -> usize {
     ALLOCS.with(|c| c.get())
+}
+
+fn live_bytes() -> isize {
+    LIVE.with(|c| c.get())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +217,7 @@ fn upsampler_delay_on_impulse_is_under_5ms() {
         delay as f64 / 24.0
     );
     assert_eq!(delay, up.delay_samples_out() as i64);
-    assert!(delay >= 0 && delay as f64 / 24.0 <= 5.0);
+    assert!(delay >= 0 && delay as f64 / 24.0 <= 2.0);
     assert!((up.delay_ms() - delay as f64 / 24.0).abs() < 1e-9);
     // Linear phase: the response is symmetric around the peak.
     for k in 1..40 {
@@ -241,7 +254,7 @@ fn downsampler_delay_on_impulse_is_under_5ms() {
         total * 3.0
     );
     assert!(residual.abs() < 0.5, "trim misaligned by {residual}");
-    assert!(total / 8.0 <= 5.0);
+    assert!(total / 8.0 <= 2.0);
     assert!((down.delay_ms() - trimmed / 8.0).abs() < 1e-9);
 
     // An impulse comes out where it went in (trimmed output is aligned), and it is only
@@ -271,7 +284,7 @@ fn downsampler_delay_on_impulse_is_under_5ms() {
 // 3. Round trip.
 
 #[test]
-fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
+fn one_khz_tone_survives_round_trip_with_snr_over_60_db() {
     let input = tone(1000.0, 8000.0, 8000);
     let back = downsample_all(&upsample_all(&input));
     // 3n - 6 samples at 24 kHz (the upsampler's first chunk is 6 short) -> n - 2 at 8 kHz.
@@ -288,7 +301,7 @@ fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
     }
     let snr = 10.0 * (sig / err).log10();
     println!("round trip 1 kHz: delay {d:.3} samples @8k, SNR {snr:.1} dB");
-    assert!(snr >= 30.0, "SNR {snr:.1} dB");
+    assert!(snr >= 60.0, "SNR {snr:.1} dB");
     // The delay is the sum of the two (the 1 kHz period is 8 samples, so compare modulo it).
     let expected = Upsampler::new().unwrap().delay_samples_out() as f64 / 3.0;
     let diff = (d - expected).rem_euclid(8.0);
@@ -299,7 +312,7 @@ fn one_khz_tone_survives_round_trip_with_snr_over_30_db() {
 // 4. Band: passband flatness, image and alias rejection.
 
 #[test]
-fn upsampler_passband_flat_within_1db_and_images_50db_down() {
+fn upsampler_passband_flat_within_0_4db_and_images_80db_down() {
     for f in [300.0, 1000.0, 3000.0, 3200.0] {
         let out = upsample_all(&tone(f, 8000.0, 8000));
         let pass = level_db(&out, 300, f, 24000.0);
@@ -308,20 +321,20 @@ fn upsampler_passband_flat_within_1db_and_images_50db_down() {
             .map(|g| level_db(&out, 300, g, 24000.0))
             .fold(f64::MIN, f64::max);
         println!("up {f:>6} Hz: {pass:+.2} dB, worst image {worst_image:.1} dB");
-        assert!(pass.abs() <= 1.0, "{f} Hz at {pass:.2} dB");
-        assert!(worst_image <= -50.0, "{f} Hz image at {worst_image:.1} dB");
+        assert!(pass.abs() <= 0.4, "{f} Hz at {pass:.2} dB");
+        assert!(worst_image <= -80.0, "{f} Hz image at {worst_image:.1} dB");
     }
 }
 
 #[test]
-fn downsampler_passband_flat_within_1db_and_aliases_50db_down() {
+fn downsampler_passband_flat_within_0_4db_and_aliases_77db_down() {
     for f in [300.0, 1000.0, 3000.0, 3200.0] {
         let out = downsample_all(&tone(f, 24000.0, 24000));
         let pass = level_db(&out, 100, f, 8000.0);
         println!("down {f:>6} Hz: {pass:+.2} dB");
-        assert!(pass.abs() <= 1.0, "{f} Hz at {pass:.2} dB");
+        assert!(pass.abs() <= 0.4, "{f} Hz at {pass:.2} dB");
     }
-    for f in [4800.0, 5000.0, 6000.0, 7000.0, 10000.0] {
+    for f in [4600.0, 4800.0, 5000.0, 6000.0, 7000.0, 10000.0] {
         let alias = {
             let m = f % 8000.0;
             if m > 4000.0 {
@@ -334,7 +347,7 @@ fn downsampler_passband_flat_within_1db_and_aliases_50db_down() {
         let level = level_db(&out, 100, alias, 8000.0);
         println!("down {f:>6} Hz -> alias at {alias} Hz: {level:.1} dB");
         assert!(
-            level <= -50.0,
+            level <= -77.5,
             "{f} Hz aliases to {alias} Hz at {level:.1} dB"
         );
     }
@@ -345,15 +358,15 @@ fn downsampler_passband_flat_within_1db_and_aliases_50db_down() {
 
 #[test]
 fn upsampler_random_pieces_equal_one_piece() {
-    let input: Vec<i16> = tone(440.0, 8000.0, 4000)
+    let input: Vec<i16> = tone(440.0, 8000.0, 4001)
         .iter()
-        .zip(tone(2900.0, 8000.0, 4000))
+        .zip(tone(2900.0, 8000.0, 4001))
         .map(|(a, b)| a / 2 + b / 2)
         .collect();
     let whole = upsample_all(&input);
-    // Everything up to the last full 16-sample chunk is out, less the 6 samples rubato's
-    // first chunk withholds (see `Upsampler` docs); nothing else.
-    assert_eq!(whole.len(), 3 * (input.len() / 16 * 16) - 6);
+    // Everything is out at once, whatever the length, less the 6 samples the filter's
+    // look-ahead holds (see `Upsampler` docs); nothing else.
+    assert_eq!(whole.len(), 3 * input.len() - 6);
     for seed in 1..20 {
         let mut rng = Rng(seed);
         let mut up = Upsampler::new().unwrap();
@@ -533,6 +546,138 @@ fn steady_state_processing_does_not_allocate() {
         "heap allocations on the per-frame path"
     );
     assert!(frames > 0);
+}
+
+/// What one pcm call holds for resampling: both resamplers' heap (filter tables, history,
+/// staging) plus the structs themselves, which live inside the call. Counted after use, so
+/// nothing grown lazily is missed.
+#[test]
+fn resamplers_hold_little_memory_per_call() {
+    let before = live_bytes();
+    let mut up = Upsampler::new().unwrap();
+    let mut down = Downsampler::new().unwrap();
+    let mut out = Vec::with_capacity(8192);
+    up.process(&tone(1000.0, 8000.0, 1600), &mut out).unwrap();
+    out.clear();
+    down.process(&tone(1000.0, 24000.0, 4801), &mut out)
+        .unwrap();
+    down.flush(&mut out).unwrap();
+    drop(out);
+    let heap = live_bytes() - before;
+    let inline = std::mem::size_of::<Upsampler>() + std::mem::size_of::<Downsampler>();
+    let total = heap as usize + inline;
+    println!("resamplers per call: {total} bytes ({heap} heap + {inline} inline)");
+    assert!(total <= 8 * 1024, "{total} bytes");
+    drop((up, down));
+}
+
+/// The resamplers drive rubato's sinc filter table and SIMD dot product directly. This pins
+/// their output to what rubato's own `Async` resampler gives with the same filter (the
+/// configuration this module used before, fed in 16- / 48-sample chunks): bit for bit, over
+/// random input and random piece sizes.
+#[test]
+fn resamplers_match_rubato_async_sample_for_sample() {
+    use rubato::audioadapter_buffers::direct::InterleavedSlice;
+    use rubato::{
+        Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType,
+        WindowFunction,
+    };
+
+    /// Whole input through `Async` in `chunk`-sample calls; output converted like ours.
+    fn via_async(
+        input: &[i16],
+        ratio: f64,
+        len: usize,
+        cutoff: f32,
+        phases: usize,
+        chunk: usize,
+    ) -> Vec<i16> {
+        let params = SincInterpolationParameters::new(len, WindowFunction::Blackman)
+            .f_cutoff(cutoff)
+            .oversampling_factor(phases)
+            .interpolation(SincInterpolationType::Nearest);
+        let mut r =
+            Async::<f32>::new_sinc(ratio, 1.0, &params, chunk, 1, FixedAsync::Input).unwrap();
+        let mut scratch = vec![0.0f32; r.output_frames_max()];
+        let mut out = Vec::new();
+        for piece in input.chunks_exact(chunk) {
+            let x: Vec<f32> = piece.iter().map(|&s| f32::from(s) / 32768.0).collect();
+            let inp = InterleavedSlice::new(&x[..], 1, chunk).unwrap();
+            let n = scratch.len();
+            let mut outp = InterleavedSlice::new_mut(&mut scratch[..], 1, n).unwrap();
+            let (_, produced) = r.process_into_buffer(&inp, &mut outp, None).unwrap();
+            out.extend(scratch[..produced].iter().map(|&y| {
+                let y = (y * 32768.0).clamp(-32768.0, 32767.0);
+                ((y + 12_582_912.0) - 12_582_912.0) as i16
+            }));
+        }
+        out
+    }
+
+    let mut rng = Rng(99);
+    let noise: Vec<i16> = (0..9600).map(|_| (rng.next() as i16) / 2).collect();
+    let mut speechy: Vec<i16> = tone(440.0, 8000.0, 9600)
+        .iter()
+        .zip(tone(3100.0, 8000.0, 9600))
+        .map(|(a, b)| a / 2 + b / 2)
+        .collect();
+    speechy[4000] = i16::MAX;
+    for input in [&noise, &speechy] {
+        // Up: Async gives 3 × 16k − 6 samples for 16k input, as ours does.
+        let want = via_async(input, 3.0, 32, 0.90, 3, 16);
+        let mut up = Upsampler::new().unwrap();
+        let mut got = Vec::new();
+        let mut rest = &input[..];
+        while !rest.is_empty() {
+            let n = [1, 15, 160, 333][rng.below(4)].min(rest.len());
+            up.process(&rest[..n], &mut got).unwrap();
+            rest = &rest[n..];
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "upsampler differs from rubato Async");
+
+        // Down: Async's output minus the 12-sample trim; ours may be further along.
+        let want = via_async(input, 1.0 / 3.0, 80, 0.93, 1, 48);
+        let mut down = Downsampler::new().unwrap();
+        let mut got = Vec::new();
+        down.process(input, &mut got).unwrap();
+        let want = &want[12..];
+        assert!(got.len() >= want.len() && got.len() <= want.len() + 16);
+        assert!(
+            got[..want.len()] == *want,
+            "downsampler differs from rubato Async"
+        );
+    }
+}
+
+/// A long call (5 minutes of 20 ms frames each way): exactly 480 samples per uplink frame
+/// after the first and exactly 160 per downlink frame once the filter is primed, so nothing
+/// drifts or slips however long the stream runs.
+#[test]
+fn sample_counts_stay_exact_over_a_long_call() {
+    let frames = 15_000;
+    let up_frame = tone(1000.0, 8000.0, 160);
+    let down_frame = tone(1000.0, 24000.0, 480);
+    let mut up = Upsampler::new().unwrap();
+    let mut down = Downsampler::new().unwrap();
+    let mut out = Vec::with_capacity(480);
+    let (mut up_total, mut down_total) = (0usize, 0usize);
+    for i in 0..frames {
+        out.clear();
+        up.process(&up_frame, &mut out).unwrap();
+        assert_eq!(out.len(), if i == 0 { 474 } else { 480 }, "up frame {i}");
+        up_total += out.len();
+        out.clear();
+        down.process(&down_frame, &mut out).unwrap();
+        if i > 0 {
+            assert_eq!(out.len(), 160, "down frame {i}");
+        }
+        down_total += out.len();
+    }
+    assert_eq!(up_total, 3 * 160 * frames - 6);
+    out.clear();
+    down.flush(&mut out).unwrap();
+    assert_eq!(down_total + out.len(), 160 * frames);
 }
 
 // ---------------------------------------------------------------------------------------------
