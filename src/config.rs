@@ -979,9 +979,13 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let dir = std::env::temp_dir().join(format!("cb-cfg-{}", std::process::id()));
+        // One file per call: tests run in parallel, and two files named alike (this used to
+        // be the text's length) overwrote each other.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let path = file.map(|text| {
             let _ = std::fs::create_dir_all(&dir);
-            let p = dir.join(format!("{}.toml", text.len()));
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = dir.join(format!("{n}.toml"));
             std::fs::write(&p, text).unwrap();
             p
         });
