@@ -1,24 +1,14 @@
 //! One floor step: the relay spawned and pinned in the bridge's place, the floor's peers
 //! driving it, its cost sampled like the bridge's.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{caller, floor, measure, pin, traffic, Args};
 
-/// A floor relay child process (this binary, `relay`); killed when dropped.
-struct Relay {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A floor relay child process (this binary, `relay`): measured and killed like the bridge.
+use crate::Bridge as Relay;
 
 fn spawn_relay(
     cpus: &pin::Cpus,

@@ -225,10 +225,10 @@ fn machine_line() -> String {
     format!("machine: {cores} cores, {cpu}")
 }
 
-/// The bridge child process; killed when dropped.
-struct Bridge {
-    child: Child,
-    url: String,
+/// The bridge (or floor relay) child process; killed when dropped.
+pub(crate) struct Bridge {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Bridge {
