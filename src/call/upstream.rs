@@ -354,6 +354,13 @@ impl Call {
         let over = (tail.len() + bytes.len()).saturating_sub(cap);
         tail.drain(..over.min(tail.len()));
         let skip = bytes.len().saturating_sub(cap);
+        let adding = bytes.len() - skip;
+        if tail.len() + adding > tail.capacity() {
+            // Grown by half a second at a time, exactly: doubling would leave a 2.2 s sentence
+            // (17.6 KB) in a 32 KiB buffer, and every call that speaks holds that at once.
+            let step = (TAIL_IDLE_MS as usize * bpms).max(adding);
+            tail.reserve_exact(step.min(cap - tail.len()));
+        }
         tail.extend(bytes[skip..].iter().copied());
     }
 
