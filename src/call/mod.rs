@@ -281,7 +281,7 @@ const MAX_BEFORE_START: u32 = 50;
 /// normally connects within a frame or two.)
 const FLUSH_CHUNK_MS: u64 = 1000;
 /// Caller audio as Twilio sends it: μ-law, 8 kHz.
-pub(crate) const ULAW_BYTES_PER_MS: u64 = 8;
+pub(crate) const ULAW_BYTES_PER_MS: u64 = AudioFormat::Pcmu.bytes_per_ms();
 
 /// One call.
 pub struct Call {
@@ -800,13 +800,18 @@ impl Call {
                     instructions: Some(greeting.clone()),
                 }));
         }
-        let buffered_ms = self.prebuffer.len() as u64 / ULAW_BYTES_PER_MS;
+        let buffered_ms = self.prebuffered_ms();
         self.flush_prebuffer();
         self.out
             .push_back(Output::Event(CallEvent::UpstreamReady { buffered_ms }));
         // Keys pressed while the session was being set up.
         self.flush_dtmf();
         self.wrapup_on_ready(now);
+    }
+
+    /// Caller audio waiting for a session, in ms.
+    fn prebuffered_ms(&self) -> u64 {
+        self.prebuffer.len() as u64 / ULAW_BYTES_PER_MS
     }
 
     /// Sends the buffered caller audio to the session in use, in appends of bounded size.

@@ -57,6 +57,8 @@ const ROTATE_RETRY: Duration = Duration::from_secs(5);
 /// Caller audio kept while the caller is not speaking: the beginning of a sentence the
 /// server's VAD has not reported yet (its prefix padding plus the event's way back).
 pub const TAIL_IDLE_MS: u64 = 500;
+/// [`TAIL_IDLE_MS`] of μ-law: what the tail holds while the caller is silent.
+const TAIL_IDLE_BYTES: usize = (TAIL_IDLE_MS * super::ULAW_BYTES_PER_MS) as usize;
 /// Error codes no retry fixes: the call ends at once.
 const FATAL_CODES: [&str; 3] = [
     "invalid_api_key",
@@ -291,7 +293,7 @@ impl Call {
         let replayed_items = replay.len();
         self.out.extend(replay.into_iter().map(Output::ToRealtime));
         self.upstream_ready = true;
-        let resent_ms = self.prebuffer.len() as u64 / super::ULAW_BYTES_PER_MS;
+        let resent_ms = self.prebuffered_ms();
         self.flush_prebuffer();
         self.out
             .push_back(Output::Event(CallEvent::UpstreamRestored {
@@ -342,11 +344,10 @@ impl Call {
         if self.cfg.upstream_retry.is_zero() {
             return;
         }
-        let bpms = super::ULAW_BYTES_PER_MS as usize;
         let cap = if self.up.caller_speaking {
-            self.cfg.prebuffer_limit_ms as usize * bpms
+            (self.cfg.prebuffer_limit_ms * super::ULAW_BYTES_PER_MS) as usize
         } else {
-            TAIL_IDLE_MS as usize * bpms
+            TAIL_IDLE_BYTES
         };
         let tail = &mut self.up.tail;
         // Room first, then the bytes: the buffer never holds more than `cap`, so its capacity
@@ -358,7 +359,7 @@ impl Call {
         if tail.len() + adding > tail.capacity() {
             // Grown by half a second at a time, exactly: doubling would leave a 2.2 s sentence
             // (17.6 KB) in a 32 KiB buffer, and every call that speaks holds that at once.
-            let step = (TAIL_IDLE_MS as usize * bpms).max(adding);
+            let step = TAIL_IDLE_BYTES.max(adding);
             tail.reserve_exact(step.min(cap - tail.len()));
         }
         tail.extend(bytes[skip..].iter().copied());
@@ -378,15 +379,14 @@ impl Call {
         if answers {
             self.up.turn_pending_since = Some(now);
         }
-        let idle = (TAIL_IDLE_MS * super::ULAW_BYTES_PER_MS) as usize;
         let tail = &mut self.up.tail;
-        if tail.len() > idle {
-            let extra = tail.len() - idle;
+        if tail.len() > TAIL_IDLE_BYTES {
+            let extra = tail.len() - TAIL_IDLE_BYTES;
             tail.drain(..extra);
         }
         // A long sentence grew the buffer; give the memory back (not per frame: per sentence).
-        if tail.capacity() > idle {
-            tail.shrink_to(idle);
+        if tail.capacity() > TAIL_IDLE_BYTES {
+            tail.shrink_to(TAIL_IDLE_BYTES);
         }
     }
 

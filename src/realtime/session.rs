@@ -25,7 +25,7 @@ pub enum AudioFormat {
 
 impl AudioFormat {
     /// Upstream bytes per millisecond of audio.
-    pub fn bytes_per_ms(self) -> u64 {
+    pub const fn bytes_per_ms(self) -> u64 {
         match self {
             AudioFormat::Pcmu => 8,
             AudioFormat::Pcm24k => 48,

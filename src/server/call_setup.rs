@@ -101,10 +101,6 @@ impl CallSetup {
         }
     }
 
-    pub fn lookup_pending(&self) -> bool {
-        self.lookup.is_some()
-    }
-
     /// Ready when the setup lookup answered, failed or timed out (then hand the answer to
     /// [`CallSetup::on_lookup`]); pending while none is running.
     pub fn poll_lookup(

@@ -116,11 +116,6 @@ impl Links {
         Poll::Pending
     }
 
-    /// [`Links::poll_next`] as a future (cancel-safe).
-    pub async fn next(&mut self) -> (u64, Received) {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
     fn install(
         &mut self,
         generation: u64,

@@ -146,7 +146,7 @@ impl Call {
         self.effect(UpstreamEffect::UseUpstream { generation });
         self.replay_rest(replayed_to, noted);
         self.upstream_ready = true;
-        let resent_ms = self.prebuffer.len() as u64 / crate::call::ULAW_BYTES_PER_MS;
+        let resent_ms = self.prebuffered_ms();
         self.flush_prebuffer();
         let opened = self.up.successor_opened.take().unwrap_or(now);
         let limit = self.up.successor_limit.take();
