@@ -8,66 +8,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use callbridge::call::effects::{CallUpdateRequest, Effect, EffectResult};
 use callbridge::call::{Call, CallConfig, EndReason, Output};
-use callbridge::realtime::{ClientEvent, ServerEvent};
+use callbridge::realtime::ClientEvent;
 use callbridge::twilio::rest::CallUpdate;
-use callbridge::twilio::{Inbound, Outbound};
-use serde_json::{json, Value};
+use callbridge::twilio::Outbound;
+use serde_json::json;
 
-const SID: &str = "MZ0001";
-
-struct H {
-    call: Call,
-    t0: Instant,
-}
+#[path = "support/call_harness.rs"]
+mod call_harness;
+use call_harness::{H, SID};
 
 impl H {
     fn new(cfg: CallConfig) -> H {
-        let t0 = Instant::now();
-        let mut h = H {
-            call: Call::new(Arc::new(cfg), t0),
-            t0,
-        };
-        h.twilio(&format!(
-            r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-        ), 0);
-        h.call.on_upstream_connected(h.at(1));
-        h.drain();
-        h
-    }
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-    fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.call.poll_output()).collect()
-    }
-    fn twilio(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let msg = Inbound::parse(json).expect("test message parses");
-        self.call.on_twilio(msg, self.at(ms));
-        self.drain()
-    }
-    fn rt(&mut self, v: Value, ms: u64) -> Vec<Output> {
-        let text = v.to_string();
-        let ev = ServerEvent::parse(&text).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
-        self.drain()
-    }
-    fn tick(&mut self, ms: u64) -> Vec<Output> {
-        self.call.on_tick(self.at(ms));
-        self.drain()
-    }
-    fn mark(&mut self, name: &str, ms: u64) -> Vec<Output> {
-        self.twilio(
-            &format!(
-                r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
-            ),
-            ms,
-        )
-    }
-    fn stop(&mut self, ms: u64) -> Vec<Output> {
-        self.twilio(
-            &format!(r#"{{"event":"stop","sequenceNumber":"9","streamSid":"{SID}","stop":{{"accountSid":"AC1","callSid":"CA1"}}}}"#),
-            ms,
-        )
+        H::started(cfg, r#"{}"#)
     }
     /// Twilio keeps sending media (the idle timer must not end a long call).
     fn media(&mut self, ms: u64) -> Vec<Output> {
