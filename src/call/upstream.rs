@@ -31,10 +31,10 @@
 //! quiet moment the switch is forced a minute before the limit.
 
 mod rotation;
+mod tail;
 
 pub use rotation::{FORCE_MARGIN, QUIET_FRAMES, ROTATE_MARGIN};
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::effects::UpstreamEffect;
@@ -171,7 +171,7 @@ pub(crate) struct Lifecycle {
     /// Caller audio sent to the current session and not known to be committed: since the
     /// caller's sentence began, or the last [`TAIL_IDLE_MS`] when silent. Kept as Twilio's
     /// μ-law (converted again if it is resent), so a pcm call holds 8 bytes per ms here, not 48.
-    tail: VecDeque<u8>,
+    tail: tail::Tail,
     /// (instant, unix seconds) at the same moment, to read `expires_at`.
     wall: Option<(Instant, u64)>,
 }
@@ -195,7 +195,7 @@ impl Default for Lifecycle {
             caller_speaking: false,
             quiet_frames: 0,
             turn_pending_since: None,
-            tail: VecDeque::new(),
+            tail: tail::Tail::default(),
             wall: None,
         }
     }
@@ -329,7 +329,7 @@ impl Call {
         if self.up.tail.is_empty() {
             return;
         }
-        let mut kept: Vec<u8> = self.up.tail.drain(..).collect();
+        let mut kept = self.up.tail.take();
         kept.extend_from_slice(&self.prebuffer);
         self.prebuffer = kept;
     }
@@ -349,20 +349,7 @@ impl Call {
         } else {
             TAIL_IDLE_BYTES
         };
-        let tail = &mut self.up.tail;
-        // Room first, then the bytes: the buffer never holds more than `cap`, so its capacity
-        // stays at the bound instead of doubling past it.
-        let over = (tail.len() + bytes.len()).saturating_sub(cap);
-        tail.drain(..over.min(tail.len()));
-        let skip = bytes.len().saturating_sub(cap);
-        let adding = bytes.len() - skip;
-        if tail.len() + adding > tail.capacity() {
-            // Grown by half a second at a time, exactly: doubling would leave a 2.2 s sentence
-            // (17.6 KB) in a 32 KiB buffer, and every call that speaks holds that at once.
-            let step = TAIL_IDLE_BYTES.max(adding);
-            tail.reserve_exact(step.min(cap - tail.len()));
-        }
-        tail.extend(bytes[skip..].iter().copied());
+        self.up.tail.push(bytes, cap);
     }
 
     /// The caller stopped speaking (the server committed the sentence).
@@ -379,15 +366,9 @@ impl Call {
         if answers {
             self.up.turn_pending_since = Some(now);
         }
-        let tail = &mut self.up.tail;
-        if tail.len() > TAIL_IDLE_BYTES {
-            let extra = tail.len() - TAIL_IDLE_BYTES;
-            tail.drain(..extra);
-        }
-        // A long sentence grew the buffer; give the memory back (not per frame: per sentence).
-        if tail.capacity() > TAIL_IDLE_BYTES {
-            tail.shrink_to(TAIL_IDLE_BYTES);
-        }
+        // A long sentence needed more chunks; they go back now (per sentence, not per frame).
+        self.up.tail.keep_last(TAIL_IDLE_BYTES);
+        self.up.tail.shrink();
     }
 
     /// The socket of `generation` could not be opened, or was lost.

@@ -39,7 +39,9 @@ pub enum Received {
 
 pub struct Links {
     cfg: Arc<Config>,
-    links: [Option<Link>; 2],
+    /// Boxed: a socket is ~1.4 KB (the TLS stream is inline in it) and the second slot is
+    /// only used during a rotation; inline, every call's task would carry both.
+    links: [Option<Box<Link>>; 2],
     /// The generation `Output::ToRealtime` goes to.
     pub current: u64,
     dial: Option<(u64, Dial)>,
@@ -142,7 +144,7 @@ impl Links {
                 )
             }
         };
-        self.links[slot] = Some(link);
+        self.links[slot] = Some(Box::new(link));
         Received::Dialled(Ok(()), took)
     }
 
@@ -151,6 +153,7 @@ impl Links {
             .iter_mut()
             .flatten()
             .find(|l| l.generation == generation)
+            .map(|l| &mut **l)
     }
 
     /// Whether a socket of this generation is open.

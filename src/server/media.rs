@@ -58,9 +58,10 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_TWILIO_MESSAGE)
         .max_frame_size(MAX_TWILIO_MESSAGE)
-        .on_upgrade(move |socket| async move {
+        .on_upgrade(move |socket| {
             // A number per call for the logs; the stream and call SIDs join the span once
-            // Twilio's `start` names them.
+            // Twilio's `start` names them. (The call's future is returned, not awaited in an
+            // async block: that block would hold a second copy of the socket for the call.)
             let id = s.call_ids.fetch_add(1, Ordering::Relaxed) + 1;
             let span = tracing::info_span!(
                 "call",
@@ -69,7 +70,7 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
                 stream_sid = tracing::field::Empty,
                 profile = tracing::field::Empty
             );
-            run(socket, s, id).instrument(span).await
+            run(socket, s, id).instrument(span)
         })
 }
 
@@ -81,489 +82,498 @@ impl Drop for CallGuard {
     }
 }
 
-async fn run(mut socket: WebSocket, s: AppState, n: u64) {
-    // A media socket arriving while the server drains is accepted: its TwiML was served before
-    // the drain began, and refusing it would fail a call we already answered. Only once the
-    // drain is over (running calls being ended) is it too late.
-    let over = if *s.stop_calls.borrow() {
-        Some("draining")
-    } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
-        Some("busy")
-    } else {
-        None
-    };
-    if let Some(reason) = over {
-        s.metrics
-            .calls_refused
-            .with_label_values(&["media", reason])
-            .inc();
-        warn!(
-            max_calls = s.cfg.max_calls,
-            reason, "refusing media socket (at max_calls, or the drain is over)"
-        );
-        let _ = socket
+/// The call's task. Not an `async fn`: its body would move the arguments into locals and the
+/// future would keep both copies (~500 bytes a call); an `async move` block uses them in place.
+fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<Output = ()> {
+    async move {
+        // A media socket arriving while the server drains is accepted: its TwiML was served before
+        // the drain began, and refusing it would fail a call we already answered. Only once the
+        // drain is over (running calls being ended) is it too late.
+        let over = if *s.stop_calls.borrow() {
+            Some("draining")
+        } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+            Some("busy")
+        } else {
+            None
+        };
+        if let Some(reason) = over {
+            s.metrics
+                .calls_refused
+                .with_label_values(&["media", reason])
+                .inc();
+            warn!(
+                max_calls = s.cfg.max_calls,
+                reason, "refusing media socket (at max_calls, or the drain is over)"
+            );
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1013,
+                    reason: "try again later".into(),
+                })))
+                .await;
+            return;
+        }
+        s.active_calls.fetch_add(1, Ordering::Relaxed);
+        s.metrics.calls_active.inc();
+        let _guard = CallGuard(s.clone());
+
+        let opened = Instant::now();
+        let live = match &s.console {
+            Some(hub) => hub.open(n),
+            None => LiveCall::off(),
+        };
+        let mut call = Call::new(s.call_cfg.clone(), opened);
+        let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
+        // With profiles, the session is configured only once `start` (and the profile's setup
+        // lookup) said which settings apply.
+        let mut setup = CallSetup::new(&s);
+        // Recording is the shell's job (the call stays sans-IO): every message on either socket,
+        // as sent or received, with its time since this socket opened.
+        let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
+            let header = Header::new(&s.call_cfg, "recorded by callbridge serve --record-dir");
+            match Recorder::create(dir, &header, opened) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(error = %e, "cannot record this call");
+                    None
+                }
+            }
+        });
+        // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
+        // Twilio's `start`.
+        let mut ups = Links::new(s.cfg.clone());
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            call.on_wall_clock(d.as_secs(), opened);
+        }
+        let mut sources = wake::Sources::new(s.stop_calls.clone());
+        // Grows to the largest batch seen (a few entries); not reserved up front: every byte of
+        // it is held for the whole call.
+        let mut batch = Vec::new();
+        // Once the drain is over the call says goodbye; its sockets close by this time regardless.
+        let mut shutdown_at: Option<tokio::time::Instant> = None;
+        // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
+        let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+        let mut registered = super::running::Registered::default();
+        let mut sid_json: Option<String> = None;
+        // Twilio-bound messages produced before `start` told us the stream SID.
+        let mut held: Vec<Outbound> = Vec::new();
+        let mut outcome = EndReason::TwilioDisconnected;
+        let mut text = String::with_capacity(512);
+        let mut anomalies = AnomalyCounts::default();
+        // Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
+        let mut effects = effects::Effects::new();
+        let mut timer = WriteTimer::default();
+
+        'call: loop {
+            // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
+            let (mut wrote_tw, mut wrote_up) = (false, false);
+            while let Some(out) = call.poll_output() {
+                timer.output(&out, &s.metrics.latency);
+                match out {
+                    Output::ToTwilio(msg) => {
+                        if matches!(msg, Outbound::Media(_)) {
+                            report.on_agent_audio(Instant::now);
+                        }
+                        if sid_json.is_none() {
+                            sid_json = call
+                                .stream_sid()
+                                .and_then(|sid| serde_json::to_string(sid).ok());
+                        }
+                        let Some(sid) = &sid_json else {
+                            // Only a greeting can get here before Twilio's `start` (sent at once
+                            // in practice); bounded so a stream that never starts costs no memory.
+                            if held.len() < MAX_HELD {
+                                held.push(msg);
+                            }
+                            continue;
+                        };
+                        for m in held.drain(..).chain(std::iter::once(msg)) {
+                            m.write_json(sid, &mut text);
+                            if let Some(r) = rec.as_mut() {
+                                r.message(Dir::TwilioOut, &text);
+                            }
+                            s.metrics.twilio_messages_out.inc();
+                            let fed = tokio::time::timeout(
+                                WRITE_STALL,
+                                socket.feed(Message::Text(text.as_str().into())),
+                            )
+                            .await;
+                            if !matches!(fed, Ok(Ok(()))) {
+                                warn!("write to Twilio failed or stalled");
+                                call.on_twilio_closed(Instant::now());
+                            }
+                            wrote_tw = true;
+                        }
+                    }
+                    Output::ToRealtime(ev) => {
+                        wrote_up |=
+                            send_up(&s, &mut call, &mut ups, &mut rec, &mut text, None, &ev).await;
+                    }
+                    Output::Upstream(effect) => match effect {
+                        UpstreamEffect::ConnectUpstream { generation } => {
+                            debug!(generation, "dialling a new upstream session");
+                            ups.dial(generation);
+                            sources.upstream_changed();
+                        }
+                        UpstreamEffect::SendUpstream { generation, event } => {
+                            wrote_up |= send_up(
+                                &s,
+                                &mut call,
+                                &mut ups,
+                                &mut rec,
+                                &mut text,
+                                Some(generation),
+                                &event,
+                            )
+                            .await;
+                        }
+                        UpstreamEffect::UseUpstream { generation } => ups.current = generation,
+                        UpstreamEffect::CloseUpstream { generation } => {
+                            if ups.close(generation) {
+                                if let Some(r) = rec.as_mut() {
+                                    r.close(Dir::RealtimeOut, Some(1005), "");
+                                }
+                            }
+                        }
+                    },
+                    Output::Event(ev) => {
+                        live.on_event(&ev);
+                        report.on_event(&ev, Instant::now());
+                        log_event(&s, &mut anomalies, ev)
+                    }
+                    Output::Hangup(reason) => {
+                        outcome = reason;
+                    }
+                    Output::Effect { id, effect } => {
+                        effects::spawn(&s, &mut effects, id, effect);
+                        sources.others_changed();
+                    }
+                }
+            }
+            if wrote_tw
+                && !matches!(
+                    tokio::time::timeout(WRITE_STALL, socket.flush()).await,
+                    Ok(Ok(()))
+                )
+            {
+                warn!("flush to Twilio failed or stalled");
+                call.on_twilio_closed(Instant::now());
+            }
+            for (generation, loss) in ups.flush(WRITE_STALL).await {
+                warn!(generation, %loss, "upstream flush failed");
+                call.on_upstream_lost(generation, loss, Instant::now());
+            }
+            if call.has_output() && !call.is_ended() {
+                // A failed flush made the call act (e.g. re-dial): handle that before waiting.
+                continue 'call;
+            }
+            let ok = !call.is_ended();
+            timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
+            if call.is_ended() {
+                // Outputs produced by the failed writes above are only events and the hangup.
+                while let Some(out) = call.poll_output() {
+                    if let Output::Event(ev) = out {
+                        live.on_event(&ev);
+                        report.on_event(&ev, Instant::now());
+                        log_event(&s, &mut anomalies, ev);
+                    }
+                }
+                break 'call;
+            }
+
+            // 2. Wait until something happens, then take everything that is ready.
+            if let Some(d) = call.next_deadline() {
+                sources.wake_by(tokio::time::Instant::from_std(d));
+            }
+            if let Some(at) = shutdown_at {
+                sources.wake_by(at);
+            }
+            std::future::poll_fn(|cx| {
+                sources.poll(
+                    cx,
+                    &mut socket,
+                    &mut ups,
+                    &mut effects,
+                    &mut setup,
+                    &mut cmd_rx,
+                    &mut batch,
+                )
+            })
+            .await;
+            for wake in batch.drain(..) {
+                match wake {
+                    Wake::Twilio(msg) => {
+                        let now = Instant::now();
+                        match msg {
+                            Some(Ok(Message::Text(t))) => {
+                                s.metrics.twilio_messages_in.inc();
+                                if let Some(r) = rec.as_mut() {
+                                    r.message(Dir::TwilioIn, t.as_str());
+                                }
+                                match Inbound::parse(t.as_str()) {
+                                    Ok(m) => {
+                                        if let Inbound::Start { stream_sid, start } = &m {
+                                            report.on_start(stream_sid, start);
+                                            registered.add(
+                                                &s.running,
+                                                start.call_sid.as_deref(),
+                                                &cmd_tx,
+                                            );
+                                            if let Some(c) = setup.on_start(&s, start, &mut report)
+                                            {
+                                                call.set_config(c);
+                                            }
+                                            // A setup lookup may have started.
+                                            sources.others_changed();
+                                        }
+                                        let mark = matches!(m, Inbound::Mark { .. });
+                                        timer.read(
+                                            match m {
+                                                Inbound::Media { .. } => Read::TwilioMedia,
+                                                _ => Read::Other,
+                                            },
+                                            now,
+                                        );
+                                        call.on_twilio(m, now);
+                                        if let Some(g) = setup.ready_upstream() {
+                                            call.on_upstream_open(g, now);
+                                        }
+                                        if mark {
+                                            timer.mark_echoed(
+                                                call.playback(),
+                                                now,
+                                                &s.metrics.latency,
+                                            );
+                                        }
+                                    }
+                                    Err(e) => {
+                                        s.metrics
+                                            .anomalies
+                                            .with_label_values(&["bad_twilio_json"])
+                                            .inc();
+                                        warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
+                                    }
+                                }
+                            }
+                            Some(Ok(Message::Binary(b))) => {
+                                s.metrics
+                                    .anomalies
+                                    .with_label_values(&["twilio_binary"])
+                                    .inc();
+                                warn!(len = b.len(), "binary frame from Twilio ignored");
+                            }
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                            Some(Ok(Message::Close(frame))) => {
+                                if let Some(r) = rec.as_mut() {
+                                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                                        (f.code, f.reason.to_string())
+                                    });
+                                    r.close(Dir::TwilioIn, Some(code), &reason);
+                                }
+                                call.on_twilio_closed(now)
+                            }
+                            None => {
+                                if let Some(r) = rec.as_mut() {
+                                    r.close(Dir::TwilioIn, None, "");
+                                }
+                                call.on_twilio_closed(now)
+                            }
+                            Some(Err(e)) => {
+                                warn!(error = %e, "Twilio socket error");
+                                if let Some(r) = rec.as_mut() {
+                                    r.close(Dir::TwilioIn, None, "");
+                                }
+                                call.on_twilio_closed(now);
+                            }
+                        }
+                    }
+                    Wake::Upstream(generation, received) => {
+                        let now = Instant::now();
+                        match received {
+                            Received::Dialled(Ok(()), took) => {
+                                s.metrics
+                                    .upstream_connect_seconds
+                                    .observe(took.as_secs_f64());
+                                debug!(
+                                    generation,
+                                    ms = took.as_millis() as u64,
+                                    "upstream connected"
+                                );
+                                // With profiles, the first session waits until `start` decided them.
+                                if let Some(g) = setup.upstream_opened(generation) {
+                                    call.on_upstream_open(g, now);
+                                }
+                            }
+                            Received::Dialled(Err(e), _) => {
+                                warn!(generation, error = %e, "upstream connection failed");
+                                call.on_upstream_lost(generation, links::loss_of(&e), now);
+                            }
+                            Received::Message(UpMessage::Text(t)) => {
+                                s.metrics.realtime_messages_in.inc();
+                                if let Some(r) = rec.as_mut() {
+                                    r.message(Dir::RealtimeIn, t.as_str());
+                                }
+                                match ServerEvent::parse(t.as_str()) {
+                                    Ok(ServerEvent::Unknown) => {
+                                        // New or uninteresting event types: fine, but visible at debug.
+                                        if tracing::enabled!(tracing::Level::DEBUG) {
+                                            debug!(
+                                                event = event_type(t.as_str()),
+                                                "Realtime event ignored"
+                                            );
+                                        }
+                                    }
+                                    Ok(ev) => {
+                                        if matches!(ev, ServerEvent::SpeechStopped { .. }) {
+                                            report.on_caller_turn_end(now);
+                                        }
+                                        timer.read(
+                                            match ev {
+                                                ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                                _ => Read::Other,
+                                            },
+                                            now,
+                                        );
+                                        call.on_realtime_from(generation, ev, now)
+                                    }
+                                    Err(e) => {
+                                        s.metrics
+                                            .anomalies
+                                            .with_label_values(&["bad_realtime_json"])
+                                            .inc();
+                                        warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
+                                    }
+                                }
+                            }
+                            Received::Message(UpMessage::Binary(b)) => {
+                                s.metrics
+                                    .anomalies
+                                    .with_label_values(&["realtime_binary"])
+                                    .inc();
+                                warn!(len = b.len(), "binary frame from the Realtime API ignored");
+                            }
+                            Received::Message(_) => {}
+                            Received::Lost(loss) => {
+                                if let Some(r) = rec.as_mut() {
+                                    match &loss {
+                                        crate::call::UpstreamLoss::Closed { code, reason } => {
+                                            r.close(Dir::RealtimeIn, Some(*code), reason)
+                                        }
+                                        _ => r.close(Dir::RealtimeIn, None, ""),
+                                    }
+                                }
+                                call.on_upstream_lost(generation, loss, now);
+                            }
+                        }
+                    }
+                    Wake::Effect(done) => match done {
+                        Ok((id, result)) => call.on_effect_done(id, result, Instant::now()),
+                        Err(e) => warn!(error = %e, "an effect task failed"),
+                    },
+                    Wake::Lookup(answer) => {
+                        if let Some(c) = setup.on_lookup(answer, &mut report) {
+                            call.set_config(c);
+                        }
+                        if setup.rejected {
+                            call.reject_politely(Instant::now());
+                        }
+                        if let Some(g) = setup.ready_upstream() {
+                            call.on_upstream_open(g, Instant::now());
+                        }
+                    }
+                    Wake::Timer => {
+                        if shutdown_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                            outcome = EndReason::Shutdown;
+                            break 'call;
+                        }
+                        call.on_tick(Instant::now());
+                    }
+                    Wake::Command(super::running::CallCommand::MachineAnswered) => {
+                        call.on_machine_answered(Instant::now())
+                    }
+                    Wake::Drain => {
+                        let wait = s.cfg.drain_goodbye_timeout;
+                        call.end_after_heard(
+                            s.cfg.drain_goodbye.clone(),
+                            EndReason::Shutdown,
+                            wait,
+                            Instant::now(),
+                        );
+                        shutdown_at =
+                            Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
+                    }
+                }
+            }
+        }
+
+        // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
+        // moment for it, so that the report names the call.
+        if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
+            // Futures awaited once, at the end, are boxed: inline, the largest of them would
+            // be reserved in every call's task for the whole call.
+            let _ = Box::pin(tokio::time::timeout(START_FOR_REPORT, async {
+                while let Some(Ok(Message::Text(t))) = socket.next().await {
+                    if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
+                        report.on_start(&stream_sid, &start);
+                        return;
+                    }
+                }
+            }))
+            .await;
+        }
+
+        // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
+        // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
+        let closed_tw = socket
             .send(Message::Close(Some(CloseFrame {
-                code: 1013,
-                reason: "try again later".into(),
+                code: 1000,
+                reason: outcome.as_str().into(),
             })))
             .await;
-        return;
-    }
-    s.active_calls.fetch_add(1, Ordering::Relaxed);
-    s.metrics.calls_active.inc();
-    let _guard = CallGuard(s.clone());
-
-    let opened = Instant::now();
-    let live = match &s.console {
-        Some(hub) => hub.open(n),
-        None => LiveCall::off(),
-    };
-    let mut call = Call::new(s.call_cfg.clone(), opened);
-    let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
-    // With profiles, the session is configured only once `start` (and the profile's setup
-    // lookup) said which settings apply.
-    let mut setup = CallSetup::new(&s);
-    // Recording is the shell's job (the call stays sans-IO): every message on either socket,
-    // as sent or received, with its time since this socket opened.
-    let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
-        let header = Header::new(&s.call_cfg, "recorded by callbridge serve --record-dir");
-        match Recorder::create(dir, &header, opened) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(error = %e, "cannot record this call");
-                None
+        if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
+            r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
+        }
+        for _ in 0..Box::pin(ups.close_all()).await {
+            if let Some(r) = rec.as_mut() {
+                r.close(Dir::RealtimeOut, Some(1005), "");
             }
         }
-    });
-    // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
-    // Twilio's `start`.
-    let mut ups = Links::new(s.cfg.clone());
-    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        call.on_wall_clock(d.as_secs(), opened);
-    }
-    let mut sources = wake::Sources::new(s.stop_calls.clone());
-    // Grows to the largest batch seen (a few entries); not reserved up front: every byte of
-    // it is held for the whole call.
-    let mut batch = Vec::new();
-    // Once the drain is over the call says goodbye; its sockets close by this time regardless.
-    let mut shutdown_at: Option<tokio::time::Instant> = None;
-    // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
-    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
-    let mut registered = super::running::Registered::default();
-    let mut sid_json: Option<String> = None;
-    // Twilio-bound messages produced before `start` told us the stream SID.
-    let mut held: Vec<Outbound> = Vec::new();
-    let mut outcome = EndReason::TwilioDisconnected;
-    let mut text = String::with_capacity(512);
-    let mut anomalies = AnomalyCounts::default();
-    // Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
-    let mut effects = effects::Effects::new();
-    let mut timer = WriteTimer::default();
-
-    'call: loop {
-        // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
-        let (mut wrote_tw, mut wrote_up) = (false, false);
-        while let Some(out) = call.poll_output() {
-            timer.output(&out, &s.metrics.latency);
-            match out {
-                Output::ToTwilio(msg) => {
-                    if matches!(msg, Outbound::Media(_)) {
-                        report.on_agent_audio(Instant::now);
-                    }
-                    if sid_json.is_none() {
-                        sid_json = call
-                            .stream_sid()
-                            .and_then(|sid| serde_json::to_string(sid).ok());
-                    }
-                    let Some(sid) = &sid_json else {
-                        // Only a greeting can get here before Twilio's `start` (sent at once
-                        // in practice); bounded so a stream that never starts costs no memory.
-                        if held.len() < MAX_HELD {
-                            held.push(msg);
-                        }
-                        continue;
-                    };
-                    for m in held.drain(..).chain(std::iter::once(msg)) {
-                        m.write_json(sid, &mut text);
-                        if let Some(r) = rec.as_mut() {
-                            r.message(Dir::TwilioOut, &text);
-                        }
-                        s.metrics.twilio_messages_out.inc();
-                        let fed = tokio::time::timeout(
-                            WRITE_STALL,
-                            socket.feed(Message::Text(text.as_str().into())),
-                        )
-                        .await;
-                        if !matches!(fed, Ok(Ok(()))) {
-                            warn!("write to Twilio failed or stalled");
-                            call.on_twilio_closed(Instant::now());
-                        }
-                        wrote_tw = true;
-                    }
+        if let Some(r) = rec.take() {
+            match Box::pin(r.finish(call.stream_sid())).await {
+                Ok(path) => {
+                    info!(path = %path.display(), "call recorded");
+                    report.add_recording("file", path.display().to_string());
                 }
-                Output::ToRealtime(ev) => {
-                    wrote_up |=
-                        send_up(&s, &mut call, &mut ups, &mut rec, &mut text, None, &ev).await;
-                }
-                Output::Upstream(effect) => match effect {
-                    UpstreamEffect::ConnectUpstream { generation } => {
-                        debug!(generation, "dialling a new upstream session");
-                        ups.dial(generation);
-                        sources.upstream_changed();
-                    }
-                    UpstreamEffect::SendUpstream { generation, event } => {
-                        wrote_up |= send_up(
-                            &s,
-                            &mut call,
-                            &mut ups,
-                            &mut rec,
-                            &mut text,
-                            Some(generation),
-                            &event,
-                        )
-                        .await;
-                    }
-                    UpstreamEffect::UseUpstream { generation } => ups.current = generation,
-                    UpstreamEffect::CloseUpstream { generation } => {
-                        if ups.close(generation) {
-                            if let Some(r) = rec.as_mut() {
-                                r.close(Dir::RealtimeOut, Some(1005), "");
-                            }
-                        }
-                    }
-                },
-                Output::Event(ev) => {
-                    live.on_event(&ev);
-                    report.on_event(&ev, Instant::now());
-                    log_event(&s, &mut anomalies, ev)
-                }
-                Output::Hangup(reason) => {
-                    outcome = reason;
-                }
-                Output::Effect { id, effect } => {
-                    effects::spawn(&s, &mut effects, id, effect);
-                    sources.others_changed();
-                }
+                Err(e) => warn!(error = %e, "recording failed"),
             }
         }
-        if wrote_tw
-            && !matches!(
-                tokio::time::timeout(WRITE_STALL, socket.flush()).await,
-                Ok(Ok(()))
-            )
-        {
-            warn!("flush to Twilio failed or stalled");
-            call.on_twilio_closed(Instant::now());
-        }
-        for (generation, loss) in ups.flush(WRITE_STALL).await {
-            warn!(generation, %loss, "upstream flush failed");
-            call.on_upstream_lost(generation, loss, Instant::now());
-        }
-        if call.has_output() && !call.is_ended() {
-            // A failed flush made the call act (e.g. re-dial): handle that before waiting.
-            continue 'call;
-        }
-        let ok = !call.is_ended();
-        timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
-        if call.is_ended() {
-            // Outputs produced by the failed writes above are only events and the hangup.
-            while let Some(out) = call.poll_output() {
-                if let Output::Event(ev) = out {
-                    live.on_event(&ev);
-                    report.on_event(&ev, Instant::now());
-                    log_event(&s, &mut anomalies, ev);
-                }
-            }
-            break 'call;
-        }
-
-        // 2. Wait until something happens, then take everything that is ready.
-        if let Some(d) = call.next_deadline() {
-            sources.wake_by(tokio::time::Instant::from_std(d));
-        }
-        if let Some(at) = shutdown_at {
-            sources.wake_by(at);
-        }
-        std::future::poll_fn(|cx| {
-            sources.poll(
-                cx,
-                &mut socket,
-                &mut ups,
-                &mut effects,
-                &mut setup,
-                &mut cmd_rx,
-                &mut batch,
-            )
-        })
-        .await;
-        for wake in batch.drain(..) {
-            match wake {
-                Wake::Twilio(msg) => {
-                    let now = Instant::now();
-                    match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            s.metrics.twilio_messages_in.inc();
-                            if let Some(r) = rec.as_mut() {
-                                r.message(Dir::TwilioIn, t.as_str());
-                            }
-                            match Inbound::parse(t.as_str()) {
-                                Ok(m) => {
-                                    if let Inbound::Start { stream_sid, start } = &m {
-                                        report.on_start(stream_sid, start);
-                                        registered.add(
-                                            &s.running,
-                                            start.call_sid.as_deref(),
-                                            &cmd_tx,
-                                        );
-                                        if let Some(c) = setup.on_start(&s, start, &mut report) {
-                                            call.set_config(c);
-                                        }
-                                        // A setup lookup may have started.
-                                        sources.others_changed();
-                                    }
-                                    let mark = matches!(m, Inbound::Mark { .. });
-                                    timer.read(
-                                        match m {
-                                            Inbound::Media { .. } => Read::TwilioMedia,
-                                            _ => Read::Other,
-                                        },
-                                        now,
-                                    );
-                                    call.on_twilio(m, now);
-                                    if let Some(g) = setup.ready_upstream() {
-                                        call.on_upstream_open(g, now);
-                                    }
-                                    if mark {
-                                        timer.mark_echoed(call.playback(), now, &s.metrics.latency);
-                                    }
-                                }
-                                Err(e) => {
-                                    s.metrics
-                                        .anomalies
-                                        .with_label_values(&["bad_twilio_json"])
-                                        .inc();
-                                    warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Binary(b))) => {
-                            s.metrics
-                                .anomalies
-                                .with_label_values(&["twilio_binary"])
-                                .inc();
-                            warn!(len = b.len(), "binary frame from Twilio ignored");
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(frame))) => {
-                            if let Some(r) = rec.as_mut() {
-                                let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                                    (f.code, f.reason.to_string())
-                                });
-                                r.close(Dir::TwilioIn, Some(code), &reason);
-                            }
-                            call.on_twilio_closed(now)
-                        }
-                        None => {
-                            if let Some(r) = rec.as_mut() {
-                                r.close(Dir::TwilioIn, None, "");
-                            }
-                            call.on_twilio_closed(now)
-                        }
-                        Some(Err(e)) => {
-                            warn!(error = %e, "Twilio socket error");
-                            if let Some(r) = rec.as_mut() {
-                                r.close(Dir::TwilioIn, None, "");
-                            }
-                            call.on_twilio_closed(now);
-                        }
-                    }
-                }
-                Wake::Upstream(generation, received) => {
-                    let now = Instant::now();
-                    match received {
-                        Received::Dialled(Ok(()), took) => {
-                            s.metrics
-                                .upstream_connect_seconds
-                                .observe(took.as_secs_f64());
-                            debug!(
-                                generation,
-                                ms = took.as_millis() as u64,
-                                "upstream connected"
-                            );
-                            // With profiles, the first session waits until `start` decided them.
-                            if let Some(g) = setup.upstream_opened(generation) {
-                                call.on_upstream_open(g, now);
-                            }
-                        }
-                        Received::Dialled(Err(e), _) => {
-                            warn!(generation, error = %e, "upstream connection failed");
-                            call.on_upstream_lost(generation, links::loss_of(&e), now);
-                        }
-                        Received::Message(UpMessage::Text(t)) => {
-                            s.metrics.realtime_messages_in.inc();
-                            if let Some(r) = rec.as_mut() {
-                                r.message(Dir::RealtimeIn, t.as_str());
-                            }
-                            match ServerEvent::parse(t.as_str()) {
-                                Ok(ServerEvent::Unknown) => {
-                                    // New or uninteresting event types: fine, but visible at debug.
-                                    if tracing::enabled!(tracing::Level::DEBUG) {
-                                        debug!(
-                                            event = event_type(t.as_str()),
-                                            "Realtime event ignored"
-                                        );
-                                    }
-                                }
-                                Ok(ev) => {
-                                    if matches!(ev, ServerEvent::SpeechStopped { .. }) {
-                                        report.on_caller_turn_end(now);
-                                    }
-                                    timer.read(
-                                        match ev {
-                                            ServerEvent::AudioDelta(_) => Read::AudioDelta,
-                                            _ => Read::Other,
-                                        },
-                                        now,
-                                    );
-                                    call.on_realtime_from(generation, ev, now)
-                                }
-                                Err(e) => {
-                                    s.metrics
-                                        .anomalies
-                                        .with_label_values(&["bad_realtime_json"])
-                                        .inc();
-                                    warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
-                                }
-                            }
-                        }
-                        Received::Message(UpMessage::Binary(b)) => {
-                            s.metrics
-                                .anomalies
-                                .with_label_values(&["realtime_binary"])
-                                .inc();
-                            warn!(len = b.len(), "binary frame from the Realtime API ignored");
-                        }
-                        Received::Message(_) => {}
-                        Received::Lost(loss) => {
-                            if let Some(r) = rec.as_mut() {
-                                match &loss {
-                                    crate::call::UpstreamLoss::Closed { code, reason } => {
-                                        r.close(Dir::RealtimeIn, Some(*code), reason)
-                                    }
-                                    _ => r.close(Dir::RealtimeIn, None, ""),
-                                }
-                            }
-                            call.on_upstream_lost(generation, loss, now);
-                        }
-                    }
-                }
-                Wake::Effect(done) => match done {
-                    Ok((id, result)) => call.on_effect_done(id, result, Instant::now()),
-                    Err(e) => warn!(error = %e, "an effect task failed"),
-                },
-                Wake::Lookup(answer) => {
-                    if let Some(c) = setup.on_lookup(answer, &mut report) {
-                        call.set_config(c);
-                    }
-                    if setup.rejected {
-                        call.reject_politely(Instant::now());
-                    }
-                    if let Some(g) = setup.ready_upstream() {
-                        call.on_upstream_open(g, Instant::now());
-                    }
-                }
-                Wake::Timer => {
-                    if shutdown_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
-                        outcome = EndReason::Shutdown;
-                        break 'call;
-                    }
-                    call.on_tick(Instant::now());
-                }
-                Wake::Command(super::running::CallCommand::MachineAnswered) => {
-                    call.on_machine_answered(Instant::now())
-                }
-                Wake::Drain => {
-                    let wait = s.cfg.drain_goodbye_timeout;
-                    call.end_after_heard(
-                        s.cfg.drain_goodbye.clone(),
-                        EndReason::Shutdown,
-                        wait,
-                        Instant::now(),
-                    );
-                    shutdown_at =
-                        Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
-                }
-            }
-        }
-    }
-
-    // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
-    // moment for it, so that the report names the call.
-    if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
-        // Futures awaited once, at the end, are boxed: inline, the largest of them would
-        // be reserved in every call's task for the whole call.
-        let _ = Box::pin(tokio::time::timeout(START_FOR_REPORT, async {
-            while let Some(Ok(Message::Text(t))) = socket.next().await {
-                if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
-                    report.on_start(&stream_sid, &start);
-                    return;
-                }
-            }
-        }))
+        live.ended(outcome.as_str());
+        let secs = opened.elapsed().as_secs_f64();
+        s.metrics
+            .calls_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        s.metrics
+            .calls_by_profile_total
+            .with_label_values(&[setup.profile.as_deref().unwrap_or("none"), outcome.as_str()])
+            .inc();
+        s.metrics.call_duration_seconds.observe(secs);
+        info!(
+            outcome = outcome.as_str(),
+            duration_s = format!("{secs:.1}"),
+            stream_sid = call.stream_sid().unwrap_or("-"),
+            "call ended"
+        );
+        // One report per call, whatever ended it; on disk before this task ends.
+        report.set_tool_calls(call.tool_calls(), call.transfer_targets());
+        report.use_conversation(call.conversation().entries());
+        let report = report.finish(outcome.as_str(), Instant::now());
+        Box::pin(
+            s.reports
+                .submit(setup.report_url.as_deref(), &report.report_id, &report),
+        )
         .await;
     }
-
-    // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
-    // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
-    let closed_tw = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: outcome.as_str().into(),
-        })))
-        .await;
-    if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
-        r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
-    }
-    for _ in 0..Box::pin(ups.close_all()).await {
-        if let Some(r) = rec.as_mut() {
-            r.close(Dir::RealtimeOut, Some(1005), "");
-        }
-    }
-    if let Some(r) = rec.take() {
-        match Box::pin(r.finish(call.stream_sid())).await {
-            Ok(path) => {
-                info!(path = %path.display(), "call recorded");
-                report.add_recording("file", path.display().to_string());
-            }
-            Err(e) => warn!(error = %e, "recording failed"),
-        }
-    }
-    live.ended(outcome.as_str());
-    let secs = opened.elapsed().as_secs_f64();
-    s.metrics
-        .calls_total
-        .with_label_values(&[outcome.as_str()])
-        .inc();
-    s.metrics
-        .calls_by_profile_total
-        .with_label_values(&[setup.profile.as_deref().unwrap_or("none"), outcome.as_str()])
-        .inc();
-    s.metrics.call_duration_seconds.observe(secs);
-    info!(
-        outcome = outcome.as_str(),
-        duration_s = format!("{secs:.1}"),
-        stream_sid = call.stream_sid().unwrap_or("-"),
-        "call ended"
-    );
-    // One report per call, whatever ended it; on disk before this task ends.
-    report.set_tool_calls(call.tool_calls(), call.transfer_targets());
-    report.use_conversation(call.conversation().entries());
-    let report = report.finish(outcome.as_str(), Instant::now());
-    Box::pin(
-        s.reports
-            .submit(setup.report_url.as_deref(), &report.report_id, &report),
-    )
-    .await;
 }
 
 /// Writes a client event to the socket in use (`to: None`) or to a given generation's, and
