@@ -54,8 +54,6 @@ pub struct AgentLine {
     pub item_id: Option<String>,
     /// The whole transcript the model produced for this item (so far, while it speaks).
     pub full_text: String,
-    /// What the caller heard: `full_text`, or its beginning when the caller did not hear it all.
-    pub text: String,
     /// Set when the caller did not hear the whole answer (barge-in, or the session dropped
     /// mid-answer): milliseconds of this item's audio the caller heard.
     pub interrupted_after_ms: Option<u64>,
@@ -67,9 +65,12 @@ pub struct AgentLine {
 }
 
 impl AgentLine {
-    /// Recomputes `text` from `full_text` and the cut.
-    fn recut(&mut self) {
-        self.text = match self.interrupted_after_ms {
+    /// What the caller heard: `full_text`, or its beginning when the caller did not hear it all.
+    /// Computed when asked (a replay, the report), not kept beside `full_text`: re-made on every
+    /// transcript delta, a second copy cost a clone of the growing line per delta and its memory
+    /// for the rest of the call.
+    pub fn text(&self) -> String {
+        match self.interrupted_after_ms {
             Some(heard) if self.produced_ms > heard => {
                 let chars = self.full_text.chars().count();
                 let keep = (chars as u64 * heard / self.produced_ms) as usize;
@@ -81,7 +82,7 @@ impl AgentLine {
                 format!("{}…", self.full_text.trim_end())
             }
             _ => self.full_text.clone(),
-        };
+        }
     }
 }
 
@@ -195,7 +196,6 @@ impl Conversation {
                 line.full_text.push_str(delta);
                 clip(&mut line.full_text);
             }
-            line.recut();
         });
     }
 
@@ -205,7 +205,6 @@ impl Conversation {
             line.full_text = transcript.to_owned();
             clip(&mut line.full_text);
             line.in_progress = false;
-            line.recut();
         });
     }
 
@@ -215,7 +214,6 @@ impl Conversation {
         self.with_agent_line(Some(item_id), |line| {
             line.interrupted_after_ms = Some(heard_ms);
             line.produced_ms = produced_ms;
-            line.recut();
         });
     }
 
@@ -261,7 +259,7 @@ impl Conversation {
         for (i, e) in slice.iter().enumerate().rev() {
             let n = match e {
                 Entry::Caller(t) => t.len(),
-                Entry::Agent(l) => l.text.len(),
+                Entry::Agent(l) => l.text().len(),
                 Entry::ToolCall { arguments, .. } => arguments.len() + 32,
                 Entry::ToolOutput { output, .. } => output.len() + 32,
             };
@@ -276,8 +274,10 @@ impl Conversation {
         for e in &slice[first..] {
             let item = match e {
                 Entry::Caller(t) => Item::UserText(t.clone()),
-                Entry::Agent(l) if l.text.is_empty() => continue,
-                Entry::Agent(l) => Item::AssistantText(l.text.clone()),
+                Entry::Agent(l) => match l.text() {
+                    t if t.is_empty() => continue,
+                    t => Item::AssistantText(t),
+                },
                 Entry::ToolCall {
                     call_id,
                     name,
@@ -362,7 +362,7 @@ mod tests {
             panic!()
         };
         assert_eq!(l.interrupted_after_ms, Some(1000));
-        assert_eq!(l.text, "one two…");
+        assert_eq!(l.text(), "one two…");
         assert_eq!(l.full_text, "one two three four five six seven eight");
         // The interruption may come before the transcript is done: the cut holds.
         c.agent_interrupted("i2", 0, 3000);

@@ -216,7 +216,7 @@ impl ReportBuilder {
                 look = rest.next();
             }
             let Some(a) = look else { continue };
-            line.text = a.text.clone();
+            line.text = a.text();
             line.interrupted_after_ms = a.interrupted_after_ms;
             heard = rest;
             next = heard.next();
