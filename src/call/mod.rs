@@ -280,6 +280,9 @@ const MAX_BEFORE_START: u32 = 50;
 /// that buffered a whole second of PCM16 keeps ~64 KiB for its life. Rare: the upstream
 /// normally connects within a frame or two.)
 const FLUSH_CHUNK_MS: u64 = 1000;
+/// Outputs the queue keeps room for between wake-ups (a 100 ms delta is ~7: five or six
+/// frames and a mark); more is given back once the queue is drained.
+const OUTPUTS_KEPT: usize = 16;
 /// Caller audio as Twilio sends it: μ-law, 8 kHz.
 pub(crate) const ULAW_BYTES_PER_MS: u64 = AudioFormat::Pcmu.bytes_per_ms();
 
@@ -399,7 +402,13 @@ impl Call {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() && self.out.capacity() > OUTPUTS_KEPT {
+            // A burst (several deltas taken in one wake-up, or one long delta: a frame each)
+            // grew the queue; a queue keeps its largest capacity, so give it back once drained.
+            self.out.shrink_to(OUTPUTS_KEPT);
+        }
+        out
     }
 
     /// Whether outputs are waiting to be polled.

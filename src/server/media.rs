@@ -84,6 +84,7 @@ impl Drop for CallGuard {
 
 /// The call's task. Not an `async fn`: its body would move the arguments into locals and the
 /// future would keep both copies (~500 bytes a call); an `async move` block uses them in place.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
 fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<Output = ()> {
     async move {
         // A media socket arriving while the server drains is accepted: its TwiML was served before

@@ -37,6 +37,9 @@ pub struct ProcSample {
     pub utime_ticks: u64,
     pub stime_ticks: u64,
     pub rss_kib: u64,
+    /// The anonymous part of `rss_kib` (`RssAnon`: heap and stacks). The rest is file pages,
+    /// mostly the binary's code, paged in once as code paths first run: not memory per call.
+    pub anon_kib: u64,
 }
 
 fn read_user_sys_ticks(pid: u32) -> Option<(u64, u64)> {
@@ -94,24 +97,30 @@ fn read_cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-fn read_rss_kib(pid: u32) -> Option<u64> {
+/// `VmRSS` and `RssAnon` from /proc/PID/status, KiB.
+fn read_rss_kib(pid: u32) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     let (utime_ticks, stime_ticks) = read_user_sys_ticks(pid)?;
+    let (rss_kib, anon_kib) = read_rss_kib(pid)?;
     Some(ProcSample {
         at_us: 0,
         cpu_ns: read_cpu_ns(pid)?,
         utime_ticks,
         stime_ticks,
-        rss_kib: read_rss_kib(pid)?,
+        rss_kib,
+        anon_kib,
     })
 }
 
@@ -272,6 +281,8 @@ pub struct Step {
     pub rss_base_kib: u64,
     pub rss_kib: u64,
     pub rss_kib_per_call: f64,
+    /// The same for `RssAnon` (heap and stacks, without the binary's code pages).
+    pub anon_kib_per_call: f64,
     pub caller_late: Dist,
     pub monitor_late: Dist,
 }
@@ -480,6 +491,10 @@ fn cost(st: &mut Step, w: &Window) {
             }
         }
         st.rss_kib_per_call = st.rss_kib.saturating_sub(w.base.rss_kib) as f64 / st.calls as f64;
+        let mut anon: Vec<u64> = in_window.iter().map(|s| s.anon_kib).collect();
+        anon.sort_unstable();
+        st.anon_kib_per_call =
+            anon[anon.len() / 2].saturating_sub(w.base.anon_kib) as f64 / st.calls as f64;
     }
 }
 

@@ -55,6 +55,7 @@ impl Step {
             "bridge_rss_base_kib": self.rss_base_kib,
             "bridge_rss_kib": self.rss_kib,
             "bridge_rss_kib_per_call": self.rss_kib_per_call,
+            "bridge_rss_anon_kib_per_call": self.anon_kib_per_call,
             "loadtool_frame_timer_lateness_ms": self.caller_late.json(),
             "loadtool_monitor_lateness_ms": self.monitor_late.json(),
         })
@@ -63,7 +64,7 @@ impl Step {
 
 pub fn table(steps: &[Step]) -> String {
     let mut s = String::from(
-        "| target | calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s (user / sys) | bridge RSS KiB per call | load-tool lateness ms p99/max |\n\
+        "| target | calls | mode | failed | uplink ms p50/p99/max | downlink ms p50/p99/max | speech_started→clear ms p50/p99/max | lost/dup bytes up, down | bridge CPU ms per call-s (user / sys) | bridge RSS KiB per call (all / anon) | load-tool lateness ms p99/max |\n\
          |---|---:|---|---:|---|---|---|---|---:|---:|---|\n",
     );
     for st in steps {
@@ -82,7 +83,7 @@ pub fn table(steps: &[Step]) -> String {
             st.down_dup,
             st.cpu_cell(),
             if st.window_s > 0.0 {
-                format!("{:.1}", st.rss_kib_per_call)
+                format!("{:.1} / {:.1}", st.rss_kib_per_call, st.anon_kib_per_call)
             } else {
                 "–".into()
             },
