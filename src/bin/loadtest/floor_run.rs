@@ -61,16 +61,7 @@ pub async fn run_floor_step(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let placement = measure::Placement {
-        measured_cpus: pin::allowed_list(pid),
-        tool_cpus: pin::allowed_list_all_threads(std::process::id()),
-        tool_threads: threads,
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let sampler = measure::Sampler::start(pid, t0);
-    let tool_sampler = measure::Sampler::start(std::process::id(), t0);
-    let lateness = measure::LatenessMonitor::start();
-    let base = measure::proc_sample(pid).ok_or("cannot read /proc for the relay")?;
+    let watch = measure::Watch::start(pid, threads, t0, "relay").await?;
     let duration = Duration::from_secs(args.duration);
     let ramp_gap = Duration::from_secs_f64(1.0 / args.ramp.clamp(0.1, 10_000.0));
     let url = format!("ws://{}/media", relay.url);
@@ -107,9 +98,7 @@ pub async fn run_floor_step(
             }
         }
     }
-    let samples = sampler.stop().await;
-    let tool_samples = tool_sampler.stop().await;
-    let monitor = lateness.stop().await;
+    let (placement, base, watched) = watch.stop().await;
     traffic.merge(&upstream.finish(Duration::from_secs(10)).await);
     drop(relay);
     Ok(measure::analyse_floor(measure::FloorInputs {
@@ -122,13 +111,13 @@ pub async fn run_floor_step(
             all_started,
             duration,
             base,
-            samples: &samples,
-            tool_samples: &tool_samples,
+            samples: &watched.samples,
+            tool_samples: &watched.tool_samples,
         },
         failed,
         errors,
         caller_lateness_us: late,
-        monitor_lateness_us: monitor,
+        monitor_lateness_us: watched.monitor_lateness_us,
         traffic,
     }))
 }

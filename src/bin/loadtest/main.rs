@@ -319,16 +319,7 @@ async fn run_step(
     let bridge = spawn_bridge(args, bridge_cpus, &sim.url(), n)?;
     let pid = bridge.child.id();
     wait_healthy(&bridge.url).await?;
-    let placement = measure::Placement {
-        measured_cpus: pin::allowed_list(pid),
-        tool_cpus: pin::allowed_list_all_threads(std::process::id()),
-        tool_threads: threads,
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let sampler = measure::Sampler::start(pid, t0);
-    let tool_sampler = measure::Sampler::start(std::process::id(), t0);
-    let lateness = measure::LatenessMonitor::start();
-    let base = measure::proc_sample(pid).ok_or("cannot read /proc for the bridge")?;
+    let watch = measure::Watch::start(pid, threads, t0, "bridge").await?;
 
     let speech = Arc::new(callbridge::caller::synthetic_speech(1200));
     let duration = Duration::from_secs(args.duration);
@@ -367,9 +358,7 @@ async fn run_step(
             Err(e) => eprintln!("loadtest: call task: {e}"),
         }
     }
-    let samples = sampler.stop().await;
-    let tool_samples = tool_sampler.stop().await;
-    let late = lateness.stop().await;
+    let (placement, base, watched) = watch.stop().await;
     // Let every simulator session read what is left and see the close (a lagging load tool
     // may still hold unread appends).
     let opened_sessions = n - failed_setup;
@@ -391,9 +380,9 @@ async fn run_step(
         outcomes,
         sims,
         base,
-        samples,
-        tool_samples,
-        monitor_lateness_us: late,
+        samples: watched.samples,
+        tool_samples: watched.tool_samples,
+        monitor_lateness_us: watched.monitor_lateness_us,
         failed_setup,
     }))
 }

@@ -190,6 +190,61 @@ impl LatenessMonitor {
     }
 }
 
+/// The measured process (bridge or floor relay) and the load tool, watched while the calls run.
+pub struct Watch {
+    pub placement: Placement,
+    /// The measured process before the calls (what RSS per call is counted from).
+    pub base: ProcSample,
+    sampler: Sampler,
+    tool_sampler: Sampler,
+    lateness: LatenessMonitor,
+}
+
+/// What a [`Watch`] saw.
+pub struct Watched {
+    pub samples: Vec<ProcSample>,
+    pub tool_samples: Vec<ProcSample>,
+    pub monitor_lateness_us: Vec<u32>,
+}
+
+impl Watch {
+    /// Notes where both sides run, lets the measured process (`what`, for the error) settle,
+    /// then samples both processes and the load tool's own lateness.
+    pub async fn start(
+        pid: u32,
+        tool_threads: usize,
+        t0: Instant,
+        what: &str,
+    ) -> Result<Watch, String> {
+        let placement = Placement {
+            measured_cpus: crate::pin::allowed_list(pid),
+            tool_cpus: crate::pin::allowed_list_all_threads(std::process::id()),
+            tool_threads,
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sampler = Sampler::start(pid, t0);
+        let tool_sampler = Sampler::start(std::process::id(), t0);
+        let lateness = LatenessMonitor::start();
+        let base = proc_sample(pid).ok_or_else(|| format!("cannot read /proc for the {what}"))?;
+        Ok(Watch {
+            placement,
+            base,
+            sampler,
+            tool_sampler,
+            lateness,
+        })
+    }
+
+    pub async fn stop(self) -> (Placement, ProcSample, Watched) {
+        let watched = Watched {
+            samples: self.sampler.stop().await,
+            tool_samples: self.tool_sampler.stop().await,
+            monitor_lateness_us: self.lateness.stop().await,
+        };
+        (self.placement, self.base, watched)
+    }
+}
+
 /// p50 / p99 / max in ms, and the count.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dist {
