@@ -63,22 +63,27 @@ impl Tail {
         }
         self.head += self.len - keep;
         self.len = keep;
-        while self.head >= CHUNK || (self.len == 0 && !self.chunks.is_empty()) {
-            let Some(chunk) = self.chunks.pop_front() else {
-                break;
-            };
-            self.head = self.head.saturating_sub(CHUNK);
-            if self.spare.is_none() {
-                self.spare = Some(chunk);
-            }
-        }
-        if self.chunks.is_empty() {
+        if self.len == 0 {
+            // Nothing left: every chunk goes (one stays as the spare), and the next byte starts
+            // a fresh chunk.
             self.head = 0;
+            if let Some(chunk) = self.chunks.pop_front() {
+                self.spare.get_or_insert(chunk);
+            }
+            self.chunks.clear();
+            return;
+        }
+        // Chunks wholly before the first kept byte.
+        while self.head >= CHUNK {
+            if let Some(chunk) = self.chunks.pop_front() {
+                self.spare.get_or_insert(chunk);
+            }
+            self.head -= CHUNK;
         }
     }
 
-    /// Gives back the memory a long sentence needed (the chunk list's own capacity and the
-    /// spare chunk); called once per sentence, not per frame.
+    /// Gives back the chunk list's own capacity, which a long sentence grew; called once per
+    /// sentence, not per frame. (The one spare chunk is kept: a silent caller reuses it.)
     pub(crate) fn shrink(&mut self) {
         self.chunks.shrink_to_fit();
     }
