@@ -89,12 +89,12 @@ impl Call {
             (_, Some(live)) => Phase::Response(Some(live.clone())),
             (_, None) => Phase::Heard,
         };
-        self.ending = Some(Ending {
+        self.ending = Some(Box::new(Ending {
             reason,
             action: Action::Hangup,
             phase,
             deadline: now + timeout,
-        });
+        }));
         self.ending_progress(now);
     }
 
@@ -119,12 +119,12 @@ impl Call {
         // whose last mark ends the call.
         let already = self.ending.is_some();
         if !already {
-            self.ending = Some(Ending {
+            self.ending = Some(Box::new(Ending {
                 reason: EndReason::AgentHungUp,
                 action: Action::Hangup,
                 phase: Phase::Response(None),
                 deadline: now + self.cfg.tools.goodbye_timeout,
-            });
+            }));
         }
         self.send_output(call_id, json!({"ok": true}).to_string(), "ok");
     }
@@ -170,7 +170,7 @@ impl Call {
             );
         }
         let twiml = dial_twiml(&target, self.cfg.tools.transfer_caller_id.as_deref());
-        self.ending = Some(Ending {
+        self.ending = Some(Box::new(Ending {
             reason: EndReason::Transferred,
             action: Action::Transfer {
                 call_id: call_id.to_owned(),
@@ -180,7 +180,7 @@ impl Call {
             // The handover line was said in the response that called the tool (done now).
             phase: Phase::Heard,
             deadline: now + self.cfg.tools.goodbye_timeout,
-        });
+        }));
         self.ending_progress(now);
     }
 

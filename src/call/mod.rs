@@ -300,10 +300,12 @@ pub struct Call {
     upstream_ready: bool,
     prebuffer: Vec<u8>,
     next_timestamp_ms: Option<u64>,
-    upsampler: Option<Upsampler>,
+    /// Boxed, like `downsampler`: only a pcm call has them, and inline they would be reserved
+    /// in every call's task (~330 bytes).
+    upsampler: Option<Box<Upsampler>>,
 
     // Downlink.
-    downsampler: Option<Downsampler>,
+    downsampler: Option<Box<Downsampler>>,
     framer: Framer,
     odd_byte: Option<u8>,
     /// The item whose audio is in the framer/resampler right now.
@@ -328,7 +330,8 @@ pub struct Call {
     // Tools, hang-up, transfer.
     info: Option<CallInfo>,
     tools: ToolState,
-    ending: Option<hangup::Ending>,
+    /// Boxed: set only while the call ends; inline it would be reserved all call long.
+    ending: Option<Box<hangup::Ending>>,
     /// The call is to be refused politely once its session is ready (see `wrapup`).
     reject_pending: bool,
     filler: filler::Filler,
@@ -352,7 +355,10 @@ impl Call {
         let format = cfg.session.audio_format;
         let (upsampler, downsampler) = match format {
             AudioFormat::Pcmu => (None, None),
-            AudioFormat::Pcm24k => (Upsampler::new().ok(), Downsampler::new().ok()),
+            AudioFormat::Pcm24k => (
+                Upsampler::new().ok().map(Box::new),
+                Downsampler::new().ok().map(Box::new),
+            ),
         };
         let mut call = Call {
             cfg,

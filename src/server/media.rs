@@ -74,8 +74,9 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
         })
 }
 
-struct CallGuard(AppState);
-impl Drop for CallGuard {
+/// Borrows the state the task already holds (a clone would be kept twice for the whole call).
+struct CallGuard<'a>(&'a AppState);
+impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         self.0.active_calls.fetch_sub(1, Ordering::Relaxed);
         self.0.metrics.calls_active.dec();
@@ -116,7 +117,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         }
         s.active_calls.fetch_add(1, Ordering::Relaxed);
         s.metrics.calls_active.inc();
-        let _guard = CallGuard(s.clone());
+        let _guard = CallGuard(&s);
 
         let opened = Instant::now();
         let live = match &s.console {
@@ -167,33 +168,106 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
 
         'call: loop {
             // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
+            // Each output is rendered into `text` before anything is awaited: an `Output` alive
+            // across an await would be reserved in every call's task for the whole call.
             let (mut wrote_tw, mut wrote_up) = (false, false);
-            while let Some(out) = call.poll_output() {
-                timer.output(&out, &s.metrics.latency);
-                match out {
-                    Output::ToTwilio(msg) => {
-                        if matches!(msg, Outbound::Media(_)) {
-                            report.on_agent_audio(Instant::now);
-                        }
-                        if sid_json.is_none() {
-                            sid_json = call
-                                .stream_sid()
-                                .and_then(|sid| serde_json::to_string(sid).ok());
-                        }
-                        let Some(sid) = &sid_json else {
-                            // Only a greeting can get here before Twilio's `start` (sent at once
-                            // in practice); bounded so a stream that never starts costs no memory.
-                            if held.len() < MAX_HELD {
-                                held.push(msg);
+            loop {
+                let write = match call.poll_output() {
+                    None => break,
+                    Some(out) => {
+                        timer.output(&out, &s.metrics.latency);
+                        match out {
+                            Output::ToTwilio(msg) => {
+                                if matches!(msg, Outbound::Media(_)) {
+                                    report.on_agent_audio(Instant::now);
+                                }
+                                if sid_json.is_none() {
+                                    sid_json = call
+                                        .stream_sid()
+                                        .and_then(|sid| serde_json::to_string(sid).ok());
+                                }
+                                match &sid_json {
+                                    // Only a greeting can get here before Twilio's `start` (sent
+                                    // at once in practice); bounded so a stream that never starts
+                                    // costs no memory.
+                                    None => {
+                                        if held.len() < MAX_HELD {
+                                            held.push(msg);
+                                        }
+                                        Write::Nothing
+                                    }
+                                    Some(_) if !held.is_empty() => {
+                                        held.push(msg);
+                                        Write::Held
+                                    }
+                                    Some(sid) => {
+                                        render_twilio(&s, &mut rec, sid, &msg, &mut text);
+                                        Write::Twilio
+                                    }
+                                }
                             }
-                            continue;
-                        };
-                        for m in held.drain(..).chain(std::iter::once(msg)) {
-                            m.write_json(sid, &mut text);
-                            if let Some(r) = rec.as_mut() {
-                                r.message(Dir::TwilioOut, &text);
+                            Output::ToRealtime(ev) => {
+                                render_up(&s, &call, &ups, &mut rec, &mut text, None, &ev)
                             }
-                            s.metrics.twilio_messages_out.inc();
+                            Output::Upstream(effect) => match effect {
+                                UpstreamEffect::ConnectUpstream { generation } => {
+                                    debug!(generation, "dialling a new upstream session");
+                                    ups.dial(generation);
+                                    sources.upstream_changed();
+                                    Write::Nothing
+                                }
+                                UpstreamEffect::SendUpstream { generation, event } => render_up(
+                                    &s,
+                                    &call,
+                                    &ups,
+                                    &mut rec,
+                                    &mut text,
+                                    Some(generation),
+                                    &event,
+                                ),
+                                UpstreamEffect::UseUpstream { generation } => {
+                                    ups.current = generation;
+                                    Write::Nothing
+                                }
+                                UpstreamEffect::CloseUpstream { generation } => {
+                                    if ups.close(generation) {
+                                        if let Some(r) = rec.as_mut() {
+                                            r.close(Dir::RealtimeOut, Some(1005), "");
+                                        }
+                                    }
+                                    Write::Nothing
+                                }
+                            },
+                            Output::Event(ev) => {
+                                live.on_event(&ev);
+                                report.on_event(&ev, Instant::now());
+                                log_event(&s, &mut anomalies, ev);
+                                Write::Nothing
+                            }
+                            Output::Hangup(reason) => {
+                                outcome = reason;
+                                Write::Nothing
+                            }
+                            Output::Effect { id, effect } => {
+                                effects::spawn(&s, &mut effects, id, effect);
+                                sources.others_changed();
+                                Write::Nothing
+                            }
+                        }
+                    }
+                };
+                match write {
+                    Write::Nothing => {}
+                    Write::Twilio | Write::Held => {
+                        let mut next = matches!(write, Write::Twilio);
+                        while next || !held.is_empty() {
+                            if !next {
+                                let m = held.remove(0);
+                                if let Some(sid) = &sid_json {
+                                    render_twilio(&s, &mut rec, sid, &m, &mut text);
+                                }
+                            }
+                            next = false;
                             let fed = tokio::time::timeout(
                                 WRITE_STALL,
                                 socket.feed(Message::Text(text.as_str().into())),
@@ -206,49 +280,13 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                             wrote_tw = true;
                         }
                     }
-                    Output::ToRealtime(ev) => {
-                        wrote_up |=
-                            send_up(&s, &mut call, &mut ups, &mut rec, &mut text, None, &ev).await;
-                    }
-                    Output::Upstream(effect) => match effect {
-                        UpstreamEffect::ConnectUpstream { generation } => {
-                            debug!(generation, "dialling a new upstream session");
-                            ups.dial(generation);
-                            sources.upstream_changed();
-                        }
-                        UpstreamEffect::SendUpstream { generation, event } => {
-                            wrote_up |= send_up(
-                                &s,
-                                &mut call,
-                                &mut ups,
-                                &mut rec,
-                                &mut text,
-                                Some(generation),
-                                &event,
-                            )
-                            .await;
-                        }
-                        UpstreamEffect::UseUpstream { generation } => ups.current = generation,
-                        UpstreamEffect::CloseUpstream { generation } => {
-                            if ups.close(generation) {
-                                if let Some(r) = rec.as_mut() {
-                                    r.close(Dir::RealtimeOut, Some(1005), "");
-                                }
-                            }
+                    Write::Up(generation) => match ups.feed(generation, &text, WRITE_STALL).await {
+                        Ok(written) => wrote_up |= written,
+                        Err(loss) => {
+                            warn!(generation, %loss, "upstream write failed");
+                            call.on_upstream_lost(generation, loss, Instant::now());
                         }
                     },
-                    Output::Event(ev) => {
-                        live.on_event(&ev);
-                        report.on_event(&ev, Instant::now());
-                        log_event(&s, &mut anomalies, ev)
-                    }
-                    Output::Hangup(reason) => {
-                        outcome = reason;
-                    }
-                    Output::Effect { id, effect } => {
-                        effects::spawn(&s, &mut effects, id, effect);
-                        sources.others_changed();
-                    }
                 }
             }
             if wrote_tw
@@ -472,7 +510,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                         Err(e) => warn!(error = %e, "an effect task failed"),
                     },
                     Wake::Lookup(answer) => {
-                        if let Some(c) = setup.on_lookup(answer, &mut report) {
+                        if let Some(c) = setup.on_lookup(*answer, &mut report) {
                             call.set_config(c);
                         }
                         if setup.rejected {
@@ -568,7 +606,8 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         // One report per call, whatever ended it; on disk before this task ends.
         report.set_tool_calls(call.tool_calls(), call.transfer_targets());
         report.use_conversation(call.conversation().entries());
-        let report = report.finish(outcome.as_str(), Instant::now());
+        // Boxed: awaited once, at the end; inline it would be reserved in the task all call long.
+        let report = Box::new(report.finish(outcome.as_str(), Instant::now()));
         Box::pin(
             s.reports
                 .submit(setup.report_url.as_deref(), &report.report_id, &report),
@@ -577,17 +616,43 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
     }
 }
 
-/// Writes a client event to the socket in use (`to: None`) or to a given generation's, and
-/// reports a failed or stalled write to the call. Answers whether it was written.
-async fn send_up(
+/// What an output leaves for the shell to write, already rendered into the call's `text`.
+enum Write {
+    Nothing,
+    /// One message to Twilio.
+    Twilio,
+    /// The messages held before `start`, oldest first, each rendered when its turn comes.
+    Held,
+    /// One event to the upstream socket of this generation.
+    Up(u64),
+}
+
+/// Renders a Twilio-bound message into `text` (and the recording).
+fn render_twilio(
     s: &AppState,
-    call: &mut Call,
-    ups: &mut Links,
+    rec: &mut Option<Recorder>,
+    sid_json: &str,
+    msg: &Outbound,
+    text: &mut String,
+) {
+    msg.write_json(sid_json, text);
+    if let Some(r) = rec.as_mut() {
+        r.message(Dir::TwilioOut, text);
+    }
+    s.metrics.twilio_messages_out.inc();
+}
+
+/// Renders a Realtime event into `text` (and the recording) for the socket of `to` (default:
+/// the current one), or drops it when that socket is gone.
+fn render_up(
+    s: &AppState,
+    call: &Call,
+    ups: &Links,
     rec: &mut Option<Recorder>,
     text: &mut String,
     to: Option<u64>,
     ev: &crate::realtime::ClientEvent,
-) -> bool {
+) -> Write {
     let generation = to.unwrap_or(ups.current);
     if !ups.has(generation) {
         // Between a drop and the next session the call buffers audio itself; anything else
@@ -597,21 +662,14 @@ async fn send_up(
             event = ev.name(),
             "upstream event with no socket; dropped"
         );
-        return false;
+        return Write::Nothing;
     }
     ev.write_json(call.dialect(), text);
     if let Some(r) = rec.as_mut() {
         r.message(Dir::RealtimeOut, text);
     }
     s.metrics.realtime_messages_out.inc();
-    match ups.feed(generation, text, WRITE_STALL).await {
-        Ok(written) => written,
-        Err(loss) => {
-            warn!(generation, %loss, "upstream write failed");
-            call.on_upstream_lost(generation, loss, Instant::now());
-            false
-        }
-    }
+    Write::Up(generation)
 }
 
 /// The `type` of a Realtime event, for logs.

@@ -46,8 +46,9 @@ pub enum Wake {
     Upstream(u64, Received),
     /// A tool request or Twilio REST update finished.
     Effect(Result<(EffectId, EffectResult), JoinError>),
-    /// The setup lookup answered (or failed).
-    Lookup(Option<SetupAnswer>),
+    /// The setup lookup answered (or failed). Boxed: it comes once a call, and inline it would
+    /// double the size of every entry of the batch, which the call keeps all call long.
+    Lookup(Box<Option<SetupAnswer>>),
     /// A Twilio callback for this call (e.g. answering machine).
     Command(CallCommand),
     /// The server's drain is over: the call should end politely.
@@ -181,7 +182,7 @@ impl Sources {
                 }
             }
             if let Poll::Ready(answer) = setup.poll_lookup(cx) {
-                batch.push(Wake::Lookup(answer));
+                batch.push(Wake::Lookup(Box::new(answer)));
             }
             if !batch.is_empty() {
                 // One of them may have more (another finished effect): look again next time.
