@@ -154,7 +154,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         // Once the drain is over the call says goodbye; its sockets close by this time regardless.
         let mut shutdown_at: Option<tokio::time::Instant> = None;
         // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
-        let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+        let mailbox = std::sync::Arc::new(super::running::Mailbox::default());
         let mut registered = super::running::Registered::default();
         let mut sid_json: Option<String> = None;
         // Twilio-bound messages produced before `start` told us the stream SID.
@@ -334,7 +334,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                     &mut ups,
                     &mut effects,
                     &mut setup,
-                    &mut cmd_rx,
+                    &mailbox,
                     &mut batch,
                 )
             })
@@ -356,7 +356,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                                             registered.add(
                                                 &s.running,
                                                 start.call_sid.as_deref(),
-                                                &cmd_tx,
+                                                &mailbox,
                                             );
                                             if let Some(c) = setup.on_start(&s, start, &mut report)
                                             {

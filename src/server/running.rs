@@ -1,11 +1,13 @@
 //! Running calls by Twilio CallSid, so that a Twilio callback (answering machine detection)
-//! can reach the task of the call it is about. Each call's task owns the receiver of its
-//! channel and selects on it beside its sockets.
+//! can reach the task of the call it is about. Each call's task owns a [`Mailbox`] and polls
+//! it beside its sockets.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use futures_util::task::AtomicWaker;
 
 /// What a callback can ask of a running call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,66 +16,100 @@ pub enum CallCommand {
     MachineAnswered,
 }
 
+impl CallCommand {
+    const ALL: [CallCommand; 1] = [CallCommand::MachineAnswered];
+
+    fn bit(self) -> u8 {
+        match self {
+            CallCommand::MachineAnswered => 1,
+        }
+    }
+}
+
+/// A call's commands from callbacks. A command means the same however often it comes, so
+/// pending ones are bits, not a queue: every call has one, and a channel cost ~500 bytes each.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    pending: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Mailbox {
+    pub fn post(&self, cmd: CallCommand) {
+        self.pending.fetch_or(cmd.bit(), Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// A pending command (each is taken once per posting), or `Pending` with `cx` woken when
+    /// one is posted.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<CallCommand> {
+        // The waker first: a command posted between the two is not lost.
+        self.waker.register(cx.waker());
+        let pending = self.pending.load(Ordering::Acquire);
+        for cmd in CallCommand::ALL {
+            if pending & cmd.bit() != 0 {
+                self.pending.fetch_and(!cmd.bit(), Ordering::AcqRel);
+                return Poll::Ready(cmd);
+            }
+        }
+        Poll::Pending
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct RunningCalls {
-    by_sid: Mutex<HashMap<String, mpsc::Sender<CallCommand>>>,
+    by_sid: Mutex<HashMap<String, Arc<Mailbox>>>,
 }
 
 impl RunningCalls {
     /// A call's stream started with this CallSid.
-    pub fn add(&self, call_sid: &str, tx: mpsc::Sender<CallCommand>) {
+    pub fn add(&self, call_sid: &str, mailbox: Arc<Mailbox>) {
         if let Ok(mut m) = self.by_sid.lock() {
-            m.insert(call_sid.to_owned(), tx);
+            m.insert(call_sid.to_owned(), mailbox);
         }
     }
 
     /// The call ended (only its own entry is removed, should a SID come twice).
-    pub fn remove(&self, call_sid: &str, tx: &mpsc::Sender<CallCommand>) {
+    pub fn remove(&self, call_sid: &str, mailbox: &Arc<Mailbox>) {
         if let Ok(mut m) = self.by_sid.lock() {
-            if m.get(call_sid).is_some_and(|t| t.same_channel(tx)) {
+            if m.get(call_sid).is_some_and(|b| Arc::ptr_eq(b, mailbox)) {
                 m.remove(call_sid);
             }
         }
     }
 
-    /// Sends `cmd` to the running call with this SID; false if none runs (or it is gone).
+    /// Posts `cmd` to the running call with this SID; false if none runs.
     pub fn send(&self, call_sid: &str, cmd: CallCommand) -> bool {
-        let tx = match self.by_sid.lock() {
+        let mailbox = match self.by_sid.lock() {
             Ok(m) => m.get(call_sid).cloned(),
             Err(_) => None,
         };
-        tx.is_some_and(|tx| tx.try_send(cmd).is_ok())
+        mailbox.map(|b| b.post(cmd)).is_some()
     }
 }
 
 /// A call task's entry, removed when the task ends (whatever way it does).
 #[derive(Default)]
-pub struct Registered(
-    Option<(
-        std::sync::Arc<RunningCalls>,
-        String,
-        mpsc::Sender<CallCommand>,
-    )>,
-);
+pub struct Registered(Option<(Arc<RunningCalls>, String, Arc<Mailbox>)>);
 
 impl Registered {
     pub fn add(
         &mut self,
-        calls: &std::sync::Arc<RunningCalls>,
+        calls: &Arc<RunningCalls>,
         call_sid: Option<&str>,
-        tx: &mpsc::Sender<CallCommand>,
+        mailbox: &Arc<Mailbox>,
     ) {
         if let (None, Some(sid)) = (&self.0, call_sid) {
-            calls.add(sid, tx.clone());
-            self.0 = Some((calls.clone(), sid.to_owned(), tx.clone()));
+            calls.add(sid, mailbox.clone());
+            self.0 = Some((calls.clone(), sid.to_owned(), mailbox.clone()));
         }
     }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Some((calls, sid, tx)) = self.0.take() {
-            calls.remove(&sid, &tx);
+        if let Some((calls, sid, mailbox)) = self.0.take() {
+            calls.remove(&sid, &mailbox);
         }
     }
 }
@@ -81,22 +117,53 @@ impl Drop for Registered {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::task::noop_waker_ref;
+
+    fn take(b: &Mailbox) -> Option<CallCommand> {
+        match b.poll_take(&mut Context::from_waker(noop_waker_ref())) {
+            Poll::Ready(c) => Some(c),
+            Poll::Pending => None,
+        }
+    }
 
     #[test]
     fn commands_reach_the_call_with_that_sid_only_while_it_runs() {
         let calls = RunningCalls::default();
-        let (tx, mut rx) = mpsc::channel(4);
+        let b = Arc::new(Mailbox::default());
         assert!(!calls.send("CA1", CallCommand::MachineAnswered));
-        calls.add("CA1", tx.clone());
+        calls.add("CA1", b.clone());
         assert!(!calls.send("CA2", CallCommand::MachineAnswered));
+        assert_eq!(take(&b), None);
         assert!(calls.send("CA1", CallCommand::MachineAnswered));
-        assert_eq!(rx.try_recv().ok(), Some(CallCommand::MachineAnswered));
+        // Posted twice before the call looked: one command, taken once.
+        assert!(calls.send("CA1", CallCommand::MachineAnswered));
+        assert_eq!(take(&b), Some(CallCommand::MachineAnswered));
+        assert_eq!(take(&b), None);
         // A newer call with the same SID is not removed by the older one's end.
-        let (tx2, _rx2) = mpsc::channel(4);
-        calls.add("CA1", tx2.clone());
-        calls.remove("CA1", &tx);
+        let b2 = Arc::new(Mailbox::default());
+        calls.add("CA1", b2.clone());
+        calls.remove("CA1", &b);
         assert!(calls.send("CA1", CallCommand::MachineAnswered));
-        calls.remove("CA1", &tx2);
+        assert_eq!(take(&b), None);
+        assert_eq!(take(&b2), Some(CallCommand::MachineAnswered));
+        calls.remove("CA1", &b2);
         assert!(!calls.send("CA1", CallCommand::MachineAnswered));
+    }
+
+    #[test]
+    fn a_posted_command_wakes_the_call() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl futures_util::task::ArcWake for Count {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = futures_util::task::waker(count.clone());
+        let b = Mailbox::default();
+        assert!(b.poll_take(&mut Context::from_waker(&waker)).is_pending());
+        b.post(CallCommand::MachineAnswered);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(take(&b), Some(CallCommand::MachineAnswered));
     }
 }

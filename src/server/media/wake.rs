@@ -23,14 +23,13 @@ use std::task::{Context, Poll};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinError;
 use tokio::time::{Instant, Sleep};
 
 use super::super::call_setup::CallSetup;
 use super::super::effects::Effects;
 use super::super::links::{Links, Received};
-use super::super::running::CallCommand;
+use super::super::running::{CallCommand, Mailbox};
 use crate::call::{EffectId, EffectResult};
 use crate::server::call_setup::SetupAnswer;
 
@@ -153,7 +152,7 @@ impl Sources {
         ups: &mut Links,
         effects: &mut Effects,
         setup: &mut CallSetup,
-        commands: &mut mpsc::Receiver<CallCommand>,
+        commands: &Mailbox,
         batch: &mut Vec<Wake>,
     ) -> Poll<()> {
         // The task's waker first, then the flags: a wake-up between the two is not lost.
@@ -173,7 +172,7 @@ impl Sources {
                     batch.push(Wake::Drain);
                 }
             }
-            if let Poll::Ready(Some(cmd)) = commands.poll_recv(cx) {
+            if let Poll::Ready(cmd) = commands.poll_take(cx) {
                 batch.push(Wake::Command(cmd));
             }
             if !effects.is_empty() {
