@@ -1,10 +1,10 @@
 //! The conversation log: who said what on a call, in order, as far as the caller heard it.
 //!
 //! The call fills it from the Realtime events it already sees (the caller's input
-//! transcription, the agent's output transcript, keys pressed) and, once tools exist, from
-//! function calls and their outputs. It feeds the context replayed into a new Realtime
-//! session after a reconnect or a rotation ([`Conversation::replay`]), and is meant to feed
-//! the call report and the transcript too.
+//! transcription, the agent's output transcript, keys pressed) and from function calls and
+//! their outputs. It feeds the context replayed into a new Realtime session after a reconnect
+//! or a rotation ([`Conversation::replay`]), and the agent lines of the call report as the
+//! caller heard them.
 //!
 //! The agent's line that the caller cut off (barge-in), or that the session lost mid-answer,
 //! is kept cut to what the caller heard: the transcript's characters are taken in proportion
@@ -217,7 +217,7 @@ impl Conversation {
         });
     }
 
-    /// The model called a function (for wt-a's tools).
+    /// The model called a function.
     pub fn tool_call(&mut self, call_id: &str, name: &str, arguments: &str) {
         self.push(Entry::ToolCall {
             call_id: call_id.to_owned(),
@@ -226,7 +226,7 @@ impl Conversation {
         });
     }
 
-    /// The output given back for `call_id` (for wt-a's tools).
+    /// The output given back for `call_id`.
     pub fn tool_output(&mut self, call_id: &str, output: &str) {
         self.push(Entry::ToolOutput {
             call_id: call_id.to_owned(),
