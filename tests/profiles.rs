@@ -38,8 +38,12 @@ instructions = "You are the support desk."
     )
 }
 
+/// A config file of its own for each caller: the tests run in parallel, and a path shared by
+/// two of them let one load the other's profiles.
 fn write(tag: &str, text: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("cb-profiles-{tag}-{}.toml", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("cb-profiles-{tag}-{}-{n}.toml", std::process::id()));
     std::fs::write(&p, text).expect("write config");
     p
 }
