@@ -14,6 +14,8 @@
 //! Bounded: at most [`MAX_ENTRIES`] entries (the oldest go first), and a replay sends at most
 //! [`REPLAY_MAX_CHARS`] characters of the most recent entries.
 
+use std::sync::Arc;
+
 use crate::realtime::{ClientEvent, Item};
 
 /// Entries kept per call (an hour of conversation is a few hundred).
@@ -33,8 +35,9 @@ part shown; continue naturally from there.";
 /// One line of the conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    /// What the caller said (input transcription), or keys the caller pressed.
-    Caller(String),
+    /// What the caller said (input transcription), or keys the caller pressed. Shared with the
+    /// call's event and the call report (one copy of the text per call, not one each).
+    Caller(Arc<str>),
     /// What the agent said.
     Agent(AgentLine),
     /// A function call the model made.
@@ -53,7 +56,7 @@ pub struct AgentLine {
     /// The Realtime item id, when the events named it.
     pub item_id: Option<String>,
     /// The whole transcript the model produced for this item (so far, while it speaks).
-    pub full_text: String,
+    full_text: LineText,
     /// Set when the caller did not hear the whole answer (barge-in, or the session dropped
     /// mid-answer): milliseconds of this item's audio the caller heard.
     pub interrupted_after_ms: Option<u64>,
@@ -64,7 +67,29 @@ pub struct AgentLine {
     pub in_progress: bool,
 }
 
+/// An agent line's transcript: built from deltas while the model speaks, then the final
+/// transcript, shared with the call's event and the call report.
+#[derive(Debug, Clone, PartialEq)]
+enum LineText {
+    Growing(String),
+    Done(Arc<str>),
+}
+
+impl Default for LineText {
+    fn default() -> Self {
+        LineText::Growing(String::new())
+    }
+}
+
 impl AgentLine {
+    /// The whole transcript the model produced for this item (so far, while it speaks).
+    pub fn full_text(&self) -> &str {
+        match &self.full_text {
+            LineText::Growing(s) => s,
+            LineText::Done(s) => s,
+        }
+    }
+
     /// What the caller heard: `full_text`, or its beginning when the caller did not hear it all.
     /// Computed when asked (a replay, the report), not kept beside `full_text`: re-made on every
     /// transcript delta, a second copy cost a clone of the growing line per delta and its memory
@@ -72,16 +97,16 @@ impl AgentLine {
     pub fn text(&self) -> String {
         match self.interrupted_after_ms {
             Some(heard) if self.produced_ms > heard => {
-                let chars = self.full_text.chars().count();
+                let chars = self.full_text().chars().count();
                 let keep = (chars as u64 * heard / self.produced_ms) as usize;
-                cut_at_word(&self.full_text, keep)
+                cut_at_word(self.full_text(), keep)
             }
             // Cut off while the model was still producing it (the session was lost): all of
             // it was heard, but it stops mid-answer.
-            Some(_) if self.in_progress && !self.full_text.trim().is_empty() => {
-                format!("{}…", self.full_text.trim_end())
+            Some(_) if self.in_progress && !self.full_text().trim().is_empty() => {
+                format!("{}…", self.full_text().trim_end())
             }
-            _ => self.full_text.clone(),
+            _ => self.full_text().to_owned(),
         }
     }
 }
@@ -149,14 +174,18 @@ impl Conversation {
         self.entries.push(e);
     }
 
-    /// The caller said `text` (a finished input transcription).
-    pub fn caller_said(&mut self, text: &str) {
+    /// The caller said `text` (a finished input transcription). Returns the line as kept
+    /// (trimmed, clipped) to be shared, or `None` when there was nothing to keep.
+    pub fn caller_said(&mut self, text: &str) -> Option<Arc<str>> {
         let t = text.trim();
-        if !t.is_empty() {
-            let mut s = t.to_owned();
-            clip(&mut s);
-            self.push(Entry::Caller(s));
+        if t.is_empty() {
+            return None;
         }
+        let mut s = t.to_owned();
+        clip(&mut s);
+        let said: Arc<str> = s.into();
+        self.push(Entry::Caller(said.clone()));
+        Some(said)
     }
 
     /// Runs `f` on the agent line for `item_id` (without an id: the line in progress),
@@ -192,20 +221,27 @@ impl Conversation {
     /// A piece of the agent's transcript while it speaks.
     pub fn agent_delta(&mut self, item_id: Option<&str>, delta: &str) {
         self.with_agent_line(item_id, |line| {
-            if line.full_text.len() < MAX_LINE_CHARS {
-                line.full_text.push_str(delta);
-                clip(&mut line.full_text);
+            // After the final transcript, a late delta changes nothing.
+            if let LineText::Growing(text) = &mut line.full_text {
+                if text.len() < MAX_LINE_CHARS {
+                    text.push_str(delta);
+                    clip(text);
+                }
             }
         });
     }
 
-    /// The agent's transcript for an item is complete.
-    pub fn agent_said(&mut self, item_id: Option<&str>, transcript: &str) {
+    /// The agent's transcript for an item is complete. Returns it as kept (clipped), to be
+    /// shared.
+    pub fn agent_said(&mut self, item_id: Option<&str>, transcript: &str) -> Arc<str> {
+        let mut s = transcript.to_owned();
+        clip(&mut s);
+        let said: Arc<str> = s.into();
         self.with_agent_line(item_id, |line| {
-            line.full_text = transcript.to_owned();
-            clip(&mut line.full_text);
+            line.full_text = LineText::Done(said.clone());
             line.in_progress = false;
         });
+        said
     }
 
     /// The caller heard only `heard_ms` of the agent's item `item_id`, of `produced_ms` the
@@ -273,7 +309,7 @@ impl Conversation {
         let mut out = Vec::new();
         for e in &slice[first..] {
             let item = match e {
-                Entry::Caller(t) => Item::UserText(t.clone()),
+                Entry::Caller(t) => Item::UserText(t.to_string()),
                 Entry::Agent(l) => match l.text() {
                     t if t.is_empty() => continue,
                     t => Item::AssistantText(t),
@@ -363,7 +399,7 @@ mod tests {
         };
         assert_eq!(l.interrupted_after_ms, Some(1000));
         assert_eq!(l.text(), "one two…");
-        assert_eq!(l.full_text, "one two three four five six seven eight");
+        assert_eq!(l.full_text(), "one two three four five six seven eight");
         // The interruption may come before the transcript is done: the cut holds.
         c.agent_interrupted("i2", 0, 3000);
         c.agent_said(Some("i2"), "Never heard.");

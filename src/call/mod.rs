@@ -137,8 +137,9 @@ pub enum CallEvent {
     },
     /// Twilio echoed the last mark of a finished agent turn: the caller heard all of it.
     PlayoutDone,
-    CallerTranscript(String),
-    AgentTranscript(String),
+    /// A line as the conversation log keeps it (trimmed, clipped), shared with it.
+    CallerTranscript(Arc<str>),
+    AgentTranscript(Arc<str>),
     Dtmf(String),
     UpstreamError {
         code: Option<String>,
@@ -658,15 +659,17 @@ impl Call {
                 item_id,
                 transcript,
             } => {
-                self.conversation
+                let said = self
+                    .conversation
                     .agent_said(item_id.as_deref(), &transcript);
                 self.out
-                    .push_back(Output::Event(CallEvent::AgentTranscript(transcript)));
+                    .push_back(Output::Event(CallEvent::AgentTranscript(said)));
             }
             ServerEvent::CallerTranscript { transcript } => {
-                self.conversation.caller_said(&transcript);
-                self.out
-                    .push_back(Output::Event(CallEvent::CallerTranscript(transcript)));
+                if let Some(said) = self.conversation.caller_said(&transcript) {
+                    self.out
+                        .push_back(Output::Event(CallEvent::CallerTranscript(said)));
+                }
             }
             ServerEvent::ResponseDone { response } => {
                 // A response.done without output_audio.done (e.g. failed): flush what we hold.

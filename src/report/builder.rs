@@ -11,6 +11,7 @@
 //! the transfer from the call's `Transferring` event.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
@@ -38,6 +39,9 @@ pub struct ReportBuilder {
     opened: Instant,
     opened_wall: SystemTime,
     report: CallReport,
+    /// The transcript so far; its texts are the conversation log's own (shared, not copied:
+    /// a long call's lines would otherwise be held twice). Becomes `report.transcript` at the end.
+    lines: Vec<Line>,
     /// The caller's last turn ended here and the agent has not answered yet.
     turn_end: Option<Instant>,
     latencies: Vec<u64>,
@@ -80,6 +84,7 @@ impl ReportBuilder {
                 turn_latency_ms: None,
                 recording: Vec::new(),
             },
+            lines: Vec::new(),
             turn_end: None,
             latencies: Vec::new(),
             agent_speaking: false,
@@ -112,11 +117,11 @@ impl ReportBuilder {
     pub fn on_event(&mut self, ev: &CallEvent, now: Instant) {
         let at_ms = self.ms_since_open(now);
         match ev {
-            CallEvent::CallerTranscript(t) => self.line("caller", t, at_ms, None),
+            CallEvent::CallerTranscript(t) => self.line(CALLER, t, at_ms, None),
             CallEvent::AgentTranscript(t) => {
                 self.agent_speaking = false;
                 let cut = self.pending_interrupt.take();
-                self.line("agent", t, at_ms, cut);
+                self.line(AGENT, t, at_ms, cut);
             }
             CallEvent::Dtmf(d) if self.report.dtmf.len() < MAX_DTMF => {
                 self.report.dtmf.push(d.clone());
@@ -127,12 +132,7 @@ impl ReportBuilder {
                 if let Some((_, heard_ms)) = truncated.last() {
                     if self.agent_speaking {
                         self.pending_interrupt = Some(*heard_ms);
-                    } else if let Some(line) = self
-                        .report
-                        .transcript
-                        .iter_mut()
-                        .rev()
-                        .find(|l| l.role == "agent")
+                    } else if let Some(line) = self.lines.iter_mut().rev().find(|l| l.role == AGENT)
                     {
                         line.interrupted_after_ms = Some(*heard_ms);
                     }
@@ -196,27 +196,25 @@ impl ReportBuilder {
     /// their full transcript; one the log no longer holds keeps what the events said.
     pub fn use_conversation(&mut self, entries: &[Entry]) {
         let mut heard = entries.iter().filter_map(|e| match e {
-            Entry::Agent(a) if !a.full_text.is_empty() => Some(a),
+            Entry::Agent(a) if !a.full_text().is_empty() => Some(a),
             _ => None,
         });
         let mut next = heard.next();
-        for line in self
-            .report
-            .transcript
-            .iter_mut()
-            .filter(|l| l.role == "agent")
-        {
+        for line in self.lines.iter_mut().filter(|l| l.role == AGENT) {
             // Skip log lines the events never finished (and so never reached the report).
             let mut look = next;
             let mut rest = heard.clone();
             while let Some(a) = look {
-                if a.full_text == line.text {
+                if a.full_text() == &*line.text {
                     break;
                 }
                 look = rest.next();
             }
             let Some(a) = look else { continue };
-            line.text = a.text();
+            // The heard text is the whole line unless the caller cut it off.
+            if a.interrupted_after_ms.is_some() {
+                line.text = a.text().into();
+            }
             line.interrupted_after_ms = a.interrupted_after_ms;
             heard = rest;
             next = heard.next();
@@ -274,6 +272,16 @@ impl ReportBuilder {
         r.ended_at = rfc3339(self.opened_wall + took);
         r.duration_s = (took.as_millis() as f64) / 1000.0;
         r.turn_latency_ms = turn_latency(&self.latencies);
+        r.transcript = self
+            .lines
+            .into_iter()
+            .map(|l| TranscriptLine {
+                role: l.role.into(),
+                text: l.text.to_string(),
+                at_ms: l.at_ms,
+                interrupted_after_ms: l.interrupted_after_ms,
+            })
+            .collect();
         self.report
     }
 
@@ -281,17 +289,34 @@ impl ReportBuilder {
         now.saturating_duration_since(self.opened).as_millis() as u64
     }
 
-    fn line(&mut self, role: &str, text: &str, at_ms: u64, interrupted_after_ms: Option<u64>) {
-        if text.is_empty() || self.report.transcript.len() >= MAX_LINES {
+    fn line(
+        &mut self,
+        role: &'static str,
+        text: &Arc<str>,
+        at_ms: u64,
+        interrupted_after_ms: Option<u64>,
+    ) {
+        if text.is_empty() || self.lines.len() >= MAX_LINES {
             return;
         }
-        self.report.transcript.push(TranscriptLine {
-            role: role.into(),
-            text: text.to_owned(),
+        self.lines.push(Line {
+            role,
+            text: text.clone(),
             at_ms,
             interrupted_after_ms,
         });
     }
+}
+
+const CALLER: &str = "caller";
+const AGENT: &str = "agent";
+
+/// A transcript line while the call runs (see [`ReportBuilder::lines`]).
+struct Line {
+    role: &'static str,
+    text: Arc<str>,
+    at_ms: u64,
+    interrupted_after_ms: Option<u64>,
 }
 
 /// A report for a call that never reached the bridge (outbound: no answer, busy, failed), from
@@ -428,6 +453,28 @@ mod tests {
             r.turn_latency_ms,
             Some(crate::report::TurnLatency { p50: 400, max: 800 })
         );
+    }
+
+    /// A long call's transcript is held once: the report's lines are the conversation log's
+    /// texts, shared, until the report is finished.
+    #[test]
+    fn transcript_lines_share_the_conversation_logs_text() {
+        use crate::call::conversation::Conversation;
+        let t0 = Instant::now();
+        let mut log = Conversation::new();
+        let caller = log.caller_said("  Where is my order?  ").expect("a line");
+        let agent = log.agent_said(Some("i1"), "It ships tomorrow.");
+        let mut b = ReportBuilder::new(t0, SystemTime::UNIX_EPOCH);
+        b.on_event(&CallEvent::CallerTranscript(caller.clone()), t0);
+        b.on_event(&CallEvent::AgentTranscript(agent.clone()), t0);
+        // The log, the builder and this test: three holders of one text each.
+        assert_eq!(Arc::strong_count(&caller), 3);
+        assert_eq!(Arc::strong_count(&agent), 3);
+        b.use_conversation(log.entries());
+        let r = b.finish("caller_hung_up", t0);
+        let texts: Vec<_> = r.transcript.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["Where is my order?", "It ships tomorrow."]);
+        assert_eq!(Arc::strong_count(&caller), 2);
     }
 
     #[test]

@@ -308,10 +308,10 @@ impl LiveCall {
                 line("event", format!("barge-in{at}"))
             }),
             CallEvent::CallerTranscript(t) => {
-                hub.update(self.n, "transcript", |_| line("caller", t.clone()))
+                hub.update(self.n, "transcript", |_| line("caller", t.to_string()))
             }
             CallEvent::AgentTranscript(t) => {
-                hub.update(self.n, "transcript", |_| line("agent", t.clone()))
+                hub.update(self.n, "transcript", |_| line("agent", t.to_string()))
             }
             CallEvent::Dtmf(d) => {
                 hub.update(self.n, "dtmf", |_| line("event", format!("keypad {d}")))
@@ -479,7 +479,7 @@ mod tests {
                 detail: "x".into(),
             });
         }
-        live.on_event(&CallEvent::CallerTranscript("é".repeat(50_000)));
+        live.on_event(&CallEvent::CallerTranscript("é".repeat(50_000).into()));
         let lines = hub.call(1).and_then(|c| c.transcript).expect("lines");
         let anomalies = lines
             .iter()
@@ -500,7 +500,7 @@ mod tests {
         for n in 0..(RECENT as u64 + 5) {
             let live = hub.open(n);
             for i in 0..(MAX_LINES + 10) {
-                live.on_event(&CallEvent::AgentTranscript(format!("line {i}")));
+                live.on_event(&CallEvent::AgentTranscript(format!("line {i}").into()));
             }
             live.ended("caller_hung_up");
         }

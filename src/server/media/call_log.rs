@@ -69,8 +69,8 @@ pub(super) fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEve
             )
         }
         // Transcripts are the caller's words: kept out of logs above debug.
-        CallEvent::CallerTranscript(t) => debug!(transcript = t, "caller said"),
-        CallEvent::AgentTranscript(t) => debug!(transcript = t, "agent said"),
+        CallEvent::CallerTranscript(t) => debug!(transcript = &*t, "caller said"),
+        CallEvent::AgentTranscript(t) => debug!(transcript = &*t, "agent said"),
         CallEvent::Dtmf(d) => info!(digit = d, "dtmf"),
         CallEvent::Labels { profile, direction } => debug!(
             profile = profile.as_deref().unwrap_or("-"),
