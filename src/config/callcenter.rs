@@ -1,0 +1,120 @@
+//! The call-center settings (reports, the outbound API, Twilio-side recording) and the
+//! browser pages' tokens, read from the file as written.
+
+use super::keys::Raw;
+use super::*;
+
+/// Browser pages: a token guards each, and the softphone needs `softphone = true` as well, so
+/// a token left in the environment does not switch it on by itself.
+pub(super) fn web_tokens(
+    softphone: Option<bool>,
+    softphone_token: Option<String>,
+    console_token: Option<String>,
+) -> Result<(Option<Secret>, Option<Secret>), ConfigError> {
+    const MIN: usize = 16;
+    let softphone_token = softphone_token.filter(|t| !t.is_empty());
+    let softphone_token = match (softphone.unwrap_or(false), softphone_token) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(invalid(
+                "softphone_token",
+                "softphone = true needs a softphone_token (at least 16 characters)",
+            ))
+        }
+        (true, Some(t)) if t.len() < MIN => {
+            return Err(invalid(
+                "softphone_token",
+                format!("too short ({} characters); use at least {MIN}", t.len()),
+            ))
+        }
+        (true, Some(t)) => Some(Secret(t)),
+    };
+    let console_token = match console_token.filter(|t| !t.is_empty()) {
+        Some(t) if t.len() < MIN => {
+            return Err(invalid(
+                "console_token",
+                format!("too short ({} characters); use at least {MIN}", t.len()),
+            ))
+        }
+        t => t.map(Secret),
+    };
+    Ok((softphone_token, console_token))
+}
+
+/// Reports, the outbound API and Twilio-side recording.
+pub(super) fn callcenter(r: &Raw, signed: bool) -> Result<CallCenter, ConfigError> {
+    let report_url = r.report_url.clone().filter(|s| !s.is_empty());
+    if let Some(u) = &report_url {
+        if !(u.starts_with("https://") || u.starts_with("http://"))
+            || u.parse::<http::Uri>().is_err()
+        {
+            return Err(invalid(
+                "report_url",
+                format!("{u:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    let report_spool_dir = r
+        .report_spool_dir
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    if report_url.is_some() {
+        if report_spool_dir.is_none() {
+            return Err(invalid(
+                "report_spool_dir",
+                "required with report_url: every report is written there before it is sent",
+            ));
+        }
+        if !signed {
+            return Err(invalid(
+                "tool_secret",
+                "required with report_url: reports are signed (X-Callbridge-Signature)",
+            ));
+        }
+    }
+    let twilio_recording = match r.twilio_recording.as_deref().unwrap_or("off") {
+        "off" | "" => false,
+        "dual" => true,
+        other => {
+            return Err(invalid(
+                "twilio_recording",
+                format!("{other:?}; allowed: off, dual"),
+            ))
+        }
+    };
+    Ok(CallCenter {
+        report_url,
+        report_spool_dir,
+        report_retry_max: Duration::from_secs(ms(
+            "report_retry_max_s",
+            r.report_retry_max_s,
+            86_400,
+            1,
+            30 * 86_400,
+        )?),
+        report_retry_min: Duration::from_millis(ms(
+            "report_retry_min_ms",
+            r.report_retry_min_ms,
+            1000,
+            1,
+            600_000,
+        )?),
+        report_spool_max: ms(
+            "report_spool_max",
+            r.report_spool_max,
+            10_000,
+            1,
+            10_000_000,
+        )? as usize,
+        api_token: r.api_token.clone().filter(|s| !s.is_empty()).map(Secret),
+        twilio_recording,
+        setup_timeout: Duration::from_millis(ms(
+            "setup_timeout_ms",
+            r.setup_timeout_ms,
+            1500,
+            1,
+            60_000,
+        )?),
+    })
+}
