@@ -259,15 +259,17 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                 match write {
                     Write::Nothing => {}
                     Write::Twilio | Write::Held => {
-                        let mut next = matches!(write, Write::Twilio);
-                        while next || !held.is_empty() {
-                            if !next {
-                                let m = held.remove(0);
-                                if let Some(sid) = &sid_json {
-                                    render_twilio(&s, &mut rec, sid, &m, &mut text);
-                                }
+                        // `Twilio`: `text` holds the message. `Held`: the held messages (this
+                        // one last) are rendered one at a time, each just before its write.
+                        let mut rendered = matches!(write, Write::Twilio);
+                        while rendered || !held.is_empty() {
+                            if !rendered {
+                                let (Some(sid), m) = (&sid_json, held.remove(0)) else {
+                                    break; // unreachable: `Held` comes once the SID is known
+                                };
+                                render_twilio(&s, &mut rec, sid, &m, &mut text);
                             }
-                            next = false;
+                            rendered = false;
                             let fed = tokio::time::timeout(
                                 WRITE_STALL,
                                 socket.feed(Message::Text(text.as_str().into())),
