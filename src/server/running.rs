@@ -45,10 +45,8 @@ impl Mailbox {
     pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<CallCommand> {
         // The waker first: a command posted between the two is not lost.
         self.waker.register(cx.waker());
-        let pending = self.pending.load(Ordering::Acquire);
         for cmd in CallCommand::ALL {
-            if pending & cmd.bit() != 0 {
-                self.pending.fetch_and(!cmd.bit(), Ordering::AcqRel);
+            if self.pending.fetch_and(!cmd.bit(), Ordering::AcqRel) & cmd.bit() != 0 {
                 return Poll::Ready(cmd);
             }
         }
