@@ -306,3 +306,80 @@ async fn shutdown_drains_then_ends_running_calls() {
     );
     sim.shutdown().await;
 }
+
+/// The agent's greeting can be produced before Twilio's `start` names the stream: the bridge
+/// holds those messages and, once `start` arrives, sends every one of them, in order, with the
+/// stream's SID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_made_before_start_is_sent_whole_once_start_names_the_stream() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            response_audio_ms: 400,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("sim");
+    let server = bridge(
+        &sim.url(),
+        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/media", server.addr))
+        .await
+        .expect("media socket");
+    let send = |v: serde_json::Value| Message::Text(v.to_string().into());
+    ws.send(send(
+        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    ))
+    .await
+    .expect("send");
+    // The whole greeting leaves the simulator before the stream has started.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sim.sessions().first().map_or(0, |s| s.sent_audio_bytes) < 400 * 8 {
+        assert!(Instant::now() < deadline, "the greeting was never produced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let early = tokio::time::timeout(Duration::from_millis(100), ws.next()).await;
+    assert!(early.is_err(), "nothing is sent before start: {early:?}");
+    let sid = "MZheld";
+    ws.send(send(serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": sid,
+        "start": {"accountSid": "AC1", "streamSid": sid, "callSid": "CAheld", "tracks": ["inbound"],
+                  "customParameters": {},
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})))
+    .await
+    .expect("send");
+    let mut audio = 0;
+    let mut kinds = Vec::new();
+    while audio < 400 * 8 {
+        let msg = tokio::time::timeout(Duration::from_secs(3), ws.next())
+            .await
+            .expect("the held greeting arrives")
+            .expect("socket open")
+            .expect("message");
+        let Message::Text(t) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+        assert_eq!(v["streamSid"], sid, "{v}");
+        let kind = v["event"].as_str().unwrap_or_default().to_owned();
+        if kind == "media" {
+            let payload = v["media"]["payload"].as_str().unwrap_or_default();
+            audio += base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload)
+                .expect("base64")
+                .len();
+        }
+        kinds.push(kind);
+    }
+    assert_eq!(audio, 400 * 8, "every held frame, once");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("media"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "mark"), "{kinds:?}");
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}

@@ -130,11 +130,12 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         // lookup) said which settings apply.
         let mut setup = CallSetup::new(&s);
         // Recording is the shell's job (the call stays sans-IO): every message on either socket,
-        // as sent or received, with its time since this socket opened.
+        // as sent or received, with its time since this socket opened. Boxed: recording is off
+        // unless `record_dir` is set, and inline every call's task would reserve the recorder.
         let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
             let header = Header::new(&s.call_cfg, "recorded by callbridge serve --record-dir");
             match Recorder::create(dir, &header, opened) {
-                Ok(r) => Some(r),
+                Ok(r) => Some(Box::new(r)),
                 Err(e) => {
                     warn!(error = %e, "cannot record this call");
                     None
@@ -171,6 +172,19 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
             // Each output is rendered into `text` before anything is awaited: an `Output` alive
             // across an await would be reserved in every call's task for the whole call.
             let (mut wrote_tw, mut wrote_up) = (false, false);
+            if sid_json.is_none() {
+                sid_json = call
+                    .stream_sid()
+                    .and_then(|sid| serde_json::to_string(sid).ok());
+            }
+            // What was held before `start` goes out as soon as `start` named the stream (not
+            // with the next message: a greeting made before `start` may be all there is), in
+            // order, each rendered just before its write.
+            while let Some(sid) = sid_json.as_deref().filter(|_| !held.is_empty()) {
+                render_twilio(&s, &mut rec, sid, &held.remove(0), &mut text);
+                feed_twilio(&mut socket, &text, &mut call).await;
+                wrote_tw = true;
+            }
             loop {
                 let write = match call.poll_output() {
                     None => break,
@@ -181,24 +195,14 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                                 if matches!(msg, Outbound::Media(_)) {
                                     report.on_agent_audio(Instant::now);
                                 }
-                                if sid_json.is_none() {
-                                    sid_json = call
-                                        .stream_sid()
-                                        .and_then(|sid| serde_json::to_string(sid).ok());
-                                }
                                 match &sid_json {
-                                    // Only a greeting can get here before Twilio's `start` (sent
-                                    // at once in practice); bounded so a stream that never starts
-                                    // costs no memory.
+                                    // Only a greeting can get here before Twilio's `start`;
+                                    // bounded so a stream that never starts costs no memory.
                                     None => {
                                         if held.len() < MAX_HELD {
                                             held.push(msg);
                                         }
                                         Write::Nothing
-                                    }
-                                    Some(_) if !held.is_empty() => {
-                                        held.push(msg);
-                                        Write::Held
                                     }
                                     Some(sid) => {
                                         render_twilio(&s, &mut rec, sid, &msg, &mut text);
@@ -258,29 +262,9 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                 };
                 match write {
                     Write::Nothing => {}
-                    Write::Twilio | Write::Held => {
-                        // `Twilio`: `text` holds the message. `Held`: the held messages (this
-                        // one last) are rendered one at a time, each just before its write.
-                        let mut rendered = matches!(write, Write::Twilio);
-                        while rendered || !held.is_empty() {
-                            if !rendered {
-                                let (Some(sid), m) = (&sid_json, held.remove(0)) else {
-                                    break; // unreachable: `Held` comes once the SID is known
-                                };
-                                render_twilio(&s, &mut rec, sid, &m, &mut text);
-                            }
-                            rendered = false;
-                            let fed = tokio::time::timeout(
-                                WRITE_STALL,
-                                socket.feed(Message::Text(text.as_str().into())),
-                            )
-                            .await;
-                            if !matches!(fed, Ok(Ok(()))) {
-                                warn!("write to Twilio failed or stalled");
-                                call.on_twilio_closed(Instant::now());
-                            }
-                            wrote_tw = true;
-                        }
+                    Write::Twilio => {
+                        feed_twilio(&mut socket, &text, &mut call).await;
+                        wrote_tw = true;
                     }
                     Write::Up(generation) => match ups.feed(generation, &text, WRITE_STALL).await {
                         Ok(written) => wrote_up |= written,
@@ -623,8 +607,6 @@ enum Write {
     Nothing,
     /// One message to Twilio.
     Twilio,
-    /// The messages held before `start`, oldest first, each rendered when its turn comes.
-    Held,
     /// One event to the upstream socket of this generation.
     Up(u64),
 }
@@ -632,7 +614,7 @@ enum Write {
 /// Renders a Twilio-bound message into `text` (and the recording).
 fn render_twilio(
     s: &AppState,
-    rec: &mut Option<Recorder>,
+    rec: &mut Option<Box<Recorder>>,
     sid_json: &str,
     msg: &Outbound,
     text: &mut String,
@@ -644,13 +626,23 @@ fn render_twilio(
     s.metrics.twilio_messages_out.inc();
 }
 
+/// Feeds one rendered message to Twilio's socket (flushed once per batch, later); a write that
+/// fails or stalls ends the call's Twilio side.
+async fn feed_twilio(socket: &mut WebSocket, text: &str, call: &mut Call) {
+    let fed = tokio::time::timeout(WRITE_STALL, socket.feed(Message::Text(text.into()))).await;
+    if !matches!(fed, Ok(Ok(()))) {
+        warn!("write to Twilio failed or stalled");
+        call.on_twilio_closed(Instant::now());
+    }
+}
+
 /// Renders a Realtime event into `text` (and the recording) for the socket of `to` (default:
 /// the current one), or drops it when that socket is gone.
 fn render_up(
     s: &AppState,
     call: &Call,
     ups: &Links,
-    rec: &mut Option<Recorder>,
+    rec: &mut Option<Box<Recorder>>,
     text: &mut String,
     to: Option<u64>,
     ev: &crate::realtime::ClientEvent,
