@@ -53,12 +53,12 @@ async fn wait_outcome(server: &callbridge::server::Running, outcome: &str) -> bo
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn greeting_makes_the_agent_speak_first() {
+/// A simulator whose answers are `audio_ms` long, and a bridge that greets the caller.
+async fn greeting_bridge(audio_ms: u32) -> (Simulator, callbridge::server::Running) {
     let sim = Simulator::start(
         "127.0.0.1:0",
         SimConfig {
-            response_audio_ms: 1500,
+            response_audio_ms: audio_ms,
             ..Default::default()
         },
     )
@@ -69,6 +69,12 @@ async fn greeting_makes_the_agent_speak_first() {
         &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
     )
     .await;
+    (sim, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_makes_the_agent_speak_first() {
+    let (sim, server) = greeting_bridge(1500).await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: vec![Step::WaitAgentDone {
@@ -314,20 +320,7 @@ async fn shutdown_drains_then_ends_running_calls() {
 async fn a_greeting_made_before_start_is_sent_whole_once_start_names_the_stream() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            response_audio_ms: 400,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("sim");
-    let server = bridge(
-        &sim.url(),
-        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
-    )
-    .await;
+    let (sim, server) = greeting_bridge(400).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/media", server.addr))
         .await
         .expect("media socket");
