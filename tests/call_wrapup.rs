@@ -292,3 +292,57 @@ fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
     assert_eq!(ended(&h.stop(1900)), Some(EndReason::Rejected));
     assert_eq!(EndReason::Rejected.as_str(), "rejected");
 }
+
+/// A wrap-up (here the drain's) that begins while the agent is still answering lets the
+/// answer finish, then asks for the goodbye, and hangs up only once that was heard: the
+/// goodbye is not dropped because another response was live.
+#[test]
+fn a_wrap_up_during_an_answer_says_its_goodbye_after_the_answer() {
+    const BYE: &str = "We are closing now: say goodbye politely.";
+    let mut h = H::new(CallConfig::default());
+    h.rt(
+        json!({"type":"response.created","response":{"id":"r_answer","status":"in_progress"}}),
+        1_000,
+    );
+    h.rt(json!({"type":"response.output_audio.delta","response_id":"r_answer","item_id":"i_answer","output_index":0,"content_index":0,"delta":B64.encode(vec![0x11u8; 400 * 8])}), 1_010);
+    h.call.end_after_heard(
+        Some(BYE.into()),
+        EndReason::Shutdown,
+        Duration::from_secs(8),
+        h.at(1_020),
+    );
+    let outs = h.drain();
+    assert!(
+        instructions(&outs).is_empty(),
+        "one response at a time: {outs:?}"
+    );
+    let mut outs = h.rt(
+        json!({"type":"response.output_audio.done","response_id":"r_answer","item_id":"i_answer"}),
+        1_030,
+    );
+    outs.extend(h.rt(
+        json!({"type":"response.done","response":{"id":"r_answer","status":"completed","output":[]}}),
+        1_040,
+    ));
+    assert_eq!(instructions(&outs), [BYE], "{outs:?}");
+    assert!(hangups(&outs).is_empty(), "the goodbye is not heard yet");
+    let mut heard = Vec::new();
+    for name in marks(&outs) {
+        heard.extend(h.mark(&name, 1_500));
+    }
+    assert!(
+        hangups(&heard).is_empty(),
+        "the answer was heard, the goodbye not yet"
+    );
+    let outs = h.speak("r_bye", 500, 1_600);
+    assert!(instructions(&outs).is_empty(), "{outs:?}");
+    let mut heard = Vec::new();
+    for name in marks(&outs) {
+        heard.extend(h.mark(&name, 2_200));
+    }
+    let up = hangups(&heard);
+    assert_eq!(up.len(), 1, "{heard:?}");
+    assert_eq!(up[0].1, CallUpdate::Hangup);
+    h.done(up[0].0, 2_300);
+    assert_eq!(ended(&h.stop(2_400)), Some(EndReason::Shutdown));
+}

@@ -27,6 +27,9 @@ pub(crate) struct Ending {
     reason: EndReason,
     action: Action,
     phase: Phase,
+    /// Goodbye instructions still to be asked for: another response was live when the
+    /// ending began, and one response at a time is all the Realtime API accepts.
+    say_after: Option<String>,
     deadline: Instant,
 }
 
@@ -78,21 +81,23 @@ impl Call {
         if self.ended || self.ending.is_some() {
             return;
         }
-        let phase = match (say, &self.live_response) {
+        let (phase, say_after) = match (say, &self.live_response) {
             (Some(instructions), None) if self.upstream_ready => {
                 self.out
                     .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
                         instructions: Some(instructions),
                     }));
-                Phase::Response(None)
+                (Phase::Response(None), None)
             }
-            (_, Some(live)) => Phase::Response(Some(live.clone())),
-            (_, None) => Phase::Heard,
+            // The answer being generated is let finish; the goodbye is asked for after it.
+            (say, Some(live)) => (Phase::Response(Some(live.clone())), say),
+            (_, None) => (Phase::Heard, None),
         };
         self.ending = Some(Box::new(Ending {
             reason,
             action: Action::Hangup,
             phase,
+            say_after,
             deadline: now + timeout,
         }));
         self.ending_progress(now);
@@ -123,6 +128,7 @@ impl Call {
                 reason: EndReason::AgentHungUp,
                 action: Action::Hangup,
                 phase: Phase::Response(None),
+                say_after: None,
                 deadline: now + self.cfg.tools.goodbye_timeout,
             }));
         }
@@ -179,6 +185,7 @@ impl Call {
             },
             // The handover line was said in the response that called the tool (done now).
             phase: Phase::Heard,
+            say_after: None,
             deadline: now + self.cfg.tools.goodbye_timeout,
         }));
         self.ending_progress(now);
@@ -195,7 +202,17 @@ impl Call {
     pub(super) fn ending_on_response_done(&mut self, id: &str, now: Instant) {
         if let Some(e) = self.ending.as_mut() {
             if matches!(&e.phase, Phase::Response(Some(r)) if r == id) {
-                e.phase = Phase::Heard;
+                match e.say_after.take() {
+                    // The answer that was live when the ending began is done: now the goodbye.
+                    Some(instructions) if self.upstream_ready => {
+                        self.out
+                            .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
+                                instructions: Some(instructions),
+                            }));
+                        e.phase = Phase::Response(None);
+                    }
+                    _ => e.phase = Phase::Heard,
+                }
             }
         }
         self.ending_progress(now);
