@@ -240,17 +240,18 @@ impl Links {
         false
     }
 
-    /// Closes every socket (the call is over), waiting for each close to be written.
-    pub async fn close_all(&mut self) -> usize {
-        let mut n = 0;
-        for slot in self.links.iter_mut() {
-            if let Some(mut l) = slot.take() {
-                if l.ws.send(UpMessage::Close(None)).await.is_ok() {
-                    n += 1;
-                }
+    /// Closes every socket (the call is over), waiting for each close to be written. Returns
+    /// the generations whose close was written (oldest first).
+    pub async fn close_all(&mut self) -> Vec<u64> {
+        let mut closed = Vec::new();
+        let mut open: Vec<Box<Link>> = self.links.iter_mut().filter_map(Option::take).collect();
+        open.sort_by_key(|l| l.generation);
+        for mut l in open {
+            if l.ws.send(UpMessage::Close(None)).await.is_ok() {
+                closed.push(l.generation);
             }
         }
         self.dial = None;
-        n
+        closed
     }
 }

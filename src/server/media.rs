@@ -236,7 +236,12 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                                 UpstreamEffect::CloseUpstream { generation } => {
                                     if ups.close(generation) {
                                         if let Some(r) = rec.as_mut() {
-                                            r.close(Dir::RealtimeOut, Some(1005), "");
+                                            r.upstream_close(
+                                                Dir::RealtimeOut,
+                                                generation,
+                                                Some(1005),
+                                                "",
+                                            );
                                         }
                                     }
                                     Write::Nothing
@@ -431,12 +436,22 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                             }
                             Received::Dialled(Err(e), _) => {
                                 warn!(generation, error = %e, "upstream connection failed");
-                                call.on_upstream_lost(generation, links::loss_of(&e), now);
+                                let loss = links::loss_of(&e);
+                                if let Some(r) = rec.as_mut() {
+                                    let status = match loss {
+                                        crate::call::UpstreamLoss::Refused { status } => {
+                                            Some(status)
+                                        }
+                                        _ => None,
+                                    };
+                                    r.dial_failed(generation, status);
+                                }
+                                call.on_upstream_lost(generation, loss, now);
                             }
                             Received::Message(UpMessage::Text(t)) => {
                                 s.metrics.realtime_messages_in.inc();
                                 if let Some(r) = rec.as_mut() {
-                                    r.message(Dir::RealtimeIn, t.as_str());
+                                    r.upstream_message(Dir::RealtimeIn, generation, t.as_str());
                                 }
                                 match ServerEvent::parse(t.as_str()) {
                                     Ok(ServerEvent::Unknown) => {
@@ -481,10 +496,16 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                             Received::Lost(loss) => {
                                 if let Some(r) = rec.as_mut() {
                                     match &loss {
-                                        crate::call::UpstreamLoss::Closed { code, reason } => {
-                                            r.close(Dir::RealtimeIn, Some(*code), reason)
+                                        crate::call::UpstreamLoss::Closed { code, reason } => r
+                                            .upstream_close(
+                                                Dir::RealtimeIn,
+                                                generation,
+                                                Some(*code),
+                                                reason,
+                                            ),
+                                        _ => {
+                                            r.upstream_close(Dir::RealtimeIn, generation, None, "")
                                         }
-                                        _ => r.close(Dir::RealtimeIn, None, ""),
                                     }
                                 }
                                 call.on_upstream_lost(generation, loss, now);
@@ -558,9 +579,9 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
             r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
         }
-        for _ in 0..Box::pin(ups.close_all()).await {
+        for generation in Box::pin(ups.close_all()).await {
             if let Some(r) = rec.as_mut() {
-                r.close(Dir::RealtimeOut, Some(1005), "");
+                r.upstream_close(Dir::RealtimeOut, generation, Some(1005), "");
             }
         }
         if let Some(r) = rec.take() {
@@ -660,7 +681,7 @@ fn render_up(
     }
     ev.write_json(call.dialect(), text);
     if let Some(r) = rec.as_mut() {
-        r.message(Dir::RealtimeOut, text);
+        r.upstream_message(Dir::RealtimeOut, generation, text);
     }
     s.metrics.realtime_messages_out.inc();
     Write::Up(generation)
