@@ -1,7 +1,8 @@
 //! Recorded calls: every fixture in `fixtures/` replays green against the current bridge
-//! (fast), two replay in real time (timing, barge-in position, truncate), a call recorded by
-//! the server's `record_dir` replays green, and a replay notices when the bridge's behaviour
-//! differs from the recording.
+//! (fast), four replay in real time (timing, barge-in position, truncate, a call that
+//! re-dialled its upstream), calls recorded by the server's `record_dir` (one of them across an
+//! upstream drop and a failed re-dial) replay green, and a replay notices when the bridge's
+//! behaviour differs from the recording.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,8 @@ fn fixtures_cover_the_issue_and_stay_small() {
     let (mut ga, mut beta, mut pcmu, mut pcm) = (false, false, false, false);
     let (mut clear, mut dtmf, mut error, mut up_close, mut greeting, mut hangup) =
         (false, false, false, false, false, false);
+    // A call that re-dialled: a failed dial, and a later session that the call went on in.
+    let (mut dial_failed, mut later_session) = (false, false);
     for f in &files {
         total += std::fs::metadata(f).expect("stat").len();
         let fx = Fixture::load(f).expect("fixture parses");
@@ -57,6 +60,8 @@ fn fixtures_cover_the_issue_and_stay_small() {
             dtmf |= l.dir == Dir::TwilioIn && l.kind() == "dtmf";
             error |= l.dir == Dir::RealtimeIn && l.kind() == "error";
             up_close |= l.dir == Dir::RealtimeIn && l.close().is_some();
+            dial_failed |= l.dir == Dir::RealtimeIn && l.kind() == "dial_failed";
+            later_session |= l.session > 1 && l.kind() == "session.update";
             hangup |= l.dir == Dir::TwilioOut
                 && l.close().is_some_and(|(_, r)| r == "caller_hung_up")
                 && fx.lines.iter().any(|x| {
@@ -85,6 +90,7 @@ fn fixtures_cover_the_issue_and_stay_small() {
     }
     assert!(ga && beta && pcmu && pcm, "dialects and modes");
     assert!(clear && dtmf && error && up_close && greeting && hangup);
+    assert!(dial_failed && later_session, "a call that re-dialled");
     // 6 MiB since the tool, end_call and transfer fixtures (0.6 MB) joined.
     assert!(total < 6 * 1024 * 1024, "fixtures/ is {total} bytes");
 }
@@ -111,6 +117,114 @@ async fn pcm_barge_in_replays_in_real_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_close_replays_in_real_time() {
     replay_ok(&fixtures_dir().join("upstream-closes-pcmu-ga.jsonl"), false).await;
+}
+
+/// The sessions (by recorded number) the replayed bridge sent anything to.
+fn sessions_used(actual: &[callbridge::fixture::Line]) -> Vec<u64> {
+    let mut v: Vec<u64> = actual
+        .iter()
+        .filter(|l| l.dir == Dir::RealtimeOut)
+        .map(|l| l.session)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// A call whose upstream dropped mid-sentence, whose first re-dial failed and which went on in
+/// a third session replays in real time: the replay refuses the second connection as recorded,
+/// serves the first and third as those sessions, and the bridge sends the third the
+/// `session.update` and the kept sentence it sent when the call was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_redialled_replays_in_real_time() {
+    let fx = Fixture::load(&fixtures_dir().join("upstream-drop-redial-pcmu-ga.jsonl"))
+        .expect("fixture parses");
+    let r = replay(&fx, &ReplayOptions::default())
+        .await
+        .expect("replay runs");
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(sessions_used(&r.actual), [1, 3], "{}", r.render());
+    assert!(r
+        .actual
+        .iter()
+        .any(|l| l.session == 3 && l.kind() == "session.update"));
+}
+
+/// A recording whose re-dialled session got less caller audio than the bridge now sends it
+/// (as if the kept sentence had not been resent): the replay says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redial_without_the_kept_sentence_is_reported() {
+    let mut fx = Fixture::load(&fixtures_dir().join("upstream-drop-redial-pcmu-ga.jsonl"))
+        .expect("fixture parses");
+    // The appends the third session got before its server heard the speech start: the kept
+    // start of the sentence.
+    let heard = fx
+        .lines
+        .iter()
+        .position(|l| l.session == 3 && l.kind() == "input_audio_buffer.speech_started")
+        .expect("the third session hears the sentence");
+    let before = fx.lines.len();
+    let mut i = 0;
+    fx.lines.retain(|l| {
+        i += 1;
+        !(i <= heard && l.session == 3 && l.kind() == "input_audio_buffer.append")
+    });
+    assert!(fx.lines.len() < before, "the kept sentence was recorded");
+    let r = replay(
+        &fx,
+        &ReplayOptions {
+            fast: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("replay runs");
+    assert!(!r.ok());
+    assert!(
+        r.render().contains("caller audio appended: recorded"),
+        "{}",
+        r.render()
+    );
+}
+
+/// The server's `record_dir` numbers the sessions of a call that re-dialled, and such a
+/// recording, made now through the real bridge, replays green: the drop-and-redial scenario
+/// recorded live (the simulator drops the first session mid-sentence and the next connection
+/// before its handshake), then replayed fast and in real time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_recorded_across_a_redial_replays_green() {
+    let sc = callbridge::fixture::generate::scenarios()
+        .into_iter()
+        .find(|s| s.drop_upstream_mid_sentence)
+        .expect("the re-dial scenario");
+    let dir = std::env::temp_dir().join(format!("callbridge-redial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = callbridge::fixture::generate::generate(&sc, &dir)
+        .await
+        .expect("call recorded");
+    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    assert_eq!(fx.header.callbridge_fixture, 2);
+    let failed: Vec<(u64, Option<u16>)> = fx
+        .lines
+        .iter()
+        .filter_map(|l| l.dial_failed().map(|f| (l.session, f)))
+        .collect();
+    assert_eq!(
+        failed,
+        [(2, None)],
+        "the second dial failed before its handshake"
+    );
+    assert!(fx
+        .lines
+        .iter()
+        .any(|l| l.session == 1 && l.dir == Dir::RealtimeIn && l.close() == Some((None, ""))));
+    assert!(fx
+        .lines
+        .iter()
+        .any(|l| l.session == 3 && l.kind() == "response.done"));
+    replay_ok(&path, true).await;
+    replay_ok(&path, false).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A fixture whose recorded bridge output differs from what the bridge does now: the replay
