@@ -354,3 +354,64 @@ async fn a_call_recorded_by_the_server_replays_green() {
     replay_ok(&path, false).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A call recorded while its Realtime session was rotated (a successor opened, configured and
+/// switched to while the old one was still open: two sessions at once) replays green both
+/// ways, each session's events compared as that session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_recorded_across_a_session_rotation_replays_green() {
+    let dir = std::env::temp_dir().join(format!("callbridge-rotation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ask, thanks) = (
+        clip("caller_hello").expect("clip"),
+        clip("caller_thanks").expect("clip"),
+    );
+    let (answer, bye) = (
+        clip("agent_order").expect("clip"),
+        clip("agent_bye").expect("clip"),
+    );
+    let sim = SimConfig {
+        reply_texts: vec![answer.text.clone(), bye.text.clone()],
+        reply_audio: vec![answer.audio.clone(), bye.audio.clone()],
+        caller_transcripts: vec![ask.text.clone(), thanks.text.clone()],
+        delta_ms: vec![60, 100, 240],
+        ..SimConfig::default()
+    };
+    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
+        .await
+        .expect("simulator starts");
+    let done = || Step::WaitAgentDone {
+        quiet: Duration::from_millis(500),
+        timeout: Duration::from_secs(10),
+    };
+    let (_, path) = record_call(
+        &sim,
+        &[("session_rotate_after_secs", "1".to_owned())],
+        vec![
+            Step::Silence(Duration::from_millis(300)),
+            Step::Say(ask.audio.to_vec()),
+            done(),
+            Step::Silence(Duration::from_millis(1500)),
+            Step::Say(thanks.audio.to_vec()),
+            done(),
+        ],
+        Duration::from_millis(200),
+        &dir,
+        None,
+        None,
+    )
+    .await
+    .expect("call recorded");
+    sim.shutdown().await;
+    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    let updates: Vec<u64> = fx
+        .lines
+        .iter()
+        .filter(|l| l.kind() == "session.update")
+        .map(|l| l.session)
+        .collect();
+    assert!(updates.len() >= 2, "the session was rotated: {updates:?}");
+    replay_ok(&path, true).await;
+    replay_ok(&path, false).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
