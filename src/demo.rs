@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::caller::{CallerEventKind, Step};
 use crate::fixture::generate::{clip, record_call, silent_clip, Clip, GenError};
 use crate::fixture::tool_rig::ToolRig;
-use crate::fixture::wav;
+use crate::recording::wav;
 use crate::sim::{SimConfig, Simulator};
 
 #[derive(Debug, thiserror::Error)]

@@ -306,7 +306,7 @@ fn call(args: CallArgs) -> ExitCode {
 
 fn replay(args: ReplayArgs) -> ExitCode {
     use callbridge::fixture::replay::{replay, ReplayOptions};
-    use callbridge::fixture::Fixture;
+    use callbridge::recording::Fixture;
     // The bridge's own logs would drown the diff: warnings only unless RUST_LOG says otherwise.
     if std::env::var_os("RUST_LOG").is_none() {
         let _ = tracing_subscriber::fmt()

@@ -75,7 +75,7 @@ fn caller_wav(path: &Path) {
         .iter()
         .flat_map(|&s| std::iter::repeat_n(s, 6))
         .collect();
-    callbridge::fixture::wav::write_pcm16(path, 48_000, 1, &pcm).expect("write the WAV");
+    callbridge::recording::wav::write_pcm16(path, 48_000, 1, &pcm).expect("write the WAV");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

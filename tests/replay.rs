@@ -10,7 +10,7 @@ use std::time::Duration;
 use callbridge::caller::Step;
 use callbridge::fixture::generate::{clip, record_call};
 use callbridge::fixture::replay::{replay, ReplayOptions};
-use callbridge::fixture::{Dir, Fixture};
+use callbridge::recording::{Dir, Fixture};
 use callbridge::sim::SimConfig;
 use serde_json::Value;
 
@@ -120,7 +120,7 @@ async fn upstream_close_replays_in_real_time() {
 }
 
 /// The sessions (by recorded number) the replayed bridge sent anything to.
-fn sessions_used(actual: &[callbridge::fixture::Line]) -> Vec<u64> {
+fn sessions_used(actual: &[callbridge::recording::Line]) -> Vec<u64> {
     let mut v: Vec<u64> = actual
         .iter()
         .filter(|l| l.dir == Dir::RealtimeOut)
