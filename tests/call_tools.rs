@@ -191,6 +191,23 @@ fn a_tool_call_becomes_a_signed_request_effect_and_its_answer_one_output_and_one
         _ => unreachable!(),
     }
     assert_eq!(to_model(&outs), (vec![], 0), "nothing to the model yet");
+    // Each request is announced (the console shows "tool running" until its answer).
+    let started: Vec<(String, String)> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(CallEvent::ToolStarted { tool, call_id }) => {
+                Some((tool.clone(), call_id.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        [
+            ("lookup_order".to_string(), "call_a".to_string()),
+            ("check_stock".to_string(), "call_b".to_string())
+        ]
+    );
 
     // The second answer arrives first; the response.create waits for both.
     let outs = h.done(

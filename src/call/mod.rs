@@ -155,6 +155,12 @@ pub enum CallEvent {
         result: &'static str,
         seconds: Option<f64>,
     },
+    /// A tool's request went out to its endpoint; its answer (or timeout) comes as
+    /// [`CallEvent::ToolCall`] with the same `call_id`.
+    ToolStarted {
+        tool: String,
+        call_id: String,
+    },
     /// Calls of a response that did not complete: not run.
     ToolSkipped {
         call_id: String,

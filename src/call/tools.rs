@@ -382,6 +382,10 @@ impl Call {
         })
         .to_string();
         let id = self.next_effect_id();
+        self.out.push_back(Output::Event(CallEvent::ToolStarted {
+            tool: spec.name.clone(),
+            call_id: call_id.clone(),
+        }));
         self.tools.running.push(Running {
             id,
             call_id,

@@ -42,12 +42,31 @@ pub struct CallView {
     pub ended_ms: Option<u64>,
     /// listening | agent speaking | tool running | transferring | ended.
     pub state: &'static str,
+    /// Tools whose answer is awaited: the call shows `tool running` while there are any.
+    #[serde(skip)]
+    tools_running: u32,
     pub barge_ins: u32,
     pub last_turn_latency_ms: Option<u64>,
     pub outcome: Option<&'static str>,
     /// Omitted in summaries (the table); sent with a call's detail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcript: Option<VecDeque<Line>>,
+}
+
+impl CallView {
+    /// Moves the shown state to `state`, except that a call being transferred stays so, and
+    /// one waiting for a tool shows that until the answer came (a filler or the model talking
+    /// meanwhile does not hide it).
+    fn show(&mut self, state: &'static str) {
+        if self.state == "transferring" {
+            return;
+        }
+        self.state = if self.tools_running > 0 && state != "transferring" {
+            "tool running"
+        } else {
+            state
+        };
+    }
 }
 
 /// One line of a call's transcript or event log.
@@ -119,6 +138,7 @@ impl Hub {
             started_ms: unix_ms(),
             ended_ms: None,
             state: "listening",
+            tools_running: 0,
             barge_ins: 0,
             last_turn_latency_ms: None,
             outcome: None,
@@ -277,7 +297,7 @@ impl LiveCall {
                 line("event", "model session ready".into())
             }),
             CallEvent::SpeechStarted => hub.update(self.n, "speech_started", |v| {
-                v.state = "listening";
+                v.show("listening");
                 None
             }),
             CallEvent::AgentAudio {
@@ -288,7 +308,7 @@ impl LiveCall {
                 let turn_latency_ms = speech_stopped_at
                     .map(|t| Instant::now().saturating_duration_since(t).as_millis() as u64);
                 hub.update(self.n, "agent_speaking", |v| {
-                    v.state = "agent speaking";
+                    v.show("agent speaking");
                     if turn_latency_ms.is_some() {
                         v.last_turn_latency_ms = turn_latency_ms;
                     }
@@ -296,11 +316,11 @@ impl LiveCall {
                 })
             }
             CallEvent::PlayoutDone => hub.update(self.n, "listening", |v| {
-                v.state = "listening";
+                v.show("listening");
                 None
             }),
             CallEvent::BargeIn { truncated, .. } => hub.update(self.n, "barge_in", |v| {
-                v.state = "listening";
+                v.show("listening");
                 v.barge_ins += 1;
                 let at = truncated.first().map_or(String::new(), |(_, ms)| {
                     format!(" (agent cut at {ms} ms of its answer)")
@@ -367,10 +387,29 @@ impl LiveCall {
                     })
                 }
             }
-            CallEvent::ToolCall { tool, result, .. } => hub.update(self.n, "tool", |_| {
+            CallEvent::ToolStarted { tool, .. } => hub.update(self.n, "tool_started", |v| {
+                v.tools_running += 1;
+                v.show("tool running");
+                line("event", format!("tool {tool} running"))
+            }),
+            CallEvent::ToolCall {
+                tool,
+                result,
+                seconds,
+                ..
+            } => hub.update(self.n, "tool", |v| {
+                // Only a tool that ran (it has a duration) was counted as running.
+                if seconds.is_some() {
+                    v.tools_running = v.tools_running.saturating_sub(1);
+                    if v.tools_running == 0 && v.state == "tool running" {
+                        // The model answers with the result next.
+                        v.show("listening");
+                    }
+                }
                 line("event", format!("tool {tool}: {result}"))
             }),
-            CallEvent::Transferring { destination } => hub.update(self.n, "transfer", |_| {
+            CallEvent::Transferring { destination } => hub.update(self.n, "transfer", |v| {
+                v.show("transferring");
                 line("event", format!("transferring to {destination}"))
             }),
             CallEvent::UpstreamError { .. }
@@ -467,6 +506,49 @@ mod tests {
         let detail = hub.call(7).expect("kept in recent");
         let lines = detail.transcript.expect("detail has the transcript");
         assert!(lines.iter().any(|l| l.text == "hello there"));
+    }
+
+    #[test]
+    fn a_call_shows_tool_running_until_the_answer_and_transferring_to_the_end() {
+        let hub = Hub::new();
+        let live = started(&hub);
+        let state = || hub.snapshot().0[0].state;
+        let audio = CallEvent::AgentAudio {
+            model_latency: None,
+            speech_stopped_at: None,
+        };
+        let tool = |call_id: &str| CallEvent::ToolStarted {
+            tool: "lookup_order".into(),
+            call_id: call_id.into(),
+        };
+        let answered = |call_id: &str| CallEvent::ToolCall {
+            tool: "lookup_order".into(),
+            call_id: call_id.into(),
+            result: "ok",
+            seconds: Some(0.8),
+        };
+        live.on_event(&tool("c1"));
+        live.on_event(&tool("c2"));
+        assert_eq!(state(), "tool running");
+        // The filler (or the model) speaking meanwhile does not hide the wait.
+        live.on_event(&audio);
+        assert_eq!(state(), "tool running");
+        live.on_event(&answered("c1"));
+        assert_eq!(state(), "tool running", "one of two answered");
+        live.on_event(&answered("c2"));
+        assert_eq!(state(), "listening");
+        live.on_event(&audio);
+        assert_eq!(state(), "agent speaking");
+        live.on_event(&CallEvent::Transferring {
+            destination: "sales".into(),
+        });
+        assert_eq!(state(), "transferring");
+        live.on_event(&CallEvent::PlayoutDone);
+        assert_eq!(state(), "transferring", "until the call ends");
+        let lines = hub.call(7).and_then(|c| c.transcript).expect("lines");
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert!(texts.contains(&"tool lookup_order running"), "{texts:?}");
+        assert!(texts.contains(&"transferring to sales"), "{texts:?}");
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub(super) fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEve
             info!(destination, "call handed over; the stream ends")
         }
         CallEvent::FillerPlayed => debug!("filler playing while a tool runs"),
+        CallEvent::ToolStarted { tool, call_id } => debug!(tool, call_id, "tool running"),
         // Observed by the write timer, which knows when the frames went out.
         CallEvent::AgentAudio { .. } => {}
         CallEvent::UpstreamReconnecting {
