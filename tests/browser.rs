@@ -118,13 +118,22 @@ async fn softphone_and_console_in_chromium() {
         "PUBLIC_URL" => Some("https://bridge.example.com".to_owned()),
         _ => None,
     };
-    let cfg = Config::load(None, &env, &Overrides::default()).expect("config");
+    // Two agent profiles: the softphone's picker lists them, and the one picked is used.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let profiles = dir.join("profiles.toml");
+    std::fs::write(
+        &profiles,
+        "default_profile = \"support\"\n\
+         [profiles.sales]\ninstructions = \"You are Sam, in sales at Example Inc.\"\n\
+         [profiles.support]\ninstructions = \"You are the support desk of Example Inc.\"\n",
+    )
+    .expect("write the profiles");
+    let cfg = Config::load(Some(&profiles), &env, &Overrides::default()).expect("config");
     let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
         .await
         .expect("bridge starts");
 
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&dir).expect("tmp dir");
     let wav = dir.join("caller.wav");
     caller_wav(&wav);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.py");
@@ -164,6 +173,11 @@ async fn softphone_and_console_in_chromium() {
         result["marks_echoed"].as_u64().unwrap_or(0) >= 2,
         "the page echoes marks: {result}"
     );
+    assert_eq!(
+        result["profiles"],
+        serde_json::json!(["sales", "support"]),
+        "the picker lists the profiles: {result}"
+    );
     let types = result["console_event_types"].to_string();
     for t in [
         "snapshot",
@@ -180,6 +194,17 @@ async fn softphone_and_console_in_chromium() {
     let sessions = sim.sessions();
     assert_eq!(sessions.len(), 1, "one call, one session");
     let s = &sessions[0];
+    let instructions: Vec<&str> = s
+        .received
+        .iter()
+        .filter(|e| e["type"] == "session.update")
+        .filter_map(|e| e["session"]["instructions"].as_str())
+        .collect();
+    assert_eq!(
+        instructions,
+        ["You are Sam, in sales at Example Inc."],
+        "the profile picked on the page configured the session"
+    );
     assert!(
         s.appended_audio_bytes > 8000 * 5,
         "the page's microphone reached the model: {} bytes",

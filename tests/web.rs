@@ -63,6 +63,7 @@ async fn pages_are_off_by_default() {
     for path in [
         "/softphone",
         "/softphone/ticket",
+        "/softphone/profiles",
         "/console",
         "/console/events",
     ] {
@@ -80,6 +81,7 @@ async fn both_pages_refuse_without_their_token_and_open_with_it() {
     for (path, good) in [
         ("/softphone", &sp),
         ("/softphone/ticket", &sp),
+        ("/softphone/profiles", &sp),
         ("/console", &co),
         ("/console/events", &co),
     ] {
@@ -106,6 +108,14 @@ async fn both_pages_refuse_without_their_token_and_open_with_it() {
         .await;
         assert_eq!(status(&r), "200", "{path} with a bearer token");
     }
+    // Without profiles configured the picker's list is empty (the field stays free text).
+    let r = get(server.addr, &format!("/softphone/profiles?{sp}"), "").await;
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).ok(),
+        Some(serde_json::json!({"profiles": [], "default": null})),
+        "{r}"
+    );
     let page = get(server.addr, &format!("/softphone?{sp}"), "").await;
     assert!(page.contains(">Call</button>") && page.contains(">Hang up</button>"));
     // The softphone's scripts are embedded and served.

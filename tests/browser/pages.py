@@ -67,11 +67,19 @@ with sync_playwright() as p:
     r = phone.goto(f"{BASE}/softphone?token={SP_TOKEN}")
     if r is None or r.status != 200:
         fail(f"/softphone with the token answered {r and r.status}")
+    # The picker lists the configured profiles; pick one (the session and console show it).
+    wait_for(phone, "() => Array.isArray(window.softphone.profiles)", "the profile list")
+    options = phone.evaluate("() => [...document.querySelectorAll('#profiles option')].map(o => o.value)")
+    placeholder = phone.get_attribute("#profile", "placeholder")
+    if placeholder != "default: support":
+        fail(f"the profile field's placeholder is {placeholder!r}, not the default profile")
+    phone.fill("#profile", "sales")
     phone.get_by_role("button", name="Call").click()
     wait_for(phone, "() => window.softphone.state === 'in call'", "the call to connect")
 
     # The console shows the call live.
     wait_for(console, "() => document.querySelectorAll('#active tr.call').length === 1", "the call in the console's active list")
+    wait_for(console, "() => /sales/.test(document.querySelector('#active tr.call').textContent)", "the call's profile in the console")
 
     # The agent's answer reaches the speakers: measured by the page's player.
     wait_for(phone, "() => window.softphone.playedMs > 1500 && window.softphone.peakOut > 0.05", "the agent's audio to play")
@@ -123,6 +131,7 @@ with sync_playwright() as p:
         clears=s["clears"],
         last_turn_latency_ms=s["lastTurnLatencyMs"],
         transcript=s["transcript"],
+        profiles=options,
         console_event_types=console.evaluate("() => [...new Set(window.consoleFeed.map(e => e.type))]"),
     )
     browser.close()

@@ -37,6 +37,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         r = r
             .route("/softphone", get(softphone_page))
             .route("/softphone/ticket", get(softphone_ticket))
+            .route("/softphone/profiles", get(softphone_profiles))
             .route("/softphone/events", get(softphone_events))
             .route("/softphone/app.js", get(|| js(SOFTPHONE_JS)))
             .route("/softphone/mic-worklet.js", get(|| js(WORKLET_JS)));
@@ -151,6 +152,21 @@ async fn softphone_ticket(State(s): State<AppState>, req: Request) -> Response {
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({ "ticket": t, "param": ticket::QUERY_PARAM, "path": "/media" })),
+    )
+        .into_response()
+}
+
+/// The configured agent profiles, for the softphone's picker: `{"profiles": [names],
+/// "default": name or null}` (names only: a profile's instructions and URLs stay server-side).
+async fn softphone_profiles(State(s): State<AppState>, req: Request) -> Response {
+    if let Err(r) = authorize(&req, s.cfg.softphone_token.as_ref(), "softphone") {
+        return r;
+    }
+    let p = &s.cfg.profiles;
+    let names: Vec<&str> = p.by_name.keys().map(String::as_str).collect();
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "profiles": names, "default": p.default })),
     )
         .into_response()
 }

@@ -26,6 +26,7 @@
     lastTurnLatencyMs: null,
     transcript: [],
     closeReason: null,
+    profiles: null,
   };
   window.softphone = stats;
 
@@ -228,6 +229,26 @@
     if (stats.state === 'in call') setState('ended');
   }
 
+  // The picker offers the configured profiles (typing another name still works: the bridge
+  // then falls back to the dialled number's profile or the default, as for a phone call).
+  async function loadProfiles() {
+    try {
+      const r = await fetch('/softphone/profiles', auth);
+      if (!r.ok) return;
+      const p = await r.json();
+      $('profiles').replaceChildren(...p.profiles.map((name) => {
+        const o = document.createElement('option');
+        o.value = name;
+        return o;
+      }));
+      if (p.default) $('profile').placeholder = 'default: ' + p.default;
+      stats.profiles = p.profiles;
+    } catch (e) {
+      // No list: the field stays free text.
+    }
+  }
+
   $('call').addEventListener('click', call);
   $('hangup').addEventListener('click', hangup);
+  loadProfiles();
 })();
