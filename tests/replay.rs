@@ -36,6 +36,21 @@ async fn replay_ok(path: &Path, fast: bool) {
     assert!(r.ok(), "{}", r.render());
 }
 
+/// Replays a doctored fixture, which must not match; the report as printed.
+async fn replay_mismatch(fx: &Fixture, fast: bool) -> String {
+    let r = replay(
+        fx,
+        &ReplayOptions {
+            fast,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("replay runs");
+    assert!(!r.ok(), "{}", r.render());
+    r.render()
+}
+
 #[test]
 fn fixtures_cover_the_issue_and_stay_small() {
     let files = all_fixtures();
@@ -169,21 +184,8 @@ async fn a_redial_without_the_kept_sentence_is_reported() {
         !(i <= heard && l.session == 3 && l.kind() == "input_audio_buffer.append")
     });
     assert!(fx.lines.len() < before, "the kept sentence was recorded");
-    let r = replay(
-        &fx,
-        &ReplayOptions {
-            fast: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("replay runs");
-    assert!(!r.ok());
-    assert!(
-        r.render().contains("caller audio appended: recorded"),
-        "{}",
-        r.render()
-    );
+    let text = replay_mismatch(&fx, true).await;
+    assert!(text.contains("caller audio appended: recorded"), "{text}");
 }
 
 /// The server's `record_dir` numbers the sessions of a call that re-dialled, and such a
@@ -246,17 +248,7 @@ async fn a_changed_behaviour_is_reported() {
             l.msg["audio_end_ms"] = Value::from(9999);
         }
     }
-    let r = replay(
-        &fx,
-        &ReplayOptions {
-            fast: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("replay runs");
-    assert!(!r.ok());
-    let text = r.render();
+    let text = replay_mismatch(&fx, false).await;
     assert!(text.contains("MISMATCH"), "{text}");
     assert!(text.contains("+ ") && text.contains("clear"), "{text}");
     assert!(text.contains("audio_end_ms: recorded 9999"), "{text}");
