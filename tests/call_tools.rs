@@ -532,6 +532,55 @@ fn end_after_heard_is_a_reusable_wrap_up() {
     assert!(h.call.is_ending());
 }
 
+/// A tool still running when a wrap-up (here the drain's) begins: its answer goes into the
+/// conversation, but the model is not asked to speak about it; the goodbye is the last answer
+/// and the call hangs up once it was heard.
+#[test]
+fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
+    let mut h = H::new(config());
+    let outs = h.model_calls(
+        "r1",
+        &[("call_a", "lookup_order", r#"{"order_id":"42"}"#)],
+        "completed",
+        100,
+    );
+    let eff = effects(&outs);
+    assert_eq!(eff.len(), 1, "the tool runs");
+    h.call.end_after_heard(
+        Some("Say goodbye".into()),
+        EndReason::Shutdown,
+        Duration::from_secs(8),
+        h.at(200),
+    );
+    assert_eq!(
+        to_model(&h.drain()),
+        (vec![], 1),
+        "the goodbye is asked for"
+    );
+    let outs = h.done(
+        eff[0].0,
+        EffectResult::Tool(ToolOutcome::Ok(r#"{"status":"shipped"}"#.into())),
+        300,
+    );
+    assert_eq!(
+        to_model(&outs),
+        (vec![("call_a".into(), json!({"status":"shipped"}))], 0),
+        "the answer is given to the model, no new response asked for"
+    );
+    // The goodbye plays, is heard, and the call hangs up.
+    let outs = h.speak("r_bye", "i_bye", 400, 400);
+    assert_eq!(
+        to_model(&outs),
+        (vec![], 0),
+        "nothing more after the goodbye"
+    );
+    let mut heard = Vec::new();
+    for name in marks(&outs) {
+        heard.extend(h.mark(&name, 900));
+    }
+    assert_eq!(effects(&heard).len(), 1, "the REST hang-up: {heard:?}");
+}
+
 fn handover_and_transfer(h: &mut H, dest: &str, ms: u64) -> Vec<Output> {
     let mut outs = h.created("r1", ms);
     outs.extend(h.rt(json!({"type":"response.output_audio.delta","response_id":"r1","item_id":"i1","output_index":0,"content_index":0,"delta":B64.encode(vec![0x11u8; 8000])}), ms));

@@ -30,6 +30,10 @@ pub(crate) struct Ending {
     /// Goodbye instructions still to be asked for: another response was live when the
     /// ending began, and one response at a time is all the Realtime API accepts.
     say_after: Option<String>,
+    /// The bridge's own wrap-up (drain, maximum length, voicemail, rejection): the model is
+    /// asked for nothing but its goodbye, so a tool answer arriving now is given to the model
+    /// without asking it to speak again. Not so for `end_call`, whose goodbye is that answer.
+    wrap_up: bool,
     deadline: Instant,
 }
 
@@ -98,6 +102,7 @@ impl Call {
             action: Action::Hangup,
             phase,
             say_after,
+            wrap_up: true,
             deadline: now + timeout,
         }));
         self.ending_progress(now);
@@ -106,6 +111,12 @@ impl Call {
     /// Whether the call is on its way out (goodbye or handover line playing, REST sent).
     pub fn is_ending(&self) -> bool {
         self.ending.is_some()
+    }
+
+    /// Whether the call is in one of the bridge's own wrap-ups, which ask the model for nothing
+    /// more than their goodbye.
+    pub(super) fn wrapping_up(&self) -> bool {
+        self.ending.as_ref().is_some_and(|e| e.wrap_up)
     }
 
     /// The model called `end_call`.
@@ -129,6 +140,7 @@ impl Call {
                 action: Action::Hangup,
                 phase: Phase::Response(None),
                 say_after: None,
+                wrap_up: false,
                 deadline: now + self.cfg.tools.goodbye_timeout,
             }));
         }
@@ -186,6 +198,7 @@ impl Call {
             // The handover line was said in the response that called the tool (done now).
             phase: Phase::Heard,
             say_after: None,
+            wrap_up: false,
             deadline: now + self.cfg.tools.goodbye_timeout,
         }));
         self.ending_progress(now);

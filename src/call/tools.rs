@@ -293,6 +293,9 @@ impl Call {
         }
         if self.tools.create_when_idle && self.live_response.is_none() {
             self.tools.create_when_idle = false;
+            if self.wrapping_up() {
+                return;
+            }
             self.out
                 .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
                     instructions: None,
@@ -502,6 +505,10 @@ impl Call {
             return;
         }
         self.tools.groups.remove(gi);
+        if self.wrapping_up() {
+            // The call is saying goodbye: the results are in the conversation, no new answer.
+            return;
+        }
         if self.live_response.is_some() {
             // The model is answering something else (the caller spoke meanwhile): it speaks
             // about the results once that answer is done.
