@@ -407,3 +407,91 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
     replay_ok(&path, false).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A call that ran with an agent profile (chosen at Twilio's `start`) is recorded with the
+/// profile's settings in its header, and replays green on a bridge that has no profiles: the
+/// replayed `session.update` is the profile's, as the recorded one was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_recorded_with_a_profile_replays_green() {
+    use callbridge::config::{Config, Overrides};
+    let dir = std::env::temp_dir().join(format!("callbridge-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ask, answer) = (
+        clip("caller_hours").expect("clip"),
+        clip("agent_saturday").expect("clip"),
+    );
+    let sim = callbridge::sim::Simulator::start(
+        "127.0.0.1:0",
+        SimConfig {
+            reply_texts: vec![answer.text.clone()],
+            reply_audio: vec![answer.audio.clone()],
+            caller_transcripts: vec![ask.text.clone()],
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    let file = dir.join("profiles.toml");
+    std::fs::write(
+        &file,
+        "instructions = \"You are the front desk.\"\n\
+         default_profile = \"sales\"\n\
+         [profiles.sales]\n\
+         instructions = \"You are Sam, in sales.\"\n\
+         voice = \"cedar\"\n",
+    )
+    .expect("write config");
+    let (url, rec) = (sim.url(), dir.join("calls").display().to_string());
+    let env = move |k: &str| match k {
+        "REALTIME_URL" => Some(url.clone()),
+        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
+        "CALLBRIDGE_RECORD_DIR" => Some(rec.clone()),
+        _ => None,
+    };
+    let cfg = Config::load(Some(&file), &env, &Overrides::default()).expect("config");
+    let metrics = std::sync::Arc::new(callbridge::metrics::Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(cfg, metrics)
+        .await
+        .expect("bridge starts");
+    callbridge::caller::run(callbridge::caller::CallerOptions {
+        bridge: server.url(""),
+        script: vec![
+            Step::Silence(Duration::from_millis(200)),
+            Step::Say(ask.audio.to_vec()),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(500),
+                timeout: Duration::from_secs(10),
+            },
+        ],
+        tail: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("call runs");
+    let mut path = None;
+    for _ in 0..250 {
+        path = callbridge::fixture::generate::jsonl_files(&dir.join("calls"))
+            .into_iter()
+            .next();
+        if path.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop(Duration::from_millis(500)).await;
+    sim.shutdown().await;
+    let path = path.expect("the call was recorded");
+    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    assert_eq!(
+        fx.header.config.get("instructions").map(String::as_str),
+        Some("You are Sam, in sales."),
+        "the header holds the profile's settings"
+    );
+    assert_eq!(
+        fx.header.config.get("voice").map(String::as_str),
+        Some("cedar")
+    );
+    replay_ok(&path, true).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -441,6 +441,11 @@ impl Call {
         self.cfg.dialect
     }
 
+    /// The call's settings as they stand (its profile's, once `start` chose it).
+    pub fn config(&self) -> &Arc<CallConfig> {
+        &self.cfg
+    }
+
     /// Playback state, for tests and diagnostics.
     pub fn playback(&self) -> &Playback {
         &self.playback

@@ -92,6 +92,12 @@ impl CallSetup {
         }
     }
 
+    /// Whether the call's settings are final: no profile to choose at `start`, or it was
+    /// chosen and its setup lookup (if any) has answered or given up.
+    pub fn decided(&self) -> bool {
+        !self.wait_for_start || (self.started && self.lookup.is_none())
+    }
+
     /// The parked upstream session, once the settings are decided.
     pub fn ready_upstream(&mut self) -> Option<u64> {
         if self.started && self.lookup.is_none() {

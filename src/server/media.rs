@@ -133,7 +133,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         // as sent or received, with its time since this socket opened. Boxed: recording is off
         // unless `record_dir` is set, and inline every call's task would reserve the recorder.
         let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
-            let header = Header::new(&s.call_cfg, "recorded by callbridge serve --record-dir");
+            let header = Header::new(&s.call_cfg, RECORDED_BY);
             match Recorder::create(dir, &header, opened) {
                 Ok(r) => Some(Box::new(r)),
                 Err(e) => {
@@ -142,6 +142,8 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                 }
             }
         });
+        // Without profiles the settings are final now: nothing is held.
+        settle_recording(&mut rec, &setup, &call);
         // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
         // Twilio's `start`.
         let mut ups = Links::new(s.cfg.clone());
@@ -353,6 +355,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                                             {
                                                 call.set_config(c);
                                             }
+                                            settle_recording(&mut rec, &setup, &call);
                                             // A setup lookup may have started.
                                             sources.others_changed();
                                         }
@@ -520,6 +523,7 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                         if let Some(c) = setup.on_lookup(*answer, &mut report) {
                             call.set_config(c);
                         }
+                        settle_recording(&mut rec, &setup, &call);
                         if setup.rejected {
                             call.reject_politely(Instant::now());
                         }
@@ -654,6 +658,18 @@ async fn feed_twilio(socket: &mut WebSocket, text: &str, call: &mut Call) {
     if !matches!(fed, Ok(Ok(()))) {
         warn!("write to Twilio failed or stalled");
         call.on_twilio_closed(Instant::now());
+    }
+}
+
+const RECORDED_BY: &str = "recorded by callbridge serve --record-dir";
+
+/// Writes the recording's header once the call's settings are decided: with profiles, at
+/// `start` or when the setup lookup answered (see [`Recorder::settle`]).
+fn settle_recording(rec: &mut Option<Box<Recorder>>, setup: &CallSetup, call: &Call) {
+    if let Some(r) = rec.as_mut() {
+        if !r.is_settled() && setup.decided() {
+            r.settle(&Header::new(call.config(), RECORDED_BY));
+        }
     }
 }
 
