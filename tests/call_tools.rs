@@ -631,9 +631,18 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
             })
         )]
     );
-    // Twilio may stop the stream before its REST answer arrives: still a transfer.
+    // Twilio may stop the stream before its REST answer arrives: still a transfer, and the
+    // transfer is counted and reported as done (the stop is Twilio acting on it).
     let outs = h.stop(1200);
     assert_eq!(hangup(&outs), Some(EndReason::Transferred));
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Event(CallEvent::ToolCall { tool, result: "ok", .. }) if tool == "transfer_call")),
+        "{outs:?}"
+    );
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Event(CallEvent::Transferring { destination }) if destination == "sales")),
+        "{outs:?}"
+    );
     assert!(h
         .done(eff[0].0, EffectResult::CallUpdated(Ok(())), 1250)
         .is_empty());

@@ -235,6 +235,18 @@ impl Call {
         self.ending.as_ref().map(|e| e.deadline)
     }
 
+    /// Twilio ended the stream (`stop` or close). After our own hang-up or transfer that is the
+    /// update working — also when Twilio's HTTP answer has not arrived yet: the redirect or
+    /// hang-up can end the stream first, and the transfer is then done all the same (counted,
+    /// reported, shown). Otherwise the call ends as `otherwise` says.
+    pub(super) fn stream_ended(&mut self, otherwise: EndReason, now: Instant) {
+        if let Some(Phase::Rest(id, _)) = self.ending.as_ref().map(|e| &e.phase) {
+            let id = *id;
+            self.call_update_done(id, Ok(()), now);
+        }
+        self.end(self.planned_end().unwrap_or(otherwise));
+    }
+
     /// The outcome a `stop` or close means now: the planned one once the REST update is out.
     pub(super) fn planned_end(&self) -> Option<EndReason> {
         self.ending

@@ -126,8 +126,7 @@ impl Call {
             }
             Inbound::Stop { stream_sid } => {
                 if self.is_our_stream(&stream_sid, "stop") {
-                    // After our own hang-up or transfer, the stop is that working.
-                    self.end(self.planned_end().unwrap_or(EndReason::CallerHungUp));
+                    self.stream_ended(EndReason::CallerHungUp, now);
                 }
             }
             Inbound::Unknown => {}
@@ -135,8 +134,8 @@ impl Call {
     }
 
     /// Twilio's socket closed (with or without `stop`).
-    pub fn on_twilio_closed(&mut self, _now: Instant) {
-        self.end(self.planned_end().unwrap_or(EndReason::TwilioDisconnected));
+    pub fn on_twilio_closed(&mut self, now: Instant) {
+        self.stream_ended(EndReason::TwilioDisconnected, now);
     }
 
     pub(super) fn is_our_stream(&mut self, sid: &str, what: &str) -> bool {
