@@ -293,3 +293,67 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
+
+/// One form POST with `Connection: close`; the whole response.
+async fn post_form(addr: std::net::SocketAddr, target: &str, body: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The pages' login form: the right token answers with an HttpOnly, SameSite=Strict cookie for
+/// that page's path (never the token itself) and a redirect to the page; the cookie opens that
+/// page and its feeds, not the other page; a wrong token or a forged cookie opens nothing.
+#[tokio::test]
+async fn a_login_sets_a_cookie_that_opens_only_its_page() {
+    let server = bridge(PAGES).await;
+    let r = get(server.addr, "/console", "").await;
+    assert_eq!(status(&r), "401");
+    assert!(
+        r.contains(r#"action="/console/login""#),
+        "the login form: {r}"
+    );
+    let r = post_form(server.addr, "/console/login", "token=wrong-token-wrong").await;
+    assert_eq!(status(&r), "401");
+    assert!(!r.to_ascii_lowercase().contains("set-cookie"), "{r}");
+    let r = post_form(
+        server.addr,
+        "/console/login",
+        &format!("token={CONSOLE_TOKEN}"),
+    )
+    .await;
+    assert_eq!(status(&r), "303", "{r}");
+    assert!(r.contains("location: /console\r\n"), "{r}");
+    let set = r
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a session cookie");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=43200",
+    ] {
+        assert!(set.contains(attr), "{attr}: {set}");
+    }
+    assert!(!set.contains(CONSOLE_TOKEN), "the token is not the cookie");
+    let cookie = set.split(';').next().expect("name=value");
+    let with = |c: &str| format!("Cookie: {c}\r\n");
+    for path in ["/console", "/console/calls/1"] {
+        let r = get(server.addr, path, &with(cookie)).await;
+        assert_ne!(status(&r), "401", "{path} with the session: {r}");
+    }
+    // The console's session is no softphone login, and a forged one is nothing.
+    let r = get(server.addr, "/softphone/ticket", &with(cookie)).await;
+    assert_eq!(status(&r), "401");
+    let forged = format!("callbridge_console={}", "9999999999.AAAA");
+    let r = get(server.addr, "/console", &with(&forged)).await;
+    assert_eq!(status(&r), "401");
+    server.stop(Duration::from_secs(1)).await;
+}

@@ -59,9 +59,25 @@ with sync_playwright() as p:
             fail(f"{path} without a token answered {r and r.status}, not 401")
     anon.close()
 
+    # The console through its login form: the token goes in once, the page and its feed then
+    # run on the HttpOnly session cookie (no token in the URL).
     console = ctx.new_page()
-    console.goto(f"{BASE}/console?token={CO_TOKEN}")
-    wait_for(console, "() => document.getElementById('conn').textContent === 'live'", "the console's live feed")
+    r = console.goto(f"{BASE}/console")
+    if r is None or r.status != 401:
+        fail(f"/console without a token answered {r and r.status}, not 401 with the login form")
+    console.fill("#token", "wrong-token-wrong")
+    console.click("#login")
+    wait_for(console, "() => /not right/.test(document.getElementById('error').textContent)", "the login form to refuse a wrong token")
+    console.fill("#token", CO_TOKEN)
+    console.click("#login")
+    wait_for(console, "() => document.getElementById('conn') && document.getElementById('conn').textContent === 'live'", "the console's live feed after logging in")
+    if "token" in console.url:
+        fail(f"the token is in the console's URL after logging in: {console.url}")
+    cookies = [c for c in ctx.cookies() if c["name"] == "callbridge_console"]
+    if not cookies or not cookies[0]["httpOnly"] or cookies[0]["sameSite"] != "Strict":
+        fail(f"the console's session cookie is not HttpOnly + SameSite=Strict: {cookies}")
+    if console.evaluate("() => document.cookie").find("callbridge_console") >= 0:
+        fail("page scripts can read the session cookie")
 
     phone = ctx.new_page()
     r = phone.goto(f"{BASE}/softphone?token={SP_TOKEN}")

@@ -7,6 +7,7 @@
 //! uses. A browser cannot set headers on a WebSocket upgrade, so instead of Twilio's signature
 //! it presents a short-lived ticket (see [`ticket`]) in the URL's query.
 
+pub mod session;
 pub mod ticket;
 
 use std::convert::Infallible;
@@ -16,8 +17,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -29,6 +30,7 @@ const SOFTPHONE_HTML: &str = include_str!("assets/softphone.html");
 const SOFTPHONE_JS: &str = include_str!("assets/softphone.js");
 const WORKLET_JS: &str = include_str!("assets/mic-worklet.js");
 const CONSOLE_HTML: &str = include_str!("assets/console.html");
+const LOGIN_HTML: &str = include_str!("assets/login.html");
 
 /// The pages' routes (only those whose token is configured).
 pub fn routes(state: &AppState) -> Router<AppState> {
@@ -36,6 +38,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if state.cfg.softphone_token.is_some() {
         r = r
             .route("/softphone", get(softphone_page))
+            .route("/softphone/login", post(softphone_login))
             .route("/softphone/ticket", get(softphone_ticket))
             .route("/softphone/profiles", get(softphone_profiles))
             .route("/softphone/events", get(softphone_events))
@@ -45,6 +48,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if state.cfg.console_token.is_some() && state.console.is_some() {
         r = r
             .route("/console", get(console_page))
+            .route("/console/login", post(console_login))
             .route("/console/events", get(console_events))
             .route("/console/calls/{n}", get(console_call));
     }
@@ -96,13 +100,19 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// `Ok` when the request carries `expected`; else the 401 to send.
+/// `Ok` when the request carries `expected` (or a login session of the page `what`); else the
+/// 401 to send.
 #[allow(clippy::result_large_err)]
 fn authorize(req: &Request, expected: Option<&Secret>, what: &str) -> Result<(), Response> {
-    let ok = match (expected, presented(req.headers(), req.uri().query())) {
+    let token_ok = match (expected, presented(req.headers(), req.uri().query())) {
         (Some(exp), Some(given)) => same_token(&given, exp),
         _ => false,
     };
+    let ok = token_ok
+        || match (expected, session::presented(req.headers(), what)) {
+            (Some(exp), Some(value)) => session::verify(exp, what, &value, ticket::now_unix()),
+            _ => false,
+        };
     if ok {
         return Ok(());
     }
@@ -134,10 +144,73 @@ fn page(html: &'static str) -> Response {
 }
 
 async fn softphone_page(State(s): State<AppState>, req: Request) -> Response {
-    if let Err(r) = authorize(&req, s.cfg.softphone_token.as_ref(), "softphone") {
-        return r;
+    if authorize(&req, s.cfg.softphone_token.as_ref(), "softphone").is_err() {
+        return login_page("softphone", false);
     }
     page(SOFTPHONE_HTML)
+}
+
+/// The login form's post.
+#[derive(serde::Deserialize)]
+struct Login {
+    #[serde(default)]
+    token: String,
+}
+
+async fn softphone_login(State(s): State<AppState>, Form(l): Form<Login>) -> Response {
+    login(&s, s.cfg.softphone_token.as_ref(), "softphone", &l.token)
+}
+
+async fn console_login(State(s): State<AppState>, Form(l): Form<Login>) -> Response {
+    login(&s, s.cfg.console_token.as_ref(), "console", &l.token)
+}
+
+/// A right token: a session cookie for the page and a redirect to it (no token in the URL).
+/// A wrong one: the form again, 401.
+fn login(s: &AppState, expected: Option<&Secret>, page: &str, given: &str) -> Response {
+    let Some(token) = expected.filter(|t| same_token(given, t)) else {
+        tracing::info!(page, "refused a login with a wrong token");
+        return login_page(page, true);
+    };
+    let secure = s
+        .cfg
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let value = session::issue(token, page, ticket::now_unix());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, format!("/{page}")),
+            (
+                header::SET_COOKIE,
+                session::set_cookie(page, &value, secure),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+/// The page's login form, answered with 401 where the page needs its token.
+fn login_page(page: &str, wrong: bool) -> Response {
+    let html = LOGIN_HTML.replace("{{page}}", page).replace(
+        "{{error}}",
+        if wrong {
+            "That token is not right."
+        } else {
+            ""
+        },
+    );
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, "Bearer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 /// A fresh ticket for one `/media` upgrade.
@@ -205,8 +278,8 @@ async fn softphone_events(State(s): State<AppState>, req: Request) -> Response {
 }
 
 async fn console_page(State(s): State<AppState>, req: Request) -> Response {
-    if let Err(r) = authorize(&req, s.cfg.console_token.as_ref(), "console") {
-        return r;
+    if authorize(&req, s.cfg.console_token.as_ref(), "console").is_err() {
+        return login_page("console", false);
     }
     page(CONSOLE_HTML)
 }

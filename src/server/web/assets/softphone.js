@@ -9,7 +9,9 @@
   'use strict';
   const $ = (id) => document.getElementById(id);
   const token = new URLSearchParams(location.search).get('token') || '';
-  const auth = { headers: { Authorization: 'Bearer ' + token } };
+  // Opened with ?token= (scripts, the README's quick start) or after the login form (the
+  // session cookie goes with every same-origin request by itself).
+  const auth = token ? { headers: { Authorization: 'Bearer ' + token } } : {};
 
   // What the page measured, for people and for the browser test.
   const stats = {
@@ -188,7 +190,7 @@
 
   // This call's transcript and turn latencies, from the bridge's own call events.
   function follow(callSid) {
-    events = new EventSource('/softphone/events?token=' + encodeURIComponent(token) + '&call=' + encodeURIComponent(callSid));
+    events = new EventSource('/softphone/events?' + (token ? 'token=' + encodeURIComponent(token) + '&' : '') + 'call=' + encodeURIComponent(callSid));
     events.onmessage = (e) => {
       let ev;
       try { ev = JSON.parse(e.data); } catch { return; }
