@@ -5,11 +5,10 @@
 //! the page's token and the page's name — never the token: it opens only its own page, expires
 //! after [`TTL_SECS`], and every session ends when the token is changed.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine;
 use http::HeaderMap;
 use ring::hmac;
 
+use super::ticket::{derive_key, sign_expiry, verify_expiry};
 use crate::config::Secret;
 
 /// How long a login lasts.
@@ -21,35 +20,20 @@ pub fn cookie_name(page: &str) -> String {
 }
 
 fn key(token: &Secret, page: &str) -> hmac::Key {
-    let derive = hmac::Key::new(hmac::HMAC_SHA256, token.0.as_bytes());
-    let purpose = format!("callbridge page session v1 {page}");
-    let k = hmac::sign(&derive, purpose.as_bytes());
-    hmac::Key::new(hmac::HMAC_SHA256, k.as_ref())
+    derive_key(
+        token,
+        format!("callbridge page session v1 {page}").as_bytes(),
+    )
 }
 
 /// A session for `page` valid until `now + TTL_SECS`.
 pub fn issue(token: &Secret, page: &str, now: u64) -> String {
-    let exp = (now + TTL_SECS).to_string();
-    let mac = hmac::sign(&key(token, page), exp.as_bytes());
-    format!("{exp}.{}", B64URL.encode(mac.as_ref()))
+    sign_expiry(&key(token, page), now + TTL_SECS)
 }
 
-/// Whether `value` is a session for `page` issued with `token`, valid at `now` (the MAC is
-/// checked in constant time by `ring`).
+/// Whether `value` is a session for `page` issued with `token`, valid at `now`.
 pub fn verify(token: &Secret, page: &str, value: &str, now: u64) -> bool {
-    let Some((exp, mac)) = value.split_once('.') else {
-        return false;
-    };
-    let Ok(exp_secs) = exp.parse::<u64>() else {
-        return false;
-    };
-    if exp_secs < now || exp_secs > now + TTL_SECS + 30 {
-        return false;
-    }
-    let Ok(mac) = B64URL.decode(mac) else {
-        return false;
-    };
-    hmac::verify(&key(token, page), exp.as_bytes(), &mac).is_ok()
+    verify_expiry(&key(token, page), value, now, TTL_SECS)
 }
 
 /// The value of `page`'s cookie in a request, if it sent one.

@@ -22,37 +22,52 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn key(token: &Secret) -> hmac::Key {
+/// A key derived from a page token for one `purpose` (so a value made for one use opens no
+/// other, and the token itself is never the key of anything that travels).
+pub(super) fn derive_key(token: &Secret, purpose: &[u8]) -> hmac::Key {
     let derive = hmac::Key::new(hmac::HMAC_SHA256, token.0.as_bytes());
-    let k = hmac::sign(&derive, b"callbridge softphone media ticket v1");
+    let k = hmac::sign(&derive, purpose);
     hmac::Key::new(hmac::HMAC_SHA256, k.as_ref())
 }
 
-/// A ticket valid until `now + TTL_SECS`.
-pub fn issue(token: &Secret, now: u64) -> String {
-    let exp = (now + TTL_SECS).to_string();
-    let mac = hmac::sign(&key(token), exp.as_bytes());
+/// `EXP.MAC`: the Unix second `exp` and base64url(HMAC-SHA256) over it.
+pub(super) fn sign_expiry(key: &hmac::Key, exp: u64) -> String {
+    let exp = exp.to_string();
+    let mac = hmac::sign(key, exp.as_bytes());
     format!("{exp}.{}", B64URL.encode(mac.as_ref()))
 }
 
-/// Whether `ticket` was issued with `token` and is still valid at `now` (the MAC is checked
-/// in constant time by `ring`).
-pub fn verify(token: &Secret, ticket: &str, now: u64) -> bool {
-    let Some((exp, mac)) = ticket.split_once('.') else {
+/// Whether `value` is `EXP.MAC` under `key`, not expired at `now`, and not further ahead than
+/// `ttl` (a forged far-future expiry fails the MAC anyway; this also bounds clock skew between
+/// pods sharing the token). The MAC is checked in constant time by `ring`.
+pub(super) fn verify_expiry(key: &hmac::Key, value: &str, now: u64, ttl: u64) -> bool {
+    let Some((exp, mac)) = value.split_once('.') else {
         return false;
     };
     let Ok(exp_secs) = exp.parse::<u64>() else {
         return false;
     };
-    // Expired, or further ahead than we ever issue (a forged far-future expiry fails the MAC
-    // anyway; this also bounds clock skew between pods sharing the token).
-    if exp_secs < now || exp_secs > now + TTL_SECS + 30 {
+    if exp_secs < now || exp_secs > now + ttl + 30 {
         return false;
     }
     let Ok(mac) = B64URL.decode(mac) else {
         return false;
     };
-    hmac::verify(&key(token), exp.as_bytes(), &mac).is_ok()
+    hmac::verify(key, exp.as_bytes(), &mac).is_ok()
+}
+
+fn key(token: &Secret) -> hmac::Key {
+    derive_key(token, b"callbridge softphone media ticket v1")
+}
+
+/// A ticket valid until `now + TTL_SECS`.
+pub fn issue(token: &Secret, now: u64) -> String {
+    sign_expiry(&key(token), now + TTL_SECS)
+}
+
+/// Whether `ticket` was issued with `token` and is still valid at `now`.
+pub fn verify(token: &Secret, ticket: &str, now: u64) -> bool {
+    verify_expiry(&key(token), ticket, now, TTL_SECS)
 }
 
 /// Whether a `/media` upgrade request carries a valid ticket for this server.
