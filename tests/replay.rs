@@ -36,6 +36,20 @@ async fn replay_ok(path: &Path, fast: bool) {
     assert!(r.ok(), "{}", r.render());
 }
 
+/// Replays a recording fast, then in real time; both must match.
+async fn replay_both_ways(path: &Path) {
+    replay_ok(path, true).await;
+    replay_ok(path, false).await;
+}
+
+/// An empty directory of this name (per process) under the system's temp dir.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 /// Replays a doctored fixture, which must not match; the report as printed.
 async fn replay_mismatch(fx: &Fixture, fast: bool) -> String {
     let r = replay(
@@ -198,9 +212,7 @@ async fn a_call_recorded_across_a_redial_replays_green() {
         .into_iter()
         .find(|s| s.drop_upstream_mid_sentence)
         .expect("the re-dial scenario");
-    let dir = std::env::temp_dir().join(format!("callbridge-redial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = fresh_dir("callbridge-redial");
     let path = callbridge::fixture::generate::generate(&sc, &dir)
         .await
         .expect("call recorded");
@@ -224,8 +236,7 @@ async fn a_call_recorded_across_a_redial_replays_green() {
         .lines
         .iter()
         .any(|l| l.session == 3 && l.kind() == "response.done"));
-    replay_ok(&path, true).await;
-    replay_ok(&path, false).await;
+    replay_both_ways(&path).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -258,8 +269,7 @@ async fn a_changed_behaviour_is_reported() {
 /// replays green in both modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_by_the_server_replays_green() {
-    let dir = std::env::temp_dir().join(format!("callbridge-rec-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("callbridge-rec");
     let ask = clip("caller_hours").expect("clip");
     let answer = clip("agent_saturday").expect("clip");
     let sim = SimConfig {
@@ -342,8 +352,7 @@ async fn a_call_recorded_by_the_server_replays_green() {
         .filter(|l| l.dir == Dir::TwilioIn && l.kind() == "media")
         .count() as u64;
     assert_eq!(media_in, report.frames_sent, "every caller frame recorded");
-    replay_ok(&path, true).await;
-    replay_ok(&path, false).await;
+    replay_both_ways(&path).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -352,8 +361,7 @@ async fn a_call_recorded_by_the_server_replays_green() {
 /// ways, each session's events compared as that session's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_across_a_session_rotation_replays_green() {
-    let dir = std::env::temp_dir().join(format!("callbridge-rotation-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("callbridge-rotation");
     let (ask, thanks) = (
         clip("caller_hello").expect("clip"),
         clip("caller_thanks").expect("clip"),
@@ -403,8 +411,7 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
         .map(|l| l.session)
         .collect();
     assert!(updates.len() >= 2, "the session was rotated: {updates:?}");
-    replay_ok(&path, true).await;
-    replay_ok(&path, false).await;
+    replay_both_ways(&path).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -414,9 +421,7 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_with_a_profile_replays_green() {
     use callbridge::config::{Config, Overrides};
-    let dir = std::env::temp_dir().join(format!("callbridge-profile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = fresh_dir("callbridge-profile");
     let (ask, answer) = (
         clip("caller_hours").expect("clip"),
         clip("agent_saturday").expect("clip"),
