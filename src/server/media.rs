@@ -134,7 +134,8 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
         // unless `record_dir` is set, and inline every call's task would reserve the recorder.
         let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
             let header = Header::new(&s.call_cfg, RECORDED_BY);
-            match Recorder::create(dir, &header, opened) {
+            // Without profiles the settings are final now: nothing is held.
+            match Recorder::create(dir, &header, setup.decided(), opened) {
                 Ok(r) => Some(Box::new(r)),
                 Err(e) => {
                     warn!(error = %e, "cannot record this call");
@@ -142,8 +143,6 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
                 }
             }
         });
-        // Without profiles the settings are final now: nothing is held.
-        settle_recording(&mut rec, &setup, &call);
         // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
         // Twilio's `start`.
         let mut ups = Links::new(s.cfg.clone());
