@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use callbridge::caller::Step;
-use callbridge::fixture::generate::{clip, record_call};
+use callbridge::fixture::generate::{clip, record_call, Clip};
 use callbridge::fixture::replay::{replay, ReplayOptions};
 use callbridge::recording::{Dir, Fixture};
 use callbridge::sim::SimConfig;
@@ -34,6 +34,17 @@ async fn replay_ok(path: &Path, fast: bool) {
     .await
     .expect("replay runs");
     assert!(r.ok(), "{}", r.render());
+}
+
+/// A simulator that "transcribes" the caller's clips as their text and answers with the
+/// agent's clips, in order.
+fn speaking(callers: &[&Clip], agents: &[&Clip]) -> SimConfig {
+    SimConfig {
+        reply_texts: agents.iter().map(|c| c.text.clone()).collect(),
+        reply_audio: agents.iter().map(|c| c.audio.clone()).collect(),
+        caller_transcripts: callers.iter().map(|c| c.text.clone()).collect(),
+        ..SimConfig::default()
+    }
 }
 
 /// Replays a recording fast, then in real time; both must match.
@@ -273,12 +284,9 @@ async fn a_call_recorded_by_the_server_replays_green() {
     let ask = clip("caller_hours").expect("clip");
     let answer = clip("agent_saturday").expect("clip");
     let sim = SimConfig {
-        reply_texts: vec![answer.text.clone()],
-        reply_audio: vec![answer.audio.clone()],
-        caller_transcripts: vec![ask.text.clone()],
         delta_ms: vec![60, 100, 240],
         require_api_key: Some("sk-test-recorded-key".into()),
-        ..SimConfig::default()
+        ..speaking(&[&ask], &[&answer])
     };
     let env = [("openai_api_key", "sk-test-recorded-key".to_owned())];
     let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
@@ -371,11 +379,8 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
         clip("agent_bye").expect("clip"),
     );
     let sim = SimConfig {
-        reply_texts: vec![answer.text.clone(), bye.text.clone()],
-        reply_audio: vec![answer.audio.clone(), bye.audio.clone()],
-        caller_transcripts: vec![ask.text.clone(), thanks.text.clone()],
         delta_ms: vec![60, 100, 240],
-        ..SimConfig::default()
+        ..speaking(&[&ask, &thanks], &[&answer, &bye])
     };
     let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
         .await
@@ -426,17 +431,9 @@ async fn a_call_recorded_with_a_profile_replays_green() {
         clip("caller_hours").expect("clip"),
         clip("agent_saturday").expect("clip"),
     );
-    let sim = callbridge::sim::Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            reply_texts: vec![answer.text.clone()],
-            reply_audio: vec![answer.audio.clone()],
-            caller_transcripts: vec![ask.text.clone()],
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("simulator starts");
+    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", speaking(&[&ask], &[&answer]))
+        .await
+        .expect("simulator starts");
     let file = dir.join("profiles.toml");
     std::fs::write(
         &file,
