@@ -70,6 +70,9 @@ pub enum ToolFailure {
     Status(u16),
     NotJson,
     TooLarge,
+    /// A 3xx: redirects are never followed (the signed body would go to a host that was not
+    /// configured), so the tool's URL must be the final one.
+    Redirect(u16),
     /// Anything else on the way (a broken body, a bad URL).
     Other,
 }
@@ -83,6 +86,7 @@ impl ToolFailure {
             ToolFailure::Status(_) => "http_error",
             ToolFailure::NotJson => "not_json",
             ToolFailure::TooLarge => "too_large",
+            ToolFailure::Redirect(_) => "redirect",
             ToolFailure::Other => "error",
         }
     }
@@ -92,7 +96,7 @@ impl ToolFailure {
         match self {
             ToolFailure::Timeout | ToolFailure::Connect | ToolFailure::Other => true,
             ToolFailure::Status(s) => s >= 500 || s == 429 || s == 408,
-            ToolFailure::NotJson | ToolFailure::TooLarge => false,
+            ToolFailure::NotJson | ToolFailure::TooLarge | ToolFailure::Redirect(_) => false,
         }
     }
 }

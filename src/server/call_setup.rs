@@ -283,11 +283,29 @@ async fn lookup(s: AppState, url: String, body: serde_json::Value) -> Option<Set
         .body(bytes)
         .send();
     let answered = tokio::time::timeout(timeout, async {
-        let resp = req.await.map_err(|e| super::twilio_rest::describe(&e))?;
+        let resp = req
+            .await
+            .map_err(|e| ("failed", super::twilio_rest::describe(&e)))?;
         let status = resp.status();
-        let body = super::twilio_rest::read_limited(resp, MAX_SETUP_ANSWER).await?;
+        if status.is_redirection() {
+            // Never followed (the shared client has no redirect policy): the signed request
+            // went to the configured setup_url only.
+            return Err((
+                "redirect",
+                format!(
+                    "HTTP {} to host {}: redirects are not followed, configure the final URL",
+                    status.as_u16(),
+                    super::effects::redirect_host(&resp)
+                        .as_deref()
+                        .unwrap_or("-")
+                ),
+            ));
+        }
+        let body = super::twilio_rest::read_limited(resp, MAX_SETUP_ANSWER)
+            .await
+            .map_err(|e| ("failed", e))?;
         if !status.is_success() {
-            return Err(format!("HTTP {}", status.as_u16()));
+            return Err(("failed", format!("HTTP {}", status.as_u16())));
         }
         Ok(body)
     })
@@ -301,7 +319,15 @@ async fn lookup(s: AppState, url: String, body: serde_json::Value) -> Option<Set
             );
             None
         }
-        Ok(Err(why)) => {
+        Ok(Err(("redirect", why))) => {
+            count("redirect");
+            warn!(
+                why,
+                "setup lookup answered a redirect; the profile goes on as configured"
+            );
+            None
+        }
+        Ok(Err((_, why))) => {
             count("failed");
             warn!(
                 why,

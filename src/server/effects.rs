@@ -99,6 +99,19 @@ async fn attempt(
         .await
 }
 
+/// The host a redirect pointed to (for the log line; never followed).
+pub fn redirect_host(resp: &reqwest::Response) -> Option<String> {
+    let loc = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    match resp.url().join(loc) {
+        Ok(u) => u.host_str().map(str::to_owned),
+        Err(_) => Some("(unparsable Location)".into()),
+    }
+}
+
 /// Whether the connection was actively refused (nothing listening): safe to try again.
 fn refused(e: &reqwest::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -113,6 +126,19 @@ fn refused(e: &reqwest::Error) -> bool {
 
 async fn answer(resp: reqwest::Response, deadline: tokio::time::Instant) -> ToolOutcome {
     let status = resp.status().as_u16();
+    if resp.status().is_redirection() {
+        // The shared client follows no redirect: the signed body went to the configured URL
+        // only. Where it pointed is logged (host only) so the operator can fix the URL.
+        tracing::warn!(
+            status,
+            location_host = redirect_host(&resp).as_deref().unwrap_or("-"),
+            "a tool answered a redirect; not followed (configure the final URL)"
+        );
+        return ToolOutcome::Failed {
+            kind: ToolFailure::Redirect(status),
+            message: format!("the tool answered HTTP {status} (a redirect, not followed)"),
+        };
+    }
     let body = match tokio::time::timeout_at(deadline, read_limited(resp, MAX_TOOL_ANSWER)).await {
         Err(_) => {
             return ToolOutcome::Failed {

@@ -156,8 +156,15 @@ pub fn describe(e: &reqwest::Error) -> String {
 }
 
 /// The shared HTTP client: one connection pool for every outgoing request of the process.
+///
+/// It follows **no redirect**: every request it makes is signed (tools, setup lookups,
+/// reports: `X-Callbridge-Signature`) or authenticated (Twilio REST: basic auth), and a
+/// followed redirect would carry the body (307/308) or the headers to a host nobody
+/// configured — an integrator's endpoint could point the bridge anywhere (SSRF). A 3xx comes
+/// back as the answer, and each caller treats it as an error with its own log line.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("callbridge/", env!("CARGO_PKG_VERSION")))
