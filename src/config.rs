@@ -92,6 +92,11 @@ pub struct Config {
     pub apology: String,
     pub twiml_template: String,
     pub max_calls: usize,
+    /// HTTP connections served at once (webhooks, API, pages, media sockets until they
+    /// upgrade); past it, new connections wait in the listen backlog.
+    pub max_http_connections: usize,
+    /// A request head must arrive within this; a keep-alive connection idle this long closes.
+    pub http_header_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub record_dir: Option<PathBuf>,
     pub log_format: LogFormat,
@@ -241,7 +246,7 @@ impl Config {
     }
 
     fn validate(r: Raw) -> Result<Config, ConfigError> {
-        let tool_secret = r.tool_secret.clone().filter(|s| !s.is_empty()).map(Secret);
+        let tool_secret = callcenter::chosen_secret("tool_secret", r.tool_secret.as_deref())?;
         let callcenter = callcenter(&r, tool_secret.is_some())?;
         let listen = r
             .listen
@@ -595,6 +600,20 @@ impl Config {
             }),
             twiml_template,
             max_calls: ms("max_calls", r.max_calls, 2000, 1, 1_000_000)? as usize,
+            max_http_connections: ms(
+                "max_http_connections",
+                r.max_http_connections,
+                1024,
+                1,
+                1_000_000,
+            )? as usize,
+            http_header_timeout: Duration::from_millis(ms(
+                "http_header_timeout_ms",
+                r.http_header_timeout_ms,
+                10_000,
+                100,
+                300_000,
+            )?),
             record_dir: r.record_dir.filter(|s| !s.is_empty()).map(PathBuf::from),
             log_format,
             twilio_auth_token: r.twilio_auth_token.filter(|t| !t.is_empty()).map(Secret),

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod dial;
 pub mod fixture;
 pub mod integrator;
+pub mod logging;
 pub mod metrics;
 pub mod profile;
 pub mod realtime;

@@ -15,8 +15,8 @@ use callbridge::twilio::signature::{sign, Algorithm};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH: &str = "twilio-auth-token";
-const API: &str = "api-token-42";
-const SECRET: &str = "report-secret-2";
+const API: &str = "api-token-for-tests-42";
+const SECRET: &str = "report-secret-for-tests-2";
 const PUBLIC: &str = "https://bridge.example.com";
 const WAIT: Duration = Duration::from_secs(30);
 

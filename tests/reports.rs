@@ -13,7 +13,7 @@ use callbridge::metrics::Metrics;
 use callbridge::sim::receiver::{Received, Receiver};
 use callbridge::sim::{SimConfig, Simulator};
 
-const SECRET: &str = "report-secret-1";
+const SECRET: &str = "report-secret-for-tests-1";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn spool_dir(tag: &str) -> PathBuf {

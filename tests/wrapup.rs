@@ -282,7 +282,7 @@ async fn a_machine_answering_gets_the_voicemail_then_a_hangup() {
 /// heard (outcome `rejected`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_call_is_refused_politely_and_hung_up() {
-    const SECRET: &str = "setup-secret";
+    const SECRET: &str = "setup-secret-for-tests";
     let crm = callbridge::sim::receiver::Receiver::spawn(SECRET, &[])
         .await
         .expect("receiver");

@@ -4,6 +4,26 @@
 use super::keys::Raw;
 use super::*;
 
+/// The shortest secret accepted for a token or an HMAC key the operator makes up
+/// (`api_token`, `tool_secret`, the page tokens): a one-letter secret is guessed, not a lock.
+pub(super) const MIN_SECRET: usize = 16;
+
+/// A secret the operator chose: unset or empty is `None`; shorter than [`MIN_SECRET`] refuses
+/// to start, naming the key (never the value).
+pub(super) fn chosen_secret(key: &str, value: Option<&str>) -> Result<Option<Secret>, ConfigError> {
+    match value.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) if t.chars().count() < MIN_SECRET => Err(invalid(
+            key,
+            format!(
+                "too short ({} characters); use at least {MIN_SECRET}",
+                t.chars().count()
+            ),
+        )),
+        Some(t) => Ok(Some(Secret(t.to_owned()))),
+    }
+}
+
 /// Browser pages: a token guards each, and the softphone needs `softphone = true` as well, so
 /// a token left in the environment does not switch it on by itself.
 pub(super) fn web_tokens(
@@ -11,7 +31,7 @@ pub(super) fn web_tokens(
     softphone_token: Option<String>,
     console_token: Option<String>,
 ) -> Result<(Option<Secret>, Option<Secret>), ConfigError> {
-    const MIN: usize = 16;
+    const MIN: usize = MIN_SECRET;
     let softphone_token = softphone_token.filter(|t| !t.is_empty());
     let softphone_token = match (softphone.unwrap_or(false), softphone_token) {
         (false, _) => None,
@@ -107,7 +127,7 @@ pub(super) fn callcenter(r: &Raw, signed: bool) -> Result<CallCenter, ConfigErro
             1,
             10_000_000,
         )? as usize,
-        api_token: r.api_token.clone().filter(|s| !s.is_empty()).map(Secret),
+        api_token: chosen_secret("api_token", r.api_token.as_deref())?,
         twilio_recording,
         setup_timeout: Duration::from_millis(ms(
             "setup_timeout_ms",

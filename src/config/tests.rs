@@ -110,7 +110,7 @@ fn tools_transfer_and_end_call_are_read_and_declared() {
         ],
         Some(
             r#"
-tool_secret = "s3cret"
+tool_secret = "s3cret-s3cret-s3cret"
 end_call = true
 transfer_caller_id = "+15550001111"
 
@@ -157,7 +157,7 @@ filler_after_ms = 1200
 #[test]
 fn bad_tool_settings_name_the_key() {
     let tool = |extra: &str| {
-        format!("tool_secret = \"k\"\n[[tools]]\nname = \"t\"\nurl = \"https://x.example.com/t\"\n{extra}")
+        format!("tool_secret = \"k-k-k-k-k-k-k-k-k\"\n[[tools]]\nname = \"t\"\nurl = \"https://x.example.com/t\"\n{extra}")
     };
     for (file, key) in [
         (
@@ -165,7 +165,7 @@ fn bad_tool_settings_name_the_key() {
             "tools[0].name",
         ),
         (
-            "tool_secret = \"k\"\n[[tools]]\nname = \"end_call\"\nurl = \"https://x.example.com\"\n".into(),
+            "tool_secret = \"k-k-k-k-k-k-k-k-k\"\n[[tools]]\nname = \"end_call\"\nurl = \"https://x.example.com\"\n".into(),
             "tools[0].name",
         ),
         (
@@ -175,7 +175,7 @@ fn bad_tool_settings_name_the_key() {
         (tool("timeout_ms = 5"), "tools[0].timeout_ms"),
         (tool("parameters = { type = \"string\" }"), "tools[0].parameters"),
         (
-            "tool_secret = \"k\"\n[[tools]]\nname = \"t\"\nurl = \"ftp://x.example.com/t\"\n".into(),
+            "tool_secret = \"k-k-k-k-k-k-k-k-k\"\n[[tools]]\nname = \"t\"\nurl = \"ftp://x.example.com/t\"\n".into(),
             "tools[0].url",
         ),
         (
@@ -279,9 +279,9 @@ fn report_settings_need_a_spool_and_a_secret() {
         &[
             ("CALLBRIDGE_REPORT_URL", "https://crm.example.com/r"),
             ("CALLBRIDGE_REPORT_SPOOL_DIR", "/tmp/x"),
-            ("CALLBRIDGE_TOOL_SECRET", "s"),
+            ("CALLBRIDGE_TOOL_SECRET", "s-long-enough-for-it"),
             ("CALLBRIDGE_REPORT_RETRY_MAX_S", "60"),
-            ("CALLBRIDGE_API_TOKEN", "tok"),
+            ("CALLBRIDGE_API_TOKEN", "tok-long-enough-0123"),
         ],
         Some("twilio_recording = \"dual\"\n"),
     )
@@ -289,7 +289,34 @@ fn report_settings_need_a_spool_and_a_secret() {
     assert_eq!(c.callcenter.report_retry_max, Duration::from_secs(60));
     assert!(c.callcenter.twilio_recording);
     assert!(
-        !format!("{c:?}").contains("tok\""),
+        !format!("{c:?}").contains("tok-long-enough-0123"),
         "the API token is never printed"
     );
+}
+
+#[test]
+fn short_operator_secrets_refuse_to_start_naming_the_key() {
+    for (env, key, file) in [
+        ("CALLBRIDGE_API_TOKEN", "api_token", "api_token = \"a\"\n"),
+        (
+            "CALLBRIDGE_TOOL_SECRET",
+            "tool_secret",
+            "tool_secret = \"b\"\n",
+        ),
+    ] {
+        for short in ["a", "fifteen-chars-x"] {
+            let err = load(&[(env, short)], None).unwrap_err().to_string();
+            assert!(
+                err.starts_with(key) && err.contains("at least 16"),
+                "{env}={short}: {err}"
+            );
+            if short.len() > 1 {
+                assert!(!err.contains(short), "the value is never printed: {err}");
+            }
+        }
+        let err = load(&[], Some(file)).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{file}: {err}");
+        // Sixteen characters start.
+        load(&[(env, "sixteen-chars-xx")], None).unwrap();
+    }
 }
