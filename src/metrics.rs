@@ -1,5 +1,6 @@
 //! Prometheus metrics: the only process-wide state besides configuration.
 
+pub mod http;
 pub mod latency;
 
 use prometheus::{
@@ -38,6 +39,8 @@ pub struct Metrics {
     pub calls_by_profile_total: IntCounterVec,
     /// Turn-level latencies (issue 10).
     pub latency: latency::LatencyMetrics,
+    /// The HTTP edge (connections, accept failures, header timeouts).
+    pub http: http::HttpMetrics,
     pub upstream_reconnects: IntCounterVec,
     pub session_rotations: IntCounter,
 }
@@ -140,6 +143,7 @@ impl Metrics {
                 &["tool"],
             )?,
             latency: latency::LatencyMetrics::new()?,
+            http: http::HttpMetrics::new()?,
             upstream_reconnects: IntCounterVec::new(
                 Opts::new(
                     "upstream_reconnects_total",
@@ -189,6 +193,7 @@ impl Metrics {
         m.registry
             .register(Box::new(m.calls_by_profile_total.clone()))?;
         m.latency.register(&m.registry)?;
+        m.http.register(&m.registry)?;
         // CPU seconds and resident memory of this process (`callbridge_process_*`): the
         // dashboard divides them by active calls.
         #[cfg(target_os = "linux")]

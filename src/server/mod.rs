@@ -7,6 +7,7 @@ pub mod call_setup;
 pub mod callbacks;
 pub mod console;
 pub mod drain;
+pub mod edge;
 pub mod effects;
 pub mod latency;
 pub mod links;
@@ -81,11 +82,22 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(twilio)
         .merge(web::routes(&state))
-        // Bearer-token API (not Twilio-signed).
-        .route("/v1/calls", post(outbound::create))
+        // Bearer-token API (not Twilio-signed): the token is checked before the body is read.
+        .route(
+            "/v1/calls",
+            post(outbound::create).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                outbound::require_api_token,
+            )),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // No route takes more than Twilio's webhook forms (the signature check reads at most
+        // that much before it verifies); axum's default would buffer 2 MB per request.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            signature::MAX_WEBHOOK_BODY,
+        ))
         .with_state(state)
 }
 
@@ -192,20 +204,22 @@ pub async fn serve_on(
     let active = state.active_calls.clone();
     let recent = state.recent_twiml.clone();
     let goodbye = state.cfg.drain_goodbye_timeout;
+    let cfg_limits = (
+        state.cfg.max_http_connections,
+        state.cfg.http_header_timeout,
+    );
+    let edge_metrics = state.metrics.clone();
     let app = router(state);
-    // Nagle off on every accepted socket: the media task writes a burst of 20 ms frames and
-    // marks as separate WebSocket messages; with Nagle on, each burst after the first segment
-    // waits for the peer's (delayed, up to 40 ms) ACK. Replays made that visible.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // The listener stays open through the drain; it closes only once the drain is over.
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let limits = edge::Limits {
+        max_connections: cfg_limits.0,
+        header_timeout: cfg_limits.1,
+    };
+    let server = edge::serve(listener, app, limits, edge_metrics, async move {
         let _ = close_rx.await;
     });
-    let mut served = tokio::spawn(async move { server.await });
+    let mut served = tokio::spawn(server);
     let drain = tokio::select! {
         d = signal => d,
         r = &mut served => {

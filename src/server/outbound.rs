@@ -26,6 +26,17 @@ use crate::twilio::twiml::{render, stream_url, TwimlParams};
 /// status never comes is dropped oldest first).
 const MAX_PENDING: usize = 10_000;
 const MAX_VARIABLES: usize = 32;
+/// A `<Parameter>`'s name + value must stay under 500 characters (Twilio's limit, in
+/// shared/protocol.md); the name carries our `var_` prefix.
+const MAX_PARAMETER: usize = 499;
+/// The TwiML sent inline with `Calls.json` may not exceed 4000 characters: Twilio refuses
+/// larger ones with error 32018 ("Twiml size exceeded maximum allowed value of 4000
+/// characters", https://www.twilio.com/docs/api/errors/32018). Checked here so the caller
+/// gets a 400 naming the limit instead of a Twilio error after the fact.
+const MAX_TWIML: usize = 4000;
+/// The body of `POST /v1/calls`: 32 variables of under 500 characters each fit with room to
+/// spare; anything larger is refused before it is buffered.
+pub const MAX_REQUEST_BODY: usize = 32 * 1024;
 
 /// What `POST /v1/calls` takes.
 #[derive(Debug, Deserialize)]
@@ -112,25 +123,53 @@ fn authorized(s: &AppState, headers: &HeaderMap) -> bool {
     super::web::same_token(given, token)
 }
 
-pub async fn create(
+fn refused(s: &AppState, status: StatusCode, why: String) -> Response {
+    s.metrics
+        .outbound_calls_total
+        .with_label_values(&["refused"])
+        .inc();
+    warn!(status = status.as_u16(), why, "POST /v1/calls refused");
+    error(status, why)
+}
+
+/// The bearer token is checked before anything reads the body: an unauthenticated client
+/// gets its 401 at once and the server buffers none of what it sends.
+pub async fn require_api_token(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    let refused = |status: StatusCode, why: String| {
-        s.metrics
-            .outbound_calls_total
-            .with_label_values(&["refused"])
-            .inc();
-        warn!(status = status.as_u16(), why, "POST /v1/calls refused");
-        error(status, why)
-    };
-    if !authorized(&s, &headers) {
+    if !authorized(&s, req.headers()) {
         return refused(
+            &s,
             StatusCode::UNAUTHORIZED,
             "missing or wrong Authorization: Bearer <api_token>".into(),
         );
     }
+    next.run(req).await
+}
+
+/// `POST /v1/calls`, behind [`require_api_token`].
+pub async fn create(State(s): State<AppState>, body: axum::body::Body) -> Response {
+    let refused = |status: StatusCode, why: String| refused(&s, status, why);
+    let body = match super::edge::read_body(body, MAX_REQUEST_BODY, s.cfg.http_header_timeout).await
+    {
+        Ok(b) => b,
+        Err(super::edge::BodyError::TooLarge) => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                "request body larger than {MAX_REQUEST_BODY} bytes (the limit of POST /v1/calls)"
+            ),
+            )
+        }
+        Err(e) => {
+            return refused(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received ({e:?})"),
+            )
+        }
+    };
     let req: DialRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refused(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
@@ -153,6 +192,19 @@ pub async fn create(
         return refused(
             StatusCode::BAD_REQUEST,
             format!("variables: {bad:?} is not a name of letters, digits and _"),
+        );
+    }
+    if let Some((name, value)) = req
+        .variables
+        .iter()
+        .find(|(k, v)| VAR_PREFIX.len() + k.chars().count() + v.chars().count() > MAX_PARAMETER)
+    {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "variables.{name}: {} characters; a variable's name (with its {VAR_PREFIX:?} prefix) and value together may have at most {MAX_PARAMETER} (Twilio's <Parameter> limit)",
+                VAR_PREFIX.len() + name.chars().count() + value.chars().count()
+            ),
         );
     }
     if let Some(p) = &req.profile {
@@ -232,6 +284,15 @@ pub async fn create(
                 .then_some(recording_cb.as_str()),
         },
     );
+    let twiml_chars = twiml.chars().count();
+    if twiml_chars > MAX_TWIML {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "variables: the call's TwiML would be {twiml_chars} characters; Twilio takes at most {MAX_TWIML} (error 32018): send fewer or shorter variables"
+            ),
+        );
+    }
     let create = CreateCall {
         to: req.to.clone(),
         from: req.from.clone(),

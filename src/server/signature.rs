@@ -14,7 +14,7 @@ use crate::twilio::signature::{url_variants, verify, Algorithm};
 use crate::twilio::twiml::stream_url;
 
 /// Twilio's webhook forms are a few hundred bytes.
-const MAX_WEBHOOK_BODY: usize = 64 * 1024;
+pub const MAX_WEBHOOK_BODY: usize = 64 * 1024;
 
 pub async fn require_twilio_signature(
     State(s): State<AppState>,
@@ -81,9 +81,16 @@ pub async fn require_twilio_signature(
     let Some(base) = base else {
         return refuse("no public URL to rebuild the signed URL from");
     };
-    let body = match axum::body::to_bytes(body, MAX_WEBHOOK_BODY).await {
+    let body = match super::edge::read_body(body, MAX_WEBHOOK_BODY, s.cfg.http_header_timeout).await
+    {
         Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
+        Err(super::edge::BodyError::TooLarge) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response()
+        }
+        Err(e) => {
+            warn!(path = parts.uri.path(), error = ?e, "webhook body not read");
+            return (StatusCode::REQUEST_TIMEOUT, "body not received in time").into_response();
+        }
     };
     let path = parts.uri.path();
     let (url, params) = if path == "/media" {

@@ -13,7 +13,7 @@ pub mod ticket;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -31,6 +31,9 @@ const SOFTPHONE_JS: &str = include_str!("assets/softphone.js");
 const WORKLET_JS: &str = include_str!("assets/mic-worklet.js");
 const CONSOLE_HTML: &str = include_str!("assets/console.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
+/// The login form posts one token: a login body is the credential itself, so it cannot be
+/// authenticated before it is read; it is kept to what a token needs.
+const MAX_LOGIN_BODY: usize = 1024;
 
 /// The pages' routes (only those whose token is configured).
 pub fn routes(state: &AppState) -> Router<AppState> {
@@ -38,7 +41,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if state.cfg.softphone_token.is_some() {
         r = r
             .route("/softphone", get(softphone_page))
-            .route("/softphone/login", post(softphone_login))
+            .route(
+                "/softphone/login",
+                post(softphone_login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
+            )
             .route("/softphone/ticket", get(softphone_ticket))
             .route("/softphone/profiles", get(softphone_profiles))
             .route("/softphone/events", get(softphone_events))
@@ -48,7 +54,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if state.cfg.console_token.is_some() && state.console.is_some() {
         r = r
             .route("/console", get(console_page))
-            .route("/console/login", post(console_login))
+            .route(
+                "/console/login",
+                post(console_login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
+            )
             .route("/console/events", get(console_events))
             .route("/console/calls/{n}", get(console_call));
     }
