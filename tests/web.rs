@@ -218,6 +218,110 @@ async fn a_softphone_ticket_opens_media_once_where_twilio_signatures_are_require
     server.stop(Duration::from_secs(1)).await;
 }
 
+/// A softphone `start` as the page sends it, naming `call_sid`.
+fn softphone_start(call_sid: &str) -> String {
+    serde_json::json!({
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": "MZsoftphone",
+        "start": {
+            "streamSid": "MZsoftphone",
+            "accountSid": "ACsoftphone",
+            "callSid": call_sid,
+            "tracks": ["inbound"],
+            "customParameters": {"From": "browser: test", "direction": "softphone"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+        }
+    })
+    .to_string()
+}
+
+/// The reason of the close frame the bridge ends the socket with.
+async fn close_reason<S>(sock: &mut S) -> String
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("the bridge closes in time")
+        {
+            Some(Ok(Message::Close(f))) => {
+                return f.map(|f| f.reason.to_string()).unwrap_or_default()
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("socket error {e}"),
+            None => panic!("closed without a close frame"),
+        }
+    }
+}
+
+/// The ticket's call and no other: a `start` naming another CallSid (a phone call's, to pass
+/// for it with tools, reports and callbacks) ends the socket as a stream without a usable
+/// `start`; the ticket's own SID makes a call that runs until the page hangs up.
+#[tokio::test]
+async fn a_softphone_ticket_opens_only_the_call_it_names() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
+        .await
+        .expect("simulator starts");
+    let url = sim.url();
+    let server = bridge(&[
+        PAGES[0],
+        PAGES[1],
+        ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
+        ("PUBLIC_URL", "https://bridge.example.com"),
+        ("REALTIME_URL", url.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+    ])
+    .await;
+    let open = |t: String| {
+        let url = format!("ws://{}/media?softphone_ticket={t}", server.addr);
+        async move {
+            tokio_tungstenite::connect_async(url)
+                .await
+                .expect("the ticket opens /media")
+                .0
+        }
+    };
+    let (t, _) = ticket(server.addr).await;
+    let mut sock = open(t).await;
+    sock.send(Message::text(softphone_start(
+        "CAphone000000000000000000000000001",
+    )))
+    .await
+    .expect("send start");
+    assert_eq!(close_reason(&mut sock).await, "no_start");
+    let m = get(server.addr, "/metrics", "").await;
+    assert!(
+        m.contains(r#"callbridge_anomalies_total{kind="unexpected_call_sid"} 1"#),
+        "{m}"
+    );
+
+    let (t, call_sid) = ticket(server.addr).await;
+    let mut sock = open(t).await;
+    sock.send(Message::text(softphone_start(&call_sid)))
+        .await
+        .expect("send start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop = serde_json::json!({"event": "stop", "sequenceNumber": "2", "streamSid": "MZsoftphone",
+        "stop": {"accountSid": "ACsoftphone", "callSid": call_sid}});
+    sock.send(Message::text(stop.to_string()))
+        .await
+        .expect("send stop");
+    assert_eq!(close_reason(&mut sock).await, "caller_hung_up");
+    server.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
 /// A server-sent events request over raw HTTP/1.1: the response's status, and its events as
 /// JSON in a channel (none if the answer is not a stream, whose body is then `refusal`).
 struct Feed {

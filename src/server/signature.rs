@@ -19,7 +19,7 @@ const MAX_WEBHOOK_BODY: usize = 64 * 1024;
 
 pub async fn require_twilio_signature(
     State(s): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let Some(token) = s.cfg.twilio_auth_token.as_ref() else {
@@ -33,7 +33,11 @@ pub async fn require_twilio_signature(
         ticket::now_unix(),
     );
     let refused = match ticket {
-        MediaTicket::Opens(_) => return next.run(req).await,
+        MediaTicket::Opens(t) => {
+            // The media task binds the call to the ticket's CallSid.
+            req.extensions_mut().insert(t);
+            return next.run(req).await;
+        }
         MediaTicket::Absent | MediaTicket::Invalid => None,
         MediaTicket::AlreadyUsed(t) => Some((
             "softphone_ticket_reused",

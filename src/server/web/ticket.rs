@@ -8,10 +8,11 @@
 //! differ, so no separate nonce is needed.
 //!
 //! Where a Twilio signature is required, a ticket opens the `/media` upgrade once
-//! ([`UsedTickets`]); the call then runs like any other and is not bound by the expiry. The
-//! page says the ticket's CallSid in its `start` and follows `/softphone/events?ticket=…`,
-//! which shows only that call's events: the softphone's token opens no other call's
-//! transcript (those are the console's).
+//! ([`UsedTickets`]) for its call only: the call's `start` must name the ticket's CallSid
+//! ([`crate::call::Call::require_call_sid`] decides), and it then runs like any other, not
+//! bound by the expiry. The page says that CallSid in its `start` and follows
+//! `/softphone/events?ticket=…`, which shows only that call's events: the softphone's token
+//! opens no other call's transcript (those are the console's).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
