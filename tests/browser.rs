@@ -5,7 +5,8 @@
 //! simulator; the page plays the agent's audio (measured in the page), the caller's second line
 //! barges in and playback stops, the simulator receives the truncate; the console shows the
 //! call live with its transcript, and its outcome after the hang-up; without the token both
-//! pages refuse.
+//! pages refuse. The page's call SID is the one its ticket names (chosen by the bridge), and its
+//! own transcript comes through the ticket's feed (a SID alone opens none).
 //!
 //! Needs `chromium` (or CALLBRIDGE_CHROMIUM=path) and Python's `playwright` package (never
 //! `playwright install`: the system Chromium is used). Without them the test says so and

@@ -737,3 +737,36 @@ fn an_answers_first_frames_report_the_turn_and_model_latency() {
     assert!(first_frame < event, "reported after the frames it times");
     assert!(agent_audio(&h.delta("r1", "item_a", &[0x10; 800], 2400)).is_empty());
 }
+
+/// A socket opened with a softphone ticket is for the ticket's call only: a `start` naming
+/// another CallSid (a phone call's, to pass for it) ends the call as one without a usable
+/// `start`; the ticket's own SID starts it as usual.
+#[test]
+fn a_call_bound_to_a_call_sid_refuses_a_start_naming_another() {
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.call.require_call_sid("CAticket");
+    let outs = h.start(); // names CA1
+    assert!(
+        outs.iter().any(|o| matches!(
+            o,
+            Output::Event(CallEvent::Anomaly {
+                kind: "unexpected_call_sid",
+                ..
+            })
+        )),
+        "{outs:?}"
+    );
+    assert_eq!(outs.last(), Some(&Output::Hangup(EndReason::NoStart)));
+    assert!(!outs
+        .iter()
+        .any(|o| matches!(o, Output::Event(CallEvent::Started { .. }))));
+    assert_eq!(h.call.stream_sid(), None);
+
+    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    h.call.require_call_sid("CA1");
+    let outs = h.start();
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::Event(CallEvent::Started { .. }))));
+    assert!(!h.call.is_ended());
+}

@@ -228,7 +228,8 @@ pub enum EndReason {
     TwilioIdle,
     /// Twilio's stream is not μ-law/8000/mono.
     UnsupportedMediaFormat,
-    /// Twilio's stream never sent a usable `start`.
+    /// Twilio's stream never sent a usable `start` (or, on a socket opened for one call, a
+    /// `start` of another: see [`Call::require_call_sid`]).
     NoStart,
     /// The upstream could not be reached or failed, and every retry failed too.
     UpstreamFailed,
@@ -334,6 +335,10 @@ pub struct Call {
     /// Upstream generations, reconnects, rotation.
     up: upstream::Lifecycle,
 
+    /// The CallSid `start` must name, when the socket was opened for one call only (a softphone
+    /// ticket). Boxed str: 16 bytes, and `None` for every phone call.
+    required_call_sid: Option<Box<str>>,
+
     // Tools, hang-up, transfer.
     info: Option<CallInfo>,
     tools: ToolState,
@@ -390,6 +395,7 @@ impl Call {
             before_start: 0,
             cancelled: VecDeque::new(),
             playback: Playback::new(format.bytes_per_ms()),
+            required_call_sid: None,
             info: None,
             tools: ToolState::default(),
             ending: None,

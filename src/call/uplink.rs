@@ -18,6 +18,14 @@ use crate::realtime::{AudioFormat, ClientEvent};
 use crate::twilio::Inbound;
 
 impl Call {
+    /// Binds the call to one CallSid before its `start`: its socket was opened with a softphone
+    /// ticket, which was issued for that call. A `start` naming another (a phone call's, say,
+    /// to pass for it with tools, reports and callbacks) is no `start` of this call: the call
+    /// ends as one without a usable `start`.
+    pub fn require_call_sid(&mut self, call_sid: impl Into<Box<str>>) {
+        self.required_call_sid = Some(call_sid.into());
+    }
+
     pub fn on_twilio(&mut self, msg: Inbound<'_>, now: Instant) {
         if self.ended {
             return;
@@ -28,6 +36,16 @@ impl Call {
             Inbound::Start { stream_sid, start } => {
                 if self.stream_sid.is_some() {
                     self.anomaly("duplicate_start", format!("second start for {stream_sid}"));
+                    return;
+                }
+                let foreign = self
+                    .required_call_sid
+                    .as_deref()
+                    .filter(|want| start.call_sid.as_deref() != Some(*want))
+                    .map(|want| format!("start names {:?}, not {want}", start.call_sid));
+                if let Some(detail) = foreign {
+                    self.anomaly("unexpected_call_sid", detail);
+                    self.end(EndReason::NoStart);
                     return;
                 }
                 if !start.media_format.is_mulaw_8k_mono() {

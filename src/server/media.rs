@@ -11,6 +11,7 @@ use std::time::Instant;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tracing::{debug, info, warn, Instrument};
@@ -20,6 +21,7 @@ use super::console::LiveCall;
 use super::effects;
 use super::latency::{Read, WriteTimer};
 use super::links::{self, Links, Received};
+use super::web::ticket::Ticket;
 use super::AppState;
 use crate::call::{Call, EndReason, Output, UpstreamEffect};
 use crate::realtime::ServerEvent;
@@ -46,7 +48,14 @@ const TWILIO_WRITE_BATCH: usize = 4 * 1024;
 /// How long a call that ended before Twilio's `start` waits for it (for its report).
 const START_FOR_REPORT: std::time::Duration = std::time::Duration::from_millis(500);
 
-pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `ticket`: set when a softphone ticket opened the socket (see
+/// [`super::signature::require_twilio_signature`]); the call must then be the ticket's.
+pub async fn upgrade(
+    State(s): State<AppState>,
+    ticket: Option<Extension<Ticket>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let only_call = ticket.map(|Extension(t)| t.call_sid.into_boxed_str());
     // Small read buffer (Twilio's messages are ~300 B, and tungstenite keeps the whole buffer
     // zero-filled, so it is resident per call). Writes: one batch (a delta's frames + mark,
     // ~1.6 KiB in pcmu) goes out in a single write on flush; a larger batch (several deltas
@@ -70,7 +79,7 @@ pub async fn upgrade(State(s): State<AppState>, ws: WebSocketUpgrade) -> Respons
                 stream_sid = tracing::field::Empty,
                 profile = tracing::field::Empty
             );
-            run(socket, s, id).instrument(span)
+            run(socket, s, id, only_call).instrument(span)
         })
 }
 
@@ -86,7 +95,12 @@ impl Drop for CallGuard<'_> {
 /// The call's task. Not an `async fn`: its body would move the arguments into locals and the
 /// future would keep both copies (~500 bytes a call); an `async move` block uses them in place.
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
-fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<Output = ()> {
+fn run(
+    mut socket: WebSocket,
+    s: AppState,
+    n: u64,
+    only_call: Option<Box<str>>,
+) -> impl std::future::Future<Output = ()> {
     async move {
         // A media socket arriving while the server drains is accepted: its TwiML was served before
         // the drain began, and refusing it would fail a call we already answered. Only once the
@@ -125,6 +139,9 @@ fn run(mut socket: WebSocket, s: AppState, n: u64) -> impl std::future::Future<O
             None => LiveCall::off(),
         };
         let mut call = Call::new(s.call_cfg.clone(), opened);
+        if let Some(sid) = only_call {
+            call.require_call_sid(sid);
+        }
         let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
         // With profiles, the session is configured only once `start` (and the profile's setup
         // lookup) said which settings apply.

@@ -64,6 +64,8 @@ pub struct AppState {
     pub outbound: Arc<outbound::OutboundCalls>,
     /// Running calls by CallSid, for callbacks that act on a call (answering machine).
     pub running: Arc<running::RunningCalls>,
+    /// Softphone tickets that already opened `/media` (each opens it once).
+    pub tickets: Arc<web::ticket::UsedTickets>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -187,6 +189,7 @@ pub async fn serve_on(
         reports,
         outbound: Arc::default(),
         running: Arc::default(),
+        tickets: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),

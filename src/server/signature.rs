@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
+use super::web::ticket::{self, MediaTicket};
 use super::AppState;
 use crate::twilio::signature::{url_variants, verify, Algorithm};
 use crate::twilio::twiml::stream_url;
@@ -18,15 +19,47 @@ pub const MAX_WEBHOOK_BODY: usize = 64 * 1024;
 
 pub async fn require_twilio_signature(
     State(s): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let Some(token) = s.cfg.twilio_auth_token.as_ref() else {
         return next.run(req).await;
     };
-    // The browser softphone cannot sign; it brings a short-lived ticket instead.
-    if super::web::ticket::media_request_ok(s.cfg.softphone_token.as_ref(), req.uri()) {
-        return next.run(req).await;
+    // The browser softphone cannot sign; it brings a short-lived, single-use ticket instead.
+    let ticket = ticket::admit_media(
+        s.cfg.softphone_token.as_ref(),
+        &s.tickets,
+        req.uri(),
+        ticket::now_unix(),
+    );
+    let refused = match ticket {
+        MediaTicket::Opens(t) => {
+            // The media task binds the call to the ticket's CallSid.
+            req.extensions_mut().insert(t);
+            return next.run(req).await;
+        }
+        MediaTicket::Absent | MediaTicket::Invalid => None,
+        MediaTicket::AlreadyUsed(t) => Some((
+            "softphone_ticket_reused",
+            "the softphone ticket was already used",
+            Some(t.call_sid),
+        )),
+        MediaTicket::TooMany => Some((
+            "softphone_tickets_full",
+            "too many softphone tickets used in the last minute",
+            None,
+        )),
+    };
+    // Refused like any unsigned request (the same answer); the log says why.
+    if let Some((kind, why, call_sid)) = refused {
+        s.metrics.anomalies.with_label_values(&[kind]).inc();
+        warn!(
+            path = req.uri().path(),
+            call_sid = call_sid.as_deref(),
+            why,
+            "refused a softphone ticket"
+        );
+        return (StatusCode::FORBIDDEN, "invalid Twilio signature").into_response();
     }
     let (parts, body) = req.into_parts();
     let refuse = |why: &str| {

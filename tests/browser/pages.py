@@ -10,6 +10,7 @@ Usage: pages.py BASE_URL SOFTPHONE_TOKEN CONSOLE_TOKEN WAV SCREENSHOT_DIR CHROMI
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -92,6 +93,17 @@ with sync_playwright() as p:
     phone.fill("#profile", "sales")
     phone.get_by_role("button", name="Call").click()
     wait_for(phone, "() => window.softphone.state === 'in call'", "the call to connect")
+    # The bridge chose the call's SID (the page's ticket names it); the softphone's token does
+    # not open a feed by SID alone, only by the ticket.
+    call_sid = softphone_stats(phone)["callSid"]
+    if not re.fullmatch(r"CA[0-9a-f]{32}", call_sid or ""):
+        fail(f"the softphone's call SID is {call_sid!r}, not one the bridge chose")
+    by_sid = phone.evaluate(
+        "async ([sid, tok]) => (await fetch('/softphone/events?call=' + sid, { headers: { Authorization: 'Bearer ' + tok } })).status",
+        [call_sid, SP_TOKEN],
+    )
+    if by_sid != 400:
+        fail(f"/softphone/events?call= answered {by_sid}, not 400")
 
     # The console shows the call live.
     wait_for(console, "() => document.querySelectorAll('#active tr.call').length === 1", "the call in the console's active list")
@@ -148,6 +160,7 @@ with sync_playwright() as p:
         last_turn_latency_ms=s["lastTurnLatencyMs"],
         transcript=s["transcript"],
         profiles=options,
+        call_sid=call_sid,
         console_event_types=console.evaluate("() => [...new Set(window.consoleFeed.map(e => e.type))]"),
     )
     browser.close()

@@ -5,7 +5,8 @@
 //!
 //! The softphone speaks Twilio's Media Streams protocol to the same `/media` route a phone call
 //! uses. A browser cannot set headers on a WebSocket upgrade, so instead of Twilio's signature
-//! it presents a short-lived ticket (see [`ticket`]) in the URL's query.
+//! it presents a short-lived, single-use ticket (see [`ticket`]) in the URL's query; the ticket
+//! also names the call, chosen by the server, whose events `/softphone/events` shows the page.
 
 pub mod session;
 pub mod ticket;
@@ -222,7 +223,9 @@ fn login_page(page: &str, wrong: bool) -> Response {
         .into_response()
 }
 
-/// A fresh ticket for one `/media` upgrade.
+/// A fresh ticket for one softphone call: `{ticket, param, path, call_sid}`. The server chooses
+/// the call's SID (the page says it in its `start`), so the ticket also names the one call
+/// whose events the page may follow.
 async fn softphone_ticket(State(s): State<AppState>, req: Request) -> Response {
     if let Err(r) = authorize(&req, s.cfg.softphone_token.as_ref(), "softphone") {
         return r;
@@ -230,10 +233,18 @@ async fn softphone_ticket(State(s): State<AppState>, req: Request) -> Response {
     let Some(token) = s.cfg.softphone_token.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let t = ticket::issue(token, ticket::now_unix());
+    let Some(t) = ticket::issue(token, ticket::now_unix()) else {
+        tracing::error!("the system's random generator failed: no softphone ticket");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no ticket: try again\n").into_response();
+    };
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "ticket": t, "param": ticket::QUERY_PARAM, "path": "/media" })),
+        Json(json!({
+            "ticket": t.ticket,
+            "param": ticket::QUERY_PARAM,
+            "path": "/media",
+            "call_sid": t.call_sid,
+        })),
     )
         .into_response()
 }
@@ -254,16 +265,27 @@ async fn softphone_profiles(State(s): State<AppState>, req: Request) -> Response
 }
 
 /// The softphone's own call, as the console sees it (its transcript and turn latencies): the
-/// same feed as `/console/events`, filtered to the `call` SID the page chose for its stream.
+/// same feed as `/console/events`, filtered to the call of the page's `?ticket=` (from
+/// `/softphone/ticket`). Any other call is the console's, behind its own token: a CallSid
+/// alone (`?call=`) opens nothing. The ticket's expiry does not bind here (see
+/// [`ticket::read`]): the page's `EventSource` reconnects with the same URL mid-call.
 async fn softphone_events(State(s): State<AppState>, req: Request) -> Response {
     if let Err(r) = authorize(&req, s.cfg.softphone_token.as_ref(), "softphone") {
         return r;
     }
-    let (Some(hub), Some(call)) = (
-        s.console.clone(),
-        req.uri().query().and_then(|q| query_param(q, "call")),
-    ) else {
-        return (StatusCode::BAD_REQUEST, "?call=CALL_SID is needed\n").into_response();
+    let (Some(token), Some(hub)) = (s.cfg.softphone_token.as_ref(), s.console.clone()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(value) = req.uri().query().and_then(|q| query_param(q, "ticket")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "?ticket=TICKET (from /softphone/ticket) is needed\n",
+        )
+            .into_response();
+    };
+    let Some(call) = ticket::read(token, &value).map(|t| t.call_sid) else {
+        tracing::warn!("refused a softphone events request with a forged or foreign ticket");
+        return (StatusCode::FORBIDDEN, "not a ticket of this softphone\n").into_response();
     };
     let rx = hub.subscribe();
     let closing = hub.closing();

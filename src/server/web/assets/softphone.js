@@ -4,7 +4,8 @@
 // sequenceNumber, chunk and timestamp). The agent's `media` frames -> "player" worklet; its
 // `mark`s go into the same queue and are echoed when the playout reaches them; `clear` empties
 // the queue at once. `stop` on hang-up. The transcript comes from this call's own feed
-// (/softphone/events), since Twilio's protocol carries none.
+// (/softphone/events), since Twilio's protocol carries none. The bridge chooses the call's SID:
+// its ticket opens /media once and the feed shows that call only.
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
@@ -29,6 +30,7 @@
     transcript: [],
     closeReason: null,
     profiles: null,
+    callSid: null,
   };
   window.softphone = stats;
 
@@ -99,9 +101,9 @@
 
       const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
       const url = `${proto}//${location.host}${t.path}?${t.param}=${encodeURIComponent(t.ticket)}`;
-      callSid = 'CA' + hex(16);
+      callSid = stats.callSid = t.call_sid;
       streamSid = 'MZ' + hex(16);
-      follow(callSid);
+      follow(t.ticket);
       ws = new WebSocket(url);
       seq = 0;
       chunk = 0;
@@ -188,9 +190,10 @@
     }
   }
 
-  // This call's transcript and turn latencies, from the bridge's own call events.
-  function follow(callSid) {
-    events = new EventSource('/softphone/events?' + (token ? 'token=' + encodeURIComponent(token) + '&' : '') + 'call=' + encodeURIComponent(callSid));
+  // This call's transcript and turn latencies, from the bridge's own call events (the ticket
+  // names the call; the token or login still opens the feed).
+  function follow(ticket) {
+    events = new EventSource('/softphone/events?' + (token ? 'token=' + encodeURIComponent(token) + '&' : '') + 'ticket=' + encodeURIComponent(ticket));
     events.onmessage = (e) => {
       let ev;
       try { ev = JSON.parse(e.data); } catch { return; }
