@@ -26,7 +26,8 @@ pub struct Metrics {
     /// media socket closed at once) and `reason` (`busy`: at max_calls; `draining`: shutting
     /// down). Both labels are closed sets.
     pub calls_refused: IntCounterVec,
-    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`).
+    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`,
+    /// `unspooled`, `duplicate`: a replayed callback's report, not sent again).
     pub reports_total: IntCounterVec,
     /// Reports written to the spool and not yet delivered (or given up).
     pub report_backlog: IntGauge,

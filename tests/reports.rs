@@ -363,3 +363,79 @@ async fn the_spool_is_bounded_and_drops_the_oldest() {
     server.stop(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+/// Twilio's final status of an outbound call that never connected (unsigned: these bridges
+/// have no auth token), which makes a report.
+async fn no_answer(bridge_url: &str, call_sid: &str) {
+    let form = [("CallSid", call_sid), ("CallStatus", "no-answer")];
+    let status = reqwest::Client::new()
+        .post(format!("{bridge_url}/twilio/status"))
+        .form(&form)
+        .send()
+        .await
+        .expect("bridge answers")
+        .status();
+    assert_eq!(status, 204);
+}
+
+/// Waits until the metrics `scrape` returns contain `line`; returns them.
+async fn wait_metric<F, S>(scrape: S, line: &str) -> String
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = String>,
+{
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = scrape().await;
+        if m.contains(line) || tokio::time::Instant::now() >= end {
+            assert!(m.contains(line), "{line} not in:\n{m}");
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A report still in the spool when the bridge is killed is known after the restart: the
+/// replayed callback is not spooled a second time, and the receiver sees one Idempotency-Key.
+#[tokio::test]
+async fn a_replay_after_a_restart_is_not_spooled_again() {
+    let rx = Receiver::spawn(SECRET, &[503; 1000])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("replay-restart");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let env = env_for(&realtime, &rx.url("/r"), &spool);
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut first = start_binary(port, &env);
+    wait_healthy(port).await;
+    no_answer(&url, "CAreplayed").await;
+    rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    assert_eq!(spooled(&spool).len(), 1);
+
+    let _second = start_binary(port, &env);
+    wait_healthy(port).await;
+    no_answer(&url, "CAreplayed").await;
+    let scrape = || async {
+        match reqwest::get(format!("{url}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    wait_metric(scrape, r#"callbridge_reports_total{result="duplicate"} 1"#).await;
+    assert_eq!(spooled(&spool).len(), 1, "not written a second time");
+    rx.script(&[]);
+    wait_spool_empty(&spool).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = rx.received();
+    let id = callbridge::report::unconnected_report_id("CAreplayed");
+    assert!(
+        got.iter()
+            .all(|r| r.idempotency_key.as_deref() == Some(id.as_str())),
+        "{got:?}"
+    );
+    assert_eq!(got.iter().filter(|r| r.answered == 200).count(), 1);
+    let _ = std::fs::remove_dir_all(&spool);
+}
