@@ -3,8 +3,10 @@
 //! retried with exponential backoff and jitter until `report_retry_max` after the report was
 //! written; any other 4xx is final and the report moves to `dead/` with the answer. At start-up
 //! whatever is in the spool is sent again. The receiver dedupes on `Idempotency-Key`; a report
-//! id submitted again while remembered (a replayed callback) is not spooled at all.
+//! id submitted again while remembered (a replayed callback) is not spooled at all. `dead/` is
+//! bounded by count, bytes and age.
 
+pub mod dead;
 pub mod recent;
 pub mod spool;
 
@@ -19,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, Secret};
 use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
 use crate::metrics::Metrics;
+use dead::{Dead, DeadLimits, PruneReason};
 use recent::{RecentIds, RECENT_REPORT_IDS};
 use spool::{report_id_in, Entry, Spool};
 
@@ -50,6 +53,8 @@ struct Inner {
     pending: Mutex<BTreeSet<String>>,
     /// Ids of the reports submitted lately (and of those in the spool at start-up).
     recent: Mutex<RecentIds>,
+    /// What `dead/` holds, to keep it within its bounds.
+    dead: Mutex<Dead>,
     sends: Semaphore,
 }
 
@@ -98,10 +103,16 @@ impl Reports {
             std::io::Error::new(e.kind(), format!("report_spool_dir {}: {e}", dir.display()))
         })?;
         let left = spool.list()?;
-        // Oldest first, so the memory forgets them in that order; what is still pending is a
-        // report a replay must not write again.
+        let limits = DeadLimits {
+            max_count: cc.report_dead_max,
+            max_bytes: cc.report_dead_max_bytes,
+            max_age: cc.report_dead_max_age,
+        };
+        let dead = Dead::scan(&spool.dead_dir(), limits)?;
+        // Oldest first, so the memory forgets them in that order; what was buried or is still
+        // pending is a report a replay must not write again.
         let mut recent = RecentIds::new(RECENT_REPORT_IDS);
-        for name in &left {
+        for name in dead.names().chain(left.iter().map(String::as_str)) {
             if let Some(id) = report_id_in(name) {
                 recent.insert(id);
             }
@@ -117,8 +128,10 @@ impl Reports {
             max_spooled: cc.report_spool_max,
             pending: Mutex::new(left.iter().cloned().collect()),
             recent: Mutex::new(recent),
+            dead: Mutex::new(dead),
             sends: Semaphore::new(CONCURRENT_SENDS),
         });
+        inner.prune_dead();
         inner.metrics.report_backlog.set(left.len() as i64);
         if !left.is_empty() {
             info!(
@@ -244,6 +257,35 @@ impl Inner {
                 .reports_total
                 .with_label_values(&["dropped"])
                 .inc();
+        }
+    }
+
+    /// Removes the earliest burials past `dead/`'s bounds, with a warning and the metric.
+    fn prune_dead(&self) {
+        let removed = match self.dead.lock() {
+            Ok(mut dead) => dead.prune(std::time::SystemTime::now()),
+            Err(_) => return,
+        };
+        for reason in PruneReason::ALL {
+            let names: Vec<&str> = removed
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let (Some(oldest), Some(newest)) = (names.first(), names.last()) else {
+                continue;
+            };
+            warn!(
+                reports = names.len(),
+                oldest,
+                newest,
+                bound = reason.setting(),
+                "dead/ over its bound: removed the earliest refused reports and their answers"
+            );
+            self.metrics
+                .reports_dead_pruned
+                .with_label_values(&[reason.as_str()])
+                .inc_by(names.len() as u64);
         }
     }
 
@@ -391,8 +433,14 @@ async fn deliver(inner: Arc<Inner>, name: String) {
 }
 
 fn bury(inner: &Inner, name: &str, why: serde_json::Value) {
-    if let Err(e) = inner.spool.bury(name, &why) {
-        error!(report = name, error = %e, "cannot move a report to dead/");
+    match inner.spool.bury(name, &why) {
+        Ok(()) => {
+            if let Ok(mut dead) = inner.dead.lock() {
+                dead.buried(name, std::time::SystemTime::now());
+            }
+            inner.prune_dead();
+        }
+        Err(e) => error!(report = name, error = %e, "cannot move a report to dead/"),
     }
     inner.forget(name);
 }

@@ -52,6 +52,11 @@ impl Spool {
         self.dir.join(name)
     }
 
+    /// Where refused and expired reports are kept (see `dead.rs` for its bounds).
+    pub fn dead_dir(&self) -> PathBuf {
+        self.dir.join("dead")
+    }
+
     /// Writes `entry` durably: a temporary file, synced, renamed into place, directory synced.
     pub fn write(&self, entry: &Entry) -> std::io::Result<String> {
         let name = entry.file_name();
