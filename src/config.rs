@@ -147,6 +147,12 @@ pub struct CallCenter {
     pub report_retry_min: Duration,
     /// Reports kept in the spool at most; past it the oldest are dropped (logged as errors).
     pub report_spool_max: usize,
+    /// Reports kept in `dead/` at most (each with its answer); past it the earliest buried go.
+    pub report_dead_max: usize,
+    /// Bytes of `dead/` (reports and answers) at most; past it the earliest buried go.
+    pub report_dead_max_bytes: u64,
+    /// A report stays in `dead/` this long after it was moved there.
+    pub report_dead_max_age: Duration,
     /// `Authorization: Bearer` token of `POST /v1/calls`; the API is off without it.
     pub api_token: Option<Secret>,
     /// Twilio records both channels of every call (`twilio_recording = "dual"`).

@@ -27,8 +27,11 @@ pub struct Metrics {
     /// media socket closed at once) and `reason` (`busy`: at max_calls; `draining`: shutting
     /// down). Both labels are closed sets.
     pub calls_refused: IntCounterVec,
-    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`).
+    /// Call reports by what became of them (`delivered`, `retried`, `dead`, `expired`, `dropped`,
+    /// `unspooled`, `duplicate`: a replayed callback's report, not sent again).
     pub reports_total: IntCounterVec,
+    /// Reports removed from `dead/`, by the bound that removed them (`count`, `bytes`, `age`).
+    pub reports_dead_pruned: IntCounterVec,
     /// Reports written to the spool and not yet delivered (or given up).
     pub report_backlog: IntGauge,
     /// `POST /v1/calls` by result (`created`, `refused`, `twilio_error`).
@@ -108,6 +111,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            reports_dead_pruned: IntCounterVec::new(
+                Opts::new(
+                    "reports_dead_pruned_total",
+                    "Refused reports removed from dead/, by bound (count|bytes|age)",
+                ),
+                &["reason"],
+            )?,
             report_backlog: IntGauge::new(
                 "report_backlog",
                 "Call reports in the spool, not yet delivered",
@@ -186,6 +196,11 @@ impl Metrics {
         }
         m.registry.register(Box::new(m.reports_total.clone()))?;
         m.registry.register(Box::new(m.report_backlog.clone()))?;
+        m.registry
+            .register(Box::new(m.reports_dead_pruned.clone()))?;
+        for reason in ["count", "bytes", "age"] {
+            m.reports_dead_pruned.with_label_values(&[reason]);
+        }
         m.registry
             .register(Box::new(m.outbound_calls_total.clone()))?;
         m.registry

@@ -36,6 +36,7 @@ struct Setup {
     twilio: FakeTwilio,
     rx: Receiver,
     spool: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
@@ -68,7 +69,8 @@ async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
             .map(|(_, v)| v.clone())
     };
     let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(cfg, metrics.clone())
         .await
         .expect("bridge starts");
     Setup {
@@ -76,6 +78,7 @@ async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
         twilio,
         rx,
         spool,
+        metrics,
     }
 }
 
@@ -322,6 +325,126 @@ async fn twilio_recording_is_started_and_its_callback_forwarded() {
     assert_eq!(ev["recording_sid"], "RE1");
     assert_eq!(ev["duration_s"], 42);
     assert_eq!(got[0].idempotency_key.as_deref(), ev["report_id"].as_str());
+    s.server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&s.spool);
+}
+
+/// Waits until the receiver has `n` requests, then a little longer so that an extra one (a
+/// replay sent again) would have arrived too.
+async fn settled(rx: &Receiver, n: usize) -> Vec<callbridge::sim::receiver::Received> {
+    rx.wait_until(WAIT, |r| r.len() >= n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rx.received()
+}
+
+/// The same signed no-answer callback, posted five times (a replay, or Twilio retrying), is one
+/// report: delivered once, under an id derived from the CallSid that every replay reproduces,
+/// and one call counted; another CallSid is another report.
+#[tokio::test]
+async fn a_replayed_status_callback_is_one_report_with_a_stable_id() {
+    let s = setup("status-replay", &[]).await;
+    let status = |sid: &'static str| {
+        [
+            ("AccountSid", ACCOUNT),
+            ("CallSid", sid),
+            ("CallStatus", "no-answer"),
+            ("From", "+15550001111"),
+            ("To", "+15551230000"),
+        ]
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            twilio_post(&s.server, "/twilio/status", &status("CAreplay1"), true).await,
+            204,
+            "a replay is answered as the first was"
+        );
+    }
+    let got = settled(&s.rx, 1).await;
+    assert_eq!(got.len(), 1, "one report for five callbacks");
+    let id = callbridge::report::unconnected_report_id("CAreplay1");
+    assert_eq!(got[0].json()["report_id"], id.as_str());
+    assert_eq!(got[0].idempotency_key.as_deref(), Some(id.as_str()));
+
+    assert_eq!(
+        twilio_post(&s.server, "/twilio/status", &status("CAreplay2"), true).await,
+        204
+    );
+    let got = settled(&s.rx, 2).await;
+    assert_eq!(got.len(), 2, "another call, another report");
+    assert_eq!(got[1].json()["call_sid"], "CAreplay2");
+    assert_ne!(got[1].idempotency_key, got[0].idempotency_key);
+    let m = s.metrics.render();
+    assert!(
+        m.contains(r#"callbridge_reports_total{result="duplicate"} 4"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callbridge_reports_total{result="delivered"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callbridge_calls_total{outcome="no_answer"} 2"#),
+        "{m}"
+    );
+    s.server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&s.spool);
+}
+
+/// The same signed recording callback, posted five times, is one `recording.completed` event
+/// under an id derived from the RecordingSid; another recording is another event.
+#[tokio::test]
+async fn a_replayed_recording_callback_is_one_event_with_a_stable_id() {
+    let s = setup("recording-replay", &[]).await;
+    let recording = |sid: &'static str| {
+        [
+            ("AccountSid", ACCOUNT),
+            ("CallSid", "CArec"),
+            ("RecordingSid", sid),
+            (
+                "RecordingUrl",
+                "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE",
+            ),
+            ("RecordingStatus", "completed"),
+            ("RecordingDuration", "7"),
+        ]
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            twilio_post(
+                &s.server,
+                "/twilio/recording",
+                &recording("REreplay1"),
+                true
+            )
+            .await,
+            204
+        );
+    }
+    let got = settled(&s.rx, 1).await;
+    assert_eq!(got.len(), 1, "one event for five callbacks");
+    let id = callbridge::report::recording_report_id("REreplay1");
+    assert_eq!(got[0].json()["report_id"], id.as_str());
+    assert_eq!(got[0].idempotency_key.as_deref(), Some(id.as_str()));
+    assert_valid("recording-event.schema.json", &got[0].json());
+
+    assert_eq!(
+        twilio_post(
+            &s.server,
+            "/twilio/recording",
+            &recording("REreplay2"),
+            true
+        )
+        .await,
+        204
+    );
+    let got = settled(&s.rx, 2).await;
+    assert_eq!(got.len(), 2, "another recording, another event");
+    assert_eq!(got[1].json()["recording_sid"], "REreplay2");
+    assert_ne!(got[1].idempotency_key, got[0].idempotency_key);
+    assert!(s
+        .metrics
+        .render()
+        .contains(r#"callbridge_reports_total{result="duplicate"} 4"#));
     s.server.stop(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&s.spool);
 }

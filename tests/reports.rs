@@ -363,3 +363,174 @@ async fn the_spool_is_bounded_and_drops_the_oldest() {
     server.stop(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+/// Twilio's final status of an outbound call that never connected (unsigned: these bridges
+/// have no auth token), which makes a report.
+async fn no_answer(bridge_url: &str, call_sid: &str) {
+    let form = [("CallSid", call_sid), ("CallStatus", "no-answer")];
+    let status = reqwest::Client::new()
+        .post(format!("{bridge_url}/twilio/status"))
+        .form(&form)
+        .send()
+        .await
+        .expect("bridge answers")
+        .status();
+    assert_eq!(status, 204);
+}
+
+/// Waits until the metrics `scrape` returns contain `line`; returns them.
+async fn wait_metric<F, S>(scrape: S, line: &str) -> String
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = String>,
+{
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = scrape().await;
+        if m.contains(line) || tokio::time::Instant::now() >= end {
+            assert!(m.contains(line), "{line} not in:\n{m}");
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The reports in `dir` (their answers aside), each checked to have its answer beside it.
+fn buried(dir: &Path) -> Vec<String> {
+    let files = spooled(dir);
+    let reports: Vec<String> = files
+        .iter()
+        .filter(|f| !f.ends_with(".answer.json"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        files.len(),
+        2 * reports.len(),
+        "a report with its answer: {files:?}"
+    );
+    for r in &reports {
+        assert!(files.contains(&format!("{r}.answer.json")), "{files:?}");
+    }
+    reports
+}
+
+/// A receiver refusing 30 reports with `report_dead_max = 5`: dead/ keeps 5 (with their answers)
+/// and the metric counts the 25 removed.
+#[tokio::test]
+async fn dead_is_bounded_by_report_dead_max() {
+    let rx = Receiver::spawn(SECRET, &[400; 100])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("dead-max");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let mut env = env_for(&realtime, &rx.url("/r"), &spool);
+    env.push(("CALLBRIDGE_REPORT_DEAD_MAX".into(), "5".into()));
+    let (server, metrics) = bridge(env).await;
+    for i in 0..30 {
+        no_answer(&server.url(""), &format!("CAdeadmax{i}")).await;
+    }
+    let m = wait_metric(
+        || std::future::ready(metrics.render()),
+        r#"callbridge_reports_total{result="dead"} 30"#,
+    )
+    .await;
+    assert_eq!(buried(&spool.join("dead")).len(), 5);
+    assert!(
+        m.contains(r#"callbridge_reports_dead_pruned_total{reason="count"} 25"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"callbridge_reports_dead_pruned_total{reason="age"} 0"#));
+    server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// With `report_dead_max_age_s = 1` a report buried more than a second ago goes at the next
+/// burial, and the survivor goes when a bridge starts on the spool later.
+#[tokio::test]
+async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
+    let rx = Receiver::spawn(SECRET, &[400; 100])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("dead-age");
+    let dead = spool.join("dead");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let mut env = env_for(&realtime, &rx.url("/r"), &spool);
+    env.push(("CALLBRIDGE_REPORT_DEAD_MAX_AGE_S".into(), "1".into()));
+    let (server, metrics) = bridge(env.clone()).await;
+    no_answer(&server.url(""), "CAage1").await;
+    wait_metric(
+        || std::future::ready(metrics.render()),
+        r#"callbridge_reports_total{result="dead"} 1"#,
+    )
+    .await;
+    let first = buried(&dead);
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    no_answer(&server.url(""), "CAage2").await;
+    wait_metric(
+        || std::future::ready(metrics.render()),
+        r#"callbridge_reports_dead_pruned_total{reason="age"} 1"#,
+    )
+    .await;
+    let second = buried(&dead);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "the older one went");
+    server.stop(Duration::from_secs(1)).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (server, metrics) = bridge(env).await;
+    // The server opens the spool once it runs, after `bridge` returned.
+    wait_metric(
+        || std::future::ready(metrics.render()),
+        r#"callbridge_reports_dead_pruned_total{reason="age"} 1"#,
+    )
+    .await;
+    assert!(buried(&dead).is_empty(), "pruned at start-up");
+    server.stop(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// A report still in the spool when the bridge is killed is known after the restart: the
+/// replayed callback is not spooled a second time, and the receiver sees one Idempotency-Key.
+#[tokio::test]
+async fn a_replay_after_a_restart_is_not_spooled_again() {
+    let rx = Receiver::spawn(SECRET, &[503; 1000])
+        .await
+        .expect("receiver");
+    let spool = spool_dir("replay-restart");
+    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
+    let env = env_for(&realtime, &rx.url("/r"), &spool);
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut first = start_binary(port, &env);
+    wait_healthy(port).await;
+    no_answer(&url, "CAreplayed").await;
+    rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    assert_eq!(spooled(&spool).len(), 1);
+
+    let _second = start_binary(port, &env);
+    wait_healthy(port).await;
+    no_answer(&url, "CAreplayed").await;
+    let scrape = || async {
+        match reqwest::get(format!("{url}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    wait_metric(scrape, r#"callbridge_reports_total{result="duplicate"} 1"#).await;
+    assert_eq!(spooled(&spool).len(), 1, "not written a second time");
+    rx.script(&[]);
+    wait_spool_empty(&spool).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = rx.received();
+    let id = callbridge::report::unconnected_report_id("CAreplayed");
+    assert!(
+        got.iter()
+            .all(|r| r.idempotency_key.as_deref() == Some(id.as_str())),
+        "{got:?}"
+    );
+    assert_eq!(got.iter().filter(|r| r.answered == 200).count(), 1);
+    let _ = std::fs::remove_dir_all(&spool);
+}

@@ -127,6 +127,21 @@ pub(super) fn callcenter(r: &Raw, signed: bool) -> Result<CallCenter, ConfigErro
             1,
             10_000_000,
         )? as usize,
+        report_dead_max: ms("report_dead_max", r.report_dead_max, 1000, 1, 10_000_000)? as usize,
+        report_dead_max_bytes: ms(
+            "report_dead_max_bytes",
+            r.report_dead_max_bytes,
+            64 << 20,
+            1,
+            1 << 40,
+        )?,
+        report_dead_max_age: Duration::from_secs(ms(
+            "report_dead_max_age_s",
+            r.report_dead_max_age_s,
+            30 * 86_400,
+            1,
+            3650 * 86_400,
+        )?),
         api_token: chosen_secret("api_token", r.api_token.as_deref())?,
         twilio_recording,
         setup_timeout: Duration::from_millis(ms(

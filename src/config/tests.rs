@@ -320,3 +320,34 @@ fn short_operator_secrets_refuse_to_start_naming_the_key() {
         load(&[(env, "sixteen-chars-xx")], None).unwrap();
     }
 }
+
+#[test]
+fn dead_letter_bounds_have_defaults_and_are_validated() {
+    let c = load(&[], None).unwrap();
+    assert_eq!(c.callcenter.report_dead_max, 1000);
+    assert_eq!(c.callcenter.report_dead_max_bytes, 64 << 20);
+    assert_eq!(
+        c.callcenter.report_dead_max_age,
+        Duration::from_secs(30 * 86_400)
+    );
+    let c = load(
+        &[
+            ("CALLBRIDGE_REPORT_DEAD_MAX", "5"),
+            ("CALLBRIDGE_REPORT_DEAD_MAX_BYTES", "4096"),
+        ],
+        Some("report_dead_max_age_s = 1\n"),
+    )
+    .unwrap();
+    assert_eq!(c.callcenter.report_dead_max, 5);
+    assert_eq!(c.callcenter.report_dead_max_bytes, 4096);
+    assert_eq!(c.callcenter.report_dead_max_age, Duration::from_secs(1));
+    for (var, v) in [
+        ("CALLBRIDGE_REPORT_DEAD_MAX", "0"),
+        ("CALLBRIDGE_REPORT_DEAD_MAX_BYTES", "-1"),
+        ("CALLBRIDGE_REPORT_DEAD_MAX_AGE_S", "0"),
+    ] {
+        let err = load(&[(var, v)], None).unwrap_err().to_string();
+        let key = var.trim_start_matches("CALLBRIDGE_").to_ascii_lowercase();
+        assert!(err.starts_with(&key), "{err}");
+    }
+}

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    new_report_id, time::rfc3339, turn_latency, CallReport, Recording, ToolCall, TranscriptLine,
-    Transfer, CALL_COMPLETED,
+    new_report_id, time::rfc3339, turn_latency, unconnected_report_id, CallReport, Recording,
+    ToolCall, TranscriptLine, Transfer, CALL_COMPLETED,
 };
 use crate::call::conversation::Entry;
 use crate::call::tools::ToolCallRecord;
@@ -63,6 +63,9 @@ impl ReportBuilder {
             opened_wall,
             report: CallReport {
                 kind: CALL_COMPLETED.into(),
+                // Random, not derived from the CallSid like a callback's report: a media
+                // stream is not something Twilio replays, and one call can carry more than one
+                // stream (a redirect to a second <Connect>), each with its own report.
                 report_id: new_report_id(),
                 call_sid: None,
                 stream_sid: None,
@@ -320,7 +323,8 @@ struct Line {
 }
 
 /// A report for a call that never reached the bridge (outbound: no answer, busy, failed), from
-/// Twilio's status callback.
+/// Twilio's status callback; its id derives from the CallSid, so a replayed callback is the
+/// same report.
 #[allow(clippy::too_many_arguments)]
 pub fn unconnected(
     outcome: &str,
@@ -336,7 +340,7 @@ pub fn unconnected(
     let started = now_wall.checked_sub(duration).unwrap_or(now_wall);
     CallReport {
         kind: CALL_COMPLETED.into(),
-        report_id: new_report_id(),
+        report_id: unconnected_report_id(call_sid),
         call_sid: Some(call_sid.to_owned()),
         stream_sid: None,
         account_sid,

@@ -22,7 +22,8 @@ pub struct CallReport {
     #[serde(rename = "type")]
     pub kind: String,
     /// Unique per report; also sent as `Idempotency-Key`, so a receiver that saw it stores
-    /// nothing twice when a retry crosses its 2xx.
+    /// nothing twice when a retry crosses its 2xx. Derived from the CallSid for a call that
+    /// never connected (a replayed status callback is the same report), random otherwise.
     pub report_id: String,
     pub call_sid: Option<String>,
     pub stream_sid: Option<String>,
@@ -99,6 +100,7 @@ pub struct Recording {
 pub struct RecordingEvent {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Derived from the RecordingSid: a replayed callback is the same event.
     pub report_id: String,
     pub call_sid: String,
     pub recording_sid: String,
@@ -106,7 +108,8 @@ pub struct RecordingEvent {
     pub duration_s: Option<u64>,
 }
 
-/// A fresh report id (`rpt_` + 32 hex digits from the system's CSPRNG).
+/// A fresh report id (`rpt_` + 32 hex digits from the system's CSPRNG), for a report about
+/// something only the bridge saw (a media stream's conversation).
 pub fn new_report_id() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
@@ -118,6 +121,36 @@ pub fn new_report_id() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = nanos.to_le_bytes();
     }
+    report_id_of(&bytes)
+}
+
+/// The id of the report of a call that never connected, from Twilio's status callback: one
+/// per CallSid, so a replayed (or retried) callback is the same report, not a second one.
+pub fn unconnected_report_id(call_sid: &str) -> String {
+    derived_report_id(CALL_COMPLETED, call_sid)
+}
+
+/// The id of a `recording.completed` event: one per RecordingSid, for the same reason.
+pub fn recording_report_id(recording_sid: &str) -> String {
+    derived_report_id(RECORDING_COMPLETED, recording_sid)
+}
+
+/// `rpt_` + the first 128 bits of SHA-256 over a domain-separated `kind` and `subject`: the
+/// prefix keeps these ids apart from any other hash of a SID, and the NUL after `kind` (a
+/// constant without one) keeps (`kind`, `subject`) pairs apart from each other.
+fn derived_report_id(kind: &str, subject: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"callbridge report_id v1\0");
+    ctx.update(kind.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(subject.as_bytes());
+    let digest = ctx.finish();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    report_id_of(&bytes)
+}
+
+fn report_id_of(bytes: &[u8; 16]) -> String {
     let mut id = String::with_capacity(36);
     id.push_str("rpt_");
     for b in bytes {
@@ -161,6 +194,31 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert!(a.starts_with("rpt_"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_shaped_and_domain_separated() {
+        let a = unconnected_report_id("CA0123");
+        assert_eq!(
+            a,
+            unconnected_report_id("CA0123"),
+            "a replay has the same id"
+        );
+        // Pinned (SHA-256 of "callbridge report_id v1\0call.completed\0CA0123", by Python's
+        // hashlib): a changed derivation would send a report again under a new key after an
+        // upgrade, and the receiver could not tell it was the same.
+        assert_eq!(a, "rpt_1e47dc3f2351efbfac6972b13ef1f5bc");
+        assert_eq!(
+            recording_report_id("RE1"),
+            "rpt_cf8e25bb905313cf27378844f0026c1f"
+        );
+        assert_ne!(a, unconnected_report_id("CA0124"));
+        assert_ne!(
+            recording_report_id("CA0123"),
+            a,
+            "the same SID in another kind is another report"
+        );
+        assert_ne!(a, new_report_id(), "random ids are not derived");
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!   running call leaves the profile's `voicemail_message` and hangs up.
 //! - `/twilio/recording`: Twilio finished recording a call; forwarded to the report URL as a
 //!   `recording.completed` event through the same spool.
+//!
+//! A report from a callback has an id derived from what it is about (the CallSid, the
+//! RecordingSid), so a replayed or retried callback is the same report, sent once.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +19,8 @@ use tracing::{info, warn};
 
 use super::AppState;
 use crate::report::builder::unconnected;
-use crate::report::{new_report_id, outcome_for_status, RecordingEvent, RECORDING_COMPLETED};
+use crate::report::{outcome_for_status, recording_report_id, RecordingEvent, RECORDING_COMPLETED};
+use crate::server::reports::Submitted;
 
 fn form(body: &[u8]) -> HashMap<String, String> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
@@ -64,13 +68,15 @@ pub async fn status(State(s): State<AppState>, body: Bytes) -> StatusCode {
         duration,
         std::time::SystemTime::now(),
     );
-    s.metrics.calls_total.with_label_values(&[outcome]).inc();
     let url = report
         .profile
         .as_deref()
         .and_then(|p| s.cfg.profiles.by_name.get(p))
         .and_then(|p| p.report_url.as_deref());
-    s.reports.submit(url, &report.report_id, &report).await;
+    // A replay is the same call: counted once.
+    if s.reports.submit(url, &report.report_id, &report).await != Submitted::Duplicate {
+        s.metrics.calls_total.with_label_values(&[outcome]).inc();
+    }
     StatusCode::NO_CONTENT
 }
 
@@ -117,7 +123,7 @@ pub async fn recording(State(s): State<AppState>, body: Bytes) -> StatusCode {
     }
     let event = RecordingEvent {
         kind: RECORDING_COMPLETED.into(),
-        report_id: new_report_id(),
+        report_id: recording_report_id(recording_sid),
         call_sid: call_sid.clone(),
         recording_sid: recording_sid.clone(),
         recording_url: recording_url.clone(),

@@ -2,8 +2,12 @@
 //! try and removed only after the receiver answered 2xx. Failures (no answer, 5xx, 408, 429) are
 //! retried with exponential backoff and jitter until `report_retry_max` after the report was
 //! written; any other 4xx is final and the report moves to `dead/` with the answer. At start-up
-//! whatever is in the spool is sent again. The receiver dedupes on `Idempotency-Key`.
+//! whatever is in the spool is sent again. The receiver dedupes on `Idempotency-Key`; a report
+//! id submitted again while remembered (a replayed callback) is not spooled at all. `dead/` is
+//! bounded by count, bytes and age.
 
+pub mod dead;
+pub mod recent;
 pub mod spool;
 
 use std::collections::BTreeSet;
@@ -17,7 +21,9 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, Secret};
 use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
 use crate::metrics::Metrics;
-use spool::{Entry, Spool};
+use dead::{Dead, DeadLimits, PruneReason};
+use recent::{RecentIds, RECENT_REPORT_IDS};
+use spool::{report_id_in, Entry, Spool};
 
 /// A receiver that takes longer than this to answer is retried later.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +51,22 @@ struct Inner {
     max_spooled: usize,
     /// Names of spooled reports (mirrors the directory; guards the bound).
     pending: Mutex<BTreeSet<String>>,
+    /// Ids of the reports submitted lately (and of those in the spool at start-up).
+    recent: Mutex<RecentIds>,
+    /// What `dead/` holds, to keep it within its bounds.
+    dead: Mutex<Dead>,
     sends: Semaphore,
+}
+
+/// What [`Reports::submit`] did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// On disk, and being delivered.
+    Spooled,
+    /// Its id was submitted before (a replayed callback): not spooled or sent again.
+    Duplicate,
+    /// Reports are off, or it could not be spooled (logged).
+    NotSpooled,
 }
 
 /// What one try came to.
@@ -82,6 +103,20 @@ impl Reports {
             std::io::Error::new(e.kind(), format!("report_spool_dir {}: {e}", dir.display()))
         })?;
         let left = spool.list()?;
+        let limits = DeadLimits {
+            max_count: cc.report_dead_max,
+            max_bytes: cc.report_dead_max_bytes,
+            max_age: cc.report_dead_max_age,
+        };
+        let dead = Dead::scan(&spool.dead_dir(), limits)?;
+        // Oldest first, so the memory forgets them in that order; what was buried or is still
+        // pending is a report a replay must not write again.
+        let mut recent = RecentIds::new(RECENT_REPORT_IDS);
+        for name in dead.names().chain(left.iter().map(String::as_str)) {
+            if let Some(id) = report_id_in(name) {
+                recent.insert(id);
+            }
+        }
         let inner = Arc::new(Inner {
             spool,
             default_url: url,
@@ -92,8 +127,11 @@ impl Reports {
             retry_max: cc.report_retry_max,
             max_spooled: cc.report_spool_max,
             pending: Mutex::new(left.iter().cloned().collect()),
+            recent: Mutex::new(recent),
+            dead: Mutex::new(dead),
             sends: Semaphore::new(CONCURRENT_SENDS),
         });
+        inner.prune_dead();
         inner.metrics.report_backlog.set(left.len() as i64);
         if !left.is_empty() {
             info!(
@@ -113,16 +151,45 @@ impl Reports {
     }
 
     /// Spools `doc` (durably) and starts delivering it to `url` (or the top-level `report_url`).
-    /// Returns once the report is on disk.
-    pub async fn submit<T: Serialize>(&self, url: Option<&str>, report_id: &str, doc: &T) {
+    /// Returns once the report is on disk. A `report_id` submitted lately is a replay of the same
+    /// report: it is counted and logged, not written or sent again.
+    pub async fn submit<T: Serialize>(
+        &self,
+        url: Option<&str>,
+        report_id: &str,
+        doc: &T,
+    ) -> Submitted {
         let Some(inner) = &self.inner else {
-            return;
+            return Submitted::NotSpooled;
+        };
+        // Claimed before the write: replays arriving together must not all pass.
+        let first = inner
+            .recent
+            .lock()
+            .map_or(true, |mut r| r.insert(report_id));
+        if !first {
+            info!(
+                report_id,
+                "report already submitted (a replayed callback); not sent again"
+            );
+            inner
+                .metrics
+                .reports_total
+                .with_label_values(&["duplicate"])
+                .inc();
+            return Submitted::Duplicate;
+        }
+        let unspooled = |inner: &Inner| {
+            if let Ok(mut r) = inner.recent.lock() {
+                r.remove(report_id);
+            }
+            Submitted::NotSpooled
         };
         let body = match serde_json::to_string(doc) {
             Ok(b) => b,
             Err(e) => {
                 error!(error = %e, report_id, "cannot encode a report");
-                return;
+                return unspooled(inner);
             }
         };
         let entry = Entry {
@@ -148,15 +215,16 @@ impl Reports {
                     .reports_total
                     .with_label_values(&["unspooled"])
                     .inc();
-                return;
+                return unspooled(inner);
             }
             Err(e) => {
                 error!(error = %e, report_id, "report spool task failed");
-                return;
+                return unspooled(inner);
             }
         };
         inner.admit(&name);
         tokio::spawn(deliver(inner.clone(), name));
+        Submitted::Spooled
     }
 }
 
@@ -192,6 +260,35 @@ impl Inner {
         }
     }
 
+    /// Removes the earliest burials past `dead/`'s bounds, with a warning and the metric.
+    fn prune_dead(&self) {
+        let removed = match self.dead.lock() {
+            Ok(mut dead) => dead.prune(std::time::SystemTime::now()),
+            Err(_) => return,
+        };
+        for reason in PruneReason::ALL {
+            let names: Vec<&str> = removed
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let (Some(oldest), Some(newest)) = (names.first(), names.last()) else {
+                continue;
+            };
+            warn!(
+                reports = names.len(),
+                oldest,
+                newest,
+                bound = reason.setting(),
+                "dead/ over its bound: removed the earliest refused reports and their answers"
+            );
+            self.metrics
+                .reports_dead_pruned
+                .with_label_values(&[reason.as_str()])
+                .inc_by(names.len() as u64);
+        }
+    }
+
     fn forget(&self, name: &str) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.remove(name);
@@ -219,6 +316,15 @@ impl Inner {
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Try::Delivered;
+        }
+        if resp.status().is_redirection() {
+            // Never followed (the signed report would go to a host nobody configured). Kept
+            // and retried like an outage, so a receiver fixed within report_retry_max_s still
+            // gets it; each try's warning says what to fix.
+            return Try::Retry(format!(
+                "HTTP {status}: a redirect (to host {}), not followed; set report_url to the final URL",
+                super::effects::redirect_host(&resp).as_deref().unwrap_or("-")
+            ));
         }
         let answer = super::twilio_rest::read_limited(resp, 64 * 1024)
             .await
@@ -248,11 +354,11 @@ async fn deliver(inner: Arc<Inner>, name: String) {
         Ok(e) => e,
         Err(e) => {
             error!(report = name, error = %e, "unreadable report in the spool; moved to dead/");
-            let _ = inner.spool.bury(
+            bury(
+                &inner,
                 &name,
-                &serde_json::json!({"error": format!("unreadable: {e}")}),
+                serde_json::json!({"error": format!("unreadable: {e}")}),
             );
-            inner.forget(&name);
             return;
         }
     };
@@ -336,8 +442,14 @@ async fn deliver(inner: Arc<Inner>, name: String) {
 }
 
 fn bury(inner: &Inner, name: &str, why: serde_json::Value) {
-    if let Err(e) = inner.spool.bury(name, &why) {
-        error!(report = name, error = %e, "cannot move a report to dead/");
+    match inner.spool.bury(name, &why) {
+        Ok(()) => {
+            if let Ok(mut dead) = inner.dead.lock() {
+                dead.buried(name, std::time::SystemTime::now());
+            }
+            inner.prune_dead();
+        }
+        Err(e) => error!(report = name, error = %e, "cannot move a report to dead/"),
     }
     inner.forget(name);
 }

@@ -24,6 +24,12 @@ impl Entry {
     }
 }
 
+/// The report id in a spool file's name (see [`Entry::file_name`]).
+pub fn report_id_in(file_name: &str) -> Option<&str> {
+    let (_, id) = file_name.strip_suffix(".json")?.split_once('-')?;
+    Some(id)
+}
+
 pub struct Spool {
     dir: PathBuf,
 }
@@ -44,6 +50,11 @@ impl Spool {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Where refused and expired reports are kept (see `dead.rs` for its bounds).
+    pub fn dead_dir(&self) -> PathBuf {
+        self.dir.join("dead")
     }
 
     /// Writes `entry` durably: a temporary file, synced, renamed into place, directory synced.
@@ -136,6 +147,8 @@ mod tests {
             "oldest first"
         );
         assert_eq!(spool.read(&a).unwrap().body, "{\"report_id\":\"rpt_a\"}");
+        assert_eq!(report_id_in(&a), Some("rpt_a"));
+        assert_eq!(report_id_in("x.json"), None);
         spool.bury(&a, &serde_json::json!({"status": 400})).unwrap();
         assert_eq!(spool.list().unwrap(), [b]);
         assert!(dir.join("dead").join(&a).is_file());
