@@ -1,25 +1,12 @@
 //! callbridge: a Twilio Media Streams ⇄ OpenAI Realtime API bridge.
 //!
-//! The pipeline reads top to bottom: `twilio` and `realtime` hold the two protocols, `audio`
-//! the bytes between them, `call` one call's sans-IO state machine, `recording` the format and
-//! recorder of recorded calls, `server` the async shell. Above the server, what runs it:
-//! `fixture` (replay, fixture generation), `demo`, `caller` (a simulated Twilio caller); `sim`
-//! is an in-process Realtime API simulator used by tests, the demo and the load tool.
+//! The pieces are crates of their own (see docs/architecture.md): `callbridge-core` (the
+//! sans-IO call: `twilio`, `realtime`, `audio`, `call`), `callbridge-service` (the server
+//! around it), `callbridge-harness` (simulators, fake caller, replay, demo, load tool). This
+//! facade re-exports their modules under one name for the `callbridge` binary and the
+//! end-to-end tests in `tests/`.
 
-pub mod audio;
-pub mod call;
-pub mod caller;
-pub mod config;
-pub mod demo;
-pub mod dial;
-pub mod fixture;
-pub mod integrator;
-pub mod logging;
-pub mod metrics;
-pub mod profile;
-pub mod realtime;
-pub mod recording;
-pub mod report;
-pub mod server;
-pub mod sim;
-pub mod twilio;
+pub use callbridge_service::*;
+
+#[cfg(feature = "harness")]
+pub use callbridge_harness::{caller, demo, fixture, sim};

@@ -13,6 +13,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use callbridge::config::{Config, LogFormat, Overrides};
 use callbridge::metrics::Metrics;
 
+#[cfg(feature = "harness")]
+mod harness_commands;
+
 #[derive(Parser)]
 #[command(
     name = "callbridge",
@@ -30,64 +33,29 @@ enum Command {
     /// Realtime API. Every config-file key can also be set as CALLBRIDGE_<KEY> (e.g.
     /// CALLBRIDGE_VOICE=cedar); flags win over the environment, which wins over the file.
     Serve(ServeArgs),
+    #[cfg(feature = "harness")]
     /// Run the in-repo Realtime API simulator (no key, no network): point `serve` at it with
     /// REALTIME_URL to take local calls.
-    Sim(SimArgs),
+    Sim(harness_commands::SimArgs),
+    #[cfg(feature = "harness")]
     /// Place one simulated Twilio call against a running bridge: speaks, listens, barges in,
     /// and prints what the caller experienced.
-    Call(CallArgs),
+    Call(harness_commands::CallArgs),
+    #[cfg(feature = "harness")]
     /// Replay recorded calls (fixtures) against the bridge and compare what it sends with the
     /// recording. Exits non-zero on a mismatch.
-    Replay(ReplayArgs),
+    Replay(harness_commands::ReplayArgs),
+    #[cfg(feature = "harness")]
     /// Offline demo: bridge + Realtime simulator + a simulated caller speaking recorded
     /// speech, with a live transcript, latencies and a barge-in. No key, no phone, no network.
-    Demo(DemoArgs),
+    Demo(harness_commands::DemoArgs),
     /// Place an outbound call through a running bridge (POST /v1/calls): Twilio dials --to
     /// and connects the answered call to the agent. Prints the call SID.
     Dial(DialArgs),
+    #[cfg(feature = "harness")]
     /// Regenerate fixtures/ (run by scripts/make-fixtures.sh).
     #[command(hide = true)]
-    GenFixtures(GenArgs),
-}
-
-#[derive(Args)]
-struct ReplayArgs {
-    /// Fixture files (JSON Lines).
-    #[arg(required = true)]
-    fixtures: Vec<PathBuf>,
-    /// Send each recorded message as soon as the bridge has caught up instead of at its
-    /// recorded time (skips the timing checks).
-    #[arg(long)]
-    fast: bool,
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// Where to write caller.wav, agent.wav and call.jsonl.
-    #[arg(long, default_value = "demo-out")]
-    out: PathBuf,
-}
-
-#[derive(Args)]
-struct GenArgs {
-    #[arg(long, default_value = "fixtures")]
-    out: PathBuf,
-    /// Only the scenarios whose name contains this.
-    #[arg(long)]
-    only: Option<String>,
-}
-
-#[derive(Args)]
-struct SimArgs {
-    /// Listen address.
-    #[arg(long, default_value = "127.0.0.1:9000")]
-    listen: String,
-    /// Audio length of each response, in ms.
-    #[arg(long, default_value_t = 3000)]
-    response_ms: u32,
-    /// Speed of audio deltas relative to real time (0 = as fast as possible).
-    #[arg(long, default_value_t = 4.0)]
-    pace: f32,
+    GenFixtures(harness_commands::GenArgs),
 }
 
 #[derive(Args)]
@@ -113,19 +81,6 @@ struct DialArgs {
     /// The bridge's api_token.
     #[arg(long, env = "CALLBRIDGE_API_TOKEN", hide_env_values = true)]
     api_token: String,
-}
-
-#[derive(Args)]
-struct CallArgs {
-    /// The bridge's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    bridge: String,
-    /// How long the caller speaks in each turn, in ms.
-    #[arg(long, default_value_t = 1500)]
-    say_ms: u32,
-    /// Talk over the agent after hearing this much of its answer (ms); 0 = never barge in.
-    #[arg(long, default_value_t = 1000)]
-    barge_in_after_ms: u64,
 }
 
 #[derive(Args)]
@@ -170,11 +125,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Sim(args) => sim(args),
-        Command::Call(args) => call(args),
-        Command::Replay(args) => replay(args),
-        Command::Demo(args) => demo(args),
-        Command::GenFixtures(args) => gen_fixtures(args),
+        #[cfg(feature = "harness")]
+        Command::Sim(args) => harness_commands::sim(args),
+        #[cfg(feature = "harness")]
+        Command::Call(args) => harness_commands::call(args),
+        #[cfg(feature = "harness")]
+        Command::Replay(args) => harness_commands::replay(args),
+        #[cfg(feature = "harness")]
+        Command::Demo(args) => harness_commands::demo(args),
+        #[cfg(feature = "harness")]
+        Command::GenFixtures(args) => harness_commands::gen_fixtures(args),
         Command::Dial(args) => dial(args),
     }
 }
@@ -213,216 +173,6 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             eprintln!("callbridge: cannot start the runtime: {e}");
             None
         }
-    }
-}
-
-fn sim(args: SimArgs) -> ExitCode {
-    init_logging(LogFormat::Text);
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let cfg = callbridge::sim::SimConfig {
-        response_audio_ms: args.response_ms,
-        pace: args.pace,
-        ..Default::default()
-    };
-    match rt.block_on(callbridge::sim::run_standalone(&args.listen, cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("callbridge sim: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn call(args: CallArgs) -> ExitCode {
-    use callbridge::caller::{self, CallerOptions, Step};
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let mut script = vec![
-        Step::Silence(Duration::from_millis(300)),
-        Step::Say(caller::synthetic_speech(args.say_ms)),
-    ];
-    if args.barge_in_after_ms > 0 {
-        script.push(Step::WaitAgentAudio {
-            heard: Duration::from_millis(args.barge_in_after_ms),
-            timeout: Duration::from_secs(15),
-        });
-        script.push(Step::Say(caller::synthetic_speech(args.say_ms)));
-    }
-    script.push(Step::WaitAgentDone {
-        quiet: Duration::from_millis(800),
-        timeout: Duration::from_secs(20),
-    });
-    let report = rt.block_on(caller::run(CallerOptions {
-        bridge: args.bridge,
-        script,
-        ..Default::default()
-    }));
-    match report {
-        Ok(r) => {
-            println!("stream url        {}", r.stream_url);
-            println!("call duration     {:.1} s", r.duration.as_secs_f64());
-            println!("frames sent       {} (20 ms μ-law)", r.frames_sent);
-            println!(
-                "agent audio heard {:.1} s in {} frames ({} not 160 bytes)",
-                r.bytes_played as f64 / 8000.0,
-                r.media_received,
-                r.odd_frames
-            );
-            println!(
-                "marks             {} received, {} echoed",
-                r.marks_received, r.marks_echoed
-            );
-            for (i, l) in r.response_latencies.iter().enumerate() {
-                println!(
-                    "turn {}            caller stopped → agent audio: {} ms",
-                    i + 1,
-                    l.as_millis()
-                );
-            }
-            for c in &r.clears {
-                println!("barge-in          clear at {:.2} s after {:.0} ms of the answer; {} bytes dropped", c.at.as_secs_f64(), c.heard_in_stretch_ms, c.discarded_bytes);
-            }
-            for v in &r.protocol_violations {
-                println!("PROTOCOL VIOLATION {v}");
-            }
-            if r.closed_by_bridge {
-                println!("the bridge ended the call");
-            }
-            if r.protocol_violations.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("callbridge call: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn replay(args: ReplayArgs) -> ExitCode {
-    use callbridge::fixture::replay::{replay, ReplayOptions};
-    use callbridge::recording::Fixture;
-    // The bridge's own logs would drown the diff: warnings only unless RUST_LOG says otherwise.
-    if std::env::var_os("RUST_LOG").is_none() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
-            .try_init();
-    } else {
-        init_logging(LogFormat::Text);
-    }
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let opts = ReplayOptions {
-        fast: args.fast,
-        ..Default::default()
-    };
-    let mut failed = 0;
-    for path in &args.fixtures {
-        let fx = match Fixture::load(path) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("callbridge replay: {e}");
-                failed += 1;
-                continue;
-            }
-        };
-        match rt.block_on(replay(&fx, &opts)) {
-            Ok(r) => {
-                print!("{}", r.render());
-                if !r.ok() {
-                    failed += 1;
-                }
-            }
-            Err(e) => {
-                eprintln!("callbridge replay: {}: {e}", path.display());
-                failed += 1;
-            }
-        }
-    }
-    println!(
-        "{} of {} replays matched",
-        args.fixtures.len() - failed,
-        args.fixtures.len()
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-fn demo(args: DemoArgs) -> ExitCode {
-    if std::env::var_os("RUST_LOG").is_some() {
-        init_logging(LogFormat::Text);
-    }
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    match rt.block_on(callbridge::demo::run(&args.out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("callbridge demo: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn gen_fixtures(args: GenArgs) -> ExitCode {
-    use callbridge::fixture::generate::{generate, scenarios};
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!("callbridge gen-fixtures: {}: {e}", args.out.display());
-        return ExitCode::FAILURE;
-    }
-    let list: Vec<_> = scenarios()
-        .into_iter()
-        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
-        .collect();
-    // In parallel: each call is real time, and independent of the others.
-    let results = rt.block_on(async {
-        let tasks: Vec<_> = list
-            .iter()
-            .cloned()
-            .map(|sc| {
-                let out = args.out.clone();
-                tokio::spawn(async move { generate(&sc, &out).await })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for t in tasks {
-            results.push(t.await);
-        }
-        results
-    });
-    let mut ok = true;
-    for (sc, r) in list.iter().zip(results) {
-        match r {
-            Ok(Ok(path)) => {
-                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-                println!("{:<40} {:>7} KB", path.display(), size / 1024);
-            }
-            Ok(Err(e)) => {
-                eprintln!("{}: {e}", sc.name);
-                ok = false;
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", sc.name);
-                ok = false;
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 

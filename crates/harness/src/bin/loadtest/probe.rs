@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use callbridge::sim::{Probe, SessionProbe};
+use callbridge_harness::sim::{Probe, SessionProbe};
 
 /// μ-law frame bytes (20 ms at 8 kHz).
 pub const FRAME: usize = 160;

@@ -2,7 +2,7 @@
 
 /// The template shipped in the repository, compiled in so the binary works from any directory.
 /// A file given in config (`twiml_template`) replaces it.
-pub const DEFAULT_TEMPLATE: &str = include_str!("../../twiml/connect.xml");
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../../../twiml/connect.xml");
 
 /// Twilio limits a `<Parameter>` name and value to under 500 characters each (protocol.md).
 const MAX_PARAMETER_CHARS: usize = 499;

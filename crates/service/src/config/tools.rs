@@ -12,7 +12,7 @@ use crate::call::tools::{ToolSpec, ToolsConfig, BUILT_INS};
 
 /// The "one moment" sound shipped with the bridge: a soft two-note chime, μ-law 8 kHz,
 /// about 0.7 s at -28 dBFS (made by `scripts/make-filler.py`).
-pub const DEFAULT_FILLER: &[u8] = include_bytes!("../../assets/filler.ulaw");
+pub const DEFAULT_FILLER: &[u8] = include_bytes!("../../../../assets/filler.ulaw");
 
 /// One `[[tools]]` entry as written.
 #[derive(Debug, Deserialize)]

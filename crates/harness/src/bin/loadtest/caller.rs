@@ -1,4 +1,4 @@
-//! A lean simulated Twilio caller for load: the same behaviour as `callbridge::caller` (20 ms
+//! A lean simulated Twilio caller for load: the same behaviour as `callbridge_harness::caller` (20 ms
 //! real-time media, playback at real time, marks echoed when playback reaches them, `clear`
 //! drops the queue and echoes the pending marks) without its per-message `serde_json::Value`
 //! and recording, so a thousand of them fit beside the bridge on two cores.
@@ -174,7 +174,7 @@ pub async fn run(o: Opts) -> Outcome {
 async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let call_sid = format!("CA{:032}", o.id);
     let sid = format!("MZ{:032}", o.id);
-    let twiml = callbridge::caller::post_form(
+    let twiml = callbridge_harness::caller::post_form(
         &o.bridge,
         "/twiml",
         &[
@@ -186,7 +186,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let url = callbridge::caller::stream_url_from_twiml(&twiml).ok_or("no <Stream url>")?;
+    let url = callbridge_harness::caller::stream_url_from_twiml(&twiml).ok_or("no <Stream url>")?;
     let ws_url = url.replacen("wss://", "ws://", 1);
     // Nagle off on our side, as a latency-minded media server would have it.
     let (ws, _) = tokio_tungstenite::connect_async_with_config(

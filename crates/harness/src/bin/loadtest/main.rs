@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use callbridge::sim::{ProbeHandle, SimConfig, Simulator};
+use callbridge_harness::sim::{ProbeHandle, SimConfig, Simulator};
 
 /// The load tool's sockets: tungstenite zero-fills its whole read buffer on every read, and
 /// with the 128 KiB default that memset was 39% of the tool's CPU (perf, 200 calls).
@@ -281,7 +281,7 @@ fn spawn_bridge(
 async fn wait_healthy(url: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if callbridge::caller::post_form(url, "/twiml", &[("CallSid", "CAhealth")])
+        if callbridge_harness::caller::post_form(url, "/twiml", &[("CallSid", "CAhealth")])
             .await
             .is_ok()
         {
@@ -321,7 +321,7 @@ async fn run_step(
     wait_healthy(&bridge.url).await?;
     let watch = measure::Watch::start(pid, threads, t0, "bridge").await?;
 
-    let speech = Arc::new(callbridge::caller::synthetic_speech(1200));
+    let speech = Arc::new(callbridge_harness::caller::synthetic_speech(1200));
     let duration = Duration::from_secs(args.duration);
     let mut calls = tokio::task::JoinSet::new();
     let ramp_gap = Duration::from_secs_f64(1.0 / args.ramp.clamp(0.1, 10_000.0));

@@ -23,9 +23,15 @@ pub fn exposable(meta: &Metadata<'_>) -> bool {
     *meta.level() <= Level::DEBUG || meta.target().starts_with("callbridge")
 }
 
-/// Installs the global subscriber (once; later calls do nothing).
+/// Installs the global subscriber (once; later calls do nothing), `RUST_LOG` or `info`.
 pub fn init(format: LogFormat) {
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// As [`init`], with `default` where `RUST_LOG` is not set (the replay command shows errors
+/// only: the bridge's own logs would drown its diff).
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let filter = env.and(filter_fn(exposable));
     let layer = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -1,0 +1,8 @@
+//! The sans-IO core of callbridge. The pipeline reads top to bottom: `twilio` and `realtime`
+//! hold the two protocols, `audio` the bytes between them, `call` one call's state machine
+//! (inputs with their time in, outputs and effects out; no clock, no socket).
+
+pub mod audio;
+pub mod call;
+pub mod realtime;
+pub mod twilio;
