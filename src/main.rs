@@ -85,7 +85,7 @@ struct DialArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// TOML config file (keys: see README "Configuration").
+    /// TOML config file (keys: see docs/configuration.md).
     #[arg(long, env = "CALLBRIDGE_CONFIG")]
     config: Option<PathBuf>,
     /// Listen address [env: CALLBRIDGE_LISTEN] [default: 0.0.0.0:8080]

@@ -2,7 +2,7 @@
 //! machine, each under arbitrary input.
 //!
 //! `cargo test --test properties` runs a few thousand cases in all; `PROPTEST_CASES=N` runs N
-//! cases of every property instead (the long run in README, "Tests").
+//! cases of every property instead (the long run in docs/testing.md, "Properties").
 
 #[path = "properties/call.rs"]
 mod prop_call;

@@ -4,7 +4,7 @@
 //!
 //! `X-Callbridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` — the
 //! timestamp is inside the MAC, so a receiver that also checks it is recent rejects replays. The
-//! README shows the check in Python and Node.
+//! docs/call-centers.md ("Verifying the signature") shows the check in Python and Node.
 
 use ring::hmac;
 

@@ -10,7 +10,7 @@ pub struct LatencyMetrics {
     pub model: Histogram,
     /// The bridge's own share: Twilio frame read → append written (`up`); audio delta read →
     /// its first frame written (`down`). Observed on every frame (the load tool measured no
-    /// cost: README "Deploy and operate"); the two children are looked up once, here.
+    /// cost: docs/performance.md); the two children are looked up once, here.
     pub bridge_up: Histogram,
     pub bridge_down: Histogram,
     bridge_added: HistogramVec,

@@ -204,7 +204,7 @@ impl Pattern {
     }
 
     /// For a floor run without a bridge run before it: the pattern of a 100-call pcmu bridge
-    /// run on this load (12 s calls, `--target both`; see README "Performance").
+    /// run on this load (12 s calls, `--target both`; see docs/performance.md).
     pub fn nominal(pcm: bool) -> Pattern {
         let mut p = Pattern {
             media_in_bytes: 379,
