@@ -1,5 +1,5 @@
 //! The call state machine driven by scripted Twilio messages and Realtime events at given
-//! milliseconds since the call began: the harness the `call_*` state-machine tests share.
+//! milliseconds since the call began: the harness the `machine_*` tests share.
 #![allow(dead_code)] // each test file uses a part of it
 
 use std::sync::Arc;
