@@ -2,57 +2,24 @@
 //! after it has been echoed, whatever the clock says. The state machine with scripted times;
 //! `tests/barge_in_lag.rs` has the same through the real server.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use callbridge::call::{CallConfig, Output};
+use callbridge::realtime::ClientEvent;
+use callbridge::twilio::Outbound;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use callbridge::call::{Call, CallConfig, Output};
-use callbridge::realtime::{ClientEvent, ServerEvent};
-use callbridge::twilio::{Inbound, Outbound};
+mod support;
+use support::call_harness::{marks, H};
 
-const SID: &str = "MZ0001";
-
-struct Harness {
-    call: Call,
-    t0: Instant,
+/// A call whose `start` arrived and whose upstream opened at 0 ms.
+fn call() -> H {
+    let mut h = H::new(CallConfig::default());
+    h.start("{}");
+    h.connect(0);
+    h
 }
 
-impl Harness {
-    fn new() -> Harness {
-        let t0 = Instant::now();
-        let mut h = Harness {
-            call: Call::new(Arc::new(CallConfig::default()), t0),
-            t0,
-        };
-        h.twilio(&format!(
-            r#"{{"event":"start","streamSid":"{SID}","start":{{"streamSid":"{SID}","callSid":"CA1","mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-        ), 0);
-        h.call.on_upstream_connected(h.t0);
-        h.drain();
-        h
-    }
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-    fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.call.poll_output()).collect()
-    }
-    fn twilio(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let msg = Inbound::parse(json).expect("test message parses");
-        self.call.on_twilio(msg, self.at(ms));
-        self.drain()
-    }
-    fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
-        self.drain()
-    }
+impl H {
     fn echo(&mut self, mark: &str, ms: u64) {
-        let outs = self.twilio(
-            &format!(r#"{{"event":"mark","streamSid":"{SID}","mark":{{"name":"{mark}"}}}}"#),
-            ms,
-        );
+        let outs = self.mark(mark, ms);
         // An echo may produce events (e.g. the answer's playout done) but nothing on the wire.
         assert!(
             outs.iter().all(|o| matches!(o, Output::Event(_))),
@@ -66,19 +33,9 @@ impl Harness {
             &format!(r#"{{"type":"response.created","response":{{"id":"{resp}"}}}}"#),
             ms,
         );
-        let mut marks = Vec::new();
+        let mut sent = Vec::new();
         for _ in 0..deltas {
-            let outs = self.realtime(
-                &format!(
-                    r#"{{"type":"response.output_audio.delta","response_id":"{resp}","item_id":"{item}","delta":"{}"}}"#,
-                    B64.encode([0x10u8; 800])
-                ),
-                ms,
-            );
-            marks.extend(outs.iter().filter_map(|o| match o {
-                Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
-                _ => None,
-            }));
+            sent.extend(marks(&self.delta(resp, item, &[0x10u8; 800], ms)));
         }
         self.realtime(
             &format!(
@@ -86,8 +43,8 @@ impl Harness {
             ),
             ms,
         );
-        assert_eq!(marks.len(), deltas);
-        marks
+        assert_eq!(sent.len(), deltas);
+        sent
     }
     fn speech_started(&mut self, ms: u64) -> (bool, Vec<(String, u64)>) {
         let outs = self.realtime(
@@ -114,7 +71,7 @@ impl Harness {
 /// no mark has been echoed, so the caller is still hearing it.
 #[test]
 fn playout_300ms_late_at_the_start_still_clears_and_truncates() {
-    let mut h = Harness::new();
+    let mut h = call();
     let marks = h.answer("r1", "item_a", 3, 1000);
     let (cleared, truncates) = h.speech_started(1350);
     assert!(cleared, "the caller is still hearing the agent: clear");
@@ -135,7 +92,7 @@ fn playout_300ms_late_at_the_start_still_clears_and_truncates() {
 /// by the clock the answer ended at 2000.
 #[test]
 fn playout_stalling_300ms_before_the_end_still_clears_and_truncates() {
-    let mut h = Harness::new();
+    let mut h = call();
     let marks = h.answer("r1", "item_a", 10, 1000);
     for (k, m) in marks.iter().take(9).enumerate() {
         h.echo(m, 1100 + 100 * k as u64);
@@ -153,7 +110,7 @@ fn playout_stalling_300ms_before_the_end_still_clears_and_truncates() {
 /// The control: playout on time, the last mark echoed, the caller talks after the answer.
 #[test]
 fn speech_after_the_answer_was_heard_is_not_a_barge_in() {
-    let mut h = Harness::new();
+    let mut h = call();
     let marks = h.answer("r1", "item_a", 3, 1000);
     for (k, m) in marks.iter().enumerate() {
         h.echo(m, 1100 + 100 * k as u64);

@@ -2,99 +2,33 @@
 //! audio starting, the caller having heard all of it (`PlayoutDone`), and no `PlayoutDone`
 //! after a barge-in cut the answer off.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use callbridge::call::{CallConfig, CallEvent, Output};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use callbridge::call::{Call, CallConfig, CallEvent, Output};
-use callbridge::realtime::ServerEvent;
-use callbridge::twilio::{Inbound, Outbound};
+mod support;
+use support::call_harness::{events, marks, H, SID};
 
-const SID: &str = "MZ0001";
-
-struct H {
-    call: Call,
-    t0: Instant,
+/// A softphone call: `start` labelled at 0 ms, the upstream open at once.
+fn softphone_call() -> H {
+    let mut h = H::new(CallConfig::default());
+    h.start(r#"{"From":"browser:Ada","profile":"support","direction":"softphone"}"#);
+    h.connect(0);
+    h
 }
 
-impl H {
-    fn new() -> H {
-        let t0 = Instant::now();
-        let mut h = H {
-            call: Call::new(Arc::new(CallConfig::default()), t0),
-            t0,
-        };
-        let start = format!(
-            r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"browser:Ada","profile":"support","direction":"softphone"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-        );
-        h.twilio(&start, 0);
-        h.call.on_upstream_connected(t0);
-        h
-    }
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-    fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.call.poll_output()).collect()
-    }
-    fn twilio(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let msg = Inbound::parse(json).expect("test message parses");
-        self.call.on_twilio(msg, self.at(ms));
-        self.drain()
-    }
-    fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
-        self.drain()
-    }
-    fn delta(&mut self, item: &str, ms_audio: usize, at: u64) -> Vec<Output> {
-        let bytes = vec![0x55u8; ms_audio * 8];
-        self.realtime(
-            &format!(
-                r#"{{"type":"response.output_audio.delta","response_id":"resp_1","item_id":"{item}","output_index":0,"content_index":0,"delta":"{}"}}"#,
-                B64.encode(bytes)
-            ),
-            at,
-        )
-    }
-    fn echo(&mut self, name: &str, at: u64) -> Vec<Output> {
-        self.twilio(
-            &format!(
-                r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
-            ),
-            at,
-        )
-    }
-}
-
-fn events(outs: &[Output]) -> Vec<CallEvent> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn marks(outs: &[Output]) -> Vec<String> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
+/// `ms_audio` of the model's μ-law for `item` of the first response.
+fn speak(h: &mut H, item: &str, ms_audio: usize, at: u64) -> Vec<Output> {
+    h.delta("resp_1", item, &vec![0x55u8; ms_audio * 8], at)
 }
 
 #[test]
 fn start_labels_the_call_with_profile_and_direction() {
-    let t0 = Instant::now();
-    let mut call = Call::new(Arc::new(CallConfig::default()), t0);
-    let start = format!(
-        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"streamSid":"{SID}","callSid":"CA1","customParameters":{{"profile":"sales","direction":"softphone"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
+    let mut h = H::new(CallConfig::default());
+    let evs = h.twilio(
+        &format!(
+            r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"streamSid":"{SID}","callSid":"CA1","customParameters":{{"profile":"sales","direction":"softphone"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
+        ),
+        0,
     );
-    call.on_twilio(Inbound::parse(&start).expect("start"), t0);
-    let evs: Vec<_> = std::iter::from_fn(|| call.poll_output()).collect();
     assert!(matches!(evs[0], Output::Event(CallEvent::Started { .. })));
     assert_eq!(
         evs[1],
@@ -107,8 +41,7 @@ fn start_labels_the_call_with_profile_and_direction() {
 
 #[test]
 fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
-    let mut h = H::new();
-    h.drain();
+    let mut h = softphone_call();
     h.realtime(
         r#"{"type":"input_audio_buffer.speech_stopped","audio_end_ms":1200}"#,
         1000,
@@ -117,7 +50,7 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
         r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#,
         1100,
     );
-    let first = h.delta("item_1", 200, 1340);
+    let first = speak(&mut h, "item_1", 200, 1340);
     assert!(
         matches!(
             events(&first)[..],
@@ -131,11 +64,11 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
     );
     let m1 = marks(&first);
     // More audio of the same turn: no second start.
-    let second = h.delta("item_1", 200, 1360);
+    let second = speak(&mut h, "item_1", 200, 1360);
     assert!(events(&second).is_empty(), "{:?}", events(&second));
     let m2 = marks(&second);
     // The first mark echoes while the rest still plays: still speaking.
-    assert!(events(&h.echo(&m1[0], 1540)).is_empty());
+    assert!(events(&h.mark(&m1[0], 1540)).is_empty());
     // The audio is complete; its last mark echoes: the caller heard the whole turn.
     let done = h.realtime(
         r#"{"type":"response.output_audio.done","response_id":"resp_1","item_id":"item_1"}"#,
@@ -145,20 +78,14 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
     let mut all = m2;
     all.extend(marks(&done));
     let last = all.last().expect("a mark").clone();
-    assert_eq!(events(&h.echo(&last, 1740)), [CallEvent::PlayoutDone]);
+    assert_eq!(events(&h.mark(&last, 1740)), [CallEvent::PlayoutDone]);
 
     // The next answer speaks again (and will end again).
     h.realtime(
         r#"{"type":"response.created","response":{"id":"resp_2","status":"in_progress"}}"#,
         2000,
     );
-    let out = h.realtime(
-        &format!(
-            r#"{{"type":"response.output_audio.delta","response_id":"resp_2","item_id":"item_2","output_index":0,"content_index":0,"delta":"{}"}}"#,
-            B64.encode(vec![0x55u8; 800])
-        ),
-        2000,
-    );
+    let out = h.delta("resp_2", "item_2", &[0x55u8; 800], 2000);
     assert!(
         matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),
         "{:?}",
@@ -168,13 +95,12 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
 
 #[test]
 fn a_barged_in_turn_never_reports_playout_done() {
-    let mut h = H::new();
-    h.drain();
+    let mut h = softphone_call();
     h.realtime(
         r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#,
         100,
     );
-    let out = h.delta("item_1", 1000, 100);
+    let out = speak(&mut h, "item_1", 1000, 100);
     let m = marks(&out);
     let barge = h.realtime(
         r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":500}"#,
@@ -184,7 +110,7 @@ fn a_barged_in_turn_never_reports_playout_done() {
         .iter()
         .any(|e| matches!(e, CallEvent::BargeIn { .. })));
     // The discarded mark's echo after the clear says nothing about playout.
-    let evs = events(&h.echo(&m[0], 420));
+    let evs = events(&h.mark(&m[0], 420));
     assert!(!evs.contains(&CallEvent::PlayoutDone), "{evs:?}");
     // The next turn starts speaking again.
     h.realtime(
@@ -195,13 +121,7 @@ fn a_barged_in_turn_never_reports_playout_done() {
         r#"{"type":"response.created","response":{"id":"resp_2","status":"in_progress"}}"#,
         950,
     );
-    let out = h.realtime(
-        &format!(
-            r#"{{"type":"response.output_audio.delta","response_id":"resp_2","item_id":"item_2","output_index":0,"content_index":0,"delta":"{}"}}"#,
-            B64.encode(vec![0x55u8; 800])
-        ),
-        1150,
-    );
+    let out = h.delta("resp_2", "item_2", &[0x55u8; 800], 1150);
     assert!(
         matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),
         "{:?}",

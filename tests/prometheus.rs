@@ -6,8 +6,8 @@
 //! Prometheus and promtool come from Debian's `prometheus` package (`.ci/run` installs it).
 //! Without them these tests say so and check nothing, except under `CI=true`, where they fail.
 
-#[path = "support/tools.rs"]
-mod tools;
+mod support;
+use support::tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
