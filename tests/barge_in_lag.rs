@@ -2,13 +2,13 @@
 //! simulated caller that plays late (`tests/machine_barge_in_lag.rs`: the same on the state
 //! machine, with scripted times).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
 use callbridge::sim::{SimConfig, Simulator};
+
+mod support;
+use support::bridge;
 
 /// Through the real server: the simulator sends a 0.8 s answer as one delta at once; the
 /// simulated caller's playout starts 1.5 s after audio arrives and it talks over the agent
@@ -27,16 +27,7 @@ async fn a_caller_that_plays_late_is_still_cleared_through_the_server() {
     )
     .await
     .expect("simulator starts");
-    let url = sim.url();
-    let env = move |k: &str| match k {
-        "REALTIME_URL" => Some(url.clone()),
-        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
-        _ => None,
-    };
-    let cfg = Config::load(None, &env, &Overrides::default()).expect("config");
-    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts");
+    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         playout_delay: Duration::from_millis(1500),

@@ -1,34 +1,12 @@
 //! The HTTP face of the server: TwiML, health, metrics, and a call whose upstream is down.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| {
-        if k == "CALLBRIDGE_LISTEN" {
-            return Some("127.0.0.1:0".to_string());
-        }
-        let given = env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        if k == "REALTIME_URL" && given.is_none() {
-            // An upstream on loopback (nothing listens there): unsigned requests are fine.
-            return Some("ws://127.0.0.1:9/v1/realtime".to_string());
-        }
-        given
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
+mod support;
+use support::bridge;
 
 async fn raw(addr: std::net::SocketAddr, req: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -40,7 +18,7 @@ async fn raw(addr: std::net::SocketAddr, req: &str) -> String {
 
 #[tokio::test]
 async fn twiml_answers_on_both_paths_with_escaped_parameters() {
-    let server = bridge(&[("PUBLIC_URL", "https://bridge.example.com")]).await;
+    let (server, _) = bridge::start(&[("PUBLIC_URL", "https://bridge.example.com")], None).await;
     for path in ["/twiml", "/incoming-call"] {
         let xml = caller::post_form(
             &server.url(""),
@@ -69,7 +47,7 @@ async fn twiml_answers_on_both_paths_with_escaped_parameters() {
 
 #[tokio::test]
 async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_one() {
-    let server = bridge(&[]).await;
+    let (server, _) = bridge::start(&[], None).await;
     let resp = raw(
         server.addr,
         "GET /twiml?CallSid=CA9 HTTP/1.1\r\nHost: internal:8080\r\nX-Forwarded-Host: calls.example.org\r\nConnection: close\r\n\r\n",
@@ -92,7 +70,7 @@ async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_o
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let server = bridge(&[]).await;
+    let (server, _) = bridge::start(&[], None).await;
     let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(raw(server.addr, &get("/healthz"))
         .await
@@ -115,10 +93,13 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
         .expect("bind");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let server = bridge(&[(
-        "REALTIME_URL",
-        &format!("ws://127.0.0.1:{port}/v1/realtime"),
-    )])
+    let (server, _) = bridge::start(
+        &[(
+            "REALTIME_URL",
+            &format!("ws://127.0.0.1:{port}/v1/realtime"),
+        )],
+        None,
+    )
     .await;
     let started = std::time::Instant::now();
     let report = caller::run(CallerOptions {
@@ -148,10 +129,13 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
 async fn twilio_signatures_are_required_when_a_token_is_set() {
     use callbridge::twilio::signature::{sign, Algorithm};
     let token = "tok-123";
-    let server = bridge(&[
-        ("PUBLIC_URL", "https://bridge.example.com"),
-        ("TWILIO_AUTH_TOKEN", token),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            ("PUBLIC_URL", "https://bridge.example.com"),
+            ("TWILIO_AUTH_TOKEN", token),
+        ],
+        None,
+    )
     .await;
     let body = "CallSid=CA1&From=%2B15550001&To=%2B15550199";
     let params: Vec<(String, String)> = vec![

@@ -5,62 +5,29 @@
 //! Faults are injected when the simulator shows the moment has come (the caller is speaking,
 //! the agent is answering), not after a sleep; assertions are on what each session received.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbridge::caller::{self, CallerOptions, CallerReport, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
+use callbridge::server::Running;
 use callbridge::sim::faults::SESSION_EXPIRED_REASON;
 use callbridge::sim::{ClosedBy, SessionFault, SessionLog, SimConfig, Simulator};
 use serde_json::Value;
 
-async fn bridge(realtime_url: &str, extra: &[(&str, &str)]) -> callbridge::server::Running {
-    let mut env: Vec<(String, String)> = vec![
-        ("REALTIME_URL".into(), realtime_url.into()),
-        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let lookup = move |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
-
-async fn metrics(server: &callbridge::server::Running) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
+mod support;
+use support::{bridge, eventually};
 
 /// Waits (bounded, generously) until the metrics contain `needle`.
-async fn wait_metric(server: &callbridge::server::Running, needle: &str) -> bool {
+async fn wait_metric(server: &Running, needle: &str) -> bool {
     wait_any_metric(server, &[needle]).await
 }
 
 /// Waits (bounded) until the metrics page holds one of `needles`.
-async fn wait_any_metric(server: &callbridge::server::Running, needles: &[&str]) -> bool {
-    for _ in 0..250 {
-        let page = metrics(server).await;
-        if needles.iter().any(|n| page.contains(n)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+async fn wait_any_metric(server: &Running, needles: &[&str]) -> bool {
+    eventually(Duration::from_secs(5), async || {
+        let page = bridge::scrape(server).await;
+        needles.iter().any(|n| page.contains(n))
+    })
+    .await
 }
 
 /// A socket that vanishes (FIN or RST) is seen by whichever comes first: the bridge's next read
@@ -115,10 +82,7 @@ fn text_of(item: &Value) -> (&str, &str, &str) {
     )
 }
 
-fn run_caller(
-    server: &callbridge::server::Running,
-    script: Vec<Step>,
-) -> tokio::task::JoinHandle<CallerReport> {
+fn run_caller(server: &Running, script: Vec<Step>) -> tokio::task::JoinHandle<CallerReport> {
     let opts = CallerOptions {
         bridge: server.url(""),
         script,
@@ -159,7 +123,7 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
     )
     .await
     .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
     let call = run_caller(
         &server,
         vec![
@@ -202,7 +166,7 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
     assert!(
         wait_any_metric(&server, &DROP_REASONS).await,
         "{}",
-        metrics(&server).await
+        bridge::scrape(&server).await
     );
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
@@ -219,9 +183,12 @@ async fn the_conversation_is_replayed_into_the_new_session() {
     )
     .await
     .expect("sim");
-    let server = bridge(
-        &sim.url(),
-        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_GREETING", "Greet the caller warmly."),
+        ],
+        None,
     )
     .await;
     let call = run_caller(
@@ -299,7 +266,7 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
     )
     .await
     .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
     let call = run_caller(
         &server,
         vec![
@@ -351,7 +318,7 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
         )
         .await,
         "{}",
-        metrics(&server).await
+        bridge::scrape(&server).await
     );
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
@@ -368,7 +335,7 @@ async fn session_expired_is_handled_like_a_drop() {
     )
     .await
     .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
     let call = run_caller(
         &server,
         vec![
@@ -413,7 +380,14 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
     let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
         .await
         .expect("sim");
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "2")]).await;
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_UPSTREAM_RETRY_S", "2"),
+        ],
+        None,
+    )
+    .await;
     let started = Instant::now();
     let call = run_caller(
         &server,
@@ -444,7 +418,7 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
         )
         .await,
         "{}",
-        metrics(&server).await
+        bridge::scrape(&server).await
     );
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
@@ -456,7 +430,14 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
         .await
         .expect("sim");
     // A long retry window: only the 401 can end the call.
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")]).await;
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_UPSTREAM_RETRY_S", "60"),
+        ],
+        None,
+    )
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -481,7 +462,7 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
         )
         .await,
         "{}",
-        metrics(&server).await
+        bridge::scrape(&server).await
     );
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
@@ -498,7 +479,14 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     )
     .await
     .expect("sim");
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")]).await;
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1"),
+        ],
+        None,
+    )
+    .await;
     let report = run_caller(
         &server,
         vec![
@@ -556,7 +544,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     assert!(
         wait_metric(&server, &rotations).await,
         "{}",
-        metrics(&server).await
+        bridge::scrape(&server).await
     );
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;

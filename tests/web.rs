@@ -3,40 +3,17 @@
 //! else does), the console's event feed follows a simulated phone call live, and the
 //! softphone's token follows only the softphone's own call.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
 use callbridge::sim::{SimConfig, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+use support::bridge;
+
 const SOFTPHONE_TOKEN: &str = "softphone-token-for-tests";
 const CONSOLE_TOKEN: &str = "console-token-for-tests";
-
-async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| {
-        if k == "CALLBRIDGE_LISTEN" {
-            return Some("127.0.0.1:0".to_string());
-        }
-        let set = env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        // These tests need no model: a loopback upstream keeps `serve` from refusing to start
-        // without a Twilio token (secure by default).
-        if k == "REALTIME_URL" && set.is_none() {
-            return Some("ws://127.0.0.1:9/v1/realtime".to_string());
-        }
-        set
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
 
 const PAGES: &[(&str, &str)] = &[
     ("CALLBRIDGE_SOFTPHONE", "true"),
@@ -60,7 +37,7 @@ fn status(resp: &str) -> &str {
 
 #[tokio::test]
 async fn pages_are_off_by_default() {
-    let server = bridge(&[]).await;
+    let (server, _) = bridge::start(&[], None).await;
     for path in [
         "/softphone",
         "/softphone/ticket",
@@ -76,7 +53,7 @@ async fn pages_are_off_by_default() {
 
 #[tokio::test]
 async fn both_pages_refuse_without_their_token_and_open_with_it() {
-    let server = bridge(PAGES).await;
+    let (server, _) = bridge::start(PAGES, None).await;
     let sp = format!("token={SOFTPHONE_TOKEN}");
     let co = format!("token={CONSOLE_TOKEN}");
     for (path, good) in [
@@ -158,7 +135,7 @@ async fn ticket(addr: std::net::SocketAddr) -> (String, String) {
 
 #[tokio::test]
 async fn tickets_fetched_back_to_back_differ() {
-    let server = bridge(PAGES).await;
+    let (server, _) = bridge::start(PAGES, None).await;
     let (a, a_call) = ticket(server.addr).await;
     let (b, b_call) = ticket(server.addr).await;
     assert_ne!(a, b, "two tickets of the same second");
@@ -168,12 +145,15 @@ async fn tickets_fetched_back_to_back_differ() {
 
 #[tokio::test]
 async fn a_softphone_ticket_opens_media_once_where_twilio_signatures_are_required() {
-    let server = bridge(&[
-        PAGES[0],
-        PAGES[1],
-        ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
-        ("PUBLIC_URL", "https://bridge.example.com"),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            PAGES[0],
+            PAGES[1],
+            ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+        ],
+        None,
+    )
     .await;
     let ws = |q: String| {
         let url = format!("ws://{}/media{q}", server.addr);
@@ -274,14 +254,17 @@ async fn a_softphone_ticket_opens_only_the_call_it_names() {
         .await
         .expect("simulator starts");
     let url = sim.url();
-    let server = bridge(&[
-        PAGES[0],
-        PAGES[1],
-        ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
-        ("PUBLIC_URL", "https://bridge.example.com"),
-        ("REALTIME_URL", url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            PAGES[0],
+            PAGES[1],
+            ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+            ("REALTIME_URL", url.as_str()),
+            ("OPENAI_API_KEY", "sk-test"),
+        ],
+        None,
+    )
     .await;
     let open = |t: String| {
         let url = format!("ws://{}/media?softphone_ticket={t}", server.addr);
@@ -422,11 +405,14 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
     .await
     .expect("simulator starts");
     let url = sim.url();
-    let server = bridge(&[
-        PAGES[2],
-        ("REALTIME_URL", url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            PAGES[2],
+            ("REALTIME_URL", url.as_str()),
+            ("OPENAI_API_KEY", "sk-test"),
+        ],
+        None,
+    )
     .await;
     let mut feed = follow_console(server.addr).await;
     let first = tokio::time::timeout(Duration::from_secs(10), feed.recv())
@@ -504,13 +490,16 @@ async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
     .await
     .expect("simulator starts");
     let url = sim.url();
-    let server = bridge(&[
-        PAGES[0],
-        PAGES[1],
-        PAGES[2],
-        ("REALTIME_URL", url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            PAGES[0],
+            PAGES[1],
+            PAGES[2],
+            ("REALTIME_URL", url.as_str()),
+            ("OPENAI_API_KEY", "sk-test"),
+        ],
+        None,
+    )
     .await;
     const PHONE: &str = "CAphone000000000000000000000000001";
     let mut console = follow_console(server.addr).await;
@@ -610,7 +599,7 @@ async fn post_form(addr: std::net::SocketAddr, target: &str, body: &str) -> Stri
 /// page and its feeds, not the other page; a wrong token or a forged cookie opens nothing.
 #[tokio::test]
 async fn a_login_sets_a_cookie_that_opens_only_its_page() {
-    let server = bridge(PAGES).await;
+    let (server, _) = bridge::start(PAGES, None).await;
     let r = get(server.addr, "/console", "").await;
     assert_eq!(status(&r), "401");
     assert!(

@@ -1,0 +1,70 @@
+//! The bridge under test as a real server in this process, on 127.0.0.1:0, configured the way
+//! operators do it (environment variables, optionally a config file); and its metrics page.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use callbridge::config::{Config, Overrides};
+use callbridge::metrics::Metrics;
+use callbridge::server::Running;
+
+/// An upstream on loopback where nothing listens. A bridge that needs no model gets this one:
+/// a loopback upstream keeps `serve` from refusing to start without a Twilio token (secure by
+/// default).
+pub const NO_UPSTREAM: &str = "ws://127.0.0.1:9/v1/realtime";
+
+/// `Config::load` with these variables as the environment (a later pair overrides an earlier
+/// one) and the config file, if any; the error as text.
+pub fn load(env: &[(&str, &str)], file: Option<&Path>) -> Result<Config, String> {
+    let lookup = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    Config::load(file, &lookup, &Overrides::default()).map_err(|e| e.to_string())
+}
+
+/// The config a test's bridge runs with: `env` over two defaults, listening on 127.0.0.1:0
+/// and, when `REALTIME_URL` is not given, [`NO_UPSTREAM`].
+pub fn config(env: &[(&str, &str)], file: Option<&Path>) -> Config {
+    let defaults = [
+        ("CALLBRIDGE_LISTEN", "127.0.0.1:0"),
+        ("REALTIME_URL", NO_UPSTREAM),
+    ];
+    let env: Vec<(&str, &str)> = defaults.iter().chain(env).copied().collect();
+    load(&env, file).expect("config")
+}
+
+/// The real server started in this process with [`config`], and its metrics.
+pub async fn start(env: &[(&str, &str)], file: Option<&Path>) -> (Running, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = callbridge::server::spawn(config(env, file), metrics.clone())
+        .await
+        .expect("bridge starts");
+    (server, metrics)
+}
+
+/// The server's `/metrics` answer, as a scraper sees it (status line and headers included).
+pub async fn scrape(server: &Running) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// The value on the first line of a metrics page that starts with `series` (a name, with its
+/// labels or the start of them), or 0 when there is none.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
