@@ -14,13 +14,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::config::{Config, Overrides};
 use callbridge::fixture::generate::clip;
-use callbridge::metrics::Metrics;
 use callbridge::sim::{SimConfig, Simulator};
+
+mod support;
+use support::bridge;
 
 const SOFTPHONE_TOKEN: &str = "browser-test-softphone-token";
 const CONSOLE_TOKEN: &str = "browser-test-console-token";
@@ -106,19 +106,6 @@ async fn softphone_and_console_in_chromium() {
     )
     .await
     .expect("simulator starts");
-    let url = sim.url();
-    let env = move |k: &str| match k {
-        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
-        "REALTIME_URL" => Some(url.clone()),
-        "OPENAI_API_KEY" => Some("sk-test".to_owned()),
-        "CALLBRIDGE_SOFTPHONE" => Some("true".to_owned()),
-        "CALLBRIDGE_SOFTPHONE_TOKEN" => Some(SOFTPHONE_TOKEN.to_owned()),
-        "CALLBRIDGE_CONSOLE_TOKEN" => Some(CONSOLE_TOKEN.to_owned()),
-        // As in production: /media needs Twilio's signature or the softphone's ticket.
-        "TWILIO_AUTH_TOKEN" => Some("twilio-auth-token-for-tests".to_owned()),
-        "PUBLIC_URL" => Some("https://bridge.example.com".to_owned()),
-        _ => None,
-    };
     // Two agent profiles: the softphone's picker lists them, and the one picked is used.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).expect("tmp dir");
@@ -130,10 +117,20 @@ async fn softphone_and_console_in_chromium() {
          [profiles.support]\ninstructions = \"You are the support desk of Example Inc.\"\n",
     )
     .expect("write the profiles");
-    let cfg = Config::load(Some(&profiles), &env, &Overrides::default()).expect("config");
-    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts");
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("CALLBRIDGE_SOFTPHONE", "true"),
+            ("CALLBRIDGE_SOFTPHONE_TOKEN", SOFTPHONE_TOKEN),
+            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN),
+            // As in production: /media needs Twilio's signature or the softphone's ticket.
+            ("TWILIO_AUTH_TOKEN", "twilio-auth-token-for-tests"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+        ],
+        Some(&profiles),
+    )
+    .await;
 
     let wav = dir.join("caller.wav");
     caller_wav(&wav);

@@ -12,6 +12,7 @@ use serde_json::json;
 
 mod support;
 use support::call_harness::{hangup, marks, H};
+use support::{bridge, TempDir};
 
 /// A call whose `start` arrived at 0 ms and whose upstream opened at 1 ms.
 fn started(cfg: CallConfig) -> H {
@@ -118,28 +119,15 @@ impl H {
     }
 }
 
-fn config_from_env(vars: &[(&str, &str)]) -> Result<callbridge::config::Config, String> {
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    callbridge::config::Config::load(
-        None,
-        &|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
-        &Default::default(),
-    )
-    .map_err(|e| e.to_string())
-}
-
 #[test]
 fn max_call_seconds_is_read_from_the_environment_and_validated() {
-    let c = config_from_env(&[]).expect("defaults load");
+    let c = bridge::load(&[], None).expect("defaults load");
     assert_eq!(c.call.max_call, None, "off by default");
-    let c = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "900")]).expect("loads");
+    let c = bridge::load(&[("CALLBRIDGE_MAX_CALL_SECONDS", "900")], None).expect("loads");
     assert_eq!(c.call.max_call, Some(Duration::from_secs(900)));
-    let c = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "0")]).expect("loads");
+    let c = bridge::load(&[("CALLBRIDGE_MAX_CALL_SECONDS", "0")], None).expect("loads");
     assert_eq!(c.call.max_call, None);
-    let e = config_from_env(&[("CALLBRIDGE_MAX_CALL_SECONDS", "5")]).unwrap_err();
+    let e = bridge::load(&[("CALLBRIDGE_MAX_CALL_SECONDS", "5")], None).unwrap_err();
     assert!(e.contains("max_call_seconds"), "{e}");
 }
 
@@ -195,16 +183,12 @@ fn a_machine_without_a_voicemail_message_is_hung_up_on_at_once() {
 
 #[test]
 fn voicemail_message_is_a_top_level_and_a_profile_key() {
-    let dir = std::env::temp_dir().join(format!("cb-wrapup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("vm.toml");
-    std::fs::write(
-        &path,
+    let dir = TempDir::new("machine-wrapup-vm");
+    let path = dir.file(
+        "vm.toml",
         "voicemail_message = \"Top level.\"\n[profiles.sales]\nvoicemail_message = \"Sales here.\"\n[profiles.support]\ninstructions = \"Help.\"\n",
-    )
-    .expect("write");
-    let c = callbridge::config::Config::load(Some(&path), &|_| None, &Default::default())
-        .expect("loads");
+    );
+    let c = bridge::load(&[], Some(&path)).expect("loads");
     assert_eq!(c.call.voicemail_message.as_deref(), Some("Top level."));
     let p = &c.profiles.by_name;
     assert_eq!(
@@ -216,7 +200,6 @@ fn voicemail_message_is_a_top_level_and_a_profile_key() {
         Some("Top level."),
         "inherited"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! - `bridge`: the real server in this process, configured from variables, and its metrics;
 //! - `binary`: the real `callbridge` binary as a child process;
 //! - `media`: a bare Twilio media stream over a real WebSocket;
+//! - `caller`: the simulated caller with the fake Twilio REST API behind it;
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
@@ -12,6 +13,7 @@
 pub mod binary;
 pub mod bridge;
 pub mod call_harness;
+pub mod caller;
 pub mod media;
 pub mod schema;
 pub mod tools;
