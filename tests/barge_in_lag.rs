@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 
 mod support;
 use support::bridge;
@@ -16,18 +16,16 @@ use support::bridge;
 /// spoke; the bridge must still clear and truncate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_plays_late_is_still_cleared_through_the_server() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             delta_ms: vec![800],
             pace: 0.0,
             ..SimConfig::default()
         },
+        &[],
     )
-    .await
-    .expect("simulator starts");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         playout_delay: Duration::from_millis(1500),

@@ -17,10 +17,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use callbridge::fixture::generate::clip;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 
 mod support;
-use support::bridge;
+use support::{bridge, simulator};
 
 const SOFTPHONE_TOKEN: &str = "browser-test-softphone-token";
 const CONSOLE_TOKEN: &str = "browser-test-console-token";
@@ -92,20 +92,16 @@ async fn softphone_and_console_in_chromium() {
     let saturday = clip("caller_saturday").expect("clip");
     let hours = clip("agent_hours").expect("clip");
     let sat_answer = clip("agent_saturday").expect("clip");
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            reply_texts: vec![hours.text.clone(), sat_answer.text.clone()],
-            reply_audio: vec![hours.audio.clone(), sat_answer.audio.clone()],
-            caller_transcripts: vec![hello.text.clone(), saturday.text.clone()],
-            delta_ms: vec![60, 100, 240],
-            // Like the real API's first audio after the caller stops: a turn latency to show.
-            response_latency_ms: 300,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("simulator starts");
+    let sim = simulator(SimConfig {
+        reply_texts: vec![hours.text.clone(), sat_answer.text.clone()],
+        reply_audio: vec![hours.audio.clone(), sat_answer.audio.clone()],
+        caller_transcripts: vec![hello.text.clone(), saturday.text.clone()],
+        delta_ms: vec![60, 100, 240],
+        // Like the real API's first audio after the caller stops: a turn latency to show.
+        response_latency_ms: 300,
+        ..SimConfig::default()
+    })
+    .await;
     // Two agent profiles: the softphone's picker lists them, and the one picked is used.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).expect("tmp dir");

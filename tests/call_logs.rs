@@ -3,18 +3,16 @@
 
 use std::time::Duration;
 
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 use futures_util::SinkExt;
 
 mod support;
 use support::binary::{self, Process};
-use support::{media, TempDir};
+use support::{media, simulator, TempDir};
 
 /// One call through the binary (log format `format`); returns everything it logged.
 async fn one_call_logs(format: &str) -> String {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let dir = TempDir::new(&format!("call-logs-{format}"));
     let path = dir.file(
         "callbridge.toml",

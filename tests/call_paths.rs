@@ -22,21 +22,12 @@ async fn wait_outcome(server: &Running, outcome: &str) -> bool {
 
 /// A simulator whose answers are `audio_ms` long, and a bridge that greets the caller.
 async fn greeting_bridge(audio_ms: u32) -> (Simulator, Running) {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: audio_ms,
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_GREETING", "Greet the caller warmly."),
-        ],
-        None,
+        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
     )
     .await;
     (sim, server)
@@ -87,23 +78,14 @@ async fn greeting_makes_the_agent_speak_first() {
 /// end the Twilio stream
 /// quickly (so Twilio plays the apology after </Connect>) and log the given outcome.
 async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    // With re-dialling off (tests/reconnect.rs covers it on): the old behaviour, kept
+    // for operators who set upstream_retry_s = 0.
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             faults: vec![fault],
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    // With re-dialling off (tests/reconnect.rs covers it on): the old behaviour, kept
-    // for operators who set upstream_retry_s = 0.
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_UPSTREAM_RETRY_S", "0"),
-        ],
-        None,
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "0")],
     )
     .await;
     let started = Instant::now();
@@ -151,17 +133,15 @@ async fn upstream_dropping_the_connection_ends_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_error_event_does_not_end_the_call() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             faults: vec![Fault::ErrorAfterResponses(1)],
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let turn = |ms| {
         [
             Step::Say(caller::synthetic_speech(ms)),
@@ -194,17 +174,15 @@ async fn an_upstream_error_event_does_not_end_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 5000,
             pace: 1.0,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: vec![
@@ -234,18 +212,12 @@ async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_api_key_fails_the_call_fast() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             require_api_key: Some("right".into()),
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(
-        &[("REALTIME_URL", &sim.url()), ("OPENAI_API_KEY", "wrong")],
-        None,
+        &[("OPENAI_API_KEY", "wrong")],
     )
     .await;
     let report = caller::run(CallerOptions {
@@ -264,10 +236,7 @@ async fn a_wrong_api_key_fails_the_call_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_then_ends_running_calls() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    let (sim, server, _) = bridge::with_simulator(SimConfig::default(), &[]).await;
     let url = server.url("");
     let call = tokio::spawn(caller::run(CallerOptions {
         bridge: url,

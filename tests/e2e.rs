@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::sim::{SimConfig, SimDialect, Simulator};
+use callbridge::sim::{SimConfig, SimDialect};
 
 mod support;
 use support::bridge;
@@ -13,8 +13,7 @@ use support::bridge;
 /// caller in 160-byte frames → the caller talks over it → `clear` arrives and the truncate
 /// reaching the simulator says what the caller actually heard.
 async fn full_call(mode: &str, dialect: &str) {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 4000,
             delta_ms: vec![37, 100, 250],
@@ -22,17 +21,11 @@ async fn full_call(mode: &str, dialect: &str) {
             require_api_key: Some("sk-test-not-a-real-key".into()),
             ..SimConfig::default()
         },
-    )
-    .await
-    .expect("simulator starts");
-    let (server, _) = bridge::start(
         &[
-            ("REALTIME_URL", &sim.url()),
             ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
             ("CALLBRIDGE_AUDIO_MODE", mode),
             ("CALLBRIDGE_DIALECT", dialect),
         ],
-        None,
     )
     .await;
     let report = caller::run(CallerOptions {

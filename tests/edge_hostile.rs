@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
 use callbridge::server::Running;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 use callbridge::twilio::signature::{sign, Algorithm};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -67,10 +67,7 @@ async fn legitimate_call(server: &Running, sid: &str) {
 /// meanwhile runs normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_on_media_sockets_leaves_real_calls_alone() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    let (_sim, server, _) = bridge::with_simulator(sim_config(), &[]).await;
     let media = format!("ws://{}/media", server.addr);
     let junk: Vec<Vec<Message>> = vec![
         vec![Message::Text("{not json".into())],
@@ -124,10 +121,7 @@ async fn junk_on_media_sockets_leaves_real_calls_alone() {
 /// with exactly one `<Connect><Stream>` and no injected verb.
 #[tokio::test]
 async fn twiml_injection_through_caller_fields_is_inert() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    let (_sim, server, _) = bridge::with_simulator(sim_config(), &[]).await;
     let evil =
         r#""/><Hangup/><Redirect>https://evil.example.com</Redirect><Parameter name="x" value=""#;
     let twiml_for = |field: &'static str, value: &'static str| {
@@ -177,16 +171,9 @@ async fn twiml_injection_through_caller_fields_is_inert() {
 /// another URL or other fields are all refused 403; a correctly signed webhook is answered.
 #[tokio::test]
 async fn forged_or_misdirected_signatures_are_refused() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("TWILIO_AUTH_TOKEN", AUTH),
-            ("PUBLIC_URL", PUBLIC),
-        ],
-        None,
+    let (_sim, server, _) = bridge::with_simulator(
+        sim_config(),
+        &[("TWILIO_AUTH_TOKEN", AUTH), ("PUBLIC_URL", PUBLIC)],
     )
     .await;
     let params = vec![
@@ -253,17 +240,8 @@ async fn forged_or_misdirected_signatures_are_refused() {
 /// call from being answered or the health check from answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_console_watchers_beside_a_call() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE),
-        ],
-        None,
-    )
-    .await;
+    let (_sim, server, _) =
+        bridge::with_simulator(sim_config(), &[("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE)]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

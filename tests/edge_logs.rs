@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 use callbridge::twilio::signature::{sign, Algorithm};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
 use support::binary::{self, Process};
-use support::{media, TempDir, WAIT};
+use support::{media, simulator, TempDir, WAIT};
 
 const OPENAI_KEY: &str = "sk-edge-logs-openai-key-0123456789";
 const TWILIO_AUTH: &str = "twilio-auth-token-edge-logs-0123";
@@ -30,9 +30,7 @@ const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 
 /// Runs the binary at `trace` through every secret-bearing path; all it printed.
 async fn everything_logged(format: &str) -> String {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let twilio =
         FakeTwilio::spawn_with_key(ACCOUNT, TWILIO_AUTH, Some((TWILIO_KEY, TWILIO_SECRET)))
             .await

@@ -9,7 +9,7 @@ use callbridge::metrics::Metrics;
 
 mod support;
 use support::binary::{self, Process};
-use support::{bridge, eventually};
+use support::{bridge, eventually, simulator};
 
 const REMOTE: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
 
@@ -122,17 +122,15 @@ fn served_to_completion(label: &str, r: &callbridge::caller::CallerReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_serves_running_calls_and_late_media_sockets() {
     use callbridge::caller::{self, CallerOptions};
-    use callbridge::sim::{SimConfig, Simulator};
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    use callbridge::sim::SimConfig;
+    let (sim, server, metrics) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 1500,
             ..SimConfig::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let (server, metrics) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let addr = server.addr;
     let base = server.url("");
 
@@ -219,10 +217,8 @@ async fn drain_serves_running_calls_and_late_media_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_calls_the_webhook_rejects() {
     use callbridge::caller::{self, CallerOptions, Step};
-    use callbridge::sim::{SimConfig, Simulator};
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    use callbridge::sim::SimConfig;
+    let sim = simulator(SimConfig::default()).await;
     for (configured, reason) in [(None, "busy"), (Some("rejected"), "rejected")] {
         let mut env = vec![
             ("REALTIME_URL", sim.url()),

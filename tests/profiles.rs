@@ -14,7 +14,7 @@ use callbridge::sim::{SimConfig, Simulator};
 use futures_util::SinkExt;
 
 mod support;
-use support::{bridge, media, TempDir, WAIT};
+use support::{bridge, media, simulator, TempDir, WAIT};
 
 const SECRET: &str = "profile-secret-for-tests";
 
@@ -161,9 +161,7 @@ async fn stream(
 
 #[tokio::test]
 async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let top_rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     let sales_rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     let dir = TempDir::new("profiles-live");
@@ -268,9 +266,7 @@ setup_url = "{setup_url}"
 /// instructions_append and voice apply; the request is signed and names the call.
 #[tokio::test]
 async fn the_setup_lookup_fills_the_session() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     crm.reply(
         r#"{"variables": {"caller_name": "Grace"}, "instructions_append": "She is a VIP.", "voice": "ash", "transfer_targets": {"desk": "+15551230000", "bad": "not a number"}}"#,
@@ -321,9 +317,7 @@ async fn the_setup_lookup_fills_the_session() {
 /// profile as configured (the call's own variables), a metric says why.
 #[tokio::test]
 async fn a_slow_or_junk_setup_lookup_falls_back_to_the_profile() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     crm.reply(
         r#"{"variables": {"caller_name": "Grace"}}"#,
@@ -375,9 +369,7 @@ fn tool_names(session: &serde_json::Value) -> Vec<String> {
 /// lookup_order, another nothing, the top level everything configured.
 #[tokio::test]
 async fn each_profile_declares_only_its_tools() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let toml = r#"
 [[tools]]
 name = "lookup_order"
@@ -442,9 +434,7 @@ tools = []
 /// metric says `redirect`.
 #[tokio::test]
 async fn a_redirecting_setup_lookup_is_not_followed() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     // The host the redirect names would rewrite the instructions.
     let elsewhere = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     elsewhere.reply(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::sim::{Fault, SimConfig, Simulator};
+use callbridge::sim::{Fault, SimConfig};
 
 const INSTALL: &str = "apt-get install -y prometheus (Debian; brings promtool too)";
 
@@ -177,8 +177,7 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
     let Some(prometheus) = tools::tool("prometheus", INSTALL) else {
         return;
     };
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 3000,
             delta_ms: vec![100, 250],
@@ -189,15 +188,7 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
             faults: vec![Fault::ErrorAfterResponses(1)],
             ..SimConfig::default()
         },
-    )
-    .await
-    .expect("simulator starts");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-        ],
-        None,
+        &[("OPENAI_API_KEY", "sk-test-not-a-real-key")],
     )
     .await;
     let prom = Prom::start(&prometheus, &server.addr.to_string());

@@ -14,7 +14,7 @@ use callbridge::sim::{ClosedBy, SessionFault, SessionLog, SimConfig, Simulator};
 use serde_json::Value;
 
 mod support;
-use support::{bridge, eventually};
+use support::{bridge, eventually, simulator};
 
 /// Waits (bounded, generously) until the metrics contain `needle`.
 async fn wait_metric(server: &Running, needle: &str) -> bool {
@@ -114,16 +114,14 @@ fn answer() -> Step {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -174,21 +172,12 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conversation_is_replayed_into_the_new_session() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_GREETING", "Greet the caller warmly."),
-        ],
-        None,
+        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
     )
     .await;
     let call = run_caller(
@@ -255,18 +244,16 @@ async fn the_conversation_is_replayed_into_the_new_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 4000,
             // Audio in real time, so the answer is still streaming when the fault comes.
             pace: 1.0,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -326,16 +313,14 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expired_is_handled_like_a_drop() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 600,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(&[("REALTIME_URL", &sim.url())], None).await;
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -377,15 +362,9 @@ async fn session_expired_is_handled_like_a_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_retry_fails_the_call_ends_upstream_failed() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_UPSTREAM_RETRY_S", "2"),
-        ],
-        None,
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "2")],
     )
     .await;
     let started = Instant::now();
@@ -426,16 +405,10 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_on_reconnect_ends_the_call_at_once() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
     // A long retry window: only the 401 can end the call.
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_UPSTREAM_RETRY_S", "60"),
-        ],
-        None,
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")],
     )
     .await;
     let call = run_caller(
@@ -470,21 +443,12 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_byte() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    let (server, _) = bridge::start(
-        &[
-            ("REALTIME_URL", &sim.url()),
-            ("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1"),
-        ],
-        None,
+        &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")],
     )
     .await;
     let report = run_caller(
@@ -554,9 +518,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_faults_look_like_the_real_thing_on_the_wire() {
     use tokio_tungstenite::tungstenite::{Error, Message};
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     // How the socket ends after each fault: (close code, reset, other error).
     async fn ending(sim: &Simulator, fault: SessionFault) -> (Option<u16>, bool, bool) {
         let (mut ws, _) = tokio_tungstenite::connect_async(sim.url())

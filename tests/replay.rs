@@ -15,7 +15,7 @@ use callbridge::sim::SimConfig;
 use serde_json::Value;
 
 mod support;
-use support::{bridge, eventually, TempDir};
+use support::{bridge, eventually, simulator, TempDir};
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -283,9 +283,7 @@ async fn a_call_recorded_by_the_server_replays_green() {
         ..speaking(&[&ask], &[&answer])
     };
     let env = [("openai_api_key", "sk-test-recorded-key".to_owned())];
-    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
-        .await
-        .expect("simulator starts");
+    let sim = simulator(sim).await;
     let (report, path) = record_call(
         &sim,
         &env,
@@ -375,9 +373,7 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
         delta_ms: vec![60, 100, 240],
         ..speaking(&[&ask, &thanks], &[&answer, &bye])
     };
-    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
-        .await
-        .expect("simulator starts");
+    let sim = simulator(sim).await;
     let done = || Step::WaitAgentDone {
         quiet: Duration::from_millis(500),
         timeout: Duration::from_secs(10),
@@ -422,9 +418,7 @@ async fn a_call_recorded_with_a_profile_replays_green() {
         clip("caller_hours").expect("clip"),
         clip("agent_saturday").expect("clip"),
     );
-    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", speaking(&[&ask], &[&answer]))
-        .await
-        .expect("simulator starts");
+    let sim = simulator(speaking(&[&ask], &[&answer])).await;
     let file = dir.file(
         "profiles.toml",
         "instructions = \"You are the front desk.\"\n\

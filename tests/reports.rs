@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
 use callbridge::sim::receiver::{Received, Receiver};
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 
 mod support;
 use support::binary::{self, Process};
 use support::schema::assert_valid;
-use support::{bridge, eventually, TempDir, WAIT};
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const SECRET: &str = "report-secret-for-tests-1";
 
@@ -66,17 +66,13 @@ async fn wait_spool_empty(dir: &Path) {
 /// the spool empty afterwards, and the report valid against the schema.
 #[tokio::test]
 async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            response_audio_ms: 3000,
-            pace: 4.0,
-            always_transcribe: true,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator(SimConfig {
+        response_audio_ms: 3000,
+        pace: 4.0,
+        always_transcribe: true,
+        ..SimConfig::default()
+    })
+    .await;
     let rx = Receiver::spawn(SECRET, &[500, 503])
         .await
         .expect("receiver");

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 mod support;
 use support::caller::call_ended_by_twilio;
 use support::schema::assert_valid;
-use support::{bridge, eventually, TempDir};
+use support::{bridge, eventually, simulator, TempDir};
 
 const SECRET: &str = "tool-secret-for-tests";
 const API_KEY: &str = "SK00000000000000000000000000000001";
@@ -209,7 +209,7 @@ fn tool_toml(base: &str, name: &str, extra: &str) -> String {
 }
 
 async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
-    let sim = Simulator::start("127.0.0.1:0", sim_cfg).await.expect("sim");
+    let sim = simulator(sim_cfg).await;
     let (tools, base) = tool_server().await;
     let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
         .await

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
@@ -250,20 +250,15 @@ where
 async fn a_softphone_ticket_opens_only_the_call_it_names() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("simulator starts");
-    let url = sim.url();
-    let (server, _) = bridge::start(
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
         &[
             PAGES[0],
             PAGES[1],
             ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
             ("PUBLIC_URL", "https://bridge.example.com"),
-            ("REALTIME_URL", url.as_str()),
             ("OPENAI_API_KEY", "sk-test"),
         ],
-        None,
     )
     .await;
     let open = |t: String| {
@@ -394,24 +389,13 @@ async fn follow_console(
 
 #[tokio::test]
 async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 3000,
             caller_transcripts: vec!["I would like to check my order".into()],
             ..SimConfig::default()
         },
-    )
-    .await
-    .expect("simulator starts");
-    let url = sim.url();
-    let (server, _) = bridge::start(
-        &[
-            PAGES[2],
-            ("REALTIME_URL", url.as_str()),
-            ("OPENAI_API_KEY", "sk-test"),
-        ],
-        None,
+        &[PAGES[2], ("OPENAI_API_KEY", "sk-test")],
     )
     .await;
     let mut feed = follow_console(server.addr).await;
@@ -480,25 +464,12 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
 /// call's events are the console's (whose token still shows them).
 #[tokio::test]
 async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             caller_transcripts: vec!["my card number is private".into()],
             ..SimConfig::default()
         },
-    )
-    .await
-    .expect("simulator starts");
-    let url = sim.url();
-    let (server, _) = bridge::start(
-        &[
-            PAGES[0],
-            PAGES[1],
-            PAGES[2],
-            ("REALTIME_URL", url.as_str()),
-            ("OPENAI_API_KEY", "sk-test"),
-        ],
-        None,
+        &[PAGES[0], PAGES[1], PAGES[2], ("OPENAI_API_KEY", "sk-test")],
     )
     .await;
     const PHONE: &str = "CAphone000000000000000000000000001";

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, CallerReport, Step};
+use callbridge::caller::{self, CallerReport, Step};
 use callbridge::metrics::Metrics;
 use callbridge::server::Running;
 use callbridge::sim::twilio_rest::FakeTwilio;
@@ -13,7 +13,7 @@ use callbridge::sim::{SimConfig, Simulator};
 
 mod support;
 use support::caller::call_ended_by_twilio;
-use support::{bridge, eventually, TempDir, WAIT};
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
 const API_SECRET: &str = "api-secret-for-tests";
@@ -32,16 +32,12 @@ async fn setup(extra_env: &[(&str, &str)]) -> Setup {
 }
 
 async fn setup_with(file: Option<&std::path::Path>, extra_env: &[(&str, &str)]) -> Setup {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            reply_texts: vec!["How can I help?".into(), "Goodbye for now.".into()],
-            response_audio_ms: 1200,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("sim");
+    let sim = simulator(SimConfig {
+        reply_texts: vec!["How can I help?".into(), "Goodbye for now.".into()],
+        response_audio_ms: 1200,
+        ..SimConfig::default()
+    })
+    .await;
     let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
         .await
         .expect("fake twilio");
@@ -260,8 +256,8 @@ async fn a_rejected_call_is_refused_politely_and_hung_up() {
         ),
     );
     let s = setup_with(Some(&path), &[("CALLBRIDGE_TOOL_SECRET", SECRET)]).await;
-    drop(dir);
-    // The caller only listens (speaking would barge into the refusal).
+    drop(dir); // read at start-up
+               // The caller only listens (speaking would barge into the refusal).
     let listen = vec![Step::WaitAgentDone {
         quiet: Duration::from_secs(25),
         timeout: Duration::from_secs(40),

@@ -1,5 +1,6 @@
 //! The bridge under test as a real server in this process, on 127.0.0.1:0, configured the way
-//! operators do it (environment variables, optionally a config file); and its metrics page.
+//! operators do it (environment variables, optionally a config file), with the in-repo
+//! Realtime simulator as its model when it needs one; and its metrics page.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use callbridge::config::{Config, Overrides};
 use callbridge::metrics::Metrics;
 use callbridge::server::Running;
+use callbridge::sim::{SimConfig, Simulator};
 
 /// An upstream on loopback where nothing listens. A bridge that needs no model gets this one:
 /// a loopback upstream keeps `serve` from refusing to start without a Twilio token (secure by
@@ -43,6 +45,23 @@ pub async fn start(env: &[(&str, &str)], file: Option<&Path>) -> (Running, Arc<M
         .await
         .expect("bridge starts");
     (server, metrics)
+}
+
+/// A Realtime simulator (`sim`) on 127.0.0.1:0, and a bridge dialling it (`env` over that,
+/// see [`start`]).
+pub async fn with_simulator(
+    sim: SimConfig,
+    env: &[(&str, &str)],
+) -> (Simulator, Running, Arc<Metrics>) {
+    let sim = super::simulator(sim).await;
+    let url = sim.url();
+    let env: Vec<(&str, &str)> = [("REALTIME_URL", url.as_str())]
+        .iter()
+        .chain(env)
+        .copied()
+        .collect();
+    let (server, metrics) = start(&env, None).await;
+    (sim, server, metrics)
 }
 
 /// The server's `/metrics` answer, as a scraper sees it (status line and headers included).

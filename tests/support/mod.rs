@@ -7,7 +7,7 @@
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
-//! - here: how long a test waits, polling for a condition, temporary directories.
+//! - here: the Realtime simulator, how long a test waits, polling for a condition, temporary directories.
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod binary;
@@ -25,6 +25,13 @@ use std::time::Duration;
 /// How long a test waits for something that should take a moment (a server starting, a report
 /// arriving) before it fails.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The in-repo Realtime simulator on 127.0.0.1:0.
+pub async fn simulator(cfg: callbridge::sim::SimConfig) -> callbridge::sim::Simulator {
+    callbridge::sim::Simulator::start("127.0.0.1:0", cfg)
+        .await
+        .expect("simulator starts")
+}
 
 /// Polls `done` every 20 ms until it holds (true) or `within` has passed (false).
 pub async fn eventually(within: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
