@@ -11,13 +11,10 @@ use callbridge::sim::{ClosedBy, Fault, SimConfig, Simulator};
 mod support;
 use support::{bridge, eventually, media};
 
-/// Waits (bounded) until the metrics show a finished call with this outcome.
-async fn wait_outcome(server: &Running, outcome: &str) -> bool {
+/// Waits (bounded) until the metrics show a finished call with this outcome; fails if not.
+async fn assert_outcome(server: &Running, outcome: &str) {
     let needle = format!("callbridge_calls_total{{outcome=\"{outcome}\"}} 1");
-    eventually(Duration::from_secs(2), async || {
-        bridge::scrape(server).await.contains(&needle)
-    })
-    .await
+    bridge::assert_metric(server, &[&needle]).await;
 }
 
 /// A simulator whose answers are `audio_ms` long, and a bridge that greets the caller.
@@ -112,11 +109,7 @@ async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
         report.twiml.contains("<Say>Sorry"),
         "Twilio has an apology to play after </Connect>"
     );
-    assert!(
-        wait_outcome(&server, outcome).await,
-        "{}",
-        bridge::scrape(&server).await
-    );
+    assert_outcome(&server, outcome).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -199,7 +192,7 @@ async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
     .await
     .expect("call");
     assert!(report.bytes_played > 0);
-    assert!(wait_outcome(&server, "caller_hung_up").await);
+    assert_outcome(&server, "caller_hung_up").await;
     // The simulator saw the bridge close its session.
     eventually(Duration::from_secs(2), async || {
         sim.sessions()[0].closed_by.is_some()
@@ -229,7 +222,7 @@ async fn a_wrong_api_key_fails_the_call_fast() {
     .expect("call");
     assert!(report.closed_by_bridge);
     // No retry can fix a refused key: the call ends at once, with its own outcome.
-    assert!(wait_outcome(&server, "upstream_refused").await);
+    assert_outcome(&server, "upstream_refused").await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }

@@ -14,21 +14,7 @@ use callbridge::sim::{ClosedBy, SessionFault, SessionLog, SimConfig, Simulator};
 use serde_json::Value;
 
 mod support;
-use support::{bridge, eventually, simulator};
-
-/// Waits (bounded, generously) until the metrics contain `needle`.
-async fn wait_metric(server: &Running, needle: &str) -> bool {
-    wait_any_metric(server, &[needle]).await
-}
-
-/// Waits (bounded) until the metrics page holds one of `needles`.
-async fn wait_any_metric(server: &Running, needles: &[&str]) -> bool {
-    eventually(Duration::from_secs(5), async || {
-        let page = bridge::scrape(server).await;
-        needles.iter().any(|n| page.contains(n))
-    })
-    .await
-}
+use support::{bridge, simulator};
 
 /// A socket that vanishes (FIN or RST) is seen by whichever comes first: the bridge's next read
 /// (`dropped`) or its next caller-audio write (`write_failed`). Both are the same fault.
@@ -161,11 +147,7 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
         "and answered it: {}",
         summary(&report)
     );
-    assert!(
-        wait_any_metric(&server, &DROP_REASONS).await,
-        "{}",
-        bridge::scrape(&server).await
-    );
+    bridge::assert_metric(&server, &DROP_REASONS).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -237,7 +219,7 @@ async fn the_conversation_is_replayed_into_the_new_session() {
         "{:?}",
         second.sent_of("error").collect::<Vec<_>>()
     );
-    assert!(wait_any_metric(&server, &DROP_REASONS).await);
+    bridge::assert_metric(&server, &DROP_REASONS).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -298,15 +280,11 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
         !head.is_empty() && full.starts_with(head) && head.len() < full.len(),
         "the line cut to what was said: {text:?}"
     );
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#
-        )
-        .await,
-        "{}",
-        bridge::scrape(&server).await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#],
+    )
+    .await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -342,13 +320,11 @@ async fn session_expired_is_handled_like_a_drop() {
     assert!(!report.closed_by_bridge);
     assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
     assert_eq!(sim.session_count(), 2);
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_upstream_reconnects_total{reason="session_expired"} 1"#
-        )
-        .await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_upstream_reconnects_total{reason="session_expired"} 1"#],
+    )
+    .await;
     let first = sim.session(0).expect("session 0");
     // The bridge left at the error, before the server's close.
     assert_eq!(
@@ -390,15 +366,11 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
     );
     assert!(report.twiml.contains("<Say>Sorry"), "Twilio apologises");
     assert_eq!(sim.session_count(), 1, "no new session was ever opened");
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_calls_total{outcome="upstream_failed"} 1"#
-        )
-        .await,
-        "{}",
-        bridge::scrape(&server).await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_calls_total{outcome="upstream_failed"} 1"#],
+    )
+    .await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -428,15 +400,11 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
     let report = call.await.expect("join");
     assert!(report.closed_by_bridge);
     assert_eq!(sim.session_count(), 1, "no retry after the 401");
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_calls_total{outcome="upstream_refused"} 1"#
-        )
-        .await,
-        "{}",
-        bridge::scrape(&server).await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_calls_total{outcome="upstream_refused"} 1"#],
+    )
+    .await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -505,11 +473,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
         "continuation note: {items:?}"
     );
     let rotations = format!("callbridge_session_rotations_total {}", sessions.len() - 1);
-    assert!(
-        wait_metric(&server, &rotations).await,
-        "{}",
-        bridge::scrape(&server).await
-    );
+    bridge::assert_metric(&server, &[&rotations]).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }

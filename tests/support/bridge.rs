@@ -78,6 +78,17 @@ pub async fn scrape(server: &Running) -> String {
     out
 }
 
+/// Waits (up to 5 s) until the server's metrics page holds one of `needles`; fails showing
+/// the page if it does not.
+pub async fn assert_metric(server: &Running, needles: &[&str]) {
+    let held = super::eventually(std::time::Duration::from_secs(5), async || {
+        let page = scrape(server).await;
+        needles.iter().any(|n| page.contains(n))
+    })
+    .await;
+    assert!(held, "none of {needles:?} in:\n{}", scrape(server).await);
+}
+
 /// The value on the first line of a metrics page that starts with `series` (a name, with its
 /// labels or the start of them), or 0 when there is none.
 pub fn metric_value(page: &str, series: &str) -> f64 {
