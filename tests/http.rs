@@ -3,18 +3,9 @@
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 use support::bridge;
-
-async fn raw(addr: std::net::SocketAddr, req: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[tokio::test]
 async fn twiml_answers_on_both_paths_with_escaped_parameters() {
@@ -48,7 +39,7 @@ async fn twiml_answers_on_both_paths_with_escaped_parameters() {
 #[tokio::test]
 async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_one() {
     let (server, _) = bridge::start(&[], None).await;
-    let resp = raw(
+    let resp = bridge::raw(
         server.addr,
         "GET /twiml?CallSid=CA9 HTTP/1.1\r\nHost: internal:8080\r\nX-Forwarded-Host: calls.example.org\r\nConnection: close\r\n\r\n",
     )
@@ -59,7 +50,7 @@ async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_o
         resp.contains(r#"<Stream url="wss://calls.example.org/media">"#),
         "{resp}"
     );
-    let resp = raw(
+    let resp = bridge::raw(
         server.addr,
         "GET /twiml HTTP/1.1\r\nHost: x\r\nX-Forwarded-Host: evil.com/\"><Dial>\r\nConnection: close\r\n\r\n",
     )
@@ -72,13 +63,13 @@ async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_o
 async fn health_readiness_and_metrics() {
     let (server, _) = bridge::start(&[], None).await;
     let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert!(raw(server.addr, &get("/healthz"))
+    assert!(bridge::raw(server.addr, &get("/healthz"))
         .await
         .starts_with("HTTP/1.1 200"));
-    assert!(raw(server.addr, &get("/readyz"))
+    assert!(bridge::raw(server.addr, &get("/readyz"))
         .await
         .starts_with("HTTP/1.1 200"));
-    let m = raw(server.addr, &get("/metrics")).await;
+    let m = bridge::raw(server.addr, &get("/metrics")).await;
     assert!(m.contains("callbridge_calls_active"), "{m}");
     server.stop(Duration::from_secs(1)).await;
 }
@@ -115,8 +106,7 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
         "{:?}",
         started.elapsed()
     );
-    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let m = raw(server.addr, get).await;
+    let m = bridge::scrape(&server).await;
     assert!(
         m.contains(r#"callbridge_calls_total{outcome="upstream_failed"} 1"#),
         "{m}"
@@ -152,7 +142,7 @@ async fn twilio_signatures_are_required_when_a_token_is_set() {
             body.len()
         )
     };
-    assert!(raw(server.addr, &post(None))
+    assert!(bridge::raw(server.addr, &post(None))
         .await
         .starts_with("HTTP/1.1 403"));
     let forged = sign(
@@ -161,7 +151,7 @@ async fn twilio_signatures_are_required_when_a_token_is_set() {
         "https://bridge.example.com/twiml",
         &params,
     );
-    assert!(raw(server.addr, &post(Some(forged)))
+    assert!(bridge::raw(server.addr, &post(Some(forged)))
         .await
         .starts_with("HTTP/1.1 403"));
     let good = sign(
@@ -170,7 +160,7 @@ async fn twilio_signatures_are_required_when_a_token_is_set() {
         "https://bridge.example.com/twiml",
         &params,
     );
-    let resp = raw(server.addr, &post(Some(good))).await;
+    let resp = bridge::raw(server.addr, &post(Some(good))).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("wss://bridge.example.com/media"));
 

@@ -23,12 +23,8 @@ const PAGES: &[(&str, &str)] = &[
 
 /// One request with `Connection: close`; the whole response.
 async fn get(addr: std::net::SocketAddr, target: &str, headers: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    String::from_utf8_lossy(&out).into_owned()
+    bridge::raw(addr, &req).await
 }
 
 fn status(resp: &str) -> &str {
@@ -554,15 +550,11 @@ async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
 
 /// One form POST with `Connection: close`; the whole response.
 async fn post_form(addr: std::net::SocketAddr, target: &str, body: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    String::from_utf8_lossy(&out).into_owned()
+    bridge::raw(addr, &req).await
 }
 
 /// The pages' login form: the right token answers with an HttpOnly, SameSite=Strict cookie for

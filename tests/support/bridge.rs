@@ -64,18 +64,24 @@ pub async fn with_simulator(
     (sim, server, metrics)
 }
 
+/// Writes `request` (an HTTP/1.1 request spelled out by the test) to `addr` as it is, and
+/// reads the answer until the server closes the connection.
+pub async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The server's `/metrics` answer, as a scraper sees it (status line and headers included).
 pub async fn scrape(server: &Running) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
+    raw(
+        server.addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
 }
 
 /// Waits (up to 5 s) until the server's metrics page holds one of `needles`; fails showing
