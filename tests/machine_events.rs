@@ -46,10 +46,7 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
         r#"{"type":"input_audio_buffer.speech_stopped","audio_end_ms":1200}"#,
         1000,
     );
-    h.realtime(
-        r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#,
-        1100,
-    );
+    h.created("resp_1", 1100);
     let first = speak(&mut h, "item_1", 200, 1340);
     assert!(
         matches!(
@@ -81,10 +78,7 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
     assert_eq!(events(&h.mark(&last, 1740)), [CallEvent::PlayoutDone]);
 
     // The next answer speaks again (and will end again).
-    h.realtime(
-        r#"{"type":"response.created","response":{"id":"resp_2","status":"in_progress"}}"#,
-        2000,
-    );
+    h.created("resp_2", 2000);
     let out = h.delta("resp_2", "item_2", &[0x55u8; 800], 2000);
     assert!(
         matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),
@@ -96,10 +90,7 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
 #[test]
 fn a_barged_in_turn_never_reports_playout_done() {
     let mut h = softphone_call();
-    h.realtime(
-        r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#,
-        100,
-    );
+    h.created("resp_1", 100);
     let out = speak(&mut h, "item_1", 1000, 100);
     let m = marks(&out);
     let barge = h.realtime(
@@ -117,10 +108,7 @@ fn a_barged_in_turn_never_reports_playout_done() {
         r#"{"type":"input_audio_buffer.speech_stopped","audio_end_ms":900}"#,
         900,
     );
-    h.realtime(
-        r#"{"type":"response.created","response":{"id":"resp_2","status":"in_progress"}}"#,
-        950,
-    );
+    h.created("resp_2", 950);
     let out = h.delta("resp_2", "item_2", &[0x55u8; 800], 1150);
     assert!(
         matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),

@@ -409,10 +409,7 @@ fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
         "the clock alone is no proof it was heard"
     );
     // Twilio echoes the last mark: now it was heard.
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 1250));
-    }
+    let outs = h.echo_all(&m, 1250);
     let eff = effects(&outs);
     assert_eq!(
         eff,
@@ -470,10 +467,7 @@ fn end_after_heard_is_a_reusable_wrap_up() {
     h.call
         .end_after_heard(None, EndReason::Shutdown, Duration::from_secs(5), h.at(150));
     assert!(effects(&h.drain()).is_empty());
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 600));
-    }
+    let outs = h.echo_all(&m, 600);
     assert_eq!(effects(&outs).len(), 1);
     // With words to say: a response with those instructions first.
     let mut h = H::started(config(), CALLER);
@@ -534,10 +528,7 @@ fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
         (vec![], 0),
         "nothing more after the goodbye"
     );
-    let mut heard = Vec::new();
-    for name in marks(&outs) {
-        heard.extend(h.mark(&name, 900));
-    }
+    let heard = h.echo_all(&marks(&outs), 900);
     assert_eq!(effects(&heard).len(), 1, "the REST hang-up: {heard:?}");
 }
 
@@ -573,10 +564,7 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
     );
     let m = marks(&outs);
     assert!(!m.is_empty());
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 1150));
-    }
+    let outs = h.echo_all(&m, 1150);
     let eff = effects(&outs);
     let twiml =
         "<Response><Dial callerId=\"+15550001111\"><Number>+15551230000</Number></Dial></Response>";
@@ -612,10 +600,7 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
 fn transfer_close_after_the_rest_answer_is_a_transfer_too() {
     let mut h = H::started(config(), CALLER);
     let outs = handover_and_transfer(&mut h, "billing", 100);
-    let mut outs2 = Vec::new();
-    for name in &marks(&outs) {
-        outs2.extend(h.mark(name, 1150));
-    }
+    let outs2 = h.echo_all(&marks(&outs), 1150);
     let eff = effects(&outs2);
     match &eff[0].1 {
         Effect::UpdateCall(u) => assert_eq!(
@@ -649,10 +634,7 @@ fn a_transfer_to_an_unknown_name_is_refused_and_a_failed_one_told_to_the_model()
 
     let mut h = H::started(config(), CALLER);
     let outs = handover_and_transfer(&mut h, "sales", 100);
-    let mut outs2 = Vec::new();
-    for name in &marks(&outs) {
-        outs2.extend(h.mark(name, 1150));
-    }
+    let outs2 = h.echo_all(&marks(&outs), 1150);
     let id = effects(&outs2)[0].0;
     let outs = h.done(
         id,

@@ -86,10 +86,7 @@ fn a_call_at_max_call_seconds_says_goodbye_then_hangs_up_as_max_duration() {
         hangups(&h.tick(60_200)).is_empty(),
         "time alone is no proof"
     );
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 60_700));
-    }
+    let outs = h.echo_all(&m, 60_700);
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "{outs:?}");
     assert_eq!(up[0].1, CallUpdate::Hangup);
@@ -157,10 +154,7 @@ fn a_machine_gets_the_voicemail_message_cut_greeting_first_then_a_hangup() {
     let outs = h.speak("r_vm", "i_r_vm", 3000, 400);
     let m = marks(&outs);
     assert!(hangups(&h.tick(1000)).is_empty(), "not while it plays");
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 3500));
-    }
+    let outs = h.echo_all(&m, 3500);
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "{outs:?}");
     h.done(up[0].0, 3600);
@@ -217,10 +211,7 @@ fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
     let outs = h.speak("r_no", "i_r_no", 1500, 100);
     let m = marks(&outs);
     assert!(hangups(&outs).is_empty(), "not before it was heard");
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 1700));
-    }
+    let outs = h.echo_all(&m, 1700);
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "{outs:?}");
     h.done(up[0].0, 1800);
@@ -258,20 +249,14 @@ fn a_wrap_up_during_an_answer_says_its_goodbye_after_the_answer() {
     ));
     assert_eq!(instructions(&outs), [BYE], "{outs:?}");
     assert!(hangups(&outs).is_empty(), "the goodbye is not heard yet");
-    let mut heard = Vec::new();
-    for name in marks(&outs) {
-        heard.extend(h.mark(&name, 1_500));
-    }
+    let heard = h.echo_all(&marks(&outs), 1_500);
     assert!(
         hangups(&heard).is_empty(),
         "the answer was heard, the goodbye not yet"
     );
     let outs = h.speak("r_bye", "i_r_bye", 500, 1_600);
     assert!(instructions(&outs).is_empty(), "{outs:?}");
-    let mut heard = Vec::new();
-    for name in marks(&outs) {
-        heard.extend(h.mark(&name, 2_200));
-    }
+    let heard = h.echo_all(&marks(&outs), 2_200);
     let up = hangups(&heard);
     assert_eq!(up.len(), 1, "{heard:?}");
     assert_eq!(up[0].1, CallUpdate::Hangup);

@@ -86,6 +86,10 @@ impl H {
     pub fn mark(&mut self, name: &str, ms: u64) -> Vec<Output> {
         self.twilio(&mark_msg(name), ms)
     }
+    /// Twilio echoes each of the marks `names` at `ms`: the caller has heard all they cover.
+    pub fn echo_all(&mut self, names: &[String], ms: u64) -> Vec<Output> {
+        names.iter().flat_map(|name| self.mark(name, ms)).collect()
+    }
     pub fn stop(&mut self, ms: u64) -> Vec<Output> {
         self.twilio(
             &format!(r#"{{"event":"stop","sequenceNumber":"9","streamSid":"{SID}","stop":{{"accountSid":"AC1","callSid":"CA1"}}}}"#),
