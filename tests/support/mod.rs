@@ -7,7 +7,8 @@
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
-//! - here: the Realtime simulator, how long a test waits, polling for a condition, temporary directories.
+//! - here: the Realtime simulator, how long a test waits, polling for a condition,
+//!   temporary directories.
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod binary;
