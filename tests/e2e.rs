@@ -1,36 +1,19 @@
 //! Full calls through the real server: a simulated Twilio caller on one side, the in-repo
 //! Realtime simulator on the other, everything on 127.0.0.1, in real time.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
-use callbridge::sim::{SimConfig, SimDialect, Simulator};
+use callbridge::sim::{SimConfig, SimDialect};
 
-async fn bridge(realtime_url: &str, mode: &str, dialect: &str) -> callbridge::server::Running {
-    let env = |k: &str| match k {
-        "REALTIME_URL" => Some(realtime_url.to_owned()),
-        "OPENAI_API_KEY" => Some("sk-test-not-a-real-key".to_owned()),
-        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
-        "CALLBRIDGE_AUDIO_MODE" => Some(mode.to_owned()),
-        "CALLBRIDGE_DIALECT" => Some(dialect.to_owned()),
-        _ => None,
-    };
-    let cfg = Config::load(None, &env, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    callbridge::server::spawn(cfg, metrics)
-        .await
-        .expect("bridge starts")
-}
+mod support;
+use support::bridge;
 
 /// TwiML → WS → start → speech → the simulator's VAD fires → the response's audio reaches the
 /// caller in 160-byte frames → the caller talks over it → `clear` arrives and the truncate
 /// reaching the simulator says what the caller actually heard.
 async fn full_call(mode: &str, dialect: &str) {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 4000,
             delta_ms: vec![37, 100, 250],
@@ -38,10 +21,13 @@ async fn full_call(mode: &str, dialect: &str) {
             require_api_key: Some("sk-test-not-a-real-key".into()),
             ..SimConfig::default()
         },
+        &[
+            ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
+            ("CALLBRIDGE_AUDIO_MODE", mode),
+            ("CALLBRIDGE_DIALECT", dialect),
+        ],
     )
-    .await
-    .expect("simulator starts");
-    let server = bridge(&sim.url(), mode, dialect).await;
+    .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: vec![

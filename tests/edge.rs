@@ -3,42 +3,21 @@
 //! survives running out of file descriptors, outbound variables are bounded, short secrets
 //! refuse to start. Each test failed before its fix.
 
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::Duration;
 
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod support;
+use support::binary::{self, Process};
+use support::bridge;
 
 const API: &str = "api-token-for-edge-tests";
 const CONSOLE: &str = "console-token-for-edge-tests";
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH: &str = "twilio-auth-token";
-
-async fn bridge(env: &[(&str, &str)]) -> (callbridge::server::Running, Arc<Metrics>) {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| {
-        let set = env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        match k {
-            "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".into()),
-            // No model needed: a loopback upstream starts without a Twilio token.
-            "REALTIME_URL" if set.is_none() => Some("ws://127.0.0.1:9/v1/realtime".into()),
-            _ => set,
-        }
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge starts");
-    (server, metrics)
-}
 
 /// Writes `head` (and `body`), then reads what the server answers within `within`: the
 /// status line's code, or `None` if nothing came.
@@ -69,10 +48,13 @@ async fn answer_within(
 /// kilobytes, and a login form announcing 2 MB its 413.
 #[tokio::test]
 async fn unauthenticated_bodies_are_not_buffered() {
-    let (server, _) = bridge(&[
-        ("CALLBRIDGE_API_TOKEN", API),
-        ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            ("CALLBRIDGE_API_TOKEN", API),
+            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE),
+        ],
+        None,
+    )
     .await;
     let some = vec![b'x'; 4096];
     let head = "POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n";
@@ -113,15 +95,6 @@ async fn unauthenticated_bodies_are_not_buffered() {
     server.stop(Duration::ZERO).await;
 }
 
-fn metric_value(m: &Metrics, name: &str) -> u64 {
-    m.render()
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// Waits until the server closes `s` (EOF or reset); how long that took, or `None`.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
     let began = tokio::time::Instant::now();
@@ -142,10 +115,13 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> 
 /// the metric counts the timeouts.
 #[tokio::test]
 async fn slow_and_idle_connections_are_closed_and_health_checks_get_through() {
-    let (server, metrics) = bridge(&[
-        ("CALLBRIDGE_HTTP_HEADER_TIMEOUT_MS", "500"),
-        ("CALLBRIDGE_MAX_HTTP_CONNECTIONS", "16"),
-    ])
+    let (server, metrics) = bridge::start(
+        &[
+            ("CALLBRIDGE_HTTP_HEADER_TIMEOUT_MS", "500"),
+            ("CALLBRIDGE_MAX_HTTP_CONNECTIONS", "16"),
+        ],
+        None,
+    )
     .await;
     let addr = server.addr;
     let mut slow = Vec::new();
@@ -181,10 +157,10 @@ async fn slow_and_idle_connections_are_closed_and_health_checks_get_through() {
         );
     }
     assert!(
-        metric_value(
-            &metrics,
+        bridge::metric_value(
+            &metrics.render(),
             "callbridge_http_connection_errors_total{kind=\"header_timeout\"}"
-        ) >= 40,
+        ) >= 40.0,
         "{}",
         metrics.render()
     );
@@ -213,39 +189,23 @@ async fn slow_and_idle_connections_are_closed_and_health_checks_get_through() {
 /// attacker still holds 120 sockets.
 #[tokio::test]
 async fn the_listener_survives_running_out_of_file_descriptors() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let bin = env!("CARGO_BIN_EXE_callbridge");
-    let mut child = Command::new("sh")
-        .args(["-c", &format!("ulimit -n 64 && exec '{bin}' serve")])
-        .env_clear()
-        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime")
-        .env("CALLBRIDGE_HTTP_HEADER_TIMEOUT_MS", "500")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start callbridge");
+    let port = binary::free_port();
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        &format!("ulimit -n 64 && exec '{}' serve", binary::BIN),
+    ]);
+    let child = Process::spawn(&mut binary::with_env(
+        sh,
+        port,
+        "info",
+        &[
+            ("REALTIME_URL", bridge::NO_UPSTREAM),
+            ("CALLBRIDGE_HTTP_HEADER_TIMEOUT_MS", "500"),
+        ],
+    ));
+    binary::wait_healthy(port).await;
     let health = format!("http://127.0.0.1:{port}/healthz");
-    let up = async {
-        loop {
-            if reqwest::get(&health)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), up)
-        .await
-        .expect("bridge starts");
     let mut held = Vec::new();
     for _ in 0..120 {
         held.push(
@@ -276,10 +236,7 @@ async fn the_listener_survives_running_out_of_file_descriptors() {
     .flatten()
     .unwrap_or_default();
     drop(held);
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = child.output();
     assert!(
         answered.is_ok(),
         "/healthz answered while 120 sockets were held\n{log}"
@@ -288,12 +245,10 @@ async fn the_listener_survives_running_out_of_file_descriptors() {
         log.contains("cannot accept a connection"),
         "the fd limit was hit and logged\n{log}"
     );
-    let fd_errors = metrics
-        .lines()
-        .find(|l| l.starts_with("callbridge_http_accept_errors_total{kind=\"fd_limit\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let fd_errors = bridge::metric_value(
+        &metrics,
+        "callbridge_http_accept_errors_total{kind=\"fd_limit\"}",
+    );
     assert!(fd_errors > 0.0, "counted:\n{metrics}");
 }
 
@@ -305,13 +260,16 @@ async fn the_listener_survives_running_out_of_file_descriptors() {
 async fn outbound_variables_are_bounded_and_the_refusal_names_the_limit() {
     let twilio = FakeTwilio::spawn(ACCOUNT, AUTH).await.expect("fake twilio");
     let base = twilio.base_url();
-    let (server, _) = bridge(&[
-        ("CALLBRIDGE_API_TOKEN", API),
-        ("PUBLIC_URL", "https://bridge.example.com"),
-        ("TWILIO_AUTH_TOKEN", AUTH),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT),
-        ("CALLBRIDGE_TWILIO_API_BASE", &base),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            ("CALLBRIDGE_API_TOKEN", API),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+            ("TWILIO_AUTH_TOKEN", AUTH),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT),
+            ("CALLBRIDGE_TWILIO_API_BASE", &base),
+        ],
+        None,
+    )
     .await;
     let post = |variables: serde_json::Value| {
         let url = server.url("/v1/calls");
@@ -359,14 +317,13 @@ fn serve_refuses_short_secrets_naming_the_key() {
         ("CALLBRIDGE_API_TOKEN", "api_token"),
         ("CALLBRIDGE_TOOL_SECRET", "tool_secret"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_clear()
-            .env("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime")
-            .env(env, "shortsecret")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run callbridge");
+        let out = binary::serve(
+            0,
+            "info",
+            &[("REALTIME_URL", bridge::NO_UPSTREAM), (env, "shortsecret")],
+        )
+        .output()
+        .expect("run callbridge");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{env}: {stderr}");
         assert!(

@@ -5,34 +5,21 @@
 //! spool's bound: `tests/reports.rs`; tokens: `tests/web.rs`; secrets in logs at every level:
 //! `tests/edge_logs.rs`.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::server::Running;
+use callbridge::sim::SimConfig;
 use callbridge::twilio::signature::{sign, Algorithm};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+mod support;
+use support::bridge;
+
 const CONSOLE: &str = "console-token-for-hostile-tests";
 const AUTH: &str = "twilio-auth-token-hostile-tests";
 const PUBLIC: &str = "https://bridge.example.com";
-
-async fn bridge(sim: &Simulator, env: &[(&str, &str)]) -> callbridge::server::Running {
-    let mut env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.push(("REALTIME_URL".into(), sim.url()));
-    env.push(("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()));
-    let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
 
 fn sim_config() -> SimConfig {
     SimConfig {
@@ -43,7 +30,7 @@ fn sim_config() -> SimConfig {
 }
 
 /// A legitimate call: the caller speaks, the agent answers, the caller hears it.
-async fn legitimate_call(server: &callbridge::server::Running, sid: &str) {
+async fn legitimate_call(server: &Running, sid: &str) {
     let report = tokio::time::timeout(
         Duration::from_secs(30),
         caller::run(CallerOptions {
@@ -80,10 +67,7 @@ async fn legitimate_call(server: &callbridge::server::Running, sid: &str) {
 /// meanwhile runs normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_on_media_sockets_leaves_real_calls_alone() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let server = bridge(&sim, &[]).await;
+    let (_sim, server, _) = bridge::with_simulator(sim_config(), &[]).await;
     let media = format!("ws://{}/media", server.addr);
     let junk: Vec<Vec<Message>> = vec![
         vec![Message::Text("{not json".into())],
@@ -137,10 +121,7 @@ async fn junk_on_media_sockets_leaves_real_calls_alone() {
 /// with exactly one `<Connect><Stream>` and no injected verb.
 #[tokio::test]
 async fn twiml_injection_through_caller_fields_is_inert() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let server = bridge(&sim, &[]).await;
+    let (_sim, server, _) = bridge::with_simulator(sim_config(), &[]).await;
     let evil =
         r#""/><Hangup/><Redirect>https://evil.example.com</Redirect><Parameter name="x" value=""#;
     let twiml_for = |field: &'static str, value: &'static str| {
@@ -190,10 +171,11 @@ async fn twiml_injection_through_caller_fields_is_inert() {
 /// another URL or other fields are all refused 403; a correctly signed webhook is answered.
 #[tokio::test]
 async fn forged_or_misdirected_signatures_are_refused() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let server = bridge(&sim, &[("TWILIO_AUTH_TOKEN", AUTH), ("PUBLIC_URL", PUBLIC)]).await;
+    let (_sim, server, _) = bridge::with_simulator(
+        sim_config(),
+        &[("TWILIO_AUTH_TOKEN", AUTH), ("PUBLIC_URL", PUBLIC)],
+    )
+    .await;
     let params = vec![
         ("CallSid".to_owned(), "CAsig".to_owned()),
         ("From".to_owned(), "+15557770000".to_owned()),
@@ -258,10 +240,8 @@ async fn forged_or_misdirected_signatures_are_refused() {
 /// call from being answered or the health check from answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_console_watchers_beside_a_call() {
-    let sim = Simulator::start("127.0.0.1:0", sim_config())
-        .await
-        .expect("sim");
-    let server = bridge(&sim, &[("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE)]).await;
+    let (_sim, server, _) =
+        bridge::with_simulator(sim_config(), &[("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE)]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

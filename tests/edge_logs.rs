@@ -5,17 +5,18 @@
 //! the tool secret, the pages opened with their tokens); then everything it printed is
 //! searched for every secret.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 use callbridge::twilio::signature::{sign, Algorithm};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+
+mod support;
+use support::binary::{self, Process};
+use support::{media, simulator, TempDir, WAIT};
 
 const OPENAI_KEY: &str = "sk-edge-logs-openai-key-0123456789";
 const TWILIO_AUTH: &str = "twilio-auth-token-edge-logs-0123";
@@ -26,74 +27,44 @@ const API_TOKEN: &str = "api-token-edge-logs-0123456789";
 const CONSOLE_TOKEN: &str = "console-token-edge-logs-012345";
 const SOFTPHONE_TOKEN: &str = "softphone-token-edge-logs-01234";
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// Runs the binary at `trace` through every secret-bearing path; all it printed.
 async fn everything_logged(format: &str) -> String {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let twilio =
         FakeTwilio::spawn_with_key(ACCOUNT, TWILIO_AUTH, Some((TWILIO_KEY, TWILIO_SECRET)))
             .await
             .expect("fake twilio");
     let receiver = Receiver::spawn(TOOL_SECRET, &[]).await.expect("receiver");
-    let spool = std::env::temp_dir().join(format!("cb-edge-logs-{format}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&spool);
-    let port = free_port();
+    let spool = TempDir::new(&format!("edge-logs-{format}"));
+    let port = binary::free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .arg("serve")
-        .env_clear()
-        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CALLBRIDGE_LOG_FORMAT", format)
-        .env("RUST_LOG", "trace")
-        .env("REALTIME_URL", sim.url())
-        .env("OPENAI_API_KEY", OPENAI_KEY)
-        .env("PUBLIC_URL", &public)
-        .env("TWILIO_AUTH_TOKEN", TWILIO_AUTH)
-        .env("TWILIO_ACCOUNT_SID", ACCOUNT)
-        .env("CALLBRIDGE_TWILIO_API_KEY", TWILIO_KEY)
-        .env("CALLBRIDGE_TWILIO_API_SECRET", TWILIO_SECRET)
-        .env("CALLBRIDGE_TWILIO_API_BASE", twilio.base_url())
-        .env("CALLBRIDGE_TOOL_SECRET", TOOL_SECRET)
-        .env("CALLBRIDGE_API_TOKEN", API_TOKEN)
-        .env("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN)
-        .env("CALLBRIDGE_SOFTPHONE", "true")
-        .env("CALLBRIDGE_SOFTPHONE_TOKEN", SOFTPHONE_TOKEN)
-        .env("CALLBRIDGE_REPORT_URL", receiver.url("/reports"))
-        .env("CALLBRIDGE_REPORT_SPOOL_DIR", &spool)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start callbridge serve");
-    // Drain the pipes as it runs (trace output would fill them and block the bridge).
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = r.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let (sim_url, twilio_url, report_url) =
+        (sim.url(), twilio.base_url(), receiver.url("/reports"));
+    let child = Process::spawn(&mut binary::serve(
+        port,
+        "trace",
+        &[
+            ("CALLBRIDGE_LOG_FORMAT", format),
+            ("REALTIME_URL", &sim_url),
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("PUBLIC_URL", &public),
+            ("TWILIO_AUTH_TOKEN", TWILIO_AUTH),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT),
+            ("CALLBRIDGE_TWILIO_API_KEY", TWILIO_KEY),
+            ("CALLBRIDGE_TWILIO_API_SECRET", TWILIO_SECRET),
+            ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
+            ("CALLBRIDGE_TOOL_SECRET", TOOL_SECRET),
+            ("CALLBRIDGE_API_TOKEN", API_TOKEN),
+            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN),
+            ("CALLBRIDGE_SOFTPHONE", "true"),
+            ("CALLBRIDGE_SOFTPHONE_TOKEN", SOFTPHONE_TOKEN),
+            ("CALLBRIDGE_REPORT_URL", &report_url),
+            ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
+        ],
+    ));
+    binary::wait_healthy(port).await;
     let http = reqwest::Client::new();
-    let end = tokio::time::Instant::now() + WAIT;
-    while !http
-        .get(format!("{public}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < end, "bridge did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // The pages, with their tokens in the query and in the header.
     for url in [
@@ -131,44 +102,22 @@ async fn everything_logged(format: &str) -> String {
             .parse()
             .expect("header"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("signed media socket");
-    let send = |v: serde_json::Value| Message::Text(v.to_string().into());
-    ws.send(send(
-        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    let mut ws = media::connect(req).await;
+    ws.send(media::start(
+        ACCOUNT,
+        "MZlogs",
+        "CAlogs",
+        serde_json::json!({}),
     ))
     .await
     .expect("send");
-    ws.send(send(serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZlogs",
-        "start": {"accountSid": ACCOUNT, "streamSid": "MZlogs", "callSid": "CAlogs", "tracks": ["inbound"],
-                  "customParameters": {},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})))
-        .await
-        .expect("send");
-    while !sim
-        .sessions()
-        .first()
-        .is_some_and(|s| s.received.iter().any(|e| e["type"] == "session.update"))
-    {
-        assert!(tokio::time::Instant::now() < end, "no session configured");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    ws.send(send(
-        serde_json::json!({"event": "stop", "sequenceNumber": "2", "streamSid": "MZlogs",
-        "stop": {"accountSid": ACCOUNT, "callSid": "CAlogs"}}),
-    ))
-    .await
-    .expect("send");
-    while let Some(Ok(_)) = ws.next().await {}
+    media::configured(&sim, 0).await;
+    media::hang_up(&mut ws, media::stop(ACCOUNT, "MZlogs", "CAlogs")).await;
     // The call's report, signed with the tool secret.
     let got = receiver.wait_until(WAIT, |r| !r.is_empty()).await;
     assert!(!got.is_empty(), "the report was delivered");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&spool);
-    out.join().unwrap_or_default() + &err.join().unwrap_or_default()
+    child.output()
 }
 
 fn assert_no_secret(format: &str, log: &str) {

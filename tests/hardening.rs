@@ -1,49 +1,27 @@
 //! Hardening through the real server and the real binary: secure by default, the drain that
 //! drops nothing, `<Reject>` over `max_calls`, barge-in when the caller's playout lags.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::config::{Config, Overrides};
 use callbridge::metrics::Metrics;
+
+mod support;
+use support::binary::{self, Process};
+use support::{bridge, eventually, simulator};
 
 const REMOTE: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
 
-fn config(env: &[(&str, &str)]) -> Config {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| {
-        if k == "CALLBRIDGE_LISTEN" {
-            return Some("127.0.0.1:0".to_string());
-        }
-        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    };
-    Config::load(None, &lookup, &Overrides::default()).expect("config")
-}
-
-fn serve_binary(env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbridge"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 #[test]
 fn serve_refuses_a_remote_upstream_without_a_twilio_token() {
-    let out = serve_binary(&[("REALTIME_URL", REMOTE), ("OPENAI_API_KEY", "sk-x")])
-        .output()
-        .expect("run callbridge");
+    let out = binary::serve(
+        0,
+        "info",
+        &[("REALTIME_URL", REMOTE), ("OPENAI_API_KEY", "sk-x")],
+    )
+    .output()
+    .expect("run callbridge");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("configuration error"), "{stderr}");
@@ -55,45 +33,31 @@ fn serve_refuses_a_remote_upstream_without_a_twilio_token() {
 
 #[test]
 fn allow_unsigned_starts_and_warns() {
-    let mut child = serve_binary(&[
-        ("REALTIME_URL", REMOTE),
-        ("CALLBRIDGE_ALLOW_UNSIGNED", "true"),
-    ])
-    .spawn()
-    .expect("run callbridge");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut child = Process::spawn(&mut binary::serve(
+        0,
+        "info",
+        &[
+            ("REALTIME_URL", REMOTE),
+            ("CALLBRIDGE_ALLOW_UNSIGNED", "true"),
+        ],
+    ));
     let mut seen = Vec::new();
-    let mut warned = false;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-        if line.contains("WARN") && line.contains("allow_unsigned = true") {
-            warned = true;
-            break;
-        }
-        seen.push(line);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let warned = child.wait_for_line(Duration::from_secs(60), &mut seen, |line| {
+        line.contains("WARN") && line.contains("allow_unsigned = true")
+    });
     assert!(warned, "no warning at start; output: {seen:?}");
 }
 
 #[tokio::test]
 async fn loopback_upstream_needs_no_token_and_a_remote_one_does() {
     let metrics = || Arc::new(Metrics::new().expect("metrics"));
-    let local = config(&[("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime")]);
+    let local = bridge::config(&[("REALTIME_URL", bridge::NO_UPSTREAM)], None);
     let server = callbridge::server::spawn(local, metrics())
         .await
         .expect("a loopback upstream starts without a token");
     server.stop(Duration::ZERO).await;
 
-    let remote = config(&[("REALTIME_URL", REMOTE)]);
+    let remote = bridge::config(&[("REALTIME_URL", REMOTE)], None);
     let err = match callbridge::server::spawn(remote, metrics()).await {
         Ok(_) => panic!("a remote upstream without a token must be refused"),
         Err(e) => e.to_string(),
@@ -103,7 +67,10 @@ async fn loopback_upstream_needs_no_token_and_a_remote_one_does() {
         "{err}"
     );
 
-    let signed = config(&[("REALTIME_URL", REMOTE), ("TWILIO_AUTH_TOKEN", "tok")]);
+    let signed = bridge::config(
+        &[("REALTIME_URL", REMOTE), ("TWILIO_AUTH_TOKEN", "tok")],
+        None,
+    );
     callbridge::server::spawn(signed, metrics())
         .await
         .expect("a token makes a remote upstream fine")
@@ -155,21 +122,15 @@ fn served_to_completion(label: &str, r: &callbridge::caller::CallerReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_serves_running_calls_and_late_media_sockets() {
     use callbridge::caller::{self, CallerOptions};
-    use callbridge::sim::{SimConfig, Simulator};
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    use callbridge::sim::SimConfig;
+    let (sim, server, metrics) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 1500,
             ..SimConfig::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server =
-        callbridge::server::spawn(config(&[("REALTIME_URL", &sim.url())]), metrics.clone())
-            .await
-            .expect("bridge starts");
+    .await;
     let addr = server.addr;
     let base = server.url("");
 
@@ -188,19 +149,19 @@ async fn drain_serves_running_calls_and_late_media_sockets() {
     };
     let twiml_b = caller::fetch_twiml(&b_opts).await.expect("TwiML for B");
     let url_b = caller::stream_url_from_twiml(&twiml_b).expect("stream url");
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while metrics.calls_active.get() < 1 && std::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), async || {
+        metrics.calls_active.get() >= 1
+    })
+    .await;
     assert_eq!(metrics.calls_active.get(), 1, "call A is running");
 
     let stopping = tokio::spawn(server.stop(Duration::from_secs(60)));
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    let mut ready = get(addr, "/readyz").await;
-    while !ready.starts_with("HTTP/1.1 503") && std::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut ready = String::new();
+    eventually(Duration::from_secs(20), async || {
         ready = get(addr, "/readyz").await;
-    }
+        ready.starts_with("HTTP/1.1 503")
+    })
+    .await;
     assert!(
         ready.starts_with("HTTP/1.1 503"),
         "readyz while draining: {ready}"
@@ -256,12 +217,9 @@ async fn drain_serves_running_calls_and_late_media_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_calls_the_webhook_rejects() {
     use callbridge::caller::{self, CallerOptions, Step};
-    use callbridge::sim::{SimConfig, Simulator};
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    use callbridge::sim::SimConfig;
+    let sim = simulator(SimConfig::default()).await;
     for (configured, reason) in [(None, "busy"), (Some("rejected"), "rejected")] {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
         let mut env = vec![
             ("REALTIME_URL", sim.url()),
             ("CALLBRIDGE_MAX_CALLS", "1".to_owned()),
@@ -270,9 +228,7 @@ async fn over_max_calls_the_webhook_rejects() {
             env.push(("CALLBRIDGE_REJECT_REASON", r.to_owned()));
         }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let server = callbridge::server::spawn(config(&env), metrics.clone())
-            .await
-            .expect("bridge starts");
+        let (server, metrics) = bridge::start(&env, None).await;
         let opts = CallerOptions {
             bridge: server.url(""),
             script: vec![Step::Silence(Duration::from_millis(1500))],
@@ -280,10 +236,10 @@ async fn over_max_calls_the_webhook_rejects() {
             ..CallerOptions::default()
         };
         let running = tokio::spawn(caller::run(opts.clone()));
-        let until = std::time::Instant::now() + Duration::from_secs(20);
-        while metrics.calls_active.get() < 1 && std::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(Duration::from_secs(20), async || {
+            metrics.calls_active.get() >= 1
+        })
+        .await;
         let twiml = caller::fetch_twiml(&opts).await.expect("webhook answers");
         let doc = roxmltree::Document::parse(&twiml).expect("well-formed TwiML");
         let reject = doc
@@ -305,10 +261,10 @@ async fn over_max_calls_the_webhook_rejects() {
             "the running call was not disturbed"
         );
         // The call has ended: the next one is answered.
-        let until = std::time::Instant::now() + Duration::from_secs(20);
-        while metrics.calls_active.get() > 0 && std::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(Duration::from_secs(20), async || {
+            metrics.calls_active.get() == 0
+        })
+        .await;
         let twiml = caller::fetch_twiml(&opts).await.expect("webhook answers");
         assert!(twiml.contains("<Stream"), "{twiml}");
         server.stop(Duration::ZERO).await;
@@ -320,15 +276,14 @@ async fn over_max_calls_the_webhook_rejects() {
 /// its address as it was.
 #[tokio::test]
 async fn a_sip_caller_gets_well_formed_twiml_from_the_webhook() {
-    let server = callbridge::server::spawn(
-        config(&[
-            ("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime"),
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", bridge::NO_UPSTREAM),
             ("PUBLIC_URL", "https://bridge.example.com"),
-        ]),
-        Arc::new(Metrics::new().expect("metrics")),
+        ],
+        None,
     )
-    .await
-    .expect("bridge starts");
+    .await;
     let from = "sip:alice--x@example.com";
     let xml = callbridge::caller::post_form(
         &server.url(""),
@@ -359,26 +314,13 @@ async fn a_sip_caller_gets_well_formed_twiml_from_the_webhook() {
 #[cfg(unix)]
 #[test]
 fn sigterm_with_no_calls_exits_zero_at_once() {
-    let mut child = serve_binary(&[("REALTIME_URL", "ws://127.0.0.1:9/v1/realtime")])
-        .args(["--drain-seconds", "300"])
-        .spawn()
-        .expect("run callbridge");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+    let mut child = Process::spawn(
+        binary::serve(0, "info", &[("REALTIME_URL", bridge::NO_UPSTREAM)])
+            .args(["--drain-seconds", "300"]),
+    );
+    let serving = child.wait_for_line(Duration::from_secs(60), &mut Vec::new(), |line| {
+        line.contains("callbridge serving")
     });
-    let mut serving = false;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-        if line.contains("callbridge serving") {
-            serving = true;
-            break;
-        }
-    }
     assert!(serving, "the server did not start");
     let pid = child.id().to_string();
     let killed = Command::new("kill")
@@ -386,17 +328,8 @@ fn sigterm_with_no_calls_exits_zero_at_once() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let status = status.expect("exits well before its 300 s drain");
+    let status = child
+        .wait_exit(Duration::from_secs(60))
+        .expect("exits well before its 300 s drain");
     assert!(status.success(), "{status:?}");
 }

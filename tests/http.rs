@@ -1,46 +1,15 @@
 //! The HTTP face of the server: TwiML, health, metrics, and a call whose upstream is down.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| {
-        if k == "CALLBRIDGE_LISTEN" {
-            return Some("127.0.0.1:0".to_string());
-        }
-        let given = env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        if k == "REALTIME_URL" && given.is_none() {
-            // An upstream on loopback (nothing listens there): unsigned requests are fine.
-            return Some("ws://127.0.0.1:9/v1/realtime".to_string());
-        }
-        given
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
-
-async fn raw(addr: std::net::SocketAddr, req: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    String::from_utf8_lossy(&out).into_owned()
-}
+mod support;
+use support::bridge;
 
 #[tokio::test]
 async fn twiml_answers_on_both_paths_with_escaped_parameters() {
-    let server = bridge(&[("PUBLIC_URL", "https://bridge.example.com")]).await;
+    let (server, _) = bridge::start(&[("PUBLIC_URL", "https://bridge.example.com")], None).await;
     for path in ["/twiml", "/incoming-call"] {
         let xml = caller::post_form(
             &server.url(""),
@@ -69,8 +38,8 @@ async fn twiml_answers_on_both_paths_with_escaped_parameters() {
 
 #[tokio::test]
 async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_one() {
-    let server = bridge(&[]).await;
-    let resp = raw(
+    let (server, _) = bridge::start(&[], None).await;
+    let resp = bridge::raw(
         server.addr,
         "GET /twiml?CallSid=CA9 HTTP/1.1\r\nHost: internal:8080\r\nX-Forwarded-Host: calls.example.org\r\nConnection: close\r\n\r\n",
     )
@@ -81,7 +50,7 @@ async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_o
         resp.contains(r#"<Stream url="wss://calls.example.org/media">"#),
         "{resp}"
     );
-    let resp = raw(
+    let resp = bridge::raw(
         server.addr,
         "GET /twiml HTTP/1.1\r\nHost: x\r\nX-Forwarded-Host: evil.com/\"><Dial>\r\nConnection: close\r\n\r\n",
     )
@@ -92,15 +61,15 @@ async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_o
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let server = bridge(&[]).await;
+    let (server, _) = bridge::start(&[], None).await;
     let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert!(raw(server.addr, &get("/healthz"))
+    assert!(bridge::raw(server.addr, &get("/healthz"))
         .await
         .starts_with("HTTP/1.1 200"));
-    assert!(raw(server.addr, &get("/readyz"))
+    assert!(bridge::raw(server.addr, &get("/readyz"))
         .await
         .starts_with("HTTP/1.1 200"));
-    let m = raw(server.addr, &get("/metrics")).await;
+    let m = bridge::raw(server.addr, &get("/metrics")).await;
     assert!(m.contains("callbridge_calls_active"), "{m}");
     server.stop(Duration::from_secs(1)).await;
 }
@@ -115,10 +84,13 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
         .expect("bind");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let server = bridge(&[(
-        "REALTIME_URL",
-        &format!("ws://127.0.0.1:{port}/v1/realtime"),
-    )])
+    let (server, _) = bridge::start(
+        &[(
+            "REALTIME_URL",
+            &format!("ws://127.0.0.1:{port}/v1/realtime"),
+        )],
+        None,
+    )
     .await;
     let started = std::time::Instant::now();
     let report = caller::run(CallerOptions {
@@ -134,8 +106,7 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
         "{:?}",
         started.elapsed()
     );
-    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let m = raw(server.addr, get).await;
+    let m = bridge::scrape(&server).await;
     assert!(
         m.contains(r#"callbridge_calls_total{outcome="upstream_failed"} 1"#),
         "{m}"
@@ -148,10 +119,13 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
 async fn twilio_signatures_are_required_when_a_token_is_set() {
     use callbridge::twilio::signature::{sign, Algorithm};
     let token = "tok-123";
-    let server = bridge(&[
-        ("PUBLIC_URL", "https://bridge.example.com"),
-        ("TWILIO_AUTH_TOKEN", token),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            ("PUBLIC_URL", "https://bridge.example.com"),
+            ("TWILIO_AUTH_TOKEN", token),
+        ],
+        None,
+    )
     .await;
     let body = "CallSid=CA1&From=%2B15550001&To=%2B15550199";
     let params: Vec<(String, String)> = vec![
@@ -168,7 +142,7 @@ async fn twilio_signatures_are_required_when_a_token_is_set() {
             body.len()
         )
     };
-    assert!(raw(server.addr, &post(None))
+    assert!(bridge::raw(server.addr, &post(None))
         .await
         .starts_with("HTTP/1.1 403"));
     let forged = sign(
@@ -177,7 +151,7 @@ async fn twilio_signatures_are_required_when_a_token_is_set() {
         "https://bridge.example.com/twiml",
         &params,
     );
-    assert!(raw(server.addr, &post(Some(forged)))
+    assert!(bridge::raw(server.addr, &post(Some(forged)))
         .await
         .starts_with("HTTP/1.1 403"));
     let good = sign(
@@ -186,7 +160,7 @@ async fn twilio_signatures_are_required_when_a_token_is_set() {
         "https://bridge.example.com/twiml",
         &params,
     );
-    let resp = raw(server.addr, &post(Some(good))).await;
+    let resp = bridge::raw(server.addr, &post(Some(good))).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("wss://bridge.example.com/media"));
 

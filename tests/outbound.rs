@@ -3,81 +3,56 @@
 //! signed status callbacks producing reports for calls that never connected, Twilio recording
 //! events, and the `callbridge dial` command.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::config::{Config, Overrides};
 use callbridge::metrics::Metrics;
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::twilio::signature::{sign, Algorithm};
+
+mod support;
+use support::schema::assert_valid;
+use support::{binary, bridge, TempDir, WAIT};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH: &str = "twilio-auth-token";
 const API: &str = "api-token-for-tests-42";
 const SECRET: &str = "report-secret-for-tests-2";
 const PUBLIC: &str = "https://bridge.example.com";
-const WAIT: Duration = Duration::from_secs(30);
-
-fn assert_valid(file: &str, doc: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas")
-        .join(file);
-    let schema: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema JSON");
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{file}: {errors:?}\n{doc:#}");
-}
 
 struct Setup {
     server: callbridge::server::Running,
     twilio: FakeTwilio,
     rx: Receiver,
-    spool: PathBuf,
+    /// The report spool, removed when the test is done.
+    _spool: TempDir,
     metrics: Arc<Metrics>,
 }
 
 async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
     let twilio = FakeTwilio::spawn(ACCOUNT, AUTH).await.expect("fake twilio");
     let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
-    let spool = std::env::temp_dir().join(format!("cb-outbound-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&spool);
-    let mut env: Vec<(String, String)> = [
-        ("CALLBRIDGE_LISTEN", "127.0.0.1:0".to_owned()),
-        ("PUBLIC_URL", PUBLIC.to_owned()),
-        ("TWILIO_AUTH_TOKEN", AUTH.to_owned()),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT.to_owned()),
-        ("CALLBRIDGE_TWILIO_API_BASE", twilio.base_url()),
-        ("CALLBRIDGE_API_TOKEN", API.to_owned()),
-        ("CALLBRIDGE_REPORT_URL", rx.url("/reports")),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.display().to_string()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET.to_owned()),
-        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (k, v) in extra {
-        env.push((k.to_string(), v.to_string()));
-    }
-    let lookup = move |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge starts");
+    let spool = TempDir::new(&format!("outbound-{tag}"));
+    let (twilio_url, report_url) = (twilio.base_url(), rx.url("/reports"));
+    let mut env = vec![
+        ("PUBLIC_URL", PUBLIC),
+        ("TWILIO_AUTH_TOKEN", AUTH),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT),
+        ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
+        ("CALLBRIDGE_API_TOKEN", API),
+        ("CALLBRIDGE_REPORT_URL", &report_url),
+        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
+        ("CALLBRIDGE_TOOL_SECRET", SECRET),
+        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
+    ];
+    env.extend(extra);
+    let (server, metrics) = bridge::start(&env, None).await;
     Setup {
         server,
         twilio,
         rx,
-        spool,
+        _spool: spool,
         metrics,
     }
 }
@@ -278,7 +253,6 @@ async fn a_no_answer_status_callback_produces_a_report() {
         204
     );
     s.server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&s.spool);
 }
 
 /// With twilio_recording = "dual" the TwiML starts a recording before <Connect>, and Twilio's
@@ -326,7 +300,6 @@ async fn twilio_recording_is_started_and_its_callback_forwarded() {
     assert_eq!(ev["duration_s"], 42);
     assert_eq!(got[0].idempotency_key.as_deref(), ev["report_id"].as_str());
     s.server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&s.spool);
 }
 
 /// Waits until the receiver has `n` requests, then a little longer so that an extra one (a
@@ -387,7 +360,6 @@ async fn a_replayed_status_callback_is_one_report_with_a_stable_id() {
         "{m}"
     );
     s.server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&s.spool);
 }
 
 /// The same signed recording callback, posted five times, is one `recording.completed` event
@@ -446,7 +418,6 @@ async fn a_replayed_recording_callback_is_one_event_with_a_stable_id() {
         .render()
         .contains(r#"callbridge_reports_total{result="duplicate"} 4"#));
     s.server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&s.spool);
 }
 
 /// `callbridge dial` places the call through the API and prints the SID; a refusal exits
@@ -457,7 +428,7 @@ async fn the_dial_command_places_a_call() {
     let run = |token: &'static str, to: &'static str| {
         let bridge = s.server.url("");
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            std::process::Command::new(binary::BIN)
                 .args([
                     "dial",
                     "--bridge",

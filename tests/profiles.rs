@@ -3,19 +3,20 @@
 //! (variables filled in) and voice reach the Realtime session, its name the report, and its
 //! report_url receives the report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::config::{Config, Overrides};
+use callbridge::config::Config;
 use callbridge::metrics::Metrics;
+use callbridge::server::Running;
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::{SimConfig, Simulator};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::SinkExt;
+
+mod support;
+use support::{bridge, media, simulator, TempDir, WAIT};
 
 const SECRET: &str = "profile-secret-for-tests";
-const WAIT: Duration = Duration::from_secs(30);
 
 fn profiles_toml(report_url: &str) -> String {
     format!(
@@ -38,30 +39,10 @@ instructions = "You are the support desk."
     )
 }
 
-/// A config file of its own for each caller: the tests run in parallel, and a path shared by
-/// two of them let one load the other's profiles.
-fn write(tag: &str, text: &str) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let p = std::env::temp_dir().join(format!("cb-profiles-{tag}-{}-{n}.toml", std::process::id()));
-    std::fs::write(&p, text).expect("write config");
-    p
-}
-
+/// Loads `text` as the config file (a file of its own for each test: they run in parallel).
 fn load(tag: &str, text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-    let path = write(tag, text);
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let r = Config::load(
-        Some(&path),
-        &|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
-        &Overrides::default(),
-    )
-    .map_err(|e| e.to_string());
-    let _ = std::fs::remove_file(&path);
-    r
+    let dir = TempDir::new(&format!("profiles-{tag}"));
+    bridge::load(env, Some(&dir.file("callbridge.toml", text)))
 }
 
 #[test]
@@ -159,7 +140,8 @@ fn bad_profiles_are_refused_naming_the_key() {
 }
 
 /// A minimal Twilio media stream: `connected`, `start` with these parameters, then waits for
-/// the Realtime session to be configured, and hangs up with `stop`.
+/// the Realtime session (the simulator's `n`th) to be configured, and hangs up with `stop`.
+/// The session as configured.
 async fn stream(
     bridge: std::net::SocketAddr,
     call_sid: &str,
@@ -167,73 +149,35 @@ async fn stream(
     sim: &Simulator,
     n: usize,
 ) -> serde_json::Value {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{bridge}/media"))
-        .await
-        .expect("media socket");
     let sid = format!("MZ{call_sid}");
-    let send = |v: serde_json::Value| Message::Text(v.to_string().into());
-    ws.send(send(
-        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-    ))
-    .await
-    .expect("send");
-    ws.send(send(serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": sid,
-        "start": {"accountSid": "AC1", "streamSid": sid, "callSid": call_sid, "tracks": ["inbound"],
-                  "customParameters": params,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})))
+    let mut ws = media::connect(format!("ws://{bridge}/media")).await;
+    ws.send(media::start("AC1", &sid, call_sid, params))
         .await
         .expect("send");
-    let end = tokio::time::Instant::now() + WAIT;
-    let session = loop {
-        let sessions = sim.sessions();
-        if let Some(s) = sessions.get(n) {
-            if s.session["instructions"].is_string()
-                && s.received.iter().any(|e| e["type"] == "session.update")
-            {
-                break s.session.clone();
-            }
-        }
-        assert!(tokio::time::Instant::now() < end, "no session configured");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    ws.send(send(
-        serde_json::json!({"event": "stop", "sequenceNumber": "2", "streamSid": sid,
-        "stop": {"accountSid": "AC1", "callSid": call_sid}}),
-    ))
-    .await
-    .expect("send");
-    while let Some(Ok(_)) = ws.next().await {}
+    let session = media::configured(sim, n).await.session;
+    media::hang_up(&mut ws, media::stop("AC1", &sid, call_sid)).await;
     session
 }
 
 #[tokio::test]
 async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let top_rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     let sales_rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
-    let spool = std::env::temp_dir().join(format!("cb-profiles-spool-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&spool);
-    let path = write("live", &profiles_toml(&sales_rx.url("/sales")));
-    let env = [
-        ("CALLBRIDGE_LISTEN", "127.0.0.1:0".to_owned()),
-        ("REALTIME_URL", sim.url()),
-        ("OPENAI_API_KEY", "sk-test".to_owned()),
-        ("CALLBRIDGE_REPORT_URL", top_rx.url("/all")),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.display().to_string()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET.to_owned()),
-    ];
-    let cfg = Config::load(
+    let dir = TempDir::new("profiles-live");
+    let path = dir.file("callbridge.toml", &profiles_toml(&sales_rx.url("/sales")));
+    let spool = TempDir::new("profiles-spool");
+    let (server, metrics) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("CALLBRIDGE_REPORT_URL", &top_rx.url("/all")),
+            ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET),
+        ],
         Some(&path),
-        &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
-        &Overrides::default(),
     )
-    .expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge");
+    .await;
 
     // By number, with a variable.
     let s = stream(
@@ -299,27 +243,12 @@ async fn the_chosen_profile_configures_the_session_and_owns_the_report() {
     };
     assert_eq!((count("sales"), count("support")), (1, 2), "{m}");
     server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
-async fn bridge_with(
-    toml: &str,
-    env: Vec<(&'static str, String)>,
-) -> (callbridge::server::Running, Arc<Metrics>) {
-    let path = write("setup", toml);
-    let cfg = Config::load(
-        Some(&path),
-        &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
-        &Overrides::default(),
-    )
-    .expect("config");
-    let _ = std::fs::remove_file(&path);
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge");
-    (server, metrics)
+/// A bridge with `toml` as its config file.
+async fn bridge_with(toml: &str, env: &[(&str, &str)]) -> (Running, Arc<Metrics>) {
+    let dir = TempDir::new("profiles-setup");
+    bridge::start(env, Some(&dir.file("callbridge.toml", toml))).await
 }
 
 fn setup_toml(setup_url: &str) -> String {
@@ -337,9 +266,7 @@ setup_url = "{setup_url}"
 /// instructions_append and voice apply; the request is signed and names the call.
 #[tokio::test]
 async fn the_setup_lookup_fills_the_session() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     crm.reply(
         r#"{"variables": {"caller_name": "Grace"}, "instructions_append": "She is a VIP.", "voice": "ash", "transfer_targets": {"desk": "+15551230000", "bad": "not a number"}}"#,
@@ -347,10 +274,9 @@ async fn the_setup_lookup_fills_the_session() {
     );
     let (server, metrics) = bridge_with(
         &setup_toml(&crm.url("/setup")),
-        vec![
-            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
-            ("REALTIME_URL", sim.url()),
-            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET),
         ],
     )
     .await;
@@ -391,9 +317,7 @@ async fn the_setup_lookup_fills_the_session() {
 /// profile as configured (the call's own variables), a metric says why.
 #[tokio::test]
 async fn a_slow_or_junk_setup_lookup_falls_back_to_the_profile() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let crm = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     crm.reply(
         r#"{"variables": {"caller_name": "Grace"}}"#,
@@ -401,11 +325,10 @@ async fn a_slow_or_junk_setup_lookup_falls_back_to_the_profile() {
     );
     let (server, metrics) = bridge_with(
         &setup_toml(&crm.url("/setup")),
-        vec![
-            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
-            ("REALTIME_URL", sim.url()),
-            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
-            ("CALLBRIDGE_SETUP_TIMEOUT_MS", "300".into()),
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET),
+            ("CALLBRIDGE_SETUP_TIMEOUT_MS", "300"),
         ],
     )
     .await;
@@ -446,9 +369,7 @@ fn tool_names(session: &serde_json::Value) -> Vec<String> {
 /// lookup_order, another nothing, the top level everything configured.
 #[tokio::test]
 async fn each_profile_declares_only_its_tools() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     let toml = r#"
 [[tools]]
 name = "lookup_order"
@@ -471,10 +392,9 @@ tools = []
 "#;
     let (server, _) = bridge_with(
         toml,
-        vec![
-            ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
-            ("REALTIME_URL", sim.url()),
-            ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET),
         ],
     )
     .await;
@@ -514,9 +434,7 @@ tools = []
 /// metric says `redirect`.
 #[tokio::test]
 async fn a_redirecting_setup_lookup_is_not_followed() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     // The host the redirect names would rewrite the instructions.
     let elsewhere = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     elsewhere.reply(
@@ -542,10 +460,9 @@ async fn a_redirecting_setup_lookup_is_not_followed() {
         });
         let (server, metrics) = bridge_with(
             &setup_toml(&setup_url),
-            vec![
-                ("CALLBRIDGE_LISTEN", "127.0.0.1:0".into()),
-                ("REALTIME_URL", sim.url()),
-                ("CALLBRIDGE_TOOL_SECRET", SECRET.into()),
+            &[
+                ("REALTIME_URL", &sim.url()),
+                ("CALLBRIDGE_TOOL_SECRET", SECRET),
             ],
         )
         .await;

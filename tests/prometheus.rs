@@ -6,20 +6,18 @@
 //! Prometheus and promtool come from Debian's `prometheus` package (`.ci/run` installs it).
 //! Without them these tests say so and check nothing, except under `CI=true`, where they fail.
 
-#[path = "support/tools.rs"]
-mod tools;
+mod support;
+use support::binary::free_port;
+use support::{bridge, tools, TempDir};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
-use callbridge::sim::{Fault, SimConfig, Simulator};
+use callbridge::sim::{Fault, SimConfig};
 
 const INSTALL: &str = "apt-get install -y prometheus (Debian; brings promtool too)";
 
@@ -48,13 +46,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 struct Prom {
     base: String,
     http: reqwest::Client,
@@ -62,39 +53,27 @@ struct Prom {
     _dir: TempDir,
 }
 
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Prom {
     /// A real Prometheus on a free loopback port scraping `target` every second, with the
     /// repository's alert rules loaded (so they must load in a real server too).
     fn start(bin: &Path, target: &str) -> Prom {
-        let dir = std::env::temp_dir().join(format!(
-            "callbridge-prom-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir = TempDir::new("prom");
         std::fs::create_dir_all(dir.join("data")).expect("temp dir");
-        let dir = TempDir(dir);
         let rules = tools::root().join("deploy/prometheus/alerts.yml");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
              scrape_configs:\n  - job_name: callbridge\n    static_configs:\n      - targets: [\"{target}\"]\n",
             rules.display()
         );
-        let config_path = dir.0.join("prometheus.yml");
+        let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write config");
         let port = free_port();
-        let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.0.join("data").display()
+                dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
@@ -111,7 +90,7 @@ impl Prom {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.0.join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self._dir.join("prometheus.log")).unwrap_or_default()
     }
 
     /// An instant query: `Ok(result vector)` or `Err(Prometheus's error, or the transport's)`.
@@ -173,20 +152,6 @@ fn sample(v: &Value) -> Option<f64> {
     v["value"][1].as_str()?.parse().ok()
 }
 
-async fn bridge(realtime_url: &str) -> callbridge::server::Running {
-    let env = |k: &str| match k {
-        "REALTIME_URL" => Some(realtime_url.to_owned()),
-        "OPENAI_API_KEY" => Some("sk-test-not-a-real-key".to_owned()),
-        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
-        _ => None,
-    };
-    let cfg = Config::load(None, &env, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    callbridge::server::spawn(cfg, metrics)
-        .await
-        .expect("bridge starts")
-}
-
 /// Every panel in the dashboard (rows hold theirs inline, or nested when collapsed).
 fn panels(dash: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
@@ -212,8 +177,7 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
     let Some(prometheus) = tools::tool("prometheus", INSTALL) else {
         return;
     };
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 3000,
             delta_ms: vec![100, 250],
@@ -224,10 +188,9 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
             faults: vec![Fault::ErrorAfterResponses(1)],
             ..SimConfig::default()
         },
+        &[("OPENAI_API_KEY", "sk-test-not-a-real-key")],
     )
-    .await
-    .expect("simulator starts");
-    let server = bridge(&sim.url()).await;
+    .await;
     let prom = Prom::start(&prometheus, &server.addr.to_string());
     prom.wait_for("up{job=\"callbridge\"}", 1.0, "the bridge is scraped")
         .await;

@@ -5,63 +5,16 @@
 //! Faults are injected when the simulator shows the moment has come (the caller is speaking,
 //! the agent is answering), not after a sleep; assertions are on what each session received.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbridge::caller::{self, CallerOptions, CallerReport, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
+use callbridge::server::Running;
 use callbridge::sim::faults::SESSION_EXPIRED_REASON;
 use callbridge::sim::{ClosedBy, SessionFault, SessionLog, SimConfig, Simulator};
 use serde_json::Value;
 
-async fn bridge(realtime_url: &str, extra: &[(&str, &str)]) -> callbridge::server::Running {
-    let mut env: Vec<(String, String)> = vec![
-        ("REALTIME_URL".into(), realtime_url.into()),
-        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let lookup = move |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
-
-async fn metrics(server: &callbridge::server::Running) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
-
-/// Waits (bounded, generously) until the metrics contain `needle`.
-async fn wait_metric(server: &callbridge::server::Running, needle: &str) -> bool {
-    wait_any_metric(server, &[needle]).await
-}
-
-/// Waits (bounded) until the metrics page holds one of `needles`.
-async fn wait_any_metric(server: &callbridge::server::Running, needles: &[&str]) -> bool {
-    for _ in 0..250 {
-        let page = metrics(server).await;
-        if needles.iter().any(|n| page.contains(n)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+mod support;
+use support::{bridge, simulator};
 
 /// A socket that vanishes (FIN or RST) is seen by whichever comes first: the bridge's next read
 /// (`dropped`) or its next caller-audio write (`write_failed`). Both are the same fault.
@@ -115,10 +68,7 @@ fn text_of(item: &Value) -> (&str, &str, &str) {
     )
 }
 
-fn run_caller(
-    server: &callbridge::server::Running,
-    script: Vec<Step>,
-) -> tokio::task::JoinHandle<CallerReport> {
+fn run_caller(server: &Running, script: Vec<Step>) -> tokio::task::JoinHandle<CallerReport> {
     let opts = CallerOptions {
         bridge: server.url(""),
         script,
@@ -150,16 +100,14 @@ fn answer() -> Step {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -199,28 +147,18 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
         "and answered it: {}",
         summary(&report)
     );
-    assert!(
-        wait_any_metric(&server, &DROP_REASONS).await,
-        "{}",
-        metrics(&server).await
-    );
+    bridge::assert_metric(&server, &DROP_REASONS).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conversation_is_replayed_into_the_new_session() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             ..Default::default()
         },
-    )
-    .await
-    .expect("sim");
-    let server = bridge(
-        &sim.url(),
         &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
     )
     .await;
@@ -281,25 +219,23 @@ async fn the_conversation_is_replayed_into_the_new_session() {
         "{:?}",
         second.sent_of("error").collect::<Vec<_>>()
     );
-    assert!(wait_any_metric(&server, &DROP_REASONS).await);
+    bridge::assert_metric(&server, &DROP_REASONS).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 4000,
             // Audio in real time, so the answer is still streaming when the fault comes.
             pace: 1.0,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -344,31 +280,25 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
         !head.is_empty() && full.starts_with(head) && head.len() < full.len(),
         "the line cut to what was said: {text:?}"
     );
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#
-        )
-        .await,
-        "{}",
-        metrics(&server).await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#],
+    )
+    .await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expired_is_handled_like_a_drop() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 600,
             ..Default::default()
         },
+        &[],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[]).await;
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -390,13 +320,11 @@ async fn session_expired_is_handled_like_a_drop() {
     assert!(!report.closed_by_bridge);
     assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
     assert_eq!(sim.session_count(), 2);
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_upstream_reconnects_total{reason="session_expired"} 1"#
-        )
-        .await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_upstream_reconnects_total{reason="session_expired"} 1"#],
+    )
+    .await;
     let first = sim.session(0).expect("session 0");
     // The bridge left at the error, before the server's close.
     assert_eq!(
@@ -410,10 +338,11 @@ async fn session_expired_is_handled_like_a_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_retry_fails_the_call_ends_upstream_failed() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "2")]).await;
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "2")],
+    )
+    .await;
     let started = Instant::now();
     let call = run_caller(
         &server,
@@ -437,26 +366,23 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
     );
     assert!(report.twiml.contains("<Say>Sorry"), "Twilio apologises");
     assert_eq!(sim.session_count(), 1, "no new session was ever opened");
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_calls_total{outcome="upstream_failed"} 1"#
-        )
-        .await,
-        "{}",
-        metrics(&server).await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_calls_total{outcome="upstream_failed"} 1"#],
+    )
+    .await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_on_reconnect_ends_the_call_at_once() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
     // A long retry window: only the 401 can end the call.
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")]).await;
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")],
+    )
+    .await;
     let call = run_caller(
         &server,
         vec![
@@ -474,31 +400,25 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
     let report = call.await.expect("join");
     assert!(report.closed_by_bridge);
     assert_eq!(sim.session_count(), 1, "no retry after the 401");
-    assert!(
-        wait_metric(
-            &server,
-            r#"callbridge_calls_total{outcome="upstream_refused"} 1"#
-        )
-        .await,
-        "{}",
-        metrics(&server).await
-    );
+    bridge::assert_metric(
+        &server,
+        &[r#"callbridge_calls_total{outcome="upstream_refused"} 1"#],
+    )
+    .await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_byte() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 800,
             ..Default::default()
         },
+        &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")],
     )
-    .await
-    .expect("sim");
-    let server = bridge(&sim.url(), &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")]).await;
+    .await;
     let report = run_caller(
         &server,
         vec![
@@ -553,11 +473,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
         "continuation note: {items:?}"
     );
     let rotations = format!("callbridge_session_rotations_total {}", sessions.len() - 1);
-    assert!(
-        wait_metric(&server, &rotations).await,
-        "{}",
-        metrics(&server).await
-    );
+    bridge::assert_metric(&server, &[&rotations]).await;
     server.stop(Duration::from_secs(1)).await;
     sim.shutdown().await;
 }
@@ -566,9 +482,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_faults_look_like_the_real_thing_on_the_wire() {
     use tokio_tungstenite::tungstenite::{Error, Message};
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("sim");
+    let sim = simulator(SimConfig::default()).await;
     // How the socket ends after each fault: (close code, reset, other error).
     async fn ending(sim: &Simulator, fault: SessionFault) -> (Option<u16>, bool, bool) {
         let (mut ws, _) = tokio_tungstenite::connect_async(sim.url())

@@ -14,6 +14,9 @@ use callbridge::recording::{Dir, Fixture};
 use callbridge::sim::SimConfig;
 use serde_json::Value;
 
+mod support;
+use support::{bridge, eventually, simulator, TempDir};
+
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -51,14 +54,6 @@ fn speaking(callers: &[&Clip], agents: &[&Clip]) -> SimConfig {
 async fn replay_both_ways(path: &Path) {
     replay_ok(path, true).await;
     replay_ok(path, false).await;
-}
-
-/// An empty directory of this name (per process) under the system's temp dir.
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// Replays a doctored fixture, which must not match; the report as printed.
@@ -223,7 +218,7 @@ async fn a_call_recorded_across_a_redial_replays_green() {
         .into_iter()
         .find(|s| s.drop_upstream_mid_sentence)
         .expect("the re-dial scenario");
-    let dir = fresh_dir("callbridge-redial");
+    let dir = TempDir::new("replay-redial");
     let path = callbridge::fixture::generate::generate(&sc, &dir)
         .await
         .expect("call recorded");
@@ -248,7 +243,6 @@ async fn a_call_recorded_across_a_redial_replays_green() {
         .iter()
         .any(|l| l.session == 3 && l.kind() == "response.done"));
     replay_both_ways(&path).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A fixture whose recorded bridge output differs from what the bridge does now: the replay
@@ -280,7 +274,7 @@ async fn a_changed_behaviour_is_reported() {
 /// replays green in both modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_by_the_server_replays_green() {
-    let dir = fresh_dir("callbridge-rec");
+    let dir = TempDir::new("replay-rec");
     let ask = clip("caller_hours").expect("clip");
     let answer = clip("agent_saturday").expect("clip");
     let sim = SimConfig {
@@ -289,9 +283,7 @@ async fn a_call_recorded_by_the_server_replays_green() {
         ..speaking(&[&ask], &[&answer])
     };
     let env = [("openai_api_key", "sk-test-recorded-key".to_owned())];
-    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
-        .await
-        .expect("simulator starts");
+    let sim = simulator(sim).await;
     let (report, path) = record_call(
         &sim,
         &env,
@@ -361,7 +353,6 @@ async fn a_call_recorded_by_the_server_replays_green() {
         .count() as u64;
     assert_eq!(media_in, report.frames_sent, "every caller frame recorded");
     replay_both_ways(&path).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A call recorded while its Realtime session was rotated (a successor opened, configured and
@@ -369,7 +360,7 @@ async fn a_call_recorded_by_the_server_replays_green() {
 /// ways, each session's events compared as that session's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_across_a_session_rotation_replays_green() {
-    let dir = fresh_dir("callbridge-rotation");
+    let dir = TempDir::new("replay-rotation");
     let (ask, thanks) = (
         clip("caller_hello").expect("clip"),
         clip("caller_thanks").expect("clip"),
@@ -382,9 +373,7 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
         delta_ms: vec![60, 100, 240],
         ..speaking(&[&ask, &thanks], &[&answer, &bye])
     };
-    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", sim)
-        .await
-        .expect("simulator starts");
+    let sim = simulator(sim).await;
     let done = || Step::WaitAgentDone {
         quiet: Duration::from_millis(500),
         timeout: Duration::from_secs(10),
@@ -417,7 +406,6 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
         .collect();
     assert!(updates.len() >= 2, "the session was rotated: {updates:?}");
     replay_both_ways(&path).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A call that ran with an agent profile (chosen at Twilio's `start`) is recorded with the
@@ -425,37 +413,32 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
 /// replayed `session.update` is the profile's, as the recorded one was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_with_a_profile_replays_green() {
-    use callbridge::config::{Config, Overrides};
-    let dir = fresh_dir("callbridge-profile");
+    let dir = TempDir::new("replay-profile");
     let (ask, answer) = (
         clip("caller_hours").expect("clip"),
         clip("agent_saturday").expect("clip"),
     );
-    let sim = callbridge::sim::Simulator::start("127.0.0.1:0", speaking(&[&ask], &[&answer]))
-        .await
-        .expect("simulator starts");
-    let file = dir.join("profiles.toml");
-    std::fs::write(
-        &file,
+    let sim = simulator(speaking(&[&ask], &[&answer])).await;
+    let file = dir.file(
+        "profiles.toml",
         "instructions = \"You are the front desk.\"\n\
          default_profile = \"sales\"\n\
          [profiles.sales]\n\
          instructions = \"You are Sam, in sales.\"\n\
          voice = \"cedar\"\n",
+    );
+    let calls = dir.join("calls");
+    let (server, _) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            (
+                "CALLBRIDGE_RECORD_DIR",
+                calls.to_str().expect("a UTF-8 path"),
+            ),
+        ],
+        Some(&file),
     )
-    .expect("write config");
-    let (url, rec) = (sim.url(), dir.join("calls").display().to_string());
-    let env = move |k: &str| match k {
-        "REALTIME_URL" => Some(url.clone()),
-        "CALLBRIDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
-        "CALLBRIDGE_RECORD_DIR" => Some(rec.clone()),
-        _ => None,
-    };
-    let cfg = Config::load(Some(&file), &env, &Overrides::default()).expect("config");
-    let metrics = std::sync::Arc::new(callbridge::metrics::Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics)
-        .await
-        .expect("bridge starts");
+    .await;
     callbridge::caller::run(callbridge::caller::CallerOptions {
         bridge: server.url(""),
         script: vec![
@@ -472,15 +455,13 @@ async fn a_call_recorded_with_a_profile_replays_green() {
     .await
     .expect("call runs");
     let mut path = None;
-    for _ in 0..250 {
-        path = callbridge::fixture::generate::jsonl_files(&dir.join("calls"))
+    eventually(Duration::from_secs(5), async || {
+        path = callbridge::fixture::generate::jsonl_files(&calls)
             .into_iter()
             .next();
-        if path.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        path.is_some()
+    })
+    .await;
     server.stop(Duration::from_millis(500)).await;
     sim.shutdown().await;
     let path = path.expect("the call was recorded");
@@ -495,5 +476,4 @@ async fn a_call_recorded_with_a_profile_replays_green() {
         Some("cedar")
     );
     replay_ok(&path, true).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

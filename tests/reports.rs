@@ -2,77 +2,32 @@
 //! Idempotency-Key, refused ones kept in dead/, nothing lost when the bridge is killed, and every
 //! report valid against the schema shipped in schemas/.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
 use callbridge::sim::receiver::{Received, Receiver};
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
+
+mod support;
+use support::binary::{self, Process};
+use support::schema::assert_valid;
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const SECRET: &str = "report-secret-for-tests-1";
-const WAIT: Duration = Duration::from_secs(30);
 
-fn spool_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cb-reports-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-/// Validates `doc` against `schemas/<file>`, failing with every error found.
-pub fn assert_valid(file: &str, doc: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas")
-        .join(file);
-    let schema: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema JSON");
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(doc)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{file}: {errors:?}\n{doc:#}");
-}
-
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn env_for(realtime_url: &str, report_url: &str, spool: &Path) -> Vec<(String, String)> {
-    [
-        ("REALTIME_URL", realtime_url.to_owned()),
-        ("OPENAI_API_KEY", "sk-test-not-a-real-key".to_owned()),
-        (
-            "CALLBRIDGE_TRANSCRIPTION_MODEL",
-            "gpt-4o-transcribe".to_owned(),
-        ),
-        ("CALLBRIDGE_REPORT_URL", report_url.to_owned()),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.display().to_string()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET.to_owned()),
-        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20".to_owned()),
+/// A bridge whose reports go to `report_url`, spooled in `spool`, retried after 20 ms; its
+/// upstream is down, so a call ends at once (`upstream_failed`).
+fn env_for<'a>(report_url: &'a str, spool: &'a TempDir) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("REALTIME_URL", bridge::NO_UPSTREAM),
+        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
+        ("CALLBRIDGE_TRANSCRIPTION_MODEL", "gpt-4o-transcribe"),
+        ("CALLBRIDGE_REPORT_URL", report_url),
+        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
+        ("CALLBRIDGE_TOOL_SECRET", SECRET),
+        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-async fn bridge(env: Vec<(String, String)>) -> (callbridge::server::Running, Arc<Metrics>) {
-    let lookup = move |k: &str| {
-        if k == "CALLBRIDGE_LISTEN" {
-            return Some("127.0.0.1:0".to_owned());
-        }
-        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let running = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge starts");
-    (running, metrics)
 }
 
 /// A call whose upstream is unreachable: it ends at once (`upstream_failed`).
@@ -102,10 +57,7 @@ fn spooled(dir: &Path) -> Vec<String> {
 }
 
 async fn wait_spool_empty(dir: &Path) {
-    let end = tokio::time::Instant::now() + WAIT;
-    while !spooled(dir).is_empty() && tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, async || spooled(dir).is_empty()).await;
     assert!(spooled(dir).is_empty(), "spool left: {:?}", spooled(dir));
 }
 
@@ -114,22 +66,21 @@ async fn wait_spool_empty(dir: &Path) {
 /// the spool empty afterwards, and the report valid against the schema.
 #[tokio::test]
 async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            response_audio_ms: 3000,
-            pace: 4.0,
-            always_transcribe: true,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator(SimConfig {
+        response_audio_ms: 3000,
+        pace: 4.0,
+        always_transcribe: true,
+        ..SimConfig::default()
+    })
+    .await;
     let rx = Receiver::spawn(SECRET, &[500, 503])
         .await
         .expect("receiver");
-    let spool = spool_dir("retry");
-    let (server, metrics) = bridge(env_for(&sim.url(), &rx.url("/reports"), &spool)).await;
+    let spool = TempDir::new("reports-retry");
+    let (report_url, sim_url) = (rx.url("/reports"), sim.url());
+    let mut env = env_for(&report_url, &spool);
+    env.push(("REALTIME_URL", &sim_url));
+    let (server, metrics) = bridge::start(&env, None).await;
     caller::run(CallerOptions {
         bridge: server.url(""),
         call_sid: "CAreport1".into(),
@@ -197,22 +148,18 @@ async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
     );
     assert!(m.contains("callbridge_report_backlog 0"), "{m}");
     server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
 /// A 400 is final: one try, the report and the receiver's answer in dead/, a metric.
 #[tokio::test]
 async fn a_refused_report_goes_to_dead_with_the_answer() {
     let rx = Receiver::spawn(SECRET, &[400]).await.expect("receiver");
-    let spool = spool_dir("dead");
-    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
-    let (server, metrics) = bridge(env_for(&realtime, &rx.url("/r"), &spool)).await;
+    let spool = TempDir::new("reports-dead");
+    let report_url = rx.url("/r");
+    let (server, metrics) = bridge::start(&env_for(&report_url, &spool), None).await;
     short_call(&server.url(""), "CAdead1").await;
     let dead = spool.join("dead");
-    let end = tokio::time::Instant::now() + WAIT;
-    while spooled(&dead).len() < 2 && tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, async || spooled(&dead).len() >= 2).await;
     let files = spooled(&dead);
     assert_eq!(files.len(), 2, "report + answer: {files:?}");
     assert!(spooled(&spool).is_empty(), "no longer pending");
@@ -237,42 +184,6 @@ async fn a_refused_report_goes_to_dead_with_the_answer() {
         "{m}"
     );
     server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&spool);
-}
-
-struct Bridge(Child);
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_binary(port: u16, env: &[(String, String)]) -> Bridge {
-    let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .arg("serve")
-        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start callbridge serve");
-    Bridge(child)
-}
-
-async fn wait_healthy(port: u16) {
-    let end = tokio::time::Instant::now() + WAIT;
-    loop {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < end, "bridge did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The receiver is down (503) while two calls end; the bridge is killed with SIGKILL; after a
@@ -282,12 +193,12 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
     let rx = Receiver::spawn(SECRET, &[503; 1000])
         .await
         .expect("receiver");
-    let spool = spool_dir("kill");
-    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
-    let env = env_for(&realtime, &rx.url("/r"), &spool);
-    let port = dead_port();
-    let mut first = start_binary(port, &env);
-    wait_healthy(port).await;
+    let spool = TempDir::new("reports-kill");
+    let report_url = rx.url("/r");
+    let env = env_for(&report_url, &spool);
+    let port = binary::free_port();
+    let first = Process::spawn(&mut binary::serve(port, "warn", &env));
+    binary::wait_healthy(port).await;
     let url = format!("http://127.0.0.1:{port}");
     short_call(&url, "CAkill1").await;
     short_call(&url, "CAkill2").await;
@@ -301,12 +212,11 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
         })
         .await;
     assert!(got.len() >= 2, "{got:?}");
-    first.0.kill().expect("SIGKILL");
-    let _ = first.0.wait();
+    first.kill();
     assert_eq!(spooled(&spool).len(), 2, "both reports survive the kill");
 
     rx.script(&[]);
-    let _second = start_binary(port, &env);
+    let _second = Process::spawn(&mut binary::serve(port, "warn", &env));
     let got = rx
         .wait_until(WAIT, |r| {
             r.iter().filter(|x| x.answered == 200).count() >= 2
@@ -326,7 +236,6 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
         .collect();
     sids.sort();
     assert_eq!(sids, ["CAkill1", "CAkill2"]);
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
 /// Past `report_spool_max` the oldest undelivered report is dropped (error log + metric); the
@@ -336,22 +245,20 @@ async fn the_spool_is_bounded_and_drops_the_oldest() {
     let rx = Receiver::spawn(SECRET, &[503; 1000])
         .await
         .expect("receiver");
-    let spool = spool_dir("bound");
-    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
-    let mut env = env_for(&realtime, &rx.url("/r"), &spool);
-    env.push(("CALLBRIDGE_REPORT_SPOOL_MAX".into(), "1".into()));
-    let (server, metrics) = bridge(env).await;
+    let spool = TempDir::new("reports-bound");
+    let report_url = rx.url("/r");
+    let mut env = env_for(&report_url, &spool);
+    env.push(("CALLBRIDGE_REPORT_SPOOL_MAX", "1"));
+    let (server, metrics) = bridge::start(&env, None).await;
     short_call(&server.url(""), "CAold").await;
     rx.wait_until(WAIT, |r| !r.is_empty()).await;
     short_call(&server.url(""), "CAnew").await;
-    let end = tokio::time::Instant::now() + WAIT;
-    while !metrics
-        .render()
-        .contains(r#"callbridge_reports_total{result="dropped"} 1"#)
-        && tokio::time::Instant::now() < end
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, async || {
+        metrics
+            .render()
+            .contains(r#"callbridge_reports_total{result="dropped"} 1"#)
+    })
+    .await;
     let left = spooled(&spool);
     assert_eq!(left.len(), 1, "{left:?}");
     let kept: serde_json::Value =
@@ -361,7 +268,6 @@ async fn the_spool_is_bounded_and_drops_the_oldest() {
     assert_eq!(body["call_sid"], "CAnew", "the newest is kept");
     assert!(metrics.render().contains("callbridge_report_backlog 1"));
     server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
 /// Twilio's final status of an outbound call that never connected (unsigned: these bridges
@@ -421,11 +327,11 @@ async fn dead_is_bounded_by_report_dead_max() {
     let rx = Receiver::spawn(SECRET, &[400; 100])
         .await
         .expect("receiver");
-    let spool = spool_dir("dead-max");
-    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
-    let mut env = env_for(&realtime, &rx.url("/r"), &spool);
-    env.push(("CALLBRIDGE_REPORT_DEAD_MAX".into(), "5".into()));
-    let (server, metrics) = bridge(env).await;
+    let spool = TempDir::new("reports-dead-max");
+    let report_url = rx.url("/r");
+    let mut env = env_for(&report_url, &spool);
+    env.push(("CALLBRIDGE_REPORT_DEAD_MAX", "5"));
+    let (server, metrics) = bridge::start(&env, None).await;
     for i in 0..30 {
         no_answer(&server.url(""), &format!("CAdeadmax{i}")).await;
     }
@@ -441,7 +347,6 @@ async fn dead_is_bounded_by_report_dead_max() {
     );
     assert!(m.contains(r#"callbridge_reports_dead_pruned_total{reason="age"} 0"#));
     server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
 /// With `report_dead_max_age_s = 1` a report buried more than a second ago goes at the next
@@ -451,12 +356,12 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
     let rx = Receiver::spawn(SECRET, &[400; 100])
         .await
         .expect("receiver");
-    let spool = spool_dir("dead-age");
+    let spool = TempDir::new("reports-dead-age");
     let dead = spool.join("dead");
-    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
-    let mut env = env_for(&realtime, &rx.url("/r"), &spool);
-    env.push(("CALLBRIDGE_REPORT_DEAD_MAX_AGE_S".into(), "1".into()));
-    let (server, metrics) = bridge(env.clone()).await;
+    let report_url = rx.url("/r");
+    let mut env = env_for(&report_url, &spool);
+    env.push(("CALLBRIDGE_REPORT_DEAD_MAX_AGE_S", "1"));
+    let (server, metrics) = bridge::start(&env, None).await;
     no_answer(&server.url(""), "CAage1").await;
     wait_metric(
         || std::future::ready(metrics.render()),
@@ -478,7 +383,7 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
     server.stop(Duration::from_secs(1)).await;
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (server, metrics) = bridge(env).await;
+    let (server, metrics) = bridge::start(&env, None).await;
     // The server opens the spool once it runs, after `bridge` returned.
     wait_metric(
         || std::future::ready(metrics.render()),
@@ -487,7 +392,6 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
     .await;
     assert!(buried(&dead).is_empty(), "pruned at start-up");
     server.stop(Duration::from_secs(1)).await;
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
 /// A report still in the spool when the bridge is killed is known after the restart: the
@@ -497,21 +401,20 @@ async fn a_replay_after_a_restart_is_not_spooled_again() {
     let rx = Receiver::spawn(SECRET, &[503; 1000])
         .await
         .expect("receiver");
-    let spool = spool_dir("replay-restart");
-    let realtime = format!("ws://127.0.0.1:{}/v1/realtime", dead_port());
-    let env = env_for(&realtime, &rx.url("/r"), &spool);
-    let port = dead_port();
+    let spool = TempDir::new("reports-replay-restart");
+    let report_url = rx.url("/r");
+    let env = env_for(&report_url, &spool);
+    let port = binary::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut first = start_binary(port, &env);
-    wait_healthy(port).await;
+    let first = Process::spawn(&mut binary::serve(port, "warn", &env));
+    binary::wait_healthy(port).await;
     no_answer(&url, "CAreplayed").await;
     rx.wait_until(WAIT, |r| !r.is_empty()).await;
-    first.0.kill().expect("SIGKILL");
-    let _ = first.0.wait();
+    first.kill();
     assert_eq!(spooled(&spool).len(), 1);
 
-    let _second = start_binary(port, &env);
-    wait_healthy(port).await;
+    let _second = Process::spawn(&mut binary::serve(port, "warn", &env));
+    binary::wait_healthy(port).await;
     no_answer(&url, "CAreplayed").await;
     let scrape = || async {
         match reqwest::get(format!("{url}/metrics")).await {
@@ -532,5 +435,4 @@ async fn a_replay_after_a_restart_is_not_spooled_again() {
         "{got:?}"
     );
     assert_eq!(got.iter().filter(|r| r.answered == 200).count(), 1);
-    let _ = std::fs::remove_dir_all(&spool);
 }

@@ -11,13 +11,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
-use callbridge::caller::{self, CallerOptions, CallerReport, Step};
-use callbridge::config::{Config, Overrides};
+use callbridge::caller::{self, CallerReport, Step};
 use callbridge::metrics::Metrics;
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::{Probe, ProbeHandle, SessionProbe, SimConfig, SimDialect, Simulator};
 use serde_json::{json, Value};
+
+mod support;
+use support::caller::call_ended_by_twilio;
+use support::schema::assert_valid;
+use support::{bridge, eventually, simulator, TempDir};
 
 const SECRET: &str = "tool-secret-for-tests";
 const API_KEY: &str = "SK00000000000000000000000000000001";
@@ -194,6 +198,8 @@ struct Setup {
     twilio: FakeTwilio,
     /// Receives the call reports.
     reports: Receiver,
+    /// The config file and the report spool, removed when the test is done.
+    _dir: TempDir,
 }
 
 fn tool_toml(base: &str, name: &str, extra: &str) -> String {
@@ -203,18 +209,17 @@ fn tool_toml(base: &str, name: &str, extra: &str) -> String {
 }
 
 async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
-    let sim = Simulator::start("127.0.0.1:0", sim_cfg).await.expect("sim");
+    let sim = simulator(sim_cfg).await;
     let (tools, base) = tool_server().await;
     let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
         .await
         .expect("fake twilio");
     let reports = Receiver::spawn(SECRET, &[]).await.expect("report receiver");
+    let dir = TempDir::new("tools");
     let mut file = format!(
         "report_url = \"{}\"\nreport_spool_dir = \"{}\"\n",
         reports.url("/reports"),
-        std::env::temp_dir()
-            .join(format!("cb-tools-spool-{}", rand_name()))
-            .display()
+        dir.join("spool").display()
     );
     file += &format!(
         "tool_secret = \"{SECRET}\"\nend_call = true\ntransfer_targets = {{ sales = \"+15551230000\", billing = \"sip:billing@pbx.example.com\" }}\ntransfer_caller_id = \"+15550001111\"\ngoodbye_timeout_ms = 8000\n"
@@ -226,24 +231,17 @@ async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
     file += &tool_toml(&base, "chatty", "");
     file += &tool_toml(&base, "moved", "");
     file += &tool_toml(&base, "moved_get", "");
-    let dir = std::env::temp_dir().join(format!("cb-tools-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.toml", rand_name()));
-    std::fs::write(&path, file).unwrap();
-    let env: Vec<(String, String)> = vec![
-        ("REALTIME_URL".into(), sim.url()),
-        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
-        ("CALLBRIDGE_DIALECT".into(), dialect.into()),
-        ("CALLBRIDGE_TWILIO_API_BASE".into(), twilio.base_url()),
-        ("CALLBRIDGE_TWILIO_API_KEY".into(), API_KEY.into()),
-        ("CALLBRIDGE_TWILIO_API_SECRET".into(), API_SECRET.into()),
-    ];
-    let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let cfg = Config::load(Some(&path), &lookup, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge starts");
+    let (server, metrics) = bridge::start(
+        &[
+            ("REALTIME_URL", &sim.url()),
+            ("CALLBRIDGE_DIALECT", dialect),
+            ("CALLBRIDGE_TWILIO_API_BASE", &twilio.base_url()),
+            ("CALLBRIDGE_TWILIO_API_KEY", API_KEY),
+            ("CALLBRIDGE_TWILIO_API_SECRET", API_SECRET),
+        ],
+        Some(&dir.file("callbridge.toml", &file)),
+    )
+    .await;
     Setup {
         sim,
         server,
@@ -251,6 +249,7 @@ async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
         tools,
         twilio,
         reports,
+        _dir: dir,
     }
 }
 
@@ -261,26 +260,8 @@ async fn call_report(s: &Setup) -> Value {
         .wait_until(Duration::from_secs(30), |r| !r.is_empty())
         .await;
     let report = got.first().expect("a call report").json();
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/call-report.schema.json");
-    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let errors: Vec<String> = validator
-        .iter_errors(&report)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}\n{report:#}");
+    assert_valid("call-report.schema.json", &report);
     report
-}
-
-fn rand_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        N.fetch_add(1, Ordering::Relaxed),
-        std::process::id()
-    )
 }
 
 fn sim_with(replies: &[&str], calls: Vec<Vec<(&str, &str)>>) -> SimConfig {
@@ -311,34 +292,9 @@ fn script(quiet_ms: u64) -> Vec<Step> {
     ]
 }
 
-/// Places the call; when Twilio REST gets a call update, the simulated Twilio ends the
-/// stream (as a hang-up or a redirect does).
+/// Places the call; Twilio ends the stream once the bridge asked Twilio REST to.
 async fn call(s: &Setup, script: Vec<Step>) -> CallerReport {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let twilio_requests = s.twilio.requests().len();
-    let twilio = &s.twilio;
-    let opts = CallerOptions {
-        bridge: s.server.url(""),
-        call_sid: CALL_SID.into(),
-        script,
-        tail: Duration::from_millis(300),
-        twilio_ends: Some(rx),
-        ..Default::default()
-    };
-    let run = caller::run(opts);
-    tokio::pin!(run);
-    let mut signalled = false;
-    loop {
-        tokio::select! {
-            r = &mut run => return r.expect("call runs"),
-            _ = tokio::time::sleep(Duration::from_millis(10)), if !signalled => {
-                if twilio.requests().len() > twilio_requests {
-                    signalled = true;
-                    let _ = tx.send(true);
-                }
-            }
-        }
-    }
+    call_ended_by_twilio(s.server.url(""), CALL_SID, script, &s.twilio).await
 }
 
 fn metric(m: &Metrics, needle: &str) -> bool {
@@ -346,13 +302,7 @@ fn metric(m: &Metrics, needle: &str) -> bool {
 }
 
 async fn wait_metric(m: &Metrics, needle: &str) -> bool {
-    for _ in 0..200 {
-        if metric(m, needle) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    eventually(Duration::from_secs(4), async || metric(m, needle)).await
 }
 
 /// `(call_id, output)` of each function_call_output the simulator received, and how many

@@ -3,40 +3,17 @@
 //! else does), the console's event feed follows a simulated phone call live, and the
 //! softphone's token follows only the softphone's own call.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::config::{Config, Overrides};
-use callbridge::metrics::Metrics;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
+use support::bridge;
 
 const SOFTPHONE_TOKEN: &str = "softphone-token-for-tests";
 const CONSOLE_TOKEN: &str = "console-token-for-tests";
-
-async fn bridge(env: &[(&str, &str)]) -> callbridge::server::Running {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| {
-        if k == "CALLBRIDGE_LISTEN" {
-            return Some("127.0.0.1:0".to_string());
-        }
-        let set = env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        // These tests need no model: a loopback upstream keeps `serve` from refusing to start
-        // without a Twilio token (secure by default).
-        if k == "REALTIME_URL" && set.is_none() {
-            return Some("ws://127.0.0.1:9/v1/realtime".to_string());
-        }
-        set
-    };
-    let cfg = Config::load(None, &lookup, &Overrides::default()).expect("config");
-    callbridge::server::spawn(cfg, Arc::new(Metrics::new().expect("metrics")))
-        .await
-        .expect("bridge starts")
-}
 
 const PAGES: &[(&str, &str)] = &[
     ("CALLBRIDGE_SOFTPHONE", "true"),
@@ -46,12 +23,8 @@ const PAGES: &[(&str, &str)] = &[
 
 /// One request with `Connection: close`; the whole response.
 async fn get(addr: std::net::SocketAddr, target: &str, headers: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    String::from_utf8_lossy(&out).into_owned()
+    bridge::raw(addr, &req).await
 }
 
 fn status(resp: &str) -> &str {
@@ -60,7 +33,7 @@ fn status(resp: &str) -> &str {
 
 #[tokio::test]
 async fn pages_are_off_by_default() {
-    let server = bridge(&[]).await;
+    let (server, _) = bridge::start(&[], None).await;
     for path in [
         "/softphone",
         "/softphone/ticket",
@@ -76,7 +49,7 @@ async fn pages_are_off_by_default() {
 
 #[tokio::test]
 async fn both_pages_refuse_without_their_token_and_open_with_it() {
-    let server = bridge(PAGES).await;
+    let (server, _) = bridge::start(PAGES, None).await;
     let sp = format!("token={SOFTPHONE_TOKEN}");
     let co = format!("token={CONSOLE_TOKEN}");
     for (path, good) in [
@@ -158,7 +131,7 @@ async fn ticket(addr: std::net::SocketAddr) -> (String, String) {
 
 #[tokio::test]
 async fn tickets_fetched_back_to_back_differ() {
-    let server = bridge(PAGES).await;
+    let (server, _) = bridge::start(PAGES, None).await;
     let (a, a_call) = ticket(server.addr).await;
     let (b, b_call) = ticket(server.addr).await;
     assert_ne!(a, b, "two tickets of the same second");
@@ -168,12 +141,15 @@ async fn tickets_fetched_back_to_back_differ() {
 
 #[tokio::test]
 async fn a_softphone_ticket_opens_media_once_where_twilio_signatures_are_required() {
-    let server = bridge(&[
-        PAGES[0],
-        PAGES[1],
-        ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
-        ("PUBLIC_URL", "https://bridge.example.com"),
-    ])
+    let (server, _) = bridge::start(
+        &[
+            PAGES[0],
+            PAGES[1],
+            ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+        ],
+        None,
+    )
     .await;
     let ws = |q: String| {
         let url = format!("ws://{}/media{q}", server.addr);
@@ -270,18 +246,16 @@ where
 async fn a_softphone_ticket_opens_only_the_call_it_names() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("simulator starts");
-    let url = sim.url();
-    let server = bridge(&[
-        PAGES[0],
-        PAGES[1],
-        ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
-        ("PUBLIC_URL", "https://bridge.example.com"),
-        ("REALTIME_URL", url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-    ])
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
+        &[
+            PAGES[0],
+            PAGES[1],
+            ("TWILIO_AUTH_TOKEN", "twilio-auth-token"),
+            ("PUBLIC_URL", "https://bridge.example.com"),
+            ("OPENAI_API_KEY", "sk-test"),
+        ],
+    )
     .await;
     let open = |t: String| {
         let url = format!("ws://{}/media?softphone_ticket={t}", server.addr);
@@ -411,22 +385,14 @@ async fn follow_console(
 
 #[tokio::test]
 async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             response_audio_ms: 3000,
             caller_transcripts: vec!["I would like to check my order".into()],
             ..SimConfig::default()
         },
+        &[PAGES[2], ("OPENAI_API_KEY", "sk-test")],
     )
-    .await
-    .expect("simulator starts");
-    let url = sim.url();
-    let server = bridge(&[
-        PAGES[2],
-        ("REALTIME_URL", url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-    ])
     .await;
     let mut feed = follow_console(server.addr).await;
     let first = tokio::time::timeout(Duration::from_secs(10), feed.recv())
@@ -494,23 +460,13 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
 /// call's events are the console's (whose token still shows them).
 #[tokio::test]
 async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
+    let (sim, server, _) = bridge::with_simulator(
         SimConfig {
             caller_transcripts: vec!["my card number is private".into()],
             ..SimConfig::default()
         },
+        &[PAGES[0], PAGES[1], PAGES[2], ("OPENAI_API_KEY", "sk-test")],
     )
-    .await
-    .expect("simulator starts");
-    let url = sim.url();
-    let server = bridge(&[
-        PAGES[0],
-        PAGES[1],
-        PAGES[2],
-        ("REALTIME_URL", url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-    ])
     .await;
     const PHONE: &str = "CAphone000000000000000000000000001";
     let mut console = follow_console(server.addr).await;
@@ -594,15 +550,11 @@ async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
 
 /// One form POST with `Connection: close`; the whole response.
 async fn post_form(addr: std::net::SocketAddr, target: &str, body: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    String::from_utf8_lossy(&out).into_owned()
+    bridge::raw(addr, &req).await
 }
 
 /// The pages' login form: the right token answers with an HttpOnly, SameSite=Strict cookie for
@@ -610,7 +562,7 @@ async fn post_form(addr: std::net::SocketAddr, target: &str, body: &str) -> Stri
 /// page and its feeds, not the other page; a wrong token or a forged cookie opens nothing.
 #[tokio::test]
 async fn a_login_sets_a_cookie_that_opens_only_its_page() {
-    let server = bridge(PAGES).await;
+    let (server, _) = bridge::start(PAGES, None).await;
     let r = get(server.addr, "/console", "").await;
     assert_eq!(status(&r), "401");
     assert!(

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, CallerReport, Step};
-use callbridge::config::{Config, Overrides};
+use callbridge::caller::{self, CallerReport, Step};
 use callbridge::metrics::Metrics;
 use callbridge::server::Running;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::{SimConfig, Simulator};
+
+mod support;
+use support::caller::call_ended_by_twilio;
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
 const API_SECRET: &str = "api-secret-for-tests";
@@ -29,38 +32,25 @@ async fn setup(extra_env: &[(&str, &str)]) -> Setup {
 }
 
 async fn setup_with(file: Option<&std::path::Path>, extra_env: &[(&str, &str)]) -> Setup {
-    let sim = Simulator::start(
-        "127.0.0.1:0",
-        SimConfig {
-            reply_texts: vec!["How can I help?".into(), "Goodbye for now.".into()],
-            response_audio_ms: 1200,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("sim");
+    let sim = simulator(SimConfig {
+        reply_texts: vec!["How can I help?".into(), "Goodbye for now.".into()],
+        response_audio_ms: 1200,
+        ..SimConfig::default()
+    })
+    .await;
     let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
         .await
         .expect("fake twilio");
-    let mut env: Vec<(String, String)> = vec![
-        ("REALTIME_URL".into(), sim.url()),
-        ("CALLBRIDGE_LISTEN".into(), "127.0.0.1:0".into()),
-        ("CALLBRIDGE_TWILIO_API_BASE".into(), twilio.base_url()),
-        ("CALLBRIDGE_TWILIO_API_KEY".into(), API_KEY.into()),
-        ("CALLBRIDGE_TWILIO_API_SECRET".into(), API_SECRET.into()),
-        ("CALLBRIDGE_TWILIO_ACCOUNT_SID".into(), ACCOUNT.into()),
+    let (sim_url, twilio_url) = (sim.url(), twilio.base_url());
+    let mut env = vec![
+        ("REALTIME_URL", sim_url.as_str()),
+        ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
+        ("CALLBRIDGE_TWILIO_API_KEY", API_KEY),
+        ("CALLBRIDGE_TWILIO_API_SECRET", API_SECRET),
+        ("CALLBRIDGE_TWILIO_ACCOUNT_SID", ACCOUNT),
     ];
-    env.extend(
-        extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let cfg = Config::load(file, &lookup, &Overrides::default()).expect("config");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let server = callbridge::server::spawn(cfg, metrics.clone())
-        .await
-        .expect("bridge starts");
+    env.extend(extra_env);
+    let (server, metrics) = bridge::start(&env, file).await;
     Setup {
         sim,
         server,
@@ -81,36 +71,9 @@ fn script() -> Vec<Step> {
     ]
 }
 
-/// Places the call; when Twilio REST gets a call update, the simulated Twilio ends the
-/// stream (as a hang-up does).
+/// Places the call; Twilio ends the stream once the bridge asked Twilio REST to.
 async fn call(bridge: String, twilio: &FakeTwilio) -> CallerReport {
-    call_with(bridge, twilio, script()).await
-}
-
-async fn call_with(bridge: String, twilio: &FakeTwilio, script: Vec<Step>) -> CallerReport {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let opts = CallerOptions {
-        bridge,
-        call_sid: CALL_SID.into(),
-        script,
-        tail: Duration::from_millis(300),
-        twilio_ends: Some(rx),
-        ..Default::default()
-    };
-    let run = caller::run(opts);
-    tokio::pin!(run);
-    let mut signalled = false;
-    loop {
-        tokio::select! {
-            r = &mut run => return r.expect("call runs"),
-            _ = tokio::time::sleep(Duration::from_millis(10)), if !signalled => {
-                if !twilio.requests().is_empty() {
-                    signalled = true;
-                    let _ = tx.send(true);
-                }
-            }
-        }
-    }
+    call_ended_by_twilio(bridge, CALL_SID, script(), twilio).await
 }
 
 /// The instructions of every `response.create` the simulator received.
@@ -131,13 +94,10 @@ fn creates(sim: &Simulator) -> Vec<String> {
 }
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
+    assert!(
+        eventually(WAIT, async || f()).await,
+        "timed out waiting for {what}"
+    );
 }
 
 /// `answers`: how many ~1.2 s answers were played in full (a voicemail cuts the one playing).
@@ -287,27 +247,24 @@ async fn a_rejected_call_is_refused_politely_and_hung_up() {
         .await
         .expect("receiver");
     crm.reply(r#"{"reject": true}"#, Duration::ZERO);
-    let dir = std::env::temp_dir().join(format!("cb-wrapup-reject-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("reject.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let dir = TempDir::new("wrapup-reject");
+    let path = dir.file(
+        "reject.toml",
+        &format!(
             "default_profile = \"sales\"\n[profiles.sales]\ngreeting = \"Say hello.\"\nsetup_url = \"{}\"\n",
             crm.url("/setup")
         ),
-    )
-    .expect("write");
+    );
     let s = setup_with(Some(&path), &[("CALLBRIDGE_TOOL_SECRET", SECRET)]).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    // The caller only listens (speaking would barge into the refusal).
+    drop(dir); // read at start-up
+               // The caller only listens (speaking would barge into the refusal).
     let listen = vec![Step::WaitAgentDone {
         quiet: Duration::from_secs(25),
         timeout: Duration::from_secs(40),
     }];
     let report = tokio::time::timeout(
         Duration::from_secs(60),
-        call_with(s.server.url(""), &s.twilio, listen),
+        call_ended_by_twilio(s.server.url(""), CALL_SID, listen, &s.twilio),
     )
     .await
     .expect("the call ends");

@@ -1,36 +1,42 @@
 //! The call state machine driven by scripted Twilio messages and Realtime events at given
-//! milliseconds since the call began: the harness the `call_*` state-machine tests share.
-#![allow(dead_code)] // each test file uses a part of it
+//! milliseconds since the call began, and the outputs picked apart: what the `machine_*` tests
+//! share. No sockets, no clock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callbridge::call::{Call, CallConfig, Output};
-use callbridge::realtime::ServerEvent;
-use callbridge::twilio::Inbound;
-use serde_json::Value;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use callbridge::call::{Call, CallConfig, CallEvent, EndReason, Output};
+use callbridge::realtime::{ClientEvent, ServerEvent};
+use callbridge::twilio::{Inbound, Outbound};
+use serde_json::{json, Value};
 
 pub const SID: &str = "MZ0001";
 
 pub struct H {
     pub call: Call,
     pub t0: Instant,
+    /// The timestamp of the next frame [`H::frame`] sends.
+    next_ts: u64,
 }
 
 impl H {
+    /// A call nothing has reached yet.
+    pub fn new(cfg: CallConfig) -> H {
+        let t0 = Instant::now();
+        H {
+            call: Call::new(Arc::new(cfg), t0),
+            t0,
+            next_ts: 0,
+        }
+    }
     /// A call whose Twilio `start` (with these `customParameters`, a JSON object) arrived at
     /// 0 ms and whose upstream opened at 1 ms, with the outputs so far drained.
     pub fn started(cfg: CallConfig, custom_parameters: &str) -> H {
-        let t0 = Instant::now();
-        let mut h = H {
-            call: Call::new(Arc::new(cfg), t0),
-            t0,
-        };
-        h.twilio(&format!(
-            r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{custom_parameters},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-        ), 0);
-        h.call.on_upstream_connected(h.at(1));
-        h.drain();
+        let mut h = H::new(cfg);
+        h.start(custom_parameters);
+        h.connect(1);
         h
     }
     pub fn at(&self, ms: u64) -> Instant {
@@ -44,24 +50,45 @@ impl H {
         self.call.on_twilio(msg, self.at(ms));
         self.drain()
     }
-    pub fn rt(&mut self, v: Value, ms: u64) -> Vec<Output> {
-        let text = v.to_string();
-        let ev = ServerEvent::parse(&text).expect("test event parses");
+    pub fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
+        let ev = ServerEvent::parse(json).expect("test event parses");
         self.call.on_realtime(ev, self.at(ms));
         self.drain()
+    }
+    pub fn rt(&mut self, v: Value, ms: u64) -> Vec<Output> {
+        self.realtime(&v.to_string(), ms)
     }
     pub fn tick(&mut self, ms: u64) -> Vec<Output> {
         self.call.on_tick(self.at(ms));
         self.drain()
     }
+    /// Twilio's `start` for [`SID`] at 0 ms, with these `customParameters` (a JSON object).
+    pub fn start(&mut self, custom_parameters: &str) -> Vec<Output> {
+        self.twilio(&start_msg(SID, custom_parameters, "audio/x-mulaw"), 0)
+    }
+    /// The upstream the shell dialled is open.
+    pub fn connect(&mut self, ms: u64) -> Vec<Output> {
+        self.call.on_upstream_connected(self.at(ms));
+        self.drain()
+    }
+    /// Twilio's `media` carrying `bytes` with timestamp `ts`, arriving at `ms`.
+    pub fn media(&mut self, bytes: &[u8], ts: u64, ms: u64) -> Vec<Output> {
+        self.twilio(&media_msg(SID, bytes, ts), ms)
+    }
+    /// One 20 ms caller frame of `byte`, at `ms`; the timestamps of frames sent this way
+    /// follow on from each other.
+    pub fn frame(&mut self, byte: u8, ms: u64) -> Vec<Output> {
+        let ts = self.next_ts;
+        self.next_ts += 20;
+        self.media(&[byte; 160], ts, ms)
+    }
     /// Twilio echoes the mark `name`.
     pub fn mark(&mut self, name: &str, ms: u64) -> Vec<Output> {
-        self.twilio(
-            &format!(
-                r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
-            ),
-            ms,
-        )
+        self.twilio(&mark_msg(name), ms)
+    }
+    /// Twilio echoes each of the marks `names` at `ms`: the caller has heard all they cover.
+    pub fn echo_all(&mut self, names: &[String], ms: u64) -> Vec<Output> {
+        names.iter().flat_map(|name| self.mark(name, ms)).collect()
     }
     pub fn stop(&mut self, ms: u64) -> Vec<Output> {
         self.twilio(
@@ -69,4 +96,100 @@ impl H {
             ms,
         )
     }
+    pub fn created(&mut self, resp: &str, ms: u64) -> Vec<Output> {
+        self.rt(
+            json!({"type":"response.created","response":{"id":resp,"status":"in_progress"}}),
+            ms,
+        )
+    }
+    /// The model speaks `ms_audio` of μ-law in one delta and ends the response.
+    pub fn speak(&mut self, resp: &str, item: &str, ms_audio: usize, ms: u64) -> Vec<Output> {
+        let mut outs = self.created(resp, ms);
+        outs.extend(self.delta(resp, item, &vec![0x11u8; ms_audio * 8], ms));
+        outs.extend(self.rt(
+            json!({"type":"response.output_audio.done","response_id":resp,"item_id":item}),
+            ms,
+        ));
+        outs.extend(self.rt(
+            json!({"type":"response.done","response":{"id":resp,"status":"completed","output":[]}}),
+            ms,
+        ));
+        outs
+    }
+    /// The model's audio `bytes` for `item` of response `resp`.
+    pub fn delta(&mut self, resp: &str, item: &str, bytes: &[u8], ms: u64) -> Vec<Output> {
+        self.realtime(
+            &format!(
+                r#"{{"type":"response.output_audio.delta","response_id":"{resp}","item_id":"{item}","output_index":0,"content_index":0,"delta":"{}"}}"#,
+                B64.encode(bytes)
+            ),
+            ms,
+        )
+    }
+}
+
+pub fn start_msg(sid: &str, custom_parameters: &str, encoding: &str) -> String {
+    format!(
+        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC1","streamSid":"{sid}","callSid":"CA1","tracks":["inbound"],"customParameters":{custom_parameters},"mediaFormat":{{"encoding":"{encoding}","sampleRate":8000,"channels":1}}}}}}"#
+    )
+}
+
+pub fn media_msg(sid: &str, bytes: &[u8], ts: u64) -> String {
+    format!(
+        r#"{{"event":"media","sequenceNumber":"2","streamSid":"{sid}","media":{{"track":"inbound","chunk":"1","timestamp":"{ts}","payload":"{}"}}}}"#,
+        B64.encode(bytes)
+    )
+}
+
+pub fn mark_msg(name: &str) -> String {
+    format!(
+        r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
+    )
+}
+
+/// The caller audio sent up, one entry per `input_audio_buffer.append`.
+pub fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The media frames sent to Twilio.
+pub fn frames(outs: &[Output]) -> Vec<[u8; 160]> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToTwilio(Outbound::Media(f)) => Some(*f),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names of the marks sent to Twilio.
+pub fn marks(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn events(outs: &[Output]) -> Vec<CallEvent> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why the call ended, if it did.
+pub fn hangup(outs: &[Output]) -> Option<EndReason> {
+    outs.iter().find_map(|o| match o {
+        Output::Hangup(r) => Some(*r),
+        _ => None,
+    })
 }

@@ -2,60 +2,27 @@
 //! backoff, generations, what a new session is sent, fatal refusals, rotation at a quiet moment
 //! on a frame boundary, the forced switch before the limit.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use callbridge::call::conversation::CONTINUATION_NOTE;
-use callbridge::call::{
-    Call, CallConfig, CallEvent, EndReason, Output, UpstreamEffect, UpstreamLoss,
-};
+use callbridge::call::{CallConfig, CallEvent, EndReason, Output, UpstreamEffect, UpstreamLoss};
 use callbridge::realtime::{ClientEvent, Item, ServerEvent};
-use callbridge::twilio::{Inbound, Outbound};
+use callbridge::twilio::Outbound;
 
-const SID: &str = "MZ0001";
+mod support;
+use support::call_harness::{appends, hangup, H};
 
-struct H {
-    call: Call,
-    t0: Instant,
-    ts: u64,
+/// A call whose `start` arrived and whose first session (generation 1) opened at 0 ms.
+fn opened(cfg: CallConfig) -> H {
+    let mut h = H::new(cfg);
+    h.start("{}");
+    h.open(1, 0);
+    h
 }
 
 impl H {
-    fn new(cfg: CallConfig) -> H {
-        let t0 = Instant::now();
-        let mut h = H {
-            call: Call::new(Arc::new(cfg), t0),
-            t0,
-            ts: 0,
-        };
-        let start = format!(
-            r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-        );
-        h.call.on_twilio(Inbound::parse(&start).expect("start"), t0);
-        h.call.on_upstream_open(1, t0);
-        h.drain();
-        h
-    }
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-    fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.call.poll_output()).collect()
-    }
-    /// One 20 ms caller frame of `byte`, at `ms`.
-    fn frame(&mut self, byte: u8, ms: u64) -> Vec<Output> {
-        let msg = format!(
-            r#"{{"event":"media","sequenceNumber":"2","streamSid":"{SID}","media":{{"track":"inbound","chunk":"1","timestamp":"{}","payload":"{}"}}}}"#,
-            self.ts,
-            B64.encode([byte; 160])
-        );
-        self.ts += 20;
-        self.call
-            .on_twilio(Inbound::parse(&msg).expect("media"), self.at(ms));
-        self.drain()
-    }
     fn ev(&mut self, generation: u64, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("event");
         self.call.on_realtime_from(generation, ev, self.at(ms));
@@ -67,10 +34,6 @@ impl H {
     }
     fn open(&mut self, generation: u64, ms: u64) -> Vec<Output> {
         self.call.on_upstream_open(generation, self.at(ms));
-        self.drain()
-    }
-    fn tick(&mut self, ms: u64) -> Vec<Output> {
-        self.call.on_tick(self.at(ms));
         self.drain()
     }
     fn deadline_ms(&self) -> u64 {
@@ -95,21 +58,9 @@ fn effects(outs: &[Output]) -> Vec<UpstreamEffect> {
         .collect()
 }
 
+/// The caller audio sent up, all of it.
 fn appended(outs: &[Output]) -> Vec<u8> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.to_vec()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
-}
-
-fn hangup(outs: &[Output]) -> Option<EndReason> {
-    outs.iter().find_map(|o| match o {
-        Output::Hangup(r) => Some(*r),
-        _ => None,
-    })
+    appends(outs).concat()
 }
 
 const SPEECH_STARTED: &str =
@@ -117,7 +68,7 @@ const SPEECH_STARTED: &str =
 
 #[test]
 fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     let outs = h.lost(1, dropped(), 1000);
     assert_eq!(
         effects(&outs),
@@ -193,7 +144,7 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
 
 #[test]
 fn a_dial_still_in_flight_when_the_window_closes_ends_the_call() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     h.lost(1, dropped(), 0);
     assert_eq!(h.deadline_ms(), 10_000);
     assert!(hangup(&h.tick(9_999)).is_none());
@@ -203,7 +154,7 @@ fn a_dial_still_in_flight_when_the_window_closes_ends_the_call() {
 
 #[test]
 fn the_new_session_gets_the_config_the_conversation_then_the_kept_caller_audio() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     h.ev(1, r#"{"type":"conversation.item.input_audio_transcription.completed","item_id":"u0","content_index":0,"transcript":"Where is my order?"}"#, 100);
     h.ev(1, r#"{"type":"response.output_audio_transcript.done","item_id":"a0","transcript":"Let me check."}"#, 200);
     // One second of quiet caller audio, then the caller starts a sentence.
@@ -290,7 +241,7 @@ fn the_new_session_gets_the_config_the_conversation_then_the_kept_caller_audio()
 
 #[test]
 fn a_session_that_dies_soon_after_a_restore_continues_the_same_outage() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     h.lost(1, dropped(), 0);
     h.open(2, 100);
     h.lost(2, dropped(), 2_000);
@@ -307,7 +258,7 @@ fn a_session_that_dies_soon_after_a_restore_continues_the_same_outage() {
 
 #[test]
 fn results_for_old_generations_are_ignored() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     h.lost(1, dropped(), 0);
     h.open(2, 10);
     // The old socket's late events and its close change nothing.
@@ -332,13 +283,13 @@ fn results_for_old_generations_are_ignored() {
 
 #[test]
 fn errors_no_retry_fixes_end_the_call_at_once() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     h.lost(1, dropped(), 0);
     let outs = h.lost(2, UpstreamLoss::Refused { status: 401 }, 10);
     assert_eq!(hangup(&outs), Some(EndReason::UpstreamRefused));
     assert_eq!(EndReason::UpstreamRefused.as_str(), "upstream_refused");
 
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     let outs = h.ev(
         1,
         r#"{"type":"error","error":{"type":"insufficient_quota","code":"insufficient_quota","message":"no"}}"#,
@@ -346,7 +297,7 @@ fn errors_no_retry_fixes_end_the_call_at_once() {
     );
     assert_eq!(hangup(&outs), Some(EndReason::UpstreamRefused));
     // A server_error only colours the label of the drop that follows.
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     let outs = h.ev(
         1,
         r#"{"type":"error","error":{"type":"server_error","code":"server_error","message":"oops"}}"#,
@@ -372,7 +323,7 @@ fn errors_no_retry_fixes_end_the_call_at_once() {
 
 #[test]
 fn with_retries_off_a_drop_ends_the_call_as_before() {
-    let mut h = H::new(CallConfig {
+    let mut h = opened(CallConfig {
         upstream_retry: Duration::ZERO,
         ..CallConfig::default()
     });
@@ -389,7 +340,7 @@ fn with_retries_off_a_drop_ends_the_call_as_before() {
 
 #[test]
 fn session_expired_is_a_drop_without_waiting_for_the_close() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     let outs = h.ev(
         1,
         r#"{"type":"error","error":{"type":"invalid_request_error","code":"session_expired","message":"Your session hit the maximum duration of 60 minutes."}}"#,
@@ -417,7 +368,7 @@ fn session_expired_is_a_drop_without_waiting_for_the_close() {
 
 #[test]
 fn a_drop_mid_answer_plays_what_was_sent_and_marks_the_line_cut() {
-    let mut h = H::new(CallConfig::default());
+    let mut h = opened(CallConfig::default());
     h.ev(
         1,
         r#"{"type":"response.created","response":{"id":"r1"}}"#,
@@ -457,7 +408,7 @@ fn a_drop_mid_answer_plays_what_was_sent_and_marks_the_line_cut() {
 }
 
 fn rotating(after_s: u64) -> H {
-    H::new(CallConfig {
+    opened(CallConfig {
         session_rotate_after: Duration::from_secs(after_s),
         // These tests skip through minutes without Twilio messages.
         twilio_idle_timeout: Duration::from_secs(3600),

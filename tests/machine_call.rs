@@ -1,117 +1,22 @@
 //! The call state machine driven with no sockets and no clock: scripted inputs, asserted
 //! outputs.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use callbridge::call::{Call, CallConfig, CallEvent, EndReason, Output};
-use callbridge::realtime::{AudioFormat, ClientEvent, ServerEvent};
-use callbridge::twilio::{Inbound, Outbound};
+use callbridge::call::{CallConfig, CallEvent, EndReason, Output};
+use callbridge::realtime::{AudioFormat, ClientEvent};
+use callbridge::twilio::Outbound;
 
-const SID: &str = "MZ0001";
+mod support;
+use support::call_harness::{appends, frames, marks, media_msg, start_msg, H, SID};
+
+/// The caller's `customParameters` in Twilio's `start`.
+const FROM: &str = r#"{"From":"+15550001"}"#;
 
 fn config(format: AudioFormat) -> CallConfig {
     let mut c = CallConfig::default();
     c.session.audio_format = format;
     c
-}
-
-struct Harness {
-    call: Call,
-    t0: Instant,
-}
-
-impl Harness {
-    fn new(cfg: CallConfig) -> Harness {
-        let t0 = Instant::now();
-        Harness {
-            call: Call::new(Arc::new(cfg), t0),
-            t0,
-        }
-    }
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-    fn twilio(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let msg = Inbound::parse(json).expect("test message parses");
-        self.call.on_twilio(msg, self.at(ms));
-        self.drain()
-    }
-    fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
-        let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
-        self.drain()
-    }
-    fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.call.poll_output()).collect()
-    }
-    fn start(&mut self) -> Vec<Output> {
-        self.twilio(&start_msg(SID, "audio/x-mulaw"), 0)
-    }
-    fn connect(&mut self, ms: u64) -> Vec<Output> {
-        self.call.on_upstream_connected(self.at(ms));
-        self.drain()
-    }
-    fn media(&mut self, bytes: &[u8], ts: u64, at: u64) -> Vec<Output> {
-        self.twilio(&media_msg(SID, bytes, ts), at)
-    }
-    fn delta(&mut self, resp: &str, item: &str, bytes: &[u8], at: u64) -> Vec<Output> {
-        self.realtime(
-            &format!(
-                r#"{{"type":"response.output_audio.delta","response_id":"{resp}","item_id":"{item}","output_index":0,"content_index":0,"delta":"{}"}}"#,
-                B64.encode(bytes)
-            ),
-            at,
-        )
-    }
-}
-
-fn start_msg(sid: &str, encoding: &str) -> String {
-    format!(
-        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC1","streamSid":"{sid}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"+15550001"}},"mediaFormat":{{"encoding":"{encoding}","sampleRate":8000,"channels":1}}}}}}"#
-    )
-}
-
-fn media_msg(sid: &str, bytes: &[u8], ts: u64) -> String {
-    format!(
-        r#"{{"event":"media","sequenceNumber":"2","streamSid":"{sid}","media":{{"track":"inbound","chunk":"1","timestamp":"{ts}","payload":"{}"}}}}"#,
-        B64.encode(bytes)
-    )
-}
-
-fn mark_msg(name: &str) -> String {
-    format!(
-        r#"{{"event":"mark","sequenceNumber":"5","streamSid":"{SID}","mark":{{"name":"{name}"}}}}"#
-    )
-}
-
-fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.to_vec()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn frames(outs: &[Output]) -> Vec<[u8; 160]> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(Outbound::Media(f)) => Some(*f),
-            _ => None,
-        })
-        .collect()
-}
-
-fn marks(outs: &[Output]) -> Vec<String> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -122,8 +27,8 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn pcmu_media_frames_go_up_byte_for_byte() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     let outs = h.connect(5);
     assert!(matches!(
         outs[0],
@@ -142,8 +47,8 @@ fn pcmu_media_frames_go_up_byte_for_byte() {
 
 #[test]
 fn pcm_media_frames_go_up_as_480_samples_each() {
-    let mut h = Harness::new(config(AudioFormat::Pcm24k));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcm24k));
+    h.start(FROM);
     h.connect(0);
     let mut total = 0;
     let n = 50;
@@ -163,8 +68,8 @@ fn pcm_media_frames_go_up_as_480_samples_each() {
 fn caller_audio_before_the_upstream_is_ready_is_buffered_not_lost() {
     let mut cfg = config(AudioFormat::Pcmu);
     cfg.greeting = Some("Greet the caller".into());
-    let mut h = Harness::new(cfg);
-    h.start();
+    let mut h = H::new(cfg);
+    h.start(FROM);
     let mut sent = Vec::new();
     for i in 0..10u64 {
         let f = pattern(160, i as u8);
@@ -192,8 +97,8 @@ fn caller_audio_before_the_upstream_is_ready_is_buffered_not_lost() {
 
 #[test]
 fn timestamp_gaps_are_filled_with_bounded_silence() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     h.media(&[1; 160], 0, 0);
     // Frames at 20, 40, 60 ms lost: 60 ms of silence goes up before the next frame.
@@ -209,8 +114,8 @@ fn timestamp_gaps_are_filled_with_bounded_silence() {
 
 #[test]
 fn deltas_of_any_size_become_exact_frames_with_nothing_lost() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     h.realtime(
         r#"{"type":"response.created","response":{"id":"r1","status":"in_progress"}}"#,
@@ -250,8 +155,8 @@ fn deltas_of_any_size_become_exact_frames_with_nothing_lost() {
 
 #[test]
 fn pcm_deltas_are_resampled_to_a_third_with_odd_byte_splits() {
-    let mut h = Harness::new(config(AudioFormat::Pcm24k));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcm24k));
+    h.start(FROM);
     h.connect(0);
     // 1 s of PCM16 at 24 kHz, split at odd byte counts.
     let pcm: Vec<u8> = (0..24_000)
@@ -274,8 +179,8 @@ fn pcm_deltas_are_resampled_to_a_third_with_odd_byte_splits() {
 /// the caller talks 730 ms into playback.
 #[test]
 fn barge_in_clears_cancels_and_truncates_at_what_was_heard() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     h.realtime(
         r#"{"type":"response.created","response":{"id":"r1"}}"#,
@@ -290,7 +195,7 @@ fn barge_in_clears_cancels_and_truncates_at_what_was_heard() {
     assert_eq!(sent_marks.len(), 20);
     // Twilio plays from t=1000 (network delay ignored): marks echo at 1100, 1200, ... 1700.
     for (k, m) in sent_marks.iter().take(7).enumerate() {
-        assert!(h.twilio(&mark_msg(m), 1100 + 100 * k as u64).is_empty());
+        assert!(h.mark(m, 1100 + 100 * k as u64).is_empty());
     }
     let outs = h.realtime(
         r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":5000,"item_id":"u1"}"#,
@@ -317,7 +222,7 @@ fn barge_in_clears_cancels_and_truncates_at_what_was_heard() {
 
     // Twilio echoes the marks it discarded: they do not count as heard, nor are they unknown.
     for m in &sent_marks[7..] {
-        let outs = h.twilio(&mark_msg(m), 1740);
+        let outs = h.mark(m, 1740);
         assert!(outs.is_empty(), "{outs:?}");
     }
     assert!(!h.call.playback().audible(h.at(1800)));
@@ -342,8 +247,8 @@ fn barge_in_clears_cancels_and_truncates_at_what_was_heard() {
 
 #[test]
 fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     h.realtime(r#"{"type":"response.created","response":{"id":"r1"}}"#, 0);
     // One 500 ms delta, played and its mark echoed; the caller speaks 10 s later.
@@ -353,7 +258,7 @@ fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
         r#"{"type":"response.done","response":{"id":"r1","status":"completed"}}"#,
         50,
     );
-    h.twilio(&mark_msg(&m[0]), 500);
+    h.mark(&m[0], 500);
     // Playback finished long ago: speech is not a barge-in, nothing to clear or cut.
     let outs = h.realtime(
         r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1}"#,
@@ -371,7 +276,7 @@ fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
     );
     let m1 = marks(&h.delta("r2", "i2", &[2; 4000], 20_000));
     let _m2 = marks(&h.delta("r2", "i2", &[2; 4000], 20_010));
-    h.twilio(&mark_msg(&m1[0]), 20_700); // 500 ms played at 20.7 s
+    h.mark(&m1[0], 20_700); // 500 ms played at 20.7 s
     let outs = h.realtime(
         r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1}"#,
         20_812,
@@ -384,7 +289,7 @@ fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
 
 #[test]
 fn hostile_twilio_input_is_survived() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    let mut h = H::new(config(AudioFormat::Pcmu));
     // Media before start: ignored (logged), no panic, call goes on.
     let outs = h.twilio(&media_msg(SID, &[1; 160], 0), 0);
     assert!(outs.iter().any(|o| matches!(
@@ -394,7 +299,7 @@ fn hostile_twilio_input_is_survived() {
             ..
         })
     )));
-    h.start();
+    h.start(FROM);
     h.connect(0);
     // Bad base64.
     let outs = h.twilio(
@@ -416,7 +321,7 @@ fn hostile_twilio_input_is_survived() {
     assert!(appends(&outs).is_empty());
     // Unknown event, unknown mark.
     assert!(h.twilio(r#"{"event":"whatever"}"#, 70).is_empty());
-    h.twilio(&mark_msg("never-sent"), 80);
+    h.mark("never-sent", 80);
     // The call still works.
     assert_eq!(appends(&h.media(&[7; 160], 100, 100)), vec![vec![7; 160]]);
     // DTMF surfaces as an event; stop ends the call.
@@ -435,8 +340,8 @@ fn hostile_twilio_input_is_survived() {
 
 #[test]
 fn wrong_media_format_is_refused() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    let outs = h.twilio(&start_msg(SID, "audio/x-alaw"), 0);
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    let outs = h.twilio(&start_msg(SID, FROM, "audio/x-alaw"), 0);
     assert_eq!(
         outs.last(),
         Some(&Output::Hangup(EndReason::UnsupportedMediaFormat))
@@ -445,8 +350,8 @@ fn wrong_media_format_is_refused() {
 
 #[test]
 fn unknown_and_hostile_realtime_events_are_survived() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     assert!(h
         .realtime(r#"{"type":"rate_limits.updated","rate_limits":[]}"#, 1)
@@ -486,8 +391,8 @@ fn unknown_and_hostile_realtime_events_are_survived() {
 
 #[test]
 fn deadlines_end_a_call_whose_peer_vanished() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     // The upstream never connects.
     let d = h.call.next_deadline().expect("a deadline while connecting");
     assert_eq!(d, h.at(10_000));
@@ -497,8 +402,8 @@ fn deadlines_end_a_call_whose_peer_vanished() {
         Some(&Output::Hangup(EndReason::UpstreamTimeout))
     );
 
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(10);
     h.media(&[1; 160], 0, 1000);
     h.call.on_tick(h.at(5000));
@@ -522,13 +427,13 @@ fn random_input_storm_never_breaks_the_call() {
         seed % n.max(1)
     };
     for format in [AudioFormat::Pcmu, AudioFormat::Pcm24k] {
-        let mut h = Harness::new(config(format));
+        let mut h = H::new(config(format));
         let mut t = 0u64;
         let mut sent_marks: Vec<String> = Vec::new();
         for _ in 0..4000 {
             t += rnd(30);
             let outs = match rnd(14) {
-                0 => h.start(),
+                0 => h.start(FROM),
                 1 => h.connect(t),
                 2 | 3 => {
                     let n = rnd(400) as usize;
@@ -570,7 +475,7 @@ fn random_input_storm_never_breaks_the_call() {
                 ),
                 10 if !sent_marks.is_empty() => {
                     let i = rnd(sent_marks.len() as u64) as usize;
-                    h.twilio(&mark_msg(&sent_marks[i]), t)
+                    h.mark(&sent_marks[i], t)
                 }
                 11 => h.twilio(
                     &format!(
@@ -622,8 +527,8 @@ fn to_model(outs: &[Output]) -> Vec<ClientEvent> {
 
 #[test]
 fn keypad_entries_reach_the_model_as_one_message_after_a_pause_or_hash() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     for (i, d) in ["1", "2", "3"].iter().enumerate() {
         let outs = h.twilio(&dtmf_msg(d), 100 + 200 * i as u64);
@@ -660,8 +565,8 @@ fn keypad_entries_reach_the_model_as_one_message_after_a_pause_or_hash() {
 
 #[test]
 fn keys_pressed_before_the_session_is_ready_wait_for_it() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.twilio(&dtmf_msg("9"), 10);
     h.call.on_tick(h.at(2000));
     assert!(to_model(&h.drain()).is_empty());
@@ -679,7 +584,7 @@ fn keys_pressed_before_the_session_is_ready_wait_for_it() {
 
 #[test]
 fn a_stream_that_never_starts_is_ended_not_left_dead() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    let mut h = H::new(config(AudioFormat::Pcmu));
     h.connect(0);
     let mut last = Vec::new();
     for i in 0..50u64 {
@@ -693,8 +598,8 @@ fn a_stream_that_never_starts_is_ended_not_left_dead() {
 /// audio are reported once, right after the answer's first frames, and not for later deltas.
 #[test]
 fn an_answers_first_frames_report_the_turn_and_model_latency() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
-    h.start();
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.start(FROM);
     h.connect(0);
     let agent_audio = |outs: &[Output]| {
         outs.iter()
@@ -743,9 +648,9 @@ fn an_answers_first_frames_report_the_turn_and_model_latency() {
 /// `start`; the ticket's own SID starts it as usual.
 #[test]
 fn a_call_bound_to_a_call_sid_refuses_a_start_naming_another() {
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    let mut h = H::new(config(AudioFormat::Pcmu));
     h.call.require_call_sid("CAticket");
-    let outs = h.start(); // names CA1
+    let outs = h.start(FROM); // names CA1
     assert!(
         outs.iter().any(|o| matches!(
             o,
@@ -762,9 +667,9 @@ fn a_call_bound_to_a_call_sid_refuses_a_start_naming_another() {
         .any(|o| matches!(o, Output::Event(CallEvent::Started { .. }))));
     assert_eq!(h.call.stream_sid(), None);
 
-    let mut h = Harness::new(config(AudioFormat::Pcmu));
+    let mut h = H::new(config(AudioFormat::Pcmu));
     h.call.require_call_sid("CA1");
-    let outs = h.start();
+    let outs = h.start(FROM);
     assert!(outs
         .iter()
         .any(|o| matches!(o, Output::Event(CallEvent::Started { .. }))));

@@ -16,9 +16,11 @@ use callbridge::twilio::rest::CallUpdate;
 use callbridge::twilio::Outbound;
 use serde_json::{json, Value};
 
-#[path = "support/call_harness.rs"]
-mod call_harness;
-use call_harness::{H, SID};
+mod support;
+use support::call_harness::{hangup, marks, H, SID};
+
+/// The caller's `customParameters` in Twilio's `start`.
+const CALLER: &str = r#"{"From":"+15550001","To":"+15559999","Tier":"gold"}"#;
 
 fn tool(name: &str) -> ToolSpec {
     ToolSpec {
@@ -49,21 +51,9 @@ fn config() -> CallConfig {
 }
 
 impl H {
-    fn new(cfg: CallConfig) -> H {
-        H::started(
-            cfg,
-            r#"{"From":"+15550001","To":"+15559999","Tier":"gold"}"#,
-        )
-    }
     fn done(&mut self, id: EffectId, r: EffectResult, ms: u64) -> Vec<Output> {
         self.call.on_effect_done(id, r, self.at(ms));
         self.drain()
-    }
-    fn created(&mut self, resp: &str, ms: u64) -> Vec<Output> {
-        self.rt(
-            json!({"type":"response.created","response":{"id":resp,"status":"in_progress"}}),
-            ms,
-        )
     }
     /// A function call seen the three ways the API shows it, then the response's end.
     fn model_calls(
@@ -83,20 +73,6 @@ impl H {
         }
         outs.extend(self.rt(
             json!({"type":"response.done","response":{"id":resp,"status":status,"output":items}}),
-            ms,
-        ));
-        outs
-    }
-    /// The model speaks `ms_audio` of μ-law in one delta and ends the response.
-    fn speak(&mut self, resp: &str, item: &str, ms_audio: usize, ms: u64) -> Vec<Output> {
-        let mut outs = self.created(resp, ms);
-        outs.extend(self.rt(json!({"type":"response.output_audio.delta","response_id":resp,"item_id":item,"output_index":0,"content_index":0,"delta":B64.encode(vec![0x11u8; ms_audio * 8])}), ms));
-        outs.extend(self.rt(
-            json!({"type":"response.output_audio.done","response_id":resp,"item_id":item}),
-            ms,
-        ));
-        outs.extend(self.rt(
-            json!({"type":"response.done","response":{"id":resp,"status":"completed","output":[]}}),
             ms,
         ));
         outs
@@ -136,25 +112,9 @@ fn to_model(outs: &[Output]) -> (Vec<(String, Value)>, usize) {
     (fco, creates)
 }
 
-fn marks(outs: &[Output]) -> Vec<String> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn hangup(outs: &[Output]) -> Option<EndReason> {
-    outs.iter().find_map(|o| match o {
-        Output::Hangup(r) => Some(*r),
-        _ => None,
-    })
-}
-
 #[test]
 fn a_tool_call_becomes_a_signed_request_effect_and_its_answer_one_output_and_one_response() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[
@@ -253,7 +213,7 @@ impl ToolOrder {
 
 #[test]
 fn a_cancelled_response_runs_no_tool() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     for status in ["cancelled", "incomplete", "failed"] {
         let resp = format!("r_{status}");
         let call_id = format!("call_{status}");
@@ -271,7 +231,7 @@ fn a_cancelled_response_runs_no_tool() {
 
 #[test]
 fn a_call_id_is_acted_on_once() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("call_a", "lookup_order", r#"{"order_id":"1"}"#)],
@@ -305,7 +265,7 @@ fn a_call_id_is_acted_on_once() {
 
 #[test]
 fn bad_arguments_and_unknown_tools_get_an_error_output_and_nothing_runs() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[
@@ -329,7 +289,7 @@ fn bad_arguments_and_unknown_tools_get_an_error_output_and_nothing_runs() {
 
 #[test]
 fn failures_become_error_outputs_the_model_can_talk_about() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
@@ -362,7 +322,7 @@ fn failures_become_error_outputs_the_model_can_talk_about() {
 
 #[test]
 fn the_call_never_waits_forever_for_a_tool() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
@@ -384,7 +344,7 @@ fn the_call_never_waits_forever_for_a_tool() {
 
 #[test]
 fn a_late_tool_answer_after_the_call_ended_is_dropped() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
@@ -399,7 +359,7 @@ fn a_late_tool_answer_after_the_call_ended_is_dropped() {
 
 #[test]
 fn results_wait_while_the_model_answers_something_else() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
@@ -424,7 +384,7 @@ fn results_wait_while_the_model_answers_something_else() {
 
 #[test]
 fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("c_end", "end_call", r#"{"reason":"caller is done"}"#)],
@@ -449,10 +409,7 @@ fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
         "the clock alone is no proof it was heard"
     );
     // Twilio echoes the last mark: now it was heard.
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 1250));
-    }
+    let outs = h.echo_all(&m, 1250);
     let eff = effects(&outs);
     assert_eq!(
         eff,
@@ -478,7 +435,7 @@ fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
 
 #[test]
 fn end_call_is_bounded_by_a_timeout_and_a_failed_rest_closes_the_stream() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     h.model_calls("r1", &[("c_end", "end_call", "{}")], "completed", 100);
     let outs = h.speak("r2", "i_bye", 1000, 200);
     assert!(!marks(&outs).is_empty());
@@ -503,20 +460,17 @@ fn end_call_is_bounded_by_a_timeout_and_a_failed_rest_closes_the_stream() {
 
 #[test]
 fn end_after_heard_is_a_reusable_wrap_up() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     // A response is playing when the shell decides to end (e.g. max call length).
     let outs = h.speak("r1", "i1", 500, 100);
     let m = marks(&outs);
     h.call
         .end_after_heard(None, EndReason::Shutdown, Duration::from_secs(5), h.at(150));
     assert!(effects(&h.drain()).is_empty());
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 600));
-    }
+    let outs = h.echo_all(&m, 600);
     assert_eq!(effects(&outs).len(), 1);
     // With words to say: a response with those instructions first.
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     h.call.end_after_heard(
         Some("Say goodbye".into()),
         EndReason::Shutdown,
@@ -537,7 +491,7 @@ fn end_after_heard_is_a_reusable_wrap_up() {
 /// and the call hangs up once it was heard.
 #[test]
 fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("call_a", "lookup_order", r#"{"order_id":"42"}"#)],
@@ -574,10 +528,7 @@ fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
         (vec![], 0),
         "nothing more after the goodbye"
     );
-    let mut heard = Vec::new();
-    for name in marks(&outs) {
-        heard.extend(h.mark(&name, 900));
-    }
+    let heard = h.echo_all(&marks(&outs), 900);
     assert_eq!(effects(&heard).len(), 1, "the REST hang-up: {heard:?}");
 }
 
@@ -599,7 +550,7 @@ fn handover_and_transfer(h: &mut H, dest: &str, ms: u64) -> Vec<Output> {
 
 #[test]
 fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     // One response: the handover line and the transfer call.
     let outs = handover_and_transfer(&mut h, "sales", 100);
     assert!(
@@ -613,10 +564,7 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
     );
     let m = marks(&outs);
     assert!(!m.is_empty());
-    let mut outs = Vec::new();
-    for name in &m {
-        outs.extend(h.mark(name, 1150));
-    }
+    let outs = h.echo_all(&m, 1150);
     let eff = effects(&outs);
     let twiml =
         "<Response><Dial callerId=\"+15550001111\"><Number>+15551230000</Number></Dial></Response>";
@@ -650,12 +598,9 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
 
 #[test]
 fn transfer_close_after_the_rest_answer_is_a_transfer_too() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = handover_and_transfer(&mut h, "billing", 100);
-    let mut outs2 = Vec::new();
-    for name in &marks(&outs) {
-        outs2.extend(h.mark(name, 1150));
-    }
+    let outs2 = h.echo_all(&marks(&outs), 1150);
     let eff = effects(&outs2);
     match &eff[0].1 {
         Effect::UpdateCall(u) => assert_eq!(
@@ -673,7 +618,7 @@ fn transfer_close_after_the_rest_answer_is_a_transfer_too() {
 
 #[test]
 fn a_transfer_to_an_unknown_name_is_refused_and_a_failed_one_told_to_the_model() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = handover_and_transfer(&mut h, "+15559876543", 100);
     assert!(effects(&outs).is_empty());
     let (fco, creates) = to_model(&outs);
@@ -687,12 +632,9 @@ fn a_transfer_to_an_unknown_name_is_refused_and_a_failed_one_told_to_the_model()
     assert_eq!(creates, 1);
     assert!(!h.call.is_ending());
 
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = handover_and_transfer(&mut h, "sales", 100);
-    let mut outs2 = Vec::new();
-    for name in &marks(&outs) {
-        outs2.extend(h.mark(name, 1150));
-    }
+    let outs2 = h.echo_all(&marks(&outs), 1150);
     let id = effects(&outs2)[0].0;
     let outs = h.done(
         id,
@@ -710,7 +652,7 @@ fn a_transfer_to_an_unknown_name_is_refused_and_a_failed_one_told_to_the_model()
 
 #[test]
 fn the_filler_plays_while_a_slow_tool_runs_and_stops_for_the_model() {
-    let mut h = H::new(config());
+    let mut h = H::started(config(), CALLER);
     let outs = h.model_calls(
         "r1",
         &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],

@@ -1,0 +1,90 @@
+//! What the integration tests share. A test file includes it with `mod support;` and uses the
+//! parts it needs:
+//! - `bridge`: the real server in this process, configured from variables, and its metrics;
+//! - `binary`: the real `callbridge` binary as a child process;
+//! - `media`: a bare Twilio media stream over a real WebSocket;
+//! - `caller`: the simulated caller with the fake Twilio REST API behind it;
+//! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
+//! - `schema`: the JSON schemas shipped in `schemas/`;
+//! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
+//! - here: the Realtime simulator, how long a test waits, polling for a condition,
+//!   temporary directories.
+#![allow(dead_code)] // each test file uses a part of it
+
+pub mod binary;
+pub mod bridge;
+pub mod call_harness;
+pub mod caller;
+pub mod media;
+pub mod schema;
+pub mod tools;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How long a test waits for something that should take a moment (a server starting, a report
+/// arriving) before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The in-repo Realtime simulator on 127.0.0.1:0.
+pub async fn simulator(cfg: callbridge::sim::SimConfig) -> callbridge::sim::Simulator {
+    callbridge::sim::Simulator::start("127.0.0.1:0", cfg)
+        .await
+        .expect("simulator starts")
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `within` has passed (false).
+pub async fn eventually(within: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if done().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh, empty directory of its own under the system's temporary directory, removed with
+/// everything in it when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `tag` names the test; the tests of a file run in parallel, so each gets its own.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("callbridge-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    /// Its path as text (for a variable naming it).
+    pub fn to_str(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+
+    /// Writes `text` to the file `name` in it; its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a temporary file");
+        path
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
