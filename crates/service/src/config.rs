@@ -10,6 +10,7 @@ use crate::call::CallConfig;
 
 mod callcenter;
 mod keys;
+mod profiles;
 mod tools;
 use callcenter::{callcenter, web_tokens};
 pub use keys::keys_help;
@@ -224,7 +225,7 @@ impl Config {
                 })
         };
         let mut cfg = Config::validate(parse(table.clone())?)?;
-        cfg.profiles = crate::profile::parse(&table, profiles, default_profile, &|t| {
+        cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
         if cfg.tool_secret.is_none() {
