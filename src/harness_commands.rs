@@ -153,7 +153,7 @@ pub fn call(args: CallArgs) -> ExitCode {
 
 pub fn replay(args: ReplayArgs) -> ExitCode {
     use callbridge::fixture::replay::{replay, ReplayOptions};
-    use callbridge::recording::Fixture;
+    use callbridge::recording::RecordedCall;
     // The bridge's own logs would drown the diff: warnings only unless RUST_LOG says otherwise.
     callbridge::logging::init_with_default(LogFormat::Text, "error");
     let Some(rt) = runtime() else {
@@ -165,7 +165,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
     };
     let mut failed = 0;
     for path in &args.fixtures {
-        let fx = match Fixture::load(path) {
+        let fx = match RecordedCall::load(path) {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("callbridge replay: {e}");

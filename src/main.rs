@@ -204,7 +204,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     init_logging(cfg.log_format);
     // Checked again (and logged) when serving starts; refused here first so that the exit
     // status and message are those of any other configuration error.
-    if let Err(e) = callbridge::server::unsigned::check(&cfg) {
+    if let Err(e) = callbridge::server::http::unsigned::check(&cfg) {
         eprintln!("callbridge: configuration error: {e}");
         return ExitCode::from(2);
     }

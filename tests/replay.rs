@@ -10,7 +10,7 @@ use std::time::Duration;
 use callbridge::caller::Step;
 use callbridge::fixture::generate::{clip, record_call, Clip};
 use callbridge::fixture::replay::{replay, ReplayOptions};
-use callbridge::recording::{Dir, Fixture};
+use callbridge::recording::{Dir, RecordedCall};
 use callbridge::sim::SimConfig;
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn all_fixtures() -> Vec<PathBuf> {
 }
 
 async fn replay_ok(path: &Path, fast: bool) {
-    let fx = Fixture::load(path).expect("fixture parses");
+    let fx = RecordedCall::load(path).expect("fixture parses");
     let r = replay(
         &fx,
         &ReplayOptions {
@@ -57,7 +57,7 @@ async fn replay_both_ways(path: &Path) {
 }
 
 /// Replays a doctored fixture, which must not match; the report as printed.
-async fn replay_mismatch(fx: &Fixture, fast: bool) -> String {
+async fn replay_mismatch(fx: &RecordedCall, fast: bool) -> String {
     let r = replay(
         fx,
         &ReplayOptions {
@@ -83,7 +83,7 @@ fn fixtures_cover_the_issue_and_stay_small() {
     let (mut dial_failed, mut later_session) = (false, false);
     for f in &files {
         total += std::fs::metadata(f).expect("stat").len();
-        let fx = Fixture::load(f).expect("fixture parses");
+        let fx = RecordedCall::load(f).expect("fixture parses");
         ga |= fx.header.dialect == "ga";
         beta |= fx.header.dialect == "beta";
         pcmu |= fx.header.audio_mode == "pcmu";
@@ -171,7 +171,7 @@ fn sessions_used(actual: &[callbridge::recording::Line]) -> Vec<u64> {
 /// `session.update` and the kept sentence it sent when the call was recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_redialled_replays_in_real_time() {
-    let fx = Fixture::load(&fixtures_dir().join("upstream-drop-redial-pcmu-ga.jsonl"))
+    let fx = RecordedCall::load(&fixtures_dir().join("upstream-drop-redial-pcmu-ga.jsonl"))
         .expect("fixture parses");
     let r = replay(&fx, &ReplayOptions::default())
         .await
@@ -188,7 +188,7 @@ async fn a_call_that_redialled_replays_in_real_time() {
 /// (as if the kept sentence had not been resent): the replay says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redial_without_the_kept_sentence_is_reported() {
-    let mut fx = Fixture::load(&fixtures_dir().join("upstream-drop-redial-pcmu-ga.jsonl"))
+    let mut fx = RecordedCall::load(&fixtures_dir().join("upstream-drop-redial-pcmu-ga.jsonl"))
         .expect("fixture parses");
     // The appends the third session got before its server heard the speech start: the kept
     // start of the sentence.
@@ -222,7 +222,7 @@ async fn a_call_recorded_across_a_redial_replays_green() {
     let path = callbridge::fixture::generate::generate(&sc, &dir)
         .await
         .expect("call recorded");
-    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    let fx = RecordedCall::load(&path).expect("the recording is a valid fixture");
     assert_eq!(fx.header.callbridge_fixture, 2);
     let failed: Vec<(u64, Option<u16>)> = fx
         .lines
@@ -250,7 +250,7 @@ async fn a_call_recorded_across_a_redial_replays_green() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_behaviour_is_reported() {
     let path = fixtures_dir().join("barge-in-pcmu-ga.jsonl");
-    let mut fx = Fixture::load(&path).expect("fixture parses");
+    let mut fx = RecordedCall::load(&path).expect("fixture parses");
     // Pretend the recorded bridge never sent the clear (as if barge-in had been broken then).
     let i = fx
         .lines
@@ -314,7 +314,7 @@ async fn a_call_recorded_by_the_server_replays_green() {
         !text.contains("sk-test-recorded-key"),
         "the key is not recorded"
     );
-    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    let fx = RecordedCall::load(&path).expect("the recording is a valid fixture");
     // Beside it: a stereo WAV to listen to and the transcript, with the interrupted answer
     // marked.
     let wav = std::fs::read(path.with_extension("wav")).expect("stereo WAV written");
@@ -397,7 +397,7 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
     .await
     .expect("call recorded");
     sim.shutdown().await;
-    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    let fx = RecordedCall::load(&path).expect("the recording is a valid fixture");
     let updates: Vec<u64> = fx
         .lines
         .iter()
@@ -465,7 +465,7 @@ async fn a_call_recorded_with_a_profile_replays_green() {
     server.stop(Duration::from_millis(500)).await;
     sim.shutdown().await;
     let path = path.expect("the call was recorded");
-    let fx = Fixture::load(&path).expect("the recording is a valid fixture");
+    let fx = RecordedCall::load(&path).expect("the recording is a valid fixture");
     assert_eq!(
         fx.header.config.get("instructions").map(String::as_str),
         Some("You are Sam, in sales."),

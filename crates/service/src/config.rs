@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use crate::call::CallConfig;
 
+mod call;
 mod callcenter;
 mod keys;
+mod profiles;
 mod tools;
+mod twilio;
 use callcenter::{callcenter, web_tokens};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
 pub(crate) use tools::valid_name;
 
-use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
 pub use tools::DEFAULT_FILLER;
 
 pub const DEFAULT_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
@@ -224,7 +226,7 @@ impl Config {
                 })
         };
         let mut cfg = Config::validate(parse(table.clone())?)?;
-        cfg.profiles = crate::profile::parse(&table, profiles, default_profile, &|t| {
+        cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
         if cfg.tool_secret.is_none() {
@@ -251,7 +253,7 @@ impl Config {
         Config::load(file, &|k| std::env::var(k).ok(), overrides)
     }
 
-    fn validate(r: Raw) -> Result<Config, ConfigError> {
+    fn validate(mut r: Raw) -> Result<Config, ConfigError> {
         let tool_secret = callcenter::chosen_secret("tool_secret", r.tool_secret.as_deref())?;
         let callcenter = callcenter(&r, tool_secret.is_some())?;
         let listen = r
@@ -265,7 +267,7 @@ impl Config {
                     format!("{e} (expected HOST:PORT, e.g. 0.0.0.0:8080)"),
                 )
             })?;
-        let public_url = r.public_url.filter(|s| !s.is_empty());
+        let public_url = r.public_url.take().filter(|s| !s.is_empty());
         if let Some(p) = &public_url {
             if crate::twilio::twiml::stream_url(p, "/media").is_none() {
                 return Err(invalid(
@@ -276,6 +278,7 @@ impl Config {
         }
         let realtime_url = r
             .realtime_url
+            .take()
             .unwrap_or_else(|| DEFAULT_REALTIME_URL.into());
         if !(realtime_url.starts_with("wss://") || realtime_url.starts_with("ws://"))
             || realtime_url.parse::<http::Uri>().is_err()
@@ -285,7 +288,11 @@ impl Config {
                 format!("{realtime_url:?} is not a ws:// or wss:// URL"),
             ));
         }
-        let api_key = r.openai_api_key.filter(|k| !k.is_empty()).map(Secret);
+        let api_key = r
+            .openai_api_key
+            .take()
+            .filter(|k| !k.is_empty())
+            .map(Secret);
         let auth = match r.auth.as_deref().unwrap_or("auto") {
             "auto" if realtime_url.contains(".openai.azure.com") => AuthStyle::ApiKey,
             "auto" | "bearer" => AuthStyle::Bearer,
@@ -297,133 +304,7 @@ impl Config {
                 ))
             }
         };
-        let audio_format = one_of(
-            "audio_mode",
-            r.audio_mode.as_deref().unwrap_or("pcmu"),
-            &[("pcmu", AudioFormat::Pcmu), ("pcm", AudioFormat::Pcm24k)],
-        )?;
-        let dialect = one_of(
-            "dialect",
-            r.dialect.as_deref().unwrap_or("ga"),
-            &[("ga", Dialect::Ga), ("beta", Dialect::Beta)],
-        )?;
-        let voice = r.voice.unwrap_or_else(|| "marin".into());
-        if !VOICES.contains(&voice.as_str()) {
-            return Err(invalid(
-                "voice",
-                format!("{voice:?}; allowed: {}", VOICES.join(", ")),
-            ));
-        }
-        let create_response = r.vad_create_response.unwrap_or(true);
-        let interrupt_response = r.vad_interrupt_response.unwrap_or(true);
-        let turn_detection = match r.vad.as_deref().unwrap_or("server_vad") {
-            "server_vad" => {
-                if r.vad_eagerness.is_some() {
-                    return Err(invalid(
-                        "vad_eagerness",
-                        "only applies to vad = semantic_vad",
-                    ));
-                }
-                let threshold = r.vad_threshold.unwrap_or(0.5);
-                if !(0.0..=1.0).contains(&threshold) {
-                    return Err(invalid(
-                        "vad_threshold",
-                        format!("{threshold}; allowed: 0.0 to 1.0"),
-                    ));
-                }
-                TurnDetection::ServerVad {
-                    threshold: threshold as f32,
-                    prefix_padding_ms: ms(
-                        "vad_prefix_padding_ms",
-                        r.vad_prefix_padding_ms,
-                        300,
-                        0,
-                        10_000,
-                    )? as u32,
-                    silence_duration_ms: ms(
-                        "vad_silence_duration_ms",
-                        r.vad_silence_duration_ms,
-                        500,
-                        0,
-                        10_000,
-                    )? as u32,
-                    idle_timeout_ms: match r.vad_idle_timeout_ms {
-                        Some(v) => {
-                            Some(ms("vad_idle_timeout_ms", Some(v), 0, 1, 3_600_000)? as u32)
-                        }
-                        None => None,
-                    },
-                    create_response,
-                    interrupt_response,
-                }
-            }
-            "semantic_vad" => {
-                for (k, set) in [
-                    ("vad_threshold", r.vad_threshold.is_some()),
-                    ("vad_prefix_padding_ms", r.vad_prefix_padding_ms.is_some()),
-                    (
-                        "vad_silence_duration_ms",
-                        r.vad_silence_duration_ms.is_some(),
-                    ),
-                    ("vad_idle_timeout_ms", r.vad_idle_timeout_ms.is_some()),
-                ] {
-                    if set {
-                        return Err(invalid(k, "only applies to vad = server_vad"));
-                    }
-                }
-                let eagerness = r.vad_eagerness.unwrap_or_else(|| "auto".into());
-                one_of(
-                    "vad_eagerness",
-                    &eagerness,
-                    &[("low", ()), ("medium", ()), ("high", ()), ("auto", ())],
-                )?;
-                TurnDetection::SemanticVad {
-                    eagerness,
-                    create_response,
-                    interrupt_response,
-                }
-            }
-            other => {
-                return Err(invalid(
-                    "vad",
-                    format!("{other:?}; allowed: server_vad, semantic_vad"),
-                ))
-            }
-        };
-        let max_output_tokens = match r.max_output_tokens {
-            None => None,
-            Some(toml::Value::String(s)) if s == "inf" => Some(None),
-            Some(toml::Value::Integer(n)) if (1..=4096).contains(&n) => Some(Some(n as u32)),
-            Some(toml::Value::String(s))
-                if s.parse::<u32>().is_ok_and(|n| (1..=4096).contains(&n)) =>
-            {
-                Some(s.parse::<u32>().ok())
-            }
-            Some(v) => {
-                return Err(invalid(
-                    "max_output_tokens",
-                    format!("{v}; allowed: 1 to 4096, or \"inf\""),
-                ))
-            }
-        };
-        if let Some(s) = r.speed {
-            if !(0.25..=1.5).contains(&s) {
-                return Err(invalid("speed", format!("{s}; allowed: 0.25 to 1.5")));
-            }
-        }
-        if let Some(n) = &r.noise_reduction {
-            one_of(
-                "noise_reduction",
-                n,
-                &[("near_field", ()), ("far_field", ())],
-            )?;
-        }
-        if r.temperature.is_some() && dialect == Dialect::Ga {
-            return Err(invalid(
-                "temperature",
-                "the GA Realtime API has no temperature; it applies to dialect = beta only",
-            ));
-        }
+        let session_keys = call::session_keys(&mut r)?;
         let twiml_template = match &r.twiml_template {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| invalid("twiml_template", format!("{path}: {e}")))?,
@@ -443,144 +324,16 @@ impl Config {
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         )?;
         let (tools_cfg, _) = tools::validate(tools::RawToolKeys {
-            tools: r.tools,
+            tools: r.tools.take(),
             tool_secret: r.tool_secret.clone(),
             end_call: r.end_call,
-            transfer_targets: r.transfer_targets,
-            transfer_caller_id: r.transfer_caller_id,
-            filler_audio: r.filler_audio,
+            transfer_targets: r.transfer_targets.take(),
+            transfer_caller_id: r.transfer_caller_id.take(),
+            filler_audio: r.filler_audio.take(),
             goodbye_timeout_ms: r.goodbye_timeout_ms,
         })?;
-        let session = SessionConfig {
-            model: r.model.filter(|m| !m.is_empty()),
-            instructions: r
-                .instructions
-                .unwrap_or_else(|| SessionConfig::default().instructions),
-            voice,
-            audio_format,
-            turn_detection,
-            transcription_model: r.transcription_model.filter(|m| !m.is_empty()),
-            max_output_tokens,
-            speed: r.speed.map(|s| s as f32),
-            noise_reduction: r.noise_reduction,
-            temperature: r.temperature.map(|t| t as f32),
-            tools: tools_cfg.declarations(),
-        };
-        let call = CallConfig {
-            dialect,
-            session,
-            greeting: r.greeting.filter(|g| !g.is_empty()),
-            barge_in: r.barge_in.unwrap_or(true),
-            max_gap_fill_ms: ms("max_gap_fill_ms", r.max_gap_fill_ms, 1000, 0, 60_000)?,
-            prebuffer_limit_ms: ms(
-                "prebuffer_limit_ms",
-                r.prebuffer_limit_ms,
-                10_000,
-                0,
-                120_000,
-            )?,
-            upstream_ready_timeout: Duration::from_millis(ms(
-                "upstream_connect_timeout_ms",
-                r.upstream_connect_timeout_ms,
-                10_000,
-                100,
-                120_000,
-            )?),
-            twilio_idle_timeout: Duration::from_millis(ms(
-                "twilio_idle_timeout_ms",
-                r.twilio_idle_timeout_ms,
-                20_000,
-                1000,
-                3_600_000,
-            )?),
-            dtmf_to_model: r.dtmf_to_model.unwrap_or(true),
-            dtmf_gap: Duration::from_millis(ms("dtmf_gap_ms", r.dtmf_gap_ms, 1500, 100, 30_000)?),
-            // 0 turns reconnecting off (the call ends when its upstream drops).
-            upstream_retry: Duration::from_secs(ms(
-                "upstream_retry_s",
-                r.upstream_retry_s,
-                10,
-                0,
-                300,
-            )?),
-            session_rotate_after: Duration::from_secs(ms(
-                "session_rotate_after_secs",
-                r.session_rotate_after_secs,
-                3300,
-                1,
-                86_400,
-            )?),
-            tools: tools_cfg,
-            voicemail_message: r.voicemail_message.filter(|m| !m.trim().is_empty()),
-            // Absent or 0: no limit.
-            max_call: match ms("max_call_seconds", r.max_call_seconds, 0, 0, 86_400)? {
-                0 => None,
-                n if n < 10 => {
-                    return Err(invalid(
-                        "max_call_seconds",
-                        format!("{n}; allowed: 0 (no limit) or 10 to 86400"),
-                    ))
-                }
-                n => Some(Duration::from_secs(n)),
-            },
-        };
-        let twilio_api_base = r
-            .twilio_api_base
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "https://api.twilio.com".into())
-            .trim_end_matches('/')
-            .to_owned();
-        if !(twilio_api_base.starts_with("https://") || twilio_api_base.starts_with("http://"))
-            || twilio_api_base.parse::<http::Uri>().is_err()
-        {
-            return Err(invalid(
-                "twilio_api_base",
-                format!("{twilio_api_base:?} is not an http:// or https:// URL"),
-            ));
-        }
-        let twilio_api_key = r.twilio_api_key.filter(|s| !s.is_empty()).map(Secret);
-        let twilio_api_secret = r.twilio_api_secret.filter(|s| !s.is_empty()).map(Secret);
-        if twilio_api_key.is_some() != twilio_api_secret.is_some() {
-            return Err(invalid(
-                if twilio_api_key.is_some() {
-                    "twilio_api_secret"
-                } else {
-                    "twilio_api_key"
-                },
-                "twilio_api_key and twilio_api_secret go together",
-            ));
-        }
-        let twilio_account_sid = r.twilio_account_sid.filter(|s| !s.is_empty());
-        if let Some(sid) = &twilio_account_sid {
-            if !(sid.starts_with("AC")
-                && sid.len() == 34
-                && sid[2..].chars().all(|c| c.is_ascii_hexdigit()))
-            {
-                return Err(invalid(
-                    "twilio_account_sid",
-                    format!("{sid:?} is not an account SID (AC + 32 hex digits)"),
-                ));
-            }
-        }
-        let has_rest_credentials = twilio_api_key.is_some()
-            || r.twilio_auth_token
-                .as_deref()
-                .is_some_and(|t| !t.is_empty());
-        if !has_rest_credentials {
-            let key = if !call.tools.transfer_targets.is_empty() {
-                Some("transfer_targets")
-            } else if call.tools.end_call {
-                Some("end_call")
-            } else {
-                None
-            };
-            if let Some(key) = key {
-                return Err(invalid(
-                    key,
-                    "hanging up and transferring go through Twilio REST: set twilio_auth_token, or twilio_api_key + twilio_api_secret",
-                ));
-            }
-        }
+        let call = call::call_config(&mut r, session_keys, tools_cfg)?;
+        let twilio_rest = twilio::twilio_rest(&mut r, &call)?;
         let (softphone_token, console_token) =
             web_tokens(r.softphone, r.softphone_token, r.console_token)?;
         Ok(Config {
@@ -589,10 +342,10 @@ impl Config {
             profiles: Default::default(),
             tool_secret,
             callcenter,
-            twilio_api_base,
-            twilio_api_key,
-            twilio_api_secret,
-            twilio_account_sid,
+            twilio_api_base: twilio_rest.api_base,
+            twilio_api_key: twilio_rest.api_key,
+            twilio_api_secret: twilio_rest.api_secret,
+            twilio_account_sid: twilio_rest.account_sid,
             listen,
             public_url,
             realtime_url,

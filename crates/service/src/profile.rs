@@ -2,50 +2,14 @@
 //! (instructions, voice, greeting, VAD, ...) for one line of a call center, chosen per call by
 //! `<Parameter name="profile">` → the dialled number (`To`) → `default_profile` → the top level.
 //!
-//! A profile is validated by the same code as the top level: its keys laid over the top-level
-//! table, the result validated as a whole, so every per-call rule applies to profiles too.
 //! Instructions and greetings may hold `{{name}}` placeholders, filled per call from the call's
-//! variables (missing ones become empty).
+//! variables (missing ones become empty). Parsing and validating `[profiles.*]` is config's
+//! job (`config/profiles.rs`); this is what a call uses of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::call::tools::{BUILT_INS, END_CALL, TRANSFER_CALL};
 use crate::call::CallConfig;
-use crate::config::ConfigError;
-
-/// Keys a profile may set (per-call settings of the top level).
-pub const PER_CALL_KEYS: &[&str] = &[
-    "instructions",
-    "voice",
-    "model",
-    "greeting",
-    "vad",
-    "vad_threshold",
-    "vad_prefix_padding_ms",
-    "vad_silence_duration_ms",
-    "vad_idle_timeout_ms",
-    "vad_eagerness",
-    "vad_create_response",
-    "vad_interrupt_response",
-    "transcription_model",
-    "max_output_tokens",
-    "speed",
-    "noise_reduction",
-    "temperature",
-    "barge_in",
-    "dtmf_to_model",
-    "dtmf_gap_ms",
-    "tools",
-    "end_call",
-    "transfer_targets",
-    "transfer_caller_id",
-    "filler_audio",
-    "goodbye_timeout_ms",
-    "voicemail_message",
-];
-/// Keys only a profile has, or that a profile overrides outside the call's settings.
-pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];
 
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -87,219 +51,6 @@ impl Profiles {
     }
 }
 
-fn invalid(key: String, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
-/// Parses `[profiles.*]` over the validated top-level `table`. `validate_call` turns a whole
-/// (merged) table into a call config, with the top level's rules.
-pub fn parse(
-    table: &toml::Table,
-    profiles: Option<toml::Value>,
-    default: Option<toml::Value>,
-    validate_call: &dyn Fn(toml::Table) -> Result<CallConfig, ConfigError>,
-) -> Result<Profiles, ConfigError> {
-    let default = match default {
-        None => None,
-        Some(toml::Value::String(s)) if s.is_empty() => None,
-        Some(toml::Value::String(s)) => Some(s),
-        Some(v) => {
-            return Err(invalid(
-                "default_profile".into(),
-                format!("{v} is not a name"),
-            ))
-        }
-    };
-    let profiles = match profiles {
-        None => toml::Table::new(),
-        Some(toml::Value::Table(t)) => t,
-        Some(_) => {
-            return Err(invalid(
-                "profiles".into(),
-                "must be tables: [profiles.NAME]",
-            ))
-        }
-    };
-    let mut out = Profiles {
-        by_name: BTreeMap::new(),
-        default,
-    };
-    let mut owner: HashMap<String, String> = HashMap::new();
-    for (name, body) in profiles {
-        let at = |k: &str| format!("profiles.{name}.{k}");
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(invalid(
-                format!("profiles.{name}"),
-                "a profile name is letters, digits, - and _",
-            ));
-        }
-        let toml::Value::Table(body) = body else {
-            return Err(invalid(format!("profiles.{name}"), "must be a table"));
-        };
-        let mut merged = table.clone();
-        let mut numbers = Vec::new();
-        let mut report_url = None;
-        let mut twilio_recording = None;
-        let mut setup_url = None;
-        let mut tools: Option<Vec<String>> = None;
-        for (k, v) in body {
-            match k.as_str() {
-                "tools" => {
-                    let names = tool_names(table, &v).map_err(|m| invalid(at("tools"), m))?;
-                    if names.iter().any(|n| n == END_CALL) {
-                        merged.insert("end_call".into(), toml::Value::Boolean(true));
-                    }
-                    tools = Some(names);
-                }
-                "numbers" => {
-                    let list = v
-                        .as_array()
-                        .ok_or_else(|| invalid(at("numbers"), "a list of numbers"))?;
-                    for n in list {
-                        let n = n.as_str().filter(|n| is_e164(n)).ok_or_else(|| {
-                            invalid(
-                                at("numbers"),
-                                format!("{n} is not an E.164 number like \"+15550001111\""),
-                            )
-                        })?;
-                        if let Some(other) = owner.insert(n.to_owned(), name.clone()) {
-                            return Err(invalid(
-                                at("numbers"),
-                                format!("{n} is also in profile {other:?}"),
-                            ));
-                        }
-                        numbers.push(n.to_owned());
-                    }
-                }
-                "report_url" | "setup_url" => {
-                    let u = v.as_str().unwrap_or_default();
-                    if !(u.starts_with("https://") || u.starts_with("http://"))
-                        || u.parse::<http::Uri>().is_err()
-                    {
-                        return Err(invalid(
-                            at(&k),
-                            format!("{v} is not an http:// or https:// URL"),
-                        ));
-                    }
-                    if k == "report_url" {
-                        report_url = Some(u.to_owned());
-                    } else {
-                        setup_url = Some(u.to_owned());
-                    }
-                }
-                "twilio_recording" => {
-                    twilio_recording = Some(match v.as_str() {
-                        Some("dual") => true,
-                        Some("off") => false,
-                        _ => {
-                            return Err(invalid(
-                                at("twilio_recording"),
-                                format!("{v}; allowed: off, dual"),
-                            ))
-                        }
-                    });
-                }
-                k if PER_CALL_KEYS.contains(&k) => {
-                    merged.insert(k.to_owned(), v);
-                }
-                other => {
-                    return Err(invalid(
-                        at(other),
-                        format!(
-                            "not a profile setting; allowed: {}, {}",
-                            PER_CALL_KEYS.join(", "),
-                            PROFILE_KEYS.join(", ")
-                        ),
-                    ))
-                }
-            }
-        }
-        let call = validate_call(merged).map_err(|e| match e {
-            ConfigError::Invalid { key, message } => invalid(at(&key), message),
-            ConfigError::Parse { message, .. } => invalid(format!("profiles.{name}"), message),
-            other => other,
-        })?;
-        let mut call = call;
-        if let Some(names) = tools {
-            let listed = |n: &str| names.iter().any(|x| x == n);
-            if listed(TRANSFER_CALL) && call.tools.transfer_targets.is_empty() {
-                return Err(invalid(
-                    at("tools"),
-                    "transfer_call needs transfer_targets (in the profile or the top level)",
-                ));
-            }
-            // The list is the whole of what the profile's calls are offered.
-            call.tools.tools.retain(|t| listed(&t.name));
-            call.tools.end_call = listed(END_CALL);
-            if !listed(TRANSFER_CALL) {
-                call.tools.transfer_targets.clear();
-            }
-            call.session.tools = call.tools.declarations();
-        }
-        check_placeholders(&at("instructions"), &call.session.instructions)?;
-        if let Some(g) = &call.greeting {
-            check_placeholders(&at("greeting"), g)?;
-        }
-        out.by_name.insert(
-            name.clone(),
-            Profile {
-                name,
-                call: Arc::new(call),
-                numbers,
-                report_url,
-                twilio_recording,
-                setup_url,
-            },
-        );
-    }
-    if let Some(d) = &out.default {
-        if !out.by_name.contains_key(d) {
-            return Err(invalid(
-                "default_profile".into(),
-                format!(
-                    "{d:?} is not a profile; defined: {}",
-                    out.by_name.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// A profile's `tools`: names of top-level `[[tools]]` and of the built-ins, each known.
-fn tool_names(table: &toml::Table, v: &toml::Value) -> Result<Vec<String>, String> {
-    let defined: Vec<&str> = table
-        .get("tools")
-        .and_then(toml::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.get("name").and_then(toml::Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
-    let list = v
-        .as_array()
-        .ok_or("a list of tool names, like [\"lookup_order\", \"end_call\"]")?;
-    let mut out = Vec::new();
-    for n in list {
-        let name = n.as_str().unwrap_or_default();
-        if !(defined.contains(&name) || BUILT_INS.contains(&name)) {
-            let mut known = defined.clone();
-            known.extend_from_slice(BUILT_INS);
-            return Err(format!("{n} is not a tool; known: {}", known.join(", ")));
-        }
-        out.push(name.to_owned());
-    }
-    Ok(out)
-}
-
 /// E.164: `+`, a non-zero digit, at most 15 digits in all.
 pub fn is_e164(n: &str) -> bool {
     let Some(digits) = n.strip_prefix('+') else {
@@ -308,29 +59,6 @@ pub fn is_e164(n: &str) -> bool {
     (2..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0')
-}
-
-/// Every `{{` opens a placeholder `{{name}}` with a name of letters, digits and `_`.
-pub fn check_placeholders(key: &str, text: &str) -> Result<(), ConfigError> {
-    let mut rest = text;
-    while let Some(i) = rest.find("{{") {
-        let after = &rest[i + 2..];
-        let Some(end) = after.find("}}") else {
-            return Err(invalid(key.to_owned(), "a {{ without its closing }}"));
-        };
-        let name = after[..end].trim();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid(
-                key.to_owned(),
-                format!(
-                    "{{{{{}}}}} is not a variable name (letters, digits, _)",
-                    &after[..end]
-                ),
-            ));
-        }
-        rest = &after[end + 2..];
-    }
-    Ok(())
 }
 
 /// Fills `{{name}}` placeholders from `vars`; a placeholder without a value becomes empty.
@@ -367,29 +95,4 @@ pub fn with_variables(cfg: &CallConfig, vars: &BTreeMap<String, String>) -> Opti
     c.session.instructions = fill(&cfg.session.instructions, vars);
     c.greeting = cfg.greeting.as_deref().map(|g| fill(g, vars));
     Some(c)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_fill_and_check() {
-        let vars: BTreeMap<String, String> = [("agent_name".to_owned(), "Sam".to_owned())].into();
-        assert_eq!(
-            fill(
-                "You are {{agent_name}}; the caller is {{ caller_name }}.",
-                &vars
-            ),
-            "You are Sam; the caller is ."
-        );
-        assert_eq!(fill("no {{ end", &vars), "no {{ end");
-        assert!(check_placeholders("k", "Hi {{caller_name}} and {{x_1}}").is_ok());
-        for bad in ["Hi {{caller name}}", "Hi {{}}", "Hi {{name"] {
-            let e = check_placeholders("profiles.sales.instructions", bad)
-                .unwrap_err()
-                .to_string();
-            assert!(e.starts_with("profiles.sales.instructions"), "{e}");
-        }
-    }
 }

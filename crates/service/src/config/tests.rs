@@ -1,4 +1,5 @@
 use super::*;
+use crate::realtime::{AudioFormat, Dialect, TurnDetection};
 use std::collections::HashMap;
 
 fn load(env: &[(&str, &str)], file: Option<&str>) -> Result<Config, ConfigError> {

@@ -29,7 +29,7 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
-pub enum FixtureError {
+pub enum RecordingError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -191,25 +191,25 @@ impl Line {
     }
 }
 
-/// A whole fixture in memory.
+/// A whole recorded call in memory: a file of `fixtures/` or of `--record-dir` (the same format).
 #[derive(Debug, Clone)]
-pub struct Fixture {
+pub struct RecordedCall {
     pub path: PathBuf,
     pub header: Header,
     pub lines: Vec<Line>,
 }
 
-impl Fixture {
-    pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io {
+impl RecordedCall {
+    pub fn load(path: &Path) -> Result<RecordedCall, RecordingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RecordingError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Fixture::parse(path, &text)
+        RecordedCall::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Fixture, FixtureError> {
-        let err = |line: usize, message: String| FixtureError::Parse {
+    pub fn parse(path: &Path, text: &str) -> Result<RecordedCall, RecordingError> {
+        let err = |line: usize, message: String| RecordingError::Parse {
             path: path.to_owned(),
             line,
             message,
@@ -235,7 +235,7 @@ impl Fixture {
             let line: Line = serde_json::from_str(l).map_err(|e| err(i + 1, e.to_string()))?;
             lines.push(line);
         }
-        Ok(Fixture {
+        Ok(RecordedCall {
             path: path.to_owned(),
             header,
             lines,

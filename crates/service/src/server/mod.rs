@@ -1,26 +1,32 @@
-//! The async shell: axum routes, the media socket, the upstream client, shutdown.
-//!
-//! No call logic lives here: a call's socket task only pumps messages between the two sockets
-//! and its [`crate::call::Call`].
+//! The async shell, by what it serves: `http/` the edge and the HTTP routes (webhooks,
+//! callbacks, the outbound API, the web pages); the call's task (`media` and the files beside
+//! it: setup, effects, upstream sockets, latency stamps, the registry of running calls, the
+//! drain) feeds each call's [`crate::call::Call`] and does what it asks — it still decides a
+//! few things itself (the profile and setup lookup at `start`, when a drain's goodbye has run
+//! out); `twilio_rest` and `reports/` are clients both sides use. This file holds what they
+//! share: [`AppState`], the [`router`], and starting and stopping the server ([`spawn`],
+//! [`serve_on`]).
 
 pub mod call_setup;
-pub mod callbacks;
-pub mod console;
 pub mod drain;
-pub mod edge;
 pub mod effects;
+pub mod http;
 pub mod latency;
 pub mod links;
 pub mod media;
-pub mod outbound;
-pub mod reports;
 pub mod running;
-pub mod signature;
-pub mod twilio_rest;
-pub mod twiml;
-pub mod unsigned;
 pub mod upstream;
-pub mod web;
+
+// Clients, not routes: the Twilio REST client is used by the call's effects (hang up,
+// transfer) and by `POST /v1/calls` (its bounded answer reading by the setup lookup and report
+// delivery too); report delivery by the callbacks and by every call's end. So they sit here,
+// below both the routes and the call's task.
+pub mod reports;
+pub mod twilio_rest;
+
+// The call's task still names these by their old paths (`super::console`, ...); kept until it
+// moves too.
+pub use self::http::{console, signature, web};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,6 +41,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use self::http::{callbacks, edge, outbound, twiml, unsigned};
 use crate::call::CallConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::AppState;
 use crate::profile::is_e164;
 use crate::report::builder::{PARAM_DIRECTION, PARAM_PROFILE, VAR_PREFIX};
+use crate::server::AppState;
 use crate::twilio::rest::CreateCall;
 use crate::twilio::twiml::{render, stream_url, TwimlParams};
 

@@ -17,10 +17,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use tracing::{info, warn};
 
-use super::AppState;
 use crate::report::builder::unconnected;
 use crate::report::{outcome_for_status, recording_report_id, RecordingEvent, RECORDING_COMPLETED};
 use crate::server::reports::Submitted;
+use crate::server::AppState;
 
 fn form(body: &[u8]) -> HashMap<String, String> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
@@ -96,9 +96,10 @@ pub async fn amd(State(s): State<AppState>, body: Bytes) -> StatusCode {
     let answered_by = f.get("AnsweredBy").map_or("unknown", String::as_str);
     info!(call_sid, answered_by, "answering machine detection");
     if MACHINE.contains(&answered_by)
-        && !s
-            .running
-            .send(call_sid, super::running::CallCommand::MachineAnswered)
+        && !s.running.send(
+            call_sid,
+            crate::server::running::CallCommand::MachineAnswered,
+        )
     {
         warn!(
             call_sid,

@@ -24,8 +24,8 @@ use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
 use crate::config::Secret;
+use crate::server::AppState;
 
 const SOFTPHONE_HTML: &str = include_str!("assets/softphone.html");
 const SOFTPHONE_JS: &str = include_str!("assets/softphone.js");

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use crate::server::AppState;
 use crate::twilio::twiml::{reject, render, stream_url, TwimlParams};
 
 /// Twilio posts the call's details form-encoded (GET puts them in the query).

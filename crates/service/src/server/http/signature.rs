@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
 use super::web::ticket::{self, MediaTicket};
-use super::AppState;
+use crate::server::AppState;
 use crate::twilio::signature::{url_variants, verify, Algorithm};
 use crate::twilio::twiml::stream_url;
 
