@@ -10,7 +10,7 @@
 //! everything it printed for every configured secret.
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -32,7 +32,10 @@ pub fn init(format: LogFormat) {
 /// only: the bridge's own logs would drown its diff).
 pub fn init_with_default(format: LogFormat, default: &str) {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let filter = env.and(filter_fn(exposable));
+    // The hint keeps `RUST_LOG`'s level the process-wide maximum: without it the combined
+    // filter has none, `log`'s max level becomes `trace`, and every `log::trace!` of a
+    // dependency on the media path (tungstenite logs per frame) costs a filter lookup.
+    let filter = env.and(filter_fn(exposable).with_max_level_hint(LevelFilter::TRACE));
     let layer = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
