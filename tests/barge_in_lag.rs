@@ -32,7 +32,7 @@ impl Harness {
         h.twilio(&format!(
             r#"{{"event":"start","streamSid":"{SID}","start":{{"streamSid":"{SID}","callSid":"CA1","mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
         ), 0);
-        h.call.on_upstream_connected(h.t0);
+        h.call.on_upstream_open(1, h.t0);
         h.drain();
         h
     }
@@ -49,7 +49,7 @@ impl Harness {
     }
     fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
+        self.call.on_realtime(1, ev, self.at(ms));
         self.drain()
     }
     fn echo(&mut self, mark: &str, ms: u64) {

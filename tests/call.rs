@@ -21,6 +21,7 @@ fn config(format: AudioFormat) -> CallConfig {
 struct Harness {
     call: Call,
     t0: Instant,
+    opened: bool,
 }
 
 impl Harness {
@@ -29,6 +30,7 @@ impl Harness {
         Harness {
             call: Call::new(Arc::new(cfg), t0),
             t0,
+            opened: false,
         }
     }
     fn at(&self, ms: u64) -> Instant {
@@ -41,7 +43,7 @@ impl Harness {
     }
     fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
+        self.call.on_realtime(1, ev, self.at(ms));
         self.drain()
     }
     fn drain(&mut self) -> Vec<Output> {
@@ -50,8 +52,12 @@ impl Harness {
     fn start(&mut self) -> Vec<Output> {
         self.twilio(&start_msg(SID, "audio/x-mulaw"), 0)
     }
+    /// The shell's one socket opens (reported once, as the shell does).
     fn connect(&mut self, ms: u64) -> Vec<Output> {
-        self.call.on_upstream_connected(self.at(ms));
+        if !self.opened {
+            self.opened = true;
+            self.call.on_upstream_open(1, self.at(ms));
+        }
         self.drain()
     }
     fn media(&mut self, bytes: &[u8], ts: u64, at: u64) -> Vec<Output> {

@@ -29,7 +29,7 @@ impl H {
             r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"browser:Ada","profile":"support","direction":"softphone"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
         );
         h.twilio(&start, 0);
-        h.call.on_upstream_connected(t0);
+        h.call.on_upstream_open(1, t0);
         h
     }
     fn at(&self, ms: u64) -> Instant {
@@ -45,7 +45,7 @@ impl H {
     }
     fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
+        self.call.on_realtime(1, ev, self.at(ms));
         self.drain()
     }
     fn delta(&mut self, item: &str, ms_audio: usize, at: u64) -> Vec<Output> {

@@ -58,7 +58,7 @@ impl H {
     }
     fn ev(&mut self, generation: u64, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("event");
-        self.call.on_realtime_from(generation, ev, self.at(ms));
+        self.call.on_realtime(generation, ev, self.at(ms));
         self.drain()
     }
     fn lost(&mut self, generation: u64, loss: UpstreamLoss, ms: u64) -> Vec<Output> {

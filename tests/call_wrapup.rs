@@ -274,7 +274,7 @@ fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
     h.call.reject_politely(h.at(5));
     let outs = h.drain();
     assert!(instructions(&outs).is_empty() && hangups(&outs).is_empty());
-    h.call.on_upstream_connected(h.at(10));
+    h.call.on_upstream_open(1, h.at(10));
     let outs = h.drain();
     let said = instructions(&outs);
     assert_eq!(said.len(), 1, "{outs:?}");

@@ -29,7 +29,7 @@ impl H {
         h.twilio(&format!(
             r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{custom_parameters},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
         ), 0);
-        h.call.on_upstream_connected(h.at(1));
+        h.call.on_upstream_open(1, h.at(1));
         h.drain();
         h
     }
@@ -47,7 +47,7 @@ impl H {
     pub fn rt(&mut self, v: Value, ms: u64) -> Vec<Output> {
         let text = v.to_string();
         let ev = ServerEvent::parse(&text).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
+        self.call.on_realtime(1, ev, self.at(ms));
         self.drain()
     }
     pub fn tick(&mut self, ms: u64) -> Vec<Output> {

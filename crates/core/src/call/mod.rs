@@ -570,22 +570,6 @@ impl Call {
 
     // ---- Realtime ----------------------------------------------------------------------
 
-    /// The upstream socket the shell dialled is open (generation 1, or whichever is being
-    /// dialled): see [`Call::on_upstream_open`].
-    pub fn on_upstream_connected(&mut self, now: Instant) {
-        if let Some(generation) = self.up_dialing() {
-            self.on_upstream_open(generation, now);
-        }
-    }
-
-    fn up_dialing(&self) -> Option<u64> {
-        if self.up.ever_ready() {
-            None
-        } else {
-            Some(1)
-        }
-    }
-
     /// The first session: configure it, greet, send what the caller said meanwhile.
     fn configure_first_session(&mut self, now: Instant) {
         self.upstream_ready = true;
@@ -608,24 +592,8 @@ impl Call {
         self.wrapup_on_ready(now);
     }
 
-    /// The socket in use closed or failed (`failed`: an error rather than a close frame): see
-    /// [`Call::on_upstream_lost`], which the shell calls with the generation and the cause.
-    pub fn on_upstream_closed(&mut self, failed: bool, detail: String, now: Instant) {
-        let generation = self.up_dialing().unwrap_or(self.upstream_generation());
-        let loss = if !self.up.ever_ready() {
-            UpstreamLoss::ConnectFailed(detail)
-        } else if failed {
-            UpstreamLoss::Dropped(detail)
-        } else {
-            UpstreamLoss::Closed {
-                code: 1000,
-                reason: detail,
-            }
-        };
-        self.on_upstream_lost(generation, loss, now);
-    }
-
-    pub fn on_realtime(&mut self, ev: ServerEvent<'_>, now: Instant) {
+    /// A server event from the session in use (see [`Call::on_realtime`]).
+    fn on_session_event(&mut self, ev: ServerEvent<'_>, now: Instant) {
         if self.ended {
             return;
         }

@@ -547,10 +547,11 @@ impl Call {
         }
     }
 
-    /// A server event from the socket of `generation`.
-    pub fn on_realtime_from(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
+    /// A server event from the socket of `generation`: the session in use, a successor being
+    /// set up, or a socket already replaced (ignored).
+    pub fn on_realtime(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
         if generation == self.up.current {
-            self.on_realtime(ev, now);
+            self.on_session_event(ev, now);
         } else if self.up.successor() == Some(generation) && !self.ended {
             // A successor only configures itself: it has no audio, so no turns.
             match ev {

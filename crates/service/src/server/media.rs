@@ -493,7 +493,7 @@ fn run(
                                             },
                                             now,
                                         );
-                                        call.on_realtime_from(generation, ev, now)
+                                        call.on_realtime(generation, ev, now)
                                     }
                                     Err(e) => {
                                         s.metrics
