@@ -76,7 +76,7 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String) -> Option<String> {
                     mark = Some(name);
                 }
             }
-            Output::ToRealtime(ev) => {
+            Output::ToRealtime { event: ev, .. } => {
                 ev.write_json(Dialect::Ga, text);
                 black_box(&*text);
             }

@@ -100,7 +100,7 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) 
                     Outbound::Clear => {}
                 }
             }
-            Output::ToRealtime(ev) => ev.write_json(Dialect::Ga, text),
+            Output::ToRealtime { event: ev, .. } => ev.write_json(Dialect::Ga, text),
             // Once per response, at its first frames (turn latency): allocates nothing.
             Output::Event(CallEvent::AgentAudio { .. }) => {}
             Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),

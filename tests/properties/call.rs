@@ -171,7 +171,7 @@ impl Checker {
                     prop_assert_eq!(bytes.len(), 160, "a frame to Twilio is 160 bytes");
                 }
                 Output::ToTwilio(Outbound::Mark(name)) => self.marks.push(name),
-                Output::ToRealtime(ev) => {
+                Output::ToRealtime { event: ev, .. } => {
                     prop_assert!(
                         self.upstream_told_open,
                         "{} before the upstream was open",

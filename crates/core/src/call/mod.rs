@@ -94,7 +94,12 @@ impl Default for CallConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     ToTwilio(Outbound),
-    ToRealtime(ClientEvent),
+    /// An event for the model, on the socket of this generation: the session in use, or a
+    /// successor being set up (see [`upstream`]). The only way anything reaches the model.
+    ToRealtime {
+        generation: u64,
+        event: ClientEvent,
+    },
     Event(CallEvent),
     /// The call is over: close both sockets.
     Hangup(EndReason),
@@ -556,15 +561,11 @@ impl Call {
         self.conversation.caller_said(&format!(
             "[The caller pressed these keys on the phone keypad: {keys}]"
         ));
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::UserText(format!(
-                "[The caller pressed these keys on the phone keypad: {keys}]"
-            ))));
+        self.send_model(ClientEvent::UserText(format!(
+            "[The caller pressed these keys on the phone keypad: {keys}]"
+        )));
         if self.live_response.is_none() {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                    instructions: None,
-                }));
+            self.send_model(ClientEvent::ResponseCreate { instructions: None });
         }
     }
 
@@ -573,15 +574,13 @@ impl Call {
     /// The first session: configure it, greet, send what the caller said meanwhile.
     fn configure_first_session(&mut self, now: Instant) {
         self.upstream_ready = true;
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
-                self.cfg.session.clone(),
-            ))));
+        self.send_model(ClientEvent::SessionUpdate(Box::new(
+            self.cfg.session.clone(),
+        )));
         if let Some(greeting) = &self.cfg.greeting {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                    instructions: Some(greeting.clone()),
-                }));
+            self.send_model(ClientEvent::ResponseCreate {
+                instructions: Some(greeting.clone()),
+            });
         }
         let buffered_ms = self.prebuffered_ms();
         self.flush_prebuffer();
@@ -690,6 +689,14 @@ impl Call {
     }
 
     // ---- common -----------------------------------------------------------------------
+
+    /// An event for the session in use.
+    fn send_model(&mut self, event: ClientEvent) {
+        self.out.push_back(Output::ToRealtime {
+            generation: self.up.current(),
+            event,
+        });
+    }
 
     fn anomaly(&mut self, kind: &'static str, detail: String) {
         self.out

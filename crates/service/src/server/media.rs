@@ -228,27 +228,14 @@ fn run(
                                     }
                                 }
                             }
-                            Output::ToRealtime(ev) => {
-                                render_up(&s, &call, &ups, &mut rec, &mut text, None, &ev)
+                            Output::ToRealtime { generation, event } => {
+                                render_up(&s, &call, &ups, &mut rec, &mut text, generation, &event)
                             }
                             Output::Upstream(effect) => match effect {
                                 UpstreamEffect::ConnectUpstream { generation } => {
                                     debug!(generation, "dialling a new upstream session");
                                     ups.dial(generation);
                                     sources.upstream_changed();
-                                    Write::Nothing
-                                }
-                                UpstreamEffect::SendUpstream { generation, event } => render_up(
-                                    &s,
-                                    &call,
-                                    &ups,
-                                    &mut rec,
-                                    &mut text,
-                                    Some(generation),
-                                    &event,
-                                ),
-                                UpstreamEffect::UseUpstream { generation } => {
-                                    ups.current = generation;
                                     Write::Nothing
                                 }
                                 UpstreamEffect::CloseUpstream { generation } => {
@@ -689,18 +676,17 @@ fn settle_recording(rec: &mut Option<Box<Recorder>>, setup: &CallSetup, call: &C
     }
 }
 
-/// Renders a Realtime event into `text` (and the recording) for the socket of `to` (default:
-/// the current one), or drops it when that socket is gone.
+/// Renders a Realtime event into `text` (and the recording) for the socket of `generation`,
+/// or drops it when that socket is gone.
 fn render_up(
     s: &AppState,
     call: &Call,
     ups: &Links,
     rec: &mut Option<Box<Recorder>>,
     text: &mut String,
-    to: Option<u64>,
+    generation: u64,
     ev: &crate::realtime::ClientEvent,
 ) -> Write {
-    let generation = to.unwrap_or(ups.current);
     if !ups.has(generation) {
         // Between a drop and the next session the call buffers audio itself; anything else
         // for a socket that is gone is dropped here.
