@@ -56,10 +56,10 @@ fn steady_call(format: AudioFormat) -> Call {
     let mut call = Call::new(Arc::new(cfg), now);
     let start = start_msg();
     call.on_twilio(Inbound::parse(&start).expect("start"), now);
-    call.on_upstream_connected(now);
+    call.on_upstream_open(1, now);
     let created =
         r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
-    call.on_realtime(ServerEvent::parse(created).expect("created"), now);
+    call.on_realtime(1, ServerEvent::parse(created).expect("created"), now);
     while call.poll_output().is_some() {}
     call
 }
@@ -76,7 +76,7 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String) -> Option<String> {
                     mark = Some(name);
                 }
             }
-            Output::ToRealtime(ev) => {
+            Output::ToRealtime { event: ev, .. } => {
                 ev.write_json(Dialect::Ga, text);
                 black_box(&*text);
             }
@@ -109,7 +109,7 @@ fn hot_path(c: &mut Criterion) {
                 b.iter(|| {
                     let now = Instant::now();
                     let ev = ServerEvent::parse(black_box(&delta)).expect("delta");
-                    call.on_realtime(ev, now);
+                    call.on_realtime(1, ev, now);
                     if let Some(mark) = drain(&mut call, &sid_json, &mut text) {
                         echo.clear();
                         echo.push_str(r#"{"event":"mark","sequenceNumber":"9","streamSid":""#);

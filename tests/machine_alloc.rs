@@ -76,10 +76,10 @@ fn steady_call(format: AudioFormat, t0: Instant) -> Call {
         r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"+15550001"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
     );
     call.on_twilio(Inbound::parse(&start).expect("start"), t0);
-    call.on_upstream_connected(t0);
+    call.on_upstream_open(1, t0);
     let created =
         r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
-    call.on_realtime(ServerEvent::parse(created).expect("created"), t0);
+    call.on_realtime(1, ServerEvent::parse(created).expect("created"), t0);
     while call.poll_output().is_some() {}
     call
 }
@@ -100,7 +100,7 @@ fn drain(call: &mut Call, sid_json: &str, text: &mut String, mark: &mut String) 
                     Outbound::Clear => {}
                 }
             }
-            Output::ToRealtime(ev) => ev.write_json(Dialect::Ga, text),
+            Output::ToRealtime { event: ev, .. } => ev.write_json(Dialect::Ga, text),
             // Once per response, at its first frames (turn latency): allocates nothing.
             Output::Event(CallEvent::AgentAudio { .. }) => {}
             Output::Event(e) => panic!("unexpected event in steady state: {e:?}"),
@@ -150,7 +150,7 @@ fn steady_state_allocates_nothing_per_frame() {
         let mut echo = String::with_capacity(256);
         let mut one_delta = |call: &mut Call, k: usize| -> usize {
             let now = at(2000 + k * 5);
-            call.on_realtime(ServerEvent::parse(&delta).expect("delta"), now);
+            call.on_realtime(1, ServerEvent::parse(&delta).expect("delta"), now);
             let frames = drain(call, &sid_json, &mut text, &mut mark);
             echo.clear();
             echo.push_str(r#"{"event":"mark","sequenceNumber":"9","streamSid":""#);

@@ -55,10 +55,14 @@ impl H {
         let truncates = outs
             .iter()
             .filter_map(|o| match o {
-                Output::ToRealtime(ClientEvent::Truncate {
-                    item_id,
-                    audio_end_ms,
-                }) => Some((item_id.clone(), *audio_end_ms)),
+                Output::ToRealtime {
+                    event:
+                        ClientEvent::Truncate {
+                            item_id,
+                            audio_end_ms,
+                        },
+                    ..
+                } => Some((item_id.clone(), *audio_end_ms)),
                 _ => None,
             })
             .collect();

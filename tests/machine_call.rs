@@ -32,7 +32,10 @@ fn pcmu_media_frames_go_up_byte_for_byte() {
     let outs = h.connect(5);
     assert!(matches!(
         outs[0],
-        Output::ToRealtime(ClientEvent::SessionUpdate(_))
+        Output::ToRealtime {
+            event: ClientEvent::SessionUpdate(_),
+            ..
+        }
     ));
     let mut sent = Vec::new();
     let mut got = Vec::new();
@@ -80,7 +83,7 @@ fn caller_audio_before_the_upstream_is_ready_is_buffered_not_lost() {
     let kinds: Vec<&str> = outs
         .iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(e) => Some(e.name()),
+            Output::ToRealtime { event: e, .. } => Some(e.name()),
             _ => None,
         })
         .collect();
@@ -205,12 +208,19 @@ fn barge_in_clears_cancels_and_truncates_at_what_was_heard() {
         .iter()
         .filter_map(|o| match o {
             Output::ToTwilio(Outbound::Clear) => Some("clear".to_string()),
-            Output::ToRealtime(ClientEvent::ResponseCancel) => Some("cancel".into()),
-            Output::ToRealtime(ClientEvent::Truncate {
-                item_id,
-                audio_end_ms,
-            }) => Some(format!("truncate {item_id} {audio_end_ms}")),
-            Output::ToTwilio(_) | Output::ToRealtime(_) => Some("other".into()),
+            Output::ToRealtime {
+                event: ClientEvent::ResponseCancel,
+                ..
+            } => Some("cancel".into()),
+            Output::ToRealtime {
+                event:
+                    ClientEvent::Truncate {
+                        item_id,
+                        audio_end_ms,
+                    },
+                ..
+            } => Some(format!("truncate {item_id} {audio_end_ms}")),
+            Output::ToTwilio(_) | Output::ToRealtime { event: _, .. } => Some("other".into()),
             _ => None,
         })
         .collect();
@@ -266,7 +276,7 @@ fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
     );
     assert!(outs
         .iter()
-        .all(|o| !matches!(o, Output::ToTwilio(_) | Output::ToRealtime(_))));
+        .all(|o| !matches!(o, Output::ToTwilio(_) | Output::ToRealtime { event: _, .. })));
 
     // Second response: 1 s sent; the mark for the first 1 s... echoed late (Twilio started
     // playback 200 ms after we sent): interpolation follows the echo, not our send time.
@@ -281,10 +291,13 @@ fn truncation_interpolates_between_marks_and_never_exceeds_what_was_sent() {
         r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1}"#,
         20_812,
     );
-    assert!(outs.contains(&Output::ToRealtime(ClientEvent::Truncate {
-        item_id: "i2".into(),
-        audio_end_ms: 612
-    })));
+    assert!(outs.contains(&Output::ToRealtime {
+        generation: 1,
+        event: ClientEvent::Truncate {
+            item_id: "i2".into(),
+            audio_end_ms: 612
+        }
+    }));
 }
 
 #[test]
@@ -497,7 +510,11 @@ fn random_input_storm_never_breaks_the_call() {
                 if let Output::ToTwilio(Outbound::Mark(m)) = o {
                     sent_marks.push(m.clone());
                 }
-                if let Output::ToRealtime(ClientEvent::AppendAudio(b)) = o {
+                if let Output::ToRealtime {
+                    event: ClientEvent::AppendAudio(b),
+                    ..
+                } = o
+                {
                     assert!(!b.is_empty());
                     if format == AudioFormat::Pcm24k {
                         assert_eq!(b.len() % 2, 0, "whole PCM16 samples only");
@@ -519,7 +536,9 @@ fn dtmf_msg(digit: &str) -> String {
 fn to_model(outs: &[Output]) -> Vec<ClientEvent> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(e) if !matches!(e, ClientEvent::AppendAudio(_)) => Some(e.clone()),
+            Output::ToRealtime { event: e, .. } if !matches!(e, ClientEvent::AppendAudio(_)) => {
+                Some(e.clone())
+            }
             _ => None,
         })
         .collect()

@@ -101,11 +101,17 @@ fn to_model(outs: &[Output]) -> (Vec<(String, Value)>, usize) {
     let mut creates = 0;
     for o in outs {
         match o {
-            Output::ToRealtime(ClientEvent::FunctionCallOutput { call_id, output }) => fco.push((
+            Output::ToRealtime {
+                event: ClientEvent::FunctionCallOutput { call_id, output },
+                ..
+            } => fco.push((
                 call_id.clone(),
                 serde_json::from_str(output).expect("output is JSON"),
             )),
-            Output::ToRealtime(ClientEvent::ResponseCreate { .. }) => creates += 1,
+            Output::ToRealtime {
+                event: ClientEvent::ResponseCreate { .. },
+                ..
+            } => creates += 1,
             _ => {}
         }
     }
@@ -203,7 +209,7 @@ impl ToolOrder {
         ToolOrder(
             outs.iter()
                 .filter_map(|o| match o {
-                    Output::ToRealtime(e) => Some(e.name()),
+                    Output::ToRealtime { event: e, .. } => Some(e.name()),
                     _ => None,
                 })
                 .collect(),
@@ -478,11 +484,12 @@ fn end_after_heard_is_a_reusable_wrap_up() {
         h.at(10),
     );
     let outs = h.drain();
-    assert!(
-        outs.contains(&Output::ToRealtime(ClientEvent::ResponseCreate {
+    assert!(outs.contains(&Output::ToRealtime {
+        generation: 1,
+        event: ClientEvent::ResponseCreate {
             instructions: Some("Say goodbye".into())
-        }))
-    );
+        },
+    }));
     assert!(h.call.is_ending());
 }
 

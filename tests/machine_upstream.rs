@@ -25,7 +25,7 @@ fn opened(cfg: CallConfig) -> H {
 impl H {
     fn ev(&mut self, generation: u64, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("event");
-        self.call.on_realtime_from(generation, ev, self.at(ms));
+        self.call.on_realtime(generation, ev, self.at(ms));
         self.drain()
     }
     fn lost(&mut self, generation: u64, loss: UpstreamLoss, ms: u64) -> Vec<Output> {
@@ -53,6 +53,16 @@ fn effects(outs: &[Output]) -> Vec<UpstreamEffect> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Upstream(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The events for the model, with the generation of the socket each goes to.
+fn to_model(outs: &[Output]) -> Vec<(u64, ClientEvent)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime { generation, event } => Some((*generation, event.clone())),
             _ => None,
         })
         .collect()
@@ -180,29 +190,30 @@ fn the_new_session_gets_the_config_the_conversation_then_the_kept_caller_audio()
         t += 20;
     }
     let outs = h.open(2, t);
-    let ups: Vec<_> = outs
+    // Everything for the model goes to the new socket.
+    let ups: Vec<_> = to_model(&outs)
         .iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime(e) => Some(e.name()),
-            Output::Upstream(UpstreamEffect::UseUpstream { .. }) => Some("use"),
-            _ => None,
-        })
+        .map(|(generation, e)| (*generation, e.name()))
         .collect();
     assert_eq!(
-        &ups[..5],
+        &ups[..4],
         [
-            "use",
-            "session.update",
-            "conversation.item.create",
-            "conversation.item.create",
-            "conversation.item.create"
+            (2, "session.update"),
+            (2, "conversation.item.create"),
+            (2, "conversation.item.create"),
+            (2, "conversation.item.create")
         ]
     );
-    assert!(ups[5..].iter().all(|n| *n == "input_audio_buffer.append"));
+    assert!(ups[4..]
+        .iter()
+        .all(|u| *u == (2, "input_audio_buffer.append")));
     let items: Vec<_> = outs
         .iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::CreateItem(i)) => Some(i.clone()),
+            Output::ToRealtime {
+                event: ClientEvent::CreateItem(i),
+                ..
+            } => Some(i.clone()),
             _ => None,
         })
         .collect();
@@ -397,7 +408,10 @@ fn a_drop_mid_answer_plays_what_was_sent_and_marks_the_line_cut() {
     let items: Vec<_> = outs
         .iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::CreateItem(i)) => Some(i.clone()),
+            Output::ToRealtime {
+                event: ClientEvent::CreateItem(i),
+                ..
+            } => Some(i.clone()),
             _ => None,
         })
         .collect();
@@ -432,11 +446,11 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
     );
     let outs = h.open(2, 60_100);
     assert_eq!(
-        effects(&outs)[0],
-        UpstreamEffect::SendUpstream {
-            generation: 2,
-            event: ClientEvent::SessionUpdate(Box::new(CallConfig::default().session))
-        }
+        to_model(&outs)[0],
+        (
+            2,
+            ClientEvent::SessionUpdate(Box::new(CallConfig::default().session))
+        )
     );
     // An answer is in flight: no switch, however quiet the caller.
     h.ev(
@@ -471,16 +485,20 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
             continue;
         }
         assert!(
-            matches!(outs[0], Output::ToRealtime(ClientEvent::AppendAudio(_))),
-            "the frame first"
+            matches!(
+                outs[0],
+                Output::ToRealtime {
+                    generation: 1,
+                    event: ClientEvent::AppendAudio(_),
+                }
+            ),
+            "the frame first, to the old one"
         );
-        assert_eq!(
-            e,
-            [
-                UpstreamEffect::UseUpstream { generation: 2 },
-                UpstreamEffect::CloseUpstream { generation: 1 }
-            ]
+        assert!(
+            to_model(&outs[1..]).iter().all(|(g, _)| *g == 2),
+            "then the new one: {outs:?}"
         );
+        assert_eq!(e, [UpstreamEffect::CloseUpstream { generation: 1 }]);
         assert!(outs.contains(&Output::Event(CallEvent::SessionRotated {
             generation: 2,
             forced: false
@@ -489,9 +507,9 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
     }
     assert_eq!(before, 14);
     assert_eq!(h.call.upstream_generation(), 2);
-    assert_eq!(
-        appended(&h.frame(0xFF, t)).len(),
-        160,
+    let next = to_model(&h.frame(0xFF, t));
+    assert!(
+        matches!(&next[..], [(2, ClientEvent::AppendAudio(b))] if b.len() == 160),
         "the next frame goes to the new one"
     );
 }
@@ -556,10 +574,11 @@ fn without_a_quiet_moment_the_switch_is_forced_before_the_limit() {
     h.ev(1, SPEECH_STARTED, 300_000);
     assert_eq!(h.deadline_ms(), 540_000);
     let outs = h.tick(540_000);
+    assert_eq!(h.call.upstream_generation(), 2, "{outs:?}");
+    assert!(to_model(&outs).iter().all(|(g, _)| *g == 2), "{outs:?}");
     assert_eq!(
-        effects(&outs)[0],
-        UpstreamEffect::UseUpstream { generation: 2 },
-        "{outs:?}"
+        effects(&outs),
+        [UpstreamEffect::CloseUpstream { generation: 1 }]
     );
     assert!(outs.contains(&Output::Event(CallEvent::SessionRotated {
         generation: 2,
@@ -594,10 +613,8 @@ fn a_drop_while_a_successor_waits_switches_to_it_at_once() {
     let outs = h.lost(1, dropped(), 10_100);
     assert_eq!(
         effects(&outs),
-        [
-            UpstreamEffect::CloseUpstream { generation: 1 },
-            UpstreamEffect::UseUpstream { generation: 2 }
-        ]
+        [UpstreamEffect::CloseUpstream { generation: 1 }]
     );
     assert_eq!(h.call.upstream_generation(), 2);
+    assert!(to_model(&outs).iter().all(|(g, _)| *g == 2), "{outs:?}");
 }

@@ -29,9 +29,10 @@ impl H {
 fn instructions(outs: &[Output]) -> Vec<String> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::ResponseCreate { instructions }) => {
-                Some(instructions.clone().unwrap_or_default())
-            }
+            Output::ToRealtime {
+                event: ClientEvent::ResponseCreate { instructions },
+                ..
+            } => Some(instructions.clone().unwrap_or_default()),
             _ => None,
         })
         .collect()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::{Call, CallConfig, Output};
+use callbridge::call::{Call, CallConfig, Output, UpstreamLoss};
 use callbridge::realtime::{AudioFormat, ClientEvent, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 use proptest::prelude::*;
@@ -171,7 +171,7 @@ impl Checker {
                     prop_assert_eq!(bytes.len(), 160, "a frame to Twilio is 160 bytes");
                 }
                 Output::ToTwilio(Outbound::Mark(name)) => self.marks.push(name),
-                Output::ToRealtime(ev) => {
+                Output::ToRealtime { event: ev, .. } => {
                     prop_assert!(
                         self.upstream_told_open,
                         "{} before the upstream was open",
@@ -289,6 +289,8 @@ fn run(format_pick: u8, opening: u8, steps: &[(u16, Input)]) -> Result<(), TestC
     if opening >= 2 {
         opening_steps.push((0u16, Input::UpstreamConnected));
     }
+    // Whether the shell has reported its socket open.
+    let mut opened = false;
     for (dt, what) in opening_steps.iter().chain(steps.iter()) {
         now += Duration::from_millis(u64::from(*dt));
         let twilio = |call: &mut Call, text: &str| {
@@ -303,7 +305,7 @@ fn run(format_pick: u8, opening: u8, steps: &[(u16, Input)]) -> Result<(), TestC
                 return;
             }
             if let Ok(ev) = ServerEvent::parse(text) {
-                call.on_realtime(ev, now);
+                call.on_realtime(call.upstream_generation(), ev, now);
             }
         };
         match what {
@@ -440,9 +442,26 @@ fn run(format_pick: u8, opening: u8, steps: &[(u16, Input)]) -> Result<(), TestC
                 if !ck.hung_up {
                     ck.upstream_told_open = true;
                 }
-                call.on_upstream_connected(now);
+                // The shell reports generation 1 open once: the one socket it dials.
+                if !opened {
+                    opened = true;
+                    call.on_upstream_open(1, now);
+                }
             }
-            Input::UpstreamClosed(failed) => call.on_upstream_closed(*failed, "closed".into(), now),
+            Input::UpstreamClosed(failed) => {
+                let detail = String::from("closed");
+                let loss = if !opened {
+                    UpstreamLoss::ConnectFailed(detail)
+                } else if *failed {
+                    UpstreamLoss::Dropped(detail)
+                } else {
+                    UpstreamLoss::Closed {
+                        code: 1000,
+                        reason: detail,
+                    }
+                };
+                call.on_upstream_lost(call.upstream_generation(), loss, now)
+            }
             Input::TwilioClosed => call.on_twilio_closed(now),
         }
         ck.outputs(&mut call, what)?;

@@ -52,7 +52,7 @@ impl H {
     }
     pub fn realtime(&mut self, json: &str, ms: u64) -> Vec<Output> {
         let ev = ServerEvent::parse(json).expect("test event parses");
-        self.call.on_realtime(ev, self.at(ms));
+        self.call.on_realtime(1, ev, self.at(ms));
         self.drain()
     }
     pub fn rt(&mut self, v: Value, ms: u64) -> Vec<Output> {
@@ -68,7 +68,7 @@ impl H {
     }
     /// The upstream the shell dialled is open.
     pub fn connect(&mut self, ms: u64) -> Vec<Output> {
-        self.call.on_upstream_connected(self.at(ms));
+        self.call.on_upstream_open(1, self.at(ms));
         self.drain()
     }
     /// Twilio's `media` carrying `bytes` with timestamp `ts`, arriving at `ms`.
@@ -151,7 +151,10 @@ pub fn mark_msg(name: &str) -> String {
 pub fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::ToRealtime(ClientEvent::AppendAudio(b)) => Some(b.to_vec()),
+            Output::ToRealtime {
+                event: ClientEvent::AppendAudio(b),
+                ..
+            } => Some(b.to_vec()),
             _ => None,
         })
         .collect()

@@ -31,8 +31,7 @@ impl Call {
             self.reset_downlink();
         }
         if let Some(id) = &cancel {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCancel));
+            self.send_model(ClientEvent::ResponseCancel);
             if self.cancelled.len() == 8 {
                 self.cancelled.pop_front();
             }
@@ -46,11 +45,10 @@ impl Call {
                 .find(item_id)
                 .map_or(*ms, |i| i.model_bytes / self.format.bytes_per_ms());
             self.conversation.agent_interrupted(item_id, *ms, produced);
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::Truncate {
-                    item_id: item_id.clone(),
-                    audio_end_ms: *ms,
-                }));
+            self.send_model(ClientEvent::Truncate {
+                item_id: item_id.clone(),
+                audio_end_ms: *ms,
+            });
         }
         self.out.push_back(Output::Event(CallEvent::BargeIn {
             cleared: audible,

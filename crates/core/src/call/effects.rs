@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use crate::realtime::ClientEvent;
-
 /// Names one effect of one call (per-call counter).
 pub type EffectId = u64;
 
@@ -109,15 +107,9 @@ impl ToolFailure {
 pub enum UpstreamEffect {
     /// Dial a new Realtime socket for this generation. The shell answers with
     /// `Call::on_upstream_open(generation, ..)` or `Call::on_upstream_lost(generation, ..)`.
-    /// (Generation 1 is dialled by the shell when the media socket opens, unasked.)
+    /// (Generation 1 is dialled by the shell when the media socket opens, unasked.) Events for
+    /// a generation come as [`crate::call::Output::ToRealtime`], which names it.
     ConnectUpstream { generation: u64 },
-    /// Send an event on the socket of this generation, which is not (yet) the one
-    /// [`crate::call::Output::ToRealtime`] goes to: the setup of a successor session.
-    SendUpstream { generation: u64, event: ClientEvent },
-    /// From now on, `Output::ToRealtime` goes to this generation's socket. Outputs are in
-    /// order, so every caller frame before this went to the old socket and every one after
-    /// goes to the new one.
-    UseUpstream { generation: u64 },
     /// Close this generation's socket (a normal close), if the shell still has it.
     CloseUpstream { generation: u64 },
 }

@@ -87,10 +87,9 @@ impl Call {
         }
         let (phase, say_after) = match (say, &self.live_response) {
             (Some(instructions), None) if self.upstream_ready => {
-                self.out
-                    .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                        instructions: Some(instructions),
-                    }));
+                self.send_model(ClientEvent::ResponseCreate {
+                    instructions: Some(instructions),
+                });
                 (Phase::Response(None), None)
             }
             // The answer being generated is let finish; the goodbye is asked for after it.
@@ -218,11 +217,10 @@ impl Call {
                 match e.say_after.take() {
                     // The answer that was live when the ending began is done: now the goodbye.
                     Some(instructions) if self.upstream_ready => {
-                        self.out
-                            .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                                instructions: Some(instructions),
-                            }));
                         e.phase = Phase::Response(None);
+                        self.send_model(ClientEvent::ResponseCreate {
+                            instructions: Some(instructions),
+                        });
                     }
                     _ => e.phase = Phase::Heard,
                 }

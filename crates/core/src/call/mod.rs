@@ -94,7 +94,12 @@ impl Default for CallConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     ToTwilio(Outbound),
-    ToRealtime(ClientEvent),
+    /// An event for the model, on the socket of this generation: the session in use, or a
+    /// successor being set up (see [`upstream`]). The only way anything reaches the model.
+    ToRealtime {
+        generation: u64,
+        event: ClientEvent,
+    },
     Event(CallEvent),
     /// The call is over: close both sockets.
     Hangup(EndReason),
@@ -556,48 +561,26 @@ impl Call {
         self.conversation.caller_said(&format!(
             "[The caller pressed these keys on the phone keypad: {keys}]"
         ));
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::UserText(format!(
-                "[The caller pressed these keys on the phone keypad: {keys}]"
-            ))));
+        self.send_model(ClientEvent::UserText(format!(
+            "[The caller pressed these keys on the phone keypad: {keys}]"
+        )));
         if self.live_response.is_none() {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                    instructions: None,
-                }));
+            self.send_model(ClientEvent::ResponseCreate { instructions: None });
         }
     }
 
     // ---- Realtime ----------------------------------------------------------------------
 
-    /// The upstream socket the shell dialled is open (generation 1, or whichever is being
-    /// dialled): see [`Call::on_upstream_open`].
-    pub fn on_upstream_connected(&mut self, now: Instant) {
-        if let Some(generation) = self.up_dialing() {
-            self.on_upstream_open(generation, now);
-        }
-    }
-
-    fn up_dialing(&self) -> Option<u64> {
-        if self.up.ever_ready() {
-            None
-        } else {
-            Some(1)
-        }
-    }
-
     /// The first session: configure it, greet, send what the caller said meanwhile.
     fn configure_first_session(&mut self, now: Instant) {
         self.upstream_ready = true;
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
-                self.cfg.session.clone(),
-            ))));
+        self.send_model(ClientEvent::SessionUpdate(Box::new(
+            self.cfg.session.clone(),
+        )));
         if let Some(greeting) = &self.cfg.greeting {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                    instructions: Some(greeting.clone()),
-                }));
+            self.send_model(ClientEvent::ResponseCreate {
+                instructions: Some(greeting.clone()),
+            });
         }
         let buffered_ms = self.prebuffered_ms();
         self.flush_prebuffer();
@@ -608,24 +591,8 @@ impl Call {
         self.wrapup_on_ready(now);
     }
 
-    /// The socket in use closed or failed (`failed`: an error rather than a close frame): see
-    /// [`Call::on_upstream_lost`], which the shell calls with the generation and the cause.
-    pub fn on_upstream_closed(&mut self, failed: bool, detail: String, now: Instant) {
-        let generation = self.up_dialing().unwrap_or(self.upstream_generation());
-        let loss = if !self.up.ever_ready() {
-            UpstreamLoss::ConnectFailed(detail)
-        } else if failed {
-            UpstreamLoss::Dropped(detail)
-        } else {
-            UpstreamLoss::Closed {
-                code: 1000,
-                reason: detail,
-            }
-        };
-        self.on_upstream_lost(generation, loss, now);
-    }
-
-    pub fn on_realtime(&mut self, ev: ServerEvent<'_>, now: Instant) {
+    /// A server event from the session in use (see [`Call::on_realtime`]).
+    fn on_session_event(&mut self, ev: ServerEvent<'_>, now: Instant) {
         if self.ended {
             return;
         }
@@ -722,6 +689,14 @@ impl Call {
     }
 
     // ---- common -----------------------------------------------------------------------
+
+    /// An event for the session in use.
+    fn send_model(&mut self, event: ClientEvent) {
+        self.out.push_back(Output::ToRealtime {
+            generation: self.up.current(),
+            event,
+        });
+    }
 
     fn anomaly(&mut self, kind: &'static str, detail: String) {
         self.out

@@ -296,10 +296,7 @@ impl Call {
             if self.wrapping_up() {
                 return;
             }
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                    instructions: None,
-                }));
+            self.send_model(ClientEvent::ResponseCreate { instructions: None });
         }
     }
 
@@ -486,11 +483,10 @@ impl Call {
             rec.result = Some(result);
         }
         self.conversation.tool_output(call_id, &output);
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::FunctionCallOutput {
-                call_id: call_id.to_owned(),
-                output,
-            }));
+        self.send_model(ClientEvent::FunctionCallOutput {
+            call_id: call_id.to_owned(),
+            output,
+        });
         let Some(gi) = self
             .tools
             .groups
@@ -514,10 +510,7 @@ impl Call {
             // about the results once that answer is done.
             self.tools.create_when_idle = true;
         } else {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::ResponseCreate {
-                    instructions: None,
-                }));
+            self.send_model(ClientEvent::ResponseCreate { instructions: None });
         }
     }
 

@@ -249,8 +249,7 @@ impl Call {
         if upstream.is_empty() {
             return;
         }
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::AppendAudio(upstream)));
+        self.send_model(ClientEvent::AppendAudio(upstream));
     }
 
     /// Replaces the call's settings — the agent profile chosen at Twilio's `start` — while the

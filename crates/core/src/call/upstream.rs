@@ -26,8 +26,8 @@
 //! minutes before the `expires_at` the server announced) the call opens a successor,
 //! configures it and replays the conversation into it, then switches at a quiet moment — no
 //! response in flight, the caller not speaking, no agent audio still queued at the caller —
-//! with [`UpstreamEffect::UseUpstream`], which lies between two caller frames in the output order, so
-//! no frame goes to both sessions or to neither. Then the old socket is closed. Without a
+//! between two caller frames: every [`Output::ToRealtime`] names its generation, so no frame
+//! goes to both sessions or to neither. Then the old socket is closed. Without a
 //! quiet moment the switch is forced a minute before the limit.
 
 mod rotation;
@@ -142,7 +142,7 @@ enum Rotation {
 /// The call's view of its upstream sockets.
 #[derive(Debug)]
 pub(crate) struct Lifecycle {
-    /// The generation `Output::ToRealtime` goes to.
+    /// The session in use: the generation events for the model go to.
     current: u64,
     next_generation: u64,
     /// The generation being dialled, if any (at most one at a time).
@@ -206,6 +206,10 @@ impl Lifecycle {
         self.ever_ready
     }
 
+    pub(crate) fn current(&self) -> u64 {
+        self.current
+    }
+
     fn successor(&self) -> Option<u64> {
         match self.rotation {
             Rotation::Idle => None,
@@ -222,7 +226,7 @@ impl Lifecycle {
 }
 
 impl Call {
-    /// The generation `Output::ToRealtime` goes to.
+    /// The generation of the session in use.
     pub fn upstream_generation(&self) -> u64 {
         self.up.current
     }
@@ -284,14 +288,16 @@ impl Call {
         self.up.current = generation;
         let outage = self.up.outage.take();
         self.up.last_outage = outage.as_ref().map(|o| o.since);
-        self.effect(UpstreamEffect::UseUpstream { generation });
-        self.out
-            .push_back(Output::ToRealtime(ClientEvent::SessionUpdate(Box::new(
-                self.cfg.session.clone(),
-            ))));
+        self.send_model(ClientEvent::SessionUpdate(Box::new(
+            self.cfg.session.clone(),
+        )));
         let replay = self.conversation.replay();
         let replayed_items = replay.len();
-        self.out.extend(replay.into_iter().map(Output::ToRealtime));
+        self.out.extend(
+            replay
+                .into_iter()
+                .map(|event| Output::ToRealtime { generation, event }),
+        );
         self.upstream_ready = true;
         let resent_ms = self.prebuffered_ms();
         self.flush_prebuffer();
@@ -547,10 +553,11 @@ impl Call {
         }
     }
 
-    /// A server event from the socket of `generation`.
-    pub fn on_realtime_from(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
+    /// A server event from the socket of `generation`: the session in use, a successor being
+    /// set up, or a socket already replaced (ignored).
+    pub fn on_realtime(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
         if generation == self.up.current {
-            self.on_realtime(ev, now);
+            self.on_session_event(ev, now);
         } else if self.up.successor() == Some(generation) && !self.ended {
             // A successor only configures itself: it has no audio, so no turns.
             match ev {

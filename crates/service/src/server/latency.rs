@@ -125,7 +125,13 @@ mod tests {
 
         // A caller frame appended upstream: `up`. Not `down`, not a turn.
         t.read(Read::TwilioMedia, t0);
-        t.output(&Output::ToRealtime(ClientEvent::ResponseCancel), &m);
+        t.output(
+            &Output::ToRealtime {
+                generation: 1,
+                event: ClientEvent::ResponseCancel,
+            },
+            &m,
+        );
         t.flushed(false, true, &m);
         assert_eq!(m.bridge_up.get_sample_count(), 1);
 

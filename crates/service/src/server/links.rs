@@ -42,8 +42,6 @@ pub struct Links {
     /// Boxed: a socket is ~1.4 KB (the TLS stream is inline in it) and the second slot is
     /// only used during a rotation; inline, every call's task would carry both.
     links: [Option<Box<Link>>; 2],
-    /// The generation `Output::ToRealtime` goes to.
-    pub current: u64,
     dial: Option<(u64, Dial)>,
 }
 
@@ -61,7 +59,6 @@ impl Links {
         let mut l = Links {
             cfg,
             links: [None, None],
-            current: 1,
             dial: None,
         };
         l.dial(1);

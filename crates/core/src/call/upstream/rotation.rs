@@ -42,13 +42,16 @@ impl Call {
         self.up.successor_opened = Some(now);
         self.up.successor_limit = None;
         self.up.quiet_frames = 0;
-        self.effect(UpstreamEffect::SendUpstream {
+        // To the successor, not to the session in use.
+        self.out.push_back(Output::ToRealtime {
             generation,
             event: ClientEvent::SessionUpdate(Box::new(self.cfg.session.clone())),
         });
-        for event in replay {
-            self.effect(UpstreamEffect::SendUpstream { generation, event });
-        }
+        self.out.extend(
+            replay
+                .into_iter()
+                .map(|event| Output::ToRealtime { generation, event }),
+        );
         self.maybe_switch(now);
     }
 
@@ -112,7 +115,6 @@ impl Call {
         }
         let old = self.up.current;
         self.up.current = generation;
-        self.effect(UpstreamEffect::UseUpstream { generation });
         // What was said since the successor was set up.
         self.replay_rest(replayed_to, noted);
         if forced && self.up.caller_speaking {
@@ -143,7 +145,6 @@ impl Call {
         self.up.rotation = Rotation::Idle;
         let old = self.up.current;
         self.up.current = generation;
-        self.effect(UpstreamEffect::UseUpstream { generation });
         self.replay_rest(replayed_to, noted);
         self.upstream_ready = true;
         let resent_ms = self.prebuffered_ms();
@@ -166,12 +167,13 @@ impl Call {
     pub(super) fn replay_rest(&mut self, from: usize, noted: bool) {
         let since = self.conversation.replay_since(from);
         let note = !noted && !since.is_empty();
-        self.out.extend(since.into_iter().map(Output::ToRealtime));
+        for event in since {
+            self.send_model(event);
+        }
         if note {
-            self.out
-                .push_back(Output::ToRealtime(ClientEvent::CreateItem(
-                    Item::SystemText(CONTINUATION_NOTE.into()),
-                )));
+            self.send_model(ClientEvent::CreateItem(Item::SystemText(
+                CONTINUATION_NOTE.into(),
+            )));
         }
     }
 
