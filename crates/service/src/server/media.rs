@@ -12,26 +12,26 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
-use tracing::{warn, Instrument};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as UpMessage;
+use tracing::{debug, info, warn, Instrument};
 
 use super::call_setup::CallSetup;
 use super::console::LiveCall;
 use super::effects;
-use super::latency::WriteTimer;
-use super::links::Links;
+use super::latency::{Read, WriteTimer};
+use super::links::{self, Links, Received};
 use super::web::ticket::Ticket;
 use super::AppState;
-use crate::call::{Call, EndReason};
+use crate::call::{Call, EndReason, Output, UpstreamEffect};
+use crate::realtime::ServerEvent;
 use crate::recording::recorder::Recorder;
-use crate::recording::Header;
+use crate::recording::{Dir, Header};
 use crate::report::builder::ReportBuilder;
-use crate::twilio::Outbound;
+use crate::twilio::{Inbound, Outbound};
 use wake::Wake;
 
 mod call_log;
-mod finish;
-mod inputs;
-mod outputs;
 mod wake;
 
 use call_log::{log_event, AnomalyCounts};
@@ -102,7 +102,17 @@ fn run(
     only_call: Option<Box<str>>,
 ) -> impl std::future::Future<Output = ()> {
     async move {
-        if let Some(reason) = refusal(&s) {
+        // A media socket arriving while the server drains is accepted: its TwiML was served before
+        // the drain began, and refusing it would fail a call we already answered. Only once the
+        // drain is over (running calls being ended) is it too late.
+        let over = if *s.stop_calls.borrow() {
+            Some("draining")
+        } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+            Some("busy")
+        } else {
+            None
+        };
+        if let Some(reason) = over {
             s.metrics
                 .calls_refused
                 .with_label_values(&["media", reason])
@@ -122,67 +132,7 @@ fn run(
         s.active_calls.fetch_add(1, Ordering::Relaxed);
         s.metrics.calls_active.inc();
         let _guard = CallGuard(&s);
-        let mut task = Task::new(&s, socket, n, only_call);
-        task.drive().await;
-        task.finish().await;
-    }
-}
 
-/// Why a media socket is refused, if it is. One arriving while the server drains is accepted:
-/// its TwiML was served before the drain began, and refusing it would fail a call we already
-/// answered. Only once the drain is over (running calls being ended) is it too late.
-fn refusal(s: &AppState) -> Option<&'static str> {
-    if *s.stop_calls.borrow() {
-        Some("draining")
-    } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
-        Some("busy")
-    } else {
-        None
-    }
-}
-
-/// Everything one call's task holds: the call, its two sockets, and what the shell keeps
-/// beside them (the recording, the report, the effects in flight, the write timer).
-struct Task<'a> {
-    s: &'a AppState,
-    socket: WebSocket,
-    call: Call,
-    opened: Instant,
-    live: LiveCall,
-    report: ReportBuilder,
-    /// With profiles, the session is configured only once `start` (and the profile's setup
-    /// lookup) said which settings apply.
-    setup: CallSetup,
-    /// Recording is the shell's job (the call stays sans-IO): every message on either socket,
-    /// as sent or received, with its time since this socket opened. Boxed: recording is off
-    /// unless `record_dir` is set, and inline every call's task would reserve the recorder.
-    rec: Option<Box<Recorder>>,
-    /// The Realtime sockets by generation.
-    ups: Links,
-    sources: wake::Sources,
-    /// Grows to the largest batch seen (a few entries); not reserved up front: every byte of
-    /// it is held for the whole call.
-    batch: Vec<Wake>,
-    /// Once the drain is over the call says goodbye; its sockets close by this time regardless.
-    shutdown_at: Option<tokio::time::Instant>,
-    /// Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
-    mailbox: std::sync::Arc<super::running::Mailbox>,
-    registered: super::running::Registered,
-    sid_json: Option<String>,
-    /// Twilio-bound messages produced before `start` told us the stream SID.
-    held: Vec<Outbound>,
-    outcome: EndReason,
-    /// Each output is rendered here before anything is awaited: an `Output` alive across an
-    /// await would be reserved in every call's task for the whole call.
-    text: String,
-    anomalies: AnomalyCounts,
-    /// Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
-    effects: effects::Effects,
-    timer: WriteTimer,
-}
-
-impl<'a> Task<'a> {
-    fn new(s: &'a AppState, socket: WebSocket, n: u64, only_call: Option<Box<str>>) -> Task<'a> {
         let opened = Instant::now();
         let live = match &s.console {
             Some(hub) => hub.open(n),
@@ -192,8 +142,14 @@ impl<'a> Task<'a> {
         if let Some(sid) = only_call {
             call.require_call_sid(sid);
         }
-        let setup = CallSetup::new(s);
-        let rec = s.cfg.record_dir.as_deref().and_then(|dir| {
+        let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
+        // With profiles, the session is configured only once `start` (and the profile's setup
+        // lookup) said which settings apply.
+        let mut setup = CallSetup::new(&s);
+        // Recording is the shell's job (the call stays sans-IO): every message on either socket,
+        // as sent or received, with its time since this socket opened. Boxed: recording is off
+        // unless `record_dir` is set, and inline every call's task would reserve the recorder.
+        let mut rec = s.cfg.record_dir.as_deref().and_then(|dir| {
             let header = Header::new(&s.call_cfg, RECORDED_BY);
             // Without profiles the settings are final now: nothing is held.
             match Recorder::create(dir, &header, setup.decided(), opened) {
@@ -204,100 +160,557 @@ impl<'a> Task<'a> {
                 }
             }
         });
-        // Generation 1 is dialled now, in parallel with Twilio's `start`.
-        let ups = Links::new(s.cfg.clone());
+        // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
+        // Twilio's `start`.
+        let mut ups = Links::new(s.cfg.clone());
         if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             call.on_wall_clock(d.as_secs(), opened);
         }
-        Task {
-            s,
-            socket,
-            call,
-            opened,
-            live,
-            report: ReportBuilder::new(opened, std::time::SystemTime::now()),
-            setup,
-            rec,
-            ups,
-            sources: wake::Sources::new(s.stop_calls.clone()),
-            batch: Vec::new(),
-            shutdown_at: None,
-            mailbox: std::sync::Arc::new(super::running::Mailbox::default()),
-            registered: super::running::Registered::default(),
-            sid_json: None,
-            held: Vec::new(),
-            outcome: EndReason::TwilioDisconnected,
-            text: String::with_capacity(512),
-            anomalies: AnomalyCounts::default(),
-            effects: effects::Effects::new(),
-            timer: WriteTimer::default(),
-        }
-    }
+        let mut sources = wake::Sources::new(s.stop_calls.clone());
+        // Grows to the largest batch seen (a few entries); not reserved up front: every byte of
+        // it is held for the whole call.
+        let mut batch = Vec::new();
+        // Once the drain is over the call says goodbye; its sockets close by this time regardless.
+        let mut shutdown_at: Option<tokio::time::Instant> = None;
+        // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
+        let mailbox = std::sync::Arc::new(super::running::Mailbox::default());
+        let mut registered = super::running::Registered::default();
+        let mut sid_json: Option<String> = None;
+        // Twilio-bound messages produced before `start` told us the stream SID.
+        let mut held: Vec<Outbound> = Vec::new();
+        let mut outcome = EndReason::TwilioDisconnected;
+        let mut text = String::with_capacity(512);
+        let mut anomalies = AnomalyCounts::default();
+        // Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
+        let mut effects = effects::Effects::new();
+        let mut timer = WriteTimer::default();
 
-    /// The call's loop: write what the call produced, arm its deadline, wait for what wakes,
-    /// feed it to the call; until the call ends.
-    async fn drive(&mut self) {
-        loop {
-            let wrote = self.write_outputs().await;
-            self.flush(wrote).await;
-            if self.call.has_output() && !self.call.is_ended() {
-                // A failed flush made the call act (e.g. re-dial): handle that before waiting.
-                continue;
+        'call: loop {
+            // 1. Drain the call's outputs to the sockets, batching writes into one flush each.
+            // Each output is rendered into `text` before anything is awaited: an `Output` alive
+            // across an await would be reserved in every call's task for the whole call.
+            let (mut wrote_tw, mut wrote_up) = (false, false);
+            if sid_json.is_none() {
+                sid_json = call
+                    .stream_sid()
+                    .and_then(|sid| serde_json::to_string(sid).ok());
             }
-            let ok = !self.call.is_ended();
-            self.timer
-                .flushed(wrote.twilio && ok, wrote.up && ok, &self.s.metrics.latency);
-            if self.call.is_ended() {
-                self.drain_events();
-                return;
+            // What was held before `start` goes out as soon as `start` named the stream (not
+            // with the next message: a greeting made before `start` may be all there is), in
+            // order, each rendered just before its write.
+            while let Some(sid) = sid_json.as_deref().filter(|_| !held.is_empty()) {
+                render_twilio(&s, &mut rec, sid, &held.remove(0), &mut text);
+                feed_twilio(&mut socket, &text, &mut call).await;
+                wrote_tw = true;
             }
-            self.arm_deadline();
-            self.wait().await;
-            let mut batch = std::mem::take(&mut self.batch);
-            for wake in batch.drain(..) {
-                if self.feed(wake).is_break() {
-                    return;
+            loop {
+                let write = match call.poll_output() {
+                    None => break,
+                    Some(out) => {
+                        timer.output(&out, &s.metrics.latency);
+                        match out {
+                            Output::ToTwilio(msg) => {
+                                if matches!(msg, Outbound::Media(_)) {
+                                    report.on_agent_audio(Instant::now);
+                                }
+                                match &sid_json {
+                                    // Only a greeting can get here before Twilio's `start`;
+                                    // bounded so a stream that never starts costs no memory.
+                                    None => {
+                                        if held.len() < MAX_HELD {
+                                            held.push(msg);
+                                        }
+                                        Write::Nothing
+                                    }
+                                    Some(sid) => {
+                                        render_twilio(&s, &mut rec, sid, &msg, &mut text);
+                                        Write::Twilio
+                                    }
+                                }
+                            }
+                            Output::ToRealtime { generation, event } => {
+                                render_up(&s, &call, &ups, &mut rec, &mut text, generation, &event)
+                            }
+                            Output::Upstream(effect) => match effect {
+                                UpstreamEffect::ConnectUpstream { generation } => {
+                                    debug!(generation, "dialling a new upstream session");
+                                    ups.dial(generation);
+                                    sources.upstream_changed();
+                                    Write::Nothing
+                                }
+                                UpstreamEffect::CloseUpstream { generation } => {
+                                    if ups.close(generation) {
+                                        if let Some(r) = rec.as_mut() {
+                                            r.upstream_close(
+                                                Dir::RealtimeOut,
+                                                generation,
+                                                Some(1005),
+                                                "",
+                                            );
+                                        }
+                                    }
+                                    Write::Nothing
+                                }
+                            },
+                            Output::Event(ev) => {
+                                live.on_event(&ev);
+                                report.on_event(&ev, Instant::now());
+                                log_event(&s, &mut anomalies, ev);
+                                Write::Nothing
+                            }
+                            Output::Hangup(reason) => {
+                                outcome = reason;
+                                Write::Nothing
+                            }
+                            Output::Effect { id, effect } => {
+                                effects::spawn(&s, &mut effects, id, effect);
+                                sources.others_changed();
+                                Write::Nothing
+                            }
+                        }
+                    }
+                };
+                match write {
+                    Write::Nothing => {}
+                    Write::Twilio => {
+                        feed_twilio(&mut socket, &text, &mut call).await;
+                        wrote_tw = true;
+                    }
+                    Write::Up(generation) => match ups.feed(generation, &text, WRITE_STALL).await {
+                        Ok(written) => wrote_up |= written,
+                        Err(loss) => {
+                            warn!(generation, %loss, "upstream write failed");
+                            call.on_upstream_lost(generation, loss, Instant::now());
+                        }
+                    },
                 }
             }
-            self.batch = batch;
-        }
-    }
+            if wrote_tw
+                && !matches!(
+                    tokio::time::timeout(WRITE_STALL, socket.flush()).await,
+                    Ok(Ok(()))
+                )
+            {
+                warn!("flush to Twilio failed or stalled");
+                call.on_twilio_closed(Instant::now());
+            }
+            for (generation, loss) in ups.flush(WRITE_STALL).await {
+                warn!(generation, %loss, "upstream flush failed");
+                call.on_upstream_lost(generation, loss, Instant::now());
+            }
+            if call.has_output() && !call.is_ended() {
+                // A failed flush made the call act (e.g. re-dial): handle that before waiting.
+                continue 'call;
+            }
+            let ok = !call.is_ended();
+            timer.flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
+            if call.is_ended() {
+                // Outputs produced by the failed writes above are only events and the hangup.
+                while let Some(out) = call.poll_output() {
+                    if let Output::Event(ev) = out {
+                        live.on_event(&ev);
+                        report.on_event(&ev, Instant::now());
+                        log_event(&s, &mut anomalies, ev);
+                    }
+                }
+                break 'call;
+            }
 
-    /// Makes the timer fire by the call's deadline (and the drain's hard limit).
-    fn arm_deadline(&mut self) {
-        if let Some(d) = self.call.next_deadline() {
-            self.sources.wake_by(tokio::time::Instant::from_std(d));
-        }
-        if let Some(at) = self.shutdown_at {
-            self.sources.wake_by(at);
-        }
-    }
-
-    /// Waits until something happens, and takes everything that is ready into `batch`.
-    async fn wait(&mut self) {
-        std::future::poll_fn(|cx| {
-            self.sources.poll(
-                cx,
-                &mut self.socket,
-                &mut self.ups,
-                &mut self.effects,
-                &mut self.setup,
-                &self.mailbox,
-                &mut self.batch,
-            )
-        })
-        .await;
-    }
-
-    /// Writes the recording's header once the call's settings are decided: with profiles, at
-    /// `start` or when the setup lookup answered (see [`Recorder::settle`]).
-    fn settle_recording(&mut self) {
-        if let Some(r) = self.rec.as_mut() {
-            if !r.is_settled() && self.setup.decided() {
-                r.settle(&Header::new(self.call.config(), RECORDED_BY));
+            // 2. Wait until something happens, then take everything that is ready.
+            if let Some(d) = call.next_deadline() {
+                sources.wake_by(tokio::time::Instant::from_std(d));
+            }
+            if let Some(at) = shutdown_at {
+                sources.wake_by(at);
+            }
+            std::future::poll_fn(|cx| {
+                sources.poll(
+                    cx,
+                    &mut socket,
+                    &mut ups,
+                    &mut effects,
+                    &mut setup,
+                    &mailbox,
+                    &mut batch,
+                )
+            })
+            .await;
+            for wake in batch.drain(..) {
+                match wake {
+                    Wake::Twilio(msg) => {
+                        let now = Instant::now();
+                        match msg {
+                            Some(Ok(Message::Text(t))) => {
+                                s.metrics.twilio_messages_in.inc();
+                                if let Some(r) = rec.as_mut() {
+                                    r.message(Dir::TwilioIn, t.as_str());
+                                }
+                                match Inbound::parse(t.as_str()) {
+                                    Ok(m) => {
+                                        if let Inbound::Start { stream_sid, start } = &m {
+                                            report.on_start(stream_sid, start);
+                                            registered.add(
+                                                &s.running,
+                                                start.call_sid.as_deref(),
+                                                &mailbox,
+                                            );
+                                            if let Some(c) = setup.on_start(&s, start, &mut report)
+                                            {
+                                                call.set_config(c);
+                                            }
+                                            settle_recording(&mut rec, &setup, &call);
+                                            // A setup lookup may have started.
+                                            sources.others_changed();
+                                        }
+                                        let mark = matches!(m, Inbound::Mark { .. });
+                                        timer.read(
+                                            match m {
+                                                Inbound::Media { .. } => Read::TwilioMedia,
+                                                _ => Read::Other,
+                                            },
+                                            now,
+                                        );
+                                        call.on_twilio(m, now);
+                                        if let Some(g) = setup.ready_upstream() {
+                                            call.on_upstream_open(g, now);
+                                        }
+                                        if mark {
+                                            timer.mark_echoed(
+                                                call.playback(),
+                                                now,
+                                                &s.metrics.latency,
+                                            );
+                                        }
+                                    }
+                                    Err(e) => {
+                                        s.metrics
+                                            .anomalies
+                                            .with_label_values(&["bad_twilio_json"])
+                                            .inc();
+                                        warn!(error = %e, len = t.len(), "unparseable Twilio message ignored");
+                                    }
+                                }
+                            }
+                            Some(Ok(Message::Binary(b))) => {
+                                s.metrics
+                                    .anomalies
+                                    .with_label_values(&["twilio_binary"])
+                                    .inc();
+                                warn!(len = b.len(), "binary frame from Twilio ignored");
+                            }
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                            Some(Ok(Message::Close(frame))) => {
+                                if let Some(r) = rec.as_mut() {
+                                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                                        (f.code, f.reason.to_string())
+                                    });
+                                    r.close(Dir::TwilioIn, Some(code), &reason);
+                                }
+                                call.on_twilio_closed(now)
+                            }
+                            None => {
+                                if let Some(r) = rec.as_mut() {
+                                    r.close(Dir::TwilioIn, None, "");
+                                }
+                                call.on_twilio_closed(now)
+                            }
+                            Some(Err(e)) => {
+                                warn!(error = %e, "Twilio socket error");
+                                if let Some(r) = rec.as_mut() {
+                                    r.close(Dir::TwilioIn, None, "");
+                                }
+                                call.on_twilio_closed(now);
+                            }
+                        }
+                    }
+                    Wake::Upstream(generation, received) => {
+                        let now = Instant::now();
+                        match received {
+                            Received::Dialled(Ok(()), took) => {
+                                s.metrics
+                                    .upstream_connect_seconds
+                                    .observe(took.as_secs_f64());
+                                debug!(
+                                    generation,
+                                    ms = took.as_millis() as u64,
+                                    "upstream connected"
+                                );
+                                // With profiles, the first session waits until `start` decided them.
+                                if let Some(g) = setup.upstream_opened(generation) {
+                                    call.on_upstream_open(g, now);
+                                }
+                            }
+                            Received::Dialled(Err(e), _) => {
+                                warn!(generation, error = %e, "upstream connection failed");
+                                let loss = links::loss_of(&e);
+                                if let Some(r) = rec.as_mut() {
+                                    let status = match loss {
+                                        crate::call::UpstreamLoss::Refused { status } => {
+                                            Some(status)
+                                        }
+                                        _ => None,
+                                    };
+                                    r.dial_failed(generation, status);
+                                }
+                                call.on_upstream_lost(generation, loss, now);
+                            }
+                            Received::Message(UpMessage::Text(t)) => {
+                                s.metrics.realtime_messages_in.inc();
+                                if let Some(r) = rec.as_mut() {
+                                    r.upstream_message(Dir::RealtimeIn, generation, t.as_str());
+                                }
+                                match ServerEvent::parse(t.as_str()) {
+                                    Ok(ServerEvent::Unknown) => {
+                                        // New or uninteresting event types: fine, but visible at debug.
+                                        if tracing::enabled!(tracing::Level::DEBUG) {
+                                            debug!(
+                                                event = event_type(t.as_str()),
+                                                "Realtime event ignored"
+                                            );
+                                        }
+                                    }
+                                    Ok(ev) => {
+                                        if matches!(ev, ServerEvent::SpeechStopped { .. }) {
+                                            report.on_caller_turn_end(now);
+                                        }
+                                        timer.read(
+                                            match ev {
+                                                ServerEvent::AudioDelta(_) => Read::AudioDelta,
+                                                _ => Read::Other,
+                                            },
+                                            now,
+                                        );
+                                        call.on_realtime(generation, ev, now)
+                                    }
+                                    Err(e) => {
+                                        s.metrics
+                                            .anomalies
+                                            .with_label_values(&["bad_realtime_json"])
+                                            .inc();
+                                        warn!(error = %e, len = t.len(), "unparseable Realtime event ignored");
+                                    }
+                                }
+                            }
+                            Received::Message(UpMessage::Binary(b)) => {
+                                s.metrics
+                                    .anomalies
+                                    .with_label_values(&["realtime_binary"])
+                                    .inc();
+                                warn!(len = b.len(), "binary frame from the Realtime API ignored");
+                            }
+                            Received::Message(_) => {}
+                            Received::Lost(loss) => {
+                                if let Some(r) = rec.as_mut() {
+                                    match &loss {
+                                        crate::call::UpstreamLoss::Closed { code, reason } => r
+                                            .upstream_close(
+                                                Dir::RealtimeIn,
+                                                generation,
+                                                Some(*code),
+                                                reason,
+                                            ),
+                                        _ => {
+                                            r.upstream_close(Dir::RealtimeIn, generation, None, "")
+                                        }
+                                    }
+                                }
+                                call.on_upstream_lost(generation, loss, now);
+                            }
+                        }
+                    }
+                    Wake::Effect(done) => match done {
+                        Ok((id, result)) => call.on_effect_done(id, result, Instant::now()),
+                        Err(e) => warn!(error = %e, "an effect task failed"),
+                    },
+                    Wake::Lookup(answer) => {
+                        if let Some(c) = setup.on_lookup(*answer, &mut report) {
+                            call.set_config(c);
+                        }
+                        settle_recording(&mut rec, &setup, &call);
+                        if setup.rejected {
+                            call.reject_politely(Instant::now());
+                        }
+                        if let Some(g) = setup.ready_upstream() {
+                            call.on_upstream_open(g, Instant::now());
+                        }
+                    }
+                    Wake::Timer => {
+                        if shutdown_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                            outcome = EndReason::Shutdown;
+                            break 'call;
+                        }
+                        call.on_tick(Instant::now());
+                    }
+                    Wake::Command(super::running::CallCommand::MachineAnswered) => {
+                        call.on_machine_answered(Instant::now())
+                    }
+                    Wake::Drain => {
+                        let wait = s.cfg.drain_goodbye_timeout;
+                        call.end_after_heard(
+                            s.cfg.drain_goodbye.clone(),
+                            EndReason::Shutdown,
+                            wait,
+                            Instant::now(),
+                        );
+                        shutdown_at =
+                            Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
+                    }
+                }
             }
         }
+
+        // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
+        // moment for it, so that the report names the call.
+        if !report.has_start() && !matches!(outcome, EndReason::NoStart | EndReason::Shutdown) {
+            // Futures awaited once, at the end, are boxed: inline, the largest of them would
+            // be reserved in every call's task for the whole call.
+            let _ = Box::pin(tokio::time::timeout(START_FOR_REPORT, async {
+                while let Some(Ok(Message::Text(t))) = socket.next().await {
+                    if let Ok(Inbound::Start { stream_sid, start }) = Inbound::parse(t.as_str()) {
+                        report.on_start(&stream_sid, &start);
+                        return;
+                    }
+                }
+            }))
+            .await;
+        }
+
+        // 3. Close both sides. Closing Twilio's socket makes Twilio continue with the TwiML after
+        // </Connect> (the apology), so a caller whose upstream failed never sits in dead air.
+        let closed_tw = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: outcome.as_str().into(),
+            })))
+            .await;
+        if let (Some(r), Ok(())) = (rec.as_mut(), &closed_tw) {
+            r.close(Dir::TwilioOut, Some(1000), outcome.as_str());
+        }
+        for generation in Box::pin(ups.close_all()).await {
+            if let Some(r) = rec.as_mut() {
+                r.upstream_close(Dir::RealtimeOut, generation, Some(1005), "");
+            }
+        }
+        if let Some(r) = rec.take() {
+            match Box::pin(r.finish(call.stream_sid())).await {
+                Ok(path) => {
+                    info!(path = %path.display(), "call recorded");
+                    report.add_recording("file", path.display().to_string());
+                }
+                Err(e) => warn!(error = %e, "recording failed"),
+            }
+        }
+        live.ended(outcome.as_str());
+        let secs = opened.elapsed().as_secs_f64();
+        s.metrics
+            .calls_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        s.metrics
+            .calls_by_profile_total
+            .with_label_values(&[setup.profile.as_deref().unwrap_or("none"), outcome.as_str()])
+            .inc();
+        s.metrics.call_duration_seconds.observe(secs);
+        info!(
+            outcome = outcome.as_str(),
+            duration_s = format!("{secs:.1}"),
+            stream_sid = call.stream_sid().unwrap_or("-"),
+            "call ended"
+        );
+        // One report per call, whatever ended it; on disk before this task ends.
+        report.set_tool_calls(call.tool_calls(), call.transfer_targets());
+        report.use_conversation(call.conversation().entries());
+        // Boxed: awaited once, at the end; inline it would be reserved in the task all call long.
+        let report = Box::new(report.finish(outcome.as_str(), Instant::now()));
+        Box::pin(
+            s.reports
+                .submit(setup.report_url.as_deref(), &report.report_id, &report),
+        )
+        .await;
+    }
+}
+
+/// What an output leaves for the shell to write, already rendered into the call's `text`.
+enum Write {
+    Nothing,
+    /// One message to Twilio.
+    Twilio,
+    /// One event to the upstream socket of this generation.
+    Up(u64),
+}
+
+/// Renders a Twilio-bound message into `text` (and the recording).
+fn render_twilio(
+    s: &AppState,
+    rec: &mut Option<Box<Recorder>>,
+    sid_json: &str,
+    msg: &Outbound,
+    text: &mut String,
+) {
+    msg.write_json(sid_json, text);
+    if let Some(r) = rec.as_mut() {
+        r.message(Dir::TwilioOut, text);
+    }
+    s.metrics.twilio_messages_out.inc();
+}
+
+/// Feeds one rendered message to Twilio's socket (flushed once per batch, later); a write that
+/// fails or stalls ends the call's Twilio side.
+async fn feed_twilio(socket: &mut WebSocket, text: &str, call: &mut Call) {
+    let fed = tokio::time::timeout(WRITE_STALL, socket.feed(Message::Text(text.into()))).await;
+    if !matches!(fed, Ok(Ok(()))) {
+        warn!("write to Twilio failed or stalled");
+        call.on_twilio_closed(Instant::now());
     }
 }
 
 const RECORDED_BY: &str = "recorded by callbridge serve --record-dir";
+
+/// Writes the recording's header once the call's settings are decided: with profiles, at
+/// `start` or when the setup lookup answered (see [`Recorder::settle`]).
+fn settle_recording(rec: &mut Option<Box<Recorder>>, setup: &CallSetup, call: &Call) {
+    if let Some(r) = rec.as_mut() {
+        if !r.is_settled() && setup.decided() {
+            r.settle(&Header::new(call.config(), RECORDED_BY));
+        }
+    }
+}
+
+/// Renders a Realtime event into `text` (and the recording) for the socket of `generation`,
+/// or drops it when that socket is gone.
+fn render_up(
+    s: &AppState,
+    call: &Call,
+    ups: &Links,
+    rec: &mut Option<Box<Recorder>>,
+    text: &mut String,
+    generation: u64,
+    ev: &crate::realtime::ClientEvent,
+) -> Write {
+    if !ups.has(generation) {
+        // Between a drop and the next session the call buffers audio itself; anything else
+        // for a socket that is gone is dropped here.
+        debug!(
+            generation,
+            event = ev.name(),
+            "upstream event with no socket; dropped"
+        );
+        return Write::Nothing;
+    }
+    ev.write_json(call.dialect(), text);
+    if let Some(r) = rec.as_mut() {
+        r.upstream_message(Dir::RealtimeOut, generation, text);
+    }
+    s.metrics.realtime_messages_out.inc();
+    Write::Up(generation)
+}
+
+/// The `type` of a Realtime event, for logs.
+fn event_type(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Typed>(text).map_or_else(|_| "?".into(), |t| t.kind)
+}
