@@ -196,3 +196,11 @@ pub fn hangup(outs: &[Output]) -> Option<EndReason> {
         _ => None,
     })
 }
+
+/// `n` bytes of a recognisable pattern (`seed` tells two apart), for checking audio goes
+/// through byte for byte.
+pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
