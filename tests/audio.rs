@@ -119,7 +119,6 @@ fn downsample_all(input: &[i16]) -> Vec<i16> {
     out
 }
 
-
 fn argmax_abs(x: &[i16]) -> usize {
     (0..x.len()).max_by_key(|&i| x[i].unsigned_abs()).unwrap()
 }

@@ -91,7 +91,7 @@ fn a_call_at_max_call_seconds_says_goodbye_then_hangs_up_as_max_duration() {
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "{outs:?}");
     assert_eq!(up[0].1, CallUpdate::Hangup);
-    let outs = h.done(up[0].0, 60_800);
+    let outs = h.call_updated(up[0].0, 60_800);
     assert_eq!(hangup(&outs), None);
     assert_eq!(hangup(&h.stop(60_900)), Some(EndReason::MaxDuration));
     assert_eq!(EndReason::MaxDuration.as_str(), "max_duration");
@@ -110,7 +110,8 @@ fn without_max_call_seconds_a_long_call_goes_on() {
 }
 
 impl H {
-    fn done(&mut self, id: u64, ms: u64) -> Vec<Output> {
+    /// Twilio's REST update (the hang-up) answered OK.
+    fn call_updated(&mut self, id: u64, ms: u64) -> Vec<Output> {
         self.call
             .on_effect_done(id, EffectResult::CallUpdated(Ok(())), self.at(ms));
         self.drain()
@@ -158,7 +159,7 @@ fn a_machine_gets_the_voicemail_message_cut_greeting_first_then_a_hangup() {
     let outs = h.echo_all(&m, 3500);
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "{outs:?}");
-    h.done(up[0].0, 3600);
+    h.call_updated(up[0].0, 3600);
     assert_eq!(hangup(&h.stop(3700)), Some(EndReason::Voicemail));
     assert_eq!(EndReason::Voicemail.as_str(), "voicemail");
 }
@@ -172,7 +173,7 @@ fn a_machine_without_a_voicemail_message_is_hung_up_on_at_once() {
     assert!(instructions(&outs).is_empty(), "nothing to say: {outs:?}");
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "at once: {outs:?}");
-    h.done(up[0].0, 400);
+    h.call_updated(up[0].0, 400);
     assert_eq!(hangup(&h.stop(500)), Some(EndReason::Voicemail));
 }
 
@@ -215,7 +216,7 @@ fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
     let outs = h.echo_all(&m, 1700);
     let up = hangups(&outs);
     assert_eq!(up.len(), 1, "{outs:?}");
-    h.done(up[0].0, 1800);
+    h.call_updated(up[0].0, 1800);
     assert_eq!(hangup(&h.stop(1900)), Some(EndReason::Rejected));
     assert_eq!(EndReason::Rejected.as_str(), "rejected");
 }
@@ -261,6 +262,6 @@ fn a_wrap_up_during_an_answer_says_its_goodbye_after_the_answer() {
     let up = hangups(&heard);
     assert_eq!(up.len(), 1, "{heard:?}");
     assert_eq!(up[0].1, CallUpdate::Hangup);
-    h.done(up[0].0, 2_300);
+    h.call_updated(up[0].0, 2_300);
     assert_eq!(hangup(&h.stop(2_400)), Some(EndReason::Shutdown));
 }

@@ -6,6 +6,7 @@
 //! - `caller`: the simulated caller with the fake Twilio REST API behind it;
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
+//! - `tool_calls`: the tool-call scaffolding of the `machine_tools` and `machine_hangup` tests;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
 //! - here: the Realtime simulator, how long a test waits, polling for a condition,
 //!   temporary directories.
@@ -17,6 +18,7 @@ pub mod call_harness;
 pub mod caller;
 pub mod media;
 pub mod schema;
+pub mod tool_calls;
 pub mod tools;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,113 @@
+//! The tool-call scaffolding the `machine_tools` and `machine_hangup` tests share: a call
+//! configured with two tools, `end_call` and two transfer targets; the model calling tools the
+//! three ways the API shows it; what the call asked the shell to do and told the model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::call::effects::{Effect, EffectId, EffectResult};
+use callbridge::call::tools::{ToolSpec, ToolsConfig};
+use callbridge::call::{CallConfig, Output};
+use callbridge::realtime::ClientEvent;
+use serde_json::{json, Value};
+
+use super::call_harness::H;
+
+/// The caller's `customParameters` in Twilio's `start`.
+pub const CALLER: &str = r#"{"From":"+15550001","To":"+15559999","Tier":"gold"}"#;
+
+pub fn tool(name: &str) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: "d".into(),
+        parameters: json!({"type":"object","properties":{"order_id":{"type":"string"}},"required":["order_id"]}),
+        url: format!("http://127.0.0.1:9/{name}"),
+        timeout: Duration::from_millis(5000),
+        filler_after: Duration::from_millis(1200),
+    }
+}
+
+pub fn config() -> CallConfig {
+    CallConfig {
+        tools: ToolsConfig {
+            tools: vec![tool("lookup_order"), tool("check_stock")],
+            end_call: true,
+            transfer_targets: vec![
+                ("sales".into(), "+15551230000".into()),
+                ("billing".into(), "sip:billing@pbx.example.com".into()),
+            ],
+            transfer_caller_id: Some("+15550001111".into()),
+            goodbye_timeout: Duration::from_secs(10),
+            filler: Some(Arc::new(vec![0x55; 400])),
+        },
+        ..Default::default()
+    }
+}
+
+impl H {
+    pub fn done(&mut self, id: EffectId, r: EffectResult, ms: u64) -> Vec<Output> {
+        self.call.on_effect_done(id, r, self.at(ms));
+        self.drain()
+    }
+    /// A function call seen the three ways the API shows it, then the response's end.
+    pub fn model_calls(
+        &mut self,
+        resp: &str,
+        calls: &[(&str, &str, &str)],
+        status: &str,
+        ms: u64,
+    ) -> Vec<Output> {
+        let mut outs = self.created(resp, ms);
+        let mut items = Vec::new();
+        for (call_id, name, args) in calls {
+            outs.extend(self.rt(json!({"type":"response.function_call_arguments.done","response_id":resp,"item_id":format!("it_{call_id}"),"output_index":0,"call_id":call_id,"name":name,"arguments":args}), ms));
+            let item = json!({"id":format!("it_{call_id}"),"type":"function_call","status":"completed","name":name,"call_id":call_id,"arguments":args});
+            outs.extend(self.rt(json!({"type":"response.output_item.done","response_id":resp,"output_index":0,"item":item}), ms));
+            items.push(item);
+        }
+        outs.extend(self.rt(
+            json!({"type":"response.done","response":{"id":resp,"status":status,"output":items}}),
+            ms,
+        ));
+        outs
+    }
+}
+
+pub fn effects(outs: &[Output]) -> Vec<(EffectId, Effect)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Effect { id, effect } => Some((*id, effect.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn tool_body(e: &Effect) -> Value {
+    match e {
+        Effect::RunTool(r) => serde_json::from_str(&r.body).expect("body is JSON"),
+        other => panic!("not a tool run: {other:?}"),
+    }
+}
+
+/// `(call_id, output)` of every function_call_output, and the number of response.create.
+pub fn to_model(outs: &[Output]) -> (Vec<(String, Value)>, usize) {
+    let mut fco = Vec::new();
+    let mut creates = 0;
+    for o in outs {
+        match o {
+            Output::ToRealtime {
+                event: ClientEvent::FunctionCallOutput { call_id, output },
+                ..
+            } => fco.push((
+                call_id.clone(),
+                serde_json::from_str(output).expect("output is JSON"),
+            )),
+            Output::ToRealtime {
+                event: ClientEvent::ResponseCreate { .. },
+                ..
+            } => creates += 1,
+            _ => {}
+        }
+    }
+    (fco, creates)
+}
