@@ -295,7 +295,7 @@ async fn lookup(s: AppState, url: String, body: serde_json::Value) -> Option<Set
                 format!(
                     "HTTP {} to host {}: redirects are not followed, configure the final URL",
                     status.as_u16(),
-                    super::effects::redirect_host(&resp)
+                    super::twilio_rest::redirect_host(&resp)
                         .as_deref()
                         .unwrap_or("-")
                 ),

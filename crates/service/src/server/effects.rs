@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 
-use super::twilio_rest::{describe, read_limited};
+use super::twilio_rest::{describe, read_limited, redirect_host};
 use super::AppState;
 use crate::call::effects::{Effect, EffectId, EffectResult, ToolFailure, ToolOutcome, ToolRequest};
 use crate::integrator::{signature, SIGNATURE_HEADER};
@@ -97,19 +97,6 @@ async fn attempt(
         .timeout(left)
         .send()
         .await
-}
-
-/// The host a redirect pointed to (for the log line; never followed).
-pub fn redirect_host(resp: &reqwest::Response) -> Option<String> {
-    let loc = resp
-        .headers()
-        .get(reqwest::header::LOCATION)?
-        .to_str()
-        .ok()?;
-    match resp.url().join(loc) {
-        Ok(u) => u.host_str().map(str::to_owned),
-        Err(_) => Some("(unparsable Location)".into()),
-    }
 }
 
 /// Whether the connection was actively refused (nothing listening): safe to try again.

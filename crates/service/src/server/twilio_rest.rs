@@ -138,6 +138,19 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
     }
 }
 
+/// The host a redirect pointed to (for the log line; never followed).
+pub fn redirect_host(resp: &reqwest::Response) -> Option<String> {
+    let loc = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    match resp.url().join(loc) {
+        Ok(u) => u.host_str().map(str::to_owned),
+        Err(_) => Some("(unparsable Location)".into()),
+    }
+}
+
 /// A short description of a transport error (timeout, refused, reset) for logs and outputs.
 pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {

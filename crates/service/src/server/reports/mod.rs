@@ -323,7 +323,7 @@ impl Inner {
             // gets it; each try's warning says what to fix.
             return Try::Retry(format!(
                 "HTTP {status}: a redirect (to host {}), not followed; set report_url to the final URL",
-                super::effects::redirect_host(&resp).as_deref().unwrap_or("-")
+                super::twilio_rest::redirect_host(&resp).as_deref().unwrap_or("-")
             ));
         }
         let answer = super::twilio_rest::read_limited(resp, 64 * 1024)
