@@ -36,7 +36,7 @@ const MAX_PARAMETER: usize = 499;
 const MAX_TWIML: usize = 4000;
 /// The body of `POST /v1/calls`: 32 variables of under 500 characters each fit with room to
 /// spare; anything larger is refused before it is buffered.
-pub const MAX_REQUEST_BODY: usize = 32 * 1024;
+const MAX_REQUEST_BODY: usize = 32 * 1024;
 
 /// What `POST /v1/calls` takes.
 #[derive(Debug, Deserialize)]
@@ -194,16 +194,16 @@ pub async fn create(State(s): State<AppState>, body: axum::body::Body) -> Respon
             format!("variables: {bad:?} is not a name of letters, digits and _"),
         );
     }
-    if let Some((name, value)) = req
+    if let Some((name, chars)) = req
         .variables
         .iter()
-        .find(|(k, v)| VAR_PREFIX.len() + k.chars().count() + v.chars().count() > MAX_PARAMETER)
+        .map(|(k, v)| (k, VAR_PREFIX.len() + k.chars().count() + v.chars().count()))
+        .find(|(_, chars)| *chars > MAX_PARAMETER)
     {
         return refused(
             StatusCode::BAD_REQUEST,
             format!(
-                "variables.{name}: {} characters; a variable's name (with its {VAR_PREFIX:?} prefix) and value together may have at most {MAX_PARAMETER} (Twilio's <Parameter> limit)",
-                VAR_PREFIX.len() + name.chars().count() + value.chars().count()
+                "variables.{name}: {chars} characters; a variable's name (with its {VAR_PREFIX:?} prefix) and value together may have at most {MAX_PARAMETER} (Twilio's <Parameter> limit)"
             ),
         );
     }
