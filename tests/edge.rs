@@ -333,3 +333,63 @@ fn serve_refuses_short_secrets_naming_the_key() {
         assert!(!stderr.contains("shortsecret"), "the value is not printed");
     }
 }
+
+/// A login form is read like any other unauthenticated body: one trickled a byte at a time is
+/// cut off at `http_header_timeout_ms` with a 408 (it used to be read for as long as the
+/// client liked), and a body that is broken at the HTTP level (a chunk size that is not
+/// hexadecimal) is the client's bad request, 400, not a timeout.
+#[tokio::test]
+async fn a_trickled_login_form_times_out_and_a_broken_body_is_a_bad_request() {
+    let (server, _) = bridge::start(
+        &[
+            ("CALLBRIDGE_API_TOKEN", API),
+            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE),
+            ("CALLBRIDGE_HTTP_HEADER_TIMEOUT_MS", "500"),
+        ],
+        None,
+    )
+    .await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    s.write_all(b"POST /console/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\n")
+        .await
+        .expect("write head");
+    let began = tokio::time::Instant::now();
+    let trickle = async {
+        for b in b"token=0123456789".iter() {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(800), trickle).await;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("an answer, not an open-ended wait")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a trickled login form is cut off with a 408: {answer}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "within the body deadline (500 ms), not when the client finished: {:?}",
+        began.elapsed()
+    );
+
+    let head = format!("POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(
+        answer_within(
+            server.addr,
+            &head,
+            b"zz\r\n{}\r\n0\r\n\r\n",
+            Duration::from_secs(3)
+        )
+        .await,
+        Some(400),
+        "a malformed chunked body is a bad request"
+    );
+    server.stop(Duration::ZERO).await;
+}

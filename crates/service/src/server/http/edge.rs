@@ -173,6 +173,19 @@ pub enum BodyError {
     Broken,
 }
 
+impl BodyError {
+    /// The answer to the client: only a body that did not arrive in time is a 408; one that
+    /// broke off or was malformed at the HTTP level is the client's bad request (400).
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Broken => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
 /// Reads a request body of at most `limit` bytes within `within` (a body sent a byte at a
 /// time must not hold the connection and its buffer for long).
 pub async fn read_body(

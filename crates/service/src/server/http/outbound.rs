@@ -163,12 +163,7 @@ pub async fn create(State(s): State<AppState>, body: axum::body::Body) -> Respon
             ),
             )
         }
-        Err(e) => {
-            return refused(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request body not received ({e:?})"),
-            )
-        }
+        Err(e) => return refused(e.status(), format!("request body not received ({e:?})")),
     };
     let req: DialRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -122,7 +122,7 @@ pub async fn require_twilio_signature(
         }
         Err(e) => {
             warn!(path = parts.uri.path(), error = ?e, "webhook body not read");
-            return (StatusCode::REQUEST_TIMEOUT, "body not received in time").into_response();
+            return (e.status(), "body not received").into_response();
         }
     };
     let path = parts.uri.path();

@@ -14,12 +14,12 @@ pub mod ticket;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -42,10 +42,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if state.cfg.softphone_token.is_some() {
         r = r
             .route("/softphone", get(softphone_page))
-            .route(
-                "/softphone/login",
-                post(softphone_login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
-            )
+            .route("/softphone/login", post(softphone_login))
             .route("/softphone/ticket", get(softphone_ticket))
             .route("/softphone/profiles", get(softphone_profiles))
             .route("/softphone/events", get(softphone_events))
@@ -55,10 +52,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if state.cfg.console_token.is_some() && state.console.is_some() {
         r = r
             .route("/console", get(console_page))
-            .route(
-                "/console/login",
-                post(console_login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
-            )
+            .route("/console/login", post(console_login))
             .route("/console/events", get(console_events))
             .route("/console/calls/{n}", get(console_call));
     }
@@ -167,12 +161,32 @@ struct Login {
     token: String,
 }
 
-async fn softphone_login(State(s): State<AppState>, Form(l): Form<Login>) -> Response {
-    login(&s, s.cfg.softphone_token.as_ref(), "softphone", &l.token)
+async fn softphone_login(State(s): State<AppState>, body: axum::body::Body) -> Response {
+    match read_login(&s, body).await {
+        Ok(l) => login(&s, s.cfg.softphone_token.as_ref(), "softphone", &l.token),
+        Err(refused) => refused,
+    }
 }
 
-async fn console_login(State(s): State<AppState>, Form(l): Form<Login>) -> Response {
-    login(&s, s.cfg.console_token.as_ref(), "console", &l.token)
+async fn console_login(State(s): State<AppState>, body: axum::body::Body) -> Response {
+    match read_login(&s, body).await {
+        Ok(l) => login(&s, s.cfg.console_token.as_ref(), "console", &l.token),
+        Err(refused) => refused,
+    }
+}
+
+/// The login form, read like every other unauthenticated body: at most `MAX_LOGIN_BODY`
+/// bytes, within `http_header_timeout` (a form trickled a byte at a time would otherwise hold
+/// its connection for as long as the client likes).
+async fn read_login(s: &AppState, body: axum::body::Body) -> Result<Login, Response> {
+    let bytes = super::edge::read_body(body, MAX_LOGIN_BODY, s.cfg.http_header_timeout)
+        .await
+        .map_err(|e| {
+            tracing::info!(error = ?e, "login form not read");
+            (e.status(), "login form not received").into_response()
+        })?;
+    serde_urlencoded::from_bytes(&bytes)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "malformed login form").into_response())
 }
 
 /// A right token: a session cookie for the page and a redirect to it (no token in the URL).
