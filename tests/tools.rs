@@ -8,11 +8,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callbridge::caller::{self, Step};
 use callbridge::sim::{Probe, ProbeHandle, SessionProbe, SimDialect};
 use serde_json::{json, Value};
 
 mod support;
+use support::caller::{pause, say};
 use support::tool_server::*;
 
 async fn round_trip(dialect: &str, sim_dialect: SimDialect) {
@@ -348,15 +348,7 @@ async fn measure_bridge_added_time() {
     sim.record_events = false;
     sim.probe = Some(ProbeHandle(Arc::new(Stamper(stamps.clone()))));
     let s = setup(sim, "ga").await;
-    let _ = call(
-        &s,
-        vec![
-            Step::Silence(Duration::from_millis(200)),
-            Step::Say(caller::synthetic_speech(600)),
-            Step::Silence(Duration::from_secs(15)),
-        ],
-    )
-    .await;
+    let _ = call(&s, vec![pause(200), say(600), pause(15000)]).await;
     let st = stamps.lock().unwrap();
     let times = s.tools.times.lock().unwrap().clone();
     let n = st

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
-use callbridge::caller::{self, CallerReport, Step};
+use callbridge::caller::{CallerReport, Step};
 use callbridge::metrics::Metrics;
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::{FakeTwilio, RestRequest};
@@ -20,6 +20,7 @@ use callbridge::sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
 use super::caller::call_ended_by_twilio;
+use super::caller::{pause, say};
 use super::schema::assert_valid;
 use super::{bridge, eventually, simulator, TempDir};
 
@@ -283,8 +284,8 @@ pub fn sim_with(replies: &[&str], calls: Vec<Vec<(&str, &str)>>) -> SimConfig {
 /// The caller says something, then listens until the agent has been quiet a while.
 pub fn script(quiet_ms: u64) -> Vec<Step> {
     vec![
-        Step::Silence(Duration::from_millis(200)),
-        Step::Say(caller::synthetic_speech(800)),
+        pause(200),
+        say(800),
         Step::WaitAgentDone {
             quiet: Duration::from_millis(quiet_ms),
             timeout: Duration::from_secs(20),
