@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::caller::{self, CallerOptions};
 use callbridge::sim::SimConfig;
 
 mod support;
 use support::bridge;
+use support::caller::{hear_agent, pause, say};
 
 /// Through the real server: the simulator sends a 0.8 s answer as one delta at once; the
 /// simulated caller's playout starts 1.5 s after audio arrives and it talks over the agent
@@ -30,14 +31,11 @@ async fn a_caller_that_plays_late_is_still_cleared_through_the_server() {
         bridge: server.url(""),
         playout_delay: Duration::from_millis(1500),
         script: vec![
-            Step::Silence(Duration::from_millis(300)),
-            Step::Say(caller::synthetic_speech(1000)),
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(200),
-                timeout: Duration::from_secs(15),
-            },
-            Step::Say(caller::synthetic_speech(600)),
-            Step::Silence(Duration::from_millis(300)),
+            pause(300),
+            say(1000),
+            hear_agent(200, 15),
+            say(600),
+            pause(300),
         ],
         tail: Duration::from_millis(200),
         ..CallerOptions::default()
@@ -67,6 +65,5 @@ async fn a_caller_that_plays_late_is_still_cleared_through_the_server() {
         "never past the audio sent: {:?}",
         truncates[0]
     );
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }

@@ -9,6 +9,7 @@ use callbridge::server::Running;
 use callbridge::sim::{ClosedBy, Fault, SimConfig, Simulator};
 
 mod support;
+use support::caller::{agent_done, hear_agent, pause, say};
 use support::{bridge, eventually, media};
 
 /// Waits (bounded) until the metrics show a finished call with this outcome; fails if not.
@@ -35,10 +36,7 @@ async fn greeting_makes_the_agent_speak_first() {
     let (sim, server) = greeting_bridge(1500).await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
-        script: vec![Step::WaitAgentDone {
-            quiet: Duration::from_millis(500),
-            timeout: Duration::from_secs(8),
-        }],
+        script: vec![agent_done(500, 8)],
         ..Default::default()
     })
     .await
@@ -67,8 +65,7 @@ async fn greeting_makes_the_agent_speak_first() {
         "{:?}",
         s.received[create]
     );
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 /// The model's server fails mid-answer in the given way and re-dialling is off: the bridge must
@@ -88,10 +85,7 @@ async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
     let started = Instant::now();
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
-        script: vec![
-            Step::Say(caller::synthetic_speech(1000)),
-            Step::Silence(Duration::from_secs(10)),
-        ],
+        script: vec![say(1000), pause(10000)],
         ..Default::default()
     })
     .await
@@ -110,8 +104,7 @@ async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
         "Twilio has an apology to play after </Connect>"
     );
     assert_outcome(&server, outcome).await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,15 +128,7 @@ async fn an_upstream_error_event_does_not_end_the_call() {
         &[],
     )
     .await;
-    let turn = |ms| {
-        [
-            Step::Say(caller::synthetic_speech(ms)),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(400),
-                timeout: Duration::from_secs(6),
-            },
-        ]
-    };
+    let turn = |ms| [Step::Say(caller::synthetic_speech(ms)), agent_done(400, 6)];
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: turn(800).into_iter().chain(turn(800)).collect(),
@@ -161,8 +146,7 @@ async fn an_upstream_error_event_does_not_end_the_call() {
     assert!(bridge::scrape(&server)
         .await
         .contains("callbridge_upstream_errors_total{code=\"server_error\"} 1"));
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,13 +162,7 @@ async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
     .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
-        script: vec![
-            Step::Say(caller::synthetic_speech(800)),
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(500),
-                timeout: Duration::from_secs(5),
-            },
-        ],
+        script: vec![say(800), hear_agent(500, 5)],
         tail: Duration::ZERO,
         send_stop: true,
         ..Default::default()
@@ -199,8 +177,7 @@ async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
     })
     .await;
     assert_eq!(sim.sessions()[0].closed_by, Some(ClosedBy::Client));
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +192,7 @@ async fn a_wrong_api_key_fails_the_call_fast() {
     .await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
-        script: vec![Step::Say(caller::synthetic_speech(2000))],
+        script: vec![say(2000)],
         ..Default::default()
     })
     .await
@@ -223,8 +200,7 @@ async fn a_wrong_api_key_fails_the_call_fast() {
     assert!(report.closed_by_bridge);
     // No retry can fix a refused key: the call ends at once, with its own outcome.
     assert_outcome(&server, "upstream_refused").await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +209,7 @@ async fn shutdown_drains_then_ends_running_calls() {
     let url = server.url("");
     let call = tokio::spawn(caller::run(CallerOptions {
         bridge: url,
-        script: vec![Step::Silence(Duration::from_secs(20))],
+        script: vec![pause(20000)],
         ..Default::default()
     }));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -301,6 +277,5 @@ async fn a_greeting_made_before_start_is_sent_whole_once_start_names_the_stream(
         "{kinds:?}"
     );
     assert!(kinds.iter().any(|k| k == "mark"), "{kinds:?}");
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }

@@ -1,13 +1,11 @@
 //! Full calls through the real server: a simulated Twilio caller on one side, the in-repo
 //! Realtime simulator on the other, everything on 127.0.0.1, in real time.
 
-use std::time::Duration;
-
-use callbridge::caller::{self, CallerOptions, Step};
 use callbridge::sim::{SimConfig, SimDialect};
 
 mod support;
 use support::bridge;
+use support::caller::{agent_done, hear_agent, pause, place_call, say};
 
 /// TwiML → WS → start → speech → the simulator's VAD fires → the response's audio reaches the
 /// caller in 160-byte frames → the caller talks over it → `clear` arrives and the truncate
@@ -28,27 +26,19 @@ async fn full_call(mode: &str, dialect: &str) {
         ],
     )
     .await;
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![
-            Step::Silence(Duration::from_millis(300)),
-            Step::Say(caller::synthetic_speech(1200)),
+    let report = place_call(
+        server.url(""),
+        vec![
+            pause(300),
+            say(1200),
             // Let the agent talk for ~1.5 s, then talk over it.
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(1500),
-                timeout: Duration::from_secs(10),
-            },
-            Step::Say(caller::synthetic_speech(900)),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(700),
-                timeout: Duration::from_secs(15),
-            },
+            hear_agent(1500, 10),
+            say(900),
+            agent_done(700, 15),
         ],
-        tail: Duration::from_millis(300),
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+        300,
+    )
+    .await;
 
     let label = format!("{mode}/{dialect}");
     assert!(
@@ -119,8 +109,7 @@ async fn full_call(mode: &str, dialect: &str) {
         "{label}: the agent answered both turns: {:?}",
         report.response_latencies
     );
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::caller::{self, CallerOptions};
 use callbridge::server::Running;
 use callbridge::sim::SimConfig;
 use callbridge::twilio::signature::{sign, Algorithm};
@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod support;
 use support::bridge;
+use support::caller::{agent_done, pause, say};
 
 const CONSOLE: &str = "console-token-for-hostile-tests";
 const AUTH: &str = "twilio-auth-token-hostile-tests";
@@ -36,14 +37,7 @@ async fn legitimate_call(server: &Running, sid: &str) {
         caller::run(CallerOptions {
             bridge: server.url(""),
             call_sid: sid.into(),
-            script: vec![
-                Step::Silence(Duration::from_millis(200)),
-                Step::Say(caller::synthetic_speech(600)),
-                Step::WaitAgentDone {
-                    quiet: Duration::from_millis(600),
-                    timeout: Duration::from_secs(15),
-                },
-            ],
+            script: vec![pause(200), say(600), agent_done(600, 15)],
             tail: Duration::from_millis(100),
             ..Default::default()
         }),

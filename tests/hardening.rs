@@ -9,6 +9,7 @@ use callbridge::metrics::Metrics;
 
 mod support;
 use support::binary::{self, Process};
+use support::caller::{agent_done, pause};
 use support::{bridge, eventually, simulator};
 
 const REMOTE: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
@@ -96,12 +97,9 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 fn talk_then_listen() -> Vec<callbridge::caller::Step> {
     use callbridge::caller::{synthetic_speech, Step};
     vec![
-        Step::Silence(Duration::from_millis(300)),
+        pause(300),
         Step::Say(synthetic_speech(1000)),
-        Step::WaitAgentDone {
-            quiet: Duration::from_millis(600),
-            timeout: Duration::from_secs(20),
-        },
+        agent_done(600, 20),
     ]
 }
 
@@ -122,15 +120,7 @@ fn served_to_completion(label: &str, r: &callbridge::caller::CallerReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_serves_running_calls_and_late_media_sockets() {
     use callbridge::caller::{self, CallerOptions};
-    use callbridge::sim::SimConfig;
-    let (sim, server, metrics) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 1500,
-            ..SimConfig::default()
-        },
-        &[],
-    )
-    .await;
+    let (sim, server, metrics) = bridge::with_answers_of(1500, &[]).await;
     let addr = server.addr;
     let base = server.url("");
 
@@ -216,7 +206,7 @@ async fn drain_serves_running_calls_and_late_media_sockets() {
 /// counts it; below it, calls are answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_calls_the_webhook_rejects() {
-    use callbridge::caller::{self, CallerOptions, Step};
+    use callbridge::caller::{self, CallerOptions};
     use callbridge::sim::SimConfig;
     let sim = simulator(SimConfig::default()).await;
     for (configured, reason) in [(None, "busy"), (Some("rejected"), "rejected")] {
@@ -231,7 +221,7 @@ async fn over_max_calls_the_webhook_rejects() {
         let (server, metrics) = bridge::start(&env, None).await;
         let opts = CallerOptions {
             bridge: server.url(""),
-            script: vec![Step::Silence(Duration::from_millis(1500))],
+            script: vec![pause(1500)],
             tail: Duration::ZERO,
             ..CallerOptions::default()
         };

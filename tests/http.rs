@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::caller::{self, CallerOptions};
 
 mod support;
 use support::bridge;
+use support::caller::say;
 
 #[tokio::test]
 async fn twiml_answers_on_both_paths_with_escaped_parameters() {
@@ -95,7 +96,7 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
     let started = std::time::Instant::now();
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
-        script: vec![Step::Say(caller::synthetic_speech(3000))],
+        script: vec![say(3000)],
         ..CallerOptions::default()
     })
     .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::effects::{CallUpdateRequest, Effect, EffectResult, ToolOutcome};
+use callbridge::call::effects::{Effect, EffectResult};
 use callbridge::call::{CallEvent, EndReason, Output};
 use callbridge::realtime::ClientEvent;
 use callbridge::twilio::rest::CallUpdate;
@@ -14,7 +14,7 @@ use serde_json::json;
 
 mod support;
 use support::call_harness::{hangup, marks, H};
-use support::tool_calls::{config, effects, to_model, CALLER};
+use support::tool_calls::{assert_call_update, config, effects, to_model, CALLER};
 
 fn handover_and_transfer(h: &mut H, dest: &str, ms: u64) -> Vec<Output> {
     let mut outs = h.created("r1", ms);
@@ -35,12 +35,7 @@ fn handover_and_transfer(h: &mut H, dest: &str, ms: u64) -> Vec<Output> {
 #[test]
 fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
     let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("c_end", "end_call", r#"{"reason":"caller is done"}"#)],
-        "completed",
-        100,
-    );
+    let outs = h.first_answer_calls(&[("c_end", "end_call", r#"{"reason":"caller is done"}"#)]);
     assert_eq!(
         to_model(&outs),
         (vec![("c_end".into(), json!({"ok":true}))], 1)
@@ -60,24 +55,13 @@ fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
     );
     // Twilio echoes the last mark: now it was heard.
     let outs = h.echo_all(&m, 1250);
-    let eff = effects(&outs);
-    assert_eq!(
-        eff,
-        [(
-            eff[0].0,
-            Effect::UpdateCall(CallUpdateRequest {
-                account_sid: "AC1".into(),
-                call_sid: "CA1".into(),
-                update: CallUpdate::Hangup
-            })
-        )]
-    );
+    let update = assert_call_update(&outs, CallUpdate::Hangup);
     assert_eq!(hangup(&outs), None, "the stream stays until Twilio ends it");
     assert!(
         !outs.iter().any(|o| matches!(o, Output::ToTwilio(_))),
         "no apology, nothing more played"
     );
-    let outs = h.done(eff[0].0, EffectResult::CallUpdated(Ok(())), 1300);
+    let outs = h.done(update, EffectResult::CallUpdated(Ok(())), 1300);
     assert_eq!(hangup(&outs), None);
     // Twilio's stop after the REST hang-up is the agent's doing, not the caller's.
     assert_eq!(hangup(&h.stop(1350)), Some(EndReason::AgentHungUp));
@@ -86,7 +70,7 @@ fn end_call_hangs_up_only_after_the_goodbye_was_heard() {
 #[test]
 fn end_call_is_bounded_by_a_timeout_and_a_failed_rest_closes_the_stream() {
     let mut h = H::started(config(), CALLER);
-    h.model_calls("r1", &[("c_end", "end_call", "{}")], "completed", 100);
+    h.first_answer_calls(&[("c_end", "end_call", "{}")]);
     let outs = h.speak("r2", "i_bye", 1000, 200);
     assert!(!marks(&outs).is_empty());
     // Twilio never echoes the mark: the goodbye timeout (10 s from end_call) ends it anyway.
@@ -143,12 +127,7 @@ fn end_after_heard_is_a_reusable_wrap_up() {
 #[test]
 fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
     let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("call_a", "lookup_order", r#"{"order_id":"42"}"#)],
-        "completed",
-        100,
-    );
+    let outs = h.first_answer_calls(&[("call_a", "lookup_order", r#"{"order_id":"42"}"#)]);
     let eff = effects(&outs);
     assert_eq!(eff.len(), 1, "the tool runs");
     h.call.end_after_heard(
@@ -162,11 +141,7 @@ fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
         (vec![], 1),
         "the goodbye is asked for"
     );
-    let outs = h.done(
-        eff[0].0,
-        EffectResult::Tool(ToolOutcome::Ok(r#"{"status":"shipped"}"#.into())),
-        300,
-    );
+    let outs = h.tool_answered(eff[0].0, r#"{"status":"shipped"}"#, 300);
     assert_eq!(
         to_model(&outs),
         (vec![("call_a".into(), json!({"status":"shipped"}))], 0),
@@ -200,20 +175,9 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
     let m = marks(&outs);
     assert!(!m.is_empty());
     let outs = h.echo_all(&m, 1150);
-    let eff = effects(&outs);
     let twiml =
         "<Response><Dial callerId=\"+15550001111\"><Number>+15551230000</Number></Dial></Response>";
-    assert_eq!(
-        eff,
-        [(
-            eff[0].0,
-            Effect::UpdateCall(CallUpdateRequest {
-                account_sid: "AC1".into(),
-                call_sid: "CA1".into(),
-                update: CallUpdate::Twiml(twiml.into())
-            })
-        )]
-    );
+    let update = assert_call_update(&outs, CallUpdate::Twiml(twiml.into()));
     // Twilio may stop the stream before its REST answer arrives: still a transfer, and the
     // transfer is counted and reported as done (the stop is Twilio acting on it).
     let outs = h.stop(1200);
@@ -227,7 +191,7 @@ fn transfer_plays_the_handover_then_dials_and_the_stop_is_a_transfer() {
         "{outs:?}"
     );
     assert!(h
-        .done(eff[0].0, EffectResult::CallUpdated(Ok(())), 1250)
+        .done(update, EffectResult::CallUpdated(Ok(())), 1250)
         .is_empty());
 }
 

@@ -10,20 +10,15 @@ use serde_json::json;
 
 mod support;
 use support::call_harness::{hangup, marks, H, SID};
-use support::tool_calls::{config, effects, to_model, tool_body, CALLER};
+use support::tool_calls::{config, effects, lookup_running, to_model, tool_body, CALLER};
 
 #[test]
 fn a_tool_call_becomes_a_signed_request_effect_and_its_answer_one_output_and_one_response() {
     let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[
-            ("call_a", "lookup_order", r#"{"order_id":"42"}"#),
-            ("call_b", "check_stock", r#"{"order_id":"43"}"#),
-        ],
-        "completed",
-        100,
-    );
+    let outs = h.first_answer_calls(&[
+        ("call_a", "lookup_order", r#"{"order_id":"42"}"#),
+        ("call_b", "check_stock", r#"{"order_id":"43"}"#),
+    ]);
     let eff = effects(&outs);
     assert_eq!(
         eff.len(),
@@ -70,20 +65,12 @@ fn a_tool_call_becomes_a_signed_request_effect_and_its_answer_one_output_and_one
     );
 
     // The second answer arrives first; the response.create waits for both.
-    let outs = h.done(
-        eff[1].0,
-        EffectResult::Tool(ToolOutcome::Ok(r#"{"in_stock":3}"#.into())),
-        300,
-    );
+    let outs = h.tool_answered(eff[1].0, r#"{"in_stock":3}"#, 300);
     assert_eq!(
         to_model(&outs),
         (vec![("call_b".into(), json!({"in_stock":3}))], 0)
     );
-    let outs = h.done(
-        eff[0].0,
-        EffectResult::Tool(ToolOutcome::Ok(r#"{"status":"shipped"}"#.into())),
-        400,
-    );
+    let outs = h.tool_answered(eff[0].0, r#"{"status":"shipped"}"#, 400);
     assert_eq!(
         to_model(&outs),
         (vec![("call_a".into(), json!({"status":"shipped"}))], 1)
@@ -132,12 +119,7 @@ fn a_cancelled_response_runs_no_tool() {
 #[test]
 fn a_call_id_is_acted_on_once() {
     let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("call_a", "lookup_order", r#"{"order_id":"1"}"#)],
-        "completed",
-        100,
-    );
+    let outs = h.first_answer_calls(&[("call_a", "lookup_order", r#"{"order_id":"1"}"#)]);
     let eff = effects(&outs);
     assert_eq!(eff.len(), 1, "seen three times, run once");
     // The same call again (a replayed response.done): ignored.
@@ -148,34 +130,21 @@ fn a_call_id_is_acted_on_once() {
         150,
     );
     assert!(effects(&again).is_empty());
-    let first = h.done(
-        eff[0].0,
-        EffectResult::Tool(ToolOutcome::Ok("{}".into())),
-        200,
-    );
+    let first = h.tool_answered(eff[0].0, "{}", 200);
     assert_eq!(to_model(&first).0.len(), 1);
     // A second answer with the same id: no second output.
-    let second = h.done(
-        eff[0].0,
-        EffectResult::Tool(ToolOutcome::Ok("{}".into())),
-        210,
-    );
+    let second = h.tool_answered(eff[0].0, "{}", 210);
     assert_eq!(to_model(&second), (vec![], 0));
 }
 
 #[test]
 fn bad_arguments_and_unknown_tools_get_an_error_output_and_nothing_runs() {
     let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[
-            ("c1", "lookup_order", "{not json"),
-            ("c2", "lookup_order", r#"{"other":1}"#),
-            ("c3", "delete_everything", "{}"),
-        ],
-        "completed",
-        100,
-    );
+    let outs = h.first_answer_calls(&[
+        ("c1", "lookup_order", "{not json"),
+        ("c2", "lookup_order", r#"{"other":1}"#),
+        ("c3", "delete_everything", "{}"),
+    ]);
     assert!(effects(&outs).is_empty(), "{outs:?}");
     let (fco, creates) = to_model(&outs);
     assert_eq!(fco.len(), 3);
@@ -189,14 +158,7 @@ fn bad_arguments_and_unknown_tools_get_an_error_output_and_nothing_runs() {
 
 #[test]
 fn failures_become_error_outputs_the_model_can_talk_about() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
-        "completed",
-        100,
-    );
-    let id = effects(&outs)[0].0;
+    let (mut h, id) = lookup_running();
     let outs = h.done(
         id,
         EffectResult::Tool(ToolOutcome::Failed {
@@ -222,14 +184,7 @@ fn failures_become_error_outputs_the_model_can_talk_about() {
 
 #[test]
 fn the_call_never_waits_forever_for_a_tool() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
-        "completed",
-        100,
-    );
-    let id = effects(&outs)[0].0;
+    let (mut h, id) = lookup_running();
     let deadline = h.call.next_deadline().unwrap();
     assert!(
         deadline <= h.at(100 + 5000 + 2000),
@@ -238,38 +193,24 @@ fn the_call_never_waits_forever_for_a_tool() {
     let outs = h.tick(100 + 7000);
     assert_eq!(to_model(&outs).0[0].1["retryable"], true);
     // The shell's answer after the call gave up: ignored.
-    let late = h.done(id, EffectResult::Tool(ToolOutcome::Ok("{}".into())), 8000);
+    let late = h.tool_answered(id, "{}", 8000);
     assert_eq!(to_model(&late), (vec![], 0));
 }
 
 #[test]
 fn a_late_tool_answer_after_the_call_ended_is_dropped() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
-        "completed",
-        100,
-    );
-    let id = effects(&outs)[0].0;
+    let (mut h, id) = lookup_running();
     assert_eq!(hangup(&h.stop(200)), Some(EndReason::CallerHungUp));
-    let late = h.done(id, EffectResult::Tool(ToolOutcome::Ok("{}".into())), 300);
+    let late = h.tool_answered(id, "{}", 300);
     assert!(late.is_empty(), "{late:?}");
 }
 
 #[test]
 fn results_wait_while_the_model_answers_something_else() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
-        "completed",
-        100,
-    );
-    let id = effects(&outs)[0].0;
+    let (mut h, id) = lookup_running();
     // The caller spoke meanwhile; the model is answering that.
     h.created("r2", 200);
-    let outs = h.done(id, EffectResult::Tool(ToolOutcome::Ok("{}".into())), 300);
+    let outs = h.tool_answered(id, "{}", 300);
     assert_eq!(
         to_model(&outs),
         (vec![("c1".into(), json!({}))], 0),
@@ -284,14 +225,7 @@ fn results_wait_while_the_model_answers_something_else() {
 
 #[test]
 fn the_filler_plays_while_a_slow_tool_runs_and_stops_for_the_model() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.model_calls(
-        "r1",
-        &[("c1", "lookup_order", r#"{"order_id":"1"}"#)],
-        "completed",
-        100,
-    );
-    let id = effects(&outs)[0].0;
+    let (mut h, id) = lookup_running();
     assert!(h.call.next_deadline().unwrap() <= h.at(100 + 1200));
     assert!(
         h.tick(1000)
@@ -307,7 +241,7 @@ fn the_filler_plays_while_a_slow_tool_runs_and_stops_for_the_model() {
     assert_eq!(frames, 3, "400 bytes of clip → 3 frames: {outs:?}");
     assert!(marks(&outs).is_empty(), "the filler carries no marks");
     assert!(h.tick(1310).is_empty(), "played once per wait");
-    let outs = h.done(id, EffectResult::Tool(ToolOutcome::Ok("{}".into())), 1320);
+    let outs = h.tool_answered(id, "{}", 1320);
     assert_eq!(to_model(&outs).1, 1);
     // The model's answer arrives while the filler is still playing: cleared first.
     let outs = h.speak("r2", "i2", 200, 1330);

@@ -8,6 +8,7 @@
 
 mod support;
 use support::binary::free_port;
+use support::caller::{agent_done, hear_agent, pause, place_call, say};
 use support::{bridge, tools, TempDir};
 
 use std::path::Path;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use callbridge::caller::{self, CallerOptions, Step};
 use callbridge::sim::{Fault, SimConfig};
 
 const INSTALL: &str = "apt-get install -y prometheus (Debian; brings promtool too)";
@@ -196,26 +196,18 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
         .await;
 
     // Two caller turns; the caller talks over the first answer (one barge-in).
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![
-            Step::Silence(Duration::from_millis(300)),
-            Step::Say(caller::synthetic_speech(1000)),
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(1000),
-                timeout: Duration::from_secs(15),
-            },
-            Step::Say(caller::synthetic_speech(800)),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(500),
-                timeout: Duration::from_secs(20),
-            },
+    let report = place_call(
+        server.url(""),
+        vec![
+            pause(300),
+            say(1000),
+            hear_agent(1000, 15),
+            say(800),
+            agent_done(500, 20),
         ],
-        tail: Duration::from_millis(200),
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+        200,
+    )
+    .await;
     assert_eq!(report.clears.len(), 1, "one barge-in: {:?}", report.clears);
     let turns = report.response_latencies.len();
     assert_eq!(turns, 2, "the agent answered both turns");
@@ -360,8 +352,7 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
     assert!(checked >= 15, "the dashboard's queries were found");
     assert!(wrong.is_empty(), "dashboard panels:\n{}", wrong.join("\n"));
 
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 fn promtool(args: &[&str]) -> Option<String> {

@@ -14,6 +14,7 @@ use callbridge::sim::{ClosedBy, SessionFault, SessionLog, SimConfig, Simulator};
 use serde_json::Value;
 
 mod support;
+use support::caller::{agent_done, pause, say};
 use support::{bridge, simulator};
 
 /// A socket that vanishes (FIN or RST) is seen by whichever comes first: the bridge's next read
@@ -92,30 +93,13 @@ fn summary(r: &CallerReport) -> String {
 }
 
 fn answer() -> Step {
-    Step::WaitAgentDone {
-        quiet: Duration::from_millis(500),
-        timeout: Duration::from_secs(15),
-    }
+    agent_done(500, 15)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 800,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await;
-    let call = run_caller(
-        &server,
-        vec![
-            Step::Silence(Duration::from_millis(300)),
-            Step::Say(caller::synthetic_speech(2500)),
-            answer(),
-        ],
-    );
+    let (sim, server, _) = bridge::with_answers_of(800, &[]).await;
+    let call = run_caller(&server, vec![pause(300), say(2500), answer()]);
     // The caller is mid-sentence once the server's VAD has heard it start.
     wait_session(&sim, 0, "speech_started", |s| {
         sent(s, "input_audio_buffer.speech_started")
@@ -148,28 +132,21 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
         summary(&report)
     );
     bridge::assert_metric(&server, &DROP_REASONS).await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conversation_is_replayed_into_the_new_session() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 800,
-            ..Default::default()
-        },
-        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
-    )
-    .await;
+    let (sim, server, _) =
+        bridge::with_answers_of(800, &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")]).await;
     let call = run_caller(
         &server,
         vec![
             answer(), // the greeting
-            Step::Say(caller::synthetic_speech(1000)),
+            say(1000),
             answer(),
-            Step::Silence(Duration::from_millis(1500)),
-            Step::Say(caller::synthetic_speech(1000)),
+            pause(1500),
+            say(1000),
             answer(),
         ],
     );
@@ -220,8 +197,7 @@ async fn the_conversation_is_replayed_into_the_new_session() {
         second.sent_of("error").collect::<Vec<_>>()
     );
     bridge::assert_metric(&server, &DROP_REASONS).await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,13 +214,7 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
     .await;
     let call = run_caller(
         &server,
-        vec![
-            Step::Say(caller::synthetic_speech(800)),
-            answer(),
-            Step::Silence(Duration::from_millis(500)),
-            Step::Say(caller::synthetic_speech(800)),
-            answer(),
-        ],
+        vec![say(800), answer(), pause(500), say(800), answer()],
     );
     wait_session(&sim, 0, "an answer half sent", |s| {
         s.sent_audio_bytes >= 1500 * 8
@@ -285,29 +255,15 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
         &[r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#],
     )
     .await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expired_is_handled_like_a_drop() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 600,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await;
+    let (sim, server, _) = bridge::with_answers_of(600, &[]).await;
     let call = run_caller(
         &server,
-        vec![
-            Step::Say(caller::synthetic_speech(800)),
-            answer(),
-            Step::Silence(Duration::from_millis(1500)),
-            Step::Say(caller::synthetic_speech(800)),
-            answer(),
-        ],
+        vec![say(800), answer(), pause(1500), say(800), answer()],
     );
     wait_session(&sim, 0, "an answer", |s| s.responses_completed >= 1).await;
     assert!(sim.inject(
@@ -332,8 +288,7 @@ async fn session_expired_is_handled_like_a_drop() {
         Some(ClosedBy::Fault("session_expired".into())),
         "{SESSION_EXPIRED_REASON}"
     );
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,13 +299,7 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
     )
     .await;
     let started = Instant::now();
-    let call = run_caller(
-        &server,
-        vec![
-            Step::Say(caller::synthetic_speech(500)),
-            Step::Silence(Duration::from_secs(20)),
-        ],
-    );
+    let call = run_caller(&server, vec![say(500), pause(20000)]);
     wait_session(&sim, 0, "configured", |s| {
         s.received_types().contains(&"session.update")
     })
@@ -371,8 +320,7 @@ async fn when_every_retry_fails_the_call_ends_upstream_failed() {
         &[r#"callbridge_calls_total{outcome="upstream_failed"} 1"#],
     )
     .await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,13 +331,7 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
         &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")],
     )
     .await;
-    let call = run_caller(
-        &server,
-        vec![
-            Step::Say(caller::synthetic_speech(500)),
-            Step::Silence(Duration::from_secs(20)),
-        ],
-    );
+    let call = run_caller(&server, vec![say(500), pause(20000)]);
     wait_session(&sim, 0, "configured", |s| {
         s.received_types().contains(&"session.update")
     })
@@ -405,30 +347,23 @@ async fn a_401_on_reconnect_ends_the_call_at_once() {
         &[r#"callbridge_calls_total{outcome="upstream_refused"} 1"#],
     )
     .await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_byte() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 800,
-            ..Default::default()
-        },
-        &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")],
-    )
-    .await;
+    let (sim, server, _) =
+        bridge::with_answers_of(800, &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")]).await;
     let report = run_caller(
         &server,
         vec![
-            Step::Say(caller::synthetic_speech(1000)),
+            say(1000),
             answer(),
-            Step::Silence(Duration::from_millis(1500)),
-            Step::Say(caller::synthetic_speech(1000)),
+            pause(1500),
+            say(1000),
             answer(),
-            Step::Silence(Duration::from_millis(1500)),
-            Step::Say(caller::synthetic_speech(1000)),
+            pause(1500),
+            say(1000),
             answer(),
         ],
     )
@@ -474,8 +409,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     );
     let rotations = format!("callbridge_session_rotations_total {}", sessions.len() - 1);
     bridge::assert_metric(&server, &[&rotations]).await;
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 /// The simulator's fault controls do what they say, seen from a plain WebSocket client.

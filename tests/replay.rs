@@ -15,6 +15,7 @@ use callbridge::sim::SimConfig;
 use serde_json::Value;
 
 mod support;
+use support::caller::{agent_done, hear_agent, pause};
 use support::{bridge, eventually, simulator, TempDir};
 
 fn fixtures_dir() -> PathBuf {
@@ -288,17 +289,11 @@ async fn a_call_recorded_by_the_server_replays_green() {
         &sim,
         &env,
         vec![
-            Step::Silence(Duration::from_millis(200)),
+            pause(200),
             Step::Say(ask.audio.to_vec()),
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(800),
-                timeout: Duration::from_secs(10),
-            },
+            hear_agent(800, 10),
             Step::Say(ask.audio.to_vec()),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(500),
-                timeout: Duration::from_secs(10),
-            },
+            agent_done(500, 10),
         ],
         Duration::from_millis(100),
         &dir,
@@ -374,18 +369,15 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
         ..speaking(&[&ask, &thanks], &[&answer, &bye])
     };
     let sim = simulator(sim).await;
-    let done = || Step::WaitAgentDone {
-        quiet: Duration::from_millis(500),
-        timeout: Duration::from_secs(10),
-    };
+    let done = || agent_done(500, 10);
     let (_, path) = record_call(
         &sim,
         &[("session_rotate_after_secs", "1".to_owned())],
         vec![
-            Step::Silence(Duration::from_millis(300)),
+            pause(300),
             Step::Say(ask.audio.to_vec()),
             done(),
-            Step::Silence(Duration::from_millis(1500)),
+            pause(1500),
             Step::Say(thanks.audio.to_vec()),
             done(),
         ],
@@ -442,12 +434,9 @@ async fn a_call_recorded_with_a_profile_replays_green() {
     callbridge::caller::run(callbridge::caller::CallerOptions {
         bridge: server.url(""),
         script: vec![
-            Step::Silence(Duration::from_millis(200)),
+            pause(200),
             Step::Say(ask.audio.to_vec()),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(500),
-                timeout: Duration::from_secs(10),
-            },
+            agent_done(500, 10),
         ],
         tail: Duration::from_millis(100),
         ..Default::default()

@@ -11,6 +11,7 @@ use callbridge::sim::SimConfig;
 
 mod support;
 use support::binary::{self, Process};
+use support::caller::{agent_done, hear_agent, pause, say};
 use support::schema::assert_valid;
 use support::{bridge, eventually, simulator, TempDir, WAIT};
 
@@ -35,7 +36,7 @@ async fn short_call(bridge_url: &str, call_sid: &str) {
     caller::run(CallerOptions {
         bridge: bridge_url.to_owned(),
         call_sid: call_sid.to_owned(),
-        script: vec![Step::Say(caller::synthetic_speech(400))],
+        script: vec![say(400)],
         ..CallerOptions::default()
     })
     .await
@@ -54,6 +55,15 @@ fn spooled(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// A report receiver answering `answers` (then 200) and an empty spool directory named by
+/// `tag`; with the URL reports go to.
+async fn receiver_and_spool(answers: &[u16], tag: &str) -> (Receiver, TempDir, String) {
+    let rx = Receiver::spawn(SECRET, answers).await.expect("receiver");
+    let spool = TempDir::new(tag);
+    let report_url = rx.url("/r");
+    (rx, spool, report_url)
 }
 
 async fn wait_spool_empty(dir: &Path) {
@@ -85,18 +95,12 @@ async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
         bridge: server.url(""),
         call_sid: "CAreport1".into(),
         script: vec![
-            Step::Silence(Duration::from_millis(200)),
-            Step::Say(caller::synthetic_speech(1000)),
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(800),
-                timeout: Duration::from_secs(10),
-            },
+            pause(200),
+            say(1000),
+            hear_agent(800, 10),
             Step::Dtmf('7'),
-            Step::Say(caller::synthetic_speech(800)),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(500),
-                timeout: Duration::from_secs(15),
-            },
+            say(800),
+            agent_done(500, 15),
         ],
         tail: Duration::from_millis(200),
         ..CallerOptions::default()
@@ -153,9 +157,7 @@ async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
 /// A 400 is final: one try, the report and the receiver's answer in dead/, a metric.
 #[tokio::test]
 async fn a_refused_report_goes_to_dead_with_the_answer() {
-    let rx = Receiver::spawn(SECRET, &[400]).await.expect("receiver");
-    let spool = TempDir::new("reports-dead");
-    let report_url = rx.url("/r");
+    let (rx, spool, report_url) = receiver_and_spool(&[400], "reports-dead").await;
     let (server, metrics) = bridge::start(&env_for(&report_url, &spool), None).await;
     short_call(&server.url(""), "CAdead1").await;
     let dead = spool.join("dead");
@@ -190,15 +192,10 @@ async fn a_refused_report_goes_to_dead_with_the_answer() {
 /// restart the spooled reports are delivered, each once accepted, with its own key.
 #[tokio::test]
 async fn reports_pending_at_sigkill_are_delivered_after_restart() {
-    let rx = Receiver::spawn(SECRET, &[503; 1000])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("reports-kill");
-    let report_url = rx.url("/r");
+    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "reports-kill").await;
     let env = env_for(&report_url, &spool);
     let port = binary::free_port();
-    let first = Process::spawn(&mut binary::serve(port, "warn", &env));
-    binary::wait_healthy(port).await;
+    let first = binary::serve_healthy(port, &env).await;
     let url = format!("http://127.0.0.1:{port}");
     short_call(&url, "CAkill1").await;
     short_call(&url, "CAkill2").await;
@@ -242,11 +239,7 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
 /// newest stays.
 #[tokio::test]
 async fn the_spool_is_bounded_and_drops_the_oldest() {
-    let rx = Receiver::spawn(SECRET, &[503; 1000])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("reports-bound");
-    let report_url = rx.url("/r");
+    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "reports-bound").await;
     let mut env = env_for(&report_url, &spool);
     env.push(("CALLBRIDGE_REPORT_SPOOL_MAX", "1"));
     let (server, metrics) = bridge::start(&env, None).await;
@@ -324,11 +317,7 @@ fn buried(dir: &Path) -> Vec<String> {
 /// and the metric counts the 25 removed.
 #[tokio::test]
 async fn dead_is_bounded_by_report_dead_max() {
-    let rx = Receiver::spawn(SECRET, &[400; 100])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("reports-dead-max");
-    let report_url = rx.url("/r");
+    let (_rx, spool, report_url) = receiver_and_spool(&[400; 100], "reports-dead-max").await;
     let mut env = env_for(&report_url, &spool);
     env.push(("CALLBRIDGE_REPORT_DEAD_MAX", "5"));
     let (server, metrics) = bridge::start(&env, None).await;
@@ -398,23 +387,17 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
 /// replayed callback is not spooled a second time, and the receiver sees one Idempotency-Key.
 #[tokio::test]
 async fn a_replay_after_a_restart_is_not_spooled_again() {
-    let rx = Receiver::spawn(SECRET, &[503; 1000])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("reports-replay-restart");
-    let report_url = rx.url("/r");
+    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "reports-replay-restart").await;
     let env = env_for(&report_url, &spool);
     let port = binary::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let first = Process::spawn(&mut binary::serve(port, "warn", &env));
-    binary::wait_healthy(port).await;
+    let first = binary::serve_healthy(port, &env).await;
     no_answer(&url, "CAreplayed").await;
     rx.wait_until(WAIT, |r| !r.is_empty()).await;
     first.kill();
     assert_eq!(spooled(&spool).len(), 1);
 
-    let _second = Process::spawn(&mut binary::serve(port, "warn", &env));
-    binary::wait_healthy(port).await;
+    let _second = binary::serve_healthy(port, &env).await;
     no_answer(&url, "CAreplayed").await;
     let scrape = || async {
         match reqwest::get(format!("{url}/metrics")).await {

@@ -1,146 +1,18 @@
-//! The Realtime simulator, driven by a plain tokio-tungstenite client.
+//! The Realtime simulator against the published protocol, driven by a plain tokio-tungstenite
+//! client: speech turns in both dialects, cancelling and interrupting a response,
+//! truncation, conversation items, many sessions at once. Its faults and its answers to bad
+//! input: `sim_faults.rs`.
 
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use callbridge::sim::{voice, AudioFormat, ClosedBy, Fault, SimConfig, SimDialect, Simulator};
-use futures_util::{SinkExt, StreamExt};
+use callbridge::sim::{voice, AudioFormat, SimConfig, SimDialect};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn fast() -> SimConfig {
-    SimConfig {
-        pace: 0.0,
-        ..SimConfig::default()
-    }
-}
-
-async fn connect(sim: &Simulator, beta: bool) -> Ws {
-    let mut req = sim.url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", "Bearer sk-test".parse().unwrap());
-    if beta {
-        req.headers_mut()
-            .insert("openai-beta", "realtime=v1".parse().unwrap());
-    }
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-/// Next JSON event; panics after 5 s.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("timed out waiting for an event")
-            .expect("socket ended")
-            .expect("socket error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
-/// Events up to and including the first of type `ty`.
-async fn until(ws: &mut Ws, ty: &str) -> Vec<Value> {
-    let mut out = vec![];
-    loop {
-        let e = recv(ws).await;
-        let done = e["type"] == ty;
-        out.push(e);
-        if done {
-            return out;
-        }
-    }
-}
-
-fn types(evs: &[Value]) -> Vec<&str> {
-    evs.iter()
-        .map(|e| e["type"].as_str().unwrap_or(""))
-        .collect()
-}
-
-fn of<'a>(evs: &'a [Value], ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    evs.iter().filter(move |e| e["type"] == ty)
-}
-
-fn audio_of(evs: &[Value], ty: &str) -> Vec<u8> {
-    of(evs, ty)
-        .flat_map(|e| B64.decode(e["delta"].as_str().unwrap()).unwrap())
-        .collect()
-}
-
-/// `ms` of a 300 Hz tone (amplitude 8000) then `silence_ms` of silence, as μ-law 20 ms frames.
-fn ulaw_speech(ms: u32, silence_ms: u32) -> Vec<Vec<u8>> {
-    let mut frames = vec![];
-    for f in 0..(ms + silence_ms) / 20 {
-        let frame = (0..160)
-            .map(|i| {
-                let n = f * 160 + i;
-                let s = if f * 20 < ms {
-                    (8000.0 * (std::f64::consts::TAU * 300.0 * n as f64 / 8000.0).sin()) as i16
-                } else {
-                    0
-                };
-                audio_codec_algorithms::encode_ulaw(s)
-            })
-            .collect();
-        frames.push(frame);
-    }
-    frames
-}
-
-/// Same, as PCM16 LE 24 kHz.
-fn pcm_speech(ms: u32, silence_ms: u32) -> Vec<Vec<u8>> {
-    let mut frames = vec![];
-    for f in 0..(ms + silence_ms) / 20 {
-        let mut frame = Vec::with_capacity(960);
-        for i in 0..480 {
-            let n = f * 480 + i;
-            let s = if f * 20 < ms {
-                (8000.0 * (std::f64::consts::TAU * 300.0 * n as f64 / 24000.0).sin()) as i16
-            } else {
-                0
-            };
-            frame.extend_from_slice(&s.to_le_bytes());
-        }
-        frames.push(frame);
-    }
-    frames
-}
-
-async fn append_all(ws: &mut Ws, frames: &[Vec<u8>]) {
-    for f in frames {
-        send(
-            ws,
-            json!({"type": "input_audio_buffer.append", "audio": B64.encode(f)}),
-        )
-        .await;
-    }
-}
-
-async fn ga_pcmu(ws: &mut Ws) {
-    let created = recv(ws).await;
-    assert_eq!(created["type"], "session.created");
-    send(
-        ws,
-        json!({"type": "session.update", "session": {"type": "realtime",
-            "audio": {"input": {"format": {"type": "audio/pcmu"}}, "output": {"format": {"type": "audio/pcmu"}}}}}),
-    )
-    .await;
-    let upd = recv(ws).await;
-    assert_eq!(upd["type"], "session.updated", "{upd}");
-}
+mod support;
+use support::realtime_ws::*;
+use support::simulator;
 
 #[tokio::test]
 async fn ga_pcmu_speech_turn_gets_a_paced_response() {
@@ -148,7 +20,7 @@ async fn ga_pcmu_speech_turn_gets_a_paced_response() {
         delta_ms: vec![37, 100, 250],
         ..fast()
     };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let sim = simulator(cfg).await;
     let mut ws = connect(&sim, false).await;
     let created = recv(&mut ws).await;
     assert_eq!(created["type"], "session.created");
@@ -160,14 +32,10 @@ async fn ga_pcmu_speech_turn_gets_a_paced_response() {
         created["session"]["audio"]["input"]["format"],
         json!({"type": "audio/pcm", "rate": 24000})
     );
-    send(
-        &mut ws,
-        json!({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief.",
+    update_session(&mut ws, json!({"type": "realtime", "instructions": "Be brief.",
             "audio": {"input": {"format": {"type": "audio/pcmu"},
                                 "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}},
-                      "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"}}}}),
-    )
-    .await;
+                      "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"}}})).await;
     let upd = recv(&mut ws).await;
     assert_eq!(upd["type"], "session.updated");
     assert_eq!(
@@ -258,15 +126,15 @@ async fn beta_pcm16_turn_uses_beta_names() {
         response_audio_ms: 1200,
         ..fast()
     };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let sim = simulator(cfg).await;
     let mut ws = connect(&sim, true).await;
     let created = recv(&mut ws).await;
     assert_eq!(created["session"]["input_audio_format"], "pcm16");
-    send(
+    update_session(
         &mut ws,
-        json!({"type": "session.update", "session": {"modalities": ["audio", "text"], "voice": "alloy",
+        json!({"modalities": ["audio", "text"], "voice": "alloy",
             "input_audio_format": "pcm16", "output_audio_format": "pcm16", "temperature": 0.7,
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}),
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}),
     )
     .await;
     let upd = recv(&mut ws).await;
@@ -286,14 +154,8 @@ async fn beta_pcm16_turn_uses_beta_names() {
 
 #[tokio::test]
 async fn response_cancel_stops_deltas() {
-    let cfg = SimConfig {
-        pace: 1.0,
-        response_audio_ms: 3000,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    ga_pcmu(&mut ws).await;
+    let cfg = real_time(3000);
+    let (sim, mut ws) = ga_pcmu_session(cfg).await;
     send(
         &mut ws,
         json!({"type": "response.create", "response": {"instructions": "Greet the caller."}}),
@@ -339,15 +201,9 @@ async fn response_cancel_stops_deltas() {
 
 #[tokio::test]
 async fn speech_during_response_interrupts_it() {
-    let cfg = SimConfig {
-        pace: 1.0,
-        response_audio_ms: 5000,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    ga_pcmu(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
+    let cfg = real_time(5000);
+    let (_sim, mut ws) = ga_pcmu_session(cfg).await;
+    send_type(&mut ws, "response.create").await;
     until(&mut ws, "response.output_audio.delta").await;
     append_all(&mut ws, &ulaw_speech(200, 0)).await;
     let evs = until(&mut ws, "response.done").await;
@@ -371,16 +227,11 @@ async fn speech_during_response_interrupts_it() {
 
 #[tokio::test]
 async fn response_create_while_active_is_refused() {
-    let cfg = SimConfig {
-        pace: 1.0,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
+    let cfg = real_time(SimConfig::default().response_audio_ms);
+    let (_sim, mut ws) = opened(cfg, false).await;
+    send_type(&mut ws, "response.create").await;
     until(&mut ws, "response.created").await;
-    send(&mut ws, json!({"type": "response.create"})).await;
+    send_type(&mut ws, "response.create").await;
     let err = until(&mut ws, "error").await.pop().unwrap();
     assert_eq!(
         err["error"]["code"],
@@ -394,10 +245,8 @@ async fn truncate_checks_sent_audio() {
         response_audio_ms: 1000,
         ..fast()
     };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    ga_pcmu(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
+    let (sim, mut ws) = ga_pcmu_session(cfg).await;
+    send_type(&mut ws, "response.create").await;
     let evs = until(&mut ws, "response.done").await;
     let item_id = evs.last().unwrap()["response"]["output"][0]["id"]
         .as_str()
@@ -434,142 +283,8 @@ async fn truncate_checks_sent_audio() {
 }
 
 #[tokio::test]
-async fn junk_gets_errors_and_the_session_continues() {
-    let sim = Simulator::start("127.0.0.1:0", fast()).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type": "response.frobnicate", "event_id": "e1"}),
-    )
-    .await;
-    let e = recv(&mut ws).await;
-    assert_eq!(e["type"], "error");
-    assert_eq!(e["error"]["code"], "unknown_event");
-    assert_eq!(e["error"]["event_id"], "e1");
-    ws.send(Message::text("{not json")).await.unwrap();
-    assert_eq!(
-        recv(&mut ws).await["error"]["type"],
-        "invalid_request_error"
-    );
-    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert_eq!(recv(&mut ws).await["type"], "error");
-    send(
-        &mut ws,
-        json!({"type": "input_audio_buffer.append", "audio": "!!not base64!!"}),
-    )
-    .await;
-    let e = recv(&mut ws).await;
-    assert_eq!(e["type"], "error");
-    assert_eq!(e["error"]["type"], "invalid_request_error");
-    send(&mut ws, json!({"type": "input_audio_buffer.commit"})).await;
-    assert_eq!(
-        recv(&mut ws).await["error"]["code"],
-        "input_audio_buffer_commit_empty"
-    );
-    send(
-        &mut ws,
-        json!({"type": "session.update", "session": {"type": "realtime", "instructions": "hi"}}),
-    )
-    .await;
-    assert_eq!(recv(&mut ws).await["type"], "session.updated");
-    let log = &sim.sessions()[0];
-    assert_eq!(log.errors_sent, 5);
-    assert_eq!(log.appended_audio_bytes, 0);
-}
-
-#[tokio::test]
-async fn strict_session_validation() {
-    let sim = Simulator::start("127.0.0.1:0", fast()).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    let bad = [
-        (
-            json!({"type": "realtime", "temperature": 0.8}),
-            "session.temperature",
-        ),
-        (json!({"instructions": "no type"}), "session.type"),
-        (
-            json!({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}),
-            "session.audio.input.format.rate",
-        ),
-        (
-            json!({"type": "realtime", "input_audio_format": "g711_ulaw"}),
-            "session.input_audio_format",
-        ),
-        (
-            json!({"type": "realtime", "audio": {"output": {"format": "g711_ulaw"}}}),
-            "session.audio.output.format",
-        ),
-        (
-            json!({"type": "realtime", "audio": {"output": {"voice": "nobody"}}}),
-            "session.audio.output.voice",
-        ),
-        (
-            json!({"type": "realtime", "output_modalities": ["audio", "text"]}),
-            "session.output_modalities",
-        ),
-        (
-            json!({"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "eagerness": "low"}}}}),
-            "session.audio.input.turn_detection.eagerness",
-        ),
-    ];
-    for (session, param) in bad {
-        send(
-            &mut ws,
-            json!({"type": "session.update", "session": session}),
-        )
-        .await;
-        let e = recv(&mut ws).await;
-        assert_eq!(e["type"], "error", "{session}");
-        assert_eq!(e["error"]["type"], "invalid_request_error");
-        assert_eq!(e["error"]["param"], param, "{e}");
-    }
-    // Nothing was applied.
-    send(
-        &mut ws,
-        json!({"type": "session.update", "session": {"type": "realtime"}}),
-    )
-    .await;
-    let ok = recv(&mut ws).await;
-    assert_eq!(ok["type"], "session.updated");
-    assert_eq!(
-        ok["session"]["audio"]["input"]["format"]["type"],
-        "audio/pcm"
-    );
-    assert!(ok["session"].get("temperature").is_none());
-
-    // And the other way round.
-    let mut beta = connect(&sim, true).await;
-    recv(&mut beta).await;
-    send(
-        &mut beta,
-        json!({"type": "session.update", "session": {"type": "realtime"}}),
-    )
-    .await;
-    assert_eq!(recv(&mut beta).await["error"]["param"], "session.type");
-    send(
-        &mut beta,
-        json!({"type": "session.update", "session": {"audio": {}}}),
-    )
-    .await;
-    assert_eq!(recv(&mut beta).await["error"]["param"], "session.audio");
-    send(
-        &mut beta,
-        json!({"type": "session.update", "session": {"modalities": ["audio"]}}),
-    )
-    .await;
-    assert_eq!(
-        recv(&mut beta).await["error"]["param"],
-        "session.modalities"
-    );
-}
-
-#[tokio::test]
 async fn item_create_and_delete() {
-    let sim = Simulator::start("127.0.0.1:0", fast()).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
+    let (_sim, mut ws) = opened(fast(), false).await;
     send(
         &mut ws,
         json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
@@ -598,192 +313,19 @@ async fn item_create_and_delete() {
 }
 
 #[tokio::test]
-async fn close_fault_closes_mid_response() {
-    let cfg = SimConfig {
-        faults: vec![Fault::CloseAfterResponses(1)],
-        response_audio_ms: 1000,
-        ..fast()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    until(&mut ws, "response.done").await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    let mut saw_delta = false;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Text(t))) => {
-                let e: Value = serde_json::from_str(t.as_str()).unwrap();
-                assert_ne!(e["type"], "response.done", "closed only after the response");
-                saw_delta |= e["type"] == "response.output_audio.delta";
-            }
-            Some(Ok(Message::Close(f))) => break f,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    assert!(saw_delta);
-    assert_eq!(u16::from(close.unwrap().code), 1011);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(matches!(
-        sim.sessions()[0].closed_by,
-        Some(ClosedBy::Fault(_))
-    ));
-}
-
-#[tokio::test]
-async fn error_fault_sends_one_error() {
-    let cfg = SimConfig {
-        faults: vec![Fault::ErrorAfterResponses(1)],
-        response_audio_ms: 200,
-        ..fast()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    let e = until(&mut ws, "error").await.pop().unwrap();
-    assert_eq!(e["error"]["type"], "server_error");
-    send(&mut ws, json!({"type": "response.create"})).await;
-    let evs = until(&mut ws, "rate_limits.updated").await;
-    assert!(!types(&evs).contains(&"error"));
-}
-
-#[tokio::test]
-async fn reject_beta_fault() {
-    let cfg = SimConfig {
-        faults: vec![Fault::RejectBeta],
-        ..fast()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut beta = connect(&sim, true).await;
-    let e = recv(&mut beta).await;
-    assert_eq!(e["error"]["code"], "beta_api_shape_disabled");
-    let next = tokio::time::timeout(Duration::from_secs(5), beta.next())
-        .await
-        .unwrap();
-    assert!(
-        matches!(next, Some(Ok(Message::Close(_))) | None),
-        "{next:?}"
-    );
-    let mut ga = connect(&sim, false).await;
-    assert_eq!(recv(&mut ga).await["type"], "session.created");
-}
-
-#[tokio::test]
-async fn api_key_is_required_when_configured() {
-    let cfg = SimConfig {
-        require_api_key: Some("sk-right".into()),
-        ..fast()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut req = sim.url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", "Bearer sk-wrong".parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
-        other => panic!("expected 401, got {other:?}"),
-    }
-    let mut req = sim.url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("api-key", "sk-right".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(recv(&mut ws).await["type"], "session.created");
-    let log = &sim.sessions()[0];
-    assert!(log
-        .headers
-        .iter()
-        .any(|(k, v)| k == "api-key" && v == "[redacted]"));
-}
-
-#[tokio::test]
-async fn client_close_is_recorded_and_pacing_holds() {
-    let cfg = SimConfig {
-        pace: 4.0,
-        response_audio_ms: 1000,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    let t0 = std::time::Instant::now();
-    send(&mut ws, json!({"type": "response.create"})).await;
-    until(&mut ws, "response.done").await;
-    let took = t0.elapsed();
-    // 1000 ms of audio at 4x: the last delta leaves after 225 ms.
-    assert!(
-        took >= Duration::from_millis(200) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
-    ws.close(None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(sim.sessions()[0].closed_by, Some(ClosedBy::Client));
-    sim.shutdown().await;
-}
-
-#[tokio::test]
-async fn max_duration_closes_with_1001() {
-    let cfg = SimConfig {
-        faults: vec![Fault::MaxDuration(Duration::from_millis(200))],
-        ..fast()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(f))) => break f.unwrap(),
-            Some(Ok(_)) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    assert_eq!(u16::from(close.code), 1001);
-    assert!(close.reason.as_str().contains("maximum duration"));
-}
-
-#[tokio::test]
-async fn drop_fault_ends_without_close_frame() {
-    let cfg = SimConfig {
-        faults: vec![Fault::DropAfterResponses(0)],
-        ..fast()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Text(t))) => assert!(!t.as_str().contains("response.done")),
-            Some(Ok(Message::Close(_))) => panic!("expected no close frame"),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break,
-        }
-    }
-}
-
-#[tokio::test]
 async fn many_sessions_are_independent() {
     let cfg = SimConfig {
         response_audio_ms: 500,
         record_events: false,
         ..fast()
     };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let sim = simulator(cfg).await;
     let mut tasks = vec![];
     for _ in 0..50 {
         let mut ws = connect(&sim, false).await;
         tasks.push(tokio::spawn(async move {
             ga_pcmu(&mut ws).await;
-            send(&mut ws, json!({"type": "response.create"})).await;
+            send_type(&mut ws, "response.create").await;
             let evs = until(&mut ws, "response.done").await;
             audio_of(&evs, "response.output_audio.delta").len()
         }));
@@ -810,7 +352,7 @@ async fn load_1000_sessions() {
         record_events: false,
         ..SimConfig::default()
     };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
+    let sim = simulator(cfg).await;
     let t0 = std::time::Instant::now();
     let mut tasks = vec![];
     for _ in 0..1000 {
@@ -836,30 +378,4 @@ async fn load_1000_sessions() {
     eprintln!("1000 sessions in {:?}", t0.elapsed());
     assert_eq!(sim.session_count(), 1000);
     sim.shutdown().await;
-}
-
-#[tokio::test]
-async fn non_ascii_replies_and_odd_pacing_do_not_panic() {
-    let cfg = SimConfig {
-        reply_texts: vec!["Grüß Gott — ça va? 你好，世界".into()],
-        response_audio_ms: 0,
-        delta_ms: vec![0, 7],
-        pace: f32::NAN,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0", cfg).await.unwrap();
-    let mut ws = connect(&sim, false).await;
-    recv(&mut ws).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    let evs = until(&mut ws, "response.done").await;
-    let transcript: String = of(&evs, "response.output_audio_transcript.delta")
-        .map(|d| d["delta"].as_str().unwrap())
-        .collect();
-    assert_eq!(transcript, "Grüß Gott — ça va? 你好，世界");
-    // Derived length: 65 ms per char, PCM16 24 kHz.
-    let chars = transcript.chars().count();
-    assert_eq!(
-        audio_of(&evs, "response.output_audio.delta").len(),
-        chars * 65 * 48
-    );
 }

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::caller::{self, CallerOptions};
 use callbridge::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 use support::bridge;
+use support::caller::{agent_done, hear_agent, pause, say};
 
 const SOFTPHONE_TOKEN: &str = "softphone-token-for-tests";
 const CONSOLE_TOKEN: &str = "console-token-for-tests";
@@ -292,8 +293,7 @@ async fn a_softphone_ticket_opens_only_the_call_it_names() {
         .await
         .expect("send stop");
     assert_eq!(close_reason(&mut sock).await, "caller_hung_up");
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 /// A server-sent events request over raw HTTP/1.1: the response's status, and its events as
@@ -406,17 +406,11 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
         bridge: server.url(""),
         call_sid: "CAconsole0000000000000000000001".into(),
         script: vec![
-            Step::Silence(Duration::from_millis(300)),
-            Step::Say(caller::synthetic_speech(1000)),
-            Step::WaitAgentAudio {
-                heard: Duration::from_millis(1000),
-                timeout: Duration::from_secs(15),
-            },
-            Step::Say(caller::synthetic_speech(800)),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(600),
-                timeout: Duration::from_secs(20),
-            },
+            pause(300),
+            say(1000),
+            hear_agent(1000, 15),
+            say(800),
+            agent_done(600, 20),
         ],
         tail: Duration::from_millis(200),
         ..CallerOptions::default()
@@ -451,8 +445,7 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
     assert_eq!(call["caller"], "+15550100");
     assert_eq!(call["barge_ins"], 1);
     assert!(call["last_turn_latency_ms"].as_u64().is_some(), "{call}");
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 /// Finding 8 of issue 18: the softphone's token streamed any call's transcript to whoever
@@ -509,14 +502,7 @@ async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
     caller::run(CallerOptions {
         bridge: server.url(""),
         call_sid: PHONE.into(),
-        script: vec![
-            Step::Silence(Duration::from_millis(300)),
-            Step::Say(caller::synthetic_speech(800)),
-            Step::WaitAgentDone {
-                quiet: Duration::from_millis(600),
-                timeout: Duration::from_secs(20),
-            },
-        ],
+        script: vec![pause(300), say(800), agent_done(600, 20)],
         tail: Duration::from_millis(200),
         ..CallerOptions::default()
     })
@@ -544,8 +530,7 @@ async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
             assert_eq!(ev["call_sid"], own_call.as_str(), "{what}: {ev}");
         }
     }
-    server.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(server, sim).await;
 }
 
 /// One form POST with `Connection: close`; the whole response.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerReport, Step};
+use callbridge::caller::{CallerReport, Step};
 use callbridge::metrics::Metrics;
 use callbridge::server::Running;
 use callbridge::sim::twilio_rest::FakeTwilio;
@@ -13,6 +13,7 @@ use callbridge::sim::{SimConfig, Simulator};
 
 mod support;
 use support::caller::call_ended_by_twilio;
+use support::caller::{pause, say};
 use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
@@ -62,8 +63,8 @@ async fn setup_with(file: Option<&std::path::Path>, extra_env: &[(&str, &str)]) 
 /// The caller says something, then listens for a long while (the bridge ends the call).
 fn script() -> Vec<Step> {
     vec![
-        Step::Silence(Duration::from_millis(200)),
-        Step::Say(caller::synthetic_speech(800)),
+        pause(200),
+        say(800),
         Step::WaitAgentDone {
             quiet: Duration::from_secs(25),
             timeout: Duration::from_secs(40),

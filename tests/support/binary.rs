@@ -158,3 +158,10 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// `callbridge serve` on `port` with `env` (logging at `warn`), once `/healthz` answers.
+pub async fn serve_healthy(port: u16, env: &[(&str, &str)]) -> Process {
+    let process = Process::spawn(&mut serve(port, "warn", env));
+    wait_healthy(port).await;
+    process
+}

@@ -104,3 +104,21 @@ pub fn metric_value(page: &str, series: &str) -> f64 {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
+
+/// [`with_simulator`] with a simulator whose answers are `response_audio_ms` of audio.
+pub async fn with_answers_of(
+    response_audio_ms: u32,
+    env: &[(&str, &str)],
+) -> (Simulator, Running, Arc<Metrics>) {
+    let sim = SimConfig {
+        response_audio_ms,
+        ..SimConfig::default()
+    };
+    with_simulator(sim, env).await
+}
+
+/// Stops the bridge (a one-second drain), then the simulator behind it.
+pub async fn stop_both(server: Running, sim: Simulator) {
+    server.stop(std::time::Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}

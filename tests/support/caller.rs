@@ -39,3 +39,43 @@ pub async fn call_ended_by_twilio(
         }
     }
 }
+
+// One constructor per script step, so that a call's script reads as one line a step.
+
+/// The caller says `ms` of synthetic speech.
+pub fn say(ms: u32) -> Step {
+    Step::Say(caller::synthetic_speech(ms))
+}
+
+/// The caller is silent for `ms`.
+pub fn pause(ms: u64) -> Step {
+    Step::Silence(Duration::from_millis(ms))
+}
+
+/// The caller listens until it has heard `heard_ms` of the agent (at most `timeout_s`).
+pub fn hear_agent(heard_ms: u64, timeout_s: u64) -> Step {
+    Step::WaitAgentAudio {
+        heard: Duration::from_millis(heard_ms),
+        timeout: Duration::from_secs(timeout_s),
+    }
+}
+
+/// The caller listens until the agent has been quiet for `quiet_ms` (at most `timeout_s`).
+pub fn agent_done(quiet_ms: u64, timeout_s: u64) -> Step {
+    Step::WaitAgentDone {
+        quiet: Duration::from_millis(quiet_ms),
+        timeout: Duration::from_secs(timeout_s),
+    }
+}
+
+/// Runs `script` as a call to `bridge`, listening `tail_ms` after it; the call must run.
+pub async fn place_call(bridge: String, script: Vec<Step>, tail_ms: u64) -> CallerReport {
+    caller::run(CallerOptions {
+        bridge,
+        script,
+        tail: Duration::from_millis(tail_ms),
+        ..CallerOptions::default()
+    })
+    .await
+    .expect("call runs")
+}

@@ -17,8 +17,10 @@ pub mod bridge;
 pub mod call_harness;
 pub mod caller;
 pub mod media;
+pub mod realtime_ws;
 pub mod schema;
 pub mod tool_calls;
+pub mod tool_server;
 pub mod tools;
 
 use std::path::{Path, PathBuf};

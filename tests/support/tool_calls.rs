@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::call::effects::{Effect, EffectId, EffectResult};
+use callbridge::call::effects::{CallUpdateRequest, Effect, EffectId, EffectResult, ToolOutcome};
 use callbridge::call::tools::{ToolSpec, ToolsConfig};
 use callbridge::call::{CallConfig, Output};
 use callbridge::realtime::ClientEvent;
+use callbridge::twilio::rest::CallUpdate;
 use serde_json::{json, Value};
 
 use super::call_harness::H;
@@ -71,6 +72,12 @@ impl H {
         ));
         outs
     }
+
+    /// The model's first answer (`r1`, at 100 ms) made the function calls `calls` and
+    /// completed.
+    pub fn first_answer_calls(&mut self, calls: &[(&str, &str, &str)]) -> Vec<Output> {
+        self.model_calls("r1", calls, "completed", 100)
+    }
 }
 
 pub fn effects(outs: &[Output]) -> Vec<(EffectId, Effect)> {
@@ -110,4 +117,39 @@ pub fn to_model(outs: &[Output]) -> (Vec<(String, Value)>, usize) {
         }
     }
     (fco, creates)
+}
+
+/// A started call (see [`config`]) whose model called `lookup_order` for order 1 (call `c1`
+/// in response `r1`, completed, at 100 ms): the call, and the id of the effect running the
+/// tool.
+pub fn lookup_running() -> (H, EffectId) {
+    let mut h = H::started(config(), CALLER);
+    let outs = h.first_answer_calls(&[("c1", "lookup_order", r#"{"order_id":"1"}"#)]);
+    let id = effects(&outs)[0].0;
+    (h, id)
+}
+
+impl H {
+    /// The tool behind effect `id` answered `answer` (JSON) at `ms`.
+    pub fn tool_answered(&mut self, id: EffectId, answer: &str, ms: u64) -> Vec<Output> {
+        self.done(id, EffectResult::Tool(ToolOutcome::Ok(answer.into())), ms)
+    }
+}
+
+/// Asserts that `outs` holds one effect: `update` of this call (AC1/CA1) through Twilio REST;
+/// its id.
+pub fn assert_call_update(outs: &[Output], update: CallUpdate) -> EffectId {
+    let eff = effects(outs);
+    assert_eq!(
+        eff,
+        [(
+            eff[0].0,
+            Effect::UpdateCall(CallUpdateRequest {
+                account_sid: "AC1".into(),
+                call_sid: "CA1".into(),
+                update
+            })
+        )]
+    );
+    eff[0].0
 }
