@@ -43,8 +43,6 @@ const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 /// A peer that takes this long to accept a write (its TCP window shut, the process hung) is
 /// gone: the call ends instead of the task waiting forever with both sockets open.
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
-/// Twilio-bound messages kept while the stream SID is unknown (10 s of frames and marks).
-const MAX_HELD: usize = 600;
 /// Bytes fed to the Twilio socket before tungstenite writes them without waiting for the flush.
 const TWILIO_WRITE_BATCH: usize = 4 * 1024;
 /// How long a call that ended before Twilio's `start` waits for it (for its report).
@@ -148,6 +146,9 @@ fn run(
         // With profiles, the session is configured only once `start` (and the profile's setup
         // lookup) said which settings apply.
         let mut setup = CallSetup::new(&s);
+        if setup.waits_for_start() {
+            call.defer_settings();
+        }
         // Recording is the shell's job (the call stays sans-IO): every message on either socket,
         // as sent or received, with its time since this socket opened. Boxed: recording is off
         // unless `record_dir` is set, and inline every call's task would reserve the recorder.
@@ -162,8 +163,8 @@ fn run(
                 }
             }
         });
-        // The Realtime sockets by generation; generation 1 is dialled now, in parallel with
-        // Twilio's `start`.
+        // The Realtime sockets by generation; generation 1 is dialled as the call's first
+        // output, before anything is awaited: in parallel with Twilio's `start`.
         let mut ups = Links::new(s.cfg.clone());
         if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             call.on_wall_clock(d.as_secs(), opened);
@@ -172,14 +173,10 @@ fn run(
         // Grows to the largest batch seen (a few entries); not reserved up front: every byte of
         // it is held for the whole call.
         let mut batch = Vec::new();
-        // Once the drain is over the call says goodbye; its sockets close by this time regardless.
-        let mut shutdown_at: Option<tokio::time::Instant> = None;
         // Commands from Twilio callbacks (answering machine), once `start` named the CallSid.
         let mailbox = std::sync::Arc::new(super::running::Mailbox::default());
         let mut registered = super::running::Registered::default();
         let mut sid_json: Option<String> = None;
-        // Twilio-bound messages produced before `start` told us the stream SID.
-        let mut held: Vec<Outbound> = Vec::new();
         let mut outcome = EndReason::TwilioDisconnected;
         let mut text = String::with_capacity(512);
         let mut anomalies = AnomalyCounts::default();
@@ -197,14 +194,6 @@ fn run(
                     .stream_sid()
                     .and_then(|sid| serde_json::to_string(sid).ok());
             }
-            // What was held before `start` goes out as soon as `start` named the stream (not
-            // with the next message: a greeting made before `start` may be all there is), in
-            // order, each rendered just before its write.
-            while let Some(sid) = sid_json.as_deref().filter(|_| !held.is_empty()) {
-                render_twilio(&s, &mut rec, sid, &held.remove(0), &mut text);
-                feed_twilio(&mut socket, &text, &mut call).await;
-                wrote_tw = true;
-            }
             loop {
                 let write = match call.poll_output() {
                     None => break,
@@ -216,14 +205,8 @@ fn run(
                                     report.on_agent_audio(Instant::now);
                                 }
                                 match &sid_json {
-                                    // Only a greeting can get here before Twilio's `start`;
-                                    // bounded so a stream that never starts costs no memory.
-                                    None => {
-                                        if held.len() < MAX_HELD {
-                                            held.push(msg);
-                                        }
-                                        Write::Nothing
-                                    }
+                                    // Not before `start`: the call holds them until then.
+                                    None => Write::Nothing,
                                     Some(sid) => {
                                         render_twilio(&s, &mut rec, sid, &msg, &mut text);
                                         Write::Twilio
@@ -322,9 +305,6 @@ fn run(
             if let Some(d) = call.next_deadline() {
                 sources.wake_by(tokio::time::Instant::from_std(d));
             }
-            if let Some(at) = shutdown_at {
-                sources.wake_by(at);
-            }
             std::future::poll_fn(|cx| {
                 sources.poll(
                     cx,
@@ -349,6 +329,8 @@ fn run(
                                 }
                                 match Inbound::parse(t.as_str()) {
                                     Ok(m) => {
+                                        let start = matches!(m, Inbound::Start { .. });
+                                        let mut settings = None;
                                         if let Inbound::Start { stream_sid, start } = &m {
                                             report.on_start(stream_sid, start);
                                             registered.add(
@@ -356,11 +338,7 @@ fn run(
                                                 start.call_sid.as_deref(),
                                                 &mailbox,
                                             );
-                                            if let Some(c) = setup.on_start(&s, start, &mut report)
-                                            {
-                                                call.set_config(c);
-                                            }
-                                            settle_recording(&mut rec, &setup, &call);
+                                            settings = setup.on_start(&s, start, &mut report);
                                             // A setup lookup may have started.
                                             sources.others_changed();
                                         }
@@ -373,8 +351,9 @@ fn run(
                                             now,
                                         );
                                         call.on_twilio(m, now);
-                                        if let Some(g) = setup.ready_upstream() {
-                                            call.on_upstream_open(g, now);
+                                        if start && setup.decided() {
+                                            call.settings_decided(settings.take(), now);
+                                            settle_recording(&mut rec, &setup, &call);
                                         }
                                         if mark {
                                             timer.mark_echoed(
@@ -437,10 +416,9 @@ fn run(
                                     ms = took.as_millis() as u64,
                                     "upstream connected"
                                 );
-                                // With profiles, the first session waits until `start` decided them.
-                                if let Some(g) = setup.upstream_opened(generation) {
-                                    call.on_upstream_open(g, now);
-                                }
+                                // With profiles, the call keeps it unconfigured until its
+                                // settings are decided.
+                                call.on_upstream_open(generation, now);
                             }
                             Received::Dialled(Err(e), _) => {
                                 warn!(generation, error = %e, "upstream connection failed");
@@ -525,38 +503,24 @@ fn run(
                         Err(e) => warn!(error = %e, "an effect task failed"),
                     },
                     Wake::Lookup(answer) => {
-                        if let Some(c) = setup.on_lookup(*answer, &mut report) {
-                            call.set_config(c);
-                        }
-                        settle_recording(&mut rec, &setup, &call);
+                        let settings = setup.on_lookup(*answer, &mut report);
+                        let now = Instant::now();
                         if setup.rejected {
-                            call.reject_politely(Instant::now());
+                            // Said once the session is configured (just below, if it is open).
+                            call.reject_politely(now);
                         }
-                        if let Some(g) = setup.ready_upstream() {
-                            call.on_upstream_open(g, Instant::now());
-                        }
+                        call.settings_decided(settings, now);
+                        settle_recording(&mut rec, &setup, &call);
                     }
-                    Wake::Timer => {
-                        if shutdown_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
-                            outcome = EndReason::Shutdown;
-                            break 'call;
-                        }
-                        call.on_tick(Instant::now());
-                    }
+                    Wake::Timer => call.on_tick(Instant::now()),
                     Wake::Command(super::running::CallCommand::MachineAnswered) => {
                         call.on_machine_answered(Instant::now())
                     }
-                    Wake::Drain => {
-                        let wait = s.cfg.drain_goodbye_timeout;
-                        call.end_after_heard(
-                            s.cfg.drain_goodbye.clone(),
-                            EndReason::Shutdown,
-                            wait,
-                            Instant::now(),
-                        );
-                        shutdown_at =
-                            Some(tokio::time::Instant::now() + wait + super::drain::GOODBYE_MARGIN);
-                    }
+                    Wake::Drain => call.on_drain(
+                        s.cfg.drain_goodbye.clone(),
+                        s.cfg.drain_goodbye_timeout,
+                        Instant::now(),
+                    ),
                 }
             }
         }
