@@ -82,7 +82,7 @@ impl Call {
         timeout: Duration,
         now: Instant,
     ) {
-        if self.is_ended() || self.ending.is_some() {
+        if self.phase.is_closing() {
             return;
         }
         let (phase, say_after) = match (say, &self.live_response) {

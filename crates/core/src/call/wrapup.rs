@@ -51,7 +51,7 @@ impl Call {
     /// call hangs up once it was played (outcome `voicemail`). Without a message, the call
     /// hangs up at once. Nothing happens if the call is already ending.
     pub fn on_machine_answered(&mut self, now: Instant) {
-        if self.is_ended() || self.is_ending() {
+        if self.phase.is_closing() {
             return;
         }
         self.barge_in(now);
@@ -71,7 +71,7 @@ impl Call {
     /// The setup lookup rejected the call: the agent says a short refusal and the call hangs
     /// up once it was heard (outcome `rejected`). Before the session is ready this waits for it.
     pub fn reject_politely(&mut self, now: Instant) {
-        if self.is_ended() || self.is_ending() {
+        if self.phase.is_closing() {
             return;
         }
         if !self.upstream_ready {
