@@ -17,6 +17,9 @@ pub const SID: &str = "MZ0001";
 pub struct H {
     pub call: Call,
     pub t0: Instant,
+    /// What [`Call::new`] put out before any input (the first upstream dial), taken as the
+    /// shell takes it: tests of later inputs then see only what those inputs caused.
+    pub opening: Vec<Output>,
     /// The timestamp of the next frame [`H::frame`] sends.
     next_ts: u64,
 }
@@ -25,9 +28,12 @@ impl H {
     /// A call nothing has reached yet.
     pub fn new(cfg: CallConfig) -> H {
         let t0 = Instant::now();
+        let mut call = Call::new(Arc::new(cfg), t0);
+        let opening = std::iter::from_fn(|| call.poll_output()).collect();
         H {
-            call: Call::new(Arc::new(cfg), t0),
+            call,
             t0,
+            opening,
             next_ts: 0,
         }
     }

@@ -25,8 +25,10 @@ impl Call {
         let mut truncated = Vec::new();
         self.agent_speaking = false;
         if audible {
-            self.out.push_back(Output::ToTwilio(Outbound::Clear));
+            self.send_twilio(Outbound::Clear);
             let heard = self.playback.on_clear(now);
+            // Before `start` every message for Twilio is still held: the caller heard nothing.
+            let heard = if self.holding_for_start() { 0 } else { heard };
             truncated = self.playback.truncate_after(heard);
             self.reset_downlink();
         }
@@ -153,11 +155,20 @@ impl Call {
     /// Pushes μ-law bytes through the framer; complete frames go to Twilio.
     pub(super) fn frame_out(&mut self, ulaw: &[u8]) -> u64 {
         let mut frames = 0u64;
-        let out = &mut self.out;
-        self.framer.push(ulaw, |f| {
-            out.push_back(Output::ToTwilio(Outbound::Media(*f)));
-            frames += 1;
-        });
+        if self.holding_for_start() {
+            let mut made = Vec::new();
+            self.framer.push(ulaw, |f| made.push(*f));
+            frames = made.len() as u64;
+            for f in made {
+                self.send_twilio(Outbound::Media(f));
+            }
+        } else {
+            let out = &mut self.out;
+            self.framer.push(ulaw, |f| {
+                out.push_back(Output::ToTwilio(Outbound::Media(*f)));
+                frames += 1;
+            });
+        }
         frames * crate::audio::FRAME_BYTES as u64
     }
 
@@ -169,7 +180,7 @@ impl Call {
         self.agent_speaking = true;
         self.playback.on_sent(item_id, sent, now);
         if let Some(name) = self.playback.mark(item_id) {
-            self.out.push_back(Output::ToTwilio(Outbound::Mark(name)));
+            self.send_twilio(Outbound::Mark(name));
         }
         if let Some(ev) = self.turn_clock.on_frames_sent() {
             self.out.push_back(Output::Event(ev));
@@ -188,7 +199,7 @@ impl Call {
             sent += self.resample_and_frame(true);
         }
         if let Some(last) = self.framer.flush() {
-            self.out.push_back(Output::ToTwilio(Outbound::Media(last)));
+            self.send_twilio(Outbound::Media(last));
             sent += crate::audio::FRAME_BYTES as u64;
         }
         self.after_frames(&item_id, sent, now);

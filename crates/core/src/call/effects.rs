@@ -107,7 +107,7 @@ impl ToolFailure {
 pub enum UpstreamEffect {
     /// Dial a new Realtime socket for this generation. The shell answers with
     /// `Call::on_upstream_open(generation, ..)` or `Call::on_upstream_lost(generation, ..)`.
-    /// (Generation 1 is dialled by the shell when the media socket opens, unasked.) Events for
+    /// (Generation 1 is asked for by `Call::new`: the call's first output.) Events for
     /// a generation come as [`crate::call::Output::ToRealtime`], which names it.
     ConnectUpstream { generation: u64 },
     /// Close this generation's socket (a normal close), if the shell still has it.

@@ -65,7 +65,7 @@ impl Call {
         for chunk in clip.chunks(FRAME_BYTES) {
             let mut frame = [ULAW_SILENCE; FRAME_BYTES];
             frame[..chunk.len()].copy_from_slice(chunk);
-            self.out.push_back(Output::ToTwilio(Outbound::Media(frame)));
+            self.send_twilio(Outbound::Media(frame));
         }
         let ms = clip.len().div_ceil(FRAME_BYTES) as u64 * 20;
         self.filler.playing_until = Some(now + Duration::from_millis(ms));
@@ -77,7 +77,7 @@ impl Call {
     pub(super) fn filler_stop(&mut self, now: Instant) -> bool {
         match self.filler.playing_until.take() {
             Some(until) if now < until => {
-                self.out.push_back(Output::ToTwilio(Outbound::Clear));
+                self.send_twilio(Outbound::Clear);
                 true
             }
             _ => false,

@@ -82,7 +82,7 @@ impl Call {
         timeout: Duration,
         now: Instant,
     ) {
-        if self.ended || self.ending.is_some() {
+        if self.phase.is_closing() {
             return;
         }
         let (phase, say_after) = match (say, &self.live_response) {
@@ -104,6 +104,7 @@ impl Call {
             wrap_up: true,
             deadline: now + timeout,
         }));
+        self.ending_began();
         self.ending_progress(now);
     }
 
@@ -142,6 +143,7 @@ impl Call {
                 wrap_up: false,
                 deadline: now + self.cfg.tools.goodbye_timeout,
             }));
+            self.ending_began();
         }
         self.send_output(call_id, json!({"ok": true}).to_string(), "ok");
     }
@@ -200,6 +202,7 @@ impl Call {
             wrap_up: false,
             deadline: now + self.cfg.tools.goodbye_timeout,
         }));
+        self.ending_began();
         self.ending_progress(now);
     }
 
@@ -383,6 +386,7 @@ impl Call {
                 let Some(e) = self.ending.take() else {
                     return true;
                 };
+                self.ending_abandoned();
                 match e.action {
                     Action::Hangup => {
                         // Closing the stream ends the call too (Twilio runs what follows

@@ -10,8 +10,12 @@ mod downlink;
 pub mod effects;
 mod filler;
 mod hangup;
+mod held;
 mod output;
+pub mod phase;
 pub mod playback;
+mod settings;
+mod timers;
 pub mod timing;
 pub mod tools;
 mod uplink;
@@ -27,7 +31,9 @@ use crate::realtime::{AudioFormat, AudioPool, ClientEvent, Dialect, ServerEvent,
 use conversation::Conversation;
 pub use effects::{Effect, EffectId, EffectResult, UpstreamEffect};
 pub use output::{CallEvent, EndReason, Output};
+pub use phase::Phase;
 use playback::Playback;
+pub use timers::{Timer, DRAIN_HANGUP_MARGIN};
 use tools::{CallInfo, ToolState, ToolsConfig};
 pub use upstream::UpstreamLoss;
 
@@ -113,8 +119,15 @@ pub struct Call {
     cfg: Arc<CallConfig>,
     format: AudioFormat,
     out: VecDeque<Output>,
-    ended: bool,
+    /// Where the call is in its life (see [`phase`]).
+    phase: Phase,
     stream_sid: Option<String>,
+    /// Messages for Twilio made before `start` named the stream (see [`held`]).
+    held: held::Held,
+    /// Settings still being decided, and a session parked meanwhile (see [`settings`]).
+    settings: settings::Settings,
+    /// The drain's hard end: the call ends as `Shutdown` then, goodbye heard or not.
+    drain_deadline: Option<Instant>,
     last_twilio: Instant,
     opened_at: Instant,
 
@@ -186,13 +199,22 @@ impl Call {
                 Downsampler::new().ok().map(Box::new),
             ),
         };
+        let mut out = VecDeque::with_capacity(8);
+        // The first session is dialled at once, in parallel with Twilio's `start`: the shell
+        // performs this like any other effect, before it waits for anything.
+        out.push_back(Output::Upstream(UpstreamEffect::ConnectUpstream {
+            generation: 1,
+        }));
         let mut call = Call {
             cfg,
             format,
             // A 100 ms delta makes 5 frames + a mark; the queue grows if a batch is bigger.
-            out: VecDeque::with_capacity(8),
-            ended: false,
+            out,
+            phase: Phase::AwaitingStart,
             stream_sid: None,
+            held: held::Held::default(),
+            settings: settings::Settings::default(),
+            drain_deadline: None,
             last_twilio: now,
             opened_at: now,
             upstream_ready: false,
@@ -250,7 +272,12 @@ impl Call {
     }
 
     pub fn is_ended(&self) -> bool {
-        self.ended
+        self.phase == Phase::Ended
+    }
+
+    /// Where the call is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
     }
 
     pub fn stream_sid(&self) -> Option<&str> {
@@ -276,39 +303,10 @@ impl Call {
         &self.conversation
     }
 
-    /// When the shell should call [`Call::on_tick`] next.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        if self.ended {
-            return None;
-        }
-        let idle = self.last_twilio + self.cfg.twilio_idle_timeout;
-        let mut next = if self.up.ever_ready() {
-            idle
-        } else {
-            idle.min(self.opened_at + self.cfg.upstream_ready_timeout)
-        };
-        for d in [
-            self.dtmf_deadline,
-            self.tools.next_deadline(),
-            self.ending_next_deadline(),
-            self.filler_next_deadline(),
-            self.wrapup_next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            next = next.min(d);
-        }
-        if let Some(d) = self.upstream_deadline() {
-            next = next.min(d);
-        }
-        Some(next)
-    }
-
     /// The shell finished effect `id`. A result for an effect the call no longer waits for
     /// (its call ended, or it gave up waiting) is ignored.
     pub fn on_effect_done(&mut self, id: EffectId, result: EffectResult, now: Instant) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         let awaited = match result {
@@ -317,43 +315,6 @@ impl Call {
         };
         if !awaited {
             self.anomaly("late_effect_result", format!("effect {id} ignored"));
-        }
-    }
-
-    pub fn on_tick(&mut self, now: Instant) {
-        if self.ended {
-            return;
-        }
-        self.upstream_tick(now);
-        if self.ended {
-            return;
-        }
-        if !self.up.ever_ready() && now >= self.opened_at + self.cfg.upstream_ready_timeout {
-            self.anomaly(
-                "upstream_timeout",
-                format!(
-                    "upstream not ready after {:?}",
-                    self.cfg.upstream_ready_timeout
-                ),
-            );
-            self.end(EndReason::UpstreamTimeout);
-        } else if now >= self.last_twilio + self.cfg.twilio_idle_timeout {
-            self.anomaly(
-                "twilio_idle",
-                format!(
-                    "no message from Twilio for {:?}",
-                    self.cfg.twilio_idle_timeout
-                ),
-            );
-            self.end(EndReason::TwilioIdle);
-        } else if self.dtmf_deadline.is_some_and(|d| now >= d) {
-            self.flush_dtmf();
-        }
-        if !self.ended {
-            self.tools_on_tick(now);
-            self.filler_on_tick(now);
-            self.wrapup_on_tick(now);
-            self.ending_progress(now);
         }
     }
 
@@ -383,6 +344,7 @@ impl Call {
     /// The first session: configure it, greet, send what the caller said meanwhile.
     fn configure_first_session(&mut self, now: Instant) {
         self.upstream_ready = true;
+        self.opening_progressed();
         self.send_model(ClientEvent::SessionUpdate(Box::new(
             self.cfg.session.clone(),
         )));
@@ -402,7 +364,7 @@ impl Call {
 
     /// A server event from the session in use (see [`Call::on_realtime`]).
     fn on_session_event(&mut self, ev: ServerEvent<'_>, now: Instant) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         match ev {
@@ -513,9 +475,33 @@ impl Call {
     }
 
     fn end(&mut self, reason: EndReason) {
-        if !self.ended {
-            self.ended = true;
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Ended;
+            // Whatever was held for a stream that never started is never sent.
+            self.held.discard();
             self.out.push_back(Output::Hangup(reason));
+        }
+    }
+
+    /// An opening step happened (`start`, or the first session configured): the phase moves
+    /// on unless the call is already on its way out.
+    fn opening_progressed(&mut self) {
+        if !self.phase.is_closing() {
+            self.phase = Phase::opening(self.stream_sid.is_some(), self.up.ever_ready());
+        }
+    }
+
+    /// The call began to end on purpose (`ending` was just set).
+    fn ending_began(&mut self) {
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Ending;
+        }
+    }
+
+    /// An ending was abandoned (a transfer Twilio refused): the call goes on where it was.
+    fn ending_abandoned(&mut self) {
+        if self.phase == Phase::Ending {
+            self.phase = Phase::opening(self.stream_sid.is_some(), self.up.ever_ready());
         }
     }
 }

@@ -465,7 +465,7 @@ impl Call {
     /// Sends a call's output (never twice for one call_id) and, once every call of its
     /// response has one, one `response.create` (deferred while another response is live).
     pub(super) fn send_output(&mut self, call_id: &str, output: String, result: &'static str) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         if let Some(rec) = self

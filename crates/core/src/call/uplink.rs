@@ -27,7 +27,7 @@ impl Call {
     }
 
     pub fn on_twilio(&mut self, msg: Inbound<'_>, now: Instant) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         self.last_twilio = now;
@@ -60,6 +60,7 @@ impl Call {
                     return;
                 }
                 self.stream_sid = Some(stream_sid.clone().into_owned());
+                self.opening_progressed();
                 let params = &start.custom_parameters;
                 self.info = Some(CallInfo {
                     stream_sid: stream_sid.clone().into_owned(),
@@ -78,6 +79,7 @@ impl Call {
                     profile: start.custom_parameters.get("profile").cloned(),
                     direction: start.custom_parameters.get("direction").cloned(),
                 }));
+                self.release_held();
             }
             Inbound::Media { stream_sid, media } => {
                 if !self.is_our_stream(&stream_sid, "media") {

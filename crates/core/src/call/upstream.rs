@@ -1,8 +1,8 @@
 //! The upstream's life: generations, reconnects and session rotation.
 //!
-//! Each Realtime socket of a call is a *generation* (1, 2, …). Generation 1 is dialled by the
-//! shell when the media socket opens; every later one is asked for with
-//! [`UpstreamEffect::ConnectUpstream`], and the shell reports back with [`Call::on_upstream_open`] or
+//! Each Realtime socket of a call is a *generation* (1, 2, …), each asked for with
+//! [`UpstreamEffect::ConnectUpstream`] — generation 1 by [`Call::new`], so that it is dialled
+//! as the media socket opens, in parallel with Twilio's `start` — and the shell reports back with [`Call::on_upstream_open`] or
 //! [`Call::on_upstream_lost`]. A report about a generation the call no longer waits for is
 //! ignored (or, for a socket that opened too late, answered with [`UpstreamEffect::CloseUpstream`]).
 //!
@@ -244,7 +244,7 @@ impl Call {
 
     /// The socket of `generation` is open.
     pub fn on_upstream_open(&mut self, generation: u64, now: Instant) {
-        if self.ended {
+        if self.is_ended() || self.park_while_pending(generation) {
             return;
         }
         if self.up.dialing != Some(generation) {
@@ -379,7 +379,7 @@ impl Call {
 
     /// The socket of `generation` could not be opened, or was lost.
     pub fn on_upstream_lost(&mut self, generation: u64, loss: UpstreamLoss, now: Instant) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         let relevant = generation == self.up.current
@@ -558,7 +558,7 @@ impl Call {
     pub fn on_realtime(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
         if generation == self.up.current {
             self.on_session_event(ev, now);
-        } else if self.up.successor() == Some(generation) && !self.ended {
+        } else if self.up.successor() == Some(generation) && !self.is_ended() {
             // A successor only configures itself: it has no audio, so no turns.
             match ev {
                 ServerEvent::SessionCreated { session }

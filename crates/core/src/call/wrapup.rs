@@ -1,9 +1,10 @@
-//! Wrapping a call up on the bridge's own initiative: the maximum call length, and a machine
-//! answering (voicemail). The agent is asked for a short goodbye (or the voicemail message),
+//! Wrapping a call up on the bridge's own initiative: the server's drain, the maximum call
+//! length, and a machine answering (voicemail). The agent is asked for a short goodbye (or the voicemail message),
 //! and the call ends once it was heard (see [`Call::end_after_heard`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::timers::DRAIN_HANGUP_MARGIN;
 use super::{Call, EndReason};
 
 /// What the model is told when the call reaches `max_call_seconds`.
@@ -33,12 +34,24 @@ impl Call {
         Some(self.opened_at + limit)
     }
 
+    /// The server's drain is over: the call says `goodbye` (if set) and hangs up once it was
+    /// heard, waiting at most `wait` for that (see [`Call::end_after_heard`]); whatever
+    /// happens, it ends as `Shutdown` [`DRAIN_HANGUP_MARGIN`] after that, so the server can
+    /// stop. If the call is already ending, only that hard end is added.
+    pub fn on_drain(&mut self, goodbye: Option<String>, wait: Duration, now: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        self.end_after_heard(goodbye, EndReason::Shutdown, wait, now);
+        self.drain_deadline = Some(now + wait + DRAIN_HANGUP_MARGIN);
+    }
+
     /// Answering machine detection found a machine: whatever the agent is saying is cut off
     /// (a greeting meant for a person), the `voicemail_message` is said word for word, and the
     /// call hangs up once it was played (outcome `voicemail`). Without a message, the call
     /// hangs up at once. Nothing happens if the call is already ending.
     pub fn on_machine_answered(&mut self, now: Instant) {
-        if self.ended || self.is_ending() {
+        if self.phase.is_closing() {
             return;
         }
         self.barge_in(now);
@@ -58,7 +71,7 @@ impl Call {
     /// The setup lookup rejected the call: the agent says a short refusal and the call hangs
     /// up once it was heard (outcome `rejected`). Before the session is ready this waits for it.
     pub fn reject_politely(&mut self, now: Instant) {
-        if self.ended || self.is_ending() {
+        if self.phase.is_closing() {
             return;
         }
         if !self.upstream_ready {

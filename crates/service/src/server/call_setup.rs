@@ -3,9 +3,9 @@
 //! integrator's answer within `setup_timeout_ms`, else the profile as configured), and the
 //! call's variables filled into instructions and greeting.
 //!
-//! Until that is decided, an upstream socket that is already open is parked here, so the
-//! session is configured once, with the right settings. Without profiles or placeholders
-//! nothing waits.
+//! Until that is decided the call keeps an upstream session that is already open unconfigured
+//! (`Call::defer_settings`, `Call::settings_decided`), so it is configured once, with the right
+//! settings. Without profiles or placeholders nothing waits.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -52,8 +52,6 @@ type Lookup = Pin<Box<dyn Future<Output = Option<SetupAnswer>> + Send>>;
 pub struct CallSetup {
     wait_for_start: bool,
     started: bool,
-    /// The generation of an upstream session that opened before the settings were decided.
-    parked: Option<u64>,
     lookup: Option<Lookup>,
     /// The profile's settings, unfilled, and the call's variables (for the lookup's answer).
     base: Option<Arc<CallConfig>>,
@@ -71,7 +69,6 @@ impl CallSetup {
         CallSetup {
             wait_for_start: needs_start(&s.cfg, &s.call_cfg),
             started: false,
-            parked: None,
             lookup: None,
             base: None,
             vars: BTreeMap::new(),
@@ -81,30 +78,16 @@ impl CallSetup {
         }
     }
 
-    /// An upstream session opened: its generation is returned to be configured now, or parked
-    /// until the call's settings are decided.
-    pub fn upstream_opened(&mut self, generation: u64) -> Option<u64> {
-        if self.wait_for_start && (!self.started || self.lookup.is_some()) {
-            self.parked = Some(generation);
-            None
-        } else {
-            Some(generation)
-        }
+    /// Whether the call's settings are decided only at `start` (profiles, placeholders to
+    /// fill): the call is told so ([`crate::call::Call::defer_settings`]).
+    pub fn waits_for_start(&self) -> bool {
+        self.wait_for_start
     }
 
     /// Whether the call's settings are final: no profile to choose at `start`, or it was
     /// chosen and its setup lookup (if any) has answered or given up.
     pub fn decided(&self) -> bool {
         !self.wait_for_start || (self.started && self.lookup.is_none())
-    }
-
-    /// The parked upstream session, once the settings are decided.
-    pub fn ready_upstream(&mut self) -> Option<u64> {
-        if self.started && self.lookup.is_none() {
-            self.parked.take()
-        } else {
-            None
-        }
     }
 
     /// Ready when the setup lookup answered, failed or timed out (then hand the answer to

@@ -49,12 +49,12 @@ impl RecentTwiml {
 }
 
 /// After a call's drain goodbye timed out, it gets this much longer to hang up (Twilio REST)
-/// before its sockets are closed regardless.
-pub const GOODBYE_MARGIN: Duration = Duration::from_secs(2);
+/// before it ends regardless (the call keeps that deadline: `Call::on_drain`).
+pub const GOODBYE_MARGIN: Duration = crate::call::DRAIN_HANGUP_MARGIN;
 
 /// Waits out the drain: until no call runs and no media socket is still expected, or `drain`
 /// has passed. Then, if calls are left, tells them to wrap up (`stop_calls`: each says its
-/// goodbye and hangs up, see [`Call::end_after_heard`](crate::call::Call::end_after_heard)),
+/// goodbye and hangs up, see [`Call::on_drain`](crate::call::Call::on_drain)),
 /// and gives them `goodbye` + a few seconds to close their sockets.
 pub async fn wait(
     active: &AtomicUsize,

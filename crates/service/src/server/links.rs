@@ -54,15 +54,14 @@ pub fn loss_of(e: &UpstreamError) -> UpstreamLoss {
 }
 
 impl Links {
-    /// Starts dialling generation 1 at once.
+    /// No socket yet: the call asks for each generation, the first one included
+    /// (`UpstreamEffect::ConnectUpstream`).
     pub fn new(cfg: Arc<Config>) -> Links {
-        let mut l = Links {
+        Links {
             cfg,
             links: [None, None],
             dial: None,
-        };
-        l.dial(1);
-        l
+        }
     }
 
     /// Dials `generation` (replacing a dial still in flight, which the call gave up on).
