@@ -112,22 +112,19 @@ async fn full_call(mode: &str, dialect: &str) {
     bridge::stop_both(server, sim).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcmu_ga() {
-    full_call("pcmu", "ga").await;
+/// One test per audio mode and API dialect, each a [`full_call`].
+macro_rules! full_call_tests {
+    ($($name:ident: $mode:literal, $dialect:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            full_call($mode, $dialect).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcm_ga() {
-    full_call("pcm", "ga").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcmu_beta() {
-    full_call("pcmu", "beta").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcm_beta() {
-    full_call("pcm", "beta").await;
+full_call_tests! {
+    full_call_pcmu_ga: "pcmu", "ga";
+    full_call_pcm_ga: "pcm", "ga";
+    full_call_pcmu_beta: "pcmu", "beta";
+    full_call_pcm_beta: "pcm", "beta";
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 mod support;
 use support::caller::{agent_done, pause, say};
+use support::realtime_ws::real_time;
 use support::{bridge, simulator};
 
 /// A socket that vanishes (FIN or RST) is seen by whichever comes first: the bridge's next read
@@ -138,13 +139,16 @@ fn reconnects_total(reason: &str) -> String {
     format!(r#"callbridge_upstream_reconnects_total{{reason="{reason}"}} 1"#)
 }
 
-/// Injects `fault` into session 0; the call must go on to its end on a new session. The
-/// caller's report.
+/// Injects `fault` into session 0 once it satisfies `ready` (`what`); the call must go on to
+/// its end on a new session. The caller's report.
 async fn fault_survived(
     sim: &Simulator,
     call: tokio::task::JoinHandle<CallerReport>,
     fault: SessionFault,
+    what: &str,
+    ready: impl Fn(&SessionLog) -> bool,
 ) -> CallerReport {
+    wait_session(sim, 0, what, ready).await;
     assert!(sim.inject(0, fault));
     let report = call.await.expect("join");
     assert!(
@@ -165,16 +169,24 @@ fn answer() -> Step {
     agent_done(500, 15)
 }
 
+/// `n` turns of the caller speaking for 1 s and the agent answering, 1.5 s of quiet between.
+fn turns(n: usize) -> Vec<Step> {
+    let mut script = vec![say(1000), answer()];
+    for _ in 1..n {
+        script.extend([pause(1500), say(1000), answer()]);
+    }
+    script
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
     let (sim, server, call) =
         call_on_answers_of(800, &[], vec![pause(300), say(2500), answer()]).await;
     // The caller is mid-sentence once the server's VAD has heard it start.
-    wait_session(&sim, 0, "speech_started", |s| {
+    let report = fault_survived(&sim, call, SessionFault::DropFin, "speech_started", |s| {
         sent(s, "input_audio_buffer.speech_started")
     })
     .await;
-    let report = fault_survived(&sim, call, SessionFault::DropFin).await;
     assert_eq!(sim.session_count(), 2);
     let first = sim.session(0).expect("session 0");
     assert!(
@@ -202,23 +214,19 @@ async fn the_conversation_is_replayed_into_the_new_session() {
     let (sim, server, call) = call_on_answers_of(
         800,
         &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
-        vec![
-            answer(), // the greeting
-            say(1000),
-            answer(),
-            pause(1500),
-            say(1000),
-            answer(),
-        ],
+        [vec![answer()], turns(2)].concat(), // the greeting, then two turns
     )
     .await;
     // Greeting and one full turn done, both transcribed: then a reset while all is quiet.
     wait_session(&sim, 0, "two answers", |s| s.responses_completed >= 2).await;
-    wait_session(&sim, 0, "caller transcript", |s| {
-        !caller_turns(s).is_empty()
-    })
+    let report = fault_survived(
+        &sim,
+        call,
+        SessionFault::DropRst,
+        "caller transcript",
+        |s| !caller_turns(s).is_empty(),
+    )
     .await;
-    let report = fault_survived(&sim, call, SessionFault::DropRst).await;
     assert_eq!(
         report.response_latencies.len(),
         2,
@@ -261,25 +269,20 @@ async fn the_conversation_is_replayed_into_the_new_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 4000,
-            // Audio in real time, so the answer is still streaming when the fault comes.
-            pace: 1.0,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await;
+    // Audio in real time, so the answer is still streaming when the fault comes.
+    let (sim, server, _) = bridge::with_simulator(real_time(4000), &[]).await;
     let call = run_caller(
         &server,
         vec![say(800), answer(), pause(500), say(800), answer()],
     );
-    wait_session(&sim, 0, "an answer half sent", |s| {
-        s.sent_audio_bytes >= 1500 * 8
-    })
+    let report = fault_survived(
+        &sim,
+        call,
+        SessionFault::ServerErrorThenClose,
+        "an answer half sent",
+        |s| s.sent_audio_bytes >= 1500 * 8,
+    )
     .await;
-    let report = fault_survived(&sim, call, SessionFault::ServerErrorThenClose).await;
     assert!(
         report.clears.is_empty(),
         "audio already sent was not cleared: {}",
@@ -318,11 +321,13 @@ async fn session_expired_is_handled_like_a_drop() {
         vec![say(800), answer(), pause(1500), say(800), answer()],
     )
     .await;
-    wait_session(&sim, 0, "an answer", |s| s.responses_completed >= 1).await;
     let expired = SessionFault::SessionExpired {
         close_after: Duration::from_millis(300),
     };
-    let report = fault_survived(&sim, call, expired).await;
+    let report = fault_survived(&sim, call, expired, "an answer", |s| {
+        s.responses_completed >= 1
+    })
+    .await;
     assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
     assert_eq!(sim.session_count(), 2);
     bridge::assert_metric(&server, &[&reconnects_total("session_expired")]).await;
@@ -364,16 +369,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
     let (sim, server, call) = call_on_answers_of(
         800,
         &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")],
-        vec![
-            say(1000),
-            answer(),
-            pause(1500),
-            say(1000),
-            answer(),
-            pause(1500),
-            say(1000),
-            answer(),
-        ],
+        turns(3),
     )
     .await;
     let report = call.await.expect("join");

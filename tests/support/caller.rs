@@ -70,8 +70,20 @@ pub fn agent_done(quiet_ms: u64, timeout_s: u64) -> Step {
 
 /// Runs `script` as a call to `bridge`, listening `tail_ms` after it; the call must run.
 pub async fn place_call(bridge: String, script: Vec<Step>, tail_ms: u64) -> CallerReport {
+    let call_sid = CallerOptions::default().call_sid;
+    place_call_as(bridge, &call_sid, script, tail_ms).await
+}
+
+/// [`place_call`] for the call `call_sid`.
+pub async fn place_call_as(
+    bridge: String,
+    call_sid: &str,
+    script: Vec<Step>,
+    tail_ms: u64,
+) -> CallerReport {
     caller::run(CallerOptions {
         bridge,
+        call_sid: call_sid.into(),
         script,
         tail: Duration::from_millis(tail_ms),
         ..CallerOptions::default()
