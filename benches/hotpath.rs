@@ -8,13 +8,12 @@
 //! - the JSON parses alone, and μ-law / resampler alone.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use callbridge::audio::{g711, Downsampler, Upsampler};
-use callbridge::call::{Call, CallConfig, Output};
+use callbridge::call::{Call, Output};
 use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 use criterion::{criterion_group, criterion_main, Criterion};

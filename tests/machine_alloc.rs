@@ -6,12 +6,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::{Call, CallConfig, CallEvent, Output};
+use callbridge::call::{Call, CallEvent, Output};
 use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 

@@ -176,6 +176,18 @@ impl Default for SimConfig {
     }
 }
 
+/// [`SimConfig::reply_tool_calls`] from borrowed `(name, arguments JSON)` pairs, by response.
+pub fn reply_tool_calls(calls: &[Vec<(&str, &str)>]) -> Vec<Vec<(String, String)>> {
+    calls
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
 /// The protocol dialect of one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimDialect {
