@@ -62,25 +62,30 @@ async fn receiver_and_spool(answers: &[u16], tag: &str) -> (Receiver, TempDir, S
     (rx, spool, report_url)
 }
 
-/// A report receiver that answers 503 until told otherwise, an empty spool, and a free port
-/// for the `callbridge` binary reporting to them (`env_for`): the receiver down while calls end.
-struct DownReceiver {
+/// A report receiver with its scripted answers, an empty spool, and a free port: what a
+/// bridge reporting to them (`env_for`) needs, in this process or as the `callbridge` binary.
+struct Reporting {
     rx: Receiver,
     spool: TempDir,
     report_url: String,
     port: u16,
 }
 
-impl DownReceiver {
-    /// The receiver down, and the binary serving (healthy) with it.
-    async fn serving(tag: &str) -> (Self, Process) {
-        let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], tag).await;
-        let down = DownReceiver {
+impl Reporting {
+    /// The receiver answers `answers` (then 200); the spool is named by `tag`.
+    async fn new(answers: &[u16], tag: &str) -> Self {
+        let (rx, spool, report_url) = receiver_and_spool(answers, tag).await;
+        Reporting {
             rx,
             spool,
             report_url,
             port: binary::free_port(),
-        };
+        }
+    }
+
+    /// The receiver down (503 until told otherwise), and the binary serving (healthy) with it.
+    async fn down_serving(tag: &str) -> (Self, Process) {
+        let down = Reporting::new(&[503; 1000], tag).await;
         let process = down.serve().await;
         (down, process)
     }
@@ -89,7 +94,7 @@ impl DownReceiver {
         env_for(&self.report_url, &self.spool)
     }
 
-    /// The bridge's base URL.
+    /// The binary's base URL.
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -98,20 +103,13 @@ impl DownReceiver {
     async fn serve(&self) -> Process {
         binary::serve_healthy(self.port, &self.env()).await
     }
-}
 
-/// A report receiver answering `answers` (then 200), an empty spool named by `tag`, and a bridge
-/// in this process reporting to them (`env_for`, `env` over that).
-async fn reporting_bridge(
-    answers: &[u16],
-    tag: &str,
-    env: &[(&str, &str)],
-) -> (Receiver, TempDir, Running, Arc<Metrics>) {
-    let (rx, spool, report_url) = receiver_and_spool(answers, tag).await;
-    let mut all = env_for(&report_url, &spool);
-    all.extend(env);
-    let (server, metrics) = bridge::start(&all, None).await;
-    (rx, spool, server, metrics)
+    /// A bridge in this process reporting here, `env` over [`env_for`]'s.
+    async fn bridge(&self, env: &[(&str, &str)]) -> (Running, Arc<Metrics>) {
+        let mut all = self.env();
+        all.extend(env);
+        bridge::start(&all, None).await
+    }
 }
 
 async fn wait_spool_empty(dir: &Path) {
@@ -197,13 +195,15 @@ async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
 /// A 400 is final: one try, the report and the receiver's answer in dead/, a metric.
 #[tokio::test]
 async fn a_refused_report_goes_to_dead_with_the_answer() {
-    let (rx, spool, server, metrics) = reporting_bridge(&[400], "reports-dead", &[]).await;
+    let refusing = Reporting::new(&[400], "reports-dead").await;
+    let (rx, spool) = (&refusing.rx, &refusing.spool);
+    let (server, metrics) = refusing.bridge(&[]).await;
     short_call(&server.url(""), "CAdead1").await;
     let dead = spool.join("dead");
     eventually(WAIT, async || spooled(&dead).len() >= 2).await;
     let files = spooled(&dead);
     assert_eq!(files.len(), 2, "report + answer: {files:?}");
-    assert!(spooled(&spool).is_empty(), "no longer pending");
+    assert!(spooled(spool).is_empty(), "no longer pending");
     let answer_file = files
         .iter()
         .find(|f| f.ends_with(".answer.json"))
@@ -228,7 +228,7 @@ async fn a_refused_report_goes_to_dead_with_the_answer() {
 /// restart the spooled reports are delivered, each once accepted, with its own key.
 #[tokio::test]
 async fn reports_pending_at_sigkill_are_delivered_after_restart() {
-    let (down, first) = DownReceiver::serving("reports-kill").await;
+    let (down, first) = Reporting::down_serving("reports-kill").await;
     short_call(&down.url(), "CAkill1").await;
     short_call(&down.url(), "CAkill2").await;
     // Both reports tried (so both were spooled) and refused for now.
@@ -277,14 +277,12 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
 /// newest stays.
 #[tokio::test]
 async fn the_spool_is_bounded_and_drops_the_oldest() {
-    let (rx, spool, server, metrics) = reporting_bridge(
-        &[503; 1000],
-        "reports-bound",
-        &[("CALLBRIDGE_REPORT_SPOOL_MAX", "1")],
-    )
-    .await;
+    let reports = Reporting::new(&[503; 1000], "reports-bound").await;
+    let (server, metrics) = reports
+        .bridge(&[("CALLBRIDGE_REPORT_SPOOL_MAX", "1")])
+        .await;
     short_call(&server.url(""), "CAold").await;
-    rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    reports.rx.wait_until(WAIT, |r| !r.is_empty()).await;
     short_call(&server.url(""), "CAnew").await;
     eventually(WAIT, async || {
         metrics
@@ -292,10 +290,11 @@ async fn the_spool_is_bounded_and_drops_the_oldest() {
             .contains(r#"callbridge_reports_total{result="dropped"} 1"#)
     })
     .await;
-    let left = spooled(&spool);
+    let left = spooled(&reports.spool);
     assert_eq!(left.len(), 1, "{left:?}");
     let kept: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(spool.join(&left[0])).expect("read")).expect("json");
+        serde_json::from_slice(&std::fs::read(reports.spool.join(&left[0])).expect("read"))
+            .expect("json");
     let body: serde_json::Value =
         serde_json::from_str(kept["body"].as_str().expect("body")).expect("report");
     assert_eq!(body["call_sid"], "CAnew", "the newest is kept");
@@ -362,17 +361,13 @@ fn buried(dir: &Path) -> Vec<String> {
 /// and the metric counts the 25 removed.
 #[tokio::test]
 async fn dead_is_bounded_by_report_dead_max() {
-    let (_rx, spool, server, metrics) = reporting_bridge(
-        &[400; 100],
-        "reports-dead-max",
-        &[("CALLBRIDGE_REPORT_DEAD_MAX", "5")],
-    )
-    .await;
+    let reports = Reporting::new(&[400; 100], "reports-dead-max").await;
+    let (server, metrics) = reports.bridge(&[("CALLBRIDGE_REPORT_DEAD_MAX", "5")]).await;
     for i in 0..30 {
         no_answer(&server.url(""), &format!("CAdeadmax{i}")).await;
     }
     let m = wait_counted(&metrics, r#"callbridge_reports_total{result="dead"} 30"#).await;
-    assert_eq!(buried(&spool.join("dead")).len(), 5);
+    assert_eq!(buried(&reports.spool.join("dead")).len(), 5);
     assert_contains_all(
         &m,
         &[r#"callbridge_reports_dead_pruned_total{reason="count"} 25"#],
@@ -426,7 +421,7 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
 /// replayed callback is not spooled a second time, and the receiver sees one Idempotency-Key.
 #[tokio::test]
 async fn a_replay_after_a_restart_is_not_spooled_again() {
-    let (down, first) = DownReceiver::serving("reports-replay-restart").await;
+    let (down, first) = Reporting::down_serving("reports-replay-restart").await;
     no_answer(&down.url(), "CAreplayed").await;
     down.rx.wait_until(WAIT, |r| !r.is_empty()).await;
     first.kill();

@@ -9,7 +9,7 @@ use callbridge::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::caller::{agent_done, hear_agent, pause, place_call_as, say};
+use support::caller::{agent_done, barge_in_script, pause, place_call_as, say};
 use support::{assert_contains_all, bridge};
 
 const SOFTPHONE_TOKEN: &str = "softphone-token-for-tests";
@@ -404,13 +404,7 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
     let report = place_call_as(
         server.url(""),
         "CAconsole0000000000000000000001",
-        vec![
-            pause(300),
-            say(1000),
-            hear_agent(1000, 15),
-            say(800),
-            agent_done(600, 20),
-        ],
+        barge_in_script(1000, (1000, 15), 800, (600, 20)),
         200,
     )
     .await;

@@ -11,6 +11,7 @@
 //! with [`SimConfig::record_events`] off).
 
 pub mod faults;
+mod http_stub;
 pub mod receiver;
 mod session;
 pub mod twilio_rest;
