@@ -8,24 +8,20 @@
 //! - the JSON parses alone, and μ-law / resampler alone.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use callbridge::audio::{g711, Downsampler, Upsampler};
-use callbridge::call::{Call, CallConfig, Output};
+use callbridge::call::{Call, Output};
 use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-const SID: &str = "MZ00000000000000000000000000000001";
-
-fn start_msg() -> String {
-    format!(
-        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"+15550001"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-    )
-}
+// The steady-state call and its messages, shared with the allocation test.
+#[path = "../tests/support/hot_path.rs"]
+mod hot_path;
+use hot_path::{delta_msg, steady_call, write_mark_echo, SID};
 
 fn media_msg() -> String {
     let frame: Vec<u8> = (0..160u32).map(|i| (i * 37 % 256) as u8).collect();
@@ -33,35 +29,6 @@ fn media_msg() -> String {
         r#"{{"event":"media","sequenceNumber":"7","streamSid":"{SID}","media":{{"track":"inbound","chunk":"6","timestamp":"120","payload":"{}"}}}}"#,
         B64.encode(frame)
     )
-}
-
-fn delta_msg(format: AudioFormat) -> String {
-    let bytes: Vec<u8> = match format {
-        AudioFormat::Pcmu => (0..800u32).map(|i| (i * 37 % 256) as u8).collect(),
-        AudioFormat::Pcm24k => (0..2400)
-            .flat_map(|i| (((i as f64 * 0.26).sin() * 8000.0) as i16).to_le_bytes())
-            .collect(),
-    };
-    format!(
-        r#"{{"type":"response.output_audio.delta","event_id":"event_SIM000123","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"{}"}}"#,
-        B64.encode(bytes)
-    )
-}
-
-/// A call past its start, upstream connected, a response live: the steady state.
-fn steady_call(format: AudioFormat) -> Call {
-    let mut cfg = CallConfig::default();
-    cfg.session.audio_format = format;
-    let now = Instant::now();
-    let mut call = Call::new(Arc::new(cfg), now);
-    let start = start_msg();
-    call.on_twilio(Inbound::parse(&start).expect("start"), now);
-    call.on_upstream_open(1, now);
-    let created =
-        r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
-    call.on_realtime(1, ServerEvent::parse(created).expect("created"), now);
-    while call.poll_output().is_some() {}
-    call
 }
 
 /// Writes every output the way the server shell does; returns the last mark's name.
@@ -90,7 +57,7 @@ fn hot_path(c: &mut Criterion) {
     let sid_json = serde_json::to_string(SID).expect("sid");
     for (name, format) in [("pcmu", AudioFormat::Pcmu), ("pcm", AudioFormat::Pcm24k)] {
         let media = media_msg();
-        let mut call = steady_call(format);
+        let mut call = steady_call(format, Instant::now());
         let mut text = String::with_capacity(4096);
         c.bench_function(&format!("uplink frame {name}"), |b| {
             b.iter(|| {
@@ -101,7 +68,7 @@ fn hot_path(c: &mut Criterion) {
         });
 
         let delta = delta_msg(format);
-        let mut call = steady_call(format);
+        let mut call = steady_call(format, Instant::now());
         let mut echo = String::with_capacity(256);
         c.bench_function(
             &format!("downlink 100 ms delta {name} (5 frames + mark + echo)"),
@@ -111,12 +78,7 @@ fn hot_path(c: &mut Criterion) {
                     let ev = ServerEvent::parse(black_box(&delta)).expect("delta");
                     call.on_realtime(1, ev, now);
                     if let Some(mark) = drain(&mut call, &sid_json, &mut text) {
-                        echo.clear();
-                        echo.push_str(r#"{"event":"mark","sequenceNumber":"9","streamSid":""#);
-                        echo.push_str(SID);
-                        echo.push_str(r#"","mark":{"name":""#);
-                        echo.push_str(&mark);
-                        echo.push_str(r#""}}"#);
+                        write_mark_echo(&mut echo, &mark);
                         call.on_twilio(Inbound::parse(&echo).expect("mark"), now);
                     }
                 })

@@ -65,18 +65,27 @@ pub struct CallArgs {
 
 pub fn sim(args: SimArgs) -> ExitCode {
     init_logging(LogFormat::Text);
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
     let cfg = callbridge::sim::SimConfig {
         response_audio_ms: args.response_ms,
         pace: args.pace,
         ..Default::default()
     };
-    match rt.block_on(callbridge::sim::run_standalone(&args.listen, cfg)) {
+    run_to_exit("sim", callbridge::sim::run_standalone(&args.listen, cfg))
+}
+
+/// Runs `work` to its end on a new runtime: success, or the error printed after
+/// `callbridge <command>:` and a failure exit.
+fn run_to_exit<E: std::fmt::Display>(
+    command: &str,
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("callbridge sim: {e}");
+            eprintln!("callbridge {command}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -202,16 +211,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         init_logging(LogFormat::Text);
     }
-    let Some(rt) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    match rt.block_on(callbridge::demo::run(&args.out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("callbridge demo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_to_exit("demo", callbridge::demo::run(&args.out))
 }
 
 pub fn gen_fixtures(args: GenArgs) -> ExitCode {

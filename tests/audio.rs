@@ -68,6 +68,32 @@ fn tone(freq: f64, rate: f64, len: usize) -> Vec<i16> {
         .collect()
 }
 
+/// `input` cut into consecutive pieces whose lengths `size` draws (the last one cut short):
+/// audio as a peer streams it, for the streaming resamplers.
+fn random_pieces<'a>(
+    input: &'a [i16],
+    rng: &mut Rng,
+    mut size: impl FnMut(&mut Rng) -> usize,
+) -> Vec<&'a [i16]> {
+    let mut pieces = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = size(rng).min(rest.len());
+        pieces.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    pieces
+}
+
+/// Two tones mixed at half amplitude each (so the sum cannot clip).
+fn two_tones(freq_a: f64, freq_b: f64, rate: f64, len: usize) -> Vec<i16> {
+    tone(freq_a, rate, len)
+        .iter()
+        .zip(tone(freq_b, rate, len))
+        .map(|(a, b)| a / 2 + b / 2)
+        .collect()
+}
+
 /// Complex amplitude of `freq` in `x`, Blackman-Harris windowed (sidelobes < -92 dB, so a tone
 /// 1 kHz away does not leak into the measurement). Returns (amplitude, phase in radians).
 fn dft(x: &[i16], freq: f64, rate: f64) -> (f64, f64) {
@@ -280,11 +306,7 @@ fn downsampler_passband_flat_within_0_4db_and_aliases_77db_down() {
 
 #[test]
 fn upsampler_random_pieces_equal_one_piece() {
-    let input: Vec<i16> = tone(440.0, 8000.0, 4001)
-        .iter()
-        .zip(tone(2900.0, 8000.0, 4001))
-        .map(|(a, b)| a / 2 + b / 2)
-        .collect();
+    let input = two_tones(440.0, 2900.0, 8000.0, 4001);
     let whole = upsample_all(&input);
     // Everything is out at once, whatever the length, less the 6 samples the filter's
     // look-ahead holds (see `Upsampler` docs); nothing else.
@@ -293,11 +315,8 @@ fn upsampler_random_pieces_equal_one_piece() {
         let mut rng = Rng(seed);
         let mut up = Upsampler::new().unwrap();
         let mut out = Vec::new();
-        let mut rest = &input[..];
-        while !rest.is_empty() {
-            let n = (rng.below(700)).min(rest.len());
-            up.process(&rest[..n], &mut out).unwrap();
-            rest = &rest[n..];
+        for piece in random_pieces(&input, &mut rng, |rng| rng.below(700)) {
+            up.process(piece, &mut out).unwrap();
         }
         assert_eq!(out, whole, "seed {seed}");
     }
@@ -319,23 +338,17 @@ fn upsampler_gives_exactly_480_samples_per_twilio_frame() {
 
 #[test]
 fn downsampler_random_pieces_equal_one_piece_and_flush_emits_everything() {
-    let input: Vec<i16> = tone(700.0, 24000.0, 7001)
-        .iter()
-        .zip(tone(2100.0, 24000.0, 7001))
-        .map(|(a, b)| a / 2 + b / 2)
-        .collect();
+    let input = two_tones(700.0, 2100.0, 24000.0, 7001);
     let whole = downsample_all(&input);
     assert_eq!(whole.len(), 7001usize.div_ceil(3));
     for seed in 1..20 {
         let mut rng = Rng(seed);
         let mut down = Downsampler::new().unwrap();
         let mut out = Vec::new();
-        let mut rest = &input[..];
-        while !rest.is_empty() {
-            // Realtime deltas come in all sizes: tiny, odd, and 100 ms (2400 samples).
-            let n = [rng.below(8), rng.below(200), 2400][rng.below(3)].min(rest.len());
-            down.process(&rest[..n], &mut out).unwrap();
-            rest = &rest[n..];
+        // Realtime deltas come in all sizes: tiny, odd, and 100 ms (2400 samples).
+        let sizes = |rng: &mut Rng| [rng.below(8), rng.below(200), 2400][rng.below(3)];
+        for piece in random_pieces(&input, &mut rng, sizes) {
+            down.process(piece, &mut out).unwrap();
         }
         down.flush(&mut out).unwrap();
         assert_eq!(out, whole, "seed {seed}");
@@ -538,11 +551,7 @@ fn resamplers_match_rubato_async_sample_for_sample() {
 
     let mut rng = Rng(99);
     let noise: Vec<i16> = (0..9600).map(|_| (rng.next() as i16) / 2).collect();
-    let mut speechy: Vec<i16> = tone(440.0, 8000.0, 9600)
-        .iter()
-        .zip(tone(3100.0, 8000.0, 9600))
-        .map(|(a, b)| a / 2 + b / 2)
-        .collect();
+    let mut speechy = two_tones(440.0, 3100.0, 8000.0, 9600);
     speechy[4000] = i16::MAX;
     for input in [&noise, &speechy] {
         // Up: Async gives 3 × 16k − 6 samples for 16k input, as ours does.

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::caller::{self, CallerOptions};
 use callbridge::server::Running;
 use callbridge::sim::{ClosedBy, Fault, SimConfig, Simulator};
 
 mod support;
-use support::caller::{agent_done, hear_agent, pause, say};
+use support::caller::{agent_done, hear_agent, pause, place_call, say};
+use support::realtime_ws::real_time;
 use support::{bridge, eventually, media};
 
 /// Waits (bounded) until the metrics show a finished call with this outcome; fails if not.
@@ -34,13 +35,7 @@ async fn greeting_bridge(audio_ms: u32) -> (Simulator, Running) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_makes_the_agent_speak_first() {
     let (sim, server) = greeting_bridge(1500).await;
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![agent_done(500, 8)],
-        ..Default::default()
-    })
-    .await
-    .expect("call");
+    let report = place_call(server.url(""), vec![agent_done(500, 8)], 500).await;
     assert_eq!(
         report.bytes_played,
         1500 * 8,
@@ -83,13 +78,7 @@ async fn upstream_fault_ends_the_stream(fault: Fault, outcome: &str) {
     )
     .await;
     let started = Instant::now();
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![say(1000), pause(10000)],
-        ..Default::default()
-    })
-    .await
-    .expect("call");
+    let report = place_call(server.url(""), vec![say(1000), pause(10000)], 500).await;
     assert!(
         report.closed_by_bridge,
         "the bridge ended the Twilio stream"
@@ -128,14 +117,8 @@ async fn an_upstream_error_event_does_not_end_the_call() {
         &[],
     )
     .await;
-    let turn = |ms| [Step::Say(caller::synthetic_speech(ms)), agent_done(400, 6)];
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: turn(800).into_iter().chain(turn(800)).collect(),
-        ..Default::default()
-    })
-    .await
-    .expect("call");
+    let turn = [say(800), agent_done(400, 6)];
+    let report = place_call(server.url(""), [turn.clone(), turn].concat(), 500).await;
     assert!(!report.closed_by_bridge);
     assert_eq!(
         report.response_latencies.len(),
@@ -151,15 +134,7 @@ async fn an_upstream_error_event_does_not_end_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hanging_up_while_the_agent_talks_closes_the_upstream() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 5000,
-            pace: 1.0,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await;
+    let (sim, server, _) = bridge::with_simulator(real_time(5000), &[]).await;
     let report = caller::run(CallerOptions {
         bridge: server.url(""),
         script: vec![say(800), hear_agent(500, 5)],
@@ -190,13 +165,7 @@ async fn a_wrong_api_key_fails_the_call_fast() {
         &[("OPENAI_API_KEY", "wrong")],
     )
     .await;
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![say(2000)],
-        ..Default::default()
-    })
-    .await
-    .expect("call");
+    let report = place_call(server.url(""), vec![say(2000)], 500).await;
     assert!(report.closed_by_bridge);
     // No retry can fix a refused key: the call ends at once, with its own outcome.
     assert_outcome(&server, "upstream_refused").await;

@@ -5,7 +5,7 @@ use callbridge::sim::{SimConfig, SimDialect};
 
 mod support;
 use support::bridge;
-use support::caller::{agent_done, hear_agent, pause, place_call, say};
+use support::caller::{barge_in_script, place_call};
 
 /// TwiML → WS → start → speech → the simulator's VAD fires → the response's audio reaches the
 /// caller in 160-byte frames → the caller talks over it → `clear` arrives and the truncate
@@ -26,19 +26,9 @@ async fn full_call(mode: &str, dialect: &str) {
         ],
     )
     .await;
-    let report = place_call(
-        server.url(""),
-        vec![
-            pause(300),
-            say(1200),
-            // Let the agent talk for ~1.5 s, then talk over it.
-            hear_agent(1500, 10),
-            say(900),
-            agent_done(700, 15),
-        ],
-        300,
-    )
-    .await;
+    // The agent talks for ~1.5 s, then the caller talks over it.
+    let script = barge_in_script(1200, (1500, 10), 900, (700, 15));
+    let report = place_call(server.url(""), script, 300).await;
 
     let label = format!("{mode}/{dialect}");
     assert!(
@@ -112,22 +102,19 @@ async fn full_call(mode: &str, dialect: &str) {
     bridge::stop_both(server, sim).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcmu_ga() {
-    full_call("pcmu", "ga").await;
+/// One test per audio mode and API dialect, each a [`full_call`].
+macro_rules! full_call_tests {
+    ($($name:ident: $mode:literal, $dialect:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            full_call($mode, $dialect).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcm_ga() {
-    full_call("pcm", "ga").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcmu_beta() {
-    full_call("pcmu", "beta").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_call_pcm_beta() {
-    full_call("pcm", "beta").await;
+full_call_tests! {
+    full_call_pcmu_ga: "pcmu", "ga";
+    full_call_pcm_ga: "pcm", "ga";
+    full_call_pcmu_beta: "pcmu", "beta";
+    full_call_pcm_beta: "pcm", "beta";
 }

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions};
 use callbridge::server::Running;
 use callbridge::sim::SimConfig;
 use callbridge::twilio::signature::{sign, Algorithm};
@@ -16,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod support;
 use support::bridge;
-use support::caller::{agent_done, pause, say};
+use support::caller::{agent_done, pause, place_call_as, say};
 
 const CONSOLE: &str = "console-token-for-hostile-tests";
 const AUTH: &str = "twilio-auth-token-hostile-tests";
@@ -34,17 +33,15 @@ fn sim_config() -> SimConfig {
 async fn legitimate_call(server: &Running, sid: &str) {
     let report = tokio::time::timeout(
         Duration::from_secs(30),
-        caller::run(CallerOptions {
-            bridge: server.url(""),
-            call_sid: sid.into(),
-            script: vec![pause(200), say(600), agent_done(600, 15)],
-            tail: Duration::from_millis(100),
-            ..Default::default()
-        }),
+        place_call_as(
+            server.url(""),
+            sid,
+            vec![pause(200), say(600), agent_done(600, 15)],
+            100,
+        ),
     )
     .await
-    .expect("the call ends in time")
-    .expect("the call runs");
+    .expect("the call ends in time");
     assert!(
         report.media_received > 0,
         "{sid}: the caller heard the agent"

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions};
+use callbridge::caller;
 
 mod support;
-use support::bridge;
-use support::caller::say;
+use support::caller::{place_call, say};
+use support::{assert_contains_all, bridge};
 
 #[tokio::test]
 async fn twiml_answers_on_both_paths_with_escaped_parameters() {
@@ -47,10 +47,7 @@ async fn twiml_uses_the_forwarded_host_without_public_url_and_refuses_a_forged_o
     .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("text/xml"));
-    assert!(
-        resp.contains(r#"<Stream url="wss://calls.example.org/media">"#),
-        "{resp}"
-    );
+    assert_contains_all(&resp, &[r#"<Stream url="wss://calls.example.org/media">"#]);
     let resp = bridge::raw(
         server.addr,
         "GET /twiml HTTP/1.1\r\nHost: x\r\nX-Forwarded-Host: evil.com/\"><Dial>\r\nConnection: close\r\n\r\n",
@@ -71,7 +68,7 @@ async fn health_readiness_and_metrics() {
         .await
         .starts_with("HTTP/1.1 200"));
     let m = bridge::raw(server.addr, &get("/metrics")).await;
-    assert!(m.contains("callbridge_calls_active"), "{m}");
+    assert_contains_all(&m, &["callbridge_calls_active"]);
     server.stop(Duration::from_secs(1)).await;
 }
 
@@ -94,13 +91,7 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
     )
     .await;
     let started = std::time::Instant::now();
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        script: vec![say(3000)],
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+    let report = place_call(server.url(""), vec![say(3000)], 500).await;
     assert!(report.closed_by_bridge, "the bridge hung up the stream");
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -108,9 +99,9 @@ async fn unreachable_upstream_ends_the_stream_quickly() {
         started.elapsed()
     );
     let m = bridge::scrape(&server).await;
-    assert!(
-        m.contains(r#"callbridge_calls_total{outcome="upstream_failed"} 1"#),
-        "{m}"
+    assert_contains_all(
+        &m,
+        &[r#"callbridge_calls_total{outcome="upstream_failed"} 1"#],
     );
     server.stop(Duration::from_secs(1)).await;
 }

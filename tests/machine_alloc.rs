@@ -6,12 +6,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::{Call, CallConfig, CallEvent, Output};
+use callbridge::call::{Call, CallEvent, Output};
 use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 
@@ -51,7 +50,10 @@ fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
     (r, ALLOCS.load(Ordering::Relaxed) - before)
 }
 
-const SID: &str = "MZ00000000000000000000000000000001";
+// The steady-state call and its messages, shared with the hot-path benchmark.
+#[path = "support/hot_path.rs"]
+mod hot_path;
+use hot_path::{delta_msg, steady_call, write_mark_echo, SID};
 
 fn media_msgs() -> Vec<String> {
     (0..2000u64)
@@ -66,22 +68,6 @@ fn media_msgs() -> Vec<String> {
             )
         })
         .collect()
-}
-
-fn steady_call(format: AudioFormat, t0: Instant) -> Call {
-    let mut cfg = CallConfig::default();
-    cfg.session.audio_format = format;
-    let mut call = Call::new(Arc::new(cfg), t0);
-    let start = format!(
-        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{SID}","start":{{"accountSid":"AC1","streamSid":"{SID}","callSid":"CA1","tracks":["inbound"],"customParameters":{{"From":"+15550001"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
-    );
-    call.on_twilio(Inbound::parse(&start).expect("start"), t0);
-    call.on_upstream_open(1, t0);
-    let created =
-        r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
-    call.on_realtime(1, ServerEvent::parse(created).expect("created"), t0);
-    while call.poll_output().is_some() {}
-    call
 }
 
 /// Writes outputs as the server shell does (into one reused String); returns (frames, mark).
@@ -137,27 +123,13 @@ fn steady_state_allocates_nothing_per_frame() {
         assert_eq!(n, 0, "{format:?}: allocations in 1800 uplink frames");
 
         // Downlink: 100 ms deltas, each mark echoed back as Twilio does.
-        let bytes: Vec<u8> = match format {
-            AudioFormat::Pcmu => (0..800u32).map(|i| (i * 37 % 256) as u8).collect(),
-            AudioFormat::Pcm24k => (0..2400)
-                .flat_map(|i| (((i as f64 * 0.26).sin() * 8000.0) as i16).to_le_bytes())
-                .collect(),
-        };
-        let delta = format!(
-            r#"{{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"{}"}}"#,
-            B64.encode(&bytes)
-        );
+        let delta = delta_msg(format);
         let mut echo = String::with_capacity(256);
         let mut one_delta = |call: &mut Call, k: usize| -> usize {
             let now = at(2000 + k * 5);
             call.on_realtime(1, ServerEvent::parse(&delta).expect("delta"), now);
             let frames = drain(call, &sid_json, &mut text, &mut mark);
-            echo.clear();
-            echo.push_str(r#"{"event":"mark","sequenceNumber":"9","streamSid":""#);
-            echo.push_str(SID);
-            echo.push_str(r#"","mark":{"name":""#);
-            echo.push_str(&mark);
-            echo.push_str(r#""}}"#);
+            write_mark_echo(&mut echo, &mark);
             call.on_twilio(Inbound::parse(&echo).expect("mark"), now);
             frames
         };

@@ -3,21 +3,12 @@
 
 use std::time::Duration;
 
-use callbridge::call::{CallConfig, CallEvent, Output};
+use callbridge::call::{CallEvent, Output};
 use callbridge::realtime::{AudioFormat, ClientEvent};
 use callbridge::twilio::Outbound;
 
 mod support;
-use support::call_harness::{appends, frames, marks, pattern, H, SID};
-
-/// The caller's `customParameters` in Twilio's `start`.
-const FROM: &str = r#"{"From":"+15550001"}"#;
-
-fn config(format: AudioFormat) -> CallConfig {
-    let mut c = CallConfig::default();
-    c.session.audio_format = format;
-    c
-}
+use support::call_harness::{appends, config, frames, marks, pattern, FROM, H, SID};
 
 #[test]
 fn pcmu_media_frames_go_up_byte_for_byte() {

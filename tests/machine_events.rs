@@ -20,6 +20,18 @@ fn speak(h: &mut H, item: &str, ms_audio: usize, at: u64) -> Vec<Output> {
     h.delta("resp_1", item, &vec![0x55u8; ms_audio * 8], at)
 }
 
+/// The second response, created at `created_ms`, starts speaking at `delta_ms`: its first
+/// delta is reported as agent audio, and nothing else.
+fn second_answer_speaks(h: &mut H, created_ms: u64, delta_ms: u64) {
+    h.created("resp_2", created_ms);
+    let out = h.delta("resp_2", "item_2", &[0x55u8; 800], delta_ms);
+    assert!(
+        matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),
+        "{:?}",
+        events(&out)
+    );
+}
+
 #[test]
 fn start_labels_the_call_with_profile_and_direction() {
     let mut h = H::new(CallConfig::default());
@@ -78,13 +90,7 @@ fn a_turn_reports_its_latency_once_and_its_end_when_the_caller_heard_it_all() {
     assert_eq!(events(&h.mark(&last, 1740)), [CallEvent::PlayoutDone]);
 
     // The next answer speaks again (and will end again).
-    h.created("resp_2", 2000);
-    let out = h.delta("resp_2", "item_2", &[0x55u8; 800], 2000);
-    assert!(
-        matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),
-        "{:?}",
-        events(&out)
-    );
+    second_answer_speaks(&mut h, 2000, 2000);
 }
 
 #[test]
@@ -108,11 +114,5 @@ fn a_barged_in_turn_never_reports_playout_done() {
         r#"{"type":"input_audio_buffer.speech_stopped","audio_end_ms":900}"#,
         900,
     );
-    h.created("resp_2", 950);
-    let out = h.delta("resp_2", "item_2", &[0x55u8; 800], 1150);
-    assert!(
-        matches!(events(&out)[..], [CallEvent::AgentAudio { .. }]),
-        "{:?}",
-        events(&out)
-    );
+    second_answer_speaks(&mut h, 950, 1150);
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 mod support;
 use support::call_harness::{hangup, marks, H};
-use support::tool_calls::{assert_call_update, config, effects, to_model, CALLER};
+use support::tool_calls::{assert_call_update, config, effects, lookup_called, to_model, CALLER};
 
 fn handover_and_transfer(h: &mut H, dest: &str, ms: u64) -> Vec<Output> {
     let mut outs = h.created("r1", ms);
@@ -126,9 +126,7 @@ fn end_after_heard_is_a_reusable_wrap_up() {
 /// and the call hangs up once it was heard.
 #[test]
 fn a_tool_answer_during_a_wrap_up_asks_for_no_new_answer() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.first_answer_calls(&[("call_a", "lookup_order", r#"{"order_id":"42"}"#)]);
-    let eff = effects(&outs);
+    let (mut h, eff) = lookup_called("call_a", r#"{"order_id":"42"}"#);
     assert_eq!(eff.len(), 1, "the tool runs");
     h.call.end_after_heard(
         Some("Say goodbye".into()),

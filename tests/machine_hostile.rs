@@ -3,21 +3,12 @@
 //! starts, a random storm of inputs, a `start` for another call. The call survives each and
 //! ends cleanly where it must.
 
-use callbridge::call::{CallConfig, CallEvent, EndReason, Output};
+use callbridge::call::{CallEvent, EndReason, Output};
 use callbridge::realtime::{AudioFormat, ClientEvent};
 use callbridge::twilio::Outbound;
 
 mod support;
-use support::call_harness::{appends, frames, media_msg, pattern, start_msg, H, SID};
-
-/// The caller's `customParameters` in Twilio's `start`.
-const FROM: &str = r#"{"From":"+15550001"}"#;
-
-fn config(format: AudioFormat) -> CallConfig {
-    let mut c = CallConfig::default();
-    c.session.audio_format = format;
-    c
-}
+use support::call_harness::{appends, config, frames, media_msg, pattern, start_msg, FROM, H, SID};
 
 #[test]
 fn hostile_twilio_input_is_survived() {

@@ -10,7 +10,9 @@ use serde_json::json;
 
 mod support;
 use support::call_harness::{hangup, marks, H, SID};
-use support::tool_calls::{config, effects, lookup_running, to_model, tool_body, CALLER};
+use support::tool_calls::{
+    config, effects, lookup_called, lookup_running, to_model, tool_body, CALLER,
+};
 
 #[test]
 fn a_tool_call_becomes_a_signed_request_effect_and_its_answer_one_output_and_one_response() {
@@ -118,9 +120,7 @@ fn a_cancelled_response_runs_no_tool() {
 
 #[test]
 fn a_call_id_is_acted_on_once() {
-    let mut h = H::started(config(), CALLER);
-    let outs = h.first_answer_calls(&[("call_a", "lookup_order", r#"{"order_id":"1"}"#)]);
-    let eff = effects(&outs);
+    let (mut h, eff) = lookup_called("call_a", r#"{"order_id":"1"}"#);
     assert_eq!(eff.len(), 1, "seen three times, run once");
     // The same call again (a replayed response.done): ignored.
     let again = h.model_calls(

@@ -36,6 +36,21 @@ impl H {
         self.call.on_upstream_open(generation, self.at(ms));
         self.drain()
     }
+    /// The dial of `generation` failed at `ms`.
+    fn dial_failed(&mut self, generation: u64, ms: u64) -> Vec<Output> {
+        self.lost(
+            generation,
+            UpstreamLoss::ConnectFailed("refused".into()),
+            ms,
+        )
+    }
+    /// At `ms` the call dials `generation`, and does nothing else upstream.
+    fn assert_redials(&mut self, generation: u64, ms: u64) {
+        assert_eq!(
+            effects(&self.tick(ms)),
+            [UpstreamEffect::ConnectUpstream { generation }]
+        );
+    }
     fn deadline_ms(&self) -> u64 {
         self.call
             .next_deadline()
@@ -63,6 +78,17 @@ fn to_model(outs: &[Output]) -> Vec<(u64, ClientEvent)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::ToRealtime { generation, event } => Some((*generation, event.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The conversation items sent to the model, in order.
+fn created_items(outs: &[Output]) -> Vec<Item> {
+    to_model(outs)
+        .into_iter()
+        .filter_map(|(_, event)| match event {
+            ClientEvent::CreateItem(i) => Some(i),
             _ => None,
         })
         .collect()
@@ -98,11 +124,7 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
     let mut now = 1000;
     let mut generation = 2;
     for wait in [250, 1000, 2000, 2000] {
-        let outs = h.lost(
-            generation,
-            UpstreamLoss::ConnectFailed("refused".into()),
-            now,
-        );
+        let outs = h.dial_failed(generation, now);
         assert!(effects(&outs).is_empty(), "{outs:?}");
         assert_eq!(h.deadline_ms(), now + wait);
         assert!(
@@ -110,45 +132,19 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
             "not before its time"
         );
         generation += 1;
-        assert_eq!(
-            effects(&h.tick(now + wait)),
-            [UpstreamEffect::ConnectUpstream { generation }]
-        );
+        h.assert_redials(generation, now + wait);
         now += wait;
     }
     // 6.25 s after the drop; the next try (at 8.25 s) still fits, the one after does not.
-    let outs = h.lost(
-        generation,
-        UpstreamLoss::ConnectFailed("refused".into()),
-        now,
-    );
+    let outs = h.dial_failed(generation, now);
     assert!(hangup(&outs).is_none());
-    let outs = h.tick(now + 2000);
-    assert_eq!(
-        effects(&outs),
-        [UpstreamEffect::ConnectUpstream {
-            generation: generation + 1
-        }]
-    );
-    let outs = h.lost(
-        generation + 1,
-        UpstreamLoss::ConnectFailed("x".into()),
-        now + 2100,
-    );
+    h.assert_redials(generation + 1, now + 2000);
+    let outs = h.dial_failed(generation + 1, now + 2100);
     // Failed at 8.35 s: the next try at 10.35 s still fits the 10 s window (from 1 s).
     assert!(hangup(&outs).is_none());
-    assert_eq!(
-        effects(&h.tick(now + 4100)),
-        [UpstreamEffect::ConnectUpstream {
-            generation: generation + 2
-        }]
-    );
+    h.assert_redials(generation + 2, now + 4100);
     // Failed at 10.45 s: a try at 12.45 s would be past the window. Give up now.
-    let outs = h.lost(
-        generation + 2,
-        UpstreamLoss::ConnectFailed("x".into()),
-        now + 4200,
-    );
+    let outs = h.dial_failed(generation + 2, now + 4200);
     assert_eq!(hangup(&outs), Some(EndReason::UpstreamFailed), "{outs:?}");
 }
 
@@ -207,16 +203,7 @@ fn the_new_session_gets_the_config_the_conversation_then_the_kept_caller_audio()
     assert!(ups[4..]
         .iter()
         .all(|u| *u == (2, "input_audio_buffer.append")));
-    let items: Vec<_> = outs
-        .iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime {
-                event: ClientEvent::CreateItem(i),
-                ..
-            } => Some(i.clone()),
-            _ => None,
-        })
-        .collect();
+    let items = created_items(&outs);
     assert_eq!(
         items,
         [
@@ -405,16 +392,7 @@ fn a_drop_mid_answer_plays_what_was_sent_and_marks_the_line_cut() {
         "no clear"
     );
     let outs = h.open(2, 30);
-    let items: Vec<_> = outs
-        .iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime {
-                event: ClientEvent::CreateItem(i),
-                ..
-            } => Some(i.clone()),
-            _ => None,
-        })
-        .collect();
+    let items = created_items(&outs);
     assert_eq!(
         items[0],
         Item::AssistantText("Your order shipped on…".into())

@@ -111,6 +111,15 @@ fn without_max_call_seconds_a_long_call_goes_on() {
 
 impl H {
     /// Twilio's REST update (the hang-up) answered OK.
+    /// `outs` asks for exactly one call update, done at `ms`; Twilio's `stop` 100 ms later
+    /// ends the call with `reason`. Returns the update asked for.
+    fn hung_up_once(&mut self, outs: &[Output], ms: u64, reason: EndReason) -> CallUpdate {
+        let up = hangups(outs);
+        assert_eq!(up.len(), 1, "one update: {outs:?}");
+        self.call_updated(up[0].0, ms);
+        assert_eq!(hangup(&self.stop(ms + 100)), Some(reason));
+        up[0].1.clone()
+    }
     fn call_updated(&mut self, id: u64, ms: u64) -> Vec<Output> {
         self.call
             .on_effect_done(id, EffectResult::CallUpdated(Ok(())), self.at(ms));
@@ -157,10 +166,7 @@ fn a_machine_gets_the_voicemail_message_cut_greeting_first_then_a_hangup() {
     let m = marks(&outs);
     assert!(hangups(&h.tick(1000)).is_empty(), "not while it plays");
     let outs = h.echo_all(&m, 3500);
-    let up = hangups(&outs);
-    assert_eq!(up.len(), 1, "{outs:?}");
-    h.call_updated(up[0].0, 3600);
-    assert_eq!(hangup(&h.stop(3700)), Some(EndReason::Voicemail));
+    h.hung_up_once(&outs, 3600, EndReason::Voicemail);
     assert_eq!(EndReason::Voicemail.as_str(), "voicemail");
 }
 
@@ -171,10 +177,7 @@ fn a_machine_without_a_voicemail_message_is_hung_up_on_at_once() {
     h.call.on_machine_answered(h.at(300));
     let outs = h.drain();
     assert!(instructions(&outs).is_empty(), "nothing to say: {outs:?}");
-    let up = hangups(&outs);
-    assert_eq!(up.len(), 1, "at once: {outs:?}");
-    h.call_updated(up[0].0, 400);
-    assert_eq!(hangup(&h.stop(500)), Some(EndReason::Voicemail));
+    h.hung_up_once(&outs, 400, EndReason::Voicemail);
 }
 
 #[test]
@@ -214,10 +217,7 @@ fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
     let m = marks(&outs);
     assert!(hangups(&outs).is_empty(), "not before it was heard");
     let outs = h.echo_all(&m, 1700);
-    let up = hangups(&outs);
-    assert_eq!(up.len(), 1, "{outs:?}");
-    h.call_updated(up[0].0, 1800);
-    assert_eq!(hangup(&h.stop(1900)), Some(EndReason::Rejected));
+    h.hung_up_once(&outs, 1800, EndReason::Rejected);
     assert_eq!(EndReason::Rejected.as_str(), "rejected");
 }
 
@@ -259,9 +259,8 @@ fn a_wrap_up_during_an_answer_says_its_goodbye_after_the_answer() {
     let outs = h.speak("r_bye", "i_r_bye", 500, 1_600);
     assert!(instructions(&outs).is_empty(), "{outs:?}");
     let heard = h.echo_all(&marks(&outs), 2_200);
-    let up = hangups(&heard);
-    assert_eq!(up.len(), 1, "{heard:?}");
-    assert_eq!(up[0].1, CallUpdate::Hangup);
-    h.call_updated(up[0].0, 2_300);
-    assert_eq!(hangup(&h.stop(2_400)), Some(EndReason::Shutdown));
+    assert_eq!(
+        h.hung_up_once(&heard, 2_300, EndReason::Shutdown),
+        CallUpdate::Hangup
+    );
 }

@@ -13,7 +13,7 @@ use callbridge::twilio::signature::{sign, Algorithm};
 
 mod support;
 use support::schema::assert_valid;
-use support::{binary, bridge, TempDir, WAIT};
+use support::{assert_contains_all, binary, bridge, TempDir, WAIT};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH: &str = "twilio-auth-token";
@@ -97,14 +97,30 @@ async fn twilio_post(
     req.send().await.expect("bridge answers").status().as_u16()
 }
 
+/// `POST /v1/calls` with the API key: a call from +15550001111 to +15551230000, with the
+/// fields of `extra` besides.
+async fn create_call(
+    server: &callbridge::server::Running,
+    extra: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut body = serde_json::json!({"to": "+15551230000", "from": "+15550001111"});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    post_calls(server, Some(API), body).await
+}
+
+/// A callback signed as Twilio signs it is accepted (204).
+async fn accepts_signed(server: &callbridge::server::Running, path: &str, fields: &[(&str, &str)]) {
+    assert_eq!(twilio_post(server, path, fields, true).await, 204);
+}
+
 #[tokio::test]
 async fn a_call_is_created_through_twilio_rest_with_stream_twiml_and_callbacks() {
     let s = setup("create", &[]).await;
-    let (status, answer) = post_calls(
+    let (status, answer) = create_call(
         &s.server,
-        Some(API),
-        serde_json::json!({"to": "+15551230000", "from": "+15550001111",
-            "variables": {"caller_name": "Ada <&>"}, "machine_detection": true}),
+        serde_json::json!({"variables": {"caller_name": "Ada <&>"}, "machine_detection": true}),
     )
     .await;
     assert_eq!(status, 201, "{answer}");
@@ -130,18 +146,14 @@ async fn a_call_is_created_through_twilio_rest_with_stream_twiml_and_callbacks()
         Some("https://bridge.example.com/twilio/amd")
     );
     let twiml = r.field("Twiml").expect("Twiml");
-    assert!(twiml.contains(r#"<Connect>"#), "{twiml}");
-    assert!(
-        twiml.contains(r#"<Stream url="wss://bridge.example.com/media">"#),
-        "{twiml}"
-    );
-    assert!(
-        twiml.contains(r#"<Parameter name="direction" value="outbound"/>"#),
-        "{twiml}"
-    );
-    assert!(
-        twiml.contains(r#"<Parameter name="var.caller_name" value="Ada &lt;&amp;&gt;"/>"#),
-        "{twiml}"
+    assert_contains_all(
+        twiml,
+        &[
+            r#"<Connect>"#,
+            r#"<Stream url="wss://bridge.example.com/media">"#,
+            r#"<Parameter name="direction" value="outbound"/>"#,
+            r#"<Parameter name="var.caller_name" value="Ada &lt;&amp;&gt;"/>"#,
+        ],
     );
     assert!(
         !twiml.contains("<Recording"),
@@ -174,12 +186,7 @@ async fn the_api_refuses_bad_tokens_numbers_and_profiles_and_passes_twilio_error
         answer["error"].as_str().unwrap_or("").contains("E.164"),
         "{answer}"
     );
-    let (status, _) = post_calls(
-        &s.server,
-        Some(API),
-        serde_json::json!({"to": "+15551230000", "from": "+15550001111", "profile": "nope"}),
-    )
-    .await;
+    let (status, _) = create_call(&s.server, serde_json::json!({"profile": "nope"})).await;
     assert_eq!(status, 404);
     assert!(s.twilio.requests().is_empty(), "nothing reached Twilio");
 
@@ -200,11 +207,9 @@ async fn the_api_refuses_bad_tokens_numbers_and_profiles_and_passes_twilio_error
 #[tokio::test]
 async fn a_no_answer_status_callback_produces_a_report() {
     let s = setup("status", &[]).await;
-    let (status, answer) = post_calls(
+    let (status, answer) = create_call(
         &s.server,
-        Some(API),
-        serde_json::json!({"to": "+15551230000", "from": "+15550001111",
-            "variables": {"order": "A-17"}}),
+        serde_json::json!({"variables": {"order": "A-17"}}),
     )
     .await;
     assert_eq!(status, 201);
@@ -221,10 +226,7 @@ async fn a_no_answer_status_callback_produces_a_report() {
         twilio_post(&s.server, "/twilio/status", &fields, false).await,
         403
     );
-    assert_eq!(
-        twilio_post(&s.server, "/twilio/status", &fields, true).await,
-        204
-    );
+    accepts_signed(&s.server, "/twilio/status", &fields).await;
     let got = s.rx.wait_until(WAIT, |r| !r.is_empty()).await;
     assert_eq!(got.len(), 1);
     assert!(got[0].signature_ok);
@@ -238,20 +240,13 @@ async fn a_no_answer_status_callback_produces_a_report() {
     assert_eq!(report["variables"]["order"], "A-17");
     // A completed call reported through its media stream: nothing more from the callback.
     let done = [("CallSid", "CAother"), ("CallStatus", "completed")];
-    assert_eq!(
-        twilio_post(&s.server, "/twilio/status", &done, true).await,
-        204
-    );
-    assert_eq!(
-        twilio_post(
-            &s.server,
-            "/twilio/amd",
-            &[("CallSid", "CA1"), ("AnsweredBy", "human")],
-            true
-        )
-        .await,
-        204
-    );
+    accepts_signed(&s.server, "/twilio/status", &done).await;
+    accepts_signed(
+        &s.server,
+        "/twilio/amd",
+        &[("CallSid", "CA1"), ("AnsweredBy", "human")],
+    )
+    .await;
     s.server.stop(Duration::from_secs(1)).await;
 }
 
@@ -260,12 +255,7 @@ async fn a_no_answer_status_callback_produces_a_report() {
 #[tokio::test]
 async fn twilio_recording_is_started_and_its_callback_forwarded() {
     let s = setup("recording", &[("CALLBRIDGE_TWILIO_RECORDING", "dual")]).await;
-    let (status, _) = post_calls(
-        &s.server,
-        Some(API),
-        serde_json::json!({"to": "+15551230000", "from": "+15550001111"}),
-    )
-    .await;
+    let (status, _) = create_call(&s.server, serde_json::json!({})).await;
     assert_eq!(status, 201);
     let twiml = s.twilio.requests()[0]
         .field("Twiml")
@@ -287,10 +277,7 @@ async fn twilio_recording_is_started_and_its_callback_forwarded() {
         ("RecordingDuration", "42"),
         ("RecordingChannels", "2"),
     ];
-    assert_eq!(
-        twilio_post(&s.server, "/twilio/recording", &fields, true).await,
-        204
-    );
+    accepts_signed(&s.server, "/twilio/recording", &fields).await;
     let got = s.rx.wait_until(WAIT, |r| !r.is_empty()).await;
     let ev = got[0].json();
     assert_valid("recording-event.schema.json", &ev);
@@ -338,26 +325,19 @@ async fn a_replayed_status_callback_is_one_report_with_a_stable_id() {
     assert_eq!(got[0].json()["report_id"], id.as_str());
     assert_eq!(got[0].idempotency_key.as_deref(), Some(id.as_str()));
 
-    assert_eq!(
-        twilio_post(&s.server, "/twilio/status", &status("CAreplay2"), true).await,
-        204
-    );
+    accepts_signed(&s.server, "/twilio/status", &status("CAreplay2")).await;
     let got = settled(&s.rx, 2).await;
     assert_eq!(got.len(), 2, "another call, another report");
     assert_eq!(got[1].json()["call_sid"], "CAreplay2");
     assert_ne!(got[1].idempotency_key, got[0].idempotency_key);
     let m = s.metrics.render();
-    assert!(
-        m.contains(r#"callbridge_reports_total{result="duplicate"} 4"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"callbridge_reports_total{result="delivered"} 2"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"callbridge_calls_total{outcome="no_answer"} 2"#),
-        "{m}"
+    assert_contains_all(
+        &m,
+        &[
+            r#"callbridge_reports_total{result="duplicate"} 4"#,
+            r#"callbridge_reports_total{result="delivered"} 2"#,
+            r#"callbridge_calls_total{outcome="no_answer"} 2"#,
+        ],
     );
     s.server.stop(Duration::from_secs(1)).await;
 }
@@ -381,16 +361,7 @@ async fn a_replayed_recording_callback_is_one_event_with_a_stable_id() {
         ]
     };
     for _ in 0..5 {
-        assert_eq!(
-            twilio_post(
-                &s.server,
-                "/twilio/recording",
-                &recording("REreplay1"),
-                true
-            )
-            .await,
-            204
-        );
+        accepts_signed(&s.server, "/twilio/recording", &recording("REreplay1")).await;
     }
     let got = settled(&s.rx, 1).await;
     assert_eq!(got.len(), 1, "one event for five callbacks");
@@ -399,16 +370,7 @@ async fn a_replayed_recording_callback_is_one_event_with_a_stable_id() {
     assert_eq!(got[0].idempotency_key.as_deref(), Some(id.as_str()));
     assert_valid("recording-event.schema.json", &got[0].json());
 
-    assert_eq!(
-        twilio_post(
-            &s.server,
-            "/twilio/recording",
-            &recording("REreplay2"),
-            true
-        )
-        .await,
-        204
-    );
+    accepts_signed(&s.server, "/twilio/recording", &recording("REreplay2")).await;
     let got = settled(&s.rx, 2).await;
     assert_eq!(got.len(), 2, "another recording, another event");
     assert_eq!(got[1].json()["recording_sid"], "REreplay2");
@@ -456,10 +418,7 @@ async fn the_dial_command_places_a_call() {
         .field("Twiml")
         .expect("twiml")
         .to_owned();
-    assert!(
-        twiml.contains(r#"<Parameter name="var.order" value="A=17"/>"#),
-        "{twiml}"
-    );
+    assert_contains_all(&twiml, &[r#"<Parameter name="var.order" value="A=17"/>"#]);
     let out = run("wrong", "+15551230000").await.expect("join");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));

@@ -8,7 +8,7 @@
 
 mod support;
 use support::binary::free_port;
-use support::caller::{agent_done, hear_agent, pause, place_call, say};
+use support::caller::{barge_in_script, place_call};
 use support::{bridge, tools, TempDir};
 
 use std::path::Path;
@@ -196,18 +196,8 @@ async fn prometheus_scrapes_turn_metrics_and_every_dashboard_panel_returns_data(
         .await;
 
     // Two caller turns; the caller talks over the first answer (one barge-in).
-    let report = place_call(
-        server.url(""),
-        vec![
-            pause(300),
-            say(1000),
-            hear_agent(1000, 15),
-            say(800),
-            agent_done(500, 20),
-        ],
-        200,
-    )
-    .await;
+    let script = barge_in_script(1000, (1000, 15), 800, (500, 20));
+    let report = place_call(server.url(""), script, 200).await;
     assert_eq!(report.clears.len(), 1, "one barge-in: {:?}", report.clears);
     let turns = report.response_latencies.len();
     assert_eq!(turns, 2, "the agent answered both turns");

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 mod support;
 use support::caller::{agent_done, pause, say};
+use support::realtime_ws::real_time;
 use support::{bridge, simulator};
 
 /// A socket that vanishes (FIN or RST) is seen by whichever comes first: the bridge's next read
@@ -78,6 +79,18 @@ fn run_caller(server: &Running, script: Vec<Step>) -> tokio::task::JoinHandle<Ca
     tokio::spawn(async move { caller::run(opts).await.expect("call runs") })
 }
 
+/// A bridge on a simulator whose answers are `answer_ms` of audio (see
+/// [`bridge::with_answers_of`]), and a call running `script` on it.
+async fn call_on_answers_of(
+    answer_ms: u32,
+    env: &[(&str, &str)],
+    script: Vec<Step>,
+) -> (Simulator, Running, tokio::task::JoinHandle<CallerReport>) {
+    let (sim, server, _) = bridge::with_answers_of(answer_ms, env).await;
+    let call = run_caller(&server, script);
+    (sim, server, call)
+}
+
 /// The report without its audio buffers (for assertion messages).
 fn summary(r: &CallerReport) -> String {
     format!(
@@ -92,26 +105,88 @@ fn summary(r: &CallerReport) -> String {
     )
 }
 
-fn answer() -> Step {
-    agent_done(500, 15)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
-    let (sim, server, _) = bridge::with_answers_of(800, &[]).await;
-    let call = run_caller(&server, vec![pause(300), say(2500), answer()]);
-    // The caller is mid-sentence once the server's VAD has heard it start.
-    wait_session(&sim, 0, "speech_started", |s| {
-        sent(s, "input_audio_buffer.speech_started")
+/// A bridge with an upstream retry window of `retry_s` seconds and a caller who says a little,
+/// then listens for 20 s; once the first session is configured, `arrange` decides how the
+/// re-dials fare and the session drops. The call's report and how long it ran.
+async fn drop_once_configured(
+    retry_s: &str,
+    arrange: impl FnOnce(&Simulator),
+) -> (Simulator, Running, CallerReport, Duration) {
+    let (sim, server, _) = bridge::with_simulator(
+        SimConfig::default(),
+        &[("CALLBRIDGE_UPSTREAM_RETRY_S", retry_s)],
+    )
+    .await;
+    let started = Instant::now();
+    let call = run_caller(&server, vec![say(500), pause(20000)]);
+    wait_session(&sim, 0, "configured", |s| {
+        s.received_types().contains(&"session.update")
     })
     .await;
+    arrange(&sim);
     assert!(sim.inject(0, SessionFault::DropFin));
+    let report = call.await.expect("join");
+    (sim, server, report, started.elapsed())
+}
+
+/// The metrics line of one call ended with `outcome`.
+fn calls_total(outcome: &str) -> String {
+    format!(r#"callbridge_calls_total{{outcome="{outcome}"}} 1"#)
+}
+
+/// The metrics line of one upstream re-dial for `reason`.
+fn reconnects_total(reason: &str) -> String {
+    format!(r#"callbridge_upstream_reconnects_total{{reason="{reason}"}} 1"#)
+}
+
+/// Injects `fault` into session 0 once it satisfies `ready` (`what`); the call must go on to
+/// its end on a new session. The caller's report.
+async fn fault_survived(
+    sim: &Simulator,
+    call: tokio::task::JoinHandle<CallerReport>,
+    fault: SessionFault,
+    what: &str,
+    ready: impl Fn(&SessionLog) -> bool,
+) -> CallerReport {
+    wait_session(sim, 0, what, ready).await;
+    assert!(sim.inject(0, fault));
     let report = call.await.expect("join");
     assert!(
         !report.closed_by_bridge,
         "the call went on: {}",
         summary(&report)
     );
+    report
+}
+
+/// Waits until the metrics page holds one of `needles`, then stops the bridge and the simulator.
+async fn stop_once_counted(server: Running, sim: Simulator, needles: &[&str]) {
+    bridge::assert_metric(&server, needles).await;
+    bridge::stop_both(server, sim).await;
+}
+
+fn answer() -> Step {
+    agent_done(500, 15)
+}
+
+/// `n` turns of the caller speaking for 1 s and the agent answering, 1.5 s of quiet between.
+fn turns(n: usize) -> Vec<Step> {
+    let mut script = vec![say(1000), answer()];
+    for _ in 1..n {
+        script.extend([pause(1500), say(1000), answer()]);
+    }
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
+    let (sim, server, call) =
+        call_on_answers_of(800, &[], vec![pause(300), say(2500), answer()]).await;
+    // The caller is mid-sentence once the server's VAD has heard it start.
+    let report = fault_survived(&sim, call, SessionFault::DropFin, "speech_started", |s| {
+        sent(s, "input_audio_buffer.speech_started")
+    })
+    .await;
     assert_eq!(sim.session_count(), 2);
     let first = sim.session(0).expect("session 0");
     assert!(
@@ -131,34 +206,27 @@ async fn a_drop_mid_sentence_loses_no_part_of_the_sentence() {
         "and answered it: {}",
         summary(&report)
     );
-    bridge::assert_metric(&server, &DROP_REASONS).await;
-    bridge::stop_both(server, sim).await;
+    stop_once_counted(server, sim, &DROP_REASONS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conversation_is_replayed_into_the_new_session() {
-    let (sim, server, _) =
-        bridge::with_answers_of(800, &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")]).await;
-    let call = run_caller(
-        &server,
-        vec![
-            answer(), // the greeting
-            say(1000),
-            answer(),
-            pause(1500),
-            say(1000),
-            answer(),
-        ],
-    );
+    let (sim, server, call) = call_on_answers_of(
+        800,
+        &[("CALLBRIDGE_GREETING", "Greet the caller warmly.")],
+        [vec![answer()], turns(2)].concat(), // the greeting, then two turns
+    )
+    .await;
     // Greeting and one full turn done, both transcribed: then a reset while all is quiet.
     wait_session(&sim, 0, "two answers", |s| s.responses_completed >= 2).await;
-    wait_session(&sim, 0, "caller transcript", |s| {
-        !caller_turns(s).is_empty()
-    })
+    let report = fault_survived(
+        &sim,
+        call,
+        SessionFault::DropRst,
+        "caller transcript",
+        |s| !caller_turns(s).is_empty(),
+    )
     .await;
-    assert!(sim.inject(0, SessionFault::DropRst));
-    let report = call.await.expect("join");
-    assert!(!report.closed_by_bridge);
     assert_eq!(
         report.response_latencies.len(),
         2,
@@ -196,33 +264,25 @@ async fn the_conversation_is_replayed_into_the_new_session() {
         "{:?}",
         second.sent_of("error").collect::<Vec<_>>()
     );
-    bridge::assert_metric(&server, &DROP_REASONS).await;
-    bridge::stop_both(server, sim).await;
+    stop_once_counted(server, sim, &DROP_REASONS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig {
-            response_audio_ms: 4000,
-            // Audio in real time, so the answer is still streaming when the fault comes.
-            pace: 1.0,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await;
+    // Audio in real time, so the answer is still streaming when the fault comes.
+    let (sim, server, _) = bridge::with_simulator(real_time(4000), &[]).await;
     let call = run_caller(
         &server,
         vec![say(800), answer(), pause(500), say(800), answer()],
     );
-    wait_session(&sim, 0, "an answer half sent", |s| {
-        s.sent_audio_bytes >= 1500 * 8
-    })
+    let report = fault_survived(
+        &sim,
+        call,
+        SessionFault::ServerErrorThenClose,
+        "an answer half sent",
+        |s| s.sent_audio_bytes >= 1500 * 8,
+    )
     .await;
-    assert!(sim.inject(0, SessionFault::ServerErrorThenClose));
-    let report = call.await.expect("join");
-    assert!(!report.closed_by_bridge);
     assert!(
         report.clears.is_empty(),
         "audio already sent was not cleared: {}",
@@ -250,37 +310,27 @@ async fn a_drop_during_the_answer_lets_the_sent_audio_play_and_cuts_the_line() {
         !head.is_empty() && full.starts_with(head) && head.len() < full.len(),
         "the line cut to what was said: {text:?}"
     );
-    bridge::assert_metric(
-        &server,
-        &[r#"callbridge_upstream_reconnects_total{reason="server_error"} 1"#],
-    )
-    .await;
-    bridge::stop_both(server, sim).await;
+    stop_once_counted(server, sim, &[&reconnects_total("server_error")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expired_is_handled_like_a_drop() {
-    let (sim, server, _) = bridge::with_answers_of(600, &[]).await;
-    let call = run_caller(
-        &server,
+    let (sim, server, call) = call_on_answers_of(
+        600,
+        &[],
         vec![say(800), answer(), pause(1500), say(800), answer()],
-    );
-    wait_session(&sim, 0, "an answer", |s| s.responses_completed >= 1).await;
-    assert!(sim.inject(
-        0,
-        SessionFault::SessionExpired {
-            close_after: Duration::from_millis(300)
-        }
-    ));
-    let report = call.await.expect("join");
-    assert!(!report.closed_by_bridge);
-    assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
-    assert_eq!(sim.session_count(), 2);
-    bridge::assert_metric(
-        &server,
-        &[r#"callbridge_upstream_reconnects_total{reason="session_expired"} 1"#],
     )
     .await;
+    let expired = SessionFault::SessionExpired {
+        close_after: Duration::from_millis(300),
+    };
+    let report = fault_survived(&sim, call, expired, "an answer", |s| {
+        s.responses_completed >= 1
+    })
+    .await;
+    assert_eq!(report.response_latencies.len(), 2, "{}", summary(&report));
+    assert_eq!(sim.session_count(), 2);
+    bridge::assert_metric(&server, &[&reconnects_total("session_expired")]).await;
     let first = sim.session(0).expect("session 0");
     // The bridge left at the error, before the server's close.
     assert_eq!(
@@ -293,82 +343,36 @@ async fn session_expired_is_handled_like_a_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_retry_fails_the_call_ends_upstream_failed() {
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig::default(),
-        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "2")],
-    )
-    .await;
-    let started = Instant::now();
-    let call = run_caller(&server, vec![say(500), pause(20000)]);
-    wait_session(&sim, 0, "configured", |s| {
-        s.received_types().contains(&"session.update")
-    })
-    .await;
-    sim.refuse_next(1000);
-    assert!(sim.inject(0, SessionFault::DropFin));
-    let report = call.await.expect("join");
+    let (sim, server, report, took) = drop_once_configured("2", |sim| sim.refuse_next(1000)).await;
     assert!(report.closed_by_bridge, "the bridge gave up");
     assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "within the retry window, not the 20 s script: {:?}",
-        started.elapsed()
+        took < Duration::from_secs(15),
+        "within the retry window, not the 20 s script: {took:?}"
     );
     assert!(report.twiml.contains("<Say>Sorry"), "Twilio apologises");
     assert_eq!(sim.session_count(), 1, "no new session was ever opened");
-    bridge::assert_metric(
-        &server,
-        &[r#"callbridge_calls_total{outcome="upstream_failed"} 1"#],
-    )
-    .await;
-    bridge::stop_both(server, sim).await;
+    stop_once_counted(server, sim, &[&calls_total("upstream_failed")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_on_reconnect_ends_the_call_at_once() {
     // A long retry window: only the 401 can end the call.
-    let (sim, server, _) = bridge::with_simulator(
-        SimConfig::default(),
-        &[("CALLBRIDGE_UPSTREAM_RETRY_S", "60")],
-    )
-    .await;
-    let call = run_caller(&server, vec![say(500), pause(20000)]);
-    wait_session(&sim, 0, "configured", |s| {
-        s.received_types().contains(&"session.update")
-    })
-    .await;
     // One 401, then the server would accept again: a bridge that retried would get through.
-    sim.unauthorized_next(1);
-    assert!(sim.inject(0, SessionFault::DropFin));
-    let report = call.await.expect("join");
+    let (sim, server, report, _) = drop_once_configured("60", |sim| sim.unauthorized_next(1)).await;
     assert!(report.closed_by_bridge);
     assert_eq!(sim.session_count(), 1, "no retry after the 401");
-    bridge::assert_metric(
-        &server,
-        &[r#"callbridge_calls_total{outcome="upstream_refused"} 1"#],
-    )
-    .await;
-    bridge::stop_both(server, sim).await;
+    stop_once_counted(server, sim, &[&calls_total("upstream_refused")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_byte() {
-    let (sim, server, _) =
-        bridge::with_answers_of(800, &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")]).await;
-    let report = run_caller(
-        &server,
-        vec![
-            say(1000),
-            answer(),
-            pause(1500),
-            say(1000),
-            answer(),
-            pause(1500),
-            say(1000),
-            answer(),
-        ],
+    let (sim, server, call) = call_on_answers_of(
+        800,
+        &[("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "1")],
+        turns(3),
     )
-    .await
-    .expect("join");
+    .await;
+    let report = call.await.expect("join");
     assert!(!report.closed_by_bridge);
     assert_eq!(
         report.response_latencies.len(),
@@ -408,8 +412,7 @@ async fn sessions_rotate_before_the_limit_without_losing_or_doubling_a_caller_by
         "continuation note: {items:?}"
     );
     let rotations = format!("callbridge_session_rotations_total {}", sessions.len() - 1);
-    bridge::assert_metric(&server, &[&rotations]).await;
-    bridge::stop_both(server, sim).await;
+    stop_once_counted(server, sim, &[&rotations]).await;
 }
 
 /// The simulator's fault controls do what they say, seen from a plain WebSocket client.

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use callbridge::caller::Step;
+use callbridge::caller::{CallerReport, Step};
 use callbridge::fixture::generate::{clip, record_call, Clip};
 use callbridge::fixture::replay::{replay, ReplayOptions};
 use callbridge::recording::{Dir, RecordedCall};
@@ -49,6 +49,36 @@ fn speaking(callers: &[&Clip], agents: &[&Clip]) -> SimConfig {
         caller_transcripts: callers.iter().map(|c| c.text.clone()).collect(),
         ..SimConfig::default()
     }
+}
+
+/// The named clips of the built-in library.
+fn clips<const N: usize>(names: [&str; N]) -> [Clip; N] {
+    names.map(|name| clip(name).expect("clip"))
+}
+
+/// Records one call through a bridge (with `env`) on a simulator configured with `sim`, then
+/// stops the simulator; the caller's report and the recording's path.
+async fn record(
+    sim: SimConfig,
+    env: &[(&str, String)],
+    script: Vec<Step>,
+    tail_ms: u64,
+    dir: &Path,
+) -> (CallerReport, PathBuf) {
+    let sim = simulator(sim).await;
+    let recorded = record_call(
+        &sim,
+        env,
+        script,
+        Duration::from_millis(tail_ms),
+        dir,
+        None,
+        None,
+    )
+    .await
+    .expect("call recorded");
+    sim.shutdown().await;
+    recorded
 }
 
 /// Replays a recording fast, then in real time; both must match.
@@ -276,17 +306,15 @@ async fn a_changed_behaviour_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_by_the_server_replays_green() {
     let dir = TempDir::new("replay-rec");
-    let ask = clip("caller_hours").expect("clip");
-    let answer = clip("agent_saturday").expect("clip");
+    let [ask, answer] = clips(["caller_hours", "agent_saturday"]);
     let sim = SimConfig {
         delta_ms: vec![60, 100, 240],
         require_api_key: Some("sk-test-recorded-key".into()),
         ..speaking(&[&ask], &[&answer])
     };
     let env = [("openai_api_key", "sk-test-recorded-key".to_owned())];
-    let sim = simulator(sim).await;
-    let (report, path) = record_call(
-        &sim,
+    let (report, path) = record(
+        sim,
         &env,
         vec![
             pause(200),
@@ -295,14 +323,10 @@ async fn a_call_recorded_by_the_server_replays_green() {
             Step::Say(ask.audio.to_vec()),
             agent_done(500, 10),
         ],
-        Duration::from_millis(100),
+        100,
         &dir,
-        None,
-        None,
     )
-    .await
-    .expect("call recorded");
-    sim.shutdown().await;
+    .await;
     assert_eq!(report.clears.len(), 1, "the caller barged in");
     let text = std::fs::read_to_string(&path).expect("recording");
     assert!(
@@ -356,22 +380,15 @@ async fn a_call_recorded_by_the_server_replays_green() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_across_a_session_rotation_replays_green() {
     let dir = TempDir::new("replay-rotation");
-    let (ask, thanks) = (
-        clip("caller_hello").expect("clip"),
-        clip("caller_thanks").expect("clip"),
-    );
-    let (answer, bye) = (
-        clip("agent_order").expect("clip"),
-        clip("agent_bye").expect("clip"),
-    );
+    let [ask, thanks, answer, bye] =
+        clips(["caller_hello", "caller_thanks", "agent_order", "agent_bye"]);
     let sim = SimConfig {
         delta_ms: vec![60, 100, 240],
         ..speaking(&[&ask, &thanks], &[&answer, &bye])
     };
-    let sim = simulator(sim).await;
     let done = || agent_done(500, 10);
-    let (_, path) = record_call(
-        &sim,
+    let (_, path) = record(
+        sim,
         &[("session_rotate_after_secs", "1".to_owned())],
         vec![
             pause(300),
@@ -381,14 +398,10 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
             Step::Say(thanks.audio.to_vec()),
             done(),
         ],
-        Duration::from_millis(200),
+        200,
         &dir,
-        None,
-        None,
     )
-    .await
-    .expect("call recorded");
-    sim.shutdown().await;
+    .await;
     let fx = RecordedCall::load(&path).expect("the recording is a valid fixture");
     let updates: Vec<u64> = fx
         .lines
@@ -406,10 +419,7 @@ async fn a_call_recorded_across_a_session_rotation_replays_green() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_recorded_with_a_profile_replays_green() {
     let dir = TempDir::new("replay-profile");
-    let (ask, answer) = (
-        clip("caller_hours").expect("clip"),
-        clip("agent_saturday").expect("clip"),
-    );
+    let [ask, answer] = clips(["caller_hours", "agent_saturday"]);
     let sim = simulator(speaking(&[&ask], &[&answer])).await;
     let file = dir.file(
         "profiles.toml",

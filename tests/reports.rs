@@ -3,17 +3,20 @@
 //! report valid against the schema shipped in schemas/.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions, Step};
+use callbridge::caller::Step;
+use callbridge::metrics::Metrics;
+use callbridge::server::Running;
 use callbridge::sim::receiver::{Received, Receiver};
 use callbridge::sim::SimConfig;
 
 mod support;
 use support::binary::{self, Process};
-use support::caller::{agent_done, hear_agent, pause, say};
+use support::caller::{agent_done, hear_agent, pause, place_call_as, say};
 use support::schema::assert_valid;
-use support::{bridge, eventually, simulator, TempDir, WAIT};
+use support::{assert_contains_all, bridge, eventually, simulator, TempDir, WAIT};
 
 const SECRET: &str = "report-secret-for-tests-1";
 
@@ -33,14 +36,7 @@ fn env_for<'a>(report_url: &'a str, spool: &'a TempDir) -> Vec<(&'a str, &'a str
 
 /// A call whose upstream is unreachable: it ends at once (`upstream_failed`).
 async fn short_call(bridge_url: &str, call_sid: &str) {
-    caller::run(CallerOptions {
-        bridge: bridge_url.to_owned(),
-        call_sid: call_sid.to_owned(),
-        script: vec![say(400)],
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+    place_call_as(bridge_url.to_owned(), call_sid, vec![say(400)], 500).await;
 }
 
 fn spooled(dir: &Path) -> Vec<String> {
@@ -64,6 +60,56 @@ async fn receiver_and_spool(answers: &[u16], tag: &str) -> (Receiver, TempDir, S
     let spool = TempDir::new(tag);
     let report_url = rx.url("/r");
     (rx, spool, report_url)
+}
+
+/// A report receiver with its scripted answers, an empty spool, and a free port: what a
+/// bridge reporting to them (`env_for`) needs, in this process or as the `callbridge` binary.
+struct Reporting {
+    rx: Receiver,
+    spool: TempDir,
+    report_url: String,
+    port: u16,
+}
+
+impl Reporting {
+    /// The receiver answers `answers` (then 200); the spool is named by `tag`.
+    async fn new(answers: &[u16], tag: &str) -> Self {
+        let (rx, spool, report_url) = receiver_and_spool(answers, tag).await;
+        Reporting {
+            rx,
+            spool,
+            report_url,
+            port: binary::free_port(),
+        }
+    }
+
+    /// The receiver down (503 until told otherwise), and the binary serving (healthy) with it.
+    async fn down_serving(tag: &str) -> (Self, Process) {
+        let down = Reporting::new(&[503; 1000], tag).await;
+        let process = down.serve().await;
+        (down, process)
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        env_for(&self.report_url, &self.spool)
+    }
+
+    /// The binary's base URL.
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the binary (again, after a kill) and waits until it is healthy.
+    async fn serve(&self) -> Process {
+        binary::serve_healthy(self.port, &self.env()).await
+    }
+
+    /// A bridge in this process reporting here, `env` over [`env_for`]'s.
+    async fn bridge(&self, env: &[(&str, &str)]) -> (Running, Arc<Metrics>) {
+        let mut all = self.env();
+        all.extend(env);
+        bridge::start(&all, None).await
+    }
 }
 
 async fn wait_spool_empty(dir: &Path) {
@@ -91,22 +137,15 @@ async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
     let mut env = env_for(&report_url, &spool);
     env.push(("REALTIME_URL", &sim_url));
     let (server, metrics) = bridge::start(&env, None).await;
-    caller::run(CallerOptions {
-        bridge: server.url(""),
-        call_sid: "CAreport1".into(),
-        script: vec![
-            pause(200),
-            say(1000),
-            hear_agent(800, 10),
-            Step::Dtmf('7'),
-            say(800),
-            agent_done(500, 15),
-        ],
-        tail: Duration::from_millis(200),
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+    let script = vec![
+        pause(200),
+        say(1000),
+        hear_agent(800, 10),
+        Step::Dtmf('7'),
+        say(800),
+        agent_done(500, 15),
+    ];
+    place_call_as(server.url(""), "CAreport1", script, 200).await;
 
     rx.wait_until(WAIT, |r| r.iter().any(|x| x.answered == 200))
         .await;
@@ -142,29 +181,29 @@ async fn a_report_is_retried_until_accepted_with_one_idempotency_key() {
     );
     assert_eq!(report["tool_calls"], serde_json::json!([]));
     let m = metrics.render();
-    assert!(
-        m.contains(r#"callbridge_reports_total{result="delivered"} 1"#),
-        "{m}"
+    assert_contains_all(
+        &m,
+        &[
+            r#"callbridge_reports_total{result="delivered"} 1"#,
+            r#"callbridge_reports_total{result="retried"} 2"#,
+        ],
     );
-    assert!(
-        m.contains(r#"callbridge_reports_total{result="retried"} 2"#),
-        "{m}"
-    );
-    assert!(m.contains("callbridge_report_backlog 0"), "{m}");
+    assert_contains_all(&m, &["callbridge_report_backlog 0"]);
     server.stop(Duration::from_secs(1)).await;
 }
 
 /// A 400 is final: one try, the report and the receiver's answer in dead/, a metric.
 #[tokio::test]
 async fn a_refused_report_goes_to_dead_with_the_answer() {
-    let (rx, spool, report_url) = receiver_and_spool(&[400], "reports-dead").await;
-    let (server, metrics) = bridge::start(&env_for(&report_url, &spool), None).await;
+    let refusing = Reporting::new(&[400], "reports-dead").await;
+    let (rx, spool) = (&refusing.rx, &refusing.spool);
+    let (server, metrics) = refusing.bridge(&[]).await;
     short_call(&server.url(""), "CAdead1").await;
     let dead = spool.join("dead");
     eventually(WAIT, async || spooled(&dead).len() >= 2).await;
     let files = spooled(&dead);
     assert_eq!(files.len(), 2, "report + answer: {files:?}");
-    assert!(spooled(&spool).is_empty(), "no longer pending");
+    assert!(spooled(spool).is_empty(), "no longer pending");
     let answer_file = files
         .iter()
         .find(|f| f.ends_with(".answer.json"))
@@ -181,10 +220,7 @@ async fn a_refused_report_goes_to_dead_with_the_answer() {
     assert_eq!(report["outcome"], "upstream_failed");
     assert_eq!(report["call_sid"], "CAdead1");
     let m = metrics.render();
-    assert!(
-        m.contains(r#"callbridge_reports_total{result="dead"} 1"#),
-        "{m}"
-    );
+    assert_contains_all(&m, &[r#"callbridge_reports_total{result="dead"} 1"#]);
     server.stop(Duration::from_secs(1)).await;
 }
 
@@ -192,15 +228,12 @@ async fn a_refused_report_goes_to_dead_with_the_answer() {
 /// restart the spooled reports are delivered, each once accepted, with its own key.
 #[tokio::test]
 async fn reports_pending_at_sigkill_are_delivered_after_restart() {
-    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "reports-kill").await;
-    let env = env_for(&report_url, &spool);
-    let port = binary::free_port();
-    let first = binary::serve_healthy(port, &env).await;
-    let url = format!("http://127.0.0.1:{port}");
-    short_call(&url, "CAkill1").await;
-    short_call(&url, "CAkill2").await;
+    let (down, first) = Reporting::down_serving("reports-kill").await;
+    short_call(&down.url(), "CAkill1").await;
+    short_call(&down.url(), "CAkill2").await;
     // Both reports tried (so both were spooled) and refused for now.
-    let got = rx
+    let got = down
+        .rx
         .wait_until(WAIT, |r| {
             let mut keys: Vec<_> = r.iter().filter_map(|x| x.idempotency_key.clone()).collect();
             keys.sort();
@@ -210,16 +243,21 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
         .await;
     assert!(got.len() >= 2, "{got:?}");
     first.kill();
-    assert_eq!(spooled(&spool).len(), 2, "both reports survive the kill");
+    assert_eq!(
+        spooled(&down.spool).len(),
+        2,
+        "both reports survive the kill"
+    );
 
-    rx.script(&[]);
-    let _second = Process::spawn(&mut binary::serve(port, "warn", &env));
-    let got = rx
+    down.rx.script(&[]);
+    let _second = Process::spawn(&mut binary::serve(down.port, "warn", &down.env()));
+    let got = down
+        .rx
         .wait_until(WAIT, |r| {
             r.iter().filter(|x| x.answered == 200).count() >= 2
         })
         .await;
-    wait_spool_empty(&spool).await;
+    wait_spool_empty(&down.spool).await;
     let accepted: Vec<&Received> = got.iter().filter(|x| x.answered == 200).collect();
     assert_eq!(accepted.len(), 2, "each delivered once");
     let mut sids: Vec<String> = accepted
@@ -239,12 +277,12 @@ async fn reports_pending_at_sigkill_are_delivered_after_restart() {
 /// newest stays.
 #[tokio::test]
 async fn the_spool_is_bounded_and_drops_the_oldest() {
-    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "reports-bound").await;
-    let mut env = env_for(&report_url, &spool);
-    env.push(("CALLBRIDGE_REPORT_SPOOL_MAX", "1"));
-    let (server, metrics) = bridge::start(&env, None).await;
+    let reports = Reporting::new(&[503; 1000], "reports-bound").await;
+    let (server, metrics) = reports
+        .bridge(&[("CALLBRIDGE_REPORT_SPOOL_MAX", "1")])
+        .await;
     short_call(&server.url(""), "CAold").await;
-    rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    reports.rx.wait_until(WAIT, |r| !r.is_empty()).await;
     short_call(&server.url(""), "CAnew").await;
     eventually(WAIT, async || {
         metrics
@@ -252,10 +290,11 @@ async fn the_spool_is_bounded_and_drops_the_oldest() {
             .contains(r#"callbridge_reports_total{result="dropped"} 1"#)
     })
     .await;
-    let left = spooled(&spool);
+    let left = spooled(&reports.spool);
     assert_eq!(left.len(), 1, "{left:?}");
     let kept: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(spool.join(&left[0])).expect("read")).expect("json");
+        serde_json::from_slice(&std::fs::read(reports.spool.join(&left[0])).expect("read"))
+            .expect("json");
     let body: serde_json::Value =
         serde_json::from_str(kept["body"].as_str().expect("body")).expect("report");
     assert_eq!(body["call_sid"], "CAnew", "the newest is kept");
@@ -295,6 +334,11 @@ where
 }
 
 /// The reports in `dir` (their answers aside), each checked to have its answer beside it.
+/// [`wait_metric`] on the metrics of a bridge running in this process.
+async fn wait_counted(metrics: &Metrics, line: &str) -> String {
+    wait_metric(|| std::future::ready(metrics.render()), line).await
+}
+
 fn buried(dir: &Path) -> Vec<String> {
     let files = spooled(dir);
     let reports: Vec<String> = files
@@ -317,22 +361,16 @@ fn buried(dir: &Path) -> Vec<String> {
 /// and the metric counts the 25 removed.
 #[tokio::test]
 async fn dead_is_bounded_by_report_dead_max() {
-    let (_rx, spool, report_url) = receiver_and_spool(&[400; 100], "reports-dead-max").await;
-    let mut env = env_for(&report_url, &spool);
-    env.push(("CALLBRIDGE_REPORT_DEAD_MAX", "5"));
-    let (server, metrics) = bridge::start(&env, None).await;
+    let reports = Reporting::new(&[400; 100], "reports-dead-max").await;
+    let (server, metrics) = reports.bridge(&[("CALLBRIDGE_REPORT_DEAD_MAX", "5")]).await;
     for i in 0..30 {
         no_answer(&server.url(""), &format!("CAdeadmax{i}")).await;
     }
-    let m = wait_metric(
-        || std::future::ready(metrics.render()),
-        r#"callbridge_reports_total{result="dead"} 30"#,
-    )
-    .await;
-    assert_eq!(buried(&spool.join("dead")).len(), 5);
-    assert!(
-        m.contains(r#"callbridge_reports_dead_pruned_total{reason="count"} 25"#),
-        "{m}"
+    let m = wait_counted(&metrics, r#"callbridge_reports_total{result="dead"} 30"#).await;
+    assert_eq!(buried(&reports.spool.join("dead")).len(), 5);
+    assert_contains_all(
+        &m,
+        &[r#"callbridge_reports_dead_pruned_total{reason="count"} 25"#],
     );
     assert!(m.contains(r#"callbridge_reports_dead_pruned_total{reason="age"} 0"#));
     server.stop(Duration::from_secs(1)).await;
@@ -352,17 +390,13 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
     env.push(("CALLBRIDGE_REPORT_DEAD_MAX_AGE_S", "1"));
     let (server, metrics) = bridge::start(&env, None).await;
     no_answer(&server.url(""), "CAage1").await;
-    wait_metric(
-        || std::future::ready(metrics.render()),
-        r#"callbridge_reports_total{result="dead"} 1"#,
-    )
-    .await;
+    wait_counted(&metrics, r#"callbridge_reports_total{result="dead"} 1"#).await;
     let first = buried(&dead);
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     no_answer(&server.url(""), "CAage2").await;
-    wait_metric(
-        || std::future::ready(metrics.render()),
+    wait_counted(
+        &metrics,
         r#"callbridge_reports_dead_pruned_total{reason="age"} 1"#,
     )
     .await;
@@ -374,8 +408,8 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (server, metrics) = bridge::start(&env, None).await;
     // The server opens the spool once it runs, after `bridge` returned.
-    wait_metric(
-        || std::future::ready(metrics.render()),
+    wait_counted(
+        &metrics,
         r#"callbridge_reports_dead_pruned_total{reason="age"} 1"#,
     )
     .await;
@@ -387,30 +421,26 @@ async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
 /// replayed callback is not spooled a second time, and the receiver sees one Idempotency-Key.
 #[tokio::test]
 async fn a_replay_after_a_restart_is_not_spooled_again() {
-    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "reports-replay-restart").await;
-    let env = env_for(&report_url, &spool);
-    let port = binary::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let first = binary::serve_healthy(port, &env).await;
-    no_answer(&url, "CAreplayed").await;
-    rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    let (down, first) = Reporting::down_serving("reports-replay-restart").await;
+    no_answer(&down.url(), "CAreplayed").await;
+    down.rx.wait_until(WAIT, |r| !r.is_empty()).await;
     first.kill();
-    assert_eq!(spooled(&spool).len(), 1);
+    assert_eq!(spooled(&down.spool).len(), 1);
 
-    let _second = binary::serve_healthy(port, &env).await;
-    no_answer(&url, "CAreplayed").await;
+    let _second = down.serve().await;
+    no_answer(&down.url(), "CAreplayed").await;
     let scrape = || async {
-        match reqwest::get(format!("{url}/metrics")).await {
+        match reqwest::get(format!("{}/metrics", down.url())).await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }
     };
     wait_metric(scrape, r#"callbridge_reports_total{result="duplicate"} 1"#).await;
-    assert_eq!(spooled(&spool).len(), 1, "not written a second time");
-    rx.script(&[]);
-    wait_spool_empty(&spool).await;
+    assert_eq!(spooled(&down.spool).len(), 1, "not written a second time");
+    down.rx.script(&[]);
+    wait_spool_empty(&down.spool).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = rx.received();
+    let got = down.rx.received();
     let id = callbridge::report::unconnected_report_id("CAreplayed");
     assert!(
         got.iter()

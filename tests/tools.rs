@@ -149,16 +149,26 @@ async fn a_slow_tool_plays_the_filler() {
     assert_eq!(creates, 1);
 }
 
-/// The model calls the tools of `turn` in one answer, the caller listening until the agent
-/// has been quiet 2.5 s: the setup, the outputs (one per call) and how many `response.create`
-/// came after the last.
+/// The model calls the tools of `lookups` in one answer, each `(tool, order)` with the
+/// arguments `{"order_id":"<order>"}`, the caller listening until the agent has been quiet
+/// 2.5 s: the setup, the outputs (one per call) and how many `response.create` came after the
+/// last.
 async fn each_call_answered(
     replies: &[&str],
-    turn: &[(&str, &str)],
+    lookups: &[(&str, u32)],
 ) -> (Setup, Vec<(String, Value)>, usize) {
-    let (s, _) = call_with_tools(replies, turn, 2500).await;
+    let arguments: Vec<String> = lookups
+        .iter()
+        .map(|(_, order)| format!(r#"{{"order_id":"{order}"}}"#))
+        .collect();
+    let turn: Vec<(&str, &str)> = lookups
+        .iter()
+        .zip(&arguments)
+        .map(|((tool, _), a)| (*tool, a.as_str()))
+        .collect();
+    let (s, _) = call_with_tools(replies, &turn, 2500).await;
     let (outs, creates) = outputs(&s);
-    assert_eq!(outs.len(), turn.len(), "{outs:?}");
+    assert_eq!(outs.len(), lookups.len(), "{outs:?}");
     (s, outs, creates)
 }
 
@@ -166,11 +176,7 @@ async fn each_call_answered(
 async fn tools_that_time_out_fail_or_babble_give_error_outputs() {
     let (s, outs, creates) = each_call_answered(
         &["Checking three systems.", "Sorry, they are all down."],
-        &[
-            ("hangs", r#"{"order_id":"1"}"#),
-            ("broken", r#"{"order_id":"1"}"#),
-            ("chatty", r#"{"order_id":"1"}"#),
-        ],
+        &[("hangs", 1), ("broken", 1), ("chatty", 1)],
     )
     .await;
     assert_eq!(creates, 1, "one response.create after the three");
@@ -227,10 +233,7 @@ async fn tools_that_time_out_fail_or_babble_give_error_outputs() {
 async fn tools_that_redirect_are_not_followed_and_the_signature_stays_home() {
     let (s, outs, _) = each_call_answered(
         &["Let me check.", "That did not work."],
-        &[
-            ("moved", r#"{"order_id":"1"}"#),
-            ("moved_get", r#"{"order_id":"2"}"#),
-        ],
+        &[("moved", 1), ("moved_get", 2)],
     )
     .await;
     for (_, out) in &outs {

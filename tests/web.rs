@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use callbridge::caller::{self, CallerOptions};
 use callbridge::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::bridge;
-use support::caller::{agent_done, hear_agent, pause, say};
+use support::caller::{agent_done, barge_in_script, pause, place_call_as, say};
+use support::{assert_contains_all, bridge};
 
 const SOFTPHONE_TOKEN: &str = "softphone-token-for-tests";
 const CONSOLE_TOKEN: &str = "console-token-for-tests";
@@ -62,7 +61,7 @@ async fn both_pages_refuse_without_their_token_and_open_with_it() {
     ] {
         let r = get(server.addr, path, "").await;
         assert_eq!(status(&r), "401", "{path} without a token: {r}");
-        assert!(r.contains("www-authenticate: Bearer"), "{r}");
+        assert_contains_all(&r, &["www-authenticate: Bearer"]);
         let r = get(server.addr, &format!("{path}?token=wrong-token-wrong"), "").await;
         assert_eq!(status(&r), "401", "{path} with a wrong token");
         // Each page's token opens only its own page.
@@ -182,9 +181,9 @@ async fn a_softphone_ticket_opens_media_once_where_twilio_signatures_are_require
         );
     }
     let m = get(server.addr, "/metrics", "").await;
-    assert!(
-        m.contains(r#"callbridge_anomalies_total{kind="softphone_ticket_reused"} 3"#),
-        "{m}"
+    assert_contains_all(
+        &m,
+        &[r#"callbridge_anomalies_total{kind="softphone_ticket_reused"} 3"#],
     );
     // A fresh ticket still opens it.
     let (t, _) = ticket(server.addr).await;
@@ -276,9 +275,9 @@ async fn a_softphone_ticket_opens_only_the_call_it_names() {
     .expect("send start");
     assert_eq!(close_reason(&mut sock).await, "no_start");
     let m = get(server.addr, "/metrics", "").await;
-    assert!(
-        m.contains(r#"callbridge_anomalies_total{kind="unexpected_call_sid"} 1"#),
-        "{m}"
+    assert_contains_all(
+        &m,
+        &[r#"callbridge_anomalies_total{kind="unexpected_call_sid"} 1"#],
     );
 
     let (t, call_sid) = ticket(server.addr).await;
@@ -402,21 +401,13 @@ async fn the_console_feed_follows_a_phone_call_live_to_its_outcome() {
     assert_eq!(first["type"], "snapshot");
     assert_eq!(first["active"].as_array().map(Vec::len), Some(0));
 
-    let report = caller::run(CallerOptions {
-        bridge: server.url(""),
-        call_sid: "CAconsole0000000000000000000001".into(),
-        script: vec![
-            pause(300),
-            say(1000),
-            hear_agent(1000, 15),
-            say(800),
-            agent_done(600, 20),
-        ],
-        tail: Duration::from_millis(200),
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+    let report = place_call_as(
+        server.url(""),
+        "CAconsole0000000000000000000001",
+        barge_in_script(1000, (1000, 15), 800, (600, 20)),
+        200,
+    )
+    .await;
     assert_eq!(report.clears.len(), 1, "one barge-in");
 
     let mut seen = Vec::new();
@@ -499,15 +490,13 @@ async fn the_softphone_token_follows_only_its_own_call_not_a_phone_call() {
         feeds.push((what, feed.events));
     }
 
-    caller::run(CallerOptions {
-        bridge: server.url(""),
-        call_sid: PHONE.into(),
-        script: vec![pause(300), say(800), agent_done(600, 20)],
-        tail: Duration::from_millis(200),
-        ..CallerOptions::default()
-    })
-    .await
-    .expect("call runs");
+    place_call_as(
+        server.url(""),
+        PHONE,
+        vec![pause(300), say(800), agent_done(600, 20)],
+        200,
+    )
+    .await;
 
     // The console's token shows the phone call, transcript and all.
     let mut transcript = false;
@@ -564,7 +553,7 @@ async fn a_login_sets_a_cookie_that_opens_only_its_page() {
     )
     .await;
     assert_eq!(status(&r), "303", "{r}");
-    assert!(r.contains("location: /console\r\n"), "{r}");
+    assert_contains_all(&r, &["location: /console\r\n"]);
     let set = r
         .lines()
         .find_map(|l| l.strip_prefix("set-cookie: "))

@@ -101,17 +101,23 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     );
 }
 
-/// `answers`: how many ~1.2 s answers were played in full (a voicemail cuts the one playing).
-fn assert_hung_up_after_goodbye(twilio: &FakeTwilio, report: &CallerReport, answers: u64) {
+/// Twilio REST was asked exactly once, to complete the call; returns that request.
+fn assert_one_hangup(twilio: &FakeTwilio) -> Vec<callbridge::sim::twilio_rest::RestRequest> {
     let reqs = twilio.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(
-        reqs[0].path,
-        format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL_SID}.json")
-    );
-    assert_eq!(
         reqs[0].form,
         [("Status".to_string(), "completed".to_string())]
+    );
+    reqs
+}
+
+/// `answers`: how many ~1.2 s answers were played in full (a voicemail cuts the one playing).
+fn assert_hung_up_after_goodbye(twilio: &FakeTwilio, report: &CallerReport, answers: u64) {
+    let reqs = assert_one_hangup(twilio);
+    assert_eq!(
+        reqs[0].path,
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL_SID}.json")
     );
     let ended = report
         .ended_by_twilio
@@ -129,6 +135,38 @@ fn assert_hung_up_after_goodbye(twilio: &FakeTwilio, report: &CallerReport, answ
     );
 }
 
+/// Places the call in the background and returns once the agent answered the caller.
+async fn call_until_first_answer(s: &Setup) -> tokio::task::JoinHandle<CallerReport> {
+    let (url, tw) = (s.server.url(""), s.twilio.clone());
+    let caller = tokio::spawn(async move { call(url, &tw).await });
+    let sim = &s.sim;
+    wait_for("the first answer", || {
+        sim.session(0).is_some_and(|l| l.responses_completed >= 1)
+    })
+    .await;
+    caller
+}
+
+/// Waits for the caller's report (the call ends within a minute).
+async fn call_end(caller: tokio::task::JoinHandle<CallerReport>) -> CallerReport {
+    tokio::time::timeout(Duration::from_secs(60), caller)
+        .await
+        .expect("the call ends")
+        .expect("join")
+}
+
+/// Waits until one call ended with `outcome`, then stops the bridge and the simulator.
+async fn stop_after_outcome(s: Setup, outcome: &str) {
+    let line = format!("callbridge_calls_total{{outcome=\"{outcome}\"}} 1");
+    let m = &s.metrics;
+    wait_for(&format!("the {outcome} outcome"), || {
+        m.render().lines().any(|l| l == line)
+    })
+    .await;
+    s.server.stop(Duration::from_secs(1)).await;
+    s.sim.shutdown().await;
+}
+
 /// When the drain period is over, a running call is not cut off: the agent says the drain
 /// goodbye, the call hangs up through Twilio REST once it was heard, and the server exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,20 +176,11 @@ async fn the_drain_ends_running_calls_with_a_goodbye() {
         "We are closing now: say goodbye politely.",
     )])
     .await;
-    let (url, tw) = (s.server.url(""), s.twilio.clone());
-    let caller = tokio::spawn(async move { call(url, &tw).await });
-    let sim = &s.sim;
-    wait_for("the first answer", || {
-        sim.session(0).is_some_and(|l| l.responses_completed >= 1)
-    })
-    .await;
+    let caller = call_until_first_answer(&s).await;
     assert!(s.twilio.requests().is_empty());
     // No drain period: the call is asked to wrap up at once.
     let stopping = tokio::spawn(s.server.stop(Duration::ZERO));
-    let report = tokio::time::timeout(Duration::from_secs(60), caller)
-        .await
-        .expect("the call ends")
-        .expect("join");
+    let report = call_end(caller).await;
     let said = creates(&s.sim);
     assert_eq!(
         said.last().map(String::as_str),
@@ -180,13 +209,7 @@ async fn the_drain_ends_running_calls_with_a_goodbye() {
 async fn a_machine_answering_gets_the_voicemail_then_a_hangup() {
     const MESSAGE: &str = "Hello, this is Acme calling about order A-17. Please call us back.";
     let s = setup(&[("CALLBRIDGE_VOICEMAIL_MESSAGE", MESSAGE)]).await;
-    let (url, tw) = (s.server.url(""), s.twilio.clone());
-    let caller = tokio::spawn(async move { call(url, &tw).await });
-    let sim = &s.sim;
-    wait_for("the first answer", || {
-        sim.session(0).is_some_and(|l| l.responses_completed >= 1)
-    })
-    .await;
+    let caller = call_until_first_answer(&s).await;
     // A verdict about another call changes nothing.
     let post = |sid: &str, answered_by: &str| {
         let form = serde_urlencoded::to_string([
@@ -216,10 +239,7 @@ async fn a_machine_answering_gets_the_voicemail_then_a_hangup() {
         .await
         .expect("bridge answers");
     assert_eq!(amd.status().as_u16(), 204);
-    let report = tokio::time::timeout(Duration::from_secs(60), caller)
-        .await
-        .expect("the call ends")
-        .expect("join");
+    let report = call_end(caller).await;
     let said = creates(&s.sim);
     assert!(
         said.last().is_some_and(|i| i.ends_with(MESSAGE)),
@@ -227,15 +247,7 @@ async fn a_machine_answering_gets_the_voicemail_then_a_hangup() {
     );
     // The answer playing when the verdict came was cut (it was meant for a person).
     assert_hung_up_after_goodbye(&s.twilio, &report, 1);
-    let m = &s.metrics;
-    wait_for("the voicemail outcome", || {
-        m.render()
-            .lines()
-            .any(|l| l == "callbridge_calls_total{outcome=\"voicemail\"} 1")
-    })
-    .await;
-    s.server.stop(Duration::from_secs(1)).await;
-    s.sim.shutdown().await;
+    stop_after_outcome(s, "voicemail").await;
 }
 
 /// A setup lookup answering `reject: true`: the session is configured without the greeting, the
@@ -273,22 +285,9 @@ async fn a_rejected_call_is_refused_politely_and_hung_up() {
     let said = creates(&s.sim);
     assert_eq!(said.len(), 1, "the refusal only, no greeting: {said:?}");
     assert!(said[0].contains("cannot help"), "{said:?}");
-    let reqs = s.twilio.requests();
-    assert_eq!(reqs.len(), 1, "{reqs:?}");
-    assert_eq!(
-        reqs[0].form,
-        [("Status".to_string(), "completed".to_string())]
-    );
+    assert_one_hangup(&s.twilio);
     let ended = report.ended_by_twilio.expect("Twilio ended the stream");
     assert_eq!(ended.queued, 0, "the refusal was played in full: {ended:?}");
     assert!(report.bytes_played >= 1200 * 8, "{}", report.bytes_played);
-    let m = &s.metrics;
-    wait_for("the rejected outcome", || {
-        m.render()
-            .lines()
-            .any(|l| l == "callbridge_calls_total{outcome=\"rejected\"} 1")
-    })
-    .await;
-    s.server.stop(Duration::from_secs(1)).await;
-    s.sim.shutdown().await;
+    stop_after_outcome(s, "rejected").await;
 }

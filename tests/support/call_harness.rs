@@ -8,11 +8,21 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use callbridge::call::{Call, CallConfig, CallEvent, EndReason, Output};
-use callbridge::realtime::{ClientEvent, ServerEvent};
+use callbridge::realtime::{AudioFormat, ClientEvent, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 use serde_json::{json, Value};
 
 pub const SID: &str = "MZ0001";
+
+/// The caller's `customParameters` in Twilio's `start`.
+pub const FROM: &str = r#"{"From":"+15550001"}"#;
+
+/// The default call configuration with its session in `format`.
+pub fn config(format: AudioFormat) -> CallConfig {
+    let mut c = CallConfig::default();
+    c.session.audio_format = format;
+    c
+}
 
 pub struct H {
     pub call: Call,

@@ -68,10 +68,40 @@ pub fn agent_done(quiet_ms: u64, timeout_s: u64) -> Step {
     }
 }
 
+/// The barge-in call: 300 ms in, the caller says `ask_ms` of speech, listens until it has heard
+/// `heard` (`hear_agent` arguments) of the answer, talks over it for `again_ms`, then listens
+/// until the agent is done (`done`: `agent_done` arguments).
+pub fn barge_in_script(
+    ask_ms: u32,
+    heard: (u64, u64),
+    again_ms: u32,
+    done: (u64, u64),
+) -> Vec<Step> {
+    vec![
+        pause(300),
+        say(ask_ms),
+        hear_agent(heard.0, heard.1),
+        say(again_ms),
+        agent_done(done.0, done.1),
+    ]
+}
+
 /// Runs `script` as a call to `bridge`, listening `tail_ms` after it; the call must run.
 pub async fn place_call(bridge: String, script: Vec<Step>, tail_ms: u64) -> CallerReport {
+    let call_sid = CallerOptions::default().call_sid;
+    place_call_as(bridge, &call_sid, script, tail_ms).await
+}
+
+/// [`place_call`] for the call `call_sid`.
+pub async fn place_call_as(
+    bridge: String,
+    call_sid: &str,
+    script: Vec<Step>,
+    tail_ms: u64,
+) -> CallerReport {
     caller::run(CallerOptions {
         bridge,
+        call_sid: call_sid.into(),
         script,
         tail: Duration::from_millis(tail_ms),
         ..CallerOptions::default()

@@ -8,8 +8,10 @@
 //! - `schema`: the JSON schemas shipped in `schemas/`;
 //! - `tool_calls`: the tool-call scaffolding of the `machine_tools` and `machine_hangup` tests;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
-//! - here: the Realtime simulator, how long a test waits, polling for a condition,
-//!   temporary directories.
+//! - `hot_path.rs` (not a module of this one: `machine_alloc` and `benches/hotpath.rs` include
+//!   it by path): a call in steady state and its messages;
+//! - here: the Realtime simulator, how long a test waits, polling for a condition, asserting
+//!   what a text holds, temporary directories.
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod binary;
@@ -49,6 +51,14 @@ pub async fn eventually(within: Duration, mut done: impl AsyncFnMut() -> bool) -
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that `text` (a metrics page, a log, an answer) holds every one of `needles`; shows
+/// the whole text when one is missing.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
 

@@ -123,10 +123,17 @@ pub fn to_model(outs: &[Output]) -> (Vec<(String, Value)>, usize) {
 /// in response `r1`, completed, at 100 ms): the call, and the id of the effect running the
 /// tool.
 pub fn lookup_running() -> (H, EffectId) {
+    let (h, effects) = lookup_called("c1", r#"{"order_id":"1"}"#);
+    (h, effects[0].0)
+}
+
+/// A started call (see [`config`]) whose model called `lookup_order` with `arguments` (call
+/// `call_id` in response `r1`, completed, at 100 ms): the call, and the effects that asked for.
+pub fn lookup_called(call_id: &str, arguments: &str) -> (H, Vec<(EffectId, Effect)>) {
     let mut h = H::started(config(), CALLER);
-    let outs = h.first_answer_calls(&[("c1", "lookup_order", r#"{"order_id":"1"}"#)]);
-    let id = effects(&outs)[0].0;
-    (h, id)
+    let outs = h.first_answer_calls(&[(call_id, "lookup_order", arguments)]);
+    let effects = effects(&outs);
+    (h, effects)
 }
 
 impl H {

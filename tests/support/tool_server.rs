@@ -269,14 +269,7 @@ pub fn sim_with(replies: &[&str], calls: Vec<Vec<(&str, &str)>>) -> SimConfig {
     SimConfig {
         reply_texts: replies.iter().map(|s| s.to_string()).collect(),
         response_audio_ms: 1200,
-        reply_tool_calls: calls
-            .into_iter()
-            .map(|c| {
-                c.into_iter()
-                    .map(|(n, a)| (n.to_string(), a.to_string()))
-                    .collect()
-            })
-            .collect(),
+        reply_tool_calls: callbridge::sim::reply_tool_calls(&calls),
         ..SimConfig::default()
     }
 }

@@ -147,31 +147,35 @@ pub async fn run(out: &Path) -> Result<(), DemoError> {
     )
     .await
     .map_err(|e| DemoError::Call(GenError::Io(e)))?;
-    let wait_done = || Step::WaitAgentDone {
-        quiet: Duration::from_millis(600),
-        timeout: Duration::from_secs(20),
+    // The caller says a line, then listens until the agent is done answering it.
+    let turn = |line: &Clip| {
+        vec![
+            Step::Say(line.audio.to_vec()),
+            Step::WaitAgentDone {
+                quiet: Duration::from_millis(600),
+                timeout: Duration::from_secs(20),
+            },
+        ]
     };
-    let script = vec![
-        Step::Silence(Duration::from_millis(300)),
-        Step::Say(hello.audio.to_vec()),
-        wait_done(),
-        Step::Say(number.audio.to_vec()),
-        wait_done(),
-        Step::Say(hours.audio.to_vec()),
-        // Talk over the long answer after two seconds of it.
-        Step::WaitAgentAudio {
-            heard: Duration::from_millis(2000),
-            timeout: Duration::from_secs(15),
-        },
-        Step::Say(saturday.audio.to_vec()),
-        wait_done(),
-        Step::Say(thanks.audio.to_vec()),
-        // The agent says goodbye and hangs up: the caller listens until Twilio ends the call.
-        Step::WaitAgentDone {
-            quiet: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
-        },
-    ];
+    let talk_over_after_two_seconds = Step::WaitAgentAudio {
+        heard: Duration::from_millis(2000),
+        timeout: Duration::from_secs(15),
+    };
+    // The agent says goodbye and hangs up: the caller listens until Twilio ends the call.
+    let until_hung_up = Step::WaitAgentDone {
+        quiet: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+    };
+    let script = [
+        vec![Step::Silence(Duration::from_millis(300))],
+        turn(&hello),
+        turn(&number),
+        // Talk over the long answer.
+        vec![Step::Say(hours.audio.to_vec()), talk_over_after_two_seconds],
+        turn(&saturday),
+        vec![Step::Say(thanks.audio.to_vec()), until_hung_up],
+    ]
+    .concat();
     let rig = ToolRig::start(crate::caller::ACCOUNT_SID)
         .await
         .map_err(|e| DemoError::Call(GenError::Io(e)))?;

@@ -167,26 +167,31 @@ impl Metrics {
             )?,
             registry,
         };
-        m.registry.register(Box::new(m.tool_calls.clone()))?;
-        m.registry.register(Box::new(m.tool_seconds.clone()))?;
-        m.registry.register(Box::new(m.calls_active.clone()))?;
-        m.registry.register(Box::new(m.calls_total.clone()))?;
-        m.registry
-            .register(Box::new(m.call_duration_seconds.clone()))?;
-        m.registry
-            .register(Box::new(m.twilio_messages_in.clone()))?;
-        m.registry
-            .register(Box::new(m.twilio_messages_out.clone()))?;
-        m.registry
-            .register(Box::new(m.realtime_messages_in.clone()))?;
-        m.registry
-            .register(Box::new(m.realtime_messages_out.clone()))?;
-        m.registry.register(Box::new(m.barge_ins.clone()))?;
-        m.registry.register(Box::new(m.anomalies.clone()))?;
-        m.registry.register(Box::new(m.upstream_errors.clone()))?;
-        m.registry
-            .register(Box::new(m.upstream_connect_seconds.clone()))?;
-        m.registry.register(Box::new(m.calls_refused.clone()))?;
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+            Box::new(m.tool_calls.clone()),
+            Box::new(m.tool_seconds.clone()),
+            Box::new(m.calls_active.clone()),
+            Box::new(m.calls_total.clone()),
+            Box::new(m.call_duration_seconds.clone()),
+            Box::new(m.twilio_messages_in.clone()),
+            Box::new(m.twilio_messages_out.clone()),
+            Box::new(m.realtime_messages_in.clone()),
+            Box::new(m.realtime_messages_out.clone()),
+            Box::new(m.barge_ins.clone()),
+            Box::new(m.anomalies.clone()),
+            Box::new(m.upstream_errors.clone()),
+            Box::new(m.upstream_connect_seconds.clone()),
+            Box::new(m.calls_refused.clone()),
+            Box::new(m.reports_total.clone()),
+            Box::new(m.report_backlog.clone()),
+            Box::new(m.reports_dead_pruned.clone()),
+            Box::new(m.outbound_calls_total.clone()),
+            Box::new(m.setup_lookups_total.clone()),
+            Box::new(m.calls_by_profile_total.clone()),
+        ];
+        for collector in collectors {
+            m.registry.register(collector)?;
+        }
         // Every (stage, reason) exported from the start at 0: a rate over a series that only
         // appears at the first refusal would miss that refusal (and dashboards show no data).
         for stage in ["webhook", "media"] {
@@ -194,19 +199,9 @@ impl Metrics {
                 m.calls_refused.with_label_values(&[stage, reason]);
             }
         }
-        m.registry.register(Box::new(m.reports_total.clone()))?;
-        m.registry.register(Box::new(m.report_backlog.clone()))?;
-        m.registry
-            .register(Box::new(m.reports_dead_pruned.clone()))?;
         for reason in ["count", "bytes", "age"] {
             m.reports_dead_pruned.with_label_values(&[reason]);
         }
-        m.registry
-            .register(Box::new(m.outbound_calls_total.clone()))?;
-        m.registry
-            .register(Box::new(m.setup_lookups_total.clone()))?;
-        m.registry
-            .register(Box::new(m.calls_by_profile_total.clone()))?;
         m.latency.register(&m.registry)?;
         m.http.register(&m.registry)?;
         // CPU seconds and resident memory of this process (`callbridge_process_*`): the

@@ -164,35 +164,21 @@ mod tests {
     fn rejects_tampering_and_wrong_keys() {
         let params = p(&[("From", "+1555"), ("CallSid", "CA1")]);
         let urls = url_variants("https://h.example.com/twiml");
-        let good = sign(
-            "tok",
-            Algorithm::Sha1,
-            "https://h.example.com/twiml",
-            &params,
-        );
+        let sign_twiml =
+            |key, algorithm| sign(key, algorithm, "https://h.example.com/twiml", &params);
+        let good = sign_twiml("tok", Algorithm::Sha1);
         assert!(verify("tok", Algorithm::Sha1, &good, &urls, &params));
-        assert!(!verify("other", Algorithm::Sha1, &good, &urls, &params));
-        assert!(!verify(
-            "tok",
-            Algorithm::Sha1,
-            &good,
-            &urls,
-            &p(&[("From", "+1666"), ("CallSid", "CA1")])
-        ));
-        assert!(!verify("tok", Algorithm::Sha256, &good, &urls, &params));
-        assert!(!verify(
-            "tok",
-            Algorithm::Sha1,
-            "not base64!",
-            &urls,
-            &params
-        ));
-        let sha256 = sign(
-            "key",
-            Algorithm::Sha256,
-            "https://h.example.com/twiml",
-            &params,
-        );
+        let tampered = p(&[("From", "+1666"), ("CallSid", "CA1")]);
+        // Each differs from the good one in one thing: key, parameters, algorithm, signature.
+        for (key, algorithm, signature, params) in [
+            ("other", Algorithm::Sha1, good.as_str(), &params),
+            ("tok", Algorithm::Sha1, good.as_str(), &tampered),
+            ("tok", Algorithm::Sha256, good.as_str(), &params),
+            ("tok", Algorithm::Sha1, "not base64!", &params),
+        ] {
+            assert!(!verify(key, algorithm, signature, &urls, params));
+        }
+        let sha256 = sign_twiml("key", Algorithm::Sha256);
         assert!(verify("key", Algorithm::Sha256, &sha256, &urls, &params));
     }
 

@@ -219,17 +219,30 @@ pub fn stream_url(public: &str, path: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The default template for a stream to `stream_url` with `parameters`, not recorded.
+    fn connect_stream<'a>(
+        stream_url: &'a str,
+        parameters: Vec<(&'a str, &'a str)>,
+        say_before_connect: Option<&'a str>,
+        apology: &'a str,
+    ) -> String {
+        let params = TwimlParams {
+            stream_url,
+            parameters,
+            say_before_connect,
+            apology,
+            recording_callback: None,
+        };
+        render(DEFAULT_TEMPLATE, &params)
+    }
+
     #[test]
     fn renders_connect_stream_with_parameters() {
-        let xml = render(
-            DEFAULT_TEMPLATE,
-            &TwimlParams {
-                stream_url: "wss://bridge.example.com/media",
-                parameters: vec![("From", "+15550001"), ("CallSid", "CA1")],
-                say_before_connect: Some("Connecting you"),
-                apology: "Sorry, goodbye.",
-                recording_callback: None,
-            },
+        let xml = connect_stream(
+            "wss://bridge.example.com/media",
+            vec![("From", "+15550001"), ("CallSid", "CA1")],
+            Some("Connecting you"),
+            "Sorry, goodbye.",
         );
         assert!(xml.contains(r#"<Stream url="wss://bridge.example.com/media">"#));
         assert!(xml.contains(r#"<Parameter name="From" value="+15550001"/>"#));
@@ -245,15 +258,11 @@ mod tests {
     #[test]
     fn hostile_values_cannot_inject_markup() {
         let evil = r#""/><Redirect>http://evil</Redirect><x a=""#;
-        let xml = render(
-            DEFAULT_TEMPLATE,
-            &TwimlParams {
-                stream_url: "wss://h/media",
-                parameters: vec![("From", evil)],
-                say_before_connect: Some("</Say><Dial>+1</Dial>"),
-                apology: "ok",
-                recording_callback: None,
-            },
+        let xml = connect_stream(
+            "wss://h/media",
+            vec![("From", evil)],
+            Some("</Say><Dial>+1</Dial>"),
+            "ok",
         );
         assert!(!xml.contains("<Redirect>"));
         assert!(!xml.contains("<Dial>"));
@@ -262,15 +271,11 @@ mod tests {
 
     #[test]
     fn double_dashes_in_values_leave_the_comment_alone() {
-        let xml = render(
-            DEFAULT_TEMPLATE,
-            &TwimlParams {
-                stream_url: "wss://h/media",
-                parameters: vec![("From", "sip:alice--x@example.com"), ("To", "{{apology}}")],
-                say_before_connect: None,
-                apology: "bye -- now",
-                ..Default::default()
-            },
+        let xml = connect_stream(
+            "wss://h/media",
+            vec![("From", "sip:alice--x@example.com"), ("To", "{{apology}}")],
+            None,
+            "bye -- now",
         );
         let comment_start = xml.find("<!--").unwrap();
         let comment_end = xml.find("-->").unwrap();
@@ -329,24 +334,22 @@ mod tests {
 
     #[test]
     fn stream_url_from_public_url_or_host() {
-        assert_eq!(
-            stream_url("https://bridge.example.com/", "/media").as_deref(),
-            Some("wss://bridge.example.com/media")
-        );
-        assert_eq!(
-            stream_url("https://h.example.com/voice", "/media").as_deref(),
-            Some("wss://h.example.com/voice/media")
-        );
-        assert_eq!(
-            stream_url("localhost:8080", "/media").as_deref(),
-            Some("wss://localhost:8080/media")
-        );
-        assert_eq!(
-            stream_url("http://127.0.0.1:9", "/media").as_deref(),
-            Some("ws://127.0.0.1:9/media")
-        );
-        assert_eq!(stream_url("evil\"><x", "/media"), None);
-        assert_eq!(stream_url("h/?q=1", "/media"), None);
-        assert_eq!(stream_url("", "/media"), None);
+        for (public, want) in [
+            (
+                "https://bridge.example.com/",
+                Some("wss://bridge.example.com/media"),
+            ),
+            (
+                "https://h.example.com/voice",
+                Some("wss://h.example.com/voice/media"),
+            ),
+            ("localhost:8080", Some("wss://localhost:8080/media")),
+            ("http://127.0.0.1:9", Some("ws://127.0.0.1:9/media")),
+            ("evil\"><x", None),
+            ("h/?q=1", None),
+            ("", None),
+        ] {
+            assert_eq!(stream_url(public, "/media").as_deref(), want, "{public:?}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! with [`SimConfig::record_events`] off).
 
 pub mod faults;
+mod http_stub;
 pub mod receiver;
 mod session;
 pub mod twilio_rest;
@@ -174,6 +175,18 @@ impl Default for SimConfig {
             probe: None,
         }
     }
+}
+
+/// [`SimConfig::reply_tool_calls`] from borrowed `(name, arguments JSON)` pairs, by response.
+pub fn reply_tool_calls(calls: &[Vec<(&str, &str)>]) -> Vec<Vec<(String, String)>> {
+    calls
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect()
+        })
+        .collect()
 }
 
 /// The protocol dialect of one session.

@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::http_stub::Served;
 
 /// One request the receiver got, and what it answered.
 #[derive(Debug, Clone)]
@@ -42,15 +42,8 @@ struct Shared {
 
 /// A running receiver; stops when dropped.
 pub struct Receiver {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Receiver {
@@ -62,8 +55,6 @@ impl Receiver {
 
     /// Like [`Receiver::spawn`] on a given address (to come back on the same port).
     pub async fn spawn_on(addr: &str, secret: &str, script: &[u16]) -> std::io::Result<Receiver> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             secret: secret.as_bytes().to_vec(),
             script: Mutex::new(script.to_vec()),
@@ -73,18 +64,16 @@ impl Receiver {
         let app = Router::new()
             .fallback(post(receive))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Receiver { addr, shared, task })
+        let served = Served::start(addr, app).await?;
+        Ok(Receiver { served, shared })
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.served.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.served.addr
     }
 
     /// What 2xx answers carry, and how long every answer waits.

@@ -3,7 +3,6 @@
 //! Twilio-shaped JSON (a call resource, or an error document). Written from Twilio's published
 //! API reference, sharing no code with the bridge's client.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -14,8 +13,8 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::http_stub::Served;
 
 /// One request the fake received.
 #[derive(Debug, Clone)]
@@ -57,15 +56,8 @@ struct Shared {
 
 /// A running fake; stops when dropped.
 pub struct FakeTwilio {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeTwilio {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl FakeTwilio {
@@ -80,8 +72,6 @@ impl FakeTwilio {
         auth_token: &str,
         api_key: Option<(&str, &str)>,
     ) -> std::io::Result<FakeTwilio> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             account_sid: account_sid.to_owned(),
             auth_token: auth_token.to_owned(),
@@ -89,25 +79,16 @@ impl FakeTwilio {
             inner: Mutex::new(Inner::default()),
         });
         let app = Router::new()
-            .route(
-                "/2010-04-01/Accounts/{account}/{resource}",
-                post(calls_create),
-            )
-            .route(
-                "/2010-04-01/Accounts/{account}/Calls/{call}",
-                post(call_update),
-            )
-            .fallback(|| async { error(404, 20404, "The requested resource was not found") })
+            .route("/2010-04-01/Accounts/{account}/{*resource}", post(calls))
+            .fallback(|| async { not_found() })
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeTwilio { addr, shared, task })
+        let served = Served::start("127.0.0.1:0", app).await?;
+        Ok(FakeTwilio { served, shared })
     }
 
     /// What to put in `twilio_api_base`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.served.addr)
     }
 
     /// Every request so far, in arrival order.
@@ -203,26 +184,57 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
-fn call_json(account: &str, sid: &str, to: &str, from: &str, status: &str) -> String {
-    json!({"sid": sid, "account_sid": account, "to": to, "from": from, "status": status,
-           "uri": format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json")})
-    .to_string()
+/// A call resource as Twilio answers with it, with the HTTP status `http`.
+fn call_resource(
+    http: StatusCode,
+    account: &str,
+    sid: &str,
+    (to, from): (&str, &str),
+    status: &str,
+) -> Response {
+    let call = json!({"sid": sid, "account_sid": account, "to": to, "from": from, "status": status,
+           "uri": format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json")});
+    (
+        http,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        call.to_string(),
+    )
+        .into_response()
 }
 
-async fn calls_create(
+/// Twilio's answer for a path it does not serve.
+fn not_found() -> Response {
+    error(404, 20404, "The requested resource was not found")
+}
+
+/// `POST .../Calls.json` creates a call; `POST .../Calls/{sid}.json` updates one. Anything else
+/// under the account is not found (and not recorded).
+async fn calls(
     State(shared): State<Arc<Shared>>,
     Path((account, resource)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let update = match resource.strip_prefix("Calls/") {
+        None if resource == "Calls.json" => None,
+        Some(call) => match call.strip_suffix(".json") {
+            Some(sid) if !sid.contains('/') => Some(sid),
+            _ => return not_found(),
+        },
+        None => return not_found(),
+    };
     let path = format!("/2010-04-01/Accounts/{account}/{resource}");
-    if resource != "Calls.json" {
-        return error(404, 20404, "The requested resource was not found");
-    }
     let form = match record(&shared, &account, path, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
+    match update {
+        None => create_call(&shared, &account, &form),
+        Some(sid) => update_call(&account, sid, &form),
+    }
+}
+
+fn create_call(shared: &Shared, account: &str, form: &[(String, String)]) -> Response {
     let get = |k: &str| {
         form.iter()
             .find(|(n, _)| n == k)
@@ -242,28 +254,10 @@ async fn calls_create(
         inner.created
     };
     let sid = format!("CA{n:032x}");
-    (
-        StatusCode::CREATED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        call_json(&account, &sid, &to, &from, "queued"),
-    )
-        .into_response()
+    call_resource(StatusCode::CREATED, account, &sid, (&to, &from), "queued")
 }
 
-async fn call_update(
-    State(shared): State<Arc<Shared>>,
-    Path((account, call)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("/2010-04-01/Accounts/{account}/Calls/{call}");
-    let Some(sid) = call.strip_suffix(".json") else {
-        return error(404, 20404, "The requested resource was not found");
-    };
-    let form = match record(&shared, &account, path, &headers, &body) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+fn update_call(account: &str, sid: &str, form: &[(String, String)]) -> Response {
     let has = |k: &str| form.iter().any(|(n, _)| n == k);
     if !(has("Status") || has("Twiml") || has("Url")) {
         return error(400, 20001, "Twiml, Url or Status is required");
@@ -273,10 +267,5 @@ async fn call_update(
     } else {
         "in-progress"
     };
-    (
-        StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        call_json(&account, sid, "", "", status),
-    )
-        .into_response()
+    call_resource(StatusCode::OK, account, sid, ("", ""), status)
 }

@@ -306,8 +306,7 @@ pub fn config_pairs(c: &CallConfig) -> BTreeMap<String, String> {
             prefix_padding_ms,
             silence_duration_ms,
             idle_timeout_ms,
-            create_response,
-            interrupt_response,
+            ..
         } => {
             put("vad", "server_vad".into());
             put("vad_threshold", threshold.to_string());
@@ -316,20 +315,25 @@ pub fn config_pairs(c: &CallConfig) -> BTreeMap<String, String> {
             if let Some(ms) = idle_timeout_ms {
                 put("vad_idle_timeout_ms", ms.to_string());
             }
-            put("vad_create_response", create_response.to_string());
-            put("vad_interrupt_response", interrupt_response.to_string());
         }
-        TurnDetection::SemanticVad {
-            eagerness,
-            create_response,
-            interrupt_response,
-        } => {
+        TurnDetection::SemanticVad { eagerness, .. } => {
             put("vad", "semantic_vad".into());
             put("vad_eagerness", eagerness.clone());
-            put("vad_create_response", create_response.to_string());
-            put("vad_interrupt_response", interrupt_response.to_string());
         }
     }
+    // The two response switches belong to both kinds of turn detection.
+    let (TurnDetection::ServerVad {
+        create_response,
+        interrupt_response,
+        ..
+    }
+    | TurnDetection::SemanticVad {
+        create_response,
+        interrupt_response,
+        ..
+    }) = &s.turn_detection;
+    put("vad_create_response", create_response.to_string());
+    put("vad_interrupt_response", interrupt_response.to_string());
     if let Some(v) = &s.transcription_model {
         put("transcription_model", v.clone());
     }

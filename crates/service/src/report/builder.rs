@@ -61,32 +61,10 @@ impl ReportBuilder {
         ReportBuilder {
             opened,
             opened_wall,
-            report: CallReport {
-                kind: CALL_COMPLETED.into(),
-                // Random, not derived from the CallSid like a callback's report: a media
-                // stream is not something Twilio replays, and one call can carry more than one
-                // stream (a redirect to a second <Connect>), each with its own report.
-                report_id: new_report_id(),
-                call_sid: None,
-                stream_sid: None,
-                account_sid: None,
-                direction: "inbound".into(),
-                from: None,
-                to: None,
-                profile: None,
-                variables: BTreeMap::new(),
-                started_at: rfc3339(opened_wall),
-                ended_at: String::new(),
-                duration_s: 0.0,
-                outcome: String::new(),
-                transcript: Vec::new(),
-                tool_calls: Vec::new(),
-                transfer: None,
-                dtmf: Vec::new(),
-                barge_ins: 0,
-                turn_latency_ms: None,
-                recording: Vec::new(),
-            },
+            // The id is random, not derived from the CallSid like a callback's report: a media
+            // stream is not something Twilio replays, and one call can carry more than one
+            // stream (a redirect to a second <Connect>), each with its own report.
+            report: blank_report(new_report_id(), "inbound", rfc3339(opened_wall)),
             lines: Vec::new(),
             turn_end: None,
             latencies: Vec::new(),
@@ -339,20 +317,40 @@ pub fn unconnected(
 ) -> CallReport {
     let started = now_wall.checked_sub(duration).unwrap_or(now_wall);
     CallReport {
-        kind: CALL_COMPLETED.into(),
-        report_id: unconnected_report_id(call_sid),
         call_sid: Some(call_sid.to_owned()),
-        stream_sid: None,
         account_sid,
-        direction: "outbound".into(),
         from,
         to,
         profile,
         variables,
-        started_at: rfc3339(started),
         ended_at: rfc3339(now_wall),
         duration_s: duration.as_secs_f64(),
         outcome: outcome.to_owned(),
+        ..blank_report(
+            unconnected_report_id(call_sid),
+            "outbound",
+            rfc3339(started),
+        )
+    }
+}
+
+/// A report with its id, direction and start, and nothing else known yet.
+fn blank_report(report_id: String, direction: &str, started_at: String) -> CallReport {
+    CallReport {
+        kind: CALL_COMPLETED.into(),
+        report_id,
+        call_sid: None,
+        stream_sid: None,
+        account_sid: None,
+        direction: direction.into(),
+        from: None,
+        to: None,
+        profile: None,
+        variables: BTreeMap::new(),
+        started_at,
+        ended_at: String::new(),
+        duration_s: 0.0,
+        outcome: String::new(),
         transcript: Vec::new(),
         tool_calls: Vec::new(),
         transfer: None,
@@ -375,6 +373,16 @@ mod tests {
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
         }))
         .unwrap()
+    }
+
+    /// The caller talked over the agent: Twilio's buffer cleared, `item` truncated at
+    /// `heard_ms`, the response `cancelled` if it was still being generated.
+    fn barge_in(cancelled: bool, item: &str, heard_ms: u64) -> CallEvent {
+        CallEvent::BargeIn {
+            cleared: true,
+            cancelled,
+            truncated: vec![(item.into(), heard_ms)],
+        }
     }
 
     #[test]
@@ -405,26 +413,12 @@ mod tests {
             &CallEvent::AgentTranscript("It ships tomorrow and".into()),
             at(1600),
         );
-        b.on_event(
-            &CallEvent::BargeIn {
-                cleared: true,
-                cancelled: false,
-                truncated: vec![("item1".into(), 900)],
-            },
-            at(2300),
-        );
+        b.on_event(&barge_in(false, "item1", 900), at(2300));
         b.on_event(&CallEvent::Dtmf("1".into()), at(2500));
         // Second turn: interrupted while still being generated.
         b.on_caller_turn_end(at(3000));
         b.on_agent_audio(|| at(3800));
-        b.on_event(
-            &CallEvent::BargeIn {
-                cleared: true,
-                cancelled: true,
-                truncated: vec![("item2".into(), 120)],
-            },
-            at(4000),
-        );
+        b.on_event(&barge_in(true, "item2", 120), at(4000));
         b.on_event(&CallEvent::AgentTranscript("Let me".into()), at(4100));
         let r = b.finish("caller_hung_up", at(5250));
         assert_eq!(r.call_sid.as_deref(), Some("CA1"));

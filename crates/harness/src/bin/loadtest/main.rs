@@ -210,14 +210,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
+    let cpu = pin::proc_field("/proc/cpuinfo".as_ref(), "model name")
         .unwrap_or_else(|| "unknown CPU".into());
     // Online CPUs, not `available_parallelism` (which is this process's pinning).
     // SAFETY: sysconf has no preconditions.

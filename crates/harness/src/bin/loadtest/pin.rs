@@ -92,17 +92,18 @@ pub fn pin_child(cmd: &mut Command, cpus: &Cpus) {
     }
 }
 
+/// The value of the first `key: value` line of a `/proc` file whose key starts with `key`
+/// (`/proc/<pid>/status`, `/proc/cpuinfo`), trimmed; `None` when the file or line is missing.
+pub fn proc_field(path: &std::path::Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    Some(line.split(':').nth(1)?.trim().to_owned())
+}
+
 /// `Cpus_allowed_list` of a running process (what it really got), e.g. `0` or `0-1`.
 pub fn allowed_list(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Cpus_allowed_list:"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".into())
+    let status = format!("/proc/{pid}/status");
+    proc_field(status.as_ref(), "Cpus_allowed_list:").unwrap_or_else(|| "?".into())
 }
 
 /// The distinct `Cpus_allowed_list`s of every thread of a process, e.g. `1` when all of them
@@ -112,11 +113,7 @@ pub fn allowed_list_all_threads(pid: u32) -> String {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|t| {
-            let s = std::fs::read_to_string(t.path().join("status")).ok()?;
-            let l = s.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
-            Some(l.split(':').nth(1)?.trim().to_owned())
-        })
+        .filter_map(|t| proc_field(&t.path().join("status"), "Cpus_allowed_list:"))
         .collect();
     lists.sort();
     lists.dedup();
