@@ -13,7 +13,7 @@ use callbridge::realtime::ClientEvent;
 use callbridge::twilio::Outbound;
 
 mod support;
-use support::call_harness::{frames, hangup, marks, H, SID};
+use support::call_harness::{frames, hangup, marks, to_model, to_twilio, H, SID};
 
 fn greeting_cfg() -> CallConfig {
     CallConfig {
@@ -22,23 +22,12 @@ fn greeting_cfg() -> CallConfig {
     }
 }
 
-/// The messages for Twilio, in order.
-fn to_twilio(outs: &[Output]) -> Vec<Outbound> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
+/// The sessions configured: each `session.update`'s generation and instructions.
 fn session_updates(outs: &[Output]) -> Vec<(u64, String)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime {
-                generation,
-                event: ClientEvent::SessionUpdate(s),
-            } => Some((*generation, s.instructions.clone())),
+    to_model(outs)
+        .into_iter()
+        .filter_map(|(generation, event)| match event {
+            ClientEvent::SessionUpdate(s) => Some((generation, s.instructions.clone())),
             _ => None,
         })
         .collect()

@@ -12,7 +12,7 @@ use callbridge::realtime::{ClientEvent, Item, ServerEvent};
 use callbridge::twilio::Outbound;
 
 mod support;
-use support::call_harness::{appends, hangup, H};
+use support::call_harness::{appends, hangup, to_model, upstream_effects, H};
 
 /// A call whose `start` arrived and whose first session (generation 1) opened at 0 ms.
 fn opened(cfg: CallConfig) -> H {
@@ -47,7 +47,7 @@ impl H {
     /// At `ms` the call dials `generation`, and does nothing else upstream.
     fn assert_redials(&mut self, generation: u64, ms: u64) {
         assert_eq!(
-            effects(&self.tick(ms)),
+            upstream_effects(&self.tick(ms)),
             [UpstreamEffect::ConnectUpstream { generation }]
         );
     }
@@ -62,25 +62,6 @@ impl H {
 
 fn dropped() -> UpstreamLoss {
     UpstreamLoss::Dropped("reset".into())
-}
-
-fn effects(outs: &[Output]) -> Vec<UpstreamEffect> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Upstream(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The events for the model, with the generation of the socket each goes to.
-fn to_model(outs: &[Output]) -> Vec<(u64, ClientEvent)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime { generation, event } => Some((*generation, event.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The conversation items sent to the model, in order.
@@ -107,7 +88,7 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
     let mut h = opened(CallConfig::default());
     let outs = h.lost(1, dropped(), 1000);
     assert_eq!(
-        effects(&outs),
+        upstream_effects(&outs),
         [
             UpstreamEffect::CloseUpstream { generation: 1 },
             UpstreamEffect::ConnectUpstream { generation: 2 }
@@ -125,10 +106,10 @@ fn a_drop_redials_at_once_then_backs_off_and_gives_up_after_the_window() {
     let mut generation = 2;
     for wait in [250, 1000, 2000, 2000] {
         let outs = h.dial_failed(generation, now);
-        assert!(effects(&outs).is_empty(), "{outs:?}");
+        assert!(upstream_effects(&outs).is_empty(), "{outs:?}");
         assert_eq!(h.deadline_ms(), now + wait);
         assert!(
-            effects(&h.tick(now + wait - 1)).is_empty(),
+            upstream_effects(&h.tick(now + wait - 1)).is_empty(),
             "not before its time"
         );
         generation += 1;
@@ -345,7 +326,7 @@ fn session_expired_is_a_drop_without_waiting_for_the_close() {
         10,
     );
     assert_eq!(
-        effects(&outs),
+        upstream_effects(&outs),
         [
             UpstreamEffect::CloseUpstream { generation: 1 },
             UpstreamEffect::ConnectUpstream { generation: 2 }
@@ -419,7 +400,7 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
     }
     assert_eq!(h.deadline_ms(), 60_000);
     assert_eq!(
-        effects(&h.tick(60_000)),
+        upstream_effects(&h.tick(60_000)),
         [UpstreamEffect::ConnectUpstream { generation: 2 }]
     );
     let outs = h.open(2, 60_100);
@@ -438,12 +419,12 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
     );
     t = 60_100;
     for _ in 0..40 {
-        assert!(effects(&h.frame(0xFF, t)).is_empty());
+        assert!(upstream_effects(&h.frame(0xFF, t)).is_empty());
         t += 20;
     }
     // The caller speaks (loud frames): still no switch, even once the answer is done.
     for _ in 0..10 {
-        assert!(effects(&h.frame(0x00, t)).is_empty());
+        assert!(upstream_effects(&h.frame(0x00, t)).is_empty());
         t += 20;
     }
     let outs = h.ev(
@@ -451,13 +432,13 @@ fn rotation_waits_for_a_quiet_moment_and_switches_between_two_frames() {
         r#"{"type":"response.done","response":{"id":"r1","status":"completed"}}"#,
         t,
     );
-    assert!(effects(&outs).is_empty());
+    assert!(upstream_effects(&outs).is_empty());
     // 300 ms of quiet: the switch comes right after the 15th quiet frame went to the old one.
     let mut before = 0;
     loop {
         let outs = h.frame(0xFF, t);
         t += 20;
-        let e = effects(&outs);
+        let e = upstream_effects(&outs);
         if e.is_empty() {
             before += 1;
             continue;
@@ -515,7 +496,7 @@ fn a_turn_just_ended_is_not_a_quiet_moment() {
     t += 1000;
     for _ in 0..20 {
         assert!(
-            effects(&h.frame(0xFF, t)).is_empty(),
+            upstream_effects(&h.frame(0xFF, t)).is_empty(),
             "the answer is about to start"
         );
         t += 20;
@@ -545,7 +526,7 @@ fn without_a_quiet_moment_the_switch_is_forced_before_the_limit() {
     );
     assert_eq!(h.deadline_ms(), 300_000);
     assert_eq!(
-        effects(&h.tick(300_000)),
+        upstream_effects(&h.tick(300_000)),
         [UpstreamEffect::ConnectUpstream { generation: 2 }]
     );
     h.open(2, 300_000);
@@ -555,7 +536,7 @@ fn without_a_quiet_moment_the_switch_is_forced_before_the_limit() {
     assert_eq!(h.call.upstream_generation(), 2, "{outs:?}");
     assert!(to_model(&outs).iter().all(|(g, _)| *g == 2), "{outs:?}");
     assert_eq!(
-        effects(&outs),
+        upstream_effects(&outs),
         [UpstreamEffect::CloseUpstream { generation: 1 }]
     );
     assert!(outs.contains(&Output::Event(CallEvent::SessionRotated {
@@ -573,7 +554,7 @@ fn a_failed_successor_leaves_the_call_on_its_session_and_is_tried_again() {
     assert_eq!(h.call.upstream_generation(), 1);
     assert_eq!(appended(&h.frame(0x10, 10_200)).len(), 160);
     assert_eq!(
-        effects(&h.tick(15_100)),
+        upstream_effects(&h.tick(15_100)),
         [UpstreamEffect::ConnectUpstream { generation: 3 }]
     );
 }
@@ -590,7 +571,7 @@ fn a_drop_while_a_successor_waits_switches_to_it_at_once() {
     );
     let outs = h.lost(1, dropped(), 10_100);
     assert_eq!(
-        effects(&outs),
+        upstream_effects(&outs),
         [UpstreamEffect::CloseUpstream { generation: 1 }]
     );
     assert_eq!(h.call.upstream_generation(), 2);

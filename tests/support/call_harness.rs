@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::{Call, CallConfig, CallEvent, EndReason, Output};
+use callbridge::call::{Call, CallConfig, CallEvent, EndReason, Output, UpstreamEffect};
 use callbridge::realtime::{AudioFormat, ClientEvent, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 use serde_json::{json, Value};
@@ -163,46 +163,69 @@ pub fn mark_msg(name: &str) -> String {
     )
 }
 
+/// What `pick` takes from each output it matches, in order: the tests' one way of picking
+/// outputs apart.
+pub fn pick<T>(outs: &[Output], take: impl Fn(&Output) -> Option<T>) -> Vec<T> {
+    outs.iter().filter_map(take).collect()
+}
+
 /// The caller audio sent up, one entry per `input_audio_buffer.append`.
 pub fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToRealtime {
-                event: ClientEvent::AppendAudio(b),
-                ..
-            } => Some(b.to_vec()),
-            _ => None,
-        })
-        .collect()
+    pick(outs, |o| match o {
+        Output::ToRealtime {
+            event: ClientEvent::AppendAudio(b),
+            ..
+        } => Some(b.to_vec()),
+        _ => None,
+    })
+}
+
+/// Every message for Twilio, in order.
+pub fn to_twilio(outs: &[Output]) -> Vec<Outbound> {
+    pick(outs, |o| match o {
+        Output::ToTwilio(m) => Some(m.clone()),
+        _ => None,
+    })
+}
+
+/// The events for the model, with the generation of the socket each goes to.
+pub fn to_model(outs: &[Output]) -> Vec<(u64, ClientEvent)> {
+    pick(outs, |o| match o {
+        Output::ToRealtime { generation, event } => Some((*generation, event.clone())),
+        _ => None,
+    })
+}
+
+/// The upstream sockets the call asked to dial or close.
+pub fn upstream_effects(outs: &[Output]) -> Vec<UpstreamEffect> {
+    pick(outs, |o| match o {
+        Output::Upstream(e) => Some(e.clone()),
+        _ => None,
+    })
 }
 
 /// The media frames sent to Twilio.
 pub fn frames(outs: &[Output]) -> Vec<[u8; 160]> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(Outbound::Media(f)) => Some(*f),
-            _ => None,
-        })
-        .collect()
+    pick(outs, |o| match o {
+        Output::ToTwilio(Outbound::Media(f)) => Some(*f),
+        _ => None,
+    })
 }
 
 /// The names of the marks sent to Twilio.
 pub fn marks(outs: &[Output]) -> Vec<String> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
+    pick(outs, |o| match o {
+        Output::ToTwilio(Outbound::Mark(m)) => Some(m.clone()),
+        _ => None,
+    })
 }
 
+/// The call's events (for logs, metrics, the report).
 pub fn events(outs: &[Output]) -> Vec<CallEvent> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
+    pick(outs, |o| match o {
+        Output::Event(e) => Some(e.clone()),
+        _ => None,
+    })
 }
 
 /// Why the call ended, if it did.

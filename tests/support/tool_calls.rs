@@ -80,13 +80,12 @@ impl H {
     }
 }
 
+/// The effects the call asked the shell to perform, with their ids.
 pub fn effects(outs: &[Output]) -> Vec<(EffectId, Effect)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Effect { id, effect } => Some((*id, effect.clone())),
-            _ => None,
-        })
-        .collect()
+    super::call_harness::pick(outs, |o| match o {
+        Output::Effect { id, effect } => Some((*id, effect.clone())),
+        _ => None,
+    })
 }
 
 pub fn tool_body(e: &Effect) -> Value {
