@@ -73,7 +73,7 @@ struct DialArgs {
     #[arg(long)]
     profile: Option<String>,
     /// A variable for the agent's instructions, NAME=VALUE (repeatable).
-    #[arg(long = "var", value_parser = callbridge::dial::parse_var)]
+    #[arg(long = "var", value_parser = callbridge::place_call::parse_var)]
     vars: Vec<(String, String)>,
     /// Answering machine detection: Enable or DetectMessageEnd.
     #[arg(long)]
@@ -144,14 +144,18 @@ fn dial(args: DialArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     callbridge::server::init_tls();
-    let d = callbridge::dial::Dial {
+    let d = callbridge::place_call::Dial {
         to: args.to,
         from: args.from,
         profile: args.profile,
         variables: args.vars.into_iter().collect(),
         machine_detection: args.machine_detection,
     };
-    match rt.block_on(callbridge::dial::dial(&args.bridge, &args.api_token, &d)) {
+    match rt.block_on(callbridge::place_call::dial(
+        &args.bridge,
+        &args.api_token,
+        &d,
+    )) {
         Ok(sid) => {
             println!("{sid}");
             ExitCode::SUCCESS

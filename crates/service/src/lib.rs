@@ -7,10 +7,10 @@
 pub use callbridge_core::{audio, call, realtime, twilio};
 
 pub mod config;
-pub mod dial;
 pub mod integrator;
 pub mod logging;
 pub mod metrics;
+pub mod place_call;
 pub mod profile;
 pub mod recording;
 pub mod report;

@@ -15,8 +15,8 @@ use super::effects::{CallUpdateRequest, Effect, EffectId};
 use super::tools::{error_output, END_CALL, TRANSFER_CALL};
 use super::{Call, CallEvent, EndReason, Output};
 use crate::realtime::ClientEvent;
-use crate::twilio::dial::dial_twiml;
 use crate::twilio::rest::CallUpdate;
+use crate::twilio::transfer::dial_twiml;
 
 /// Longest wait for Twilio's REST answer.
 const REST_WAIT: Duration = Duration::from_secs(15);

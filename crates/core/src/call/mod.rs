@@ -160,7 +160,7 @@ pub struct Call {
     /// Who said what (feeds context replay into a new session).
     conversation: Conversation,
     /// Upstream generations, reconnects, rotation.
-    up: upstream::Lifecycle,
+    upstream: upstream::Lifecycle,
 
     /// The CallSid `start` must name, when the socket was opened for one call only (a softphone
     /// ticket). Boxed str: 16 bytes, and `None` for every phone call.
@@ -241,7 +241,7 @@ impl Call {
             agent_speaking: false,
             turn_clock: timing::TurnClock::default(),
             conversation: Conversation::new(),
-            up: upstream::Lifecycle::default(),
+            upstream: upstream::Lifecycle::default(),
             bytes_buf: Vec::with_capacity(1024),
             ulaw_buf: Vec::new(),
             append_pool: Arc::new(AudioPool::default()),
@@ -382,7 +382,7 @@ impl Call {
                 self.on_session_error(code.as_deref(), now);
             }
             ServerEvent::SpeechStarted { .. } => {
-                self.up.caller_speaking = true;
+                self.upstream.caller_speaking = true;
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
                 if self.cfg.barge_in {
@@ -464,7 +464,7 @@ impl Call {
     /// An event for the session in use.
     fn send_model(&mut self, event: ClientEvent) {
         self.out.push_back(Output::ToRealtime {
-            generation: self.up.current(),
+            generation: self.upstream.current(),
             event,
         });
     }
@@ -487,7 +487,7 @@ impl Call {
     /// on unless the call is already on its way out.
     fn opening_progressed(&mut self) {
         if !self.phase.is_closing() {
-            self.phase = Phase::opening(self.stream_sid.is_some(), self.up.ever_ready());
+            self.phase = Phase::opening(self.stream_sid.is_some(), self.upstream.ever_ready());
         }
     }
 
@@ -501,7 +501,7 @@ impl Call {
     /// An ending was abandoned (a transfer Twilio refused): the call goes on where it was.
     fn ending_abandoned(&mut self) {
         if self.phase == Phase::Ending {
-            self.phase = Phase::opening(self.stream_sid.is_some(), self.up.ever_ready());
+            self.phase = Phase::opening(self.stream_sid.is_some(), self.upstream.ever_ready());
         }
     }
 }

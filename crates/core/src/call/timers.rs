@@ -67,9 +67,8 @@ impl Call {
         match timer {
             Timer::Drain => self.drain_deadline,
             Timer::Upstream => self.upstream_deadline(),
-            Timer::UpstreamReady => {
-                (!self.up.ever_ready()).then(|| self.opened_at + self.cfg.upstream_ready_timeout)
-            }
+            Timer::UpstreamReady => (!self.upstream.ever_ready())
+                .then(|| self.opened_at + self.cfg.upstream_ready_timeout),
             Timer::TwilioIdle => Some(self.last_twilio + self.cfg.twilio_idle_timeout),
             Timer::Dtmf => self.dtmf_deadline,
             Timer::Tools => self.tools.next_deadline(),

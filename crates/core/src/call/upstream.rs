@@ -228,14 +228,14 @@ impl Lifecycle {
 impl Call {
     /// The generation of the session in use.
     pub fn upstream_generation(&self) -> u64 {
-        self.up.current
+        self.upstream.current
     }
 
     /// Tells the call the wall-clock time (Unix seconds) at `now`, so that the `expires_at`
     /// the server announces can be read. Without it, sessions are assumed to last
     /// [`SESSION_LIMIT`].
     pub fn on_wall_clock(&mut self, unix_secs: u64, now: Instant) {
-        self.up.wall = Some((now, unix_secs));
+        self.upstream.wall = Some((now, unix_secs));
     }
 
     fn effect(&mut self, e: UpstreamEffect) {
@@ -247,21 +247,22 @@ impl Call {
         if self.is_ended() || self.park_while_pending(generation) {
             return;
         }
-        if self.up.dialing != Some(generation) {
+        if self.upstream.dialing != Some(generation) {
             // Opened after we stopped waiting for it.
             self.effect(UpstreamEffect::CloseUpstream { generation });
             return;
         }
-        self.up.dialing = None;
-        if self.up.rotation == Rotation::Dialing(generation) && self.up.outage.is_none() {
+        self.upstream.dialing = None;
+        if self.upstream.rotation == Rotation::Dialing(generation) && self.upstream.outage.is_none()
+        {
             self.successor_ready(generation, now);
             return;
         }
-        self.up.rotation = Rotation::Idle;
+        self.upstream.rotation = Rotation::Idle;
         self.session_began(now, None);
-        if !self.up.ever_ready {
-            self.up.ever_ready = true;
-            self.up.current = generation;
+        if !self.upstream.ever_ready {
+            self.upstream.ever_ready = true;
+            self.upstream.current = generation;
             self.configure_first_session(now);
         } else {
             self.restore(generation, now);
@@ -271,23 +272,23 @@ impl Call {
     /// Sets the rotation clock for a session that began at `opened`.
     fn session_began(&mut self, opened: Instant, limit: Option<Instant>) {
         let limit = limit.unwrap_or(opened + SESSION_LIMIT);
-        self.up.limit_at = Some(limit);
+        self.upstream.limit_at = Some(limit);
         let by_config = opened + self.cfg.session_rotate_after;
         let by_limit = limit.checked_sub(ROTATE_MARGIN).unwrap_or(opened);
-        self.up.rotate_at = Some(by_config.min(by_limit).max(opened));
-        self.up.ready_at = Some(opened);
-        self.up.server_error = false;
+        self.upstream.rotate_at = Some(by_config.min(by_limit).max(opened));
+        self.upstream.ready_at = Some(opened);
+        self.upstream.server_error = false;
         // Set again by `restore` when this session ends an outage.
-        self.up.last_outage = None;
+        self.upstream.last_outage = None;
     }
 
     /// A new session after a drop: configure it like the first, replay the conversation, then
     /// the caller audio the lost session never committed and what arrived during the gap.
     fn restore(&mut self, generation: u64, now: Instant) {
-        let old = self.up.current;
-        self.up.current = generation;
-        let outage = self.up.outage.take();
-        self.up.last_outage = outage.as_ref().map(|o| o.since);
+        let old = self.upstream.current;
+        self.upstream.current = generation;
+        let outage = self.upstream.outage.take();
+        self.upstream.last_outage = outage.as_ref().map(|o| o.since);
         self.send_model(ClientEvent::SessionUpdate(Box::new(
             self.cfg.session.clone(),
         )));
@@ -332,10 +333,10 @@ impl Call {
     /// Puts the caller audio the current session never committed back in front of the
     /// buffer for the next session.
     fn requeue_tail(&mut self) {
-        if self.up.tail.is_empty() {
+        if self.upstream.tail.is_empty() {
             return;
         }
-        let mut kept = self.up.tail.take();
+        let mut kept = self.upstream.tail.take();
         kept.extend_from_slice(&self.prebuffer);
         self.prebuffer = kept;
     }
@@ -350,17 +351,17 @@ impl Call {
         if self.cfg.upstream_retry.is_zero() {
             return;
         }
-        let cap = if self.up.caller_speaking {
+        let cap = if self.upstream.caller_speaking {
             (self.cfg.prebuffer_limit_ms * super::ULAW_BYTES_PER_MS) as usize
         } else {
             TAIL_IDLE_BYTES
         };
-        self.up.tail.push(bytes, cap);
+        self.upstream.tail.push(bytes, cap);
     }
 
     /// The caller stopped speaking (the server committed the sentence).
     pub(crate) fn caller_stopped(&mut self, now: Instant) {
-        self.up.caller_speaking = false;
+        self.upstream.caller_speaking = false;
         let answers = match &self.cfg.session.turn_detection {
             TurnDetection::ServerVad {
                 create_response, ..
@@ -370,11 +371,11 @@ impl Call {
             } => *create_response,
         };
         if answers {
-            self.up.turn_pending_since = Some(now);
+            self.upstream.turn_pending_since = Some(now);
         }
         // A long sentence needed more chunks; they go back now (per sentence, not per frame).
-        self.up.tail.keep_last(TAIL_IDLE_BYTES);
-        self.up.tail.shrink();
+        self.upstream.tail.keep_last(TAIL_IDLE_BYTES);
+        self.upstream.tail.shrink();
     }
 
     /// The socket of `generation` could not be opened, or was lost.
@@ -382,9 +383,9 @@ impl Call {
         if self.is_ended() {
             return;
         }
-        let relevant = generation == self.up.current
-            || self.up.dialing == Some(generation)
-            || self.up.successor() == Some(generation);
+        let relevant = generation == self.upstream.current
+            || self.upstream.dialing == Some(generation)
+            || self.upstream.successor() == Some(generation);
         if !relevant {
             return; // a socket already replaced
         }
@@ -394,43 +395,45 @@ impl Call {
             self.end(EndReason::UpstreamRefused);
             return;
         }
-        if self.up.successor() == Some(generation) && self.up.outage.is_none() {
+        if self.upstream.successor() == Some(generation) && self.upstream.outage.is_none() {
             // Only the successor failed: the current session goes on; try again later.
             self.anomaly("rotation_failed", detail);
-            self.up.rotation = Rotation::Idle;
-            if self.up.dialing == Some(generation) {
-                self.up.dialing = None;
+            self.upstream.rotation = Rotation::Idle;
+            if self.upstream.dialing == Some(generation) {
+                self.upstream.dialing = None;
             }
-            self.up.rotate_at = Some(now + ROTATE_RETRY);
+            self.upstream.rotate_at = Some(now + ROTATE_RETRY);
             return;
         }
         let retry = self.cfg.upstream_retry;
-        if !self.up.ever_ready || retry.is_zero() {
+        if !self.upstream.ever_ready || retry.is_zero() {
             self.anomaly("upstream_closed", detail);
             self.end(match loss {
-                UpstreamLoss::Closed { .. } if self.up.ever_ready => EndReason::UpstreamClosed,
+                UpstreamLoss::Closed { .. } if self.upstream.ever_ready => {
+                    EndReason::UpstreamClosed
+                }
                 _ => EndReason::UpstreamFailed,
             });
             return;
         }
-        if self.up.dialing == Some(generation) {
-            if let Some(o) = self.up.outage.as_mut() {
+        if self.upstream.dialing == Some(generation) {
+            if let Some(o) = self.upstream.outage.as_mut() {
                 // A re-dial failed: wait, then dial again, within the retry window.
                 o.attempt += 1;
                 let delay = BACKOFF[o.attempt.min(BACKOFF.len() - 1)];
                 let next = now + delay;
                 let give_up = o.since + retry;
-                self.up.dialing = None;
+                self.upstream.dialing = None;
                 if next >= give_up {
                     self.give_up(detail);
-                } else if let Some(o) = self.up.outage.as_mut() {
+                } else if let Some(o) = self.upstream.outage.as_mut() {
                     o.next_try = Some(next);
                     self.anomaly("upstream_retry", detail);
                 }
                 return;
             }
         }
-        if generation != self.up.current || !self.upstream_ready {
+        if generation != self.upstream.current || !self.upstream_ready {
             return; // an old socket, or one already being replaced
         }
         self.lost_current(generation, loss.label(), detail, now);
@@ -438,7 +441,7 @@ impl Call {
 
     /// The session in use is gone: keep Twilio's side, and get a new session.
     fn lost_current(&mut self, generation: u64, label: &'static str, detail: String, now: Instant) {
-        let reason = if self.up.server_error {
+        let reason = if self.upstream.server_error {
             "server_error"
         } else {
             label
@@ -448,7 +451,7 @@ impl Call {
         self.cut_answer_in_flight(now);
         self.requeue_tail();
         // A session that failed soon after an outage ended continues that outage.
-        let since = match (self.up.ready_at, self.up.last_outage) {
+        let since = match (self.upstream.ready_at, self.upstream.last_outage) {
             (Some(ready), Some(prev)) if now.saturating_duration_since(ready) < STABLE_AFTER => {
                 prev
             }
@@ -460,22 +463,22 @@ impl Call {
                 reason,
                 detail,
             }));
-        match self.up.rotation {
+        match self.upstream.rotation {
             Rotation::Ready { .. } => {
                 // The successor is set up already: use it now.
                 self.switch_after_loss(now);
             }
             Rotation::Dialing(g) => {
-                self.up.rotation = Rotation::Idle;
-                self.up.dialing = Some(g);
-                self.up.outage = Some(Outage {
+                self.upstream.rotation = Rotation::Idle;
+                self.upstream.dialing = Some(g);
+                self.upstream.outage = Some(Outage {
                     since,
                     attempt: 0,
                     next_try: None,
                 });
             }
             Rotation::Idle => {
-                self.up.outage = Some(Outage {
+                self.upstream.outage = Some(Outage {
                     since,
                     attempt: 0,
                     next_try: Some(now),
@@ -486,10 +489,10 @@ impl Call {
     }
 
     fn dial_next(&mut self) {
-        let generation = self.up.next_generation;
-        self.up.next_generation += 1;
-        self.up.dialing = Some(generation);
-        if let Some(o) = self.up.outage.as_mut() {
+        let generation = self.upstream.next_generation;
+        self.upstream.next_generation += 1;
+        self.upstream.dialing = Some(generation);
+        if let Some(o) = self.upstream.outage.as_mut() {
             o.next_try = None;
         }
         self.effect(UpstreamEffect::ConnectUpstream { generation });
@@ -508,37 +511,37 @@ impl Call {
 
     /// When the upstream lifecycle needs a tick.
     pub(crate) fn upstream_deadline(&self) -> Option<Instant> {
-        if let Some(o) = &self.up.outage {
+        if let Some(o) = &self.upstream.outage {
             let give_up = o.since + self.cfg.upstream_retry;
             return Some(o.next_try.map_or(give_up, |t| t.min(give_up)));
         }
-        match self.up.rotation {
-            Rotation::Idle if self.upstream_ready => self.up.rotate_at,
+        match self.upstream.rotation {
+            Rotation::Idle if self.upstream_ready => self.upstream.rotate_at,
             Rotation::Ready { .. } => self.force_at(),
             _ => None,
         }
     }
 
     pub(crate) fn upstream_tick(&mut self, now: Instant) {
-        if let Some(o) = &self.up.outage {
+        if let Some(o) = &self.upstream.outage {
             if now >= o.since + self.cfg.upstream_retry {
                 self.give_up("every try failed".into());
-            } else if o.next_try.is_some_and(|t| now >= t) && self.up.dialing.is_none() {
+            } else if o.next_try.is_some_and(|t| now >= t) && self.upstream.dialing.is_none() {
                 self.dial_next();
             }
             return;
         }
-        match self.up.rotation {
+        match self.upstream.rotation {
             Rotation::Idle => {
                 if self.upstream_ready
-                    && self.up.dialing.is_none()
-                    && self.up.rotate_at.is_some_and(|t| now >= t)
+                    && self.upstream.dialing.is_none()
+                    && self.upstream.rotate_at.is_some_and(|t| now >= t)
                 {
-                    self.up.rotate_at = None;
-                    let generation = self.up.next_generation;
-                    self.up.next_generation += 1;
-                    self.up.dialing = Some(generation);
-                    self.up.rotation = Rotation::Dialing(generation);
+                    self.upstream.rotate_at = None;
+                    let generation = self.upstream.next_generation;
+                    self.upstream.next_generation += 1;
+                    self.upstream.dialing = Some(generation);
+                    self.upstream.rotation = Rotation::Dialing(generation);
                     self.effect(UpstreamEffect::ConnectUpstream { generation });
                 }
             }
@@ -556,15 +559,15 @@ impl Call {
     /// A server event from the socket of `generation`: the session in use, a successor being
     /// set up, or a socket already replaced (ignored).
     pub fn on_realtime(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
-        if generation == self.up.current {
+        if generation == self.upstream.current {
             self.on_session_event(ev, now);
-        } else if self.up.successor() == Some(generation) && !self.is_ended() {
+        } else if self.upstream.successor() == Some(generation) && !self.is_ended() {
             // A successor only configures itself: it has no audio, so no turns.
             match ev {
                 ServerEvent::SessionCreated { session }
                 | ServerEvent::SessionUpdated { session } => {
                     if let Some(at) = session.expires_at {
-                        self.up.successor_limit = self.up.unix_to_instant(at, now);
+                        self.upstream.successor_limit = self.upstream.unix_to_instant(at, now);
                     }
                 }
                 ServerEvent::Error { error } => {
@@ -595,10 +598,10 @@ impl Call {
                 self.anomaly("upstream_refused", format!("error {c}"));
                 self.end(EndReason::UpstreamRefused);
             }
-            Some("server_error") => self.up.server_error = true,
+            Some("server_error") => self.upstream.server_error = true,
             Some("session_expired") if self.upstream_ready => {
                 // The close (1001) follows; no point waiting for it.
-                let generation = self.up.current;
+                let generation = self.upstream.current;
                 if self.cfg.upstream_retry.is_zero() {
                     return;
                 }

@@ -2,10 +2,10 @@
 //!
 //! Knows nothing of sockets or of the Realtime API.
 
-pub mod dial;
 pub mod media;
 pub mod rest;
 pub mod signature;
+pub mod transfer;
 pub mod twiml;
 
 pub use media::{Inbound, MediaFormat, Outbound, StartMeta};

@@ -125,7 +125,7 @@ pub(super) fn validate(r: RawToolKeys) -> Result<(ToolsConfig, Option<Secret>), 
     let transfer_targets = transfer_targets(r.transfer_targets)?;
     let transfer_caller_id = r.transfer_caller_id.filter(|c| !c.is_empty());
     if let Some(c) = &transfer_caller_id {
-        if !crate::twilio::dial::is_valid_target(c) || c.starts_with("sip:") {
+        if !crate::twilio::transfer::is_valid_target(c) || c.starts_with("sip:") {
             return Err(invalid(
                 "transfer_caller_id",
                 format!("{c:?} is not an E.164 number like +15550001111"),
@@ -209,7 +209,7 @@ fn transfer_targets(v: Option<toml::Value>) -> Result<Vec<(String, String)>, Con
                 format!("{name:?}: a name is 1 to 64 of A-Z a-z 0-9 _ -"),
             ));
         }
-        if !crate::twilio::dial::is_valid_target(&target) {
+        if !crate::twilio::transfer::is_valid_target(&target) {
             return Err(invalid(
                 key,
                 format!("{name} = {target:?}: not an E.164 number (+15551230000) or a sip: URI"),

@@ -22,7 +22,7 @@ use crate::config::{Config, VOICES};
 use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
 use crate::profile::{fill, with_variables};
 use crate::report::builder::{ReportBuilder, PARAM_DIRECTION, PARAM_PROFILE, VAR_PREFIX};
-use crate::twilio::dial::is_valid_target;
+use crate::twilio::transfer::is_valid_target;
 use crate::twilio::StartMeta;
 
 /// Answers larger than this are junk.

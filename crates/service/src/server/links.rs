@@ -1,6 +1,6 @@
 //! A call's Realtime sockets, by generation: the one in use, and during a rotation its
-//! successor (at most two at once), plus at most one dial in flight. The call decides which
-//! generation to dial, use and close (`call::Effect`); this only holds the sockets.
+//! successor (at most two at once), plus at most one connection attempt in flight. The call decides which
+//! generation to connect, use and close (`call::Effect`); this only holds the sockets.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use super::upstream::{self, Upstream, UpstreamError};
 use crate::call::UpstreamLoss;
 use crate::config::Config;
 
-type Dial = Pin<Box<dyn Future<Output = (Result<Upstream, UpstreamError>, Duration)> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = (Result<Upstream, UpstreamError>, Duration)> + Send>>;
 
 /// One socket, owned whole: reads happen only while the task waits and writes only between
 /// waits, so split halves (and the lock between them, taken on every read and write) would
@@ -29,9 +29,9 @@ struct Link {
 
 /// What happened on the sockets.
 pub enum Received {
-    /// The dial for this generation finished (its socket is held here when `Ok`), after
+    /// The connection attempt for this generation finished (its socket is held here when `Ok`), after
     /// this long.
-    Dialled(Result<(), UpstreamError>, Duration),
+    Connected(Result<(), UpstreamError>, Duration),
     Message(UpMessage),
     /// The socket is gone (and already forgotten here).
     Lost(UpstreamLoss),
@@ -42,10 +42,10 @@ pub struct Links {
     /// Boxed: a socket is ~1.4 KB (the TLS stream is inline in it) and the second slot is
     /// only used during a rotation; inline, every call's task would carry both.
     links: [Option<Box<Link>>; 2],
-    dial: Option<(u64, Dial)>,
+    connecting: Option<(u64, Connecting)>,
 }
 
-/// The error of a dial, as the call's input.
+/// The error of a connection attempt, as the call's input.
 pub fn loss_of(e: &UpstreamError) -> UpstreamLoss {
     match e {
         UpstreamError::Refused { status } => UpstreamLoss::Refused { status: *status },
@@ -60,16 +60,16 @@ impl Links {
         Links {
             cfg,
             links: [None, None],
-            dial: None,
+            connecting: None,
         }
     }
 
-    /// Dials `generation` (replacing a dial still in flight, which the call gave up on).
-    pub fn dial(&mut self, generation: u64) {
+    /// Connects `generation` (replacing an attempt still in flight, which the call gave up on).
+    pub fn connect(&mut self, generation: u64) {
         let cfg = self.cfg.clone();
         // Boxed, and dropped once it has finished: the connect future (DNS, TCP, TLS,
         // handshake) is several KiB, and kept inline it would sit in every call's task.
-        self.dial = Some((
+        self.connecting = Some((
             generation,
             Box::pin(async move {
                 let t = Instant::now();
@@ -79,15 +79,15 @@ impl Links {
         ));
     }
 
-    /// The next thing that happens on the sockets: the dial in flight finished, or a socket
+    /// The next thing that happens on the sockets: the connection attempt in flight finished, or a socket
     /// produced a message or ended (a socket that ended is forgotten before this returns).
     /// Pending when there is nothing to wait for. The task waits on every source of a call in
     /// one hand-written poll (`media::wake`), so no future is rebuilt per wake-up.
     pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<(u64, Received)> {
-        if let Some((generation, fut)) = self.dial.as_mut() {
+        if let Some((generation, fut)) = self.connecting.as_mut() {
             let generation = *generation;
             if let Poll::Ready((r, took)) = fut.as_mut().poll(cx) {
-                self.dial = None;
+                self.connecting = None;
                 return Poll::Ready((generation, self.install(generation, r, took)));
             }
         }
@@ -122,7 +122,7 @@ impl Links {
     ) -> Received {
         let ws = match r {
             Ok(ws) => ws,
-            Err(e) => return Received::Dialled(Err(e), took),
+            Err(e) => return Received::Connected(Err(e), took),
         };
         let link = Link {
             generation,
@@ -141,7 +141,7 @@ impl Links {
             }
         };
         self.links[slot] = Some(Box::new(link));
-        Received::Dialled(Ok(()), took)
+        Received::Connected(Ok(()), took)
     }
 
     fn get(&mut self, generation: u64) -> Option<&mut Link> {
@@ -247,7 +247,7 @@ impl Links {
                 closed.push(l.generation);
             }
         }
-        self.dial = None;
+        self.connecting = None;
         closed
     }
 }

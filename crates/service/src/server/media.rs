@@ -131,23 +131,23 @@ fn run(
             // 1. Write the call's outputs, batching writes into one flush per socket. Each
             // output is rendered into `d.text` before anything is awaited: an `Output` alive
             // across an await would be reserved in every call's task for the whole call.
-            let (mut wrote_tw, mut wrote_up) = (false, false);
+            let (mut wrote_twilio, mut wrote_realtime) = (false, false);
             while let Some(write) = d.next_write() {
                 match write {
                     Write::Nothing => {}
                     Write::Twilio => {
                         feed_twilio(&mut socket, &d.text, &mut d.call).await;
-                        wrote_tw = true;
+                        wrote_twilio = true;
                     }
                     Write::Up(generation) => {
-                        match d.ups.feed(generation, &d.text, WRITE_STALL).await {
-                            Ok(written) => wrote_up |= written,
+                        match d.realtime.feed(generation, &d.text, WRITE_STALL).await {
+                            Ok(written) => wrote_realtime |= written,
                             Err(loss) => d.upstream_write_failed(generation, loss, "write"),
                         }
                     }
                 }
             }
-            if wrote_tw
+            if wrote_twilio
                 && !matches!(
                     tokio::time::timeout(WRITE_STALL, socket.flush()).await,
                     Ok(Ok(()))
@@ -156,7 +156,7 @@ fn run(
                 warn!("flush to Twilio failed or stalled");
                 d.call.on_twilio_closed(Instant::now());
             }
-            for (generation, loss) in d.ups.flush(WRITE_STALL).await {
+            for (generation, loss) in d.realtime.flush(WRITE_STALL).await {
                 d.upstream_write_failed(generation, loss, "flush");
             }
             if d.call.has_output() && !d.call.is_ended() {
@@ -165,7 +165,7 @@ fn run(
             }
             let ok = !d.call.is_ended();
             d.timer
-                .flushed(wrote_tw && ok, wrote_up && ok, &s.metrics.latency);
+                .flushed(wrote_twilio && ok, wrote_realtime && ok, &s.metrics.latency);
             if d.call.is_ended() {
                 d.take_last_events();
                 break;
@@ -177,7 +177,7 @@ fn run(
                 d.sources.poll(
                     cx,
                     &mut socket,
-                    &mut d.ups,
+                    &mut d.realtime,
                     &mut d.effects,
                     &mut d.setup,
                     &d.mailbox,
@@ -214,7 +214,7 @@ fn run(
         if let (Some(r), Ok(())) = (d.rec.as_mut(), &closed_tw) {
             r.close(Dir::TwilioOut, Some(1000), d.outcome.as_str());
         }
-        for generation in Box::pin(d.ups.close_all()).await {
+        for generation in Box::pin(d.realtime.close_all()).await {
             if let Some(r) = d.rec.as_mut() {
                 r.upstream_close(Dir::RealtimeOut, generation, Some(1005), "");
             }

@@ -1,15 +1,15 @@
 //! The async shell, by what it serves: `http/` the edge and the HTTP routes (webhooks,
 //! callbacks, the outbound API, the web pages); the call's task (`media` and the files beside
-//! it: setup, effects, upstream sockets, latency stamps, the registry of running calls, the
-//! drain) feeds each call's [`crate::call::Call`] and does what it asks — it still decides a
-//! few things itself (the profile and setup lookup at `start`, when a drain's goodbye has run
-//! out); `twilio_rest` and `reports/` are clients both sides use. This file holds what they
-//! share: [`AppState`], the [`router`], and starting and stopping the server ([`spawn`],
-//! [`serve_on`]).
+//! it: setup, effect tasks, upstream sockets, latency stamps, the registry of running calls, the
+//! drain) feeds each call's [`crate::call::Call`] and does what it asks, deciding nothing about
+//! the call itself (`call_setup` only chooses the profile and runs the integrator's setup
+//! lookup, which is IO; the call decides what to do once they are known); `twilio_rest` and
+//! `reports/` are clients both sides use. This file holds what they share: [`AppState`], the
+//! [`router`], and starting and stopping the server ([`spawn`], [`serve_on`]).
 
 pub mod call_setup;
 pub mod drain;
-pub mod effects;
+pub mod effect_tasks;
 pub mod http;
 pub mod latency;
 pub mod links;

@@ -34,14 +34,14 @@ impl Call {
     /// switch when the call is quiet.
     pub(super) fn successor_ready(&mut self, generation: u64, now: Instant) {
         let replay = self.conversation.replay();
-        self.up.rotation = Rotation::Ready {
+        self.upstream.rotation = Rotation::Ready {
             generation,
             replayed_to: self.conversation.end(),
             noted: !replay.is_empty(),
         };
-        self.up.successor_opened = Some(now);
-        self.up.successor_limit = None;
-        self.up.quiet_frames = 0;
+        self.upstream.successor_opened = Some(now);
+        self.upstream.successor_limit = None;
+        self.upstream.quiet_frames = 0;
         // To the successor, not to the session in use.
         self.out.push_back(Output::ToRealtime {
             generation,
@@ -58,14 +58,14 @@ impl Call {
     /// Nothing is going on that a switch would cut: no answer in flight, the caller silent,
     /// no agent audio still queued at the caller.
     pub(super) fn quiet(&self, now: Instant) -> bool {
-        self.up.quiet_frames >= QUIET_FRAMES
+        self.upstream.quiet_frames >= QUIET_FRAMES
             && self
-                .up
+                .upstream
                 .turn_pending_since
                 .is_none_or(|t| now >= t + TURN_ANSWER_WAIT)
             && self.live_response.is_none()
             && self.current_item.is_none()
-            && !self.up.caller_speaking
+            && !self.upstream.caller_speaking
             && self.framer.pending() == 0
             && !self.playback.audible(now)
     }
@@ -73,30 +73,30 @@ impl Call {
     /// A caller frame (μ-law) went up: while a successor waits, count quiet frames and
     /// switch when the moment has come. Costs one comparison otherwise.
     pub(crate) fn rotation_frame(&mut self, ulaw: &[u8], now: Instant) {
-        if !matches!(self.up.rotation, Rotation::Ready { .. }) {
+        if !matches!(self.upstream.rotation, Rotation::Ready { .. }) {
             return;
         }
         let loud = ulaw
             .iter()
             .any(|&b| audio_codec_algorithms::decode_ulaw(b).unsigned_abs() >= QUIET_PEAK);
-        self.up.quiet_frames = if loud {
+        self.upstream.quiet_frames = if loud {
             0
         } else {
-            self.up.quiet_frames.saturating_add(1)
+            self.upstream.quiet_frames.saturating_add(1)
         };
         self.maybe_switch(now);
     }
 
     /// Switches to a ready successor if the call is quiet.
     pub(crate) fn maybe_switch(&mut self, now: Instant) {
-        if matches!(self.up.rotation, Rotation::Ready { .. }) && self.quiet(now) {
+        if matches!(self.upstream.rotation, Rotation::Ready { .. }) && self.quiet(now) {
             self.switch(now, false);
         }
     }
 
     /// An answer started (it is now the one in flight).
     pub(crate) fn answer_started(&mut self) {
-        self.up.turn_pending_since = None;
+        self.upstream.turn_pending_since = None;
     }
 
     /// Makes the ready successor the current session and closes the old one.
@@ -105,25 +105,25 @@ impl Call {
             generation,
             replayed_to,
             noted,
-        } = self.up.rotation
+        } = self.upstream.rotation
         else {
             return;
         };
-        self.up.rotation = Rotation::Idle;
+        self.upstream.rotation = Rotation::Idle;
         if forced {
             self.cut_answer_in_flight(now);
         }
-        let old = self.up.current;
-        self.up.current = generation;
+        let old = self.upstream.current;
+        self.upstream.current = generation;
         // What was said since the successor was set up.
         self.replay_rest(replayed_to, noted);
-        if forced && self.up.caller_speaking {
+        if forced && self.upstream.caller_speaking {
             // The old session never committed this sentence.
             self.resend_tail();
         }
         self.effect(UpstreamEffect::CloseUpstream { generation: old });
-        let opened = self.up.successor_opened.take().unwrap_or(now);
-        let limit = self.up.successor_limit.take();
+        let opened = self.upstream.successor_opened.take().unwrap_or(now);
+        let limit = self.upstream.successor_limit.take();
         self.session_began(opened, limit);
         self.out.push_back(Output::Event(CallEvent::SessionRotated {
             generation,
@@ -138,19 +138,19 @@ impl Call {
             generation,
             replayed_to,
             noted,
-        } = self.up.rotation
+        } = self.upstream.rotation
         else {
             return;
         };
-        self.up.rotation = Rotation::Idle;
-        let old = self.up.current;
-        self.up.current = generation;
+        self.upstream.rotation = Rotation::Idle;
+        let old = self.upstream.current;
+        self.upstream.current = generation;
         self.replay_rest(replayed_to, noted);
         self.upstream_ready = true;
         let resent_ms = self.prebuffered_ms();
         self.flush_prebuffer();
-        let opened = self.up.successor_opened.take().unwrap_or(now);
-        let limit = self.up.successor_limit.take();
+        let opened = self.upstream.successor_opened.take().unwrap_or(now);
+        let limit = self.upstream.successor_limit.take();
         self.session_began(opened, limit);
         self.out
             .push_back(Output::Event(CallEvent::UpstreamRestored {
@@ -178,20 +178,20 @@ impl Call {
     }
 
     pub(super) fn force_at(&self) -> Option<Instant> {
-        let limit = self.up.limit_at?;
+        let limit = self.upstream.limit_at?;
         Some(limit.checked_sub(FORCE_MARGIN).unwrap_or(limit))
     }
 
     /// `expires_at` of the current session, from `session.created`/`session.updated`.
     pub(crate) fn on_session_expiry(&mut self, expires_at: Option<u64>, now: Instant) {
-        let Some(limit) = expires_at.and_then(|at| self.up.unix_to_instant(at, now)) else {
+        let Some(limit) = expires_at.and_then(|at| self.upstream.unix_to_instant(at, now)) else {
             return;
         };
-        if let Some(opened) = self.up.ready_at {
-            if self.up.rotation == Rotation::Idle {
+        if let Some(opened) = self.upstream.ready_at {
+            if self.upstream.rotation == Rotation::Idle {
                 self.session_began(opened, Some(limit));
             } else {
-                self.up.limit_at = Some(limit);
+                self.upstream.limit_at = Some(limit);
             }
         }
     }

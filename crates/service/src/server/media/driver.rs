@@ -17,14 +17,14 @@ use tracing::{debug, info, warn};
 
 use super::super::call_setup::CallSetup;
 use super::super::console::LiveCall;
-use super::super::effects::{self, Effects};
+use super::super::effect_tasks::{self, EffectTasks};
 use super::super::latency::{Read, WriteTimer};
 use super::super::links::{self, Links, Received};
 use super::super::running::{CallCommand, Mailbox, Registered};
 use super::super::AppState;
 use super::call_log::{log_event, AnomalyCounts};
 use super::wake::{Sources, Wake};
-use super::write::{event_type, render_twilio, render_up, Write};
+use super::write::{event_type, render_realtime, render_twilio, Write};
 use super::{settle_recording, RECORDED_BY};
 use crate::call::{Call, CallEvent, EndReason, Output, UpstreamEffect, UpstreamLoss};
 use crate::realtime::ServerEvent;
@@ -47,7 +47,7 @@ pub(super) struct Driver<'a> {
     /// unless `record_dir` is set, and inline every call's task would reserve the recorder.
     pub rec: Option<Box<Recorder>>,
     /// The Realtime sockets by generation.
-    pub ups: Links,
+    pub realtime: Links,
     pub sources: Sources,
     /// What woke the task. Grows to the largest batch seen (a few entries); not reserved up
     /// front: every byte of it is held for the whole call.
@@ -62,12 +62,12 @@ pub(super) struct Driver<'a> {
     pub text: String,
     anomalies: AnomalyCounts,
     /// Tool requests and Twilio REST updates in flight (abandoned if the call ends first).
-    pub effects: Effects,
+    pub effects: EffectTasks,
     pub timer: WriteTimer,
 }
 
 impl<'a> Driver<'a> {
-    /// The state of a call whose media socket opened at `opened`. Its first output dials the
+    /// The state of a call whose media socket opened at `opened`. Its first output connects the
     /// upstream (generation 1), before the task first waits: in parallel with Twilio's `start`.
     pub fn new(s: &'a AppState, n: u64, only_call: Option<Box<str>>, opened: Instant) -> Self {
         let live = match &s.console {
@@ -107,7 +107,7 @@ impl<'a> Driver<'a> {
             report,
             setup,
             rec,
-            ups: Links::new(s.cfg.clone()),
+            realtime: Links::new(s.cfg.clone()),
             sources: Sources::new(s.stop_calls.clone()),
             batch: Vec::new(),
             mailbox: Arc::new(Mailbox::default()),
@@ -116,7 +116,7 @@ impl<'a> Driver<'a> {
             outcome: EndReason::TwilioDisconnected,
             text: String::with_capacity(512),
             anomalies: AnomalyCounts::default(),
-            effects: Effects::new(),
+            effects: EffectTasks::new(),
             timer: WriteTimer::default(),
         }
     }
@@ -159,10 +159,10 @@ impl<'a> Driver<'a> {
                     }
                 }
             }
-            Output::ToRealtime { generation, event } => render_up(
+            Output::ToRealtime { generation, event } => render_realtime(
                 self.s,
                 &self.call,
-                &self.ups,
+                &self.realtime,
                 &mut self.rec,
                 &mut self.text,
                 generation,
@@ -181,7 +181,7 @@ impl<'a> Driver<'a> {
                 Write::Nothing
             }
             Output::Effect { id, effect } => {
-                effects::spawn(self.s, &mut self.effects, id, effect);
+                effect_tasks::spawn(self.s, &mut self.effects, id, effect);
                 self.sources.others_changed();
                 Write::Nothing
             }
@@ -191,12 +191,12 @@ impl<'a> Driver<'a> {
     fn upstream_effect(&mut self, effect: UpstreamEffect) {
         match effect {
             UpstreamEffect::ConnectUpstream { generation } => {
-                debug!(generation, "dialling a new upstream session");
-                self.ups.dial(generation);
+                debug!(generation, "connecting a new upstream session");
+                self.realtime.connect(generation);
                 self.sources.upstream_changed();
             }
             UpstreamEffect::CloseUpstream { generation } => {
-                if self.ups.close(generation) {
+                if self.realtime.close(generation) {
                     if let Some(r) = self.rec.as_mut() {
                         r.upstream_close(Dir::RealtimeOut, generation, Some(1005), "");
                     }
@@ -379,7 +379,7 @@ impl<'a> Driver<'a> {
 
     fn on_upstream_received(&mut self, generation: u64, received: Received, now: Instant) {
         match received {
-            Received::Dialled(Ok(()), took) => {
+            Received::Connected(Ok(()), took) => {
                 self.s
                     .metrics
                     .upstream_connect_seconds
@@ -392,7 +392,7 @@ impl<'a> Driver<'a> {
                 // With profiles, the call keeps it unconfigured until its settings are decided.
                 self.call.on_upstream_open(generation, now);
             }
-            Received::Dialled(Err(e), _) => {
+            Received::Connected(Err(e), _) => {
                 warn!(generation, error = %e, "upstream connection failed");
                 let loss = links::loss_of(&e);
                 if let Some(r) = self.rec.as_mut() {

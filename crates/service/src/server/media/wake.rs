@@ -27,7 +27,7 @@ use tokio::task::JoinError;
 use tokio::time::{Instant, Sleep};
 
 use super::super::call_setup::CallSetup;
-use super::super::effects::Effects;
+use super::super::effect_tasks::EffectTasks;
 use super::super::links::{Links, Received};
 use super::super::running::{CallCommand, Mailbox};
 use crate::call::{EffectId, EffectResult};
@@ -41,7 +41,7 @@ const BATCH_PER_SOCKET: usize = 8;
 pub enum Wake {
     /// The Twilio socket's next item (`None`: it ended).
     Twilio(Option<Result<Message, axum::Error>>),
-    /// An upstream socket (by generation): dialled, a message, or lost.
+    /// An upstream socket (by generation): connected, a message, or lost.
     Upstream(u64, Received),
     /// A tool request or Twilio REST update finished.
     Effect(Result<(EffectId, EffectResult), JoinError>),
@@ -132,7 +132,7 @@ impl Sources {
         self.others_woken.set();
     }
 
-    /// A dial was started: its future has not been polled yet.
+    /// A connection attempt was started: its future has not been polled yet.
     pub fn upstream_changed(&self) {
         self.upstream_woken.set();
     }
@@ -149,8 +149,8 @@ impl Sources {
         &mut self,
         cx: &mut Context<'_>,
         twilio: &mut WebSocket,
-        ups: &mut Links,
-        effects: &mut Effects,
+        realtime: &mut Links,
+        effects: &mut EffectTasks,
         setup: &mut CallSetup,
         commands: &Mailbox,
         batch: &mut Vec<Wake>,
@@ -218,7 +218,7 @@ impl Sources {
                 let waker = waker_ref(&self.upstream_woken);
                 let cx = &mut Context::from_waker(&waker);
                 let mut taken = 0;
-                while let Poll::Ready((generation, received)) = ups.poll_next(cx) {
+                while let Poll::Ready((generation, received)) = realtime.poll_next(cx) {
                     batch.push(Wake::Upstream(generation, received));
                     taken += 1;
                     if taken == BATCH_PER_SOCKET {

@@ -51,16 +51,16 @@ pub(super) async fn feed_twilio(socket: &mut WebSocket, text: &str, call: &mut C
 
 /// Renders a Realtime event into `text` (and the recording) for the socket of `generation`,
 /// or drops it when that socket is gone.
-pub(super) fn render_up(
+pub(super) fn render_realtime(
     s: &AppState,
     call: &Call,
-    ups: &Links,
+    realtime: &Links,
     rec: &mut Option<Box<Recorder>>,
     text: &mut String,
     generation: u64,
     ev: &crate::realtime::ClientEvent,
 ) -> Write {
-    if !ups.has(generation) {
+    if !realtime.has(generation) {
         // Between a drop and the next session the call buffers audio itself; anything else
         // for a socket that is gone is dropped here.
         debug!(

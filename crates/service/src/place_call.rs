@@ -1,4 +1,5 @@
-//! `callbridge dial`: the command-line face of `POST /v1/calls`.
+//! `callbridge dial`: the command-line face of `POST /v1/calls` (placing an outbound call;
+//! not to be confused with `<Dial>`, which transfers a call: `twilio::transfer`).
 
 use std::collections::BTreeMap;
 

@@ -14,10 +14,10 @@ use crate::integrator::{signature, SIGNATURE_HEADER};
 /// The largest tool answer accepted (it becomes the `function_call_output`).
 pub const MAX_TOOL_ANSWER: usize = 64 * 1024;
 
-pub type Effects = JoinSet<(EffectId, EffectResult)>;
+pub type EffectTasks = JoinSet<(EffectId, EffectResult)>;
 
 /// Starts `effect` in the background.
-pub fn spawn(s: &AppState, set: &mut Effects, id: EffectId, effect: Effect) {
+pub fn spawn(s: &AppState, set: &mut EffectTasks, id: EffectId, effect: Effect) {
     match effect {
         Effect::RunTool(req) => {
             let http = s.http.clone();
