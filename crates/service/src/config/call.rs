@@ -168,6 +168,7 @@ pub(super) fn call_config(
         turn_detection,
         max_output_tokens,
     } = keys;
+    let settings = super::settings::settings(r, dialect, &tools_cfg)?;
     let session = SessionConfig {
         model: r.model.take().filter(|m| !m.is_empty()),
         instructions: r
@@ -183,6 +184,7 @@ pub(super) fn call_config(
         noise_reduction: r.noise_reduction.take(),
         temperature: r.temperature.map(|t| t as f32),
         tools: tools_cfg.declarations(),
+        settings,
     };
     let call = CallConfig {
         dialect,

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{invalid, tools, ConfigError};
+use super::{invalid, settings, tools, ConfigError};
 
 #[derive(Clone, Copy)]
 pub(super) enum Kind {
@@ -88,6 +88,14 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("drain_goodbye", Kind::Str),
     ("drain_goodbye_timeout_ms", Kind::Int),
     ("voicemail_message", Kind::Str),
+    ("reasoning_effort", Kind::Str),
+    ("parallel_tool_calls", Kind::Bool),
+    ("prompt_id", Kind::Str),
+    ("prompt_version", Kind::Str),
+    ("prompt_variables", Kind::Str),
+    ("truncation", Kind::Str),
+    ("tool_choice", Kind::Str),
+    ("tracing", Kind::Str),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -202,6 +210,15 @@ pub(super) struct Raw {
     pub(super) drain_goodbye: Option<String>,
     pub(super) drain_goodbye_timeout_ms: Option<i64>,
     pub(super) voicemail_message: Option<String>,
+    pub(super) reasoning_effort: Option<String>,
+    pub(super) parallel_tool_calls: Option<bool>,
+    pub(super) prompt_id: Option<String>,
+    pub(super) prompt_version: Option<String>,
+    pub(super) prompt_variables: Option<toml::Value>,
+    pub(super) truncation: Option<toml::Value>,
+    pub(super) tool_choice: Option<toml::Value>,
+    pub(super) tracing: Option<toml::Value>,
+    pub(super) mcp_servers: Option<Vec<settings::RawMcp>>,
 }
 
 pub(super) fn typed(name: &str, v: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
