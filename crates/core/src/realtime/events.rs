@@ -84,13 +84,17 @@ pub enum ServerEvent<'a> {
     /// servers; it is read from the output item then).
     #[serde(rename = "response.function_call_arguments.done")]
     FunctionCallArgumentsDone(FunctionCall),
-    /// An output item is complete; only `function_call` items matter to the bridge.
+    /// An output item is complete; `function_call` and `mcp_call` items matter to the bridge.
     #[serde(rename = "response.output_item.done")]
     OutputItemDone {
         #[serde(default)]
         response_id: Option<String>,
         item: OutputItem,
     },
+    /// OpenAI started calling a remote MCP server's tool (`response_mcp_call_in_progress.py`):
+    /// when the call's time starts.
+    #[serde(rename = "response.mcp_call.in_progress")]
+    McpCallInProgress { item_id: String },
     /// Any other event (deltas of transcripts, rate limits, item bookkeeping, new events):
     /// nothing in the call depends on it.
     #[serde(other)]
@@ -315,6 +319,13 @@ pub struct OutputItem {
     pub name: Option<String>,
     #[serde(default)]
     pub arguments: Option<String>,
+    /// An `mcp_call`'s server, output and error (`realtime_mcp_tool_call.py`).
+    #[serde(default)]
+    pub server_label: Option<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
 }
 
 impl OutputItem {
