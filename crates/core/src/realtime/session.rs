@@ -180,7 +180,10 @@ impl SessionConfig {
                     s.insert("model".into(), json!(m));
                 }
                 s.insert("output_modalities".into(), json!(["audio"]));
-                s.insert("instructions".into(), json!(self.instructions));
+                // With a stored prompt and no instructions of our own, the prompt's apply.
+                if !(self.instructions.is_empty() && self.settings.prompt.is_some()) {
+                    s.insert("instructions".into(), json!(self.instructions));
+                }
                 let mut input = Map::new();
                 input.insert("format".into(), self.audio_format.ga_json());
                 input.insert("turn_detection".into(), self.turn_detection.to_json());
