@@ -8,8 +8,9 @@ use std::time::{Instant, SystemTime};
 use callbridge::call::conversation::Entry;
 use callbridge::call::{CallConfig, CallEvent, Output};
 use callbridge::realtime::settings::McpServer;
+use callbridge::realtime::Dialect;
 use callbridge::report::builder::ReportBuilder;
-use serde_json::json;
+use serde_json::{json, Value};
 
 mod support;
 use support::call_harness::H;
@@ -161,4 +162,49 @@ fn an_mcp_call_from_a_server_not_configured_is_recorded_under_a_bounded_label() 
     let outs = h.rt(json!({"type": "response.output_item.done", "response_id": "r1", "output_index": 0, "item": item}), 20);
     assert!(outs.iter().any(|o| matches!(o,
         Output::Event(CallEvent::ToolCall { tool, seconds: None, .. }) if tool == "mcp:unknown")));
+}
+
+#[test]
+fn approval_requests_are_declined_at_once_and_the_model_continues_after_its_response() {
+    let mut h = H::started(config(), "{}");
+    h.created("r1", 10);
+    let request = json!({"id": "mcpr_1", "type": "mcp_approval_request", "server_label": "crm",
+                         "name": "delete_customer", "arguments": "{\"customer\":\"42\"}"});
+    let outs = h.rt(json!({"type": "response.output_item.done", "response_id": "r1", "output_index": 0, "item": request}), 20);
+    let sent: Vec<Value> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToRealtime { event, .. } => {
+                let mut s = String::new();
+                event.write_json(Dialect::Ga, &mut s);
+                Some(serde_json::from_str(&s).expect("JSON"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            json!({"type": "conversation.item.create", "item": {"type": "mcp_approval_response",
+            "id": "bridge_approval_1", "approval_request_id": "mcpr_1", "approve": false,
+            "reason": callbridge::call::mcp::DECLINED}})
+        ],
+        "declined at once; no response.create while r1 is live"
+    );
+    let outs = h.rt(
+        json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
+        30,
+    );
+    let creates = outs
+        .iter()
+        .filter(
+            |o| matches!(o, Output::ToRealtime { event, .. } if event.name() == "response.create"),
+        )
+        .count();
+    assert_eq!(creates, 1, "the model goes on once its response is done");
+    let rec = &h.call.tool_calls()[0];
+    assert_eq!(
+        (rec.tool.as_str(), rec.result),
+        ("delete_customer", Some("mcp_declined"))
+    );
 }

@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use callbridge::realtime::{ClientEvent, Dialect};
+use callbridge::realtime::{ClientEvent, Dialect, Item};
 use callbridge::sim::{SimConfig, Simulator};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -61,7 +61,8 @@ require_approval = { never = { tool_names = ["status"] } }
 /// Hanging up (`end_call`, offered in several configs here) needs Twilio REST credentials.
 const REST: &str = "twilio_api_key = \"SKtest\"\ntwilio_api_secret = \"twilio-secret\"\n";
 
-/// Validates `events` (`(dialect, event)`) with the SDK's models. Under `CI=true` a missing
+/// Validates `events` (`(dialect, event)`: `session.update`s, a GA `conversation.item.create`)
+/// with the SDK's models. Under `CI=true` a missing
 /// `openai` package fails; elsewhere the check is skipped, loudly.
 fn sdk_validates(events: &[(Dialect, Value)]) {
     let input: Vec<Value> = events
@@ -235,6 +236,16 @@ async fn every_new_key_reaches_the_session_and_the_sdk_models_accept_what_is_sen
         (Dialect::Beta, beta),
     ];
     events.extend(rendered_variants());
+    // The bridge's answer to an MCP approval request (call/mcp.rs declines them).
+    let mut out = String::new();
+    ClientEvent::CreateItem(Item::McpApprovalResponse {
+        id: "bridge_approval_1".into(),
+        approval_request_id: "mcpr_1".into(),
+        approve: false,
+        reason: callbridge::call::mcp::DECLINED.into(),
+    })
+    .write_json(Dialect::Ga, &mut out);
+    events.push((Dialect::Ga, serde_json::from_str(&out).expect("JSON")));
     sdk_validates(&events);
 }
 

@@ -3,7 +3,8 @@
 Reads a JSON array of events on stdin: `{"dialect": "ga"|"beta", "event": {...}}`. A GA
 `session.update` is validated with `openai.types.realtime.SessionUpdateEvent` (whose session
 is `RealtimeSessionCreateRequest`), a beta one with `openai.types.beta.realtime
-.SessionUpdateEvent`, in pydantic's strict mode. The SDK's models accept unknown fields
+.SessionUpdateEvent`, a GA `conversation.item.create` with `ConversationItemCreateEvent`, in
+pydantic's strict mode. The SDK's models accept unknown fields
 (`extra="allow"`), so every model in the result is also checked for fields it does not
 declare: an unknown field is an error here, as it is for the real server.
 
@@ -18,6 +19,7 @@ try:
     import pydantic
     from openai.types.realtime import SessionUpdateEvent as GaSessionUpdate
     from openai.types.beta.realtime import SessionUpdateEvent as BetaSessionUpdate
+    from openai.types.realtime import ConversationItemCreateEvent as GaItemCreate
 except ImportError as e:  # the test decides whether that is a failure (CI) or a skip
     print(f"openai SDK not importable: {e}", file=sys.stderr)
     sys.exit(3)
@@ -45,10 +47,15 @@ def main():
     events = json.load(sys.stdin)
     for n, e in enumerate(events):
         dialect, event = e["dialect"], e["event"]
-        if event.get("type") != "session.update":
-            errors.append(f"#{n}: not a session.update: {event.get('type')}")
+        classes = {
+            ("ga", "session.update"): GaSessionUpdate,
+            ("beta", "session.update"): BetaSessionUpdate,
+            ("ga", "conversation.item.create"): GaItemCreate,
+        }
+        cls = classes.get((dialect, event.get("type")))
+        if cls is None:
+            errors.append(f"#{n}: no SDK model here for {dialect} {event.get('type')}")
             continue
-        cls = GaSessionUpdate if dialect == "ga" else BetaSessionUpdate
         try:
             m = cls.model_validate(event, strict=True)
         except pydantic.ValidationError as err:
@@ -57,8 +64,9 @@ def main():
                 errors.append(f"#{n} ({dialect}): {loc}: {d['msg']}")
             continue
         # A GA session must be the realtime one, not the transcription session of the union.
-        if dialect == "ga" and type(m.session).__name__ != "RealtimeSessionCreateRequest":
-            errors.append(f"#{n}: session parsed as {type(m.session).__name__}")
+        session = getattr(m, "session", None)
+        if dialect == "ga" and session is not None and type(session).__name__ != "RealtimeSessionCreateRequest":
+            errors.append(f"#{n}: session parsed as {type(session).__name__}")
         for p in extras(m, "event"):
             errors.append(f"#{n} ({dialect}): {p}: not a field of the SDK model")
     for line in errors:

@@ -10,7 +10,7 @@ mod downlink;
 pub mod effects;
 mod filler;
 mod hangup;
-mod mcp;
+pub mod mcp;
 mod output;
 pub mod playback;
 pub mod timing;
@@ -492,8 +492,8 @@ impl Call {
             ServerEvent::OutputItemDone { response_id, item } => {
                 if let Some((call_id, name, args)) = item.function_call() {
                     self.tool_call_seen(response_id.as_deref(), call_id, Some(name), args);
-                } else if item.kind.as_deref() == Some("mcp_call") {
-                    self.mcp_call_done(&item, now);
+                } else {
+                    self.mcp_item_done(&item, now);
                 }
             }
             ServerEvent::McpCallInProgress { item_id } => self.mcp_call_started(item_id, now),

@@ -160,7 +160,7 @@ pub(crate) struct ToolState {
     running: Vec<Running>,
     groups: Vec<Group>,
     /// A `response.create` is owed as soon as no response is live.
-    create_when_idle: bool,
+    pub(super) create_when_idle: bool,
     pub(super) records: Vec<ToolCallRecord>,
     /// Remote MCP calls (run by OpenAI; recorded only): `mcp.rs`.
     pub(super) mcp: super::mcp::McpCalls,
