@@ -208,3 +208,17 @@ fn approval_requests_are_declined_at_once_and_the_model_continues_after_its_resp
         ("delete_customer", Some("mcp_declined"))
     );
 }
+
+#[test]
+fn an_item_with_a_non_text_output_never_makes_a_response_unreadable() {
+    let text = r#"{"type":"response.done","response":{"id":"r1","status":"completed","output":[
+        {"type":"some_future_item","id":"i0","output":{"rows":[1,2]},"server_label":"crm"},
+        {"type":"function_call","id":"i1","name":"f","call_id":"c1","arguments":"{}"}]}}"#;
+    match callbridge::realtime::ServerEvent::parse(text) {
+        Ok(callbridge::realtime::ServerEvent::ResponseDone { response }) => {
+            assert_eq!(response.output.len(), 2);
+            assert_eq!(response.output[1].function_call(), Some(("c1", "f", "{}")));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -49,6 +49,9 @@ fn remember<T>(q: &mut VecDeque<T>, v: T) {
 impl Call {
     /// `response.mcp_call.in_progress`.
     pub(super) fn mcp_call_started(&mut self, item_id: String, now: Instant) {
+        if item_id.is_empty() {
+            return;
+        }
         remember(&mut self.tools.mcp.started, (item_id, now));
     }
 
@@ -81,7 +84,10 @@ impl Call {
                 "mcp_declined",
             ),
             (Some(e), _) if !e.is_null() => (json!({"error": e}).to_string(), "mcp_error"),
-            (_, Some(out)) => (out.clone(), "ok"),
+            (_, Some(out)) => match out.as_str() {
+                Some(text) => (text.to_owned(), "ok"),
+                None => (out.to_string(), "ok"),
+            },
             _ => (String::new(), "ok"),
         };
         if approval && !self.ended {

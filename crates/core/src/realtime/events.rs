@@ -94,7 +94,10 @@ pub enum ServerEvent<'a> {
     /// OpenAI started calling a remote MCP server's tool (`response_mcp_call_in_progress.py`):
     /// when the call's time starts.
     #[serde(rename = "response.mcp_call.in_progress")]
-    McpCallInProgress { item_id: String },
+    McpCallInProgress {
+        #[serde(default)]
+        item_id: String,
+    },
     /// Any other event (deltas of transcripts, rate limits, item bookkeeping, new events):
     /// nothing in the call depends on it.
     #[serde(other)]
@@ -319,11 +322,13 @@ pub struct OutputItem {
     pub name: Option<String>,
     #[serde(default)]
     pub arguments: Option<String>,
-    /// An `mcp_call`'s server, output and error (`realtime_mcp_tool_call.py`).
+    /// An `mcp_call`'s server, output and error (`realtime_mcp_tool_call.py`). `output` is a
+    /// string there; kept as any JSON so another item type's `output` can never make a whole
+    /// `response.done` unreadable.
     #[serde(default)]
     pub server_label: Option<String>,
     #[serde(default)]
-    pub output: Option<String>,
+    pub output: Option<serde_json::Value>,
     #[serde(default)]
     pub error: Option<serde_json::Value>,
 }
