@@ -409,3 +409,45 @@ fn the_environment_sets_the_simple_forms() {
     );
     assert_eq!(s["tracing"], "auto");
 }
+
+#[test]
+fn a_recording_header_carries_the_settings_and_a_replay_config_rebuilds_the_session() {
+    let dir = TempDir::new("settings-pairs");
+    let cfg = bridge::config(&[], Some(&dir.file("callbridge.toml", ALL_KEYS)));
+    let pairs = callbridge::recording::config_pairs(&cfg.call);
+    assert!(
+        pairs.values().all(|v| !v.contains("mcp-secret-token")),
+        "{pairs:?}"
+    );
+    // As a replay loads them: each pair as `CALLBRIDGE_<KEY>`.
+    let vars: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (format!("CALLBRIDGE_{}", k.to_ascii_uppercase()), v.clone()))
+        .collect();
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let again = bridge::config(&env, None);
+    let original =
+        callbridge::realtime::settings::redact_session(&cfg.call.session.to_json(Dialect::Ga));
+    let rebuilt = again.call.session.to_json(Dialect::Ga);
+    for key in [
+        "reasoning",
+        "parallel_tool_calls",
+        "prompt",
+        "truncation",
+        "tracing",
+        "tool_choice",
+        "instructions",
+    ] {
+        assert_eq!(rebuilt[key], original[key], "{key}");
+    }
+    let mcp = |s: &Value| -> Vec<Value> {
+        s["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["type"] == "mcp")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(mcp(&rebuilt), mcp(&original));
+}

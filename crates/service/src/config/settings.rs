@@ -494,3 +494,60 @@ fn approval(key: &str, v: &toml::Value) -> Result<Value, ConfigError> {
         )),
     }
 }
+
+/// These settings as config keys and values (JSON text for tables, as the environment takes
+/// them): what a recording's header holds so a replay runs with the same session. MCP
+/// credentials are `<redacted>` (a recording never holds a secret).
+pub fn config_pairs(
+    s: &crate::realtime::SessionConfig,
+    dialect: Dialect,
+) -> Vec<(&'static str, String)> {
+    let v = crate::realtime::settings::redact_session(&s.to_json(dialect));
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = Vec::new();
+    let set = &s.settings;
+    if set.reasoning_effort.is_some() {
+        out.push(("reasoning_effort", text(&v["reasoning"]["effort"])));
+    }
+    if let Some(p) = set.parallel_tool_calls {
+        out.push(("parallel_tool_calls", p.to_string()));
+    }
+    if let Some(p) = &set.prompt {
+        out.push(("prompt_id", p.id.clone()));
+        if let Some(version) = &p.version {
+            out.push(("prompt_version", version.clone()));
+        }
+        if !p.variables.is_empty() {
+            out.push(("prompt_variables", v["prompt"]["variables"].to_string()));
+        }
+    }
+    for (key, set) in [
+        ("truncation", set.truncation.is_some()),
+        ("tool_choice", set.tool_choice.is_some()),
+        ("tracing", set.tracing.is_some()),
+    ] {
+        if set && !v[key].is_null() {
+            out.push((key, text(&v[key])));
+        }
+    }
+    let mcp: Vec<Value> = v["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "mcp")
+        .map(|t| {
+            let mut t = t.clone();
+            if let Some(o) = t.as_object_mut() {
+                o.remove("type");
+            }
+            t
+        })
+        .collect();
+    if !mcp.is_empty() {
+        out.push(("mcp_servers", Value::Array(mcp).to_string()));
+    }
+    out
+}

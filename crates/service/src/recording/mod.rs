@@ -347,6 +347,9 @@ pub fn config_pairs(c: &CallConfig) -> BTreeMap<String, String> {
     if let Some(v) = s.temperature {
         put("temperature", v.to_string());
     }
+    for (k, v) in crate::config::settings_config_pairs(s, c.dialect) {
+        put(k, v);
+    }
     if let Some(g) = &c.greeting {
         put("greeting", g.clone());
     }
