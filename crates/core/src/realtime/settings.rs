@@ -120,7 +120,9 @@ impl Tracing {
 }
 
 /// `responses/response_prompt.py`: a stored prompt (`id`, `version`, `variables`). Variable
-/// values are strings here (the SDK also allows input images and files).
+/// values are strings here (the SDK also allows input images and files). The SDK marks
+/// `session.prompt` deprecated: OpenAI scheduled saved prompts' shutdown for 2026-11-30
+/// (`realtime_session_create_request.py`); kept for servers that still serve them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoredPrompt {
     pub id: String,
