@@ -350,7 +350,7 @@ fn wrong_values_are_refused_naming_the_key() {
         ("tracing = \"on\"".into(), "tracing: \"on\"; allowed: \"auto\""),
         ("tracing = { workflow = \"w\" }".into(), "tracing.workflow: unknown key"),
         ("prompt_version = \"2\"".into(), "prompt_id: required with prompt_version or prompt_variables"),
-        ("prompt_id = \"p\"\n[prompt_variables]\nx = 1".into(), "prompt_variables.x: 1: a variable's value is a string"),
+        ("prompt_id = \"p\"\n[prompt_variables]\nx = 1".into(), "prompt_variables.x: 1: the value must be a string"),
         ("prompt_id = \"p\"\n[prompt_variables]\nx = \"{{bad name}}\"".into(), "prompt_variables.x: {{bad name}} is not a variable name"),
         ("[[mcp_servers]]\nserver_label = \"crm\"".into(), "mcp_servers[0].server_url: \"\" is not an http:// or https:// URL"),
         ("[[mcp_servers]]\nserver_label = \"a b\"\nserver_url = \"https://x\"".into(), "mcp_servers[0].server_label"),

@@ -51,6 +51,42 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A key holding names and string values: a table `{ sales = "+1555..." }` in the file, or
+/// `sales=+1555...,billing=sip:...` from the environment. `what` names the value in errors
+/// ("target", "value"); a wrong value is reported under `key.name`.
+fn name_value_pairs(
+    key: &str,
+    what: &str,
+    v: Option<toml::Value>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Table(t)) => t
+            .into_iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => Ok((k, s)),
+                other => Err(invalid(
+                    &format!("{key}.{k}"),
+                    format!("{other}: the {what} must be a string"),
+                )),
+            })
+            .collect(),
+        Some(toml::Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                None => Err(invalid(key, format!("{p:?}: expected name={what}"))),
+            })
+            .collect(),
+        Some(other) => Err(invalid(
+            key,
+            format!("{other}: expected a table of name = \"{what}\""),
+        )),
+    }
+}
+
 /// What running calls are told when the drain period is over (`drain_goodbye`).
 pub const DRAIN_GOODBYE: &str = "The service is being restarted and this call must end now: apologise briefly and say a short, polite goodbye, in one sentence.";
 

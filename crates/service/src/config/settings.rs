@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::keys::Raw;
-use super::{invalid, ConfigError};
+use super::{invalid, name_value_pairs, ConfigError};
 use crate::call::tools::ToolsConfig;
 use crate::realtime::settings::{
     McpServer, SessionSettings, StoredPrompt, ToolChoice, Tracing, Truncation, REASONING_EFFORTS,
@@ -134,37 +134,10 @@ pub(crate) fn check_tool_choice(s: &SessionSettings, tools: &ToolsConfig) -> Res
 fn prompt(r: &mut Raw) -> Result<Option<StoredPrompt>, ConfigError> {
     let id = r.prompt_id.take().filter(|i| !i.is_empty());
     let version = r.prompt_version.take().filter(|v| !v.is_empty());
-    let variables: BTreeMap<String, String> = match r.prompt_variables.take() {
-        None => BTreeMap::new(),
-        Some(toml::Value::Table(t)) => t
+    let variables: BTreeMap<String, String> =
+        name_value_pairs("prompt_variables", "value", r.prompt_variables.take())?
             .into_iter()
-            .map(|(k, v)| match v {
-                toml::Value::String(s) => Ok((k, s)),
-                other => Err(invalid(
-                    &format!("prompt_variables.{k}"),
-                    format!("{other}: a variable's value is a string"),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(toml::Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
-                None => Err(invalid(
-                    "prompt_variables",
-                    format!("{p:?}: expected name=value"),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(invalid(
-                "prompt_variables",
-                format!("{other}: expected a table of name = \"value\""),
-            ))
-        }
-    };
+            .collect();
     for k in variables.keys() {
         if k.is_empty() {
             return Err(invalid("prompt_variables", "a variable needs a name"));
