@@ -2,59 +2,21 @@
 //! (`openai==3.63.0`, `openai/types/realtime/`) allow is accepted, anything else refused like
 //! the real server does — an `invalid_request_error` naming the param, the update not applied.
 
-use std::time::Duration;
-
-use callbridge::sim::{SimConfig, Simulator};
-use futures_util::{SinkExt, StreamExt};
+use callbridge::sim::SimConfig;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(sim: &Simulator, beta: bool) -> Ws {
-    let mut req = sim.url().into_client_request().expect("request");
-    req.headers_mut()
-        .insert("authorization", "Bearer sk-test".parse().expect("header"));
-    if beta {
-        req.headers_mut()
-            .insert("openai-beta", "realtime=v1".parse().expect("header"));
-    }
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(recv(&mut ws).await["type"], "session.created");
-    ws
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("timed out waiting for an event")
-            .expect("socket ended")
-            .expect("socket error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).expect("JSON");
-        }
-    }
-}
+mod support;
+use support::realtime_ws::{opened, recv, update_session, Ws};
 
 /// Sends `session.update` with `session`; the answer.
 async fn update(ws: &mut Ws, session: Value) -> Value {
-    let e = json!({"type": "session.update", "session": session});
-    ws.send(Message::text(e.to_string())).await.expect("send");
+    update_session(ws, session).await;
     recv(ws).await
 }
 
 #[tokio::test]
 async fn ga_accepts_the_sdk_shapes_and_refuses_the_rest_naming_the_param() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("simulator");
-    let mut ws = connect(&sim, false).await;
+    let (_sim, mut ws) = opened(SimConfig::default(), false).await;
     let good = json!({"type": "realtime",
         "reasoning": {"effort": "xhigh"}, "parallel_tool_calls": true,
         "prompt": {"id": "pmpt_1", "version": "2", "variables": {"a": "b", "img": {"type": "input_text", "text": "t"}}},
@@ -165,10 +127,7 @@ async fn ga_accepts_the_sdk_shapes_and_refuses_the_rest_naming_the_param() {
 
 #[tokio::test]
 async fn beta_has_tracing_and_a_tool_choice_string_only() {
-    let sim = Simulator::start("127.0.0.1:0", SimConfig::default())
-        .await
-        .expect("simulator");
-    let mut ws = connect(&sim, true).await;
+    let (_sim, mut ws) = opened(SimConfig::default(), true).await;
     let ok = update(&mut ws, json!({"tracing": "auto", "tool_choice": "none"})).await;
     assert_eq!(ok["type"], "session.updated", "{ok}");
     for (session, param) in [
