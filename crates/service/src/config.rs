@@ -12,6 +12,7 @@ mod call;
 mod callcenter;
 mod keys;
 mod profiles;
+mod silence;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};

@@ -88,6 +88,10 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("drain_goodbye", Kind::Str),
     ("drain_goodbye_timeout_ms", Kind::Int),
     ("voicemail_message", Kind::Str),
+    ("silence_reprompt_s", Kind::Int),
+    ("silence_hangup_s", Kind::Int),
+    ("silence_reprompt_instructions", Kind::Str),
+    ("silence_goodbye_instructions", Kind::Str),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -202,6 +206,10 @@ pub(super) struct Raw {
     pub(super) drain_goodbye: Option<String>,
     pub(super) drain_goodbye_timeout_ms: Option<i64>,
     pub(super) voicemail_message: Option<String>,
+    pub(super) silence_reprompt_s: Option<i64>,
+    pub(super) silence_hangup_s: Option<i64>,
+    pub(super) silence_reprompt_instructions: Option<String>,
+    pub(super) silence_goodbye_instructions: Option<String>,
 }
 
 pub(super) fn typed(name: &str, v: &str, kind: Kind) -> Result<toml::Value, ConfigError> {

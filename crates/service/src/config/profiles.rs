@@ -39,6 +39,10 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "filler_audio",
     "goodbye_timeout_ms",
     "voicemail_message",
+    "silence_reprompt_s",
+    "silence_hangup_s",
+    "silence_reprompt_instructions",
+    "silence_goodbye_instructions",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
 pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];
