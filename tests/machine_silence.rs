@@ -135,7 +135,10 @@ fn no_check_in_while_the_agent_is_still_heard() {
     h.quiet_until(200, 60_000);
     // Heard at last: the clock starts now, not at the response's end.
     h.echo_all(&m, 60_000);
-    assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(60_000 + REPROMPT)));
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        Some(h.at(60_000 + REPROMPT))
+    );
 }
 
 #[test]
@@ -148,7 +151,10 @@ fn a_response_without_audio_starts_the_clock_when_it_is_done() {
         300,
     );
     assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(300 + REPROMPT)));
-    assert_eq!(asked(&h.tick(300 + REPROMPT)), vec![REPROMPT_SAY.to_owned()]);
+    assert_eq!(
+        asked(&h.tick(300 + REPROMPT)),
+        vec![REPROMPT_SAY.to_owned()]
+    );
 }
 
 #[test]
@@ -163,7 +169,10 @@ fn caller_speech_or_a_key_starts_a_new_stretch() {
     h.speech_stopped(40_000);
     // … and starts again once the agent's answer was heard.
     h.turn("r_answer", 500, 40_000, 40_600);
-    assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(40_600 + REPROMPT)));
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        Some(h.at(40_600 + REPROMPT))
+    );
     // A key press counts as the caller acting, too.
     h.dtmf("5", 45_000);
     assert_eq!(h.call.deadline(Timer::Silence), None);
@@ -202,9 +211,16 @@ fn no_check_in_during_a_tool_call() {
         )),
         52_000,
     );
-    assert_eq!(asked(&outs), vec![String::new()], "the tool's answer is spoken");
+    assert_eq!(
+        asked(&outs),
+        vec![String::new()],
+        "the tool's answer is spoken"
+    );
     h.turn("r_after", 500, 52_100, 52_700);
-    assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(52_700 + REPROMPT)));
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        Some(h.at(52_700 + REPROMPT))
+    );
 }
 
 #[test]
@@ -225,7 +241,10 @@ fn after_the_check_in_was_heard_a_silent_caller_gets_a_goodbye_and_is_hung_up_on
     // The goodbye plays; once its last mark echoes, Twilio REST hangs up.
     let outs = h.speak("r_bye", "i_bye", 1_000, 32_100);
     let m = marks(&outs);
-    assert!(hangup_updates(&h.tick(32_500)).is_empty(), "time alone is no proof");
+    assert!(
+        hangup_updates(&h.tick(32_500)).is_empty(),
+        "time alone is no proof"
+    );
     let outs = h.echo_all(&m, 33_200);
     let ids = hangup_updates(&outs);
     assert_eq!(ids.len(), 1, "{outs:?}");
@@ -242,7 +261,10 @@ fn a_check_in_that_never_starts_still_leads_to_the_hang_up() {
     // check-in was asked for, so the silent caller is still hung up on.
     let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
     h.turn("r_greet", 500, 100, 700);
-    assert_eq!(asked(&h.tick(700 + REPROMPT)), vec![REPROMPT_SAY.to_owned()]);
+    assert_eq!(
+        asked(&h.tick(700 + REPROMPT)),
+        vec![REPROMPT_SAY.to_owned()]
+    );
     h.quiet_until(700 + REPROMPT, 700 + REPROMPT + HANGUP);
     let outs = h.tick(700 + REPROMPT + HANGUP);
     assert_eq!(asked(&outs), vec![GOODBYE_SAY.to_owned()]);
@@ -260,7 +282,10 @@ fn with_only_a_hang_up_configured_the_goodbye_comes_without_a_check_in() {
 fn with_only_a_check_in_configured_the_call_goes_on_after_it() {
     let mut h = started(cfg(Some(REPROMPT), None));
     h.turn("r_greet", 500, 100, 700);
-    assert_eq!(asked(&h.tick(700 + REPROMPT)), vec![REPROMPT_SAY.to_owned()]);
+    assert_eq!(
+        asked(&h.tick(700 + REPROMPT)),
+        vec![REPROMPT_SAY.to_owned()]
+    );
     h.turn("r_check", 500, 10_800, 11_400);
     assert_eq!(h.call.deadline(Timer::Silence), None);
     h.quiet_until(11_400, 120_000);

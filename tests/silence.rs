@@ -102,7 +102,11 @@ async fn a_silent_caller_is_checked_on_then_hung_up_on_as_caller_silent() {
         .as_ref()
         .expect("Twilio ended the stream");
     assert_eq!(ended.queued, 0, "the goodbye was played in full: {ended:?}");
-    assert!(report.bytes_played >= 3 * 1000 * 8, "{}", report.bytes_played);
+    assert!(
+        report.bytes_played >= 3 * 1000 * 8,
+        "{}",
+        report.bytes_played
+    );
     assert!(took >= Duration::from_secs(3), "{took:?}");
     assert!(took < Duration::from_secs(25), "{took:?}");
     let reqs = twilio.requests();
@@ -114,10 +118,12 @@ async fn a_silent_caller_is_checked_on_then_hung_up_on_as_caller_silent() {
 
     // The outcome, in the metrics and the report.
     assert!(
-        eventually(WAIT, async || metrics
-            .render()
-            .lines()
-            .any(|l| l == "callbridge_calls_total{outcome=\"caller_silent\"} 1"))
+        eventually(WAIT, async || {
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "callbridge_calls_total{outcome=\"caller_silent\"} 1")
+        })
         .await,
         "{}",
         metrics.render()
