@@ -179,6 +179,31 @@ fn caller_speech_or_a_key_starts_a_new_stretch() {
 }
 
 #[test]
+fn a_key_the_model_is_not_told_about_restarts_the_clock_at_once() {
+    let mut h = started(CallConfig {
+        dtmf_to_model: false,
+        ..cfg(Some(REPROMPT), Some(HANGUP))
+    });
+    h.turn("r_greet", 500, 100, 700);
+    assert_eq!(
+        asked(&h.tick(700 + REPROMPT)),
+        vec![REPROMPT_SAY.to_owned()]
+    );
+    h.turn("r_check", 500, 10_800, 11_400);
+    // A key: nobody answers it, but it is the caller acting: a new stretch, checked on again.
+    h.dtmf("1", 15_000);
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        Some(h.at(15_000 + REPROMPT))
+    );
+    h.quiet_until(15_000, 15_000 + REPROMPT);
+    assert_eq!(
+        asked(&h.tick(15_000 + REPROMPT)),
+        vec![REPROMPT_SAY.to_owned()]
+    );
+}
+
+#[test]
 fn no_check_in_during_a_tool_call() {
     let mut slow = tool("lookup_order");
     slow.timeout = Duration::from_secs(120);
@@ -335,4 +360,45 @@ fn silence_keys_are_read_validated_and_per_profile() {
     assert_eq!(es.reprompt_instructions, "Pregunta si sigue ahí.");
     assert_eq!(es.goodbye_instructions, GOODBYE_SAY);
     assert_eq!(c.call.silence.hangup, None);
+}
+
+#[test]
+fn a_new_response_stops_the_clock_until_it_was_heard() {
+    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
+    h.turn("r_greet", 500, 100, 700);
+    // The agent speaks again on its own (a late answer, keys told to the model).
+    h.created("r_more", 5_000);
+    assert_eq!(h.call.deadline(Timer::Silence), None);
+    let outs = h.delta("r_more", "i_more", &[0x11u8; 400 * 8], 5_010);
+    h.quiet_until(5_000, 30_000);
+    h.rt(
+        json!({"type":"response.output_audio.done","response_id":"r_more","item_id":"i_more"}),
+        30_000,
+    );
+    h.rt(
+        json!({"type":"response.done","response":{"id":"r_more","status":"completed","output":[]}}),
+        30_000,
+    );
+    assert_eq!(h.call.deadline(Timer::Silence), None, "not heard yet");
+    let mut m = marks(&outs);
+    m.extend(marks(&h.drain()));
+    h.echo_all(&m, 30_500);
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        Some(h.at(30_500 + REPROMPT))
+    );
+}
+
+#[test]
+fn an_ending_stops_the_clock() {
+    let mut h = started(CallConfig {
+        max_call: Some(Duration::from_secs(5)),
+        ..cfg(Some(REPROMPT), Some(HANGUP))
+    });
+    h.turn("r_greet", 500, 100, 700);
+    let outs = h.tick(5_000);
+    assert_eq!(asked(&outs).len(), 1, "the time limit's goodbye: {outs:?}");
+    assert!(h.call.is_ending());
+    assert_eq!(h.call.deadline(Timer::Silence), None);
+    h.quiet_until(5_001, 8_000);
 }

@@ -391,7 +391,7 @@ impl Call {
                 self.upstream.caller_speaking = true;
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
-                self.silence_caller_acted();
+                self.silence_caller_spoke();
                 if self.cfg.barge_in {
                     self.barge_in(now);
                 }

@@ -13,6 +13,8 @@
 //! - **Stops** (and forgets where it was) on caller speech (`input_audio_buffer.speech_started`),
 //!   a key the caller pressed, and any new response (`response.created`: the agent speaks
 //!   again, including the check-in itself). It starts again when that response's turn is over.
+//!   Keys that do not go to the model (`dtmf_to_model = false`) get no answer, so after one the
+//!   clock starts again at once: the agent is still waiting, in a new stretch.
 //! - **Does not run** while a tool call is in flight (and its filler plays), while the call is
 //!   ending or transferring, before the call is live, or while the upstream is down (the
 //!   clock is kept, not reset: a reconnect is not the caller's doing).
@@ -108,10 +110,19 @@ impl Call {
         }
     }
 
-    /// The caller spoke or pressed a key: a new stretch begins, the clock stops until the
-    /// agent has answered.
-    pub(super) fn silence_caller_acted(&mut self) {
+    /// The caller spoke: a new stretch begins, the clock stops until the agent has answered.
+    pub(super) fn silence_caller_spoke(&mut self) {
         self.silence = Silence::default();
+    }
+
+    /// The caller pressed a key: a new stretch begins. The model answers keys it is told
+    /// about (the clock starts again once that answer was heard); others get no answer, so
+    /// the agent waits on from `now`.
+    pub(super) fn silence_key_pressed(&mut self, now: Instant) {
+        self.silence = Silence::default();
+        if !self.cfg.dtmf_to_model {
+            self.silence_agent_done(now);
+        }
     }
 
     /// A response began: the agent is not waiting while it speaks (or calls a tool).
