@@ -402,3 +402,29 @@ fn an_ending_stops_the_clock() {
     assert_eq!(h.call.deadline(Timer::Silence), None);
     h.quiet_until(5_001, 8_000);
 }
+
+#[test]
+fn after_an_upstream_outage_the_clock_starts_again_when_the_new_session_is_ready() {
+    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
+    h.turn("r_greet", 500, 100, 700);
+    // The session drops at 5 s; the new one (generation 2) takes over at 15 s.
+    h.call.on_upstream_lost(
+        1,
+        callbridge::call::UpstreamLoss::Dropped("reset".into()),
+        h.at(5_000),
+    );
+    h.drain();
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        None,
+        "not while it is down"
+    );
+    h.quiet_until(5_000, 15_000);
+    h.call.on_upstream_open(2, h.at(15_000));
+    let outs = h.drain();
+    assert!(asked(&outs).is_empty(), "no check-in at once: {outs:?}");
+    assert_eq!(
+        h.call.deadline(Timer::Silence),
+        Some(h.at(15_000 + REPROMPT))
+    );
+}

@@ -16,8 +16,10 @@
 //!   Keys that do not go to the model (`dtmf_to_model = false`) get no answer, so after one the
 //!   clock starts again at once: the agent is still waiting, in a new stretch.
 //! - **Does not run** while a tool call is in flight (and its filler plays), while the call is
-//!   ending or transferring, before the call is live, or while the upstream is down (the
-//!   clock is kept, not reset: a reconnect is not the caller's doing).
+//!   ending or transferring, before the call is live, or while the upstream is down. When a
+//!   new session took over after a drop, the clock starts again from then if the agent waits
+//!   (the outage was not the caller's silence, and the caller audio kept meanwhile reaches the
+//!   new session first); the stretch goes on (a check-in already made is not repeated).
 //!
 //! # What happens when it runs out
 //!
@@ -128,6 +130,11 @@ impl Call {
     /// A response began: the agent is not waiting while it speaks (or calls a tool).
     pub(super) fn silence_response_started(&mut self) {
         self.silence.waiting_since = None;
+    }
+
+    /// A new session took over after a drop (see the module docs).
+    pub(super) fn silence_upstream_restored(&mut self, now: Instant) {
+        self.silence_agent_done(now);
     }
 
     pub(super) fn silence_on_tick(&mut self, now: Instant) {
