@@ -12,12 +12,14 @@ mod call;
 mod callcenter;
 mod keys;
 mod profiles;
+mod settings;
 mod silence;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
+pub use settings::config_pairs as settings_config_pairs;
 pub(crate) use tools::valid_name;
 
 pub use tools::DEFAULT_FILLER;

@@ -11,6 +11,7 @@ pub mod effects;
 mod filler;
 mod hangup;
 mod held;
+pub mod mcp;
 mod output;
 pub mod phase;
 pub mod playback;
@@ -462,8 +463,11 @@ impl Call {
             ServerEvent::OutputItemDone { response_id, item } => {
                 if let Some((call_id, name, args)) = item.function_call() {
                     self.tool_call_seen(response_id.as_deref(), call_id, Some(name), args);
+                } else {
+                    self.mcp_item_done(&item, now);
                 }
             }
+            ServerEvent::McpCallInProgress { item_id } => self.mcp_call_started(item_id, now),
             ServerEvent::Unknown => {}
         }
     }
