@@ -13,6 +13,7 @@ mod callcenter;
 mod keys;
 mod profiles;
 mod settings;
+mod silence;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};

@@ -177,6 +177,8 @@ pub enum EndReason {
     Voicemail,
     /// The setup lookup answered `reject: true`: the call was refused politely.
     Rejected,
+    /// The caller stayed silent (`silence_hangup_s`): the agent said goodbye and hung up.
+    CallerSilent,
 }
 
 impl EndReason {
@@ -197,6 +199,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::Voicemail => "voicemail",
             EndReason::Rejected => "rejected",
+            EndReason::CallerSilent => "caller_silent",
         }
     }
 }

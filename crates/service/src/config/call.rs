@@ -248,6 +248,7 @@ pub(super) fn call_config(
             }
             n => Some(Duration::from_secs(n)),
         },
+        silence: super::silence::silence_config(r)?,
     };
     Ok(call)
 }
