@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::SimConfig;
-use futures_util::SinkExt;
 use serde_json::json;
 
 mod support;
@@ -40,15 +39,8 @@ async fn mcp_calls_reach_the_report_like_function_calls() {
         reports.url("/reports"),
         dir.join("spool").display()
     );
-    let (server, _) = bridge::start(
-        &[("REALTIME_URL", &sim.url()), ("OPENAI_API_KEY", "sk-test")],
-        Some(&dir.file("callbridge.toml", &file)),
-    )
-    .await;
-    let mut ws = media::connect(format!("ws://{}/media", server.addr)).await;
-    ws.send(media::start("AC1", "MZmcp", "CAmcp", json!({})))
-        .await
-        .expect("send");
+    let server = bridge::on_simulator(&sim, &dir.file("callbridge.toml", &file)).await;
+    let mut ws = media::started(server.addr, "MZmcp", "CAmcp", json!({})).await;
     let done = eventually(WAIT, async || {
         sim.session(0).is_some_and(|s| s.responses_completed >= 1)
     })

@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::Router;
 use callbridge::sim::SimConfig;
-use futures_util::SinkExt;
 use serde_json::{json, Value};
 
 mod support;
@@ -33,17 +32,12 @@ async fn tool(State(hits): State<Hits>, Path(name): Path<String>, body: String) 
 }
 
 async fn tool_server(hits: Hits) -> String {
-    let app = Router::new()
-        .route("/tools/{name}", post(tool))
-        .with_state(hits);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    base
+    support::serve_app(
+        Router::new()
+            .route("/tools/{name}", post(tool))
+            .with_state(hits),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -70,15 +64,8 @@ async fn calls_of_one_response_run_concurrently_each_answered_once_then_one_resp
         );
     }
     let dir = TempDir::new("parallel-tools");
-    let (server, _) = bridge::start(
-        &[("REALTIME_URL", &sim.url()), ("OPENAI_API_KEY", "sk-test")],
-        Some(&dir.file("callbridge.toml", &file)),
-    )
-    .await;
-    let mut ws = media::connect(format!("ws://{}/media", server.addr)).await;
-    ws.send(media::start("AC1", "MZpar", "CApar", json!({})))
-        .await
-        .expect("send");
+    let server = bridge::on_simulator(&sim, &dir.file("callbridge.toml", &file)).await;
+    let mut ws = media::started(server.addr, "MZpar", "CApar", json!({})).await;
 
     // Until the model was asked to speak about the results (and a moment more, to catch a
     // second response.create or a late duplicate output).

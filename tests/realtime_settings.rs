@@ -146,11 +146,7 @@ async fn every_new_key_reaches_the_session_and_the_sdk_models_accept_what_is_sen
     let dir = TempDir::new("settings-ga");
     let path = dir.file("callbridge.toml", ALL_KEYS);
     let sim = simulator(SimConfig::default()).await;
-    let (server, _) = bridge::start(
-        &[("REALTIME_URL", &sim.url()), ("OPENAI_API_KEY", "sk-test")],
-        Some(&path),
-    )
-    .await;
+    let server = bridge::on_simulator(&sim, &path).await;
     let top = call(
         server.addr,
         &sim,

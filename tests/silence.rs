@@ -10,10 +10,11 @@ use callbridge::call::silence::{GOODBYE_SAY, REPROMPT_SAY};
 use callbridge::caller::Step;
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
-use callbridge::sim::{SimConfig, Simulator};
+use callbridge::sim::SimConfig;
 
 mod support;
 use support::caller::call_ended_by_twilio;
+use support::response_creates as creates;
 use support::schema::assert_valid;
 use support::{bridge, eventually, simulator, TempDir, WAIT};
 
@@ -23,23 +24,6 @@ const ACCOUNT: &str = "AC00000000000000000000000000000001";
 const CALL_SID: &str = "CA00000000000000000000000000000001";
 const SECRET: &str = "report-secret-for-tests-1";
 const GREETING: &str = "Greet the caller.";
-
-/// The instructions of every `response.create` the simulator received.
-fn creates(sim: &Simulator) -> Vec<String> {
-    let Some(log) = sim.session(0) else {
-        return Vec::new();
-    };
-    log.received
-        .iter()
-        .filter(|ev| ev["type"] == "response.create")
-        .map(|ev| {
-            ev["response"]["instructions"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_caller_is_checked_on_then_hung_up_on_as_caller_silent() {

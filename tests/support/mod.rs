@@ -116,3 +116,33 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// The instructions of every `response.create` the simulator received in its first session.
+pub fn response_creates(sim: &callbridge::sim::Simulator) -> Vec<String> {
+    let Some(log) = sim.session(0) else {
+        return Vec::new();
+    };
+    log.received
+        .iter()
+        .filter(|ev| ev["type"] == "response.create")
+        .map(|ev| {
+            ev["response"]["instructions"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Serves `app` on 127.0.0.1 (an integrator's endpoint, a tool server) until the test ends;
+/// its base URL, `http://127.0.0.1:PORT`.
+pub async fn serve_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
