@@ -107,6 +107,12 @@ impl H {
     }
 }
 
+/// The silence clock is due `ms` after the call began.
+#[track_caller]
+fn assert_silence_due(h: &H, ms: u64) {
+    assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(ms)));
+}
+
 #[test]
 fn the_check_in_comes_exactly_at_the_deadline_after_the_greeting_was_heard() {
     let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
@@ -135,10 +141,7 @@ fn no_check_in_while_the_agent_is_still_heard() {
     h.quiet_until(200, 60_000);
     // Heard at last: the clock starts now, not at the response's end.
     h.echo_all(&m, 60_000);
-    assert_eq!(
-        h.call.deadline(Timer::Silence),
-        Some(h.at(60_000 + REPROMPT))
-    );
+    assert_silence_due(&h, 60_000 + REPROMPT);
 }
 
 #[test]
@@ -150,7 +153,7 @@ fn a_response_without_audio_starts_the_clock_when_it_is_done() {
         json!({"type":"response.done","response":{"id":"r_text","status":"completed","output":[]}}),
         300,
     );
-    assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(300 + REPROMPT)));
+    assert_silence_due(&h, 300 + REPROMPT);
     assert_eq!(
         asked(&h.tick(300 + REPROMPT)),
         vec![REPROMPT_SAY.to_owned()]
@@ -169,10 +172,7 @@ fn caller_speech_or_a_key_starts_a_new_stretch() {
     h.speech_stopped(40_000);
     // … and starts again once the agent's answer was heard.
     h.turn("r_answer", 500, 40_000, 40_600);
-    assert_eq!(
-        h.call.deadline(Timer::Silence),
-        Some(h.at(40_600 + REPROMPT))
-    );
+    assert_silence_due(&h, 40_600 + REPROMPT);
     // A key press counts as the caller acting, too.
     h.dtmf("5", 45_000);
     assert_eq!(h.call.deadline(Timer::Silence), None);
@@ -192,10 +192,7 @@ fn a_key_the_model_is_not_told_about_restarts_the_clock_at_once() {
     h.turn("r_check", 500, 10_800, 11_400);
     // A key: nobody answers it, but it is the caller acting: a new stretch, checked on again.
     h.dtmf("1", 15_000);
-    assert_eq!(
-        h.call.deadline(Timer::Silence),
-        Some(h.at(15_000 + REPROMPT))
-    );
+    assert_silence_due(&h, 15_000 + REPROMPT);
     h.quiet_until(15_000, 15_000 + REPROMPT);
     assert_eq!(
         asked(&h.tick(15_000 + REPROMPT)),
@@ -242,10 +239,7 @@ fn no_check_in_during_a_tool_call() {
         "the tool's answer is spoken"
     );
     h.turn("r_after", 500, 52_100, 52_700);
-    assert_eq!(
-        h.call.deadline(Timer::Silence),
-        Some(h.at(52_700 + REPROMPT))
-    );
+    assert_silence_due(&h, 52_700 + REPROMPT);
 }
 
 #[test]
@@ -257,7 +251,7 @@ fn after_the_check_in_was_heard_a_silent_caller_gets_a_goodbye_and_is_hung_up_on
     // The check-in ("Are you still there?") is said and heard at 12 s.
     h.turn("r_check", 1_000, 10_800, 12_000);
     // The hang-up counts from then, and a second check-in never comes.
-    assert_eq!(h.call.deadline(Timer::Silence), Some(h.at(12_000 + HANGUP)));
+    assert_silence_due(&h, 12_000 + HANGUP);
     h.quiet_until(12_000, 12_000 + HANGUP);
     let outs = h.tick(12_000 + HANGUP);
     assert_eq!(asked(&outs), vec![GOODBYE_SAY.to_owned()], "{outs:?}");
@@ -383,10 +377,7 @@ fn a_new_response_stops_the_clock_until_it_was_heard() {
     let mut m = marks(&outs);
     m.extend(marks(&h.drain()));
     h.echo_all(&m, 30_500);
-    assert_eq!(
-        h.call.deadline(Timer::Silence),
-        Some(h.at(30_500 + REPROMPT))
-    );
+    assert_silence_due(&h, 30_500 + REPROMPT);
 }
 
 #[test]
@@ -423,8 +414,5 @@ fn after_an_upstream_outage_the_clock_starts_again_when_the_new_session_is_ready
     h.call.on_upstream_open(2, h.at(15_000));
     let outs = h.drain();
     assert!(asked(&outs).is_empty(), "no check-in at once: {outs:?}");
-    assert_eq!(
-        h.call.deadline(Timer::Silence),
-        Some(h.at(15_000 + REPROMPT))
-    );
+    assert_silence_due(&h, 15_000 + REPROMPT);
 }
