@@ -10,11 +10,13 @@ use crate::call::CallConfig;
 
 mod call;
 mod callcenter;
+mod cluster;
 mod keys;
 mod profiles;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};
+pub use cluster::ClusterConfig;
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
 pub(crate) use tools::valid_name;
@@ -134,6 +136,9 @@ pub struct Config {
     pub drain_goodbye: Option<String>,
     /// Longest wait for that goodbye to be heard.
     pub drain_goodbye_timeout: Duration,
+    /// Replicas sharing callbacks, outbound calls, reports, the console and a call cap over
+    /// NATS (`cluster_url`); `None`: this process alone, as without a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Settings of call reports and outbound calls.
@@ -208,6 +213,7 @@ impl Config {
                 table.insert((*key).into(), typed(&var, &v, *kind)?);
             }
         }
+        cluster::read_env(&mut table, env)?;
         for (key, v) in &overrides.pairs {
             let kind = KEYS
                 .iter()
@@ -215,6 +221,7 @@ impl Config {
                 .map_or(Kind::Str, |(_, k)| *k);
             table.insert((*key).into(), typed(&format!("--{key}"), v, kind)?);
         }
+        let cluster = cluster::take(&mut table, env("HOSTNAME"))?;
         let profiles = table.remove("profiles");
         let default_profile = table.remove("default_profile");
         let parse = |t: toml::Table| -> Result<Raw, ConfigError> {
@@ -226,6 +233,7 @@ impl Config {
                 })
         };
         let mut cfg = Config::validate(parse(table.clone())?)?;
+        cfg.cluster = cluster;
         cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
@@ -398,6 +406,7 @@ impl Config {
                 r.reject_reason.as_deref().unwrap_or("busy"),
                 &[("busy", "busy"), ("rejected", "rejected")],
             )?,
+            cluster: None,
         })
     }
 }

