@@ -84,8 +84,9 @@ pub async fn heartbeats(cluster: Weak<Cluster>) {
                 }
             }
         }
-        drop(c);
-        tokio::time::sleep(period).await;
+        if c.pause(period).await {
+            return;
+        }
     }
 }
 

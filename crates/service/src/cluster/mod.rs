@@ -95,6 +95,8 @@ pub struct Cluster {
     connected_again: Arc<tokio::sync::Notify>,
     pub routes: routing::Routes,
     pub cap: cap::Cap,
+    /// Turns `true` when this replica leaves (its server stopped): the cluster's tasks end.
+    leaving: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -174,6 +176,7 @@ impl Cluster {
             metrics,
             shared: RwLock::new(None),
             connected_again,
+            leaving: tokio::sync::watch::channel(false).0,
         });
         running.observe(cluster.routes.observer());
         tokio::spawn(set_up_on_every_connection(
@@ -182,6 +185,38 @@ impl Cluster {
         ));
         tokio::spawn(cap::heartbeats(Arc::downgrade(&cluster)));
         Ok(cluster)
+    }
+
+    /// Waits `d`; true when this replica is leaving (the caller's task should end).
+    pub async fn pause(&self, d: Duration) -> bool {
+        let mut leaving = self.leaving.subscribe();
+        if *leaving.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = leaving.changed() => true,
+        }
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        *self.leaving.borrow()
+    }
+
+    /// The server stopped: this replica's call count goes at once (not after its TTL), its
+    /// tasks end, and what it published is flushed before the connection closes.
+    pub async fn leave(&self) {
+        self.leaving.send_replace(true);
+        if let Ok(shared) = self.shared() {
+            if let Err(e) = bounded(shared.pods.delete(&self.cfg.pod)).await {
+                warn!(error = %e, "cluster: call count not removed; it expires with its TTL");
+            }
+        }
+        self.routes.close();
+        if let Err(e) = bounded(self.client.drain()).await {
+            info!(error = %e, "cluster: NATS connection not drained");
+        }
+        info!(pod = self.cfg.pod, "cluster: left");
     }
 
     pub fn connected(&self) -> bool {
@@ -225,6 +260,9 @@ async fn set_up_on_every_connection(
 ) {
     loop {
         let Some(c) = cluster.upgrade() else { return };
+        if c.is_leaving() {
+            return;
+        }
         let wake = c.connected_again.clone();
         if c.connected() {
             match set_up(&c, report_retention).await {

@@ -91,6 +91,15 @@ impl Routes {
         self.inner.clone()
     }
 
+    /// Stops listening for every call (the replica leaves the cluster).
+    pub fn close(&self) {
+        if let Ok(mut subs) = self.inner.subs.lock() {
+            for (_, (_, task)) in subs.drain() {
+                task.abort();
+            }
+        }
+    }
+
     /// Sends `cmd` to whichever replica runs `call_sid`.
     pub async fn forward(&self, call_sid: &str, cmd: CallCommand) -> Forwarded {
         let result = self.try_forward(call_sid, cmd).await;

@@ -240,6 +240,7 @@ pub async fn serve_on(
         console,
     };
     let draining = state.draining.clone();
+    let member = state.cluster.clone();
     let hub = state.console.clone();
     let active = state.active_calls.clone();
     let recent = state.recent_twiml.clone();
@@ -279,6 +280,9 @@ pub async fn serve_on(
     // Open console feeds would hold the graceful shutdown forever: end them first.
     if let Some(h) = hub {
         h.close();
+    }
+    if let Some(c) = member {
+        c.leave().await;
     }
     let _ = close_tx.send(());
     match served.await {

@@ -54,11 +54,11 @@ pub(super) fn start(inner: Arc<Inner>, c: Arc<Cluster>) {
 }
 
 async fn consume(inner: Arc<Inner>, c: Arc<Cluster>) {
-    loop {
+    while !c.is_leaving() {
         let shared = match c.shared() {
             Ok(s) => s,
             Err(_) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                c.pause(Duration::from_millis(500)).await;
                 continue;
             }
         };
@@ -78,7 +78,7 @@ async fn consume(inner: Arc<Inner>, c: Arc<Cluster>) {
             Ok(consumer) => consumer,
             Err(e) => {
                 warn!(error = %e, "cluster: report consumer not available; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                c.pause(Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -94,13 +94,17 @@ async fn consume(inner: Arc<Inner>, c: Arc<Cluster>) {
             Ok(b) => b,
             Err(e) => {
                 debug!(error = %e, "cluster: report pull failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                c.pause(Duration::from_millis(500)).await;
                 continue;
             }
         };
         // The pull ends by itself after PULL_WAIT; the margin covers a server that hangs.
         let end = tokio::time::Instant::now() + PULL_WAIT + Duration::from_secs(2);
         while let Ok(Some(next)) = tokio::time::timeout_at(end, batch.next()).await {
+            if c.is_leaving() {
+                // Not acknowledged: offered to another replica after the ack wait.
+                return;
+            }
             match next {
                 Ok(msg) => {
                     tokio::spawn(deliver(inner.clone(), c.clone(), msg));
@@ -232,7 +236,9 @@ fn count(inner: &Inner, what: &str) {
 /// each is removed from the spool only after JetStream acknowledged it.
 async fn move_spooled(inner: Arc<Inner>, c: Arc<Cluster>) {
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if c.pause(Duration::from_millis(500)).await {
+            return;
+        }
         if c.shared().is_err() {
             continue;
         }
@@ -280,6 +286,8 @@ async fn stream_metrics(c: Arc<Cluster>) {
                 c.metrics.reports_dead.set(info.state.messages as i64);
             }
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        if c.pause(Duration::from_secs(5)).await {
+            return;
+        }
     }
 }
