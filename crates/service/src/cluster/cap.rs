@@ -96,6 +96,7 @@ async fn beat(c: &Cluster) -> Result<usize, super::ClusterError> {
     bounded(shared.pods.put(&c.cfg.pod, mine.to_string().into())).await?;
     let mut keys = bounded(shared.pods.keys()).await?;
     let mut others = 0usize;
+    let mut alive = std::collections::HashSet::from([c.cfg.pod.clone()]);
     loop {
         let next = tokio::time::timeout(super::OP_TIMEOUT, keys.next())
             .await
@@ -105,6 +106,7 @@ async fn beat(c: &Cluster) -> Result<usize, super::ClusterError> {
         if key == c.cfg.pod {
             continue;
         }
+        alive.insert(key.clone());
         if let Some(v) = bounded(shared.pods.get(&key)).await? {
             others += std::str::from_utf8(&v)
                 .ok()
@@ -112,5 +114,6 @@ async fn beat(c: &Cluster) -> Result<usize, super::ClusterError> {
                 .unwrap_or(0);
         }
     }
+    c.console.retain_pods(&alive);
     Ok(others)
 }

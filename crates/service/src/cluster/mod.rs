@@ -6,13 +6,15 @@
 //!   `callbridge_outbound`, so a status callback on any replica builds the same report;
 //! - `server::reports::cluster`: finished reports in the stream `CALLBRIDGE_REPORTS`, delivered
 //!   by one durable work-queue consumer all replicas share;
-//! - `cap`: the deployment-wide `cluster_max_calls`, from per-replica heartbeats.
+//! - `cap`: the deployment-wide `cluster_max_calls`, from per-replica heartbeats;
+//! - `console`: every replica's calls on `/console`.
 //!
 //! Nothing on the media path goes through NATS. Without NATS every feature falls back to what a
 //! single process does (logged, and said in `/readyz`); a call never waits on NATS for longer
 //! than [`OP_TIMEOUT`].
 
 pub mod cap;
+pub mod console;
 pub mod inflight;
 pub mod metrics;
 pub mod routing;
@@ -95,6 +97,8 @@ pub struct Cluster {
     connected_again: Arc<tokio::sync::Notify>,
     pub routes: routing::Routes,
     pub cap: cap::Cap,
+    /// The other replicas' calls, for this replica's console.
+    pub console: console::RemoteCalls,
     /// Turns `true` when this replica leaves (its server stopped): the cluster's tasks end.
     leaving: tokio::sync::watch::Sender<bool>,
 }
@@ -170,6 +174,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             routes: routing::Routes::new(client.clone(), metrics.clone()),
             cap: cap::Cap::new(active_calls),
+            console: console::RemoteCalls::default(),
             cfg,
             client,
             js,

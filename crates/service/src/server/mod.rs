@@ -221,6 +221,9 @@ pub async fn serve_on(
             Some(c)
         }
     };
+    if let (Some(hub), Some(c)) = (&console, &cluster) {
+        crate::cluster::console::start(hub, c);
+    }
     let state = AppState {
         reports,
         cluster,
