@@ -176,27 +176,25 @@ async fn an_outbound_call_placed_by_a_is_reported_by_b_with_its_profile_and_vari
         TempDir::new("cluster-spool-b"),
     );
     let (twilio_url, report_url) = (twilio.base_url(), rx.url("/reports"));
-    let env = |spool: &TempDir| {
-        vec![
+    let env = |spool: &TempDir| -> Vec<(&'static str, String)> {
+        [
             ("PUBLIC_URL", PUBLIC),
             ("TWILIO_AUTH_TOKEN", AUTH),
             ("TWILIO_ACCOUNT_SID", ACCOUNT),
-            ("CALLBRIDGE_TWILIO_API_BASE", twilio_url.as_str()),
+            ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
             ("CALLBRIDGE_API_TOKEN", API),
-            ("CALLBRIDGE_REPORT_URL", report_url.as_str()),
+            ("CALLBRIDGE_REPORT_URL", &report_url),
             ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
             ("CALLBRIDGE_TOOL_SECRET", SECRET),
             ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
         ]
         .into_iter()
         .map(|(k, v)| (k, v.to_owned()))
-        .collect::<Vec<_>>()
+        .collect()
     };
-    let (env_a, env_b) = (env(&spool_a), env(&spool_b));
-    let borrow = |e: &'_ Vec<(&'static str, String)>| -> Vec<(&'static str, String)> { e.clone() };
-    let env_a: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let env_b_owned = borrow(&env_b);
-    let env_b: Vec<(&str, &str)> = env_b_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (owned_a, owned_b) = (env(&spool_a), env(&spool_b));
+    let env_a: Vec<(&str, &str)> = owned_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_b: Vec<(&str, &str)> = owned_b.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (a, _) = replica(&nats, "pod-a", &env_a, Some(&profiles)).await;
     let (b, _) = replica(&nats, "pod-b", &env_b, Some(&profiles)).await;
     let placed = reqwest::Client::new()
