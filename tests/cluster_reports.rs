@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
 use callbridge::sim::receiver::{Received, Receiver};
+use callbridge::sim::SimConfig;
 
 mod support;
 use support::binary::{self, Process};
 use support::nats::{replica_env, wait_joined, Nats};
-use support::{bridge, eventually, TempDir, WAIT};
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const SECRET: &str = "report-secret-for-tests-1";
 
@@ -127,21 +128,23 @@ async fn a_report_of_a_killed_replica_is_delivered_by_another() {
     assert!(spooled(&spool_b).is_empty(), "B spooled nothing");
 }
 
-/// NATS is killed (SIGKILL) with one report in its stream: a call still runs and ends, its
-/// report spools locally. NATS restarts from its store: the spooled report moves into the
-/// stream, and both are delivered once the receiver is back.
+/// NATS is killed (SIGKILL) with one report in its stream and a call running: the call goes
+/// on and ends, its report spools locally. NATS restarts from its store: the spooled report
+/// moves into the stream, and both are delivered once the receiver is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_survive_nats_being_killed_and_restarted_from_its_store() {
+async fn reports_survive_nats_killed_mid_call_and_restarted_from_its_store() {
     let Some(mut nats) = Nats::start("restart") else {
         return;
     };
+    let sim = simulator(SimConfig::default()).await;
     let rx = Receiver::spawn(SECRET, &[503; 1000])
         .await
         .expect("receiver");
     let spool = TempDir::new("cluster-nats-restart");
-    let (report_url, nats_url) = (rx.url("/r"), nats.url());
+    let (report_url, nats_url, sim_url) = (rx.url("/r"), nats.url(), sim.url());
     let mut env = env_for(&report_url, &spool);
     env.extend(replica_env(&nats_url, "pod-a"));
+    env.push(("REALTIME_URL", &sim_url));
     let (a, metrics) = bridge::start(&env, None).await;
     wait_joined(&a.url("")).await;
     short_call(&a.url(""), "CAbefore").await;
@@ -149,6 +152,21 @@ async fn reports_survive_nats_being_killed_and_restarted_from_its_store() {
         .await;
     assert!(spooled(&spool).is_empty(), "in the stream, not the spool");
 
+    let url = a.url("");
+    let during = tokio::spawn(async move {
+        caller::run(CallerOptions {
+            bridge: url,
+            call_sid: "CAduring".into(),
+            script: vec![
+                Step::Say(caller::synthetic_speech(400)),
+                Step::Silence(Duration::from_millis(2500)),
+            ],
+            ..CallerOptions::default()
+        })
+        .await
+    });
+    let running = eventually(WAIT, async || sim.session(1).is_some()).await;
+    assert!(running, "the second call reached the model");
     nats.kill();
     let lost = eventually(WAIT, async || {
         metrics
@@ -164,25 +182,16 @@ async fn reports_survive_nats_being_killed_and_restarted_from_its_store() {
         200,
         "still ready: calls are served"
     );
-    assert!(ready
-        .text()
-        .await
-        .unwrap_or_default()
-        .contains("cluster degraded"));
-    short_call(&a.url(""), "CAduring").await;
+    let detail = ready.text().await.unwrap_or_default();
+    assert!(detail.contains("cluster degraded"), "{detail}");
+    let call = during.await.expect("join").expect("the call runs on");
+    assert!(call.media_received > 0, "the agent was heard: {call:?}");
     let spooled_now = eventually(WAIT, async || spooled(&spool).len() == 1).await;
-    assert!(
-        spooled_now,
-        "the report of a call ended without NATS is spooled"
-    );
+    assert!(spooled_now, "the report of the call is spooled");
 
     nats.run();
     let moved = eventually(WAIT, async || spooled(&spool).is_empty()).await;
-    assert!(
-        moved,
-        "the spooled report moved into the stream: {:?}",
-        spooled(&spool)
-    );
+    assert!(moved, "moved into the stream: {:?}", spooled(&spool));
     rx.script(&[]);
     let got = rx
         .wait_until(WAIT, |r| {
@@ -192,5 +201,43 @@ async fn reports_survive_nats_being_killed_and_restarted_from_its_store() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let got = if got.is_empty() { got } else { rx.received() };
     assert_each_accepted_once(&got, &["CAbefore", "CAduring"]);
+    a.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+/// Three JetStream servers and `cluster_replicas = 3`: one is killed while a report waits in
+/// the stream (the receiver answers 503); a call ending after that is stored on the two left.
+/// Nothing is lost: both are delivered once when the receiver is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_node_lost_loses_no_report() {
+    let Some(mut servers) = Nats::three("node-lost") else {
+        return;
+    };
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let rx = Receiver::spawn(SECRET, &[503; 1000])
+        .await
+        .expect("receiver");
+    let spool = TempDir::new("cluster-node-lost");
+    let report_url = rx.url("/r");
+    let mut env = env_for(&report_url, &spool);
+    env.extend(replica_env(&urls, "pod-a"));
+    env.push(("CALLBRIDGE_CLUSTER_REPLICAS", "3"));
+    let (a, _) = bridge::start(&env, None).await;
+    wait_joined(&a.url("")).await;
+    short_call(&a.url(""), "CAnode1").await;
+    rx.wait_until(WAIT, |r| r.iter().any(|x| x.answered == 503))
+        .await;
+    assert!(spooled(&spool).is_empty(), "in the stream, not the spool");
+    servers[0].kill();
+    short_call(&a.url(""), "CAnode2").await;
+    rx.script(&[]);
+    let got = rx
+        .wait_until(WAIT, |r| {
+            r.iter().filter(|x| x.answered == 200).count() >= 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = if got.is_empty() { got } else { rx.received() };
+    assert_each_accepted_once(&got, &["CAnode1", "CAnode2"]);
     a.stop(Duration::from_secs(1)).await;
 }

