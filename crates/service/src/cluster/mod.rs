@@ -263,6 +263,8 @@ async fn set_up_on_every_connection(
     cluster: std::sync::Weak<Cluster>,
     report_retention: (usize, Duration),
 ) {
+    let started = std::time::Instant::now();
+    let mut said_unreachable = false;
     loop {
         let Some(c) = cluster.upgrade() else { return };
         if c.is_leaving() {
@@ -288,6 +290,13 @@ async fn set_up_on_every_connection(
                 }
                 Err(e) => warn!(error = %e, "cluster: cannot set up JetStream; retrying"),
             }
+        }
+        if !c.connected() && !said_unreachable && started.elapsed() > Duration::from_secs(5) {
+            said_unreachable = true;
+            warn!(
+                servers = c.cfg.urls.join(","),
+                "cluster: NATS not reachable; serving calls degraded (callbacks reach calls on this replica only, reports spool locally, max_calls is per replica) until it is"
+            );
         }
         drop(c);
         let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
