@@ -54,6 +54,8 @@ pub enum ClusterError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cluster metrics: {0}")]
+    Metrics(String),
     #[error("cluster: NATS not connected")]
     NotConnected,
     #[error("cluster: NATS did not answer within {0:?}")]
@@ -115,7 +117,7 @@ impl Cluster {
         report_retention: (usize, Duration),
     ) -> Result<Arc<Cluster>, ClusterError> {
         let metrics =
-            ClusterMetrics::register(registry).map_err(|e| ClusterError::Nats(e.to_string()))?;
+            ClusterMetrics::register(registry).map_err(|e| ClusterError::Metrics(e.to_string()))?;
         let connected_again = Arc::new(tokio::sync::Notify::new());
         let mut opts = async_nats::ConnectOptions::new()
             .name(format!("callbridge {}", cfg.pod))
