@@ -16,7 +16,7 @@ mod profiles;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};
-pub use cluster::ClusterConfig;
+pub use cluster::{redacted as redacted_url, ClusterConfig};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
 pub(crate) use tools::valid_name;

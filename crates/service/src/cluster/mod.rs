@@ -68,6 +68,14 @@ pub enum ClusterError {
     NotSetUp,
 }
 
+/// The servers as logs show them (credentials in a URL redacted).
+fn logged_urls(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| crate::config::redacted_url(u))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `op`, bounded by [`OP_TIMEOUT`], its error as text (NATS errors are many types).
 pub async fn bounded<T, E: std::fmt::Display>(
     op: impl std::future::Future<Output = Result<T, E>>,
@@ -169,7 +177,7 @@ impl Cluster {
             .map_err(|e| ClusterError::Nats(e.to_string()))?;
         let js = jetstream::new(client.clone());
         info!(
-            servers = cfg.urls.join(","),
+            servers = logged_urls(&cfg.urls),
             pod = cfg.pod,
             "cluster: connecting to NATS (in the background)"
         );
@@ -296,7 +304,7 @@ async fn set_up_on_every_connection(
         if !c.connected() && !said_unreachable && started.elapsed() > Duration::from_secs(5) {
             said_unreachable = true;
             warn!(
-                servers = c.cfg.urls.join(","),
+                servers = logged_urls(&c.cfg.urls),
                 "cluster: NATS not reachable; serving calls degraded (callbacks reach calls on this replica only, reports spool locally, max_calls is per replica) until it is"
             );
         }

@@ -65,6 +65,15 @@ struct Raw {
     cluster_heartbeat_ms: Option<i64>,
 }
 
+/// `url` as logs may show it: a `user:password@` or `token@` in it is replaced by `***@`.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Moves the `cluster_*` keys of the environment into `table` (typed like the others).
 pub(super) fn read_env(
     table: &mut toml::Table,
@@ -104,7 +113,10 @@ pub(super) fn take(
         if !scheme_ok || u.parse::<async_nats::ServerAddr>().is_err() {
             return Err(invalid(
                 "cluster_url",
-                format!("{u:?} is not a NATS URL like nats://nats:4222 or tls://nats:4222"),
+                format!(
+                    "{:?} is not a NATS URL like nats://nats:4222 or tls://nats:4222",
+                    redacted(u)
+                ),
             ));
         }
     }
@@ -178,6 +190,16 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(redacted("nats://alice:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redacted("tls://tok@nats:4222"), "tls://***@nats:4222");
+        assert_eq!(redacted("nats://nats:4222"), "nats://nats:4222");
+        let mut t = table(&[("cluster_url", toml::Value::String("http://u:s3cret@x".into()))]);
+        let e = take(&mut t, None).expect_err("refused").to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]
