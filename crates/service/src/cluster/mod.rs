@@ -76,14 +76,25 @@ fn logged_urls(urls: &[String]) -> String {
         .join(",")
 }
 
+/// Creating a stream or bucket (file storage, replicated) may take a busy server longer than a
+/// request; nothing waits on it but the set-up task.
+const SET_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `op`, bounded by [`OP_TIMEOUT`], its error as text (NATS errors are many types).
 pub async fn bounded<T, E: std::fmt::Display>(
     op: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, ClusterError> {
-    match tokio::time::timeout(OP_TIMEOUT, op).await {
+    bounded_by(OP_TIMEOUT, op).await
+}
+
+async fn bounded_by<T, E: std::fmt::Display>(
+    limit: Duration,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(limit, op).await {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(e)) => Err(ClusterError::Nats(e.to_string())),
-        Err(_) => Err(ClusterError::TimedOut(OP_TIMEOUT)),
+        Err(_) => Err(ClusterError::TimedOut(limit)),
     }
 }
 
@@ -319,27 +330,33 @@ async fn set_up(
 ) -> Result<Shared, ClusterError> {
     use jetstream::stream::{Config, RetentionPolicy, StorageType};
     let replicas = c.cfg.replicas;
-    let reports = bounded(c.js.get_or_create_stream(Config {
-        name: REPORTS_STREAM.into(),
-        subjects: vec![REPORTS_SUBJECT.into()],
-        retention: RetentionPolicy::WorkQueue,
-        storage: StorageType::File,
-        num_replicas: replicas,
-        // A report stored twice within this window (a replay on another replica, a spooled
-        // report moved after a lost acknowledgement) is stored once.
-        duplicate_window: Duration::from_secs(600),
-        ..Default::default()
-    }))
+    let reports = bounded_by(
+        SET_UP_TIMEOUT,
+        c.js.get_or_create_stream(Config {
+            name: REPORTS_STREAM.into(),
+            subjects: vec![REPORTS_SUBJECT.into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            // A report stored twice within this window (a replay on another replica, a spooled
+            // report moved after a lost acknowledgement) is stored once.
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        }),
+    )
     .await?;
-    let dead = bounded(c.js.get_or_create_stream(Config {
-        name: DEAD_STREAM.into(),
-        subjects: vec![DEAD_SUBJECT.into()],
-        storage: StorageType::File,
-        num_replicas: replicas,
-        max_messages: dead_max as i64,
-        max_age: dead_max_age,
-        ..Default::default()
-    }))
+    let dead = bounded_by(
+        SET_UP_TIMEOUT,
+        c.js.get_or_create_stream(Config {
+            name: DEAD_STREAM.into(),
+            subjects: vec![DEAD_SUBJECT.into()],
+            storage: StorageType::File,
+            num_replicas: replicas,
+            max_messages: dead_max as i64,
+            max_age: dead_max_age,
+            ..Default::default()
+        }),
+    )
     .await?;
     let outbound = kv(
         c,
@@ -369,17 +386,20 @@ async fn kv(
     max_age: Duration,
     description: &str,
 ) -> Result<jetstream::kv::Store, ClusterError> {
-    if let Ok(s) = bounded(c.js.get_key_value(bucket)).await {
+    if let Ok(s) = bounded_by(SET_UP_TIMEOUT, c.js.get_key_value(bucket)).await {
         return Ok(s);
     }
-    bounded(c.js.create_key_value(jetstream::kv::Config {
-        bucket: bucket.into(),
-        description: description.into(),
-        history: 1,
-        max_age,
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: c.cfg.replicas,
-        ..Default::default()
-    }))
+    bounded_by(
+        SET_UP_TIMEOUT,
+        c.js.create_key_value(jetstream::kv::Config {
+            bucket: bucket.into(),
+            description: description.into(),
+            history: 1,
+            max_age,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: c.cfg.replicas,
+            ..Default::default()
+        }),
+    )
     .await
 }

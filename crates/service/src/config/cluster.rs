@@ -194,10 +194,16 @@ mod tests {
 
     #[test]
     fn credentials_in_a_url_are_never_shown() {
-        assert_eq!(redacted("nats://alice:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(
+            redacted("nats://alice:s3cret@nats:4222"),
+            "nats://***@nats:4222"
+        );
         assert_eq!(redacted("tls://tok@nats:4222"), "tls://***@nats:4222");
         assert_eq!(redacted("nats://nats:4222"), "nats://nats:4222");
-        let mut t = table(&[("cluster_url", toml::Value::String("http://u:s3cret@x".into()))]);
+        let mut t = table(&[(
+            "cluster_url",
+            toml::Value::String("http://u:s3cret@x".into()),
+        )]);
         let e = take(&mut t, None).expect_err("refused").to_string();
         assert!(!e.contains("s3cret"), "{e}");
     }
