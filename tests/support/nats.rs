@@ -53,6 +53,15 @@ impl Nats {
         Some(nats)
     }
 
+    /// One that admits only clients presenting `token` (`--auth`).
+    pub fn with_token(tag: &str, token: &str) -> Option<Nats> {
+        let mut nats = Nats::start(tag)?;
+        nats.kill();
+        nats.clustered = vec!["--auth".into(), token.into()];
+        nats.run();
+        Some(nats)
+    }
+
     /// Three servers forming one JetStream cluster (each its own port and store), running.
     pub fn three(tag: &str) -> Option<Vec<Nats>> {
         let bin = tool(
