@@ -241,3 +241,37 @@ async fn a_jetstream_node_lost_loses_no_report() {
     assert_each_accepted_once(&got, &["CAnode1", "CAnode2"]);
     a.stop(Duration::from_secs(1)).await;
 }
+
+/// A receiver refusing a report (400) with the cluster: tried once, then kept in the
+/// dead-letter stream (`cluster_reports_dead`), not retried and not left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_report_goes_to_the_dead_letter_stream() {
+    let Some(nats) = Nats::start("dead") else {
+        return;
+    };
+    let rx = Receiver::spawn(SECRET, &[400]).await.expect("receiver");
+    let spool = TempDir::new("cluster-dead");
+    let (report_url, nats_url) = (rx.url("/r"), nats.url());
+    let mut env = env_for(&report_url, &spool);
+    env.extend(replica_env(&nats_url, "pod-a"));
+    let (a, metrics) = bridge::start(&env, None).await;
+    wait_joined(&a.url("")).await;
+    short_call(&a.url(""), "CArefused").await;
+    let page = |m: &callbridge::metrics::Metrics| m.render();
+    let buried = eventually(WAIT, async || {
+        let p = page(&metrics);
+        p.lines().any(|l| l == "callbridge_cluster_reports_dead 1")
+            && p.lines()
+                .any(|l| l == "callbridge_cluster_reports_waiting 0")
+    })
+    .await;
+    assert!(buried, "in the dead letters:\n{}", page(&metrics));
+    assert!(page(&metrics)
+        .lines()
+        .any(|l| l == "callbridge_reports_total{result=\"dead\"} 1"));
+    let got = rx.received();
+    assert_eq!(got.len(), 1, "refused once, not retried: {got:?}");
+    assert_eq!(got[0].answered, 400);
+    assert!(spooled(&spool).is_empty());
+    a.stop(Duration::from_secs(1)).await;
+}
