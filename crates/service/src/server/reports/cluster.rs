@@ -54,6 +54,8 @@ pub(super) fn start(inner: Arc<Inner>, c: Arc<Cluster>) {
 }
 
 async fn consume(inner: Arc<Inner>, c: Arc<Cluster>) {
+    // Kept between pulls; looked up again after a failed pull (the server may have lost it).
+    let mut held: Option<async_nats::jetstream::consumer::Consumer<pull::Config>> = None;
     while !c.is_leaving() {
         let shared = match c.shared() {
             Ok(s) => s,
@@ -62,18 +64,23 @@ async fn consume(inner: Arc<Inner>, c: Arc<Cluster>) {
                 continue;
             }
         };
-        let consumer = bounded(shared.reports.get_or_create_consumer(
-            REPORTS_CONSUMER,
-            pull::Config {
-                durable_name: Some(REPORTS_CONSUMER.into()),
-                description: Some("callbridge replicas delivering call reports".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: c.cfg.report_ack_wait,
-                max_ack_pending: 1024,
-                ..Default::default()
-            },
-        ))
-        .await;
+        let consumer = match held.take() {
+            Some(consumer) => Ok(consumer),
+            None => {
+                bounded(shared.reports.get_or_create_consumer(
+                    REPORTS_CONSUMER,
+                    pull::Config {
+                        durable_name: Some(REPORTS_CONSUMER.into()),
+                        description: Some("callbridge replicas delivering call reports".into()),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: c.cfg.report_ack_wait,
+                        max_ack_pending: 1024,
+                        ..Default::default()
+                    },
+                ))
+                .await
+            }
+        };
         let consumer = match consumer {
             Ok(consumer) => consumer,
             Err(e) => {
@@ -91,7 +98,10 @@ async fn consume(inner: Arc<Inner>, c: Arc<Cluster>) {
         )
         .await;
         let mut batch = match batch {
-            Ok(b) => b,
+            Ok(b) => {
+                held = Some(consumer);
+                b
+            }
             Err(e) => {
                 debug!(error = %e, "cluster: report pull failed; retrying");
                 c.pause(Duration::from_millis(500)).await;
