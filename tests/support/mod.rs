@@ -3,6 +3,7 @@
 //! - `bridge`: the real server in this process, configured from variables, and its metrics;
 //! - `binary`: the real `callbridge` binary as a child process;
 //! - `media`: a bare Twilio media stream over a real WebSocket;
+//! - `nats`: a real NATS server with JetStream (the cluster tests);
 //! - `caller`: the simulated caller with the fake Twilio REST API behind it;
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
@@ -19,6 +20,7 @@ pub mod bridge;
 pub mod call_harness;
 pub mod caller;
 pub mod media;
+pub mod nats;
 pub mod realtime_ws;
 pub mod schema;
 pub mod tool_calls;

@@ -10,6 +10,7 @@ use crate::call::CallConfig;
 
 mod call;
 mod callcenter;
+mod cluster;
 mod keys;
 mod profiles;
 mod settings;
@@ -17,6 +18,7 @@ mod silence;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};
+pub use cluster::{redacted as redacted_url, ClusterConfig};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
 pub use settings::config_pairs as settings_config_pairs;
@@ -173,6 +175,9 @@ pub struct Config {
     pub drain_goodbye: Option<String>,
     /// Longest wait for that goodbye to be heard.
     pub drain_goodbye_timeout: Duration,
+    /// Replicas sharing callbacks, outbound calls, reports, the console and a call cap over
+    /// NATS (`cluster_url`); `None`: this process alone, as without a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Settings of call reports and outbound calls.
@@ -247,6 +252,7 @@ impl Config {
                 table.insert((*key).into(), typed(&var, &v, *kind)?);
             }
         }
+        cluster::read_env(&mut table, env)?;
         for (key, v) in &overrides.pairs {
             let kind = KEYS
                 .iter()
@@ -254,6 +260,7 @@ impl Config {
                 .map_or(Kind::Str, |(_, k)| *k);
             table.insert((*key).into(), typed(&format!("--{key}"), v, kind)?);
         }
+        let cluster = cluster::take(&mut table, env("HOSTNAME"))?;
         let profiles = table.remove("profiles");
         let default_profile = table.remove("default_profile");
         let parse = |t: toml::Table| -> Result<Raw, ConfigError> {
@@ -265,6 +272,7 @@ impl Config {
                 })
         };
         let mut cfg = Config::validate(parse(table.clone())?)?;
+        cfg.cluster = cluster;
         cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
@@ -437,6 +445,7 @@ impl Config {
                 r.reject_reason.as_deref().unwrap_or("busy"),
                 &[("busy", "busy"), ("rejected", "rejected")],
             )?,
+            cluster: None,
         })
     }
 }

@@ -119,7 +119,7 @@ pub fn keys_help() -> String {
     let mut s = String::from(
         "Configuration keys (TOML file key / environment variable; see callbridge.toml.example):\n",
     );
-    for (key, kind) in KEYS {
+    for (key, kind) in KEYS.iter().chain(super::cluster::KEYS) {
         let kind = match kind {
             Kind::Str => "text",
             Kind::Int => "integer",
