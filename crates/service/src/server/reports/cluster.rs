@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tracing::{debug, error, info, warn};
 
 use super::spool::Entry;
-use super::{backoff, jitter, now_unix_ms, Inner, Try};
+use super::{now_unix_ms, Inner, Next};
 use crate::cluster::{
     bounded, Cluster, ClusterError, DEAD_SUBJECT, REPORTS_CONSUMER, REPORTS_SUBJECT,
 };
@@ -144,53 +144,19 @@ async fn deliver(inner: Arc<Inner>, c: Arc<Cluster>, msg: Message) {
             return;
         }
     };
-    let deadline_ms = entry.created_unix_ms + inner.retry_max.as_millis() as u64;
-    match inner.send(&entry).await {
-        Try::Delivered => {
+    match inner
+        .try_once(&entry, attempt, "the stream's dead letters")
+        .await
+    {
+        Next::Delivered => {
             if let Err(e) = bounded(msg.double_ack()).await {
                 // Redelivered after cluster_report_ack_wait_ms: the receiver dedupes.
                 warn!(report_id = entry.report_id, error = %e, "cluster: delivered report not acknowledged to NATS");
             }
-            count(&inner, "delivered");
-            debug!(
-                report_id = entry.report_id,
-                attempt, "report delivered (cluster)"
-            );
         }
-        Try::Refused(status, answer) => {
-            error!(
-                report_id = entry.report_id,
-                status, "report refused by the receiver; moved to the dead letters"
-            );
-            let why = serde_json::json!({"status": status, "answer": answer});
-            finish(&c, &msg, &entry.report_id, why, Some(&entry)).await;
-            count(&inner, "dead");
-        }
-        Try::Retry(why) => {
-            let now_ms = now_unix_ms();
-            if now_ms >= deadline_ms {
-                error!(
-                    report_id = entry.report_id,
-                    attempts = attempt + 1,
-                    why,
-                    "report not delivered within report_retry_max_s; moved to the dead letters"
-                );
-                let why =
-                    serde_json::json!({"gave_up_after_attempts": attempt + 1, "last_error": why});
-                finish(&c, &msg, &entry.report_id, why, Some(&entry)).await;
-                count(&inner, "expired");
-                return;
-            }
-            count(&inner, "retried");
-            let wait = backoff(inner.retry_min, attempt, jitter())
-                .min(Duration::from_millis(deadline_ms - now_ms));
-            warn!(
-                report_id = entry.report_id,
-                attempt,
-                why,
-                retry_in_ms = wait.as_millis() as u64,
-                "report delivery failed; will retry (any replica)"
-            );
+        Next::Dead(why) => finish(&c, &msg, &entry.report_id, why, Some(&entry)).await,
+        // Any replica makes the next try, after `wait`.
+        Next::RetryIn(wait) => {
             if let Err(e) = bounded(msg.ack_with(AckKind::Nak(Some(wait)))).await {
                 debug!(error = %e, "cluster: retry not told to NATS; redelivered after the ack wait");
             }
@@ -236,10 +202,6 @@ async fn finish(
     if let Err(e) = bounded(msg.ack_with(ack)).await {
         debug!(report_id, error = %e, "cluster: acknowledgement not sent");
     }
-}
-
-fn count(inner: &Inner, what: &str) {
-    inner.metrics.reports_total.with_label_values(&[what]).inc();
 }
 
 /// Reports the spool took while NATS was unreachable go into the stream once it is back;

@@ -384,70 +384,82 @@ async fn deliver(inner: Arc<Inner>, name: String) {
             return;
         }
     };
-    let deadline_ms = entry.created_unix_ms + inner.retry_max.as_millis() as u64;
     let mut attempt: u32 = 0;
     loop {
         if !inner.spool.exists(&name) {
             return; // dropped past the spool bound
         }
-        match inner.send(&entry).await {
-            Try::Delivered => {
+        match inner.try_once(&entry, attempt, "dead/").await {
+            Next::Delivered => {
                 if let Err(e) = inner.spool.remove(&name) {
                     warn!(report = name, error = %e, "delivered report could not be removed");
                 }
                 inner.forget(&name);
-                inner
-                    .metrics
-                    .reports_total
-                    .with_label_values(&["delivered"])
-                    .inc();
-                debug!(report_id = entry.report_id, attempt, "report delivered");
                 return;
+            }
+            Next::Dead(why) => {
+                bury(&inner, &name, why);
+                return;
+            }
+            Next::RetryIn(wait) => {
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// What follows one try at delivering a report. The rules are one for the local spool and the
+/// cluster's stream ([`Inner::try_once`]); only how each carries them out differs.
+pub(super) enum Next {
+    Delivered,
+    /// To the dead letters, with why.
+    Dead(serde_json::Value),
+    /// Tried again after this long.
+    RetryIn(Duration),
+}
+
+impl Inner {
+    /// Sends `entry` (its `attempt`th try, from 0) and decides what follows: a 4xx is dead at
+    /// once, a failure is retried with backoff and jitter until `report_retry_max_s` after the
+    /// report was made, then dead. Logged and counted here; `dead_letters` names where dead
+    /// reports go, for the log.
+    pub(super) async fn try_once(&self, entry: &Entry, attempt: u32, dead_letters: &str) -> Next {
+        let count = |what: &str| self.metrics.reports_total.with_label_values(&[what]).inc();
+        match self.send(entry).await {
+            Try::Delivered => {
+                count("delivered");
+                debug!(report_id = entry.report_id, attempt, "report delivered");
+                Next::Delivered
             }
             Try::Refused(status, answer) => {
                 error!(
                     report_id = entry.report_id,
-                    status, "report refused by the receiver; moved to dead/"
+                    status,
+                    dead_letters,
+                    "report refused by the receiver; moved to the dead letters"
                 );
-                bury(
-                    &inner,
-                    &name,
-                    serde_json::json!({"status": status, "answer": answer}),
-                );
-                inner
-                    .metrics
-                    .reports_total
-                    .with_label_values(&["dead"])
-                    .inc();
-                return;
+                count("dead");
+                Next::Dead(serde_json::json!({"status": status, "answer": answer}))
             }
             Try::Retry(why) => {
+                let deadline_ms = entry.created_unix_ms + self.retry_max.as_millis() as u64;
                 let now_ms = now_unix_ms();
                 if now_ms >= deadline_ms {
                     error!(
                         report_id = entry.report_id,
                         attempts = attempt + 1,
                         why,
-                        "report not delivered within report_retry_max_s; moved to dead/"
+                        dead_letters,
+                        "report not delivered within report_retry_max_s; moved to the dead letters"
                     );
-                    bury(
-                        &inner,
-                        &name,
+                    count("expired");
+                    return Next::Dead(
                         serde_json::json!({"gave_up_after_attempts": attempt + 1, "last_error": why}),
                     );
-                    inner
-                        .metrics
-                        .reports_total
-                        .with_label_values(&["expired"])
-                        .inc();
-                    return;
                 }
-                inner
-                    .metrics
-                    .reports_total
-                    .with_label_values(&["retried"])
-                    .inc();
-                let wait = backoff(inner.retry_min, attempt, jitter())
+                count("retried");
+                let wait = backoff(self.retry_min, attempt, jitter())
                     .min(Duration::from_millis(deadline_ms - now_ms));
                 warn!(
                     report_id = entry.report_id,
@@ -456,8 +468,7 @@ async fn deliver(inner: Arc<Inner>, name: String) {
                     retry_in_ms = wait.as_millis() as u64,
                     "report delivery failed; will retry"
                 );
-                tokio::time::sleep(wait).await;
-                attempt = attempt.saturating_add(1);
+                Next::RetryIn(wait)
             }
         }
     }
