@@ -72,6 +72,30 @@ fn obj<'a>(v: &'a Value, param: &str) -> Result<&'a Map<String, Value>, ApiError
     v.as_object().ok_or_else(|| bad_type(param, "an object"))
 }
 
+/// Each field of the object `v` (the param `param`), checked by `check(key, value, path)`.
+fn fields(
+    v: &Value,
+    param: &str,
+    mut check: impl FnMut(&str, &Value, &str) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    for (k, val) in obj(v, param)? {
+        check(k, val, &format!("{param}.{k}"))?;
+    }
+    Ok(())
+}
+
+/// [`fields`] of an object that may be `null` (then there is nothing to check).
+fn nullable_fields(
+    v: &Value,
+    param: &str,
+    check: impl FnMut(&str, &Value, &str) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    if v.is_null() {
+        return Ok(());
+    }
+    fields(v, param, check)
+}
+
 fn string(v: &Value, param: &str) -> Result<(), ApiError> {
     if v.is_string() {
         Ok(())
@@ -332,38 +356,22 @@ fn turn_detection(v: &Value, param: &str) -> Result<(), ApiError> {
 }
 
 fn transcription(v: &Value, param: &str) -> Result<(), ApiError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match k.as_str() {
-            "model" | "language" | "prompt" => string(val, &p)?,
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    nullable_fields(v, param, |k, val, p| match k {
+        "model" | "language" | "prompt" => string(val, p),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 fn noise_reduction(v: &Value, param: &str) -> Result<(), ApiError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match (k.as_str(), val.as_str()) {
-            ("type", Some("near_field" | "far_field")) => {}
-            ("type", _) => {
-                return Err(bad_value(
-                    &p,
-                    val,
-                    "Supported values are: 'near_field', 'far_field'.",
-                ))
-            }
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    nullable_fields(v, param, |k, val, p| match (k, val.as_str()) {
+        ("type", Some("near_field" | "far_field")) => Ok(()),
+        ("type", _) => Err(bad_value(
+            p,
+            val,
+            "Supported values are: 'near_field', 'far_field'.",
+        )),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 fn beta_only_hint(k: &str) -> Option<&'static str> {

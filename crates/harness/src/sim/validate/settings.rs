@@ -5,32 +5,25 @@
 
 use serde_json::{Map, Value};
 
-use super::{bad_type, bad_value, boolean, missing, obj, string, unknown, ApiError};
+use super::{
+    bad_type, bad_value, boolean, fields, missing, nullable_fields, obj, string, unknown, ApiError,
+};
 
 /// `realtime_reasoning_effort.py`.
 const EFFORTS: [&str; 5] = ["minimal", "low", "medium", "high", "xhigh"];
 
 /// `realtime_reasoning.py`: `{effort}`.
 pub(super) fn reasoning(v: &Value, param: &str) -> Result<(), ApiError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match (k.as_str(), val.as_str()) {
-            ("effort", Some(e)) if EFFORTS.contains(&e) => {}
-            ("effort", _) if val.is_null() => {}
-            ("effort", _) => {
-                return Err(bad_value(
-                    &p,
-                    val,
-                    "Supported values are: 'minimal', 'low', 'medium', 'high', and 'xhigh'.",
-                ))
-            }
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    nullable_fields(v, param, |k, val, p| match (k, val.as_str()) {
+        ("effort", Some(e)) if EFFORTS.contains(&e) => Ok(()),
+        ("effort", _) if val.is_null() => Ok(()),
+        ("effort", _) => Err(bad_value(
+            p,
+            val,
+            "Supported values are: 'minimal', 'low', 'medium', 'high', and 'xhigh'.",
+        )),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 pub(super) fn parallel_tool_calls(v: &Value, param: &str) -> Result<(), ApiError> {
@@ -129,16 +122,12 @@ pub(super) fn tracing(v: &Value, param: &str) -> Result<(), ApiError> {
             "Supported values are: 'auto', or an object.",
         ));
     }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match k.as_str() {
-            "group_id" | "workflow_name" if val.is_null() => {}
-            "group_id" | "workflow_name" => string(val, &p)?,
-            "metadata" => {}
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    fields(v, param, |k, val, p| match k {
+        "group_id" | "workflow_name" if val.is_null() => Ok(()),
+        "group_id" | "workflow_name" => string(val, p),
+        "metadata" => Ok(()),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 /// GA `realtime_tool_choice_config.py`: a mode (`tool_choice_options.py`), a function
@@ -196,15 +185,11 @@ pub(super) fn tool_choice(v: &Value, param: &str, beta: bool) -> Result<(), ApiE
 
 /// `McpAllowedToolsMcpToolFilter` and the approval filters: `{read_only, tool_names}`.
 fn tool_filter(v: &Value, param: &str) -> Result<(), ApiError> {
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match k.as_str() {
-            "read_only" => boolean(val, &p)?,
-            "tool_names" => string_list(val, &p)?,
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    fields(v, param, |k, val, p| match k {
+        "read_only" => boolean(val, p),
+        "tool_names" => string_list(val, p),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 fn string_list(v: &Value, param: &str) -> Result<(), ApiError> {
