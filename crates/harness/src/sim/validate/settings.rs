@@ -6,7 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    bad_type, bad_value, boolean, fields, missing, nullable_fields, obj, string, unknown, ApiError,
+    bad_type, bad_value, boolean, fields, missing, mode_or_object, nullable_fields, obj, string,
+    tagged, unknown, ApiError,
 };
 
 /// `realtime_reasoning_effort.py`.
@@ -63,18 +64,15 @@ pub(super) fn prompt(v: &Value, param: &str) -> Result<(), ApiError> {
 /// `realtime_truncation.py`: `"auto"`, `"disabled"` or `realtime_truncation_retention_ratio.py`
 /// `{type: "retention_ratio", retention_ratio (0.0 - 1.0), token_limits {post_instructions}}`.
 pub(super) fn truncation(v: &Value, param: &str) -> Result<(), ApiError> {
-    match v.as_str() {
-        Some("auto" | "disabled") => return Ok(()),
-        Some(_) => {
-            return Err(bad_value(
-                param,
-                v,
-                "Supported values are: 'auto', 'disabled', or a retention_ratio object.",
-            ))
-        }
-        None => {}
-    }
-    let o = obj(v, param)?;
+    let Some(o) = mode_or_object(
+        v,
+        param,
+        &["auto", "disabled"],
+        "Supported values are: 'auto', 'disabled', or a retention_ratio object.",
+    )?
+    else {
+        return Ok(());
+    };
     for req in ["type", "retention_ratio"] {
         if !o.contains_key(req) {
             return Err(missing(&format!("{param}.{req}")));
@@ -137,32 +135,24 @@ pub(super) fn tool_choice(v: &Value, param: &str, beta: bool) -> Result<(), ApiE
     if beta {
         return string(v, param);
     }
-    match v.as_str() {
-        Some("none" | "auto" | "required") => return Ok(()),
-        Some(_) => {
-            return Err(bad_value(
-                param,
-                v,
-                "Supported values are: 'none', 'auto', 'required', or an object.",
-            ))
-        }
-        None => {}
-    }
-    let o = obj(v, param)?;
-    let ty = o
-        .get("type")
-        .ok_or_else(|| missing(&format!("{param}.type")))?;
-    let fields: &[&str] = match ty.as_str() {
-        Some("function") => &["type", "name"],
-        Some("mcp") => &["type", "server_label", "name"],
-        _ => {
-            return Err(bad_value(
-                &format!("{param}.type"),
-                ty,
-                "Supported values are: 'function' and 'mcp'.",
-            ))
-        }
+    let Some(o) = mode_or_object(
+        v,
+        param,
+        &["none", "auto", "required"],
+        "Supported values are: 'none', 'auto', 'required', or an object.",
+    )?
+    else {
+        return Ok(());
     };
+    let fields: &[&str] = tagged(
+        o,
+        param,
+        &[
+            ("function", &["type", "name"][..]),
+            ("mcp", &["type", "server_label", "name"][..]),
+        ],
+        "Supported values are: 'function' and 'mcp'.",
+    )?;
     let required = if fields.len() == 2 {
         "name"
     } else {
