@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use callbridge::call::effects::{CallUpdateRequest, Effect, EffectResult};
+use callbridge::call::effects::EffectResult;
 use callbridge::call::silence::{SilenceConfig, GOODBYE_SAY, REPROMPT_SAY};
 use callbridge::call::tools::ToolsConfig;
 use callbridge::call::{CallConfig, EndReason, Output, Timer};
@@ -16,7 +16,7 @@ use serde_json::json;
 mod support;
 use support::bridge;
 use support::call_harness::{hangup, marks, H};
-use support::tool_calls::tool;
+use support::tool_calls::{call_updates, tool};
 
 const REPROMPT: u64 = 10_000;
 const HANGUP: u64 = 20_000;
@@ -39,6 +39,25 @@ fn started(cfg: CallConfig) -> H {
     H::started(cfg, r#"{}"#)
 }
 
+/// A call past its greeting, heard by 700 ms.
+fn greeted(cfg: CallConfig) -> H {
+    let mut h = started(cfg);
+    h.turn("r_greet", 500, 100, 700);
+    h
+}
+
+/// No silence clock runs: the call sits quiet from `from` to `until` and goes on.
+fn assert_no_clock(h: &mut H, from: u64, until: u64) {
+    assert_eq!(h.call.deadline(Timer::Silence), None);
+    h.quiet_until(from, until);
+    assert!(!h.call.is_ending());
+}
+
+/// At `ms` the call asks the model to check in on the caller, and for nothing else.
+fn assert_checks_in(h: &mut H, ms: u64) {
+    assert_eq!(asked(&h.tick(ms)), vec![REPROMPT_SAY.to_owned()]);
+}
+
 /// The instructions of every `response.create` in `outs` ("" for none).
 fn asked(outs: &[Output]) -> Vec<String> {
     support::call_harness::pick(outs, |o| match o {
@@ -51,17 +70,11 @@ fn asked(outs: &[Output]) -> Vec<String> {
 }
 
 fn hangup_updates(outs: &[Output]) -> Vec<u64> {
-    support::call_harness::pick(outs, |o| match o {
-        Output::Effect {
-            id,
-            effect:
-                Effect::UpdateCall(CallUpdateRequest {
-                    update: CallUpdate::Hangup,
-                    ..
-                }),
-        } => Some(*id),
-        _ => None,
-    })
+    call_updates(outs)
+        .into_iter()
+        .filter(|(_, update)| *update == CallUpdate::Hangup)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 impl H {
@@ -154,16 +167,12 @@ fn a_response_without_audio_starts_the_clock_when_it_is_done() {
         300,
     );
     assert_silence_due(&h, 300 + REPROMPT);
-    assert_eq!(
-        asked(&h.tick(300 + REPROMPT)),
-        vec![REPROMPT_SAY.to_owned()]
-    );
+    assert_checks_in(&mut h, 300 + REPROMPT);
 }
 
 #[test]
 fn caller_speech_or_a_key_starts_a_new_stretch() {
-    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
-    h.turn("r_greet", 500, 100, 700);
+    let mut h = greeted(cfg(Some(REPROMPT), Some(HANGUP)));
     // The caller speaks before the deadline: the clock stops …
     h.speech_started(5_000);
     assert_eq!(h.call.deadline(Timer::Silence), None);
@@ -180,31 +189,24 @@ fn caller_speech_or_a_key_starts_a_new_stretch() {
 
 #[test]
 fn a_key_the_model_is_not_told_about_restarts_the_clock_at_once() {
-    let mut h = started(CallConfig {
+    let mut h = greeted(CallConfig {
         dtmf_to_model: false,
         ..cfg(Some(REPROMPT), Some(HANGUP))
     });
-    h.turn("r_greet", 500, 100, 700);
-    assert_eq!(
-        asked(&h.tick(700 + REPROMPT)),
-        vec![REPROMPT_SAY.to_owned()]
-    );
+    assert_checks_in(&mut h, 700 + REPROMPT);
     h.turn("r_check", 500, 10_800, 11_400);
     // A key: nobody answers it, but it is the caller acting: a new stretch, checked on again.
     h.dtmf("1", 15_000);
     assert_silence_due(&h, 15_000 + REPROMPT);
     h.quiet_until(15_000, 15_000 + REPROMPT);
-    assert_eq!(
-        asked(&h.tick(15_000 + REPROMPT)),
-        vec![REPROMPT_SAY.to_owned()]
-    );
+    assert_checks_in(&mut h, 15_000 + REPROMPT);
 }
 
 #[test]
 fn no_check_in_during_a_tool_call() {
     let mut slow = tool("lookup_order");
     slow.timeout = Duration::from_secs(120);
-    let mut h = started(CallConfig {
+    let mut h = greeted(CallConfig {
         tools: ToolsConfig {
             tools: vec![slow],
             filler: Some(std::sync::Arc::new(vec![0x55; 400])),
@@ -212,7 +214,6 @@ fn no_check_in_during_a_tool_call() {
         },
         ..cfg(Some(REPROMPT), Some(HANGUP))
     });
-    h.turn("r_greet", 500, 100, 700);
     // The caller asks; the model calls the tool (no audio), which takes 50 s.
     h.speech_started(1_000);
     h.speech_stopped(1_500);
@@ -244,8 +245,7 @@ fn no_check_in_during_a_tool_call() {
 
 #[test]
 fn after_the_check_in_was_heard_a_silent_caller_gets_a_goodbye_and_is_hung_up_on() {
-    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
-    h.turn("r_greet", 500, 100, 700);
+    let mut h = greeted(cfg(Some(REPROMPT), Some(HANGUP)));
     let outs = h.tick(700 + REPROMPT);
     assert_eq!(asked(&outs), vec![REPROMPT_SAY.to_owned()]);
     // The check-in ("Are you still there?") is said and heard at 12 s.
@@ -258,17 +258,10 @@ fn after_the_check_in_was_heard_a_silent_caller_gets_a_goodbye_and_is_hung_up_on
     assert!(hangup_updates(&outs).is_empty(), "not before it was heard");
     assert!(h.call.is_ending());
     // The goodbye plays; once its last mark echoes, Twilio REST hangs up.
-    let outs = h.speak("r_bye", "i_bye", 1_000, 32_100);
-    let m = marks(&outs);
-    assert!(
-        hangup_updates(&h.tick(32_500)).is_empty(),
-        "time alone is no proof"
-    );
-    let outs = h.echo_all(&m, 33_200);
-    let ids = hangup_updates(&outs);
-    assert_eq!(ids.len(), 1, "{outs:?}");
+    let (id, update) = h.goodbye_heard("r_bye", "i_bye", 1_000, 32_100, 32_500, 33_200);
+    assert_eq!(update, CallUpdate::Hangup);
     h.call
-        .on_effect_done(ids[0], EffectResult::CallUpdated(Ok(())), h.at(33_300));
+        .on_effect_done(id, EffectResult::CallUpdated(Ok(())), h.at(33_300));
     h.drain();
     assert_eq!(hangup(&h.stop(33_400)), Some(EndReason::CallerSilent));
     assert_eq!(EndReason::CallerSilent.as_str(), "caller_silent");
@@ -278,12 +271,8 @@ fn after_the_check_in_was_heard_a_silent_caller_gets_a_goodbye_and_is_hung_up_on
 fn a_check_in_that_never_starts_still_leads_to_the_hang_up() {
     // The model refuses the response.create (say, an error): the clock restarted when the
     // check-in was asked for, so the silent caller is still hung up on.
-    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
-    h.turn("r_greet", 500, 100, 700);
-    assert_eq!(
-        asked(&h.tick(700 + REPROMPT)),
-        vec![REPROMPT_SAY.to_owned()]
-    );
+    let mut h = greeted(cfg(Some(REPROMPT), Some(HANGUP)));
+    assert_checks_in(&mut h, 700 + REPROMPT);
     h.quiet_until(700 + REPROMPT, 700 + REPROMPT + HANGUP);
     let outs = h.tick(700 + REPROMPT + HANGUP);
     assert_eq!(asked(&outs), vec![GOODBYE_SAY.to_owned()]);
@@ -291,33 +280,23 @@ fn a_check_in_that_never_starts_still_leads_to_the_hang_up() {
 
 #[test]
 fn with_only_a_hang_up_configured_the_goodbye_comes_without_a_check_in() {
-    let mut h = started(cfg(None, Some(HANGUP)));
-    h.turn("r_greet", 500, 100, 700);
+    let mut h = greeted(cfg(None, Some(HANGUP)));
     h.quiet_until(800, 700 + HANGUP);
     assert_eq!(asked(&h.tick(700 + HANGUP)), vec![GOODBYE_SAY.to_owned()]);
 }
 
 #[test]
 fn with_only_a_check_in_configured_the_call_goes_on_after_it() {
-    let mut h = started(cfg(Some(REPROMPT), None));
-    h.turn("r_greet", 500, 100, 700);
-    assert_eq!(
-        asked(&h.tick(700 + REPROMPT)),
-        vec![REPROMPT_SAY.to_owned()]
-    );
+    let mut h = greeted(cfg(Some(REPROMPT), None));
+    assert_checks_in(&mut h, 700 + REPROMPT);
     h.turn("r_check", 500, 10_800, 11_400);
-    assert_eq!(h.call.deadline(Timer::Silence), None);
-    h.quiet_until(11_400, 120_000);
-    assert!(!h.call.is_ending());
+    assert_no_clock(&mut h, 11_400, 120_000);
 }
 
 #[test]
 fn unset_the_silence_clock_never_runs() {
-    let mut h = started(cfg(None, None));
-    h.turn("r_greet", 500, 100, 700);
-    assert_eq!(h.call.deadline(Timer::Silence), None);
-    h.quiet_until(800, 600_000);
-    assert!(!h.call.is_ending());
+    let mut h = greeted(cfg(None, None));
+    assert_no_clock(&mut h, 800, 600_000);
 }
 
 #[test]
@@ -358,8 +337,7 @@ fn silence_keys_are_read_validated_and_per_profile() {
 
 #[test]
 fn a_new_response_stops_the_clock_until_it_was_heard() {
-    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
-    h.turn("r_greet", 500, 100, 700);
+    let mut h = greeted(cfg(Some(REPROMPT), Some(HANGUP)));
     // The agent speaks again on its own (a late answer, keys told to the model).
     h.created("r_more", 5_000);
     assert_eq!(h.call.deadline(Timer::Silence), None);
@@ -382,11 +360,10 @@ fn a_new_response_stops_the_clock_until_it_was_heard() {
 
 #[test]
 fn an_ending_stops_the_clock() {
-    let mut h = started(CallConfig {
+    let mut h = greeted(CallConfig {
         max_call: Some(Duration::from_secs(5)),
         ..cfg(Some(REPROMPT), Some(HANGUP))
     });
-    h.turn("r_greet", 500, 100, 700);
     let outs = h.tick(5_000);
     assert_eq!(asked(&outs).len(), 1, "the time limit's goodbye: {outs:?}");
     assert!(h.call.is_ending());
@@ -396,8 +373,7 @@ fn an_ending_stops_the_clock() {
 
 #[test]
 fn after_an_upstream_outage_the_clock_starts_again_when_the_new_session_is_ready() {
-    let mut h = started(cfg(Some(REPROMPT), Some(HANGUP)));
-    h.turn("r_greet", 500, 100, 700);
+    let mut h = greeted(cfg(Some(REPROMPT), Some(HANGUP)));
     // The session drops at 5 s; the new one (generation 2) takes over at 15 s.
     h.call.on_upstream_lost(
         1,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use callbridge::call::effects::{CallUpdateRequest, Effect, EffectResult};
+use callbridge::call::effects::EffectResult;
 use callbridge::call::{CallConfig, EndReason, Output};
 use callbridge::realtime::ClientEvent;
 use callbridge::twilio::rest::CallUpdate;
@@ -12,6 +12,7 @@ use serde_json::json;
 
 mod support;
 use support::call_harness::{hangup, marks, H};
+use support::tool_calls::call_updates;
 use support::{bridge, TempDir};
 
 /// A call whose `start` arrived at 0 ms and whose upstream opened at 1 ms.
@@ -33,21 +34,6 @@ fn instructions(outs: &[Output]) -> Vec<String> {
                 event: ClientEvent::ResponseCreate { instructions },
                 ..
             } => Some(instructions.clone().unwrap_or_default()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn hangups(outs: &[Output]) -> Vec<(u64, CallUpdate)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Effect {
-                id,
-                effect:
-                    Effect::UpdateCall(CallUpdateRequest {
-                        call_sid, update, ..
-                    }),
-            } if call_sid == "CA1" => Some((*id, update.clone())),
             _ => None,
         })
         .collect()
@@ -75,23 +61,13 @@ fn a_call_at_max_call_seconds_says_goodbye_then_hangs_up_as_max_duration() {
     assert_eq!(said.len(), 1, "{outs:?}");
     assert!(said[0].contains("time limit"), "{said:?}");
     assert!(
-        hangups(&outs).is_empty(),
+        call_updates(&outs).is_empty(),
         "not before the goodbye was heard"
     );
     // The goodbye plays; its mark echoes; then Twilio REST hangs up.
-    let outs = h.speak("r_bye", "i_r_bye", 500, 60_100);
-    let m = marks(&outs);
-    assert!(!m.is_empty());
-    assert!(hangups(&outs).is_empty());
-    assert!(
-        hangups(&h.tick(60_200)).is_empty(),
-        "time alone is no proof"
-    );
-    let outs = h.echo_all(&m, 60_700);
-    let up = hangups(&outs);
-    assert_eq!(up.len(), 1, "{outs:?}");
-    assert_eq!(up[0].1, CallUpdate::Hangup);
-    let outs = h.call_updated(up[0].0, 60_800);
+    let (id, update) = h.goodbye_heard("r_bye", "i_r_bye", 500, 60_100, 60_200, 60_700);
+    assert_eq!(update, CallUpdate::Hangup);
+    let outs = h.call_updated(id, 60_800);
     assert_eq!(hangup(&outs), None);
     assert_eq!(hangup(&h.stop(60_900)), Some(EndReason::MaxDuration));
     assert_eq!(EndReason::MaxDuration.as_str(), "max_duration");
@@ -114,7 +90,7 @@ impl H {
     /// `outs` asks for exactly one call update, done at `ms`; Twilio's `stop` 100 ms later
     /// ends the call with `reason`. Returns the update asked for.
     fn hung_up_once(&mut self, outs: &[Output], ms: u64, reason: EndReason) -> CallUpdate {
-        let up = hangups(outs);
+        let up = call_updates(outs);
         assert_eq!(up.len(), 1, "one update: {outs:?}");
         self.call_updated(up[0].0, ms);
         assert_eq!(hangup(&self.stop(ms + 100)), Some(reason));
@@ -161,10 +137,10 @@ fn a_machine_gets_the_voicemail_message_cut_greeting_first_then_a_hangup() {
         said[0].ends_with("Hi, this is Acme about your order A-17. Call us back."),
         "{said:?}"
     );
-    assert!(hangups(&outs).is_empty());
+    assert!(call_updates(&outs).is_empty());
     let outs = h.speak("r_vm", "i_r_vm", 3000, 400);
     let m = marks(&outs);
-    assert!(hangups(&h.tick(1000)).is_empty(), "not while it plays");
+    assert!(call_updates(&h.tick(1000)).is_empty(), "not while it plays");
     let outs = h.echo_all(&m, 3500);
     h.hung_up_once(&outs, 3600, EndReason::Voicemail);
     assert_eq!(EndReason::Voicemail.as_str(), "voicemail");
@@ -208,14 +184,14 @@ fn a_rejected_call_says_a_short_refusal_once_ready_then_hangs_up_as_rejected() {
     h.start(r#"{}"#);
     h.call.reject_politely(h.at(5));
     let outs = h.drain();
-    assert!(instructions(&outs).is_empty() && hangups(&outs).is_empty());
+    assert!(instructions(&outs).is_empty() && call_updates(&outs).is_empty());
     let outs = h.connect(10);
     let said = instructions(&outs);
     assert_eq!(said.len(), 1, "{outs:?}");
     assert!(said[0].contains("cannot help"), "{said:?}");
     let outs = h.speak("r_no", "i_r_no", 1500, 100);
     let m = marks(&outs);
-    assert!(hangups(&outs).is_empty(), "not before it was heard");
+    assert!(call_updates(&outs).is_empty(), "not before it was heard");
     let outs = h.echo_all(&m, 1700);
     h.hung_up_once(&outs, 1800, EndReason::Rejected);
     assert_eq!(EndReason::Rejected.as_str(), "rejected");
@@ -250,10 +226,13 @@ fn a_wrap_up_during_an_answer_says_its_goodbye_after_the_answer() {
         1_040,
     ));
     assert_eq!(instructions(&outs), [BYE], "{outs:?}");
-    assert!(hangups(&outs).is_empty(), "the goodbye is not heard yet");
+    assert!(
+        call_updates(&outs).is_empty(),
+        "the goodbye is not heard yet"
+    );
     let heard = h.echo_all(&marks(&outs), 1_500);
     assert!(
-        hangups(&heard).is_empty(),
+        call_updates(&heard).is_empty(),
         "the answer was heard, the goodbye not yet"
     );
     let outs = h.speak("r_bye", "i_r_bye", 500, 1_600);

@@ -10,7 +10,7 @@ use serde_json::json;
 
 mod support;
 use support::schema::assert_valid;
-use support::{bridge, eventually, media, simulator, TempDir, WAIT};
+use support::{assert_tool_call_ok, bridge, eventually, media, simulator, TempDir, WAIT};
 
 const SECRET: &str = "mcp-calls-secret-for-tests";
 
@@ -68,14 +68,12 @@ async fn mcp_calls_reach_the_report_like_function_calls() {
     assert_valid("call-report.schema.json", &report);
     let calls = report["tool_calls"].as_array().expect("tool_calls");
     assert_eq!(calls.len(), 2, "{report:#}");
-    assert_eq!(calls[0]["name"], "lookup_customer");
-    assert_eq!(calls[0]["arguments"], json!({"customer": "42"}));
-    assert_eq!(
-        calls[0]["output"],
-        json!({"tool": "lookup_customer", "arguments": {"customer": "42"}})
+    assert_tool_call_ok(
+        &calls[0],
+        "lookup_customer",
+        json!({"customer": "42"}),
+        json!({"tool": "lookup_customer", "arguments": {"customer": "42"}}),
     );
-    assert_eq!(calls[0]["ok"], true);
-    assert!(calls[0]["ms"].is_u64());
     assert_eq!(calls[1]["name"], "refund");
     assert_eq!(calls[1]["ok"], false);
     assert_eq!(calls[1]["output"]["error"]["type"], "protocol_error");

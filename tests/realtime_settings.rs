@@ -128,6 +128,16 @@ async fn sent_update(sim: &Simulator, n: usize) -> Value {
     }
 }
 
+/// The session keys a config sends only when it sets them (`tool_choice` aside: the tools bring
+/// it too).
+const NEW_KEYS: [&str; 5] = [
+    "reasoning",
+    "parallel_tool_calls",
+    "prompt",
+    "truncation",
+    "tracing",
+];
+
 /// One call on `bridge` with these `start` parameters; its session is the simulator's `n`th.
 async fn call(bridge: std::net::SocketAddr, sim: &Simulator, n: usize, params: Value) -> Value {
     let sid = format!("MZset{n}");
@@ -154,28 +164,45 @@ async fn every_new_key_reaches_the_session_and_the_sdk_models_accept_what_is_sen
         json!({"To": "+15559990000", "var.caller_name": "Ada"}),
     )
     .await;
+    let sales = call(server.addr, &sim, 1, json!({"To": "+15550001111"})).await;
+    // Each key as the top profile (the call's variables filling the prompt's) and as the sales
+    // profile sets it.
+    let keys = [
+        (
+            "reasoning",
+            json!({"effort": "low"}),
+            json!({"effort": "xhigh"}),
+        ),
+        ("parallel_tool_calls", json!(true), json!(false)),
+        (
+            "prompt",
+            json!({"id": "pmpt_0123456789", "version": "4",
+                   "variables": {"caller": "Ada", "brand": "Example Inc."}}),
+            json!({"id": "pmpt_sales", "version": "4",
+                   "variables": {"caller": "", "brand": "Example Inc."}}),
+        ),
+        (
+            "truncation",
+            json!({"type": "retention_ratio", "retention_ratio": 0.7,
+                   "token_limits": {"post_instructions": 8000}}),
+            json!("disabled"),
+        ),
+        (
+            "tracing",
+            json!({"workflow_name": "callbridge", "group_id": "line-1", "metadata": {"site": "eu"}}),
+            json!("auto"),
+        ),
+        (
+            "tool_choice",
+            json!({"type": "mcp", "server_label": "crm", "name": "lookup_customer"}),
+            json!({"type": "function", "name": "end_call"}),
+        ),
+    ];
+    for (key, top_value, sales_value) in keys {
+        assert_eq!(top["session"][key], top_value, "top: {key}");
+        assert_eq!(sales["session"][key], sales_value, "sales: {key}");
+    }
     let s = &top["session"];
-    assert_eq!(s["reasoning"], json!({"effort": "low"}));
-    assert_eq!(s["parallel_tool_calls"], true);
-    assert_eq!(
-        s["prompt"],
-        json!({"id": "pmpt_0123456789", "version": "4",
-               "variables": {"caller": "Ada", "brand": "Example Inc."}}),
-        "the call's variables fill the prompt's"
-    );
-    assert_eq!(
-        s["truncation"],
-        json!({"type": "retention_ratio", "retention_ratio": 0.7,
-               "token_limits": {"post_instructions": 8000}})
-    );
-    assert_eq!(
-        s["tracing"],
-        json!({"workflow_name": "callbridge", "group_id": "line-1", "metadata": {"site": "eu"}})
-    );
-    assert_eq!(
-        s["tool_choice"],
-        json!({"type": "mcp", "server_label": "crm", "name": "lookup_customer"})
-    );
     let tools = s["tools"].as_array().expect("tools");
     assert_eq!(tools[0]["name"], "end_call", "function tools first");
     assert_eq!(
@@ -186,21 +213,7 @@ async fn every_new_key_reaches_the_session_and_the_sdk_models_accept_what_is_sen
                "headers": {"Authorization": "Bearer mcp-secret-token"}})
     );
 
-    let sales = call(server.addr, &sim, 1, json!({"To": "+15550001111"})).await;
     let s = &sales["session"];
-    assert_eq!(s["reasoning"], json!({"effort": "xhigh"}));
-    assert_eq!(s["parallel_tool_calls"], false);
-    assert_eq!(
-        s["prompt"],
-        json!({"id": "pmpt_sales", "version": "4",
-               "variables": {"caller": "", "brand": "Example Inc."}})
-    );
-    assert_eq!(s["truncation"], "disabled");
-    assert_eq!(s["tracing"], "auto");
-    assert_eq!(
-        s["tool_choice"],
-        json!({"type": "function", "name": "end_call"})
-    );
     assert_eq!(
         s["tools"][1],
         json!({"type": "mcp", "server_label": "orders", "server_url": "https://orders.example.com/mcp",
@@ -278,13 +291,7 @@ fn configs_without_the_new_keys_send_what_they_always_sent() {
         let text = format!("{REST}{text}");
         let cfg = bridge::config(&[], Some(&dir.file("callbridge.toml", &text)));
         let s = cfg.call.session.to_json(cfg.call.dialect);
-        for key in [
-            "reasoning",
-            "parallel_tool_calls",
-            "prompt",
-            "truncation",
-            "tracing",
-        ] {
+        for key in NEW_KEYS {
             assert!(s.get(key).is_none(), "{key} in {s}");
         }
         let has_tools = s.get("tools").is_some();
@@ -425,15 +432,7 @@ fn a_recording_header_carries_the_settings_and_a_replay_config_rebuilds_the_sess
     let original =
         callbridge::realtime::settings::redact_session(&cfg.call.session.to_json(Dialect::Ga));
     let rebuilt = again.call.session.to_json(Dialect::Ga);
-    for key in [
-        "reasoning",
-        "parallel_tool_calls",
-        "prompt",
-        "truncation",
-        "tracing",
-        "tool_choice",
-        "instructions",
-    ] {
+    for key in NEW_KEYS.into_iter().chain(["tool_choice", "instructions"]) {
         assert_eq!(rebuilt[key], original[key], "{key}");
     }
     let mcp = |s: &Value| -> Vec<Value> {

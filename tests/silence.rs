@@ -9,19 +9,15 @@ use std::time::{Duration, Instant};
 use callbridge::call::silence::{GOODBYE_SAY, REPROMPT_SAY};
 use callbridge::caller::Step;
 use callbridge::sim::receiver::Receiver;
-use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::SimConfig;
 
 mod support;
 use support::caller::call_ended_by_twilio;
 use support::response_creates as creates;
+use support::rest::{self, CALL_SID};
 use support::schema::assert_valid;
 use support::{bridge, eventually, simulator, TempDir, WAIT};
 
-const API_KEY: &str = "SK00000000000000000000000000000001";
-const API_SECRET: &str = "api-secret-for-tests";
-const ACCOUNT: &str = "AC00000000000000000000000000000001";
-const CALL_SID: &str = "CA00000000000000000000000000000001";
 const SECRET: &str = "report-secret-for-tests-1";
 const GREETING: &str = "Greet the caller.";
 
@@ -37,25 +33,20 @@ async fn a_silent_caller_is_checked_on_then_hung_up_on_as_caller_silent() {
         ..SimConfig::default()
     })
     .await;
-    let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
-        .await
-        .expect("fake twilio");
+    let twilio = rest::fake_twilio().await;
     let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
     let spool = TempDir::new("silence-reports");
     let (sim_url, twilio_url, report_url) = (sim.url(), twilio.base_url(), rx.url("/reports"));
-    let env = [
-        ("REALTIME_URL", sim_url.as_str()),
-        ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
-        ("CALLBRIDGE_TWILIO_API_KEY", API_KEY),
-        ("CALLBRIDGE_TWILIO_API_SECRET", API_SECRET),
-        ("CALLBRIDGE_TWILIO_ACCOUNT_SID", ACCOUNT),
+    let mut env = vec![("REALTIME_URL", sim_url.as_str())];
+    env.extend(rest::env(&twilio_url));
+    env.extend([
         ("CALLBRIDGE_GREETING", GREETING),
         ("CALLBRIDGE_SILENCE_REPROMPT_S", "1"),
         ("CALLBRIDGE_SILENCE_HANGUP_S", "2"),
         ("CALLBRIDGE_REPORT_URL", &report_url),
         ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
         ("CALLBRIDGE_TOOL_SECRET", SECRET),
-    ];
+    ]);
     let (server, metrics) = bridge::start(&env, None).await;
 
     // The caller never speaks: it listens (its line carries silence) until Twilio ends it.

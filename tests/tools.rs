@@ -102,14 +102,12 @@ async fn round_trip(dialect: &str, sim_dialect: SimDialect) {
     let r = call_report(&s).await;
     let calls = r["tool_calls"].as_array().expect("tool_calls");
     assert_eq!(calls.len(), 1, "{r:#}");
-    assert_eq!(calls[0]["name"], "lookup_order");
-    assert_eq!(calls[0]["arguments"], json!({"order_id":"4417"}));
-    assert_eq!(
-        calls[0]["output"],
-        json!({"order_id":"4417","status":"shipped","eta":"Friday"})
+    support::assert_tool_call_ok(
+        &calls[0],
+        "lookup_order",
+        json!({"order_id":"4417"}),
+        json!({"order_id":"4417","status":"shipped","eta":"Friday"}),
     );
-    assert_eq!(calls[0]["ok"], true);
-    assert!(calls[0]["ms"].as_u64().is_some(), "{r:#}");
     assert_eq!(r["transfer"], Value::Null);
     // Without profiles, the call counts under profile "none".
     assert!(

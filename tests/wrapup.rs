@@ -15,12 +15,8 @@ mod support;
 use support::caller::call_ended_by_twilio;
 use support::caller::{pause, say};
 use support::response_creates as creates;
+use support::rest::{self, ACCOUNT, CALL_SID};
 use support::{bridge, eventually, simulator, TempDir, WAIT};
-
-const API_KEY: &str = "SK00000000000000000000000000000001";
-const API_SECRET: &str = "api-secret-for-tests";
-const ACCOUNT: &str = "AC00000000000000000000000000000001";
-const CALL_SID: &str = "CA00000000000000000000000000000001";
 
 struct Setup {
     sim: Simulator,
@@ -40,17 +36,10 @@ async fn setup_with(file: Option<&std::path::Path>, extra_env: &[(&str, &str)]) 
         ..SimConfig::default()
     })
     .await;
-    let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
-        .await
-        .expect("fake twilio");
+    let twilio = rest::fake_twilio().await;
     let (sim_url, twilio_url) = (sim.url(), twilio.base_url());
-    let mut env = vec![
-        ("REALTIME_URL", sim_url.as_str()),
-        ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
-        ("CALLBRIDGE_TWILIO_API_KEY", API_KEY),
-        ("CALLBRIDGE_TWILIO_API_SECRET", API_SECRET),
-        ("CALLBRIDGE_TWILIO_ACCOUNT_SID", ACCOUNT),
-    ];
+    let mut env = vec![("REALTIME_URL", sim_url.as_str())];
+    env.extend(rest::env(&twilio_url));
     env.extend(extra_env);
     let (server, metrics) = bridge::start(&env, file).await;
     Setup {

@@ -22,6 +22,7 @@ pub mod caller;
 pub mod media;
 pub mod nats;
 pub mod realtime_ws;
+pub mod rest;
 pub mod schema;
 pub mod tool_calls;
 pub mod tool_server;
@@ -117,6 +118,21 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// A call report's `tool_calls` entry for a call that succeeded: the tool, the arguments and
+/// the output as given, and how long it took.
+pub fn assert_tool_call_ok(
+    call: &serde_json::Value,
+    name: &str,
+    arguments: serde_json::Value,
+    output: serde_json::Value,
+) {
+    assert_eq!(call["name"], name, "{call:#}");
+    assert_eq!(call["arguments"], arguments, "{call:#}");
+    assert_eq!(call["output"], output, "{call:#}");
+    assert_eq!(call["ok"], true, "{call:#}");
+    assert!(call["ms"].is_u64(), "{call:#}");
 }
 
 /// The instructions of every `response.create` the simulator received in its first session.

@@ -1,6 +1,7 @@
 //! The tool-call scaffolding the `machine_tools` and `machine_hangup` tests share: a call
 //! configured with two tools, `end_call` and two transfer targets; the model calling tools the
-//! three ways the API shows it; what the call asked the shell to do and told the model.
+//! three ways the API shows it; what the call asked the shell to do and told the model (the
+//! wrap-up tests use those, and the goodbye that ends a call).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use callbridge::realtime::ClientEvent;
 use callbridge::twilio::rest::CallUpdate;
 use serde_json::{json, Value};
 
-use super::call_harness::H;
+use super::call_harness::{marks, H};
 
 /// The caller's `customParameters` in Twilio's `start`.
 pub const CALLER: &str = r#"{"From":"+15550001","To":"+15559999","Tier":"gold"}"#;
@@ -46,6 +47,31 @@ pub fn config() -> CallConfig {
 }
 
 impl H {
+    /// The goodbye plays: `ms_audio` of response `resp` sent at `ms`. Time alone (at `tick_ms`)
+    /// hangs nothing up; once its marks echo (at `heard_ms`) this call is updated once through
+    /// Twilio REST: that update's id and update.
+    pub fn goodbye_heard(
+        &mut self,
+        resp: &str,
+        item: &str,
+        ms_audio: usize,
+        ms: u64,
+        tick_ms: u64,
+        heard_ms: u64,
+    ) -> (EffectId, CallUpdate) {
+        let outs = self.speak(resp, item, ms_audio, ms);
+        let m = marks(&outs);
+        assert!(!m.is_empty());
+        assert!(call_updates(&outs).is_empty());
+        assert!(
+            call_updates(&self.tick(tick_ms)).is_empty(),
+            "time alone is no proof"
+        );
+        let outs = self.echo_all(&m, heard_ms);
+        let up = call_updates(&outs);
+        assert_eq!(up.len(), 1, "{outs:?}");
+        up[0].clone()
+    }
     pub fn done(&mut self, id: EffectId, r: EffectResult, ms: u64) -> Vec<Output> {
         self.call.on_effect_done(id, r, self.at(ms));
         self.drain()
@@ -86,6 +112,19 @@ pub fn effects(outs: &[Output]) -> Vec<(EffectId, Effect)> {
         Output::Effect { id, effect } => Some((*id, effect.clone())),
         _ => None,
     })
+}
+
+/// The updates of this call (CA1) through Twilio REST that `outs` asks for: id and update.
+pub fn call_updates(outs: &[Output]) -> Vec<(EffectId, CallUpdate)> {
+    effects(outs)
+        .into_iter()
+        .filter_map(|(id, e)| match e {
+            Effect::UpdateCall(CallUpdateRequest {
+                call_sid, update, ..
+            }) if call_sid == "CA1" => Some((id, update)),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn tool_body(e: &Effect) -> Value {

@@ -25,10 +25,7 @@ use super::schema::assert_valid;
 use super::{bridge, eventually, simulator, TempDir};
 
 pub const SECRET: &str = "tool-secret-for-tests";
-pub const API_KEY: &str = "SK00000000000000000000000000000001";
-pub const API_SECRET: &str = "api-secret-for-tests";
-pub const ACCOUNT: &str = "AC00000000000000000000000000000001";
-pub const CALL_SID: &str = "CA00000000000000000000000000000001";
+pub use super::rest::{ACCOUNT, API_KEY, API_SECRET, CALL_SID};
 
 // ---- a tool server that checks signatures on its own -----------------------------------
 
@@ -212,9 +209,7 @@ pub fn tool_toml(base: &str, name: &str, extra: &str) -> String {
 pub async fn setup(sim_cfg: SimConfig, dialect: &str) -> Setup {
     let sim = simulator(sim_cfg).await;
     let (tools, base) = tool_server().await;
-    let twilio = FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
-        .await
-        .expect("fake twilio");
+    let twilio = super::rest::fake_twilio().await;
     let reports = Receiver::spawn(SECRET, &[]).await.expect("report receiver");
     let dir = TempDir::new("tools");
     let mut file = format!(

@@ -615,14 +615,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
         }
         let _ = tx.send(Message::Close(None)).await;
         // Let the bridge's close arrive.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(m)) = rx.next().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        await_close(&mut rx, Duration::from_secs(2)).await;
     }
     report.bytes_played = player.played;
     report.duration = t0.elapsed();
@@ -645,4 +638,20 @@ pub fn synthetic_speech(ms: u32) -> Vec<u8> {
             audio_codec_algorithms::encode_ulaw(s)
         })
         .collect()
+}
+
+/// Reads and drops what the socket brings for at most `within`, until the other end's close
+/// (or the end of the stream, or an error).
+pub async fn await_close<S, E>(ws: &mut S, within: Duration)
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -72,6 +72,62 @@ fn obj<'a>(v: &'a Value, param: &str) -> Result<&'a Map<String, Value>, ApiError
     v.as_object().ok_or_else(|| bad_type(param, "an object"))
 }
 
+/// Each field of the object `v` (the param `param`), checked by `check(key, value, path)`.
+fn fields(
+    v: &Value,
+    param: &str,
+    mut check: impl FnMut(&str, &Value, &str) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    for (k, val) in obj(v, param)? {
+        check(k, val, &format!("{param}.{k}"))?;
+    }
+    Ok(())
+}
+
+/// [`fields`] of an object that may be `null` (then there is nothing to check).
+fn nullable_fields(
+    v: &Value,
+    param: &str,
+    check: impl FnMut(&str, &Value, &str) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    if v.is_null() {
+        return Ok(());
+    }
+    fields(v, param, check)
+}
+
+/// What the required `type` of the object `o` (the param `param`) stands for in `types`;
+/// a missing or other `type` is refused, `supported` naming the ones there are.
+fn tagged<T: Copy>(
+    o: &Map<String, Value>,
+    param: &str,
+    types: &[(&str, T)],
+    supported: &str,
+) -> Result<T, ApiError> {
+    let p = format!("{param}.type");
+    let ty = o.get("type").ok_or_else(|| missing(&p))?;
+    types
+        .iter()
+        .find(|(name, _)| ty.as_str() == Some(*name))
+        .map(|&(_, t)| t)
+        .ok_or_else(|| bad_value(&p, ty, supported))
+}
+
+/// A value that is one of the string `modes` or an object: the object, or `None` for a mode;
+/// another string is refused, `supported` naming what there is.
+fn mode_or_object<'a>(
+    v: &'a Value,
+    param: &str,
+    modes: &[&str],
+    supported: &str,
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    match v.as_str() {
+        Some(m) if modes.contains(&m) => Ok(None),
+        Some(_) => Err(bad_value(param, v, supported)),
+        None => obj(v, param).map(Some),
+    }
+}
+
 fn string(v: &Value, param: &str) -> Result<(), ApiError> {
     if v.is_string() {
         Ok(())
@@ -237,21 +293,16 @@ pub(crate) fn ga_format(v: &Value, param: &str) -> Result<AudioFormat, ApiError>
         }
         None => return Err(bad_type(param, "an object")),
     };
-    let ty = o
-        .get("type")
-        .ok_or_else(|| missing(&format!("{param}.type")))?;
-    let fmt = match ty.as_str() {
-        Some("audio/pcm") => AudioFormat::Pcm16,
-        Some("audio/pcmu") => AudioFormat::Pcmu,
-        Some("audio/pcma") => AudioFormat::Pcma,
-        _ => {
-            return Err(bad_value(
-                &format!("{param}.type"),
-                ty,
-                "Supported values are: 'audio/pcm', 'audio/pcmu', and 'audio/pcma'.",
-            ))
-        }
-    };
+    let fmt = tagged(
+        o,
+        param,
+        &[
+            ("audio/pcm", AudioFormat::Pcm16),
+            ("audio/pcmu", AudioFormat::Pcmu),
+            ("audio/pcma", AudioFormat::Pcma),
+        ],
+        "Supported values are: 'audio/pcm', 'audio/pcmu', and 'audio/pcma'.",
+    )?;
     for (k, val) in o {
         match (k.as_str(), fmt) {
             ("type", _) => {}
@@ -289,20 +340,12 @@ fn turn_detection(v: &Value, param: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     let o = obj(v, param)?;
-    let ty = o
-        .get("type")
-        .ok_or_else(|| missing(&format!("{param}.type")))?;
-    let semantic = match ty.as_str() {
-        Some("server_vad") => false,
-        Some("semantic_vad") => true,
-        _ => {
-            return Err(bad_value(
-                &format!("{param}.type"),
-                ty,
-                "Supported values are: 'server_vad' and 'semantic_vad'.",
-            ))
-        }
-    };
+    let semantic = tagged(
+        o,
+        param,
+        &[("server_vad", false), ("semantic_vad", true)],
+        "Supported values are: 'server_vad' and 'semantic_vad'.",
+    )?;
     for (k, val) in o {
         let p = format!("{param}.{k}");
         match (k.as_str(), semantic) {
@@ -332,38 +375,22 @@ fn turn_detection(v: &Value, param: &str) -> Result<(), ApiError> {
 }
 
 fn transcription(v: &Value, param: &str) -> Result<(), ApiError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match k.as_str() {
-            "model" | "language" | "prompt" => string(val, &p)?,
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    nullable_fields(v, param, |k, val, p| match k {
+        "model" | "language" | "prompt" => string(val, p),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 fn noise_reduction(v: &Value, param: &str) -> Result<(), ApiError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match (k.as_str(), val.as_str()) {
-            ("type", Some("near_field" | "far_field")) => {}
-            ("type", _) => {
-                return Err(bad_value(
-                    &p,
-                    val,
-                    "Supported values are: 'near_field', 'far_field'.",
-                ))
-            }
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    nullable_fields(v, param, |k, val, p| match (k, val.as_str()) {
+        ("type", Some("near_field" | "far_field")) => Ok(()),
+        ("type", _) => Err(bad_value(
+            p,
+            val,
+            "Supported values are: 'near_field', 'far_field'.",
+        )),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 fn beta_only_hint(k: &str) -> Option<&'static str> {
@@ -439,35 +466,22 @@ pub(crate) fn ga_session(s: &Value) -> Result<(), ApiError> {
 }
 
 fn ga_audio(v: &Value) -> Result<(), ApiError> {
-    for (k, val) in obj(v, "session.audio")? {
-        match k.as_str() {
-            "input" => {
-                for (k2, v2) in obj(val, "session.audio.input")? {
-                    let p = format!("session.audio.input.{k2}");
-                    match k2.as_str() {
-                        "format" => ga_format(v2, &p).map(|_| ())?,
-                        "turn_detection" => turn_detection(v2, &p)?,
-                        "transcription" => transcription(v2, &p)?,
-                        "noise_reduction" => noise_reduction(v2, &p)?,
-                        _ => return Err(unknown(&p, "")),
-                    }
-                }
-            }
-            "output" => {
-                for (k2, v2) in obj(val, "session.audio.output")? {
-                    let p = format!("session.audio.output.{k2}");
-                    match k2.as_str() {
-                        "format" => ga_format(v2, &p).map(|_| ())?,
-                        "voice" => voice(v2, &p)?,
-                        "speed" => num_range(v2, &p, 0.25, 1.5)?,
-                        _ => return Err(unknown(&p, "")),
-                    }
-                }
-            }
-            _ => return Err(unknown(&format!("session.audio.{k}"), "")),
-        }
-    }
-    Ok(())
+    fields(v, "session.audio", |k, val, p| match k {
+        "input" => fields(val, p, |k2, v2, p2| match k2 {
+            "format" => ga_format(v2, p2).map(|_| ()),
+            "turn_detection" => turn_detection(v2, p2),
+            "transcription" => transcription(v2, p2),
+            "noise_reduction" => noise_reduction(v2, p2),
+            _ => Err(unknown(p2, "")),
+        }),
+        "output" => fields(val, p, |k2, v2, p2| match k2 {
+            "format" => ga_format(v2, p2).map(|_| ()),
+            "voice" => voice(v2, p2),
+            "speed" => num_range(v2, p2, 0.25, 1.5),
+            _ => Err(unknown(p2, "")),
+        }),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 /// Validates the `session` of a beta `session.update`.

@@ -404,13 +404,6 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     );
     let _ = ws.send(text(stop)).await;
     let _ = ws.send(Message::Close(None)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if matches!(m, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+    callbridge_harness::caller::await_close(&mut ws, Duration::from_secs(5)).await;
     Ok(())
 }

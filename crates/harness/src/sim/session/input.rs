@@ -7,15 +7,24 @@ impl Session {
     /// Returns the decoded length when the audio was valid base64.
     pub(super) fn on_append(&mut self, ev: &Value, eid: Option<Value>) -> Option<usize> {
         let Some(b64) = get_str(ev, "audio") else {
-            let e = ApiError::invalid(
+            return self.reject_audio(
                 "missing_required_parameter",
                 "Missing required parameter: 'audio'.",
-                Some("audio"),
+                eid,
             );
-            self.error(e, eid);
-            return None;
         };
         self.on_append_b64(b64, eid)
+    }
+
+    /// An `invalid_request_error` about the `audio` parameter; nothing is appended.
+    fn reject_audio(
+        &mut self,
+        code: &'static str,
+        message: &str,
+        eid: Option<Value>,
+    ) -> Option<usize> {
+        self.error(ApiError::invalid(code, message, Some("audio")), eid);
+        None
     }
 
     pub(super) fn on_append_b64(&mut self, b64: &str, eid: Option<Value>) -> Option<usize> {
@@ -23,13 +32,11 @@ impl Session {
         data.clear();
         if B64.decode_vec(b64, &mut data).is_err() {
             self.scratch = data;
-            let e = ApiError::invalid(
+            return self.reject_audio(
                 "invalid_value",
                 "Invalid 'audio'. Expected base64-encoded audio bytes.",
-                Some("audio"),
+                eid,
             );
-            self.error(e, eid);
-            return None;
         }
         let n = data.len();
         self.appended_bytes += n;

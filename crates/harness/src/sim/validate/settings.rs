@@ -5,32 +5,26 @@
 
 use serde_json::{Map, Value};
 
-use super::{bad_type, bad_value, boolean, missing, obj, string, unknown, ApiError};
+use super::{
+    bad_type, bad_value, boolean, fields, missing, mode_or_object, nullable_fields, obj, string,
+    tagged, unknown, ApiError,
+};
 
 /// `realtime_reasoning_effort.py`.
 const EFFORTS: [&str; 5] = ["minimal", "low", "medium", "high", "xhigh"];
 
 /// `realtime_reasoning.py`: `{effort}`.
 pub(super) fn reasoning(v: &Value, param: &str) -> Result<(), ApiError> {
-    if v.is_null() {
-        return Ok(());
-    }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match (k.as_str(), val.as_str()) {
-            ("effort", Some(e)) if EFFORTS.contains(&e) => {}
-            ("effort", _) if val.is_null() => {}
-            ("effort", _) => {
-                return Err(bad_value(
-                    &p,
-                    val,
-                    "Supported values are: 'minimal', 'low', 'medium', 'high', and 'xhigh'.",
-                ))
-            }
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    nullable_fields(v, param, |k, val, p| match (k, val.as_str()) {
+        ("effort", Some(e)) if EFFORTS.contains(&e) => Ok(()),
+        ("effort", _) if val.is_null() => Ok(()),
+        ("effort", _) => Err(bad_value(
+            p,
+            val,
+            "Supported values are: 'minimal', 'low', 'medium', 'high', and 'xhigh'.",
+        )),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 pub(super) fn parallel_tool_calls(v: &Value, param: &str) -> Result<(), ApiError> {
@@ -70,18 +64,15 @@ pub(super) fn prompt(v: &Value, param: &str) -> Result<(), ApiError> {
 /// `realtime_truncation.py`: `"auto"`, `"disabled"` or `realtime_truncation_retention_ratio.py`
 /// `{type: "retention_ratio", retention_ratio (0.0 - 1.0), token_limits {post_instructions}}`.
 pub(super) fn truncation(v: &Value, param: &str) -> Result<(), ApiError> {
-    match v.as_str() {
-        Some("auto" | "disabled") => return Ok(()),
-        Some(_) => {
-            return Err(bad_value(
-                param,
-                v,
-                "Supported values are: 'auto', 'disabled', or a retention_ratio object.",
-            ))
-        }
-        None => {}
-    }
-    let o = obj(v, param)?;
+    let Some(o) = mode_or_object(
+        v,
+        param,
+        &["auto", "disabled"],
+        "Supported values are: 'auto', 'disabled', or a retention_ratio object.",
+    )?
+    else {
+        return Ok(());
+    };
     for req in ["type", "retention_ratio"] {
         if !o.contains_key(req) {
             return Err(missing(&format!("{param}.{req}")));
@@ -129,16 +120,12 @@ pub(super) fn tracing(v: &Value, param: &str) -> Result<(), ApiError> {
             "Supported values are: 'auto', or an object.",
         ));
     }
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match k.as_str() {
-            "group_id" | "workflow_name" if val.is_null() => {}
-            "group_id" | "workflow_name" => string(val, &p)?,
-            "metadata" => {}
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    fields(v, param, |k, val, p| match k {
+        "group_id" | "workflow_name" if val.is_null() => Ok(()),
+        "group_id" | "workflow_name" => string(val, p),
+        "metadata" => Ok(()),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 /// GA `realtime_tool_choice_config.py`: a mode (`tool_choice_options.py`), a function
@@ -148,32 +135,24 @@ pub(super) fn tool_choice(v: &Value, param: &str, beta: bool) -> Result<(), ApiE
     if beta {
         return string(v, param);
     }
-    match v.as_str() {
-        Some("none" | "auto" | "required") => return Ok(()),
-        Some(_) => {
-            return Err(bad_value(
-                param,
-                v,
-                "Supported values are: 'none', 'auto', 'required', or an object.",
-            ))
-        }
-        None => {}
-    }
-    let o = obj(v, param)?;
-    let ty = o
-        .get("type")
-        .ok_or_else(|| missing(&format!("{param}.type")))?;
-    let fields: &[&str] = match ty.as_str() {
-        Some("function") => &["type", "name"],
-        Some("mcp") => &["type", "server_label", "name"],
-        _ => {
-            return Err(bad_value(
-                &format!("{param}.type"),
-                ty,
-                "Supported values are: 'function' and 'mcp'.",
-            ))
-        }
+    let Some(o) = mode_or_object(
+        v,
+        param,
+        &["none", "auto", "required"],
+        "Supported values are: 'none', 'auto', 'required', or an object.",
+    )?
+    else {
+        return Ok(());
     };
+    let fields: &[&str] = tagged(
+        o,
+        param,
+        &[
+            ("function", &["type", "name"][..]),
+            ("mcp", &["type", "server_label", "name"][..]),
+        ],
+        "Supported values are: 'function' and 'mcp'.",
+    )?;
     let required = if fields.len() == 2 {
         "name"
     } else {
@@ -196,15 +175,11 @@ pub(super) fn tool_choice(v: &Value, param: &str, beta: bool) -> Result<(), ApiE
 
 /// `McpAllowedToolsMcpToolFilter` and the approval filters: `{read_only, tool_names}`.
 fn tool_filter(v: &Value, param: &str) -> Result<(), ApiError> {
-    for (k, val) in obj(v, param)? {
-        let p = format!("{param}.{k}");
-        match k.as_str() {
-            "read_only" => boolean(val, &p)?,
-            "tool_names" => string_list(val, &p)?,
-            _ => return Err(unknown(&p, "")),
-        }
-    }
-    Ok(())
+    fields(v, param, |k, val, p| match k {
+        "read_only" => boolean(val, p),
+        "tool_names" => string_list(val, p),
+        _ => Err(unknown(p, "")),
+    })
 }
 
 fn string_list(v: &Value, param: &str) -> Result<(), ApiError> {
