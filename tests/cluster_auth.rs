@@ -5,7 +5,7 @@
 mod support;
 use support::binary::{self, Process};
 use support::nats::{replica_env, wait_joined, Nats};
-use support::{bridge, TempDir};
+use support::{bridge, nats, TempDir};
 
 const TOKEN: &str = "nats-token-for-tests-6d1f3";
 
@@ -40,12 +40,7 @@ async fn only_a_bridge_with_the_token_joins_and_the_token_is_never_printed() {
     wait_joined(&format!("http://127.0.0.1:{member_port}")).await;
     // The outsider is refused by NATS: serving, and saying it is degraded.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let ready = reqwest::get(format!("http://127.0.0.1:{outsider_port}/readyz"))
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200);
-    let detail = ready.text().await.unwrap_or_default();
-    assert!(detail.contains("cluster degraded"), "{detail}");
+    nats::assert_degraded(&format!("http://127.0.0.1:{outsider_port}")).await;
     for (name, out) in [("member", member.output()), ("outsider", outsider.output())] {
         assert!(!out.contains(TOKEN), "the {name} printed the token:\n{out}");
     }

@@ -8,7 +8,7 @@ use callbridge::sim::SimConfig;
 
 mod support;
 use support::nats::{joined, replica_env, wait_joined, Nats};
-use support::{binary, bridge, eventually, simulator, TempDir, WAIT};
+use support::{binary, bridge, eventually, nats, simulator, TempDir, WAIT};
 
 async fn webhook(base: &str) -> String {
     reqwest::Client::new()
@@ -102,12 +102,7 @@ async fn a_bridge_starts_and_serves_calls_while_nats_is_down() {
     let mut bridge = binary::Process::spawn(&mut binary::serve(port, "info", &env));
     binary::wait_healthy(port).await;
     let base = format!("http://127.0.0.1:{port}");
-    let ready = reqwest::get(format!("{base}/readyz"))
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200);
-    let detail = ready.text().await.unwrap_or_default();
-    assert!(detail.contains("cluster degraded"), "{detail}");
+    nats::assert_degraded(&base).await;
     caller::run(CallerOptions {
         bridge: base.clone(),
         call_sid: "CAnonats".into(),

@@ -16,6 +16,7 @@ mod support;
 use support::binary::{self, Process};
 use support::caller::{agent_done, hear_agent, pause, place_call_as, say};
 use support::schema::assert_valid;
+use support::spooled;
 use support::{assert_contains_all, bridge, eventually, simulator, TempDir, WAIT};
 
 const SECRET: &str = "report-secret-for-tests-1";
@@ -37,20 +38,6 @@ fn env_for<'a>(report_url: &'a str, spool: &'a TempDir) -> Vec<(&'a str, &'a str
 /// A call whose upstream is unreachable: it ends at once (`upstream_failed`).
 async fn short_call(bridge_url: &str, call_sid: &str) {
     place_call_as(bridge_url.to_owned(), call_sid, vec![say(400)], 500).await;
-}
-
-fn spooled(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// A report receiver answering `answers` (then 200) and an empty spool directory named by

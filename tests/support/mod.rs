@@ -164,3 +164,18 @@ pub async fn serve_app(app: axum::Router) -> String {
     });
     base
 }
+
+/// The reports waiting in the spool directory `dir` (its `.json` files), by name.
+pub fn spooled(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

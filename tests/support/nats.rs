@@ -179,3 +179,13 @@ pub async fn joined(base: &str) -> bool {
     })
     .await
 }
+
+/// The bridge at `base` serves (`/readyz` is 200) and says its cluster is degraded.
+pub async fn assert_degraded(base: &str) {
+    let ready = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let detail = ready.text().await.unwrap_or_default();
+    assert!(detail.contains("cluster degraded"), "{detail}");
+}
