@@ -99,17 +99,27 @@ impl Call {
         self.upstream.turn_pending_since = None;
     }
 
-    /// Makes the ready successor the current session and closes the old one.
-    pub(super) fn switch(&mut self, now: Instant, forced: bool) {
+    /// The configured successor waiting to take over, if there is one (the rotation is idle
+    /// again): its generation, how much of the conversation it was given, and whether it was
+    /// told of a continuation.
+    fn take_ready_successor(&mut self) -> Option<(u64, usize, bool)> {
         let Rotation::Ready {
             generation,
             replayed_to,
             noted,
         } = self.upstream.rotation
         else {
-            return;
+            return None;
         };
         self.upstream.rotation = Rotation::Idle;
+        Some((generation, replayed_to, noted))
+    }
+
+    /// Makes the ready successor the current session and closes the old one.
+    pub(super) fn switch(&mut self, now: Instant, forced: bool) {
+        let Some((generation, replayed_to, noted)) = self.take_ready_successor() else {
+            return;
+        };
         if forced {
             self.cut_answer_in_flight(now);
         }
@@ -134,15 +144,9 @@ impl Call {
     /// The current session was lost while a configured successor waited: it takes over at
     /// once, with the caller audio kept since.
     pub(super) fn switch_after_loss(&mut self, now: Instant) {
-        let Rotation::Ready {
-            generation,
-            replayed_to,
-            noted,
-        } = self.upstream.rotation
-        else {
+        let Some((generation, replayed_to, noted)) = self.take_ready_successor() else {
             return;
         };
-        self.upstream.rotation = Rotation::Idle;
         let old = self.upstream.current;
         self.upstream.current = generation;
         self.replay_rest(replayed_to, noted);
