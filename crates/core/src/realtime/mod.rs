@@ -7,7 +7,9 @@
 pub mod events;
 pub mod items;
 pub mod session;
+pub mod usage;
 
 pub use events::{AudioBytes, AudioPool, ClientEvent, FunctionCall, OutputItem, ServerEvent};
 pub use items::Item;
 pub use session::{AudioFormat, Dialect, SessionConfig, TurnDetection};
+pub use usage::TokenUsage;

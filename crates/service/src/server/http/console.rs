@@ -414,6 +414,7 @@ impl LiveCall {
             }),
             CallEvent::UpstreamError { .. }
             | CallEvent::ResponseDone { .. }
+            | CallEvent::Usage { .. }
             | CallEvent::ToolSkipped { .. }
             | CallEvent::EndRequested { .. }
             | CallEvent::CallUpdated { .. }
