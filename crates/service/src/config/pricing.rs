@@ -192,6 +192,27 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_with_prices_and_profiles_loads() {
+        let dir = std::env::temp_dir().join(format!("cb-prices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[prices.my-deployment]\ninput_text = 1\ninput_audio = 2\ninput_cached_text = 0.5\n\
+             input_cached_audio = 0.5\noutput_text = 3\noutput_audio = 4\n\
+             [profiles.support]\nnumbers = [\"+15550002222\"]\ninstructions = \"Support.\"\n",
+        )
+        .unwrap();
+        let cfg =
+            super::super::Config::load(Some(&path), &|_| None, &super::super::Overrides::default())
+                .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cfg.prices.get("my-deployment").unwrap().output_audio, 4.0);
+        assert!(cfg.prices.get("gpt-realtime-2.1").is_some());
+        assert!(cfg.profiles.by_name.contains_key("support"));
+    }
+
+    #[test]
     fn the_model_comes_from_the_url() {
         let url = "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1";
         assert_eq!(url_model(url), Some("gpt-realtime-2.1"));

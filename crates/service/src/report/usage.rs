@@ -77,4 +77,27 @@ mod tests {
         u.add(&one);
         assert_eq!((u.input_audio, u.output_audio, u.responses), (20, 40, 2));
     }
+
+    #[test]
+    fn the_price_is_the_call_models_or_none() {
+        let cfg = Config::load(None, &|_| None, &crate::config::Overrides::default()).unwrap();
+        // No model in the session: the one realtime_url names (gpt-realtime-2.1, priced).
+        assert!(price_for(&cfg, None).is_some());
+        let mut r = super::super::builder::ReportBuilder::new(
+            std::time::Instant::now(),
+            std::time::SystemTime::now(),
+        )
+        .finish("caller_hung_up", std::time::Instant::now());
+        r.usage.add(&TokenUsage {
+            output_audio: 1_000_000,
+            ..TokenUsage::default()
+        });
+        r.set_cost(price_for(&cfg, Some("a-model-nobody-priced")));
+        assert_eq!(r.cost_usd, None);
+        r.set_cost(price_for(&cfg, Some("gpt-realtime-2.1-mini")));
+        assert_eq!(r.cost_usd, Some(20.0));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["usage"]["output_audio"], 1_000_000);
+        assert_eq!(json["usage"]["responses"], 1);
+    }
 }
