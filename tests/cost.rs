@@ -47,7 +47,7 @@ fn kinds(u: &Value) -> [u64; 6] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
     let sim = simulator(SimConfig {
-        response_audio_ms: 800,
+        response_audio_ms: 500,
         ..SimConfig::default()
     })
     .await;
@@ -66,12 +66,14 @@ async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
         ("CALLBRIDGE_REPORT_URL", report_url.as_str()),
         ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
         ("CALLBRIDGE_TOOL_SECRET", SECRET),
-        ("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "2"),
+        ("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "4"),
     ];
     let (server, _metrics) = bridge::start(&env, Some(&file)).await;
-    let mut script = vec![say(1000), agent_done(500, 15)];
-    for _ in 0..3 {
-        script.extend([pause(1500), say(1000), agent_done(500, 15)]);
+    // Turns of about 2 s, sessions of 4 s: each session answers about twice, so its later
+    // answers have cached input, and the call spans several sessions.
+    let mut script = vec![say(700), agent_done(300, 15)];
+    for _ in 0..5 {
+        script.extend([pause(500), say(700), agent_done(300, 15)]);
     }
     place_call_as(server.url(""), "CAcost1", script, 300).await;
     rx.wait_until(WAIT, |r| r.iter().any(|x| x.answered == 200))
@@ -91,12 +93,23 @@ async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
             }
         }
     }
-    assert!(responses >= 3, "every turn answered: {responses}");
-    // Cached input shows only when a session answers twice (timing decides): not required.
+    eprintln!(
+        "usage {want:?}: {} sessions, {responses} responses",
+        sessions.len()
+    );
+    assert!(responses >= 6, "every turn answered: {responses}");
     assert!(
         want[0] > 0 && want[1] > 0 && want[4] > 0 && want[5] > 0,
         "text and audio both ways: {want:?}"
     );
+    // A session's second answer has cached input (the first one's context): usually the case
+    // here, though a slow machine can make every session answer once.
+    if sessions
+        .iter()
+        .any(|s| s.sent_of("response.done").count() >= 2)
+    {
+        assert!(want[2] > 0 && want[3] > 0, "cached input: {want:?}");
+    }
     let usage = &report["usage"];
     for (k, w) in KINDS.iter().zip(want) {
         assert_eq!(usage[*k].as_u64(), Some(w), "{k}: {report:#}");
