@@ -424,13 +424,7 @@ async fn a_redirecting_setup_lookup_is_not_followed() {
             let to = to.clone();
             async move { (redirect, [(axum::http::header::LOCATION, to)]) }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let setup_url = format!("http://{}/setup", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let setup_url = format!("{}/setup", support::serve_app(app).await);
         let (server, metrics) = bridge_with(&sim, &setup_toml(&setup_url), &[]).await;
         let params = serde_json::json!({"To": "+15550001111", "var.caller_name": "Ada"});
         let n = sim.sessions().len();

@@ -14,6 +14,7 @@ use callbridge::sim::{SimConfig, Simulator};
 mod support;
 use support::caller::call_ended_by_twilio;
 use support::caller::{pause, say};
+use support::response_creates as creates;
 use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
@@ -75,23 +76,6 @@ fn script() -> Vec<Step> {
 /// Places the call; Twilio ends the stream once the bridge asked Twilio REST to.
 async fn call(bridge: String, twilio: &FakeTwilio) -> CallerReport {
     call_ended_by_twilio(bridge, CALL_SID, script(), twilio).await
-}
-
-/// The instructions of every `response.create` the simulator received.
-fn creates(sim: &Simulator) -> Vec<String> {
-    let Some(log) = sim.session(0) else {
-        return Vec::new();
-    };
-    log.received
-        .iter()
-        .filter(|ev| ev["type"] == "response.create")
-        .map(|ev| {
-            ev["response"]["instructions"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
 }
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

@@ -64,6 +64,17 @@ pub async fn with_simulator(
     (sim, server, metrics)
 }
 
+/// The real server dialling the simulator `sim`, configured by the file `file`.
+pub async fn on_simulator(sim: &Simulator, file: &Path) -> Running {
+    let url = sim.url();
+    start(
+        &[("REALTIME_URL", &url), ("OPENAI_API_KEY", "sk-test")],
+        Some(file),
+    )
+    .await
+    .0
+}
+
 /// Writes `request` (an HTTP/1.1 request spelled out by the test) to `addr` as it is, and
 /// reads the answer until the server closes the connection.
 pub async fn raw(addr: std::net::SocketAddr, request: &str) -> String {

@@ -51,6 +51,21 @@ pub async fn connect(req: impl IntoClientRequest + Unpin) -> Ws {
     ws
 }
 
+/// A call on the bridge at `addr`: its media socket opened and Twilio's `start` sent (account
+/// `AC1`, custom parameters `params`).
+pub async fn started(
+    addr: std::net::SocketAddr,
+    stream_sid: &str,
+    call_sid: &str,
+    params: Value,
+) -> Ws {
+    let mut ws = connect(format!("ws://{addr}/media")).await;
+    ws.send(start("AC1", stream_sid, call_sid, params))
+        .await
+        .expect("send");
+    ws
+}
+
 /// Sends `stop`, then reads the socket until the bridge closes it.
 pub async fn hang_up(ws: &mut Ws, stop: Message) {
     ws.send(stop).await.expect("send");

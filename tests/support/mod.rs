@@ -3,6 +3,7 @@
 //! - `bridge`: the real server in this process, configured from variables, and its metrics;
 //! - `binary`: the real `callbridge` binary as a child process;
 //! - `media`: a bare Twilio media stream over a real WebSocket;
+//! - `nats`: a real NATS server with JetStream (the cluster tests);
 //! - `caller`: the simulated caller with the fake Twilio REST API behind it;
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
@@ -19,6 +20,7 @@ pub mod bridge;
 pub mod call_harness;
 pub mod caller;
 pub mod media;
+pub mod nats;
 pub mod realtime_ws;
 pub mod schema;
 pub mod tool_calls;
@@ -115,4 +117,34 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// The instructions of every `response.create` the simulator received in its first session.
+pub fn response_creates(sim: &callbridge::sim::Simulator) -> Vec<String> {
+    let Some(log) = sim.session(0) else {
+        return Vec::new();
+    };
+    log.received
+        .iter()
+        .filter(|ev| ev["type"] == "response.create")
+        .map(|ev| {
+            ev["response"]["instructions"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Serves `app` on 127.0.0.1 (an integrator's endpoint, a tool server) until the test ends;
+/// its base URL, `http://127.0.0.1:PORT`.
+pub async fn serve_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
 }

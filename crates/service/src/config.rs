@@ -10,15 +10,20 @@ use crate::call::CallConfig;
 
 mod call;
 mod callcenter;
+mod cluster;
 mod keys;
 mod pricing;
 mod profiles;
+mod settings;
+mod silence;
 mod tools;
 mod twilio;
 use callcenter::{callcenter, web_tokens};
+pub use cluster::{redacted as redacted_url, ClusterConfig};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
 pub use pricing::{url_model, ModelPrice, Prices};
+pub use settings::config_pairs as settings_config_pairs;
 pub(crate) use tools::valid_name;
 
 pub use tools::DEFAULT_FILLER;
@@ -48,6 +53,42 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         message: message.into(),
+    }
+}
+
+/// A key holding names and string values: a table `{ sales = "+1555..." }` in the file, or
+/// `sales=+1555...,billing=sip:...` from the environment. `what` names the value in errors
+/// ("target", "value"); a wrong value is reported under `key.name`.
+fn name_value_pairs(
+    key: &str,
+    what: &str,
+    v: Option<toml::Value>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Table(t)) => t
+            .into_iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => Ok((k, s)),
+                other => Err(invalid(
+                    &format!("{key}.{k}"),
+                    format!("{other}: the {what} must be a string"),
+                )),
+            })
+            .collect(),
+        Some(toml::Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                None => Err(invalid(key, format!("{p:?}: expected name={what}"))),
+            })
+            .collect(),
+        Some(other) => Err(invalid(
+            key,
+            format!("{other}: expected a table of name = \"{what}\""),
+        )),
     }
 }
 
@@ -138,6 +179,9 @@ pub struct Config {
     pub drain_goodbye: Option<String>,
     /// Longest wait for that goodbye to be heard.
     pub drain_goodbye_timeout: Duration,
+    /// Replicas sharing callbacks, outbound calls, reports, the console and a call cap over
+    /// NATS (`cluster_url`); `None`: this process alone, as without a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Settings of call reports and outbound calls.
@@ -212,6 +256,7 @@ impl Config {
                 table.insert((*key).into(), typed(&var, &v, *kind)?);
             }
         }
+        cluster::read_env(&mut table, env)?;
         for (key, v) in &overrides.pairs {
             let kind = KEYS
                 .iter()
@@ -219,6 +264,7 @@ impl Config {
                 .map_or(Kind::Str, |(_, k)| *k);
             table.insert((*key).into(), typed(&format!("--{key}"), v, kind)?);
         }
+        let cluster = cluster::take(&mut table, env("HOSTNAME"))?;
         let profiles = table.remove("profiles");
         let default_profile = table.remove("default_profile");
         let prices = Prices::parse(table.remove("prices"))?;
@@ -231,6 +277,7 @@ impl Config {
                 })
         };
         let mut cfg = Config::validate(parse(table.clone())?)?;
+        cfg.cluster = cluster;
         cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
@@ -405,6 +452,7 @@ impl Config {
                 r.reject_reason.as_deref().unwrap_or("busy"),
                 &[("busy", "busy"), ("rejected", "rejected")],
             )?,
+            cluster: None,
         })
     }
 }

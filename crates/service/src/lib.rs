@@ -6,6 +6,7 @@
 
 pub use callbridge_core::{audio, call, realtime, twilio};
 
+pub mod cluster;
 pub mod config;
 pub mod integrator;
 pub mod logging;

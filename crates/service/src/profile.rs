@@ -2,7 +2,7 @@
 //! (instructions, voice, greeting, VAD, ...) for one line of a call center, chosen per call by
 //! `<Parameter name="profile">` → the dialled number (`To`) → `default_profile` → the top level.
 //!
-//! Instructions and greetings may hold `{{name}}` placeholders, filled per call from the call's
+//! Instructions, greetings and stored-prompt variables may hold `{{name}}` placeholders, filled per call from the call's
 //! variables (missing ones become empty). Parsing and validating `[profiles.*]` is config's
 //! job (`config/profiles.rs`); this is what a call uses of them.
 
@@ -88,11 +88,20 @@ pub fn fill(text: &str, vars: &BTreeMap<String, String>) -> String {
 /// The call config with the call's variables filled in (`None`: nothing to fill).
 pub fn with_variables(cfg: &CallConfig, vars: &BTreeMap<String, String>) -> Option<CallConfig> {
     let has = |s: &str| s.contains("{{");
-    if !has(&cfg.session.instructions) && !cfg.greeting.as_deref().is_some_and(has) {
+    if !has(&cfg.session.instructions)
+        && !cfg.greeting.as_deref().is_some_and(has)
+        && !cfg.session.settings.has_placeholders()
+    {
         return None;
     }
     let mut c = cfg.clone();
     c.session.instructions = fill(&cfg.session.instructions, vars);
     c.greeting = cfg.greeting.as_deref().map(|g| fill(g, vars));
+    // A stored prompt's variables take the call's values too (`prompt_variables`).
+    if let Some(p) = &mut c.session.settings.prompt {
+        for v in p.variables.values_mut() {
+            *v = fill(v, vars);
+        }
+    }
     Some(c)
 }

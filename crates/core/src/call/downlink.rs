@@ -207,6 +207,7 @@ impl Call {
         if sent == 0 && self.agent_speaking && !self.playback.audible(now) {
             self.agent_speaking = false;
             self.out.push_back(Output::Event(CallEvent::PlayoutDone));
+            self.silence_agent_done(now);
         }
     }
 }

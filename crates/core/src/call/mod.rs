@@ -11,10 +11,12 @@ pub mod effects;
 mod filler;
 mod hangup;
 mod held;
+pub mod mcp;
 mod output;
 pub mod phase;
 pub mod playback;
 mod settings;
+pub mod silence;
 mod timers;
 pub mod timing;
 pub mod tools;
@@ -74,6 +76,8 @@ pub struct CallConfig {
     /// Said (word for word) when answering machine detection finds a machine; the call then
     /// hangs up. Without it a machine is hung up on at once.
     pub voicemail_message: Option<String>,
+    /// Checking on a caller who went quiet, and hanging up on one who stays so (off by default).
+    pub silence: silence::SilenceConfig,
 }
 
 impl Default for CallConfig {
@@ -94,6 +98,7 @@ impl Default for CallConfig {
             tools: ToolsConfig::default(),
             max_call: None,
             voicemail_message: None,
+            silence: silence::SilenceConfig::default(),
         }
     }
 }
@@ -175,6 +180,7 @@ pub struct Call {
     /// The call is to be refused politely once its session is ready (see `wrapup`).
     reject_pending: bool,
     filler: filler::Filler,
+    silence: silence::Silence,
     next_effect: EffectId,
 
     // Reused scratch buffers (no per-frame allocation once warm). They start small and grow
@@ -238,6 +244,7 @@ impl Call {
             ending: None,
             reject_pending: false,
             filler: filler::Filler::default(),
+            silence: silence::Silence::default(),
             next_effect: 0,
             agent_speaking: false,
             turn_clock: timing::TurnClock::default(),
@@ -386,6 +393,7 @@ impl Call {
                 self.upstream.caller_speaking = true;
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
+                self.silence_caller_spoke();
                 if self.cfg.barge_in {
                     self.barge_in(now);
                 }
@@ -396,6 +404,7 @@ impl Call {
             }
             ServerEvent::ResponseCreated { response } => {
                 self.answer_started();
+                self.silence_response_started();
                 self.ending_on_response_created(&response.id);
                 self.live_response = Some(response.id);
                 self.turn_clock.on_response_created(now);
@@ -437,6 +446,7 @@ impl Call {
                 }
                 self.tools_on_response_done(&response, now);
                 self.ending_on_response_done(&response.id, now);
+                self.silence_agent_done(now);
                 self.out.push_back(Output::Event(CallEvent::ResponseDone {
                     id: response.id,
                     status: response.status,
@@ -454,8 +464,11 @@ impl Call {
             ServerEvent::OutputItemDone { response_id, item } => {
                 if let Some((call_id, name, args)) = item.function_call() {
                     self.tool_call_seen(response_id.as_deref(), call_id, Some(name), args);
+                } else {
+                    self.mcp_item_done(&item, now);
                 }
             }
+            ServerEvent::McpCallInProgress { item_id } => self.mcp_call_started(item_id, now),
             ServerEvent::Unknown => {}
         }
     }

@@ -183,6 +183,8 @@ pub enum EndReason {
     Voicemail,
     /// The setup lookup answered `reject: true`: the call was refused politely.
     Rejected,
+    /// The caller stayed silent (`silence_hangup_s`): the agent said goodbye and hung up.
+    CallerSilent,
 }
 
 impl EndReason {
@@ -203,6 +205,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::Voicemail => "voicemail",
             EndReason::Rejected => "rejected",
+            EndReason::CallerSilent => "caller_silent",
         }
     }
 }

@@ -33,6 +33,9 @@ pub enum Timer {
     Filler,
     /// `max_call` reached: wrap the call up.
     MaxDuration,
+    /// The caller has been silent while the agent waits: check in, or say goodbye (see
+    /// [`super::silence`]).
+    Silence,
     /// The ending's current step (goodbye heard, REST answer, `stop`) took too long.
     Ending,
 }
@@ -41,7 +44,7 @@ impl Timer {
     /// The order [`Call::on_tick`] fires them in when several are due at once. The drain's
     /// hard end comes first (nothing else matters then); the upstream next, so a call whose
     /// session is being replaced sees it before anything that would talk to the model.
-    pub const IN_ORDER: [Timer; 9] = [
+    pub const IN_ORDER: [Timer; 10] = [
         Timer::Drain,
         Timer::Upstream,
         Timer::UpstreamReady,
@@ -50,6 +53,7 @@ impl Timer {
         Timer::Tools,
         Timer::Filler,
         Timer::MaxDuration,
+        Timer::Silence,
         Timer::Ending,
     ];
 
@@ -74,6 +78,7 @@ impl Call {
             Timer::Tools => self.tools.next_deadline(),
             Timer::Filler => self.filler_next_deadline(),
             Timer::MaxDuration => self.wrapup_next_deadline(),
+            Timer::Silence => self.silence_next_deadline(),
             Timer::Ending => self.ending_next_deadline(),
         }
     }
@@ -130,6 +135,7 @@ impl Call {
             Timer::Tools => self.tools_on_tick(now),
             Timer::Filler => self.filler_on_tick(now),
             Timer::MaxDuration => self.wrapup_on_tick(now),
+            Timer::Silence => self.silence_on_tick(now),
             Timer::Ending => self.ending_progress(now),
         }
     }

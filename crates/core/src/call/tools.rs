@@ -160,8 +160,10 @@ pub(crate) struct ToolState {
     running: Vec<Running>,
     groups: Vec<Group>,
     /// A `response.create` is owed as soon as no response is live.
-    create_when_idle: bool,
-    records: Vec<ToolCallRecord>,
+    pub(super) create_when_idle: bool,
+    pub(super) records: Vec<ToolCallRecord>,
+    /// Remote MCP calls (run by OpenAI; recorded only): `mcp.rs`.
+    pub(super) mcp: super::mcp::McpCalls,
 }
 
 /// How many decided call_ids and records are kept (a call never makes this many).

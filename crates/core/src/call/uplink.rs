@@ -114,6 +114,7 @@ impl Call {
                 if !self.is_our_stream(&stream_sid, "dtmf") {
                     return;
                 }
+                self.silence_key_pressed(now);
                 if self.cfg.dtmf_to_model && dtmf.digit.len() <= 2 && self.dtmf_keys.len() < 64 {
                     self.dtmf_keys.push_str(&dtmf.digit);
                     self.dtmf_deadline = Some(now + self.cfg.dtmf_gap);
@@ -137,6 +138,7 @@ impl Call {
                     {
                         self.agent_speaking = false;
                         self.out.push_back(Output::Event(CallEvent::PlayoutDone));
+                        self.silence_agent_done(now);
                     }
                     _ => {}
                 }

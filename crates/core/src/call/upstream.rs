@@ -313,6 +313,7 @@ impl Call {
                 resent_ms,
             }));
         self.flush_dtmf();
+        self.silence_upstream_restored(now);
     }
 
     /// The answer streaming when its session ends: what was sent to Twilio plays on (the

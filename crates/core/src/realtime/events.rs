@@ -84,12 +84,19 @@ pub enum ServerEvent<'a> {
     /// servers; it is read from the output item then).
     #[serde(rename = "response.function_call_arguments.done")]
     FunctionCallArgumentsDone(FunctionCall),
-    /// An output item is complete; only `function_call` items matter to the bridge.
+    /// An output item is complete; `function_call` and `mcp_call` items matter to the bridge.
     #[serde(rename = "response.output_item.done")]
     OutputItemDone {
         #[serde(default)]
         response_id: Option<String>,
         item: OutputItem,
+    },
+    /// OpenAI started calling a remote MCP server's tool (`response_mcp_call_in_progress.py`):
+    /// when the call's time starts.
+    #[serde(rename = "response.mcp_call.in_progress")]
+    McpCallInProgress {
+        #[serde(default)]
+        item_id: String,
     },
     /// Any other event (deltas of transcripts, rate limits, item bookkeeping, new events):
     /// nothing in the call depends on it.
@@ -318,6 +325,15 @@ pub struct OutputItem {
     pub name: Option<String>,
     #[serde(default)]
     pub arguments: Option<String>,
+    /// An `mcp_call`'s server, output and error (`realtime_mcp_tool_call.py`). `output` is a
+    /// string there; kept as any JSON so another item type's `output` can never make a whole
+    /// `response.done` unreadable.
+    #[serde(default)]
+    pub server_label: Option<String>,
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
 }
 
 impl OutputItem {

@@ -27,6 +27,14 @@ pub enum Item {
     },
     /// The result of a function call.
     FunctionCallOutput { call_id: String, output: String },
+    /// The answer to a remote MCP server's approval request (GA;
+    /// `realtime_mcp_approval_response_param.py`: `id` is required, chosen by the client).
+    McpApprovalResponse {
+        id: String,
+        approval_request_id: String,
+        approve: bool,
+        reason: String,
+    },
 }
 
 impl Item {
@@ -49,6 +57,14 @@ impl Item {
             Item::FunctionCallOutput { call_id, output } => {
                 json!({"type": "function_call_output", "call_id": call_id, "output": output})
             }
+            Item::McpApprovalResponse {
+                id,
+                approval_request_id,
+                approve,
+                reason,
+            } => json!({"type": "mcp_approval_response", "id": id,
+                        "approval_request_id": approval_request_id, "approve": approve,
+                        "reason": reason}),
         }
     }
 }

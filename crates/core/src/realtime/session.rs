@@ -7,6 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::settings::SessionSettings;
+
 /// Which shape of the Realtime protocol the upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -127,6 +129,9 @@ pub struct SessionConfig {
     /// Function tools declared to the model (`{"type":"function","name",..}`; the same shape
     /// in both dialects), with `tool_choice: "auto"` when there are any.
     pub tools: Vec<Value>,
+    /// Reasoning, parallel tool calls, stored prompt, truncation, tool choice, tracing, MCP
+    /// servers (`settings.rs`); unset by default.
+    pub settings: SessionSettings,
 }
 
 impl Default for SessionConfig {
@@ -143,6 +148,7 @@ impl Default for SessionConfig {
             noise_reduction: None,
             temperature: None,
             tools: Vec::new(),
+            settings: SessionSettings::default(),
         }
     }
 }
@@ -174,7 +180,10 @@ impl SessionConfig {
                     s.insert("model".into(), json!(m));
                 }
                 s.insert("output_modalities".into(), json!(["audio"]));
-                s.insert("instructions".into(), json!(self.instructions));
+                // With a stored prompt and no instructions of our own, the prompt's apply.
+                if !(self.instructions.is_empty() && self.settings.prompt.is_some()) {
+                    s.insert("instructions".into(), json!(self.instructions));
+                }
                 let mut input = Map::new();
                 input.insert("format".into(), self.audio_format.ga_json());
                 input.insert("turn_detection".into(), self.turn_detection.to_json());
@@ -194,6 +203,7 @@ impl SessionConfig {
                 if let Some(m) = max_tokens {
                     s.insert("max_output_tokens".into(), m);
                 }
+                self.settings.write_ga(&mut s);
             }
             Dialect::Beta => {
                 // Beta needs "text" alongside "audio" in modalities.
@@ -224,11 +234,23 @@ impl SessionConfig {
                 if let Some(m) = max_tokens {
                     s.insert("max_response_output_tokens".into(), m);
                 }
+                self.settings.write_beta(&mut s);
             }
         }
-        if !self.tools.is_empty() {
-            s.insert("tools".into(), Value::Array(self.tools.clone()));
-            s.insert("tool_choice".into(), json!("auto"));
+        let mut tools = self.tools.clone();
+        if dialect == Dialect::Ga {
+            // Remote MCP servers are GA only (the beta `SessionTool` is a function).
+            tools.extend(self.settings.mcp_servers.iter().map(|m| m.to_json()));
+        }
+        let choice = self.settings.tool_choice_json(dialect == Dialect::Beta);
+        if !tools.is_empty() {
+            s.insert("tools".into(), Value::Array(tools));
+            s.insert(
+                "tool_choice".into(),
+                choice.unwrap_or_else(|| json!("auto")),
+            );
+        } else if let Some(c) = choice {
+            s.insert("tool_choice".into(), c);
         }
         Value::Object(s)
     }

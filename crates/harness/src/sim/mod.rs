@@ -91,7 +91,8 @@ pub struct SimConfig {
     /// cycled) ends, after its audio, with these `(name, arguments JSON)` calls, as
     /// `function_call` output items in the dialect's events. Empty or missing: none. The
     /// bridge answers with `function_call_output` items and a `response.create`; the next
-    /// reply is the model speaking about the results.
+    /// reply is the model speaking about the results. A name `mcp:LABEL/TOOL` is a remote MCP
+    /// call instead, run by the simulator on the session's declared server (`session/mcp.rs`).
     pub reply_tool_calls: Vec<Vec<(String, String)>>,
     /// Faults to inject.
     pub faults: Vec<Fault>,

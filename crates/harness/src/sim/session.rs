@@ -37,6 +37,7 @@ mod config;
 mod connection;
 mod input;
 mod items;
+mod mcp;
 mod respond;
 mod usage;
 use config::{beta_format_name, ga_format_json};

@@ -6,6 +6,8 @@ use serde_json::{Map, Value};
 
 use super::voice::AudioFormat;
 
+mod settings;
+
 /// An error to report in an `error` event.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {
@@ -88,7 +90,8 @@ fn boolean(v: &Value, param: &str) -> Result<(), ApiError> {
 
 /// Function tool declarations: `{"type":"function","name":..,"description":..,"parameters":{..}}`
 /// (the same shape in both dialects).
-fn tools(v: &Value, param: &str) -> Result<(), ApiError> {
+/// GA also takes remote MCP servers (`{"type":"mcp",..}`, `validate/settings.rs`).
+fn tools(v: &Value, param: &str, beta: bool) -> Result<(), ApiError> {
     let Some(list) = v.as_array() else {
         return Err(bad_type(param, "an array"));
     };
@@ -97,11 +100,19 @@ fn tools(v: &Value, param: &str) -> Result<(), ApiError> {
         let Some(o) = t.as_object() else {
             return Err(bad_type(&p, "an object"));
         };
+        if !beta && o.get("type").and_then(Value::as_str) == Some("mcp") {
+            settings::mcp_tool(o, &p)?;
+            continue;
+        }
         if o.get("type").and_then(Value::as_str) != Some("function") {
             return Err(bad_value(
                 &format!("{p}.type"),
                 o.get("type").unwrap_or(&Value::Null),
-                "Supported values are: 'function'.",
+                if beta {
+                    "Supported values are: 'function'."
+                } else {
+                    "Supported values are: 'function' and 'mcp'."
+                },
             ));
         }
         let name_ok = o.get("name").and_then(Value::as_str).is_some_and(|n| {
@@ -377,7 +388,9 @@ fn ga_only_hint(k: &str) -> Option<&'static str> {
         "audio" => " GA-only field; the beta interface uses 'input_audio_format'/'output_audio_format', 'voice', 'turn_detection'.",
         "output_modalities" => " GA-only field; the beta interface uses 'modalities'.",
         "max_output_tokens" => " GA-only field; the beta interface uses 'max_response_output_tokens'.",
-        "include" | "truncation" | "prompt" => " GA-only field.",
+        "include" | "truncation" | "prompt" | "reasoning" | "parallel_tool_calls" => {
+            " GA-only field."
+        }
         _ => return None,
     })
 }
@@ -409,14 +422,15 @@ pub(crate) fn ga_session(s: &Value) -> Result<(), ApiError> {
             "type" => {}
             "model" | "instructions" => string(v, &p)?,
             "output_modalities" => modalities_ga(v, &p)?,
-            "tools" => tools(v, &p)?,
-            "tool_choice" => {
-                if !v.is_string() && !v.is_object() {
-                    return Err(bad_type(&p, "a string or an object"));
-                }
-            }
+            "tools" => tools(v, &p, false)?,
+            "tool_choice" => settings::tool_choice(v, &p, false)?,
             "max_output_tokens" => max_tokens(v, &p)?,
-            "tracing" | "truncation" | "prompt" | "include" => {}
+            "reasoning" => settings::reasoning(v, &p)?,
+            "parallel_tool_calls" => settings::parallel_tool_calls(v, &p)?,
+            "prompt" => settings::prompt(v, &p)?,
+            "truncation" => settings::truncation(v, &p)?,
+            "tracing" => settings::tracing(v, &p)?,
+            "include" => {}
             "audio" => ga_audio(v)?,
             _ => return Err(unknown(&p, beta_only_hint(k).unwrap_or(""))),
         }
@@ -468,16 +482,12 @@ pub(crate) fn beta_session(s: &Value) -> Result<(), ApiError> {
             "input_audio_transcription" => transcription(v, &p)?,
             "input_audio_noise_reduction" => noise_reduction(v, &p)?,
             "turn_detection" => turn_detection(v, &p)?,
-            "tools" => tools(v, &p)?,
-            "tool_choice" => {
-                if !v.is_string() && !v.is_object() {
-                    return Err(bad_type(&p, "a string or an object"));
-                }
-            }
+            "tools" => tools(v, &p, true)?,
+            "tool_choice" => settings::tool_choice(v, &p, true)?,
             "temperature" => num_range(v, &p, 0.6, 1.2)?,
             "max_response_output_tokens" => max_tokens(v, &p)?,
             "speed" => num_range(v, &p, 0.25, 1.5)?,
-            "tracing" => {}
+            "tracing" => settings::tracing(v, &p)?,
             _ => return Err(unknown(&p, ga_only_hint(k).unwrap_or(""))),
         }
     }

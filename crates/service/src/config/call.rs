@@ -168,12 +168,18 @@ pub(super) fn call_config(
         turn_detection,
         max_output_tokens,
     } = keys;
+    let settings = super::settings::settings(r, dialect, &tools_cfg)?;
     let session = SessionConfig {
         model: r.model.take().filter(|m| !m.is_empty()),
+        // A stored prompt brings its own instructions: the bridge's default would be added to
+        // them, so there is none then.
         instructions: r
             .instructions
             .take()
-            .unwrap_or_else(|| SessionConfig::default().instructions),
+            .unwrap_or_else(|| match settings.prompt {
+                Some(_) => String::new(),
+                None => SessionConfig::default().instructions,
+            }),
         voice,
         audio_format,
         turn_detection,
@@ -183,6 +189,7 @@ pub(super) fn call_config(
         noise_reduction: r.noise_reduction.take(),
         temperature: r.temperature.map(|t| t as f32),
         tools: tools_cfg.declarations(),
+        settings,
     };
     let call = CallConfig {
         dialect,
@@ -241,6 +248,7 @@ pub(super) fn call_config(
             }
             n => Some(Duration::from_secs(n)),
         },
+        silence: super::silence::silence_config(r)?,
     };
     Ok(call)
 }

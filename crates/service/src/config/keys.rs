@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{invalid, tools, ConfigError};
+use super::{invalid, settings, tools, ConfigError};
 
 #[derive(Clone, Copy)]
 pub(super) enum Kind {
@@ -11,6 +11,8 @@ pub(super) enum Kind {
     Int,
     Float,
     Bool,
+    /// Text, or (starting with `{` or `[`) JSON for a table or list the file would hold.
+    StrOrJson,
 }
 
 /// Every key of the file; each also reads `CALLBRIDGE_<KEY>` from the environment.
@@ -88,6 +90,19 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("drain_goodbye", Kind::Str),
     ("drain_goodbye_timeout_ms", Kind::Int),
     ("voicemail_message", Kind::Str),
+    ("silence_reprompt_s", Kind::Int),
+    ("silence_hangup_s", Kind::Int),
+    ("silence_reprompt_instructions", Kind::Str),
+    ("silence_goodbye_instructions", Kind::Str),
+    ("reasoning_effort", Kind::Str),
+    ("parallel_tool_calls", Kind::Bool),
+    ("prompt_id", Kind::Str),
+    ("prompt_version", Kind::Str),
+    ("prompt_variables", Kind::StrOrJson),
+    ("truncation", Kind::StrOrJson),
+    ("tool_choice", Kind::StrOrJson),
+    ("tracing", Kind::StrOrJson),
+    ("mcp_servers", Kind::StrOrJson),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.
@@ -104,12 +119,13 @@ pub fn keys_help() -> String {
     let mut s = String::from(
         "Configuration keys (TOML file key / environment variable; see callbridge.toml.example):\n",
     );
-    for (key, kind) in KEYS {
+    for (key, kind) in KEYS.iter().chain(super::cluster::KEYS) {
         let kind = match kind {
             Kind::Str => "text",
             Kind::Int => "integer",
             Kind::Float => "number",
             Kind::Bool => "true|false",
+            Kind::StrOrJson => "text or JSON",
         };
         let alias = ALIASES
             .iter()
@@ -202,6 +218,19 @@ pub(super) struct Raw {
     pub(super) drain_goodbye: Option<String>,
     pub(super) drain_goodbye_timeout_ms: Option<i64>,
     pub(super) voicemail_message: Option<String>,
+    pub(super) silence_reprompt_s: Option<i64>,
+    pub(super) silence_hangup_s: Option<i64>,
+    pub(super) silence_reprompt_instructions: Option<String>,
+    pub(super) silence_goodbye_instructions: Option<String>,
+    pub(super) reasoning_effort: Option<String>,
+    pub(super) parallel_tool_calls: Option<bool>,
+    pub(super) prompt_id: Option<String>,
+    pub(super) prompt_version: Option<String>,
+    pub(super) prompt_variables: Option<toml::Value>,
+    pub(super) truncation: Option<toml::Value>,
+    pub(super) tool_choice: Option<toml::Value>,
+    pub(super) tracing: Option<toml::Value>,
+    pub(super) mcp_servers: Option<Vec<settings::RawMcp>>,
 }
 
 pub(super) fn typed(name: &str, v: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
@@ -217,6 +246,18 @@ pub(super) fn typed(name: &str, v: &str, kind: Kind) -> Result<toml::Value, Conf
                 .parse()
                 .map_err(|_| invalid(name, format!("{v:?} is not a number")))?,
         ),
+        Kind::StrOrJson if v.trim_start().starts_with(['{', '[']) => {
+            serde_json::from_str::<serde_json::Value>(v)
+                .ok()
+                .and_then(|j| toml::Value::try_from(j).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        name,
+                        format!("{v:?} is not JSON (without null) for a table or list"),
+                    )
+                })?
+        }
+        Kind::StrOrJson => toml::Value::String(v.to_owned()),
         Kind::Bool => toml::Value::Boolean(match v.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,

@@ -39,6 +39,19 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "filler_audio",
     "goodbye_timeout_ms",
     "voicemail_message",
+    "silence_reprompt_s",
+    "silence_hangup_s",
+    "silence_reprompt_instructions",
+    "silence_goodbye_instructions",
+    "reasoning_effort",
+    "parallel_tool_calls",
+    "prompt_id",
+    "prompt_version",
+    "prompt_variables",
+    "truncation",
+    "tool_choice",
+    "tracing",
+    "mcp_servers",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
 pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];
@@ -198,6 +211,8 @@ pub fn parse(
                 call.tools.transfer_targets.clear();
             }
             call.session.tools = call.tools.declarations();
+            super::settings::check_tool_choice(&call.session.settings, &call.tools)
+                .map_err(|m| invalid(at("tool_choice"), m))?;
         }
         check_placeholders(&at("instructions"), &call.session.instructions)?;
         if let Some(g) = &call.greeting {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{invalid, ConfigError, Secret};
+use super::{invalid, name_value_pairs, ConfigError, Secret};
 use crate::call::tools::{ToolSpec, ToolsConfig, BUILT_INS};
 
 /// The "one moment" sound shipped with the bridge: a soft two-note chime, μ-law 8 kHz,
@@ -173,34 +173,7 @@ pub(super) fn validate(r: RawToolKeys) -> Result<(ToolsConfig, Option<Secret>), 
 /// A table `{ sales = "+1555..." }` (file) or `sales=+1555...,billing=sip:...` (environment).
 fn transfer_targets(v: Option<toml::Value>) -> Result<Vec<(String, String)>, ConfigError> {
     let key = "transfer_targets";
-    let pairs: Vec<(String, String)> = match v {
-        None => return Ok(Vec::new()),
-        Some(toml::Value::Table(t)) => t
-            .into_iter()
-            .map(|(k, v)| match v {
-                toml::Value::String(s) => Ok((k, s)),
-                other => Err(invalid(
-                    key,
-                    format!("{k} = {other}: the target must be a string"),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(toml::Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
-                None => Err(invalid(key, format!("{p:?}: expected name=target"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(invalid(
-                key,
-                format!("{other}: expected a table of name = \"target\""),
-            ))
-        }
-    };
+    let pairs = name_value_pairs(key, "target", v)?;
     let mut out: Vec<(String, String)> = Vec::new();
     for (name, target) in pairs {
         if !valid_name(&name) {

@@ -104,7 +104,7 @@ impl Header {
             dialect: dialect_name(call.dialect).into(),
             audio_mode: audio_mode_name(call.session.audio_format).into(),
             config: config_pairs(call),
-            session: call.session.to_json(call.dialect),
+            session: crate::realtime::settings::redact_session(&call.session.to_json(call.dialect)),
             description: description.into(),
             tools: tools_header(&call.tools),
         }
@@ -350,6 +350,9 @@ pub fn config_pairs(c: &CallConfig) -> BTreeMap<String, String> {
     }
     if let Some(v) = s.temperature {
         put("temperature", v.to_string());
+    }
+    for (k, v) in crate::config::settings_config_pairs(s, c.dialect) {
+        put(k, v);
     }
     if let Some(g) = &c.greeting {
         put("greeting", g.clone());

@@ -240,6 +240,7 @@ pub fn needs_start(cfg: &Config, call: &CallConfig) -> bool {
     !cfg.profiles.is_empty()
         || call.session.instructions.contains("{{")
         || call.greeting.as_deref().is_some_and(|g| g.contains("{{"))
+        || call.session.settings.has_placeholders()
 }
 
 /// POSTs the signed setup request; `None` (with a warning and a metric) when it fails, times

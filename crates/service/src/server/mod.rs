@@ -73,6 +73,8 @@ pub struct AppState {
     pub running: Arc<running::RunningCalls>,
     /// Softphone tickets that already opened `/media` (each opens it once).
     pub tickets: Arc<web::ticket::UsedTickets>,
+    /// The other replicas, over NATS (`cluster_url`); `None`: this process alone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -111,10 +113,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.draining.load(Ordering::Relaxed) {
+    let (status, text) = if s.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
         (StatusCode::OK, "ready")
+    };
+    // Ready without NATS too (calls are served); the detail says what is degraded.
+    match &s.cluster {
+        Some(c) => (status, format!("{text}\n{}", c.readiness())),
+        None => (status, text.to_owned()),
     }
 }
 
@@ -192,17 +199,43 @@ pub async fn serve_on(
     let console =
         (cfg.console_token.is_some() || cfg.softphone_token.is_some()).then(console::Hub::new);
     let reports = reports::Reports::start(&cfg, http.clone(), metrics.clone())?;
+    let running = Arc::<running::RunningCalls>::default();
+    let active_calls = Arc::new(AtomicUsize::new(0));
+    let cluster = match cfg.cluster.clone() {
+        None => None,
+        Some(cc) => {
+            let retention = (
+                cfg.callcenter.report_dead_max,
+                cfg.callcenter.report_dead_max_age,
+            );
+            let c = crate::cluster::Cluster::start(
+                cc,
+                &metrics.registry,
+                &running,
+                active_calls.clone(),
+                retention,
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            reports.join_cluster(c.clone());
+            Some(c)
+        }
+    };
+    if let (Some(hub), Some(c)) = (&console, &cluster) {
+        crate::cluster::console::start(hub, c);
+    }
     let state = AppState {
         reports,
+        cluster,
         outbound: Arc::default(),
-        running: Arc::default(),
+        running,
         tickets: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),
         cfg: Arc::new(cfg),
         metrics,
-        active_calls: Arc::new(AtomicUsize::new(0)),
+        active_calls,
         call_ids: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         draining: Arc::new(AtomicBool::new(false)),
         recent_twiml: Arc::new(drain::RecentTwiml::default()),
@@ -210,6 +243,7 @@ pub async fn serve_on(
         console,
     };
     let draining = state.draining.clone();
+    let member = state.cluster.clone();
     let hub = state.console.clone();
     let active = state.active_calls.clone();
     let recent = state.recent_twiml.clone();
@@ -249,6 +283,9 @@ pub async fn serve_on(
     // Open console feeds would hold the graceful shutdown forever: end them first.
     if let Some(h) = hub {
         h.close();
+    }
+    if let Some(c) = member {
+        c.leave().await;
     }
     let _ = close_tx.send(());
     match served.await {

@@ -54,21 +54,40 @@ impl Mailbox {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunningCalls {
     by_sid: Mutex<HashMap<String, Arc<Mailbox>>>,
+    /// The cluster's routing (`cluster::routing`), told of each call's start and end.
+    observer: std::sync::OnceLock<Arc<dyn Observer>>,
+}
+
+/// Told when a call with a CallSid starts and ends (the cluster listens for its callbacks).
+pub trait Observer: Send + Sync {
+    fn started(&self, call_sid: &str, mailbox: &Arc<Mailbox>);
+    fn ended(&self, call_sid: &str, mailbox: &Arc<Mailbox>);
 }
 
 impl RunningCalls {
     /// A call's stream started with this CallSid.
     pub fn add(&self, call_sid: &str, mailbox: Arc<Mailbox>) {
+        if let Some(o) = self.observer.get() {
+            o.started(call_sid, &mailbox);
+        }
         if let Ok(mut m) = self.by_sid.lock() {
             m.insert(call_sid.to_owned(), mailbox);
         }
     }
 
+    /// Sets the one observer (the cluster's, at start-up).
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
     /// The call ended (only its own entry is removed, should a SID come twice).
     pub fn remove(&self, call_sid: &str, mailbox: &Arc<Mailbox>) {
+        if let Some(o) = self.observer.get() {
+            o.ended(call_sid, mailbox);
+        }
         if let Ok(mut m) = self.by_sid.lock() {
             if m.get(call_sid).is_some_and(|b| Arc::ptr_eq(b, mailbox)) {
                 m.remove(call_sid);

@@ -21,6 +21,8 @@ pub(super) fn merge(base: &mut Value, upd: &Value) {
                 | "tool_choice"
                 | "prompt"
                 | "tracing"
+                | "truncation"
+                | "reasoning"
         );
         match b.get_mut(k) {
             Some(bv) if !replace && bv.is_object() && v.is_object() => merge(bv, v),

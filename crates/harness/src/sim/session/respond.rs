@@ -318,6 +318,11 @@ impl Session {
     pub(super) fn function_calls(&mut self, r: &Resp) -> Vec<Value> {
         let mut done = Vec::new();
         for (i, (name, args)) in r.calls.iter().enumerate() {
+            // `mcp:LABEL/TOOL`: OpenAI calls a remote MCP server (`mcp.rs`), no function call.
+            if let Some((label, tool)) = name.strip_prefix("mcp:").and_then(|n| n.split_once('/')) {
+                done.push(self.mcp_call(r, i + 1, label, tool, args));
+                continue;
+            }
             let item_id = self.new_id("item_");
             let call_id = self.new_id("call_");
             let index = i + 1;

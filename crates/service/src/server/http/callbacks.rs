@@ -40,10 +40,18 @@ pub async fn status(State(s): State<AppState>, body: Bytes) -> StatusCode {
         if status == "completed" {
             // A connected call: its media stream reported it.
             s.outbound.take(call_sid);
+            if let Some(c) = &s.cluster {
+                c.forget_placed(call_sid).await;
+            }
         }
         return StatusCode::NO_CONTENT;
     };
     let placed = s.outbound.take(call_sid);
+    // Placed by another replica (or by this one, shared): the cluster's bucket knows it.
+    let placed = match &s.cluster {
+        Some(c) => c.take_placed(call_sid).await.or(placed),
+        None => placed,
+    };
     let duration = placed
         .as_ref()
         .map_or(Duration::ZERO, |p| p.created.elapsed());
@@ -95,11 +103,10 @@ pub async fn amd(State(s): State<AppState>, body: Bytes) -> StatusCode {
     let call_sid = f.get("CallSid").map_or("-", String::as_str);
     let answered_by = f.get("AnsweredBy").map_or("unknown", String::as_str);
     info!(call_sid, answered_by, "answering machine detection");
+    let cmd = crate::server::running::CallCommand::MachineAnswered;
     if MACHINE.contains(&answered_by)
-        && !s.running.send(
-            call_sid,
-            crate::server::running::CallCommand::MachineAnswered,
-        )
+        && !s.running.send(call_sid, cmd)
+        && !forwarded(&s, call_sid, cmd).await
     {
         warn!(
             call_sid,
@@ -107,6 +114,16 @@ pub async fn amd(State(s): State<AppState>, body: Bytes) -> StatusCode {
         );
     }
     StatusCode::NO_CONTENT
+}
+
+/// Sends a command to the replica running the call, when there are others (`cluster/routing.rs`).
+async fn forwarded(s: &AppState, call_sid: &str, cmd: crate::server::running::CallCommand) -> bool {
+    match &s.cluster {
+        Some(c) => {
+            c.routes.forward(call_sid, cmd).await == crate::cluster::routing::Forwarded::Delivered
+        }
+        None => false,
+    }
 }
 
 pub async fn recording(State(s): State<AppState>, body: Bytes) -> StatusCode {

@@ -32,6 +32,9 @@ const CHANNEL: usize = 1024;
 pub struct CallView {
     /// This pod's number for the call (also the key before Twilio names the call).
     pub n: u64,
+    /// The pod running the call, with a cluster (`cluster/console.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     pub call_sid: Option<String>,
     pub stream_sid: Option<String>,
     pub caller: Option<String>,
@@ -103,7 +106,12 @@ pub struct Hub {
     /// not held open by a console left watching.
     closing: tokio::sync::watch::Sender<bool>,
     calls: Mutex<Registry>,
+    /// With a cluster: this pod's name, and where every event also goes (to the other pods).
+    cluster: std::sync::OnceLock<(String, Tap)>,
 }
+
+/// Takes each event's JSON for the other pods; must not block (it runs under the hub's lock).
+pub type Tap = Box<dyn Fn(&Arc<str>) + Send + Sync>;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -118,7 +126,18 @@ impl Hub {
             tx,
             closing: tokio::sync::watch::channel(false).0,
             calls: Mutex::new(Registry::default()),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Names this pod's calls `pod` and hands every event to `tap` too (`cluster/console.rs`).
+    pub fn join_cluster(&self, pod: String, tap: Tap) {
+        let _ = self.cluster.set((pod, tap));
+    }
+
+    /// Sends an event of another pod's call to this pod's watchers.
+    pub fn relay(&self, json: Arc<str>) {
+        let _ = self.tx.send(json);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -130,6 +149,7 @@ impl Hub {
     pub fn open(self: &Arc<Hub>, n: u64) -> LiveCall {
         let view = CallView {
             n,
+            pod: self.cluster.get().map(|(pod, _)| pod.clone()),
             call_sid: None,
             stream_sid: None,
             caller: None,
@@ -215,7 +235,8 @@ impl Hub {
     }
 
     fn publish(&self, kind: &str, view: &CallView, line: Option<&Line>) {
-        if self.tx.receiver_count() == 0 {
+        let tap = self.cluster.get().map(|(_, tap)| tap);
+        if self.tx.receiver_count() == 0 && tap.is_none() {
             return;
         }
         let summary = CallView {
@@ -230,7 +251,11 @@ impl Hub {
             call: &summary,
         };
         if let Ok(json) = serde_json::to_string(&live) {
-            let _ = self.tx.send(json.into());
+            let json: Arc<str> = json.into();
+            if let Some(tap) = tap {
+                tap(&json);
+            }
+            let _ = self.tx.send(json);
         }
     }
 

@@ -310,16 +310,18 @@ pub async fn create(State(s): State<AppState>, body: axum::body::Body) -> Respon
                 profile = req.profile.as_deref().unwrap_or("-"),
                 "outbound call created"
             );
-            s.outbound.insert(
-                call.sid.clone(),
-                Placed {
-                    from: req.from,
-                    to: req.to,
-                    profile: req.profile,
-                    variables: req.variables,
-                    created: Instant::now(),
-                },
-            );
+            let placed = Placed {
+                from: req.from,
+                to: req.to,
+                profile: req.profile,
+                variables: req.variables,
+                created: Instant::now(),
+            };
+            // Shared before the answer: the status callback may come to another replica.
+            if let Some(c) = &s.cluster {
+                c.put_placed(&call.sid, &placed).await;
+            }
+            s.outbound.insert(call.sid.clone(), placed);
             (StatusCode::CREATED, Json(json!({"call_sid": call.sid}))).into_response()
         }
         Err(e) => {

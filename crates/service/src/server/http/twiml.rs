@@ -30,13 +30,16 @@ pub async fn handle(
     }
     // Full: tell Twilio to reject the call (the caller hears busy, or a rejection), rather than
     // answer it and refuse its media socket (a call that connects to silence).
-    if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+    // With a cluster, `cluster_max_calls` counts every replica's calls (`cluster/cap.rs`).
+    let cluster_full = s.cluster.as_ref().and_then(|c| c.at_cap()) == Some(true);
+    if cluster_full || s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
         s.metrics
             .calls_refused
             .with_label_values(&["webhook", "busy"])
             .inc();
         tracing::warn!(
             max_calls = s.cfg.max_calls,
+            cluster_full,
             reason = s.cfg.reject_reason,
             "at max_calls: answering <Reject>"
         );

@@ -6,6 +6,7 @@
 //! id submitted again while remembered (a replayed callback) is not spooled at all. `dead/` is
 //! bounded by count, bytes and age.
 
+mod cluster;
 pub mod dead;
 pub mod recent;
 pub mod spool;
@@ -56,12 +57,14 @@ struct Inner {
     /// What `dead/` holds, to keep it within its bounds.
     dead: Mutex<Dead>,
     sends: Semaphore,
+    /// With `cluster_url`: reports go to the cluster's stream first (`cluster.rs`).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// What [`Reports::submit`] did with a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
-    /// On disk, and being delivered.
+    /// On disk (or in the cluster's stream), and being delivered.
     Spooled,
     /// Its id was submitted before (a replayed callback): not spooled or sent again.
     Duplicate,
@@ -130,6 +133,7 @@ impl Reports {
             recent: Mutex::new(recent),
             dead: Mutex::new(dead),
             sends: Semaphore::new(CONCURRENT_SENDS),
+            cluster: std::sync::OnceLock::new(),
         });
         inner.prune_dead();
         inner.metrics.report_backlog.set(left.len() as i64);
@@ -144,6 +148,16 @@ impl Reports {
             tokio::spawn(deliver(inner.clone(), name));
         }
         Ok(Reports { inner: Some(inner) })
+    }
+
+    /// Hands reports to the cluster's stream from now on (the spool takes them while NATS is
+    /// unreachable), and takes this replica's share of delivering everyone's.
+    pub fn join_cluster(&self, c: Arc<crate::cluster::Cluster>) {
+        if let Some(inner) = &self.inner {
+            if inner.cluster.set(c.clone()).is_ok() {
+                cluster::start(inner.clone(), c);
+            }
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -200,6 +214,14 @@ impl Reports {
                 .map_or(0, |d| d.as_millis() as u64),
             body,
         };
+        if let Some(c) = inner.cluster.get() {
+            match cluster::store(c, &entry).await {
+                Ok(()) => return Submitted::Spooled,
+                Err(e) => {
+                    warn!(report_id, error = %e, "report not stored in the cluster; spooled here until NATS is back")
+                }
+            }
+        }
         let writer = inner.clone();
         let written =
             tokio::task::spawn_blocking(move || writer.spool.write(&entry).map(|n| (n, entry)))

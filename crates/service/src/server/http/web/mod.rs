@@ -333,6 +333,16 @@ async fn console_call(State(s): State<AppState>, Path(n): Path<u64>, req: Reques
     if let Err(r) = authorize(&req, s.cfg.console_token.as_ref(), "console") {
         return r;
     }
+    // Another replica's call (`?pod=`), followed over the cluster.
+    let pod = req.uri().query().and_then(|q| query_param(q, "pod"));
+    if let (Some(pod), Some(c)) = (pod, &s.cluster) {
+        if pod != c.cfg.pod {
+            return match c.console.call(&pod, n) {
+                Some(c) => ([(header::CACHE_CONTROL, "no-store")], Json(c)).into_response(),
+                None => (StatusCode::NOT_FOUND, "no such call on that pod\n").into_response(),
+            };
+        }
+    }
     match s.console.as_ref().and_then(|h| h.call(n)) {
         Some(c) => ([(header::CACHE_CONTROL, "no-store")], Json(c)).into_response(),
         None => (StatusCode::NOT_FOUND, "no such call on this pod\n").into_response(),
@@ -350,26 +360,29 @@ async fn console_events(State(s): State<AppState>, req: Request) -> Response {
     };
     let rx = hub.subscribe();
     let closing = hub.closing();
-    let snapshot = move |hub: &super::console::Hub| {
+    let cluster = s.cluster.clone();
+    let snapshot = std::sync::Arc::new(move |hub: &super::console::Hub| {
         let (active, recent) = hub.snapshot();
+        let (active, recent) = crate::cluster::console::merged(active, recent, cluster.as_deref());
         json!({"type": "snapshot", "call_sid": null, "active": active, "recent": recent})
             .to_string()
-    };
+    });
     let first = snapshot(&hub);
-    let stream = futures_util::stream::unfold(
-        (Some(first), rx, hub),
-        move |(pending, mut rx, hub)| async move {
-            if let Some(p) = pending {
-                return Some((Ok(Event::default().data(p)), (None, rx, hub)));
+    let stream =
+        futures_util::stream::unfold((Some(first), rx, hub), move |(pending, mut rx, hub)| {
+            let snapshot = snapshot.clone();
+            async move {
+                if let Some(p) = pending {
+                    return Some((Ok(Event::default().data(p)), (None, rx, hub)));
+                }
+                let data = match rx.recv().await {
+                    Ok(msg) => msg.to_string(),
+                    Err(RecvError::Lagged(_)) => snapshot(&hub),
+                    Err(RecvError::Closed) => return None,
+                };
+                Some((Ok(Event::default().data(data)), (None, rx, hub)))
             }
-            let data = match rx.recv().await {
-                Ok(msg) => msg.to_string(),
-                Err(RecvError::Lagged(_)) => snapshot(&hub),
-                Err(RecvError::Closed) => return None,
-            };
-            Some((Ok(Event::default().data(data)), (None, rx, hub)))
-        },
-    );
+        });
     sse(stream, closing)
 }
 

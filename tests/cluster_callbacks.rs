@@ -1,0 +1,253 @@
+//! Two replicas sharing a real NATS server: a Twilio callback reaches its call on the other
+//! replica (answering machine detection → the voicemail path runs where the call is), and an
+//! outbound call placed by one replica is reported with its profile and variables when its
+//! status callback comes to the other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::caller::{self, Step};
+use callbridge::metrics::Metrics;
+use callbridge::server::Running;
+use callbridge::sim::receiver::Receiver;
+use callbridge::sim::twilio_rest::FakeTwilio;
+use callbridge::sim::SimConfig;
+use callbridge::twilio::signature::{sign, Algorithm};
+
+mod support;
+use support::caller::call_ended_by_twilio;
+use support::nats::{replica_env, wait_joined, Nats};
+use support::{bridge, eventually, simulator, TempDir, WAIT};
+
+const API_KEY: &str = "SK00000000000000000000000000000001";
+const API_SECRET: &str = "api-secret-for-tests";
+const ACCOUNT: &str = "AC00000000000000000000000000000001";
+const CALL_SID: &str = "CA00000000000000000000000000000001";
+
+async fn replica(
+    nats: &Nats,
+    pod: &str,
+    env: &[(&str, &str)],
+    file: Option<&std::path::Path>,
+) -> (Running, Arc<Metrics>) {
+    let url = nats.url();
+    let mut all = replica_env(&url, pod);
+    all.extend(env);
+    let (server, metrics) = bridge::start(&all, file).await;
+    wait_joined(&server.url("")).await;
+    (server, metrics)
+}
+
+fn has_line(m: &Metrics, line: &str) -> bool {
+    m.render().lines().any(|l| l == line)
+}
+
+/// A machine answered a call running on A; Twilio posts the verdict to B. B forwards it over
+/// NATS, A leaves the voicemail and hangs up (outcome `voicemail`); a verdict for a call no
+/// replica runs is answered "no responders" at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amd_callback_on_b_runs_the_voicemail_path_on_a() {
+    const MESSAGE: &str = "Hello, this is Acme calling about order A-17.";
+    let Some(nats) = Nats::start("amd") else {
+        return;
+    };
+    let sim = simulator(SimConfig {
+        reply_texts: vec!["How can I help?".into()],
+        response_audio_ms: 1200,
+        ..SimConfig::default()
+    })
+    .await;
+    let twilio = Arc::new(
+        FakeTwilio::spawn_with_key(ACCOUNT, "unused-token", Some((API_KEY, API_SECRET)))
+            .await
+            .expect("fake twilio"),
+    );
+    let (sim_url, twilio_url) = (sim.url(), twilio.base_url());
+    let env = [
+        ("REALTIME_URL", sim_url.as_str()),
+        ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
+        ("CALLBRIDGE_TWILIO_API_KEY", API_KEY),
+        ("CALLBRIDGE_TWILIO_API_SECRET", API_SECRET),
+        ("CALLBRIDGE_TWILIO_ACCOUNT_SID", ACCOUNT),
+        ("CALLBRIDGE_VOICEMAIL_MESSAGE", MESSAGE),
+    ];
+    let (a, a_metrics) = replica(&nats, "pod-a", &env, None).await;
+    let (b, b_metrics) = replica(&nats, "pod-b", &env, None).await;
+    let (a_url, tw) = (a.url(""), twilio.clone());
+    let call = tokio::spawn(async move {
+        let script = vec![
+            Step::Silence(Duration::from_millis(200)),
+            Step::Say(caller::synthetic_speech(800)),
+            Step::WaitAgentDone {
+                quiet: Duration::from_secs(25),
+                timeout: Duration::from_secs(40),
+            },
+        ];
+        call_ended_by_twilio(a_url, CALL_SID, script, &tw).await
+    });
+    let answered = eventually(WAIT, async || {
+        sim.session(0).is_some_and(|l| l.responses_completed >= 1)
+    })
+    .await;
+    assert!(answered, "the call on A was answered");
+    let post = |sid: &'static str| {
+        let form = serde_urlencoded::to_string([
+            ("CallSid", sid),
+            ("AccountSid", ACCOUNT),
+            ("AnsweredBy", "machine_end_beep"),
+        ])
+        .expect("form");
+        reqwest::Client::new()
+            .post(b.url("/twilio/amd"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let nobody = post("CA0000000000000000000000000000000F")
+        .await
+        .expect("B answers");
+    assert_eq!(nobody.status().as_u16(), 204);
+    let amd = post(CALL_SID).await.expect("B answers");
+    assert_eq!(amd.status().as_u16(), 204);
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the call on A ends")
+        .expect("join");
+    let voicemail = eventually(WAIT, async || {
+        has_line(
+            &a_metrics,
+            "callbridge_calls_total{outcome=\"voicemail\"} 1",
+        )
+    })
+    .await;
+    assert!(
+        voicemail,
+        "A ended the call with the voicemail:\n{}",
+        a_metrics.render()
+    );
+    assert!(
+        has_line(
+            &b_metrics,
+            "callbridge_cluster_callbacks_forwarded_total{result=\"delivered\"} 1"
+        ),
+        "{}",
+        b_metrics.render()
+    );
+    assert!(
+        has_line(
+            &b_metrics,
+            "callbridge_cluster_callbacks_forwarded_total{result=\"no_responder\"} 1"
+        ),
+        "{}",
+        b_metrics.render()
+    );
+    assert!(
+        !b_metrics
+            .render()
+            .contains("callbridge_calls_total{outcome=\"voicemail\"}"),
+        "B ran no call"
+    );
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+    sim.shutdown().await;
+}
+
+const AUTH: &str = "twilio-auth-token";
+const API: &str = "api-token-for-tests-42";
+const SECRET: &str = "report-secret-for-tests-2";
+const PUBLIC: &str = "https://bridge.example.com";
+
+/// `POST /v1/calls` on A with a profile and variables; Twilio's signed `no-answer` status goes
+/// to B, which never heard of the call: B's report is the one A would have sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_call_placed_by_a_is_reported_by_b_with_its_profile_and_variables() {
+    let Some(nats) = Nats::start("outbound") else {
+        return;
+    };
+    let twilio = FakeTwilio::spawn(ACCOUNT, AUTH).await.expect("fake twilio");
+    let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    let dir = TempDir::new("cluster-outbound");
+    let profiles = dir.file(
+        "profiles.toml",
+        "[profiles.sales]\ngreeting = \"Say hello.\"\n",
+    );
+    let (spool_a, spool_b) = (
+        TempDir::new("cluster-spool-a"),
+        TempDir::new("cluster-spool-b"),
+    );
+    let (twilio_url, report_url) = (twilio.base_url(), rx.url("/reports"));
+    let env = |spool: &TempDir| -> Vec<(&'static str, String)> {
+        [
+            ("PUBLIC_URL", PUBLIC),
+            ("TWILIO_AUTH_TOKEN", AUTH),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT),
+            ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
+            ("CALLBRIDGE_API_TOKEN", API),
+            ("CALLBRIDGE_REPORT_URL", &report_url),
+            ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
+            ("CALLBRIDGE_TOOL_SECRET", SECRET),
+            ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect()
+    };
+    let (owned_a, owned_b) = (env(&spool_a), env(&spool_b));
+    let env_a: Vec<(&str, &str)> = owned_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_b: Vec<(&str, &str)> = owned_b.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, _) = replica(&nats, "pod-a", &env_a, Some(&profiles)).await;
+    let (b, _) = replica(&nats, "pod-b", &env_b, Some(&profiles)).await;
+    let placed = reqwest::Client::new()
+        .post(a.url("/v1/calls"))
+        .bearer_auth(API)
+        .json(
+            &serde_json::json!({"to": "+15551230000", "from": "+15550001111",
+            "profile": "sales", "variables": {"order": "A-17"}}),
+        )
+        .send()
+        .await
+        .expect("A answers");
+    assert_eq!(placed.status().as_u16(), 201);
+    let answer: serde_json::Value = placed.json().await.expect("json");
+    let sid = answer["call_sid"].as_str().expect("call_sid").to_owned();
+    let fields = [
+        ("AccountSid", ACCOUNT),
+        ("CallSid", sid.as_str()),
+        ("CallStatus", "no-answer"),
+        ("From", "+15550001111"),
+        ("To", "+15551230000"),
+        ("Direction", "outbound-api"),
+    ];
+    let params: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let status = reqwest::Client::new()
+        .post(b.url("/twilio/status"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "X-Twilio-Signature",
+            sign(
+                AUTH,
+                Algorithm::Sha1,
+                &format!("{PUBLIC}/twilio/status"),
+                &params,
+            ),
+        )
+        .body(serde_urlencoded::to_string(&params).expect("form"))
+        .send()
+        .await
+        .expect("B answers");
+    assert_eq!(status.status().as_u16(), 204);
+    let got = rx.wait_until(WAIT, |r| !r.is_empty()).await;
+    assert_eq!(got.len(), 1, "one report");
+    assert!(got[0].signature_ok);
+    let report = got[0].json();
+    support::schema::assert_valid("call-report.schema.json", &report);
+    assert_eq!(report["outcome"], "no_answer");
+    assert_eq!(report["call_sid"], sid.as_str());
+    assert_eq!(report["profile"], "sales", "{report}");
+    assert_eq!(report["variables"]["order"], "A-17", "{report}");
+    a.stop(Duration::from_secs(1)).await;
+    b.stop(Duration::from_secs(1)).await;
+}
