@@ -12,6 +12,7 @@ mod call;
 mod callcenter;
 mod cluster;
 mod keys;
+mod pricing;
 mod profiles;
 mod settings;
 mod silence;
@@ -21,6 +22,7 @@ use callcenter::{callcenter, web_tokens};
 pub use cluster::{redacted as redacted_url, ClusterConfig};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
+pub use pricing::{url_model, ModelPrice, Prices};
 pub use settings::config_pairs as settings_config_pairs;
 pub(crate) use tools::valid_name;
 
@@ -170,6 +172,8 @@ pub struct Config {
     pub callcenter: CallCenter,
     /// Agent profiles (`[profiles.NAME]`, `default_profile`).
     pub profiles: crate::profile::Profiles,
+    /// USD per 1M tokens by model, for the report's `cost_usd` (`[prices."MODEL"]`).
+    pub prices: Prices,
     /// When the drain period is over, running calls are asked for this goodbye (instructions
     /// to the model) and end once it was heard; `None` (set to ""): they end at once.
     pub drain_goodbye: Option<String>,
@@ -263,6 +267,7 @@ impl Config {
         let cluster = cluster::take(&mut table, env("HOSTNAME"))?;
         let profiles = table.remove("profiles");
         let default_profile = table.remove("default_profile");
+        let prices = Prices::parse(table.remove("prices"))?;
         let parse = |t: toml::Table| -> Result<Raw, ConfigError> {
             toml::Value::Table(t)
                 .try_into()
@@ -276,6 +281,7 @@ impl Config {
         cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
+        cfg.prices = prices;
         if cfg.tool_secret.is_none() {
             if let Some(p) = cfg
                 .profiles
@@ -387,6 +393,7 @@ impl Config {
             softphone_token,
             console_token,
             profiles: Default::default(),
+            prices: Prices::default(),
             tool_secret,
             callcenter,
             twilio_api_base: twilio_rest.api_base,

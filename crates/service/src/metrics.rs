@@ -46,6 +46,9 @@ pub struct Metrics {
     pub http: http::HttpMetrics,
     pub upstream_reconnects: IntCounterVec,
     pub session_rotations: IntCounter,
+    /// Tokens the Realtime API reported on `response.done`, by `kind` (the six disjoint
+    /// billing kinds of `realtime::usage::KINDS`: cached input is not in `input_*`).
+    pub model_tokens: IntCounterVec,
 }
 
 impl Metrics {
@@ -165,6 +168,13 @@ impl Metrics {
                 "session_rotations_total",
                 "Realtime sessions replaced by a successor before their time limit",
             )?,
+            model_tokens: IntCounterVec::new(
+                Opts::new(
+                    "model_tokens_total",
+                    "Tokens reported by the Realtime API on response.done, by kind",
+                ),
+                &["kind"],
+            )?,
             registry,
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
@@ -213,6 +223,10 @@ impl Metrics {
         m.registry
             .register(Box::new(m.upstream_reconnects.clone()))?;
         m.registry.register(Box::new(m.session_rotations.clone()))?;
+        m.registry.register(Box::new(m.model_tokens.clone()))?;
+        for kind in crate::realtime::usage::KINDS {
+            m.model_tokens.with_label_values(&[kind]);
+        }
         for reason in [
             "dropped",
             "closed",

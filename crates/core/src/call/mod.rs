@@ -22,6 +22,7 @@ pub mod timing;
 pub mod tools;
 mod uplink;
 pub mod upstream;
+mod usage;
 pub mod wrapup;
 
 use std::collections::VecDeque;

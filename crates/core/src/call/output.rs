@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::effects::{Effect, EffectId, UpstreamEffect};
-use crate::realtime::ClientEvent;
+use crate::realtime::{ClientEvent, TokenUsage};
 use crate::twilio::Outbound;
 
 /// Everything observable about a call.
@@ -52,6 +52,12 @@ pub enum CallEvent {
     ResponseDone {
         id: String,
         status: Option<String>,
+    },
+    /// A `response.done` of any session of the call (current, successor or replaced) reported
+    /// `usage`: each once, for the shell to sum (report, metric). See `call/usage.rs`.
+    Usage {
+        generation: u64,
+        usage: TokenUsage,
     },
     /// The stream's labels from `start.customParameters` (`profile`, `direction`), for the
     /// live console. Sent once, right after `Started`.

@@ -560,6 +560,7 @@ impl Call {
     /// A server event from the socket of `generation`: the session in use, a successor being
     /// set up, or a socket already replaced (ignored).
     pub fn on_realtime(&mut self, generation: u64, ev: ServerEvent<'_>, now: Instant) {
+        self.count_usage(generation, &ev);
         if generation == self.upstream.current {
             self.on_session_event(ev, now);
         } else if self.upstream.successor() == Some(generation) && !self.is_ended() {

@@ -284,6 +284,9 @@ pub struct ResponseRef {
     /// here too, in case their own events were missed.
     #[serde(default)]
     pub output: Vec<OutputItem>,
+    /// Tokens billed for this response (see [`super::usage`]); odd or missing usage is `None`.
+    #[serde(default, deserialize_with = "super::usage::lenient")]
+    pub usage: Option<super::usage::TokenUsage>,
 }
 
 impl ResponseRef {

@@ -8,8 +8,10 @@ pub mod events;
 pub mod items;
 pub mod session;
 pub mod settings;
+pub mod usage;
 
 pub use events::{AudioBytes, AudioPool, ClientEvent, FunctionCall, OutputItem, ServerEvent};
 pub use items::Item;
 pub use session::{AudioFormat, Dialect, SessionConfig, TurnDetection};
 pub use settings::SessionSettings;
+pub use usage::TokenUsage;

@@ -39,6 +39,7 @@ mod input;
 mod items;
 mod mcp;
 mod respond;
+mod usage;
 use config::{beta_format_name, ga_format_json};
 pub(crate) use connection::run;
 use connection::{Out, MAX_DURATION_REASON};
@@ -125,6 +126,7 @@ struct Session {
     probe: Option<Box<dyn SessionProbe>>,
     recv_at: std::time::Instant,
     audio_responses: u32,
+    usage_ctx: usage::Context,
 }
 
 fn get_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -197,6 +199,7 @@ impl Session {
             probe: None,
             recv_at: std::time::Instant::now(),
             audio_responses: 0,
+            usage_ctx: usage::Context::default(),
         };
         s.derive();
         s

@@ -104,6 +104,7 @@ impl ReportBuilder {
                 let cut = self.pending_interrupt.take();
                 self.line(AGENT, t, at_ms, cut);
             }
+            CallEvent::Usage { usage, .. } => self.report.usage.add(usage),
             CallEvent::Dtmf(d) if self.report.dtmf.len() < MAX_DTMF => {
                 self.report.dtmf.push(d.clone());
             }
@@ -358,6 +359,8 @@ fn blank_report(report_id: String, direction: &str, started_at: String) -> CallR
         barge_ins: 0,
         turn_latency_ms: None,
         recording: Vec::new(),
+        usage: Default::default(),
+        cost_usd: None,
     }
 }
 

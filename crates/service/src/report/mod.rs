@@ -5,6 +5,7 @@
 
 pub mod builder;
 pub mod time;
+pub mod usage;
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,13 @@ pub struct CallReport {
     /// no turn completed.
     pub turn_latency_ms: Option<TurnLatency>,
     pub recording: Vec<Recording>,
+    /// Tokens the Realtime API reported, summed over the call's sessions ([`usage`]). Boxed:
+    /// the report is held in the call's task all call long (`the_call_task_stays_small`).
+    #[serde(default)]
+    pub usage: Box<usage::Usage>,
+    /// `usage` priced for the call's model; absent when the model has no price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ use super::AppState;
 use crate::call::{Call, EndReason};
 use crate::recording::recorder::Recorder;
 use crate::recording::{Dir, Header};
+use crate::report::usage::price_for;
 use crate::twilio::Inbound;
 
 mod call_log;
@@ -233,7 +234,8 @@ fn run(
         // awaited once, at the end; inline it would be reserved in the task all call long.
         d.complete_report();
         d.live.ended(d.outcome.as_str());
-        let report = Box::new(d.report.finish(d.outcome.as_str(), Instant::now()));
+        let mut report = Box::new(d.report.finish(d.outcome.as_str(), Instant::now()));
+        report.set_cost(price_for(&s.cfg, d.call.config().session.model.as_deref()));
         Box::pin(
             s.reports
                 .submit(d.setup.report_url.as_deref(), &report.report_id, &report),

@@ -413,12 +413,7 @@ impl Session {
         if let Some(it) = self.items.iter_mut().rev().find(|i| i.id == r.item_id) {
             it.audio_ms = sent_ms;
         }
-        let text_tokens = said.split_whitespace().count() as u64;
-        let audio_tokens = sent_ms / 50;
-        let usage = json!({"total_tokens": 120 + text_tokens + audio_tokens, "input_tokens": 120,
-            "output_tokens": text_tokens + audio_tokens,
-            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0},
-            "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens}});
+        let usage = self.usage(&said, sent_ms);
         let (status, details) = match cancel_reason {
             None => {
                 self.completed += 1;

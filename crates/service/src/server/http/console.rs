@@ -439,6 +439,7 @@ impl LiveCall {
             }),
             CallEvent::UpstreamError { .. }
             | CallEvent::ResponseDone { .. }
+            | CallEvent::Usage { .. }
             | CallEvent::ToolSkipped { .. }
             | CallEvent::EndRequested { .. }
             | CallEvent::CallUpdated { .. }

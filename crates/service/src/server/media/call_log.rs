@@ -61,6 +61,12 @@ pub(super) fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEve
             }
             info!(cleared, cancelled, ?truncated, "barge-in");
         }
+        CallEvent::Usage { generation, usage } => {
+            for (kind, n) in usage.by_kind().filter(|(_, n)| *n > 0) {
+                s.metrics.model_tokens.with_label_values(&[kind]).inc_by(n);
+            }
+            debug!(generation, tokens = usage.total(), "response usage");
+        }
         CallEvent::ResponseDone { id, status } => {
             debug!(
                 id,
