@@ -265,11 +265,13 @@ mod tests {
 
     /// The call's task is held for the whole call, once per call: its size is memory per call
     /// (see the comments in `run`). Printed, and bounded so that growing it is a decision:
-    /// 3488 bytes before the task became a driver (issue 19), 3512 after.
+    /// 3488 bytes before the task became a driver (issue 19), 3512 after; 3616 with the
+    /// state the silence clock, MCP calls and the 2026 settings added to the call, 3640 with
+    /// the report's token usage. Raised on purpose each time, with what it bought.
     #[test]
     fn the_call_task_stays_small() {
         let size = returned_size(super::run);
         eprintln!("call task future: {size} bytes");
-        assert!(size <= 3584, "call task future: {size} bytes");
+        assert!(size <= 3712, "call task future: {size} bytes");
     }
 }
