@@ -16,11 +16,11 @@
 //! input token stays at the full rate (an upper bound, never a guess below the bill). Image
 //! tokens are not counted (the bridge sends no images).
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// Tokens of one response, or summed over a call, by the rate they are billed at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
     /// Text input tokens not served from cache.
     pub input_text: u64,

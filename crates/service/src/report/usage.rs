@@ -11,39 +11,17 @@ use crate::realtime::TokenUsage;
 /// `response.done` reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    pub input_text: u64,
-    pub input_audio: u64,
-    pub input_cached_text: u64,
-    pub input_cached_audio: u64,
-    pub output_text: u64,
-    pub output_audio: u64,
+    /// The six kinds, as fields of `usage` itself in the report.
+    #[serde(flatten)]
+    pub tokens: TokenUsage,
     pub responses: u64,
 }
 
 impl Usage {
+    /// One `response.done`'s usage added to the call's.
     pub fn add(&mut self, u: &TokenUsage) {
-        let mut t = self.tokens();
-        t.add(u);
-        *self = Usage {
-            input_text: t.input_text,
-            input_audio: t.input_audio,
-            input_cached_text: t.input_cached_text,
-            input_cached_audio: t.input_cached_audio,
-            output_text: t.output_text,
-            output_audio: t.output_audio,
-            responses: self.responses.saturating_add(1),
-        };
-    }
-
-    pub fn tokens(&self) -> TokenUsage {
-        TokenUsage {
-            input_text: self.input_text,
-            input_audio: self.input_audio,
-            input_cached_text: self.input_cached_text,
-            input_cached_audio: self.input_cached_audio,
-            output_text: self.output_text,
-            output_audio: self.output_audio,
-        }
+        self.tokens.add(u);
+        self.responses = self.responses.saturating_add(1);
     }
 }
 
@@ -57,7 +35,7 @@ pub fn price_for<'a>(cfg: &'a Config, session_model: Option<&str>) -> Option<&'a
 impl CallReport {
     /// Sets `cost_usd` from the call's model's price; none without a price.
     pub fn set_cost(&mut self, price: Option<&ModelPrice>) {
-        self.cost_usd = price.map(|p| p.cost_usd(&self.usage.tokens()));
+        self.cost_usd = price.map(|p| p.cost_usd(&self.usage.tokens));
     }
 }
 
@@ -75,7 +53,10 @@ mod tests {
         };
         u.add(&one);
         u.add(&one);
-        assert_eq!((u.input_audio, u.output_audio, u.responses), (20, 40, 2));
+        assert_eq!(
+            (u.tokens.input_audio, u.tokens.output_audio, u.responses),
+            (20, 40, 2)
+        );
     }
 
     #[test]
