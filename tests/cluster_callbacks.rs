@@ -9,14 +9,13 @@ use std::time::Duration;
 use callbridge::caller::{self, Step};
 use callbridge::metrics::Metrics;
 use callbridge::server::Running;
-use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::SimConfig;
-use callbridge::twilio::signature::{sign, Algorithm};
 
 mod support;
 use support::caller::call_ended_by_twilio;
 use support::nats::{replica_env, wait_joined, Nats};
+use support::outbound::{self, create_call, twilio_post};
 use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
@@ -152,11 +151,6 @@ async fn an_amd_callback_on_b_runs_the_voicemail_path_on_a() {
     sim.shutdown().await;
 }
 
-const AUTH: &str = "twilio-auth-token";
-const API: &str = "api-token-for-tests-42";
-const SECRET: &str = "report-secret-for-tests-2";
-const PUBLIC: &str = "https://bridge.example.com";
-
 /// `POST /v1/calls` on A with a profile and variables; Twilio's signed `no-answer` status goes
 /// to B, which never heard of the call: B's report is the one A would have sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +158,7 @@ async fn an_outbound_call_placed_by_a_is_reported_by_b_with_its_profile_and_vari
     let Some(nats) = Nats::start("outbound") else {
         return;
     };
-    let twilio = FakeTwilio::spawn(ACCOUNT, AUTH).await.expect("fake twilio");
-    let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    let (twilio, rx) = outbound::fakes().await;
     let dir = TempDir::new("cluster-outbound");
     let profiles = dir.file(
         "profiles.toml",
@@ -176,69 +169,26 @@ async fn an_outbound_call_placed_by_a_is_reported_by_b_with_its_profile_and_vari
         TempDir::new("cluster-spool-b"),
     );
     let (twilio_url, report_url) = (twilio.base_url(), rx.url("/reports"));
-    let env = |spool: &TempDir| -> Vec<(&'static str, String)> {
-        [
-            ("PUBLIC_URL", PUBLIC),
-            ("TWILIO_AUTH_TOKEN", AUTH),
-            ("TWILIO_ACCOUNT_SID", ACCOUNT),
-            ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
-            ("CALLBRIDGE_API_TOKEN", API),
-            ("CALLBRIDGE_REPORT_URL", &report_url),
-            ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-            ("CALLBRIDGE_TOOL_SECRET", SECRET),
-            ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k, v.to_owned()))
-        .collect()
-    };
-    let (owned_a, owned_b) = (env(&spool_a), env(&spool_b));
-    let env_a: Vec<(&str, &str)> = owned_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let env_b: Vec<(&str, &str)> = owned_b.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_a = outbound::env(&twilio_url, &report_url, &spool_a);
+    let env_b = outbound::env(&twilio_url, &report_url, &spool_b);
     let (a, _) = replica(&nats, "pod-a", &env_a, Some(&profiles)).await;
     let (b, _) = replica(&nats, "pod-b", &env_b, Some(&profiles)).await;
-    let placed = reqwest::Client::new()
-        .post(a.url("/v1/calls"))
-        .bearer_auth(API)
-        .json(
-            &serde_json::json!({"to": "+15551230000", "from": "+15550001111",
-            "profile": "sales", "variables": {"order": "A-17"}}),
-        )
-        .send()
-        .await
-        .expect("A answers");
-    assert_eq!(placed.status().as_u16(), 201);
-    let answer: serde_json::Value = placed.json().await.expect("json");
+    let (status, answer) = create_call(
+        &a,
+        serde_json::json!({"profile": "sales", "variables": {"order": "A-17"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
     let sid = answer["call_sid"].as_str().expect("call_sid").to_owned();
     let fields = [
-        ("AccountSid", ACCOUNT),
+        ("AccountSid", outbound::ACCOUNT),
         ("CallSid", sid.as_str()),
         ("CallStatus", "no-answer"),
         ("From", "+15550001111"),
         ("To", "+15551230000"),
         ("Direction", "outbound-api"),
     ];
-    let params: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let status = reqwest::Client::new()
-        .post(b.url("/twilio/status"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header(
-            "X-Twilio-Signature",
-            sign(
-                AUTH,
-                Algorithm::Sha1,
-                &format!("{PUBLIC}/twilio/status"),
-                &params,
-            ),
-        )
-        .body(serde_urlencoded::to_string(&params).expect("form"))
-        .send()
-        .await
-        .expect("B answers");
-    assert_eq!(status.status().as_u16(), 204);
+    assert_eq!(twilio_post(&b, "/twilio/status", &fields, true).await, 204);
     let got = rx.wait_until(WAIT, |r| !r.is_empty()).await;
     assert_eq!(got.len(), 1, "one report");
     assert!(got[0].signature_ok);

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use callbridge::realtime::usage::KINDS;
 use callbridge::sim::receiver::Receiver;
-use callbridge::sim::SimConfig;
+use callbridge::sim::{SimConfig, Simulator};
 use serde_json::Value;
 
 mod support;
@@ -15,14 +16,6 @@ use support::schema::assert_valid;
 use support::{bridge, simulator, TempDir, WAIT};
 
 const SECRET: &str = "cost-secret-for-tests-1";
-const KINDS: [&str; 6] = [
-    "input_text",
-    "input_audio",
-    "input_cached_text",
-    "input_cached_audio",
-    "output_text",
-    "output_audio",
-];
 /// USD per 1M tokens, in KINDS order: the file's override of the default for the simulator's
 /// model (`gpt-realtime-2.1`).
 const PRICES: [f64; 6] = [5.0, 40.0, 0.5, 0.25, 20.0, 80.0];
@@ -44,15 +37,32 @@ fn kinds(u: &Value) -> [u64; 6] {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
+/// The Realtime simulator answering each turn with `audio_ms` of audio, the report receiver,
+/// and a report spool named after `spool`.
+async fn sim_and_receiver(audio_ms: u32, spool: &str) -> (Simulator, Receiver, TempDir) {
     let sim = simulator(SimConfig {
-        response_audio_ms: 500,
+        response_audio_ms: audio_ms,
         ..SimConfig::default()
     })
     .await;
     let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
-    let spool = TempDir::new("cost-spool");
+    (sim, rx, TempDir::new(spool))
+}
+
+/// The bridge's settings: the simulator at `sim_url`, reports to `report_url` spooled in `spool`.
+fn env<'a>(sim_url: &'a str, report_url: &'a str, spool: &'a TempDir) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("REALTIME_URL", sim_url),
+        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
+        ("CALLBRIDGE_REPORT_URL", report_url),
+        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
+        ("CALLBRIDGE_TOOL_SECRET", SECRET),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
+    let (sim, rx, spool) = sim_and_receiver(500, "cost-spool").await;
     let dir = TempDir::new("cost-config");
     let mut toml = String::from("[prices.\"gpt-realtime-2.1\"]\n");
     for (k, p) in KINDS.iter().zip(PRICES) {
@@ -60,14 +70,8 @@ async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
     }
     let file = dir.file("callbridge.toml", &toml);
     let (sim_url, report_url) = (sim.url(), rx.url("/reports"));
-    let env = [
-        ("REALTIME_URL", sim_url.as_str()),
-        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-        ("CALLBRIDGE_REPORT_URL", report_url.as_str()),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET),
-        ("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "4"),
-    ];
+    let mut env = env(&sim_url, &report_url, &spool);
+    env.push(("CALLBRIDGE_SESSION_ROTATE_AFTER_SECS", "4"));
     let (server, _metrics) = bridge::start(&env, Some(&file)).await;
     // Turns of about 2 s, sessions of 4 s: each session answers about twice, so its later
     // answers have cached input, and the call spans several sessions.
@@ -141,22 +145,10 @@ async fn a_calls_usage_and_cost_are_the_sum_over_its_sessions() {
 /// A model with no price (none configured, no default) gets usage but no `cost_usd`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_price_no_cost() {
-    let sim = simulator(SimConfig {
-        response_audio_ms: 400,
-        ..SimConfig::default()
-    })
-    .await;
-    let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
-    let spool = TempDir::new("cost-spool-none");
+    let (sim, rx, spool) = sim_and_receiver(400, "cost-spool-none").await;
     let (sim_url, report_url) = (sim.url(), rx.url("/reports"));
-    let env = [
-        ("REALTIME_URL", sim_url.as_str()),
-        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-        ("CALLBRIDGE_MODEL", "a-model-nobody-priced"),
-        ("CALLBRIDGE_REPORT_URL", report_url.as_str()),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET),
-    ];
+    let mut env = env(&sim_url, &report_url, &spool);
+    env.push(("CALLBRIDGE_MODEL", "a-model-nobody-priced"));
     let (server, _metrics) = bridge::start(&env, None).await;
     place_call_as(
         server.url(""),

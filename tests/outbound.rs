@@ -9,17 +9,11 @@ use std::time::Duration;
 use callbridge::metrics::Metrics;
 use callbridge::sim::receiver::Receiver;
 use callbridge::sim::twilio_rest::FakeTwilio;
-use callbridge::twilio::signature::{sign, Algorithm};
 
 mod support;
+use support::outbound::{self, create_call, post_calls, twilio_post, ACCOUNT, API};
 use support::schema::assert_valid;
 use support::{assert_contains_all, binary, bridge, TempDir, WAIT};
-
-const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-const AUTH: &str = "twilio-auth-token";
-const API: &str = "api-token-for-tests-42";
-const SECRET: &str = "report-secret-for-tests-2";
-const PUBLIC: &str = "https://bridge.example.com";
 
 struct Setup {
     server: callbridge::server::Running,
@@ -31,21 +25,10 @@ struct Setup {
 }
 
 async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
-    let twilio = FakeTwilio::spawn(ACCOUNT, AUTH).await.expect("fake twilio");
-    let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
+    let (twilio, rx) = outbound::fakes().await;
     let spool = TempDir::new(&format!("outbound-{tag}"));
     let (twilio_url, report_url) = (twilio.base_url(), rx.url("/reports"));
-    let mut env = vec![
-        ("PUBLIC_URL", PUBLIC),
-        ("TWILIO_AUTH_TOKEN", AUTH),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT),
-        ("CALLBRIDGE_TWILIO_API_BASE", &twilio_url),
-        ("CALLBRIDGE_API_TOKEN", API),
-        ("CALLBRIDGE_REPORT_URL", &report_url),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET),
-        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
-    ];
+    let mut env = outbound::env(&twilio_url, &report_url, &spool);
     env.extend(extra);
     let (server, metrics) = bridge::start(&env, None).await;
     Setup {
@@ -55,59 +38,6 @@ async fn setup(tag: &str, extra: &[(&str, &str)]) -> Setup {
         _spool: spool,
         metrics,
     }
-}
-
-async fn post_calls(
-    server: &callbridge::server::Running,
-    token: Option<&str>,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new()
-        .post(server.url("/v1/calls"))
-        .json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("bridge answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or_default())
-}
-
-/// POSTs a form to `path` as Twilio would, signed with the auth token over the public URL.
-async fn twilio_post(
-    server: &callbridge::server::Running,
-    path: &str,
-    fields: &[(&str, &str)],
-    signed: bool,
-) -> u16 {
-    let params: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut req = reqwest::Client::new()
-        .post(server.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string(&params).expect("form"));
-    if signed {
-        req = req.header(
-            "X-Twilio-Signature",
-            sign(AUTH, Algorithm::Sha1, &format!("{PUBLIC}{path}"), &params),
-        );
-    }
-    req.send().await.expect("bridge answers").status().as_u16()
-}
-
-/// `POST /v1/calls` with the API key: a call from +15550001111 to +15551230000, with the
-/// fields of `extra` besides.
-async fn create_call(
-    server: &callbridge::server::Running,
-    extra: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let mut body = serde_json::json!({"to": "+15551230000", "from": "+15550001111"});
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    post_calls(server, Some(API), body).await
 }
 
 /// A callback signed as Twilio signs it is accepted (204).

@@ -4,6 +4,7 @@
 //! - `binary`: the real `callbridge` binary as a child process;
 //! - `media`: a bare Twilio media stream over a real WebSocket;
 //! - `nats`: a real NATS server with JetStream (the cluster tests);
+//! - `outbound`: the outbound-call environment (fake Twilio REST, report receiver, callbacks);
 //! - `caller`: the simulated caller with the fake Twilio REST API behind it;
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `schema`: the JSON schemas shipped in `schemas/`;
@@ -21,6 +22,7 @@ pub mod call_harness;
 pub mod caller;
 pub mod media;
 pub mod nats;
+pub mod outbound;
 pub mod realtime_ws;
 pub mod rest;
 pub mod schema;

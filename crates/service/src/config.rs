@@ -56,6 +56,20 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The URL schemes a key accepts, and how its error names them.
+struct Schemes(&'static [&'static str], &'static str);
+const HTTP: Schemes = Schemes(&["http://", "https://"], "an http:// or https://");
+const WS: Schemes = Schemes(&["ws://", "wss://"], "a ws:// or wss://");
+
+/// `key`'s value `url` parses as a URI and starts with one of `schemes`, or the error that says
+/// which URL the key wants.
+fn require_url(key: &str, url: &str, schemes: Schemes) -> Result<(), ConfigError> {
+    if schemes.0.iter().any(|s| url.starts_with(s)) && url.parse::<http::Uri>().is_ok() {
+        return Ok(());
+    }
+    Err(invalid(key, format!("{url:?} is not {} URL", schemes.1)))
+}
+
 /// A key holding names and string values: a table `{ sales = "+1555..." }` in the file, or
 /// `sales=+1555...,billing=sip:...` from the environment. `what` names the value in errors
 /// ("target", "value"); a wrong value is reported under `key.name`.
@@ -333,14 +347,7 @@ impl Config {
             .realtime_url
             .take()
             .unwrap_or_else(|| DEFAULT_REALTIME_URL.into());
-        if !(realtime_url.starts_with("wss://") || realtime_url.starts_with("ws://"))
-            || realtime_url.parse::<http::Uri>().is_err()
-        {
-            return Err(invalid(
-                "realtime_url",
-                format!("{realtime_url:?} is not a ws:// or wss:// URL"),
-            ));
-        }
+        require_url("realtime_url", &realtime_url, WS)?;
         let api_key = r
             .openai_api_key
             .take()

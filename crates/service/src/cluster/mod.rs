@@ -329,32 +329,31 @@ async fn set_up(
     (dead_max, dead_max_age): (usize, Duration),
 ) -> Result<Shared, ClusterError> {
     use jetstream::stream::{Config, RetentionPolicy, StorageType};
-    let replicas = c.cfg.replicas;
+    // Both streams: on disk (they outlive a NATS restart), replicated as configured.
+    let on_disk = |name: &str, subject: &str| Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        storage: StorageType::File,
+        num_replicas: c.cfg.replicas,
+        ..Default::default()
+    };
     let reports = bounded_by(
         SET_UP_TIMEOUT,
         c.js.get_or_create_stream(Config {
-            name: REPORTS_STREAM.into(),
-            subjects: vec![REPORTS_SUBJECT.into()],
             retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            num_replicas: replicas,
             // A report stored twice within this window (a replay on another replica, a spooled
             // report moved after a lost acknowledgement) is stored once.
             duplicate_window: Duration::from_secs(600),
-            ..Default::default()
+            ..on_disk(REPORTS_STREAM, REPORTS_SUBJECT)
         }),
     )
     .await?;
     let dead = bounded_by(
         SET_UP_TIMEOUT,
         c.js.get_or_create_stream(Config {
-            name: DEAD_STREAM.into(),
-            subjects: vec![DEAD_SUBJECT.into()],
-            storage: StorageType::File,
-            num_replicas: replicas,
             max_messages: dead_max as i64,
             max_age: dead_max_age,
-            ..Default::default()
+            ..on_disk(DEAD_STREAM, DEAD_SUBJECT)
         }),
     )
     .await?;

@@ -65,14 +65,7 @@ pub(super) fn web_tokens(
 pub(super) fn callcenter(r: &Raw, signed: bool) -> Result<CallCenter, ConfigError> {
     let report_url = r.report_url.clone().filter(|s| !s.is_empty());
     if let Some(u) = &report_url {
-        if !(u.starts_with("https://") || u.starts_with("http://"))
-            || u.parse::<http::Uri>().is_err()
-        {
-            return Err(invalid(
-                "report_url",
-                format!("{u:?} is not an http:// or https:// URL"),
-            ));
-        }
+        require_url("report_url", u, HTTP)?;
     }
     let report_spool_dir = r
         .report_spool_dir

@@ -2,7 +2,7 @@
 //! outbound calls are made from — and that hanging up or transferring has credentials at all.
 
 use super::keys::Raw;
-use super::{invalid, ConfigError, Secret};
+use super::{invalid, require_url, ConfigError, Secret, HTTP};
 use crate::call::CallConfig;
 
 pub(super) struct TwilioRestKeys {
@@ -21,14 +21,7 @@ pub(super) fn twilio_rest(r: &mut Raw, call: &CallConfig) -> Result<TwilioRestKe
         .unwrap_or_else(|| "https://api.twilio.com".into())
         .trim_end_matches('/')
         .to_owned();
-    if !(twilio_api_base.starts_with("https://") || twilio_api_base.starts_with("http://"))
-        || twilio_api_base.parse::<http::Uri>().is_err()
-    {
-        return Err(invalid(
-            "twilio_api_base",
-            format!("{twilio_api_base:?} is not an http:// or https:// URL"),
-        ));
-    }
+    require_url("twilio_api_base", &twilio_api_base, HTTP)?;
     let twilio_api_key = r
         .twilio_api_key
         .take()
