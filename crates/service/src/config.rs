@@ -122,6 +122,13 @@ pub enum AuthStyle {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
 
+impl Secret {
+    /// A key's secret value; an empty value is no secret.
+    fn given(value: Option<String>) -> Option<Secret> {
+        value.filter(|v| !v.is_empty()).map(Secret)
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_empty() {
@@ -348,11 +355,7 @@ impl Config {
             .take()
             .unwrap_or_else(|| DEFAULT_REALTIME_URL.into());
         require_url("realtime_url", &realtime_url, WS)?;
-        let api_key = r
-            .openai_api_key
-            .take()
-            .filter(|k| !k.is_empty())
-            .map(Secret);
+        let api_key = Secret::given(r.openai_api_key.take());
         let auth = match r.auth.as_deref().unwrap_or("auto") {
             "auto" if realtime_url.contains(".openai.azure.com") => AuthStyle::ApiKey,
             "auto" | "bearer" => AuthStyle::Bearer,
@@ -436,11 +439,8 @@ impl Config {
             )?),
             record_dir: r.record_dir.filter(|s| !s.is_empty()).map(PathBuf::from),
             log_format,
-            twilio_auth_token: r.twilio_auth_token.filter(|t| !t.is_empty()).map(Secret),
-            twilio_webhook_shared_key: r
-                .twilio_webhook_shared_key
-                .filter(|t| !t.is_empty())
-                .map(Secret),
+            twilio_auth_token: Secret::given(r.twilio_auth_token),
+            twilio_webhook_shared_key: Secret::given(r.twilio_webhook_shared_key),
             allow_unsigned: r.allow_unsigned.unwrap_or(false),
             drain_goodbye: match r.drain_goodbye {
                 None => Some(DRAIN_GOODBYE.into()),

@@ -22,16 +22,8 @@ pub(super) fn twilio_rest(r: &mut Raw, call: &CallConfig) -> Result<TwilioRestKe
         .trim_end_matches('/')
         .to_owned();
     require_url("twilio_api_base", &twilio_api_base, HTTP)?;
-    let twilio_api_key = r
-        .twilio_api_key
-        .take()
-        .filter(|s| !s.is_empty())
-        .map(Secret);
-    let twilio_api_secret = r
-        .twilio_api_secret
-        .take()
-        .filter(|s| !s.is_empty())
-        .map(Secret);
+    let twilio_api_key = Secret::given(r.twilio_api_key.take());
+    let twilio_api_secret = Secret::given(r.twilio_api_secret.take());
     if twilio_api_key.is_some() != twilio_api_secret.is_some() {
         return Err(invalid(
             if twilio_api_key.is_some() {
