@@ -8,34 +8,19 @@ use std::time::Duration;
 
 use callbridge::caller::{self, Step};
 use callbridge::metrics::Metrics;
-use callbridge::server::Running;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::SimConfig;
 
 mod support;
 use support::caller::call_ended_by_twilio;
-use support::nats::{replica_env, wait_joined, Nats};
+use support::nats::{start_replica, Nats};
 use support::outbound::{self, create_call, twilio_post};
-use support::{bridge, eventually, simulator, TempDir, WAIT};
+use support::{eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
 const API_SECRET: &str = "api-secret-for-tests";
 const ACCOUNT: &str = "AC00000000000000000000000000000001";
 const CALL_SID: &str = "CA00000000000000000000000000000001";
-
-async fn replica(
-    nats: &Nats,
-    pod: &str,
-    env: &[(&str, &str)],
-    file: Option<&std::path::Path>,
-) -> (Running, Arc<Metrics>) {
-    let url = nats.url();
-    let mut all = replica_env(&url, pod);
-    all.extend(env);
-    let (server, metrics) = bridge::start(&all, file).await;
-    wait_joined(&server.url("")).await;
-    (server, metrics)
-}
 
 fn has_line(m: &Metrics, line: &str) -> bool {
     m.render().lines().any(|l| l == line)
@@ -70,8 +55,8 @@ async fn an_amd_callback_on_b_runs_the_voicemail_path_on_a() {
         ("CALLBRIDGE_TWILIO_ACCOUNT_SID", ACCOUNT),
         ("CALLBRIDGE_VOICEMAIL_MESSAGE", MESSAGE),
     ];
-    let (a, a_metrics) = replica(&nats, "pod-a", &env, None).await;
-    let (b, b_metrics) = replica(&nats, "pod-b", &env, None).await;
+    let (a, a_metrics) = start_replica(&nats.url(), "pod-a", &env, None).await;
+    let (b, b_metrics) = start_replica(&nats.url(), "pod-b", &env, None).await;
     let (a_url, tw) = (a.url(""), twilio.clone());
     let call = tokio::spawn(async move {
         let script = vec![
@@ -171,8 +156,8 @@ async fn an_outbound_call_placed_by_a_is_reported_by_b_with_its_profile_and_vari
     let (twilio_url, report_url) = (twilio.base_url(), rx.url("/reports"));
     let env_a = outbound::env(&twilio_url, &report_url, &spool_a);
     let env_b = outbound::env(&twilio_url, &report_url, &spool_b);
-    let (a, _) = replica(&nats, "pod-a", &env_a, Some(&profiles)).await;
-    let (b, _) = replica(&nats, "pod-b", &env_b, Some(&profiles)).await;
+    let (a, _) = start_replica(&nats.url(), "pod-a", &env_a, Some(&profiles)).await;
+    let (b, _) = start_replica(&nats.url(), "pod-b", &env_b, Some(&profiles)).await;
     let (status, answer) = create_call(
         &a,
         serde_json::json!({"profile": "sales", "variables": {"order": "A-17"}}),

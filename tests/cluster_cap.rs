@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use callbridge::caller::{self, CallerOptions, Step};
-use callbridge::sim::receiver::Receiver;
 use callbridge::sim::SimConfig;
 
 mod support;
-use support::nats::{joined, replica_env, wait_joined, Nats};
-use support::{binary, bridge, eventually, nats, simulator, TempDir, WAIT};
+use support::nats::{joined, replica_env, start_replica, Nats};
+use support::reports::{self, receiver_and_spool};
+use support::{binary, eventually, nats, simulator, WAIT};
 
 async fn webhook(base: &str) -> String {
     reqwest::Client::new()
@@ -34,18 +34,12 @@ async fn the_cluster_cap_rejects_on_every_replica_while_reached() {
     };
     let sim = simulator(SimConfig::default()).await;
     let (sim_url, nats_url) = (sim.url(), nats.url());
-    let start = |pod: &'static str| {
-        let mut env = replica_env(&nats_url, pod);
-        env.extend([
-            ("REALTIME_URL", sim_url.as_str()),
-            ("CALLBRIDGE_CLUSTER_MAX_CALLS", "1"),
-        ]);
-        env
-    };
-    let (a, _) = bridge::start(&start("pod-a"), None).await;
-    let (b, b_metrics) = bridge::start(&start("pod-b"), None).await;
-    wait_joined(&a.url("")).await;
-    wait_joined(&b.url("")).await;
+    let env = [
+        ("REALTIME_URL", sim_url.as_str()),
+        ("CALLBRIDGE_CLUSTER_MAX_CALLS", "1"),
+    ];
+    let (a, _) = start_replica(&nats_url, "pod-a", &env, None).await;
+    let (b, b_metrics) = start_replica(&nats_url, "pod-b", &env, None).await;
     assert!(!webhook(&b.url("")).await.contains(BUSY), "no call yet");
 
     let a_url = a.url("");
@@ -85,19 +79,10 @@ async fn a_bridge_starts_and_serves_calls_while_nats_is_down() {
         return;
     };
     nats.kill();
-    const SECRET: &str = "report-secret-for-tests-1";
-    let rx = Receiver::spawn(SECRET, &[]).await.expect("receiver");
-    let spool = TempDir::new("cluster-down-at-start");
-    let (report_url, nats_url) = (rx.url("/r"), nats.url());
+    let (rx, spool, report_url) = receiver_and_spool(&[], "cluster-down-at-start").await;
+    let nats_url = nats.url();
     let mut env = replica_env(&nats_url, "pod-a");
-    env.extend([
-        ("REALTIME_URL", bridge::NO_UPSTREAM),
-        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-        ("CALLBRIDGE_REPORT_URL", report_url.as_str()),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET),
-        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
-    ]);
+    env.extend(reports::env(&report_url, &spool));
     let port = binary::free_port();
     let mut bridge = binary::Process::spawn(&mut binary::serve(port, "info", &env));
     binary::wait_healthy(port).await;

@@ -7,8 +7,8 @@ use callbridge::caller::{self, CallerOptions, Step};
 use callbridge::sim::SimConfig;
 
 mod support;
-use support::nats::{replica_env, wait_joined, Nats};
-use support::{bridge, simulator, WAIT};
+use support::nats::{start_replica, Nats};
+use support::{simulator, WAIT};
 
 const CONSOLE_TOKEN: &str = "console-token-for-tests-1";
 
@@ -71,19 +71,13 @@ async fn the_console_on_b_streams_a_call_running_on_a() {
     })
     .await;
     let (sim_url, nats_url) = (sim.url(), nats.url());
-    let env = |pod: &'static str| {
-        let mut env = replica_env(&nats_url, pod);
-        env.extend([
-            ("REALTIME_URL", sim_url.as_str()),
-            ("OPENAI_API_KEY", "sk-test"),
-            ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN),
-        ]);
-        env
-    };
-    let (a, _) = bridge::start(&env("pod-a"), None).await;
-    let (b, _) = bridge::start(&env("pod-b"), None).await;
-    wait_joined(&a.url("")).await;
-    wait_joined(&b.url("")).await;
+    let env = [
+        ("REALTIME_URL", sim_url.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("CALLBRIDGE_CONSOLE_TOKEN", CONSOLE_TOKEN),
+    ];
+    let (a, _) = start_replica(&nats_url, "pod-a", &env, None).await;
+    let (b, _) = start_replica(&nats_url, "pod-b", &env, None).await;
     let mut feed = follow(&b.url("")).await;
     let snapshot = next_where(&mut feed, "snapshot", |e| e["type"] == "snapshot").await;
     assert_eq!(snapshot["active"].as_array().map(Vec::len), Some(0));

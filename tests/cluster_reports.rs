@@ -12,24 +12,10 @@ use callbridge::sim::SimConfig;
 
 mod support;
 use support::binary::{self, Process};
-use support::nats::{replica_env, wait_joined, Nats};
+use support::nats::{replica_env, start_replica, wait_joined, Nats};
+use support::reports::{env as env_for, receiver_and_spool};
 use support::spooled;
-use support::{bridge, eventually, simulator, TempDir, WAIT};
-
-const SECRET: &str = "report-secret-for-tests-1";
-
-/// A replica whose upstream is down (a call ends at once, `upstream_failed`), its reports to
-/// `report_url`, retried from 20 ms on.
-fn env_for<'a>(report_url: &'a str, spool: &'a TempDir) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("REALTIME_URL", bridge::NO_UPSTREAM),
-        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-        ("CALLBRIDGE_REPORT_URL", report_url),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET),
-        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
-    ]
-}
+use support::{eventually, simulator, TempDir, WAIT};
 
 async fn short_call(bridge_url: &str, call_sid: &str) {
     caller::run(CallerOptions {
@@ -86,15 +72,9 @@ async fn a_report_of_a_killed_replica_is_delivered_by_another() {
     let Some(nats) = Nats::start("sigkill") else {
         return;
     };
-    let rx = Receiver::spawn(SECRET, &[503; 1000])
-        .await
-        .expect("receiver");
-    let report_url = rx.url("/r");
+    let (rx, spool_a, report_url) = receiver_and_spool(&[503; 1000], "cluster-kill-a").await;
+    let spool_b = TempDir::new("cluster-kill-b");
     let nats_url = nats.url();
-    let (spool_a, spool_b) = (
-        TempDir::new("cluster-kill-a"),
-        TempDir::new("cluster-kill-b"),
-    );
     let start = |pod: &'static str, spool: &TempDir| {
         let mut env = env_for(&report_url, spool);
         env.extend(replica_env(&nats_url, pod));
@@ -136,16 +116,11 @@ async fn reports_survive_nats_killed_mid_call_and_restarted_from_its_store() {
         return;
     };
     let sim = simulator(SimConfig::default()).await;
-    let rx = Receiver::spawn(SECRET, &[503; 1000])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("cluster-nats-restart");
-    let (report_url, nats_url, sim_url) = (rx.url("/r"), nats.url(), sim.url());
+    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "cluster-nats-restart").await;
+    let sim_url = sim.url();
     let mut env = env_for(&report_url, &spool);
-    env.extend(replica_env(&nats_url, "pod-a"));
     env.push(("REALTIME_URL", &sim_url));
-    let (a, metrics) = bridge::start(&env, None).await;
-    wait_joined(&a.url("")).await;
+    let (a, metrics) = start_replica(&nats.url(), "pod-a", &env, None).await;
     short_call(&a.url(""), "CAbefore").await;
     rx.wait_until(WAIT, |r| r.iter().any(|x| x.answered == 503))
         .await;
@@ -206,16 +181,10 @@ async fn a_jetstream_node_lost_loses_no_report() {
         return;
     };
     let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
-    let rx = Receiver::spawn(SECRET, &[503; 1000])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("cluster-node-lost");
-    let report_url = rx.url("/r");
+    let (rx, spool, report_url) = receiver_and_spool(&[503; 1000], "cluster-node-lost").await;
     let mut env = env_for(&report_url, &spool);
-    env.extend(replica_env(&urls, "pod-a"));
     env.push(("CALLBRIDGE_CLUSTER_REPLICAS", "3"));
-    let (a, _) = bridge::start(&env, None).await;
-    wait_joined(&a.url("")).await;
+    let (a, _) = start_replica(&urls, "pod-a", &env, None).await;
     short_call(&a.url(""), "CAnode1").await;
     rx.wait_until(WAIT, |r| r.iter().any(|x| x.answered == 503))
         .await;
@@ -234,13 +203,9 @@ async fn a_refused_report_goes_to_the_dead_letter_stream() {
     let Some(nats) = Nats::start("dead") else {
         return;
     };
-    let rx = Receiver::spawn(SECRET, &[400]).await.expect("receiver");
-    let spool = TempDir::new("cluster-dead");
-    let (report_url, nats_url) = (rx.url("/r"), nats.url());
-    let mut env = env_for(&report_url, &spool);
-    env.extend(replica_env(&nats_url, "pod-a"));
-    let (a, metrics) = bridge::start(&env, None).await;
-    wait_joined(&a.url("")).await;
+    let (rx, spool, report_url) = receiver_and_spool(&[400], "cluster-dead").await;
+    let env = env_for(&report_url, &spool);
+    let (a, metrics) = start_replica(&nats.url(), "pod-a", &env, None).await;
     short_call(&a.url(""), "CArefused").await;
     let page = |m: &callbridge::metrics::Metrics| m.render();
     let buried = eventually(WAIT, async || {

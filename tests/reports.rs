@@ -15,38 +15,21 @@ use callbridge::sim::SimConfig;
 mod support;
 use support::binary::{self, Process};
 use support::caller::{agent_done, hear_agent, pause, place_call_as, say};
+use support::reports::{self, receiver_and_spool, SECRET};
 use support::schema::assert_valid;
 use support::spooled;
 use support::{assert_contains_all, bridge, eventually, simulator, TempDir, WAIT};
 
-const SECRET: &str = "report-secret-for-tests-1";
-
-/// A bridge whose reports go to `report_url`, spooled in `spool`, retried after 20 ms; its
-/// upstream is down, so a call ends at once (`upstream_failed`).
+/// A bridge reporting as [`reports::env`]'s, its transcripts by `gpt-4o-transcribe`.
 fn env_for<'a>(report_url: &'a str, spool: &'a TempDir) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("REALTIME_URL", bridge::NO_UPSTREAM),
-        ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-        ("CALLBRIDGE_TRANSCRIPTION_MODEL", "gpt-4o-transcribe"),
-        ("CALLBRIDGE_REPORT_URL", report_url),
-        ("CALLBRIDGE_REPORT_SPOOL_DIR", spool.to_str()),
-        ("CALLBRIDGE_TOOL_SECRET", SECRET),
-        ("CALLBRIDGE_REPORT_RETRY_MIN_MS", "20"),
-    ]
+    let mut env = reports::env(report_url, spool);
+    env.push(("CALLBRIDGE_TRANSCRIPTION_MODEL", "gpt-4o-transcribe"));
+    env
 }
 
 /// A call whose upstream is unreachable: it ends at once (`upstream_failed`).
 async fn short_call(bridge_url: &str, call_sid: &str) {
     place_call_as(bridge_url.to_owned(), call_sid, vec![say(400)], 500).await;
-}
-
-/// A report receiver answering `answers` (then 200) and an empty spool directory named by
-/// `tag`; with the URL reports go to.
-async fn receiver_and_spool(answers: &[u16], tag: &str) -> (Receiver, TempDir, String) {
-    let rx = Receiver::spawn(SECRET, answers).await.expect("receiver");
-    let spool = TempDir::new(tag);
-    let report_url = rx.url("/r");
-    (rx, spool, report_url)
 }
 
 /// A report receiver with its scripted answers, an empty spool, and a free port: what a
@@ -367,12 +350,8 @@ async fn dead_is_bounded_by_report_dead_max() {
 /// burial, and the survivor goes when a bridge starts on the spool later.
 #[tokio::test]
 async fn dead_reports_past_their_age_go_at_the_next_burial_and_at_start() {
-    let rx = Receiver::spawn(SECRET, &[400; 100])
-        .await
-        .expect("receiver");
-    let spool = TempDir::new("reports-dead-age");
+    let (_rx, spool, report_url) = receiver_and_spool(&[400; 100], "reports-dead-age").await;
     let dead = spool.join("dead");
-    let report_url = rx.url("/r");
     let mut env = env_for(&report_url, &spool);
     env.push(("CALLBRIDGE_REPORT_DEAD_MAX_AGE_S", "1"));
     let (server, metrics) = bridge::start(&env, None).await;

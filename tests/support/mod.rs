@@ -7,6 +7,7 @@
 //! - `outbound`: the outbound-call environment (fake Twilio REST, report receiver, callbacks);
 //! - `caller`: the simulated caller with the fake Twilio REST API behind it;
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
+//! - `reports`: a report receiver, a spool, and a bridge reporting there;
 //! - `schema`: the JSON schemas shipped in `schemas/`;
 //! - `tool_calls`: the tool-call scaffolding of the `machine_tools` and `machine_hangup` tests;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
@@ -24,6 +25,7 @@ pub mod media;
 pub mod nats;
 pub mod outbound;
 pub mod realtime_ws;
+pub mod reports;
 pub mod rest;
 pub mod schema;
 pub mod tool_calls;

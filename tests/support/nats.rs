@@ -3,9 +3,13 @@
 //! started again on the same port and store, as an operator's restart would.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use callbridge::metrics::Metrics;
+use callbridge::server::Running;
 
 use super::tools::tool;
 use super::TempDir;
@@ -158,6 +162,21 @@ pub fn replica_env<'a>(url: &'a str, pod: &'a str) -> Vec<(&'a str, &'a str)> {
         ("CALLBRIDGE_CLUSTER_HEARTBEAT_MS", "200"),
         ("CALLBRIDGE_CLUSTER_REPORT_ACK_WAIT_MS", "1000"),
     ]
+}
+
+/// A bridge in this process, a replica named `pod` of the cluster at `url` with `env` besides
+/// (and the settings file `file`), once it joined the cluster.
+pub async fn start_replica(
+    url: &str,
+    pod: &str,
+    env: &[(&str, &str)],
+    file: Option<&Path>,
+) -> (Running, Arc<Metrics>) {
+    let mut all = replica_env(url, pod);
+    all.extend(env);
+    let (server, metrics) = super::bridge::start(&all, file).await;
+    wait_joined(&server.url("")).await;
+    (server, metrics)
 }
 
 /// Waits until the bridge at `base` says in `/readyz` that it joined the cluster (connected,
