@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::caller::{self, Step};
-use callbridge::metrics::Metrics;
 use callbridge::sim::twilio_rest::FakeTwilio;
 use callbridge::sim::SimConfig;
 
@@ -15,16 +14,12 @@ mod support;
 use support::caller::call_ended_by_twilio;
 use support::nats::{start_replica, Nats};
 use support::outbound::{self, create_call, twilio_post};
-use support::{eventually, simulator, TempDir, WAIT};
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 const API_KEY: &str = "SK00000000000000000000000000000001";
 const API_SECRET: &str = "api-secret-for-tests";
 const ACCOUNT: &str = "AC00000000000000000000000000000001";
 const CALL_SID: &str = "CA00000000000000000000000000000001";
-
-fn has_line(m: &Metrics, line: &str) -> bool {
-    m.render().lines().any(|l| l == line)
-}
 
 /// A machine answered a call running on A; Twilio posts the verdict to B. B forwards it over
 /// NATS, A leaves the voicemail and hangs up (outcome `voicemail`); a verdict for a call no
@@ -98,7 +93,7 @@ async fn an_amd_callback_on_b_runs_the_voicemail_path_on_a() {
         .expect("the call on A ends")
         .expect("join");
     let voicemail = eventually(WAIT, async || {
-        has_line(
+        bridge::has_line(
             &a_metrics,
             "callbridge_calls_total{outcome=\"voicemail\"} 1",
         )
@@ -110,7 +105,7 @@ async fn an_amd_callback_on_b_runs_the_voicemail_path_on_a() {
         a_metrics.render()
     );
     assert!(
-        has_line(
+        bridge::has_line(
             &b_metrics,
             "callbridge_cluster_callbacks_forwarded_total{result=\"delivered\"} 1"
         ),
@@ -118,7 +113,7 @@ async fn an_amd_callback_on_b_runs_the_voicemail_path_on_a() {
         b_metrics.render()
     );
     assert!(
-        has_line(
+        bridge::has_line(
             &b_metrics,
             "callbridge_cluster_callbacks_forwarded_total{result=\"no_responder\"} 1"
         ),

@@ -8,7 +8,7 @@ use callbridge::sim::SimConfig;
 mod support;
 use support::nats::{joined, replica_env, start_replica, Nats};
 use support::reports::{self, receiver_and_spool};
-use support::{binary, eventually, nats, simulator, WAIT};
+use support::{binary, bridge, eventually, nats, simulator, WAIT};
 
 async fn webhook(base: &str) -> String {
     reqwest::Client::new()
@@ -52,13 +52,7 @@ async fn the_cluster_cap_rejects_on_every_replica_while_reached() {
         })
         .await
     });
-    let counted = eventually(WAIT, async || {
-        b_metrics
-            .render()
-            .lines()
-            .any(|l| l == "callbridge_cluster_calls 1")
-    })
-    .await;
+    let counted = bridge::eventually_has_line(&b_metrics, "callbridge_cluster_calls 1").await;
     assert!(counted, "B counts A's call:\n{}", b_metrics.render());
     assert!(webhook(&b.url("")).await.contains(BUSY), "B rejects");
     assert!(webhook(&a.url("")).await.contains(BUSY), "A rejects");
@@ -66,8 +60,7 @@ async fn the_cluster_cap_rejects_on_every_replica_while_reached() {
     let free = eventually(WAIT, async || !webhook(&b.url("")).await.contains(BUSY)).await;
     assert!(free, "B takes calls again once A's call ended");
     a.stop(Duration::from_secs(1)).await;
-    b.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(b, sim).await;
 }
 
 /// NATS down when the bridge starts: it starts and serves calls anyway, `/readyz` is 200 and

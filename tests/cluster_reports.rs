@@ -15,7 +15,7 @@ use support::binary::{self, Process};
 use support::nats::{replica_env, start_replica, wait_joined, Nats};
 use support::reports::{env as env_for, receiver_and_spool};
 use support::spooled;
-use support::{eventually, simulator, TempDir, WAIT};
+use support::{bridge, eventually, simulator, TempDir, WAIT};
 
 async fn short_call(bridge_url: &str, call_sid: &str) {
     caller::run(CallerOptions {
@@ -142,13 +142,7 @@ async fn reports_survive_nats_killed_mid_call_and_restarted_from_its_store() {
     let running = eventually(WAIT, async || sim.session(1).is_some()).await;
     assert!(running, "the second call reached the model");
     nats.kill();
-    let lost = eventually(WAIT, async || {
-        metrics
-            .render()
-            .lines()
-            .any(|l| l == "callbridge_cluster_connected 0")
-    })
-    .await;
+    let lost = bridge::eventually_has_line(&metrics, "callbridge_cluster_connected 0").await;
     assert!(lost, "the bridge noticed NATS is gone");
     let ready = reqwest::get(a.url("/readyz")).await.expect("readyz");
     assert_eq!(
@@ -168,8 +162,7 @@ async fn reports_survive_nats_killed_mid_call_and_restarted_from_its_store() {
     assert!(moved, "moved into the stream: {:?}", spooled(&spool));
     rx.script(&[]);
     assert_delivered_once_each(&rx, &["CAbefore", "CAduring"]).await;
-    a.stop(Duration::from_secs(1)).await;
-    sim.shutdown().await;
+    bridge::stop_both(a, sim).await;
 }
 
 /// Three JetStream servers and `cluster_replicas = 3`: one is killed while a report waits in

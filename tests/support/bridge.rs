@@ -128,6 +128,16 @@ pub async fn with_answers_of(
     with_simulator(sim, env).await
 }
 
+/// Whether the metrics page of `m` has the line `line`, exactly.
+pub fn has_line(m: &Metrics, line: &str) -> bool {
+    m.render().lines().any(|l| l == line)
+}
+
+/// Whether the metrics page of `m` shows the line `line` within [`super::WAIT`].
+pub async fn eventually_has_line(m: &Metrics, line: &str) -> bool {
+    super::eventually(super::WAIT, async || has_line(m, line)).await
+}
+
 /// Stops the bridge (a one-second drain), then the simulator behind it.
 pub async fn stop_both(server: Running, sim: Simulator) {
     server.stop(std::time::Duration::from_secs(1)).await;

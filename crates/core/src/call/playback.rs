@@ -259,6 +259,18 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Item `i1` of `model_bytes` from the model, sent at `t0` in two pieces of `each` bytes,
+    /// each followed by its mark: the playback and the two marks' names.
+    fn two_marked_sends(model_bytes: u64, each: u64, t0: Instant) -> (Playback, String, String) {
+        let mut p = Playback::new(8);
+        p.item("i1", "r1").unwrap().model_bytes = model_bytes;
+        p.on_sent("i1", each, t0);
+        let m1 = p.mark("i1").unwrap();
+        p.on_sent("i1", each, t0);
+        let m2 = p.mark("i1").unwrap();
+        (p, m1, m2)
+    }
+
     #[test]
     fn interpolates_between_marks_and_caps_at_sent() {
         let t0 = Instant::now();
@@ -284,12 +296,7 @@ mod tests {
     #[test]
     fn marks_after_clear_are_discarded_not_heard() {
         let t0 = Instant::now();
-        let mut p = Playback::new(8);
-        p.item("i1", "r1").unwrap().model_bytes = 80_000;
-        p.on_sent("i1", 8000, t0);
-        let m1 = p.mark("i1").unwrap();
-        p.on_sent("i1", 8000, t0);
-        let m2 = p.mark("i1").unwrap();
+        let (mut p, m1, m2) = two_marked_sends(80_000, 8000, t0);
         let heard = p.on_clear(t0 + ms(250));
         assert_eq!(heard, 2000);
         assert_eq!(p.on_mark(&m1, t0 + ms(260)), MarkEcho::Discarded);
@@ -306,12 +313,7 @@ mod tests {
     #[test]
     fn audio_whose_mark_is_not_echoed_is_still_audible() {
         let t0 = Instant::now();
-        let mut p = Playback::new(8);
-        p.item("i1", "r1").unwrap().model_bytes = 1600;
-        p.on_sent("i1", 800, t0);
-        let m1 = p.mark("i1").unwrap();
-        p.on_sent("i1", 800, t0);
-        let _m2 = p.mark("i1").unwrap();
+        let (mut p, m1, _m2) = two_marked_sends(1600, 800, t0);
         // The clock says all 200 ms played by t0+200; Twilio's playout is 300 ms late.
         assert!(p.audible(t0 + ms(400)), "no echo yet: still audible");
         assert_eq!(

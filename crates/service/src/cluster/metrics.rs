@@ -1,6 +1,7 @@
 //! The cluster's metrics, registered in the process's registry (names get its `callbridge_`
 //! prefix) only when `cluster_url` is set. Alerts on them: `deploy/prometheus/alerts.yml`.
 
+use prometheus::core::Collector;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
@@ -20,45 +21,46 @@ pub struct ClusterMetrics {
     pub calls: IntGauge,
 }
 
+/// `collector`, registered in `registry`: each metric is registered where it is made, so none
+/// is made and forgotten.
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
 impl ClusterMetrics {
     pub fn register(registry: &Registry) -> Result<ClusterMetrics, prometheus::Error> {
+        let gauge = |name: &str, help: &str| registered(registry, IntGauge::new(name, help)?);
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "cluster_callbacks_forwarded_total",
+                "Twilio callbacks for calls not running here, forwarded over NATS, by result",
+            ),
+            &["result"],
+        )?;
         let m = ClusterMetrics {
-            connected: IntGauge::new("cluster_connected", "1 while the NATS connection is up")?,
-            forwarded: IntCounterVec::new(
-                Opts::new(
-                    "cluster_callbacks_forwarded_total",
-                    "Twilio callbacks for calls not running here, forwarded over NATS, by result",
-                ),
-                &["result"],
-            )?,
-            reports_waiting: IntGauge::new(
+            connected: gauge("cluster_connected", "1 while the NATS connection is up")?,
+            forwarded: registered(registry, forwarded)?,
+            reports_waiting: gauge(
                 "cluster_reports_waiting",
                 "Reports in the JetStream stream, not yet delivered",
             )?,
-            reports_oldest_seconds: IntGauge::new(
+            reports_oldest_seconds: gauge(
                 "cluster_reports_oldest_seconds",
                 "Age of the oldest report waiting in the stream",
             )?,
-            reports_dead: IntGauge::new(
+            reports_dead: gauge(
                 "cluster_reports_dead",
                 "Reports in the dead-letter stream (refused or expired)",
             )?,
-            calls: IntGauge::new(
+            calls: gauge(
                 "cluster_calls",
                 "Calls running on every replica (heartbeats), as this replica counts them",
             )?,
         };
-        let all: [Box<dyn prometheus::core::Collector>; 6] = [
-            Box::new(m.connected.clone()),
-            Box::new(m.forwarded.clone()),
-            Box::new(m.reports_waiting.clone()),
-            Box::new(m.reports_oldest_seconds.clone()),
-            Box::new(m.reports_dead.clone()),
-            Box::new(m.calls.clone()),
-        ];
-        for c in all {
-            registry.register(c)?;
-        }
         for result in ["delivered", "no_responder", "failed"] {
             m.forwarded.with_label_values(&[result]);
         }

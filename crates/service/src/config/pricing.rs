@@ -23,20 +23,24 @@ pub struct ModelPrice {
 }
 
 impl ModelPrice {
-    /// What `usage` costs, rounded to a millionth of a dollar.
-    pub fn cost_usd(&self, usage: &TokenUsage) -> f64 {
-        let rates = [
+    /// The rates in `realtime::usage::KINDS` order, as `TokenUsage::counts` gives the tokens.
+    fn rates(&self) -> [f64; 6] {
+        [
             self.input_text,
             self.input_audio,
             self.input_cached_text,
             self.input_cached_audio,
             self.output_text,
             self.output_audio,
-        ];
+        ]
+    }
+
+    /// What `usage` costs, rounded to a millionth of a dollar.
+    pub fn cost_usd(&self, usage: &TokenUsage) -> f64 {
         let micro: f64 = usage
             .counts()
             .iter()
-            .zip(rates)
+            .zip(self.rates())
             .map(|(n, rate)| *n as f64 * rate)
             .sum();
         // tokens × USD per 1M tokens = micro-dollars.
@@ -105,15 +109,7 @@ impl Prices {
             .try_into()
             .map_err(|e: toml::de::Error| invalid("prices", e.to_string()))?;
         for (model, p) in models {
-            let rates = [
-                p.input_text,
-                p.input_audio,
-                p.input_cached_text,
-                p.input_cached_audio,
-                p.output_text,
-                p.output_audio,
-            ];
-            if rates.iter().any(|r| !r.is_finite() || *r < 0.0) {
+            if p.rates().iter().any(|r| !r.is_finite() || *r < 0.0) {
                 return Err(invalid(
                     "prices",
                     format!("{model:?}: prices are USD per 1M tokens, 0 or more"),
