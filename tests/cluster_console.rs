@@ -8,19 +8,13 @@ use callbridge::sim::SimConfig;
 
 mod support;
 use support::nats::{start_replica, Nats};
-use support::{simulator, WAIT};
+use support::{get_ok_with_token, simulator, WAIT};
 
 const CONSOLE_TOKEN: &str = "console-token-for-tests-1";
 
 /// The console's feed on `base`: each server-sent event's JSON as it comes.
 async fn follow(base: &str) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
-    let mut resp = reqwest::Client::new()
-        .get(format!("{base}/console/events"))
-        .bearer_auth(CONSOLE_TOKEN)
-        .send()
-        .await
-        .expect("the console answers");
-    assert_eq!(resp.status().as_u16(), 200);
+    let mut resp = get_ok_with_token(&format!("{base}/console/events"), CONSOLE_TOKEN).await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut buf = String::new();

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
 use support::binary::{self, Process};
-use support::{media, simulator, TempDir, WAIT};
+use support::{get_ok_with_token, media, simulator, TempDir, WAIT};
 
 const OPENAI_KEY: &str = "sk-edge-logs-openai-key-0123456789";
 const TWILIO_AUTH: &str = "twilio-auth-token-edge-logs-0123";
@@ -74,13 +74,7 @@ async fn everything_logged(format: &str) -> String {
         let r = http.get(url).send().await.expect("page");
         assert_eq!(r.status().as_u16(), 200);
     }
-    let r = http
-        .get(format!("{public}/softphone/profiles"))
-        .bearer_auth(SOFTPHONE_TOKEN)
-        .send()
-        .await
-        .expect("profiles");
-    assert_eq!(r.status().as_u16(), 200);
+    get_ok_with_token(&format!("{public}/softphone/profiles"), SOFTPHONE_TOKEN).await;
 
     // An outbound call: the API token in, Twilio REST with the API key secret out.
     let r = http

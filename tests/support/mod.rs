@@ -14,7 +14,7 @@
 //! - `hot_path.rs` (not a module of this one: `machine_alloc` and `benches/hotpath.rs` include
 //!   it by path): a call in steady state and its messages;
 //! - here: the Realtime simulator, how long a test waits, polling for a condition, asserting
-//!   what a text holds, temporary directories.
+//!   what a text holds, a GET with a bearer token, temporary directories.
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod binary;
@@ -59,6 +59,18 @@ pub async fn eventually(within: Duration, mut done: impl AsyncFnMut() -> bool) -
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// GET `url` with the bearer `token`, asserting a 200: the answer, its body unread.
+pub async fn get_ok_with_token(url: &str, token: &str) -> reqwest::Response {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    resp
 }
 
 /// Asserts that `text` (a metrics page, a log, an answer) holds every one of `needles`; shows
