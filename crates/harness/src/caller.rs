@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod dtmf_detect;
 mod http;
 pub use http::{check_outbound_shape, fetch_twiml, post_form, stream_url_from_twiml};
 
