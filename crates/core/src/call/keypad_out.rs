@@ -102,9 +102,11 @@ impl Call {
             return;
         }
         // A guard gap first: a key glued to the end of speech is easily missed by a receiver.
-        let lead = [crate::audio::ULAW_SILENCE; FRAME_BYTES];
-        let mut frames = 1u64;
-        self.send_twilio(Outbound::Media(lead));
+        let mut frames = 0u64;
+        for _ in 0..dtmf::GAP_MS / 20 {
+            self.send_twilio(Outbound::Media([crate::audio::ULAW_SILENCE; FRAME_BYTES]));
+            frames += 1;
+        }
         for frame in dtmf::frames(&presses) {
             self.send_twilio(Outbound::Media(frame));
             frames += 1;
