@@ -198,3 +198,39 @@ fn stream_parameters(twiml: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[test]
+fn send_dtmf_is_a_checked_setting_at_the_top_level_and_per_profile() {
+    let dir = TempDir::new("dtmf-config");
+    // Twilio REST credentials: the IVR profile's end_call needs them.
+    let rest_env = rest::env("http://127.0.0.1:9");
+    let load = |toml: &str| bridge::load(&rest_env, Some(&dir.file("c.toml", toml)));
+    let names = |call: &callbridge::call::CallConfig| -> Vec<String> {
+        call.session
+            .tools
+            .iter()
+            .filter_map(|t| Some(t["name"].as_str()?.to_owned()))
+            .collect()
+    };
+    let off = load("").expect("config");
+    assert!(!off.call.tools.send_dtmf, "off unless asked for");
+    assert!(!names(&off.call).contains(&"send_dtmf".to_string()));
+    let on = load("send_dtmf = true\n").expect("config");
+    assert!(names(&on.call).contains(&"send_dtmf".to_string()));
+
+    let e = load("send_dtmf = \"yes\"\n").expect_err("not a bool");
+    assert!(e.contains("send_dtmf"), "{e}");
+    let e = load("[profiles.ivr]\nsend_dtmf = 3\n").expect_err("not a bool");
+    assert!(e.contains("send_dtmf"), "{e}");
+    let e = load("tool_secret = \"k-k-k-k-k-k-k-k-k\"\n[[tools]]\nname = \"send_dtmf\"\nurl = \"https://x.example.com\"\n")
+        .expect_err("a built-in's name");
+    assert!(e.contains("built-in"), "{e}");
+
+    // Per profile: by the key, or by naming it in the profile's tool list.
+    let c = load(&format!("{IVR_PROFILE}\n[profiles.plain]\ninstructions = \"hi\"\n[profiles.keyed]\nsend_dtmf = true\n"))
+        .expect("config");
+    let profile = |n: &str| c.profiles.by_name[n].call.clone();
+    assert!(profile("ivr").tools.send_dtmf && profile("keyed").tools.send_dtmf);
+    assert!(names(&profile("ivr")).contains(&"send_dtmf".to_string()));
+    assert!(!profile("plain").tools.send_dtmf);
+}
