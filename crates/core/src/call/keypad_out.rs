@@ -1,9 +1,10 @@
 //! The agent presses keys: the built-in tool `send_dtmf`.
 //!
-//! Twilio's Media Streams have no message that sends a digit, and updating the call's TwiML
-//! would end `<Connect><Stream>` (Twilio docs, "Media Streams — Bidirectional": the stream
-//! lasts as long as the `<Connect>` verb), so the keys are played **in band** as ITU-T Q.23
-//! tones ([`crate::audio::dtmf`]), like speech:
+//! Twilio's Media Streams have no message that sends a digit (the messages a server may send
+//! are `media`, `mark` and `clear`: Twilio docs, "Media Streams — WebSocket Messages"), and
+//! updating the call's TwiML (`<Play digits>`) would replace the `<Connect><Stream>` that
+//! carries the call, so the keys are played **in band** as ITU-T Q.23 tones
+//! ([`crate::audio::dtmf`]), like speech:
 //!
 //! - The tones go out when the response that called the tool is done, so they follow, in
 //!   Twilio's queue, everything of the agent's already sent (what it said before pressing).
