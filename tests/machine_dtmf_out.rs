@@ -47,8 +47,16 @@ fn every_key_is_its_q23_pair_at_q24_levels_for_100_ms() {
         assert_eq!(h.key, Some(key), "{h:?}");
         let (lo, hi) = dtmf::frequencies(key).expect("nominal");
         // Q.23: the sender's frequencies within ±1.8 %; ours are exact to the 1 Hz scan.
-        assert!((h.low_hz - lo).abs() <= 1.0, "{key}: low {} vs {lo}", h.low_hz);
-        assert!((h.high_hz - hi).abs() <= 1.0, "{key}: high {} vs {hi}", h.high_hz);
+        assert!(
+            (h.low_hz - lo).abs() <= 1.0,
+            "{key}: low {} vs {lo}",
+            h.low_hz
+        );
+        assert!(
+            (h.high_hz - hi).abs() <= 1.0,
+            "{key}: high {} vs {hi}",
+            h.high_hz
+        );
         // Q.24 nominal: −11 dBm0 low, −9 dBm0 high, 2 dB twist (μ-law quantisation: ±0.5 dB).
         assert!((h.low_dbm0 + 11.0).abs() < 0.5, "{key}: {h:?}");
         assert!((h.high_dbm0 + 9.0).abs() < 0.5, "{key}: {h:?}");
@@ -101,7 +109,11 @@ fn keys_follow_the_queued_speech_and_the_output_waits_for_their_echo() {
         [('1', 400, 500), ('2', 1100, 1200), ('#', 1300, 1400)],
         "after 300 ms of speech and a 100 ms guard gap"
     );
-    assert_eq!(to_model(&outs), (vec![], 0), "nothing told before it is heard");
+    assert_eq!(
+        to_model(&outs),
+        (vec![], 0),
+        "nothing told before it is heard"
+    );
 
     // Time alone is no proof; the speech's echo is not the keys'.
     assert_eq!(to_model(&h.tick(1_500)).0, vec![]);
@@ -143,17 +155,26 @@ fn bad_keys_get_an_error_the_model_can_read_and_play_nothing() {
 #[test]
 fn a_barge_in_does_not_cut_the_keys() {
     let (mut h, speech, outs) = pressed(config(), r#"{"digits":"9"}"#);
-    let outs_b = h.rt(json!({"type":"input_audio_buffer.speech_started","audio_start_ms":200,"item_id":"u1"}), 500);
+    let outs_b = h.rt(
+        json!({"type":"input_audio_buffer.speech_started","audio_start_ms":200,"item_id":"u1"}),
+        500,
+    );
     assert!(
         !to_twilio(&outs_b).contains(&Outbound::Clear),
         "keys queued: nothing cleared: {outs_b:?}"
     );
     h.echo_all(&marks(&speech), 600);
     let done = h.echo_all(&marks(&outs), 900);
-    assert_eq!(to_model(&done).0, vec![("k1".into(), json!({"played": "9"}))]);
+    assert_eq!(
+        to_model(&done).0,
+        vec![("k1".into(), json!({"played": "9"}))]
+    );
     // Once the keys are heard, a barge-in clears the agent's audio again.
     h.speak("r3", "i3", 500, 1_000);
-    let outs_c = h.rt(json!({"type":"input_audio_buffer.speech_started","audio_start_ms":900,"item_id":"u2"}), 1_100);
+    let outs_c = h.rt(
+        json!({"type":"input_audio_buffer.speech_started","audio_start_ms":900,"item_id":"u2"}),
+        1_100,
+    );
     assert!(to_twilio(&outs_c).contains(&Outbound::Clear));
 }
 
@@ -176,5 +197,8 @@ fn keys_the_line_never_confirms_are_reported_unconfirmed_in_the_end() {
 fn the_keys_count_as_agent_audio_until_heard() {
     // A hang-up or a silence check-in waits for them like for speech.
     let (h, _, _) = pressed(config(), r#"{"digits":"12"}"#);
-    assert!(h.call.playback().audible(h.at(5_000)), "no echo: still playing");
+    assert!(
+        h.call.playback().audible(h.at(5_000)),
+        "no echo: still playing"
+    );
 }

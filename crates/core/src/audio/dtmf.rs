@@ -81,9 +81,10 @@ impl std::fmt::Display for BadKeys {
 /// The (row, column) of a key on the keypad; `a`–`d` are taken as `A`–`D`.
 fn position(key: char) -> Option<(usize, usize)> {
     let key = key.to_ascii_uppercase();
-    KEYPAD.iter().enumerate().find_map(|(r, row)| {
-        row.iter().position(|&k| k == key).map(|c| (r, c))
-    })
+    KEYPAD
+        .iter()
+        .enumerate()
+        .find_map(|(r, row)| row.iter().position(|&k| k == key).map(|c| (r, c)))
 }
 
 /// The tone pair of a key (low Hz, high Hz).
@@ -114,7 +115,9 @@ pub fn parse(digits: &str) -> Result<Vec<Press>, BadKeys> {
         }
     }
     if !out.iter().any(|p| matches!(p, Press::Key(_))) {
-        return Err(BadKeys("no key to press: give at least one of 0-9, *, #, A-D".into()));
+        return Err(BadKeys(
+            "no key to press: give at least one of 0-9, *, #, A-D".into(),
+        ));
     }
     Ok(out)
 }
@@ -170,10 +173,7 @@ pub fn frames(presses: &[Press]) -> impl Iterator<Item = [u8; FRAME_BYTES]> + '_
     const SILENT: [u8; FRAME_BYTES] = [ULAW_SILENCE; FRAME_BYTES];
     presses.iter().flat_map(|p| {
         let (tone, silent): (Option<&'static ToneFrames>, usize) = match p {
-            Press::Key(k) => (
-                position(*k).map(|(r, c)| &tones()[r * 4 + c]),
-                GAP_FRAMES,
-            ),
+            Press::Key(k) => (position(*k).map(|(r, c)| &tones()[r * 4 + c]), GAP_FRAMES),
             Press::Pause => (None, PAUSE_FRAMES),
         };
         tone.into_iter()
@@ -190,9 +190,17 @@ mod tests {
     fn parse_accepts_the_keypad_and_names_what_it_refuses() {
         assert_eq!(
             parse("1w2#").unwrap(),
-            [Press::Key('1'), Press::Pause, Press::Key('2'), Press::Key('#')]
+            [
+                Press::Key('1'),
+                Press::Pause,
+                Press::Key('2'),
+                Press::Key('#')
+            ]
         );
-        assert_eq!(to_text(&parse("a-b d*0").unwrap()), "AB D*0".replace(' ', ""));
+        assert_eq!(
+            to_text(&parse("a-b d*0").unwrap()),
+            "AB D*0".replace(' ', "")
+        );
         assert!(parse("12x").unwrap_err().0.contains("'x'"));
         assert!(parse("").is_err());
         assert!(parse("ww").is_err(), "pauses alone press nothing");

@@ -57,8 +57,6 @@ struct Waiting {
 #[derive(Default)]
 pub(crate) struct KeypadOut {
     waiting: Vec<Waiting>,
-    /// Numbers the playback items of the key strings.
-    presses: u64,
 }
 
 impl KeypadOut {
@@ -95,8 +93,8 @@ impl Call {
         if self.current_item.is_some() {
             self.finish_item(now);
         }
-        self.tools.keypad.presses += 1;
-        let item_id = format!("dtmf:{}", self.tools.keypad.presses);
+        // The model's call_ids are unique within a call (a repeated one is never run twice).
+        let item_id = format!("dtmf:{call_id}");
         // A playback item of its own: the tones count as audible, delay a hang-up until heard
         // and give the silence timer an agent turn, like speech.
         if self.playback.item(&item_id, "").is_none() {
@@ -149,9 +147,11 @@ impl Call {
             let (output, result) = if confirmed {
                 (json!({"played": w.keys}), "ok")
             } else {
-                (json!({"played": w.keys, "confirmed": false,
+                (
+                    json!({"played": w.keys, "confirmed": false,
                         "note": "the keys were sent, but the line did not confirm they were heard"}),
-                 "timeout")
+                    "timeout",
+                )
             };
             self.out.push_back(Output::Event(CallEvent::ToolCall {
                 tool: SEND_DTMF.into(),

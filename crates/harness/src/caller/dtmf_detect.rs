@@ -74,7 +74,10 @@ pub fn listen(ulaw: &[u8]) -> Vec<Heard> {
 
 /// The keys heard in `ulaw`, in order, with their stretches.
 pub fn keys(ulaw: &[u8]) -> Vec<Heard> {
-    listen(ulaw).into_iter().filter(|h| h.key.is_some()).collect()
+    listen(ulaw)
+        .into_iter()
+        .filter(|h| h.key.is_some())
+        .collect()
 }
 
 /// The keys heard, as a string.
@@ -182,8 +185,9 @@ mod tests {
         (0..ms * MS)
             .map(|n| {
                 let t = n as f64 / RATE;
-                let s = amp * ((std::f64::consts::TAU * lo * t).sin()
-                    + (std::f64::consts::TAU * hi * t).sin());
+                let s = amp
+                    * ((std::f64::consts::TAU * lo * t).sin()
+                        + (std::f64::consts::TAU * hi * t).sin());
                 encode_ulaw(s as i16)
             })
             .collect()
