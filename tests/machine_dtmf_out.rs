@@ -202,3 +202,30 @@ fn the_keys_count_as_agent_audio_until_heard() {
         "no echo: still playing"
     );
 }
+
+#[test]
+fn a_filler_still_sounding_is_cleared_before_the_keys_not_after() {
+    let mut cfg = support::tool_calls::config();
+    cfg.tools.send_dtmf = true;
+    let mut h = H::started(cfg, CALLER);
+    h.first_answer_calls(&[("c1", "lookup_order", r#"{"order_id":"1"}"#)]);
+    // The filler (3 frames: 60 ms) starts at 1300 ms; the keys are pressed while it sounds.
+    assert_eq!(frames(&h.tick(1_300)).len(), 3, "the filler plays");
+    let outs = h.model_calls(
+        "r2",
+        &[("k1", "send_dtmf", r#"{"digits":"3"}"#)],
+        "completed",
+        1_320,
+    );
+    let sent = to_twilio(&outs);
+    let clear = sent.iter().position(|m| *m == Outbound::Clear);
+    let first_media = sent.iter().position(|m| matches!(m, Outbound::Media(_)));
+    assert!(
+        clear.is_some() && clear < first_media,
+        "clear at {clear:?}, keys from {first_media:?}"
+    );
+    assert_eq!(sent.iter().filter(|m| **m == Outbound::Clear).count(), 1);
+    // The next model audio clears nothing: the keys are not the filler.
+    let outs = h.speak("r3", "i3", 200, 1_500);
+    assert!(!to_twilio(&outs).contains(&Outbound::Clear));
+}

@@ -89,6 +89,9 @@ impl Call {
                 "too many key strings are still playing; wait for their results",
             );
         }
+        // A filler still sounding is stopped now: its `clear` must come before the keys, never
+        // after them (the next model audio would clear the keys with it).
+        self.filler_stop(now);
         // Anything of the agent's still in the framer goes first (its tail, with its mark).
         if self.current_item.is_some() {
             self.finish_item(now);
