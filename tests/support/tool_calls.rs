@@ -39,6 +39,7 @@ pub fn config() -> CallConfig {
                 ("billing".into(), "sip:billing@pbx.example.com".into()),
             ],
             transfer_caller_id: Some("+15550001111".into()),
+            send_dtmf: false,
             goodbye_timeout: Duration::from_secs(10),
             filler: Some(Arc::new(vec![0x55; 400])),
         },

@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod dtmf_detect;
 mod http;
 pub use http::{check_outbound_shape, fetch_twiml, post_form, stream_url_from_twiml};
 
@@ -70,6 +71,9 @@ pub struct CallerOptions {
     /// Open this `<Stream url>` instead of asking the webhook: its TwiML was fetched earlier
     /// (e.g. just before the bridge began to drain).
     pub stream_url: Option<String>,
+    /// The `<Stream>`'s `<Parameter>`s (an outbound call's `direction`, `profile`), added to
+    /// `start.customParameters` as Twilio does.
+    pub parameters: Vec<(String, String)>,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -106,6 +110,7 @@ impl Default for CallerOptions {
             twilio_ends: None,
             playout_delay: Duration::ZERO,
             stream_url: None,
+            parameters: Vec::new(),
         }
     }
 }
@@ -287,6 +292,10 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
         }
     };
     let mut says = 0usize;
+    let mut custom = json!({"From":opts.from,"To":"+15550199","CallSid":opts.call_sid});
+    for (name, value) in &opts.parameters {
+        custom[name] = value.as_str().into();
+    }
     let send = |v: Value| Message::Text(v.to_string().into());
     let _ = tx
         .send(send(
@@ -296,7 +305,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let _ = tx
         .send(send(json!({"event":"start","sequenceNumber":"1","streamSid":sid,
             "start":{"accountSid":"AC00000000000000000000000000000001","streamSid":sid,"callSid":opts.call_sid,
-              "tracks":["inbound"],"customParameters":{"From":opts.from,"To":"+15550199","CallSid":opts.call_sid},
+              "tracks":["inbound"],"customParameters":custom,
               "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}})))
         .await;
 

@@ -390,6 +390,7 @@ impl Config {
             tools: r.tools.take(),
             tool_secret: r.tool_secret.clone(),
             end_call: r.end_call,
+            send_dtmf: r.send_dtmf,
             transfer_targets: r.transfer_targets.take(),
             transfer_caller_id: r.transfer_caller_id.take(),
             filler_audio: r.filler_audio.take(),

@@ -17,7 +17,9 @@ impl Call {
     /// where it was cut off (`conversation.item.truncate` at what was heard, not what was sent).
     pub(super) fn barge_in(&mut self, now: Instant) {
         self.filler_stop(now);
-        let audible = self.playback.audible(now) || self.framer.pending() > 0;
+        // Keys being played are not cut (see `keypad_out`): nothing is cleared meanwhile.
+        let audible =
+            (self.playback.audible(now) || self.framer.pending() > 0) && !self.keys_playing(now);
         let cancel = self.live_response.take();
         if !audible && cancel.is_none() {
             return;

@@ -11,6 +11,7 @@ pub mod effects;
 mod filler;
 mod hangup;
 mod held;
+mod keypad_out;
 pub mod mcp;
 mod output;
 pub mod phase;

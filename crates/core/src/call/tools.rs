@@ -6,7 +6,8 @@
 //! are dropped). An integrator's tool becomes an [`Effect::RunTool`]; its answer comes back
 //! through [`Call::on_effect_done`] and goes to the model as a `function_call_output`. Once
 //! every call of a response has its output, one `response.create` asks the model to speak.
-//! The built-ins `end_call` and `transfer_call` are handled in [`super::hangup`].
+//! The built-ins `end_call` and `transfer_call` are handled in [`super::hangup`], `send_dtmf`
+//! in [`super::keypad_out`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crate::realtime::ClientEvent;
 pub const END_CALL: &str = "end_call";
 pub const TRANSFER_CALL: &str = "transfer_call";
 /// Names the model sees for the built-ins; a configured tool may not take them.
-pub const BUILT_INS: &[&str] = &[END_CALL, TRANSFER_CALL];
+pub const BUILT_INS: &[&str] = &[END_CALL, TRANSFER_CALL, SEND_DTMF];
+pub use super::keypad_out::SEND_DTMF;
 
 /// One integrator tool (validated at start-up).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +47,8 @@ pub struct ToolsConfig {
     /// `(name, E.164 number or sip: URI)`; non-empty offers the built-in `transfer_call`.
     pub transfer_targets: Vec<(String, String)>,
     pub transfer_caller_id: Option<String>,
+    /// Offer the built-in `send_dtmf` (the agent presses keys).
+    pub send_dtmf: bool,
     /// The longest wait for the goodbye (or handover line) to be heard before the call is
     /// ended (or transferred) anyway.
     pub goodbye_timeout: Duration,
@@ -59,6 +63,7 @@ impl Default for ToolsConfig {
             end_call: false,
             transfer_targets: Vec::new(),
             transfer_caller_id: None,
+            send_dtmf: false,
             goodbye_timeout: Duration::from_secs(15),
             filler: None,
         }
@@ -94,6 +99,9 @@ impl ToolsConfig {
                     "destination": {"type": "string", "enum": names,
                                     "description": "Who to transfer the caller to."}},
                     "required": ["destination"]}}));
+        }
+        if self.send_dtmf {
+            out.push(super::keypad_out::declaration());
         }
         out
     }
@@ -164,6 +172,8 @@ pub(crate) struct ToolState {
     pub(super) records: Vec<ToolCallRecord>,
     /// Remote MCP calls (run by OpenAI; recorded only): `mcp.rs`.
     pub(super) mcp: super::mcp::McpCalls,
+    /// Keys the agent pressed, until heard: `keypad_out.rs`.
+    pub(super) keypad: super::keypad_out::KeypadOut,
 }
 
 /// How many decided call_ids and records are kept (a call never makes this many).
@@ -179,7 +189,8 @@ pub(crate) fn error_output(message: &str, retryable: bool) -> String {
 
 impl ToolState {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.running.iter().map(|r| r.deadline).min()
+        let keys = self.keypad.next_deadline();
+        self.running.iter().map(|r| r.deadline).chain(keys).min()
     }
 
     /// The earliest time a running tool wants the filler.
@@ -341,6 +352,7 @@ impl Call {
         let tc = &cfg.tools;
         match name.as_str() {
             END_CALL if tc.end_call => self.end_call_requested(&s.call_id, &args, now),
+            SEND_DTMF if tc.send_dtmf => self.send_dtmf_requested(&s.call_id, &args, now),
             TRANSFER_CALL if !tc.transfer_targets.is_empty() => {
                 self.transfer_requested(response_id, &s.call_id, &args, now)
             }
@@ -364,6 +376,7 @@ impl Call {
     fn is_known_tool(&self, name: &str) -> bool {
         (name == END_CALL && self.cfg.tools.end_call)
             || (name == TRANSFER_CALL && !self.cfg.tools.transfer_targets.is_empty())
+            || (name == SEND_DTMF && self.cfg.tools.send_dtmf)
             || self.cfg.tools.tool(name).is_some()
     }
 
@@ -433,6 +446,7 @@ impl Call {
 
     /// Tools whose answer is overdue (the shell should have timed them out) get a timeout.
     pub(super) fn tools_on_tick(&mut self, now: Instant) {
+        self.keypad_out_progress(now);
         let overdue: Vec<EffectId> = self
             .tools
             .running

@@ -142,6 +142,7 @@ impl Call {
                     }
                     _ => {}
                 }
+                self.keypad_out_progress(now);
                 if self.ending.is_some() {
                     self.ending_progress(now);
                 }

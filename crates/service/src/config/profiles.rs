@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::ConfigError;
-use crate::call::tools::{BUILT_INS, END_CALL, TRANSFER_CALL};
+use crate::call::tools::{BUILT_INS, END_CALL, SEND_DTMF, TRANSFER_CALL};
 use crate::call::CallConfig;
 use crate::profile::{is_e164, Profile, Profiles};
 
@@ -34,6 +34,7 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "dtmf_gap_ms",
     "tools",
     "end_call",
+    "send_dtmf",
     "transfer_targets",
     "transfer_caller_id",
     "filler_audio",
@@ -122,8 +123,10 @@ pub fn parse(
             match k.as_str() {
                 "tools" => {
                     let names = tool_names(table, &v).map_err(|m| invalid(at("tools"), m))?;
-                    if names.iter().any(|n| n == END_CALL) {
-                        merged.insert("end_call".into(), toml::Value::Boolean(true));
+                    for built_in in [END_CALL, SEND_DTMF] {
+                        if names.iter().any(|n| n == built_in) {
+                            merged.insert(built_in.into(), toml::Value::Boolean(true));
+                        }
                     }
                     tools = Some(names);
                 }
@@ -207,6 +210,7 @@ pub fn parse(
             // The list is the whole of what the profile's calls are offered.
             call.tools.tools.retain(|t| listed(&t.name));
             call.tools.end_call = listed(END_CALL);
+            call.tools.send_dtmf = listed(SEND_DTMF);
             if !listed(TRANSFER_CALL) {
                 call.tools.transfer_targets.clear();
             }

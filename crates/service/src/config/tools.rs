@@ -1,5 +1,5 @@
 //! The settings of tools, hang-up and transfer: `[[tools]]`, `tool_secret`, `end_call`,
-//! `transfer_targets`, `transfer_caller_id`, `filler_audio`, `goodbye_timeout_ms`.
+//! `transfer_targets`, `transfer_caller_id`, `send_dtmf`, `filler_audio`, `goodbye_timeout_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ pub(super) struct RawToolKeys {
     pub end_call: Option<bool>,
     pub transfer_targets: Option<toml::Value>,
     pub transfer_caller_id: Option<String>,
+    pub send_dtmf: Option<bool>,
     pub filler_audio: Option<String>,
     pub goodbye_timeout_ms: Option<i64>,
 }
@@ -163,6 +164,7 @@ pub(super) fn validate(r: RawToolKeys) -> Result<(ToolsConfig, Option<Secret>), 
             end_call: r.end_call.unwrap_or(false),
             transfer_targets,
             transfer_caller_id,
+            send_dtmf: r.send_dtmf.unwrap_or(false),
             goodbye_timeout: Duration::from_millis(goodbye_timeout),
             filler,
         },
