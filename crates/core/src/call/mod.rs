@@ -199,13 +199,7 @@ impl Call {
     /// A new call whose media socket opened at `now`.
     pub fn new(cfg: Arc<CallConfig>, now: Instant) -> Call {
         let format = cfg.session.audio_format;
-        let (upsampler, downsampler) = match format {
-            AudioFormat::Pcmu => (None, None),
-            AudioFormat::Pcm24k => (
-                Upsampler::new().ok().map(Box::new),
-                Downsampler::new().ok().map(Box::new),
-            ),
-        };
+        let (upsampler, downsampler) = settings::resamplers(format);
         let mut out = VecDeque::with_capacity(8);
         // The first session is dialled at once, in parallel with Twilio's `start`: the shell
         // performs this like any other effect, before it waits for anything.

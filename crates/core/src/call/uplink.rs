@@ -2,7 +2,6 @@
 //! media (the caller's audio, gaps filled, sent upstream as it comes or held until a session
 //! is ready), marks echoed back, keys pressed, `stop`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -10,7 +9,7 @@ use base64::Engine;
 use super::playback::MarkEcho;
 use super::tools::CallInfo;
 use super::{
-    Call, CallConfig, CallEvent, EndReason, Output, FLUSH_CHUNK_MS, MAX_BEFORE_START,
+    Call, CallEvent, EndReason, Output, FLUSH_CHUNK_MS, MAX_BEFORE_START,
     MAX_INBOUND_PAYLOAD, ULAW_BYTES_PER_MS,
 };
 use crate::audio::{g711, ULAW_SILENCE};
@@ -254,20 +253,6 @@ impl Call {
             return;
         }
         self.send_model(ClientEvent::AppendAudio(upstream));
-    }
-
-    /// Replaces the call's settings — the agent profile chosen at Twilio's `start` — while the
-    /// upstream session is not configured yet. Refused (`false`) after that, or when the audio
-    /// format or dialect would change (the codecs are set up when the call is created).
-    pub fn set_config(&mut self, cfg: Arc<CallConfig>) -> bool {
-        if self.upstream_ready
-            || cfg.session.audio_format != self.format
-            || cfg.dialect != self.cfg.dialect
-        {
-            return false;
-        }
-        self.cfg = cfg;
-        true
     }
 
     /// Caller audio waiting for a session, in ms.
