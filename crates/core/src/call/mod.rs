@@ -383,7 +383,12 @@ impl Call {
                 }));
                 self.on_session_error(code.as_deref(), now);
             }
-            ServerEvent::SpeechStarted { .. } => {
+            ServerEvent::SpeechStarted {
+                audio_start_ms,
+                item_id,
+            } => {
+                self.conversation
+                    .caller_started(item_id.as_deref(), audio_start_ms);
                 self.upstream.caller_speaking = true;
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
@@ -424,8 +429,14 @@ impl Call {
                 self.out
                     .push_back(Output::Event(CallEvent::AgentTranscript(said)));
             }
-            ServerEvent::CallerTranscript { transcript } => {
-                if let Some(said) = self.conversation.caller_said(&transcript) {
+            ServerEvent::CallerTranscript {
+                item_id,
+                transcript,
+            } => {
+                let said = self
+                    .conversation
+                    .caller_transcribed(item_id.as_deref(), &transcript);
+                if let Some(said) = said {
                     self.out
                         .push_back(Output::Event(CallEvent::CallerTranscript(said)));
                 }

@@ -59,6 +59,8 @@ impl Call {
                     return;
                 }
                 self.stream_sid = Some(stream_sid.clone().into_owned());
+                self.conversation
+                    .stream_started(now.saturating_duration_since(self.opened_at).as_millis() as u64);
                 self.opening_progressed();
                 let params = &start.custom_parameters;
                 self.info = Some(CallInfo {
@@ -220,14 +222,19 @@ impl Call {
                 return;
             }
             self.prebuffer.extend_from_slice(ulaw);
+            self.conversation.caller_audio_kept(ulaw.len());
             return;
         }
-        self.send_caller_audio(ulaw);
+        self.conversation.caller_audio_kept(ulaw.len());
+        let at = self.conversation.caller_audio_position() - ulaw.len() as u64;
+        self.send_caller_audio(ulaw, at);
     }
 
     /// Converts caller μ-law to the session's format and appends it; a copy is kept for a
-    /// reconnect (see `Lifecycle::tail`).
-    pub(super) fn send_caller_audio(&mut self, ulaw: &[u8]) {
+    /// reconnect (see `Lifecycle::tail`). `at`: its position on the caller's audio timeline
+    /// (bytes), which places the session's `audio_start_ms` (see `Conversation::audio_sent`).
+    pub(super) fn send_caller_audio(&mut self, ulaw: &[u8], at: u64) {
+        self.conversation.audio_sent(self.upstream.current(), at);
         let mut upstream = self.append_pool.take();
         match self.format {
             AudioFormat::Pcmu => upstream.extend_from_slice(ulaw),
@@ -264,8 +271,11 @@ impl Call {
     pub(super) fn flush_prebuffer(&mut self) {
         let chunk = (FLUSH_CHUNK_MS * ULAW_BYTES_PER_MS) as usize;
         let buffered = std::mem::take(&mut self.prebuffer);
+        // The buffer holds the newest caller audio (a requeued tail runs straight on into it).
+        let mut at = self.conversation.caller_audio_position() - buffered.len() as u64;
         for part in buffered.chunks(chunk) {
-            self.send_caller_audio(part);
+            self.send_caller_audio(part, at);
+            at += part.len() as u64;
         }
     }
 }
