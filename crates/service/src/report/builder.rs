@@ -173,6 +173,11 @@ impl ReportBuilder {
         });
     }
 
+    /// The id the report will carry (known from the start, so later events can name it).
+    pub fn report_id(&self) -> &str {
+        &self.report.report_id
+    }
+
     /// The agent profile the call runs with.
     pub fn set_profile(&mut self, name: &str) {
         self.report.profile = Some(name.to_owned());
