@@ -4,7 +4,8 @@
 //! profile's format and dialect are the session's (a pcm profile on a pcmu bridge sends 24 kHz
 //! PCM16; a beta profile on a GA bridge dials with the beta header and configures the beta
 //! session shape), and a profile's own tool is offered and called, signed, while another
-//! profile's calls never see it.
+//! profile's calls never see it. In the state machine: the socket dialled before `start` in
+//! the old dialect is closed and another dialled, and the held caller audio goes up resampled.
 
 use std::time::Duration;
 
@@ -81,7 +82,9 @@ fn a_profiles_format_dialect_and_tools_are_validated_naming_the_key() {
         &[],
         Some(&dir.file(
             "callbridge.toml",
-            &format!("[profiles.sales]\n{own}name = \"crm\"\nurl = \"https://crm.example.com/t\"\n"),
+            &format!(
+                "[profiles.sales]\n{own}name = \"crm\"\nurl = \"https://crm.example.com/t\"\n"
+            ),
         )),
     )
     .unwrap_err();
@@ -108,7 +111,11 @@ async fn configured_session(sim: &Simulator) -> SessionLog {
 }
 
 /// A bridge on `sim` with `toml` as its config file (and the tool secret).
-async fn bridge_on(sim: &Simulator, tag: &str, toml: &str) -> (callbridge::server::Running, TempDir) {
+async fn bridge_on(
+    sim: &Simulator,
+    tag: &str,
+    toml: &str,
+) -> (callbridge::server::Running, TempDir) {
     let dir = TempDir::new(&format!("profiles-own-{tag}"));
     let url = sim.url();
     let (server, _) = bridge::start(
@@ -127,11 +134,13 @@ async fn bridge_on(sim: &Simulator, tag: &str, toml: &str) -> (callbridge::serve
 async fn send_one_second(ws: &mut media::Ws, stream_sid: &str) {
     let payload = base64::engine::general_purpose::STANDARD.encode([0xFFu8; 160]);
     for i in 0..50u32 {
-        ws.send(media::text(json!({"event": "media", "sequenceNumber": (i + 2).to_string(),
+        ws.send(media::text(
+            json!({"event": "media", "sequenceNumber": (i + 2).to_string(),
             "streamSid": stream_sid, "media": {"track": "inbound", "chunk": (i + 1).to_string(),
-            "timestamp": (i * 20).to_string(), "payload": payload}})))
-            .await
-            .expect("send");
+            "timestamp": (i * 20).to_string(), "payload": payload}}),
+        ))
+        .await
+        .expect("send");
     }
 }
 
@@ -140,13 +149,7 @@ async fn a_pcm_profile_on_a_pcmu_bridge_sends_24_khz_pcm() {
     let sim = simulator(SimConfig::default()).await;
     let toml = "audio_mode = \"pcmu\"\n[profiles.hifi]\nnumbers = [\"+15550001111\"]\naudio_mode = \"pcm\"\n";
     let (server, _dir) = bridge_on(&sim, "pcm", toml).await;
-    let mut ws = media::started(
-        server.addr,
-        "MZpcm",
-        "CApcm",
-        json!({"To": "+15550001111"}),
-    )
-    .await;
+    let mut ws = media::started(server.addr, "MZpcm", "CApcm", json!({"To": "+15550001111"})).await;
     let session = configured_session(&sim).await;
     let update = session
         .received
@@ -167,11 +170,16 @@ async fn a_pcm_profile_on_a_pcmu_bridge_sends_24_khz_pcm() {
     // delay still inside it).
     let mut appended = 0;
     let upsampled = eventually(WAIT, async || {
-        appended = sim.session(session_index(&sim, &session.id)).map_or(0, |s| s.appended_audio_bytes);
+        appended = sim
+            .session(session_index(&sim, &session.id))
+            .map_or(0, |s| s.appended_audio_bytes);
         appended >= 44_000
     })
     .await;
-    assert!(upsampled, "appended {appended} bytes for 1 s of caller audio");
+    assert!(
+        upsampled,
+        "appended {appended} bytes for 1 s of caller audio"
+    );
     assert!(appended <= 48_000, "appended {appended} bytes");
     media::hang_up(&mut ws, media::stop("AC1", "MZpcm", "CApcm")).await;
     server.stop(Duration::from_secs(1)).await;
@@ -188,7 +196,8 @@ fn session_index(sim: &Simulator, id: &str) -> usize {
 #[tokio::test]
 async fn a_beta_profile_on_a_ga_bridge_speaks_beta() {
     let sim = simulator(SimConfig::default()).await;
-    let toml = "[profiles.legacy]\nnumbers = [\"+15550002222\"]\ndialect = \"beta\"\ntemperature = 0.7\n";
+    let toml =
+        "[profiles.legacy]\nnumbers = [\"+15550002222\"]\ndialect = \"beta\"\ntemperature = 0.7\n";
     let (server, _dir) = bridge_on(&sim, "beta", toml).await;
     let mut ws = media::started(
         server.addr,
@@ -215,9 +224,18 @@ async fn a_beta_profile_on_a_ga_bridge_speaks_beta() {
     let s = &update["session"];
     assert_eq!(s["input_audio_format"], "g711_ulaw", "{s:#}");
     assert_eq!(s["output_audio_format"], "g711_ulaw");
-    assert!(s["temperature"].as_f64().is_some_and(|t| (t - 0.7).abs() < 1e-6));
-    assert!(s.get("type").is_none() && s.get("audio").is_none(), "GA fields: {s:#}");
-    assert_eq!(session.errors_sent, 0, "the simulator refused: {:?}", session.sent);
+    assert!(s["temperature"]
+        .as_f64()
+        .is_some_and(|t| (t - 0.7).abs() < 1e-6));
+    assert!(
+        s.get("type").is_none() && s.get("audio").is_none(),
+        "GA fields: {s:#}"
+    );
+    assert_eq!(
+        session.errors_sent, 0,
+        "the simulator refused: {:?}",
+        session.sent
+    );
     // A session the call dialled in the old dialect is not the one configured, and is closed.
     for other in sim.sessions().iter().filter(|o| o.id != session.id) {
         assert_eq!(other.dialect, SimDialect::Ga);
@@ -287,7 +305,13 @@ numbers = ["+15550002222"]
     );
     let (server, _dir) = bridge_on(&sim, "tools", &toml).await;
 
-    let mut ws = media::started(server.addr, "MZbill", "CAbill", json!({"To": "+15550001111"})).await;
+    let mut ws = media::started(
+        server.addr,
+        "MZbill",
+        "CAbill",
+        json!({"To": "+15550001111"}),
+    )
+    .await;
     let billing = media::configured(&sim, 0).await;
     let update = billing
         .received
@@ -336,6 +360,55 @@ numbers = ["+15550002222"]
         [("lookup_order".into(), "Looks up an order.".into())]
     );
     media::hang_up(&mut ws, media::stop("AC1", "MZsup", "CAsup")).await;
-    assert_eq!(tools.hits.lock().unwrap().len(), 1, "support's call ran no tool");
+    assert_eq!(
+        tools.hits.lock().unwrap().len(),
+        1,
+        "support's call ran no tool"
+    );
     server.stop(Duration::from_secs(1)).await;
+}
+
+/// In the state machine: a call dialled in the bridge's dialect and format (GA, pcmu) whose
+/// profile, decided at `start`, says beta and pcm. The socket parked meanwhile is closed
+/// unconfigured, a new one dialled; it is configured with the profile's settings, and the
+/// caller audio held meanwhile goes up as 24 kHz PCM16 (6 bytes per μ-law byte).
+#[test]
+fn a_profile_decided_at_start_redials_in_its_dialect_and_switches_the_format() {
+    use callbridge::call::effects::UpstreamEffect;
+    use callbridge::call::{CallConfig, Output};
+    use callbridge::realtime::{AudioFormat, ClientEvent, Dialect};
+    use support::call_harness::{appends, config, to_model, upstream_effects, H};
+
+    let mut h = H::new(config(AudioFormat::Pcmu));
+    h.call.defer_settings();
+    h.start("{}");
+    h.connect(10); // generation 1, parked
+    h.frame(0xFF, 20);
+    let mut profile: CallConfig = config(AudioFormat::Pcm24k);
+    profile.dialect = Dialect::Beta;
+    h.call
+        .settings_decided(Some(std::sync::Arc::new(profile)), h.at(30));
+    let outs = h.drain();
+    assert_eq!(
+        upstream_effects(&outs),
+        [
+            UpstreamEffect::CloseUpstream { generation: 1 },
+            UpstreamEffect::ConnectUpstream { generation: 2 },
+        ]
+    );
+    assert!(to_model(&outs).is_empty(), "nothing to the old socket");
+    assert_eq!(h.call.dialect(), Dialect::Beta);
+    h.call.on_upstream_open(2, h.at(80));
+    let outs = h.drain();
+    let model = to_model(&outs);
+    assert!(
+        matches!(&model[0], (2, ClientEvent::SessionUpdate(s)) if s.audio_format == AudioFormat::Pcm24k),
+        "{model:?}"
+    );
+    let sent: usize = appends(&outs).iter().map(Vec::len).sum();
+    assert!(
+        (160 * 5..=160 * 6).contains(&sent),
+        "20 ms held as μ-law, sent as 24 kHz PCM16: {sent} bytes"
+    );
+    assert!(!outs.iter().any(|o| matches!(o, Output::Hangup(_))));
 }

@@ -26,7 +26,10 @@ async fn recording_done(server: &callbridge::server::Running, call_sid: &str, re
         ("AccountSid", "AC1"),
         ("CallSid", call_sid),
         ("RecordingSid", recording_sid),
-        ("RecordingUrl", "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"),
+        (
+            "RecordingUrl",
+            "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1",
+        ),
         ("RecordingStatus", "completed"),
         ("RecordingDuration", "12"),
     ]
@@ -88,9 +91,14 @@ async fn a_recording_names_its_calls_report_and_goes_where_the_report_went() {
             .expect("header"),
     );
     let mut ws = media::connect(req).await;
-    ws.send(media::start("AC1", "MZrec", "CArec", json!({"To": "+15550001111"})))
-        .await
-        .expect("send");
+    ws.send(media::start(
+        "AC1",
+        "MZrec",
+        "CArec",
+        json!({"To": "+15550001111"}),
+    ))
+    .await
+    .expect("send");
     media::configured(&sim, 0).await;
     media::hang_up(&mut ws, media::stop("AC1", "MZrec", "CArec")).await;
     let got = sales.wait_until(WAIT, |r| !r.is_empty()).await;

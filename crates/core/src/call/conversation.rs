@@ -560,6 +560,8 @@ mod tests {
         }
         assert_eq!(c.entries().len(), MAX_ENTRIES);
         assert_eq!(c.end(), MAX_ENTRIES + 5);
-        assert!(matches!(&c.entries()[0], Entry::Caller(l) if &*l.text == "5" && l.at_ms.is_none()));
+        assert!(
+            matches!(&c.entries()[0], Entry::Caller(l) if &*l.text == "5" && l.at_ms.is_none())
+        );
     }
 }

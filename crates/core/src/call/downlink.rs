@@ -97,8 +97,11 @@ impl Call {
             }
             self.current_item = Some(item_id.to_owned());
             // It plays once what Twilio still queues ahead of it has played.
-            let queued_ms =
-                self.playback.sent().saturating_sub(self.playback.heard(now)) / ULAW_BYTES_PER_MS;
+            let queued_ms = self
+                .playback
+                .sent()
+                .saturating_sub(self.playback.heard(now))
+                / ULAW_BYTES_PER_MS;
             let opened_ms = now.saturating_duration_since(self.opened_at).as_millis() as u64;
             self.conversation
                 .agent_started(item_id, opened_ms + queued_ms);

@@ -31,7 +31,9 @@ pub(crate) struct Settings {
 /// The resamplers a call in `format` needs (pcm: 8 kHz ⇄ 24 kHz), boxed: only a pcm call has
 /// them, and inline they would be reserved in every call's task. `None` for pcm means they
 /// could not be built.
-pub(super) fn resamplers(format: AudioFormat) -> (Option<Box<Upsampler>>, Option<Box<Downsampler>>) {
+pub(super) fn resamplers(
+    format: AudioFormat,
+) -> (Option<Box<Upsampler>>, Option<Box<Downsampler>>) {
     match format {
         AudioFormat::Pcmu => (None, None),
         AudioFormat::Pcm24k => (
@@ -103,11 +105,15 @@ impl Call {
     fn redial_in_new_dialect(&mut self) {
         if let Some(old) = self.settings.parked.take() {
             self.out
-                .push_back(Output::Upstream(UpstreamEffect::CloseUpstream { generation: old }));
+                .push_back(Output::Upstream(UpstreamEffect::CloseUpstream {
+                    generation: old,
+                }));
         }
         let generation = self.upstream.dial_first_again();
         self.out
-            .push_back(Output::Upstream(UpstreamEffect::ConnectUpstream { generation }));
+            .push_back(Output::Upstream(UpstreamEffect::ConnectUpstream {
+                generation,
+            }));
     }
 
     /// A session opened: parked (true) while the settings are pending.

@@ -9,8 +9,8 @@ use base64::Engine;
 use super::playback::MarkEcho;
 use super::tools::CallInfo;
 use super::{
-    Call, CallEvent, EndReason, Output, FLUSH_CHUNK_MS, MAX_BEFORE_START,
-    MAX_INBOUND_PAYLOAD, ULAW_BYTES_PER_MS,
+    Call, CallEvent, EndReason, Output, FLUSH_CHUNK_MS, MAX_BEFORE_START, MAX_INBOUND_PAYLOAD,
+    ULAW_BYTES_PER_MS,
 };
 use crate::audio::{g711, ULAW_SILENCE};
 use crate::realtime::{AudioFormat, ClientEvent};
@@ -59,8 +59,9 @@ impl Call {
                     return;
                 }
                 self.stream_sid = Some(stream_sid.clone().into_owned());
-                self.conversation
-                    .stream_started(now.saturating_duration_since(self.opened_at).as_millis() as u64);
+                self.conversation.stream_started(
+                    now.saturating_duration_since(self.opened_at).as_millis() as u64,
+                );
                 self.opening_progressed();
                 let params = &start.custom_parameters;
                 self.info = Some(CallInfo {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::ConfigError;
 use super::tools::{tool_spec, RawTool};
+use super::ConfigError;
 use crate::call::tools::{ToolSpec, BUILT_INS, END_CALL, TRANSFER_CALL};
 use crate::call::CallConfig;
 use crate::profile::{is_e164, Profile, Profiles};

@@ -137,8 +137,8 @@ pub(super) fn tool_spec(key: &dyn Fn(&str) -> String, t: RawTool) -> Result<Tool
     let parameters = match t.parameters {
         None => serde_json::json!({"type": "object", "properties": {}}),
         Some(p) => {
-            let v = serde_json::to_value(&p)
-                .map_err(|e| invalid(&key("parameters"), e.to_string()))?;
+            let v =
+                serde_json::to_value(&p).map_err(|e| invalid(&key("parameters"), e.to_string()))?;
             let is_object_schema = v.as_object().is_some_and(|o| {
                 o.get("type").and_then(Value::as_str) == Some("object")
                     && o.get("properties").is_none_or(Value::is_object)

@@ -86,7 +86,10 @@ mod tests {
         assert_eq!(one.url.as_deref(), Some("https://crm.example.com/sales"));
         r.insert("CA2", "rpt_c", None);
         r.insert("CA3", "rpt_d", None);
-        assert!(r.get("CA1").is_none(), "over the bound: the oldest call is forgotten");
+        assert!(
+            r.get("CA1").is_none(),
+            "over the bound: the oldest call is forgotten"
+        );
         assert!(r.get("CA2").is_some() && r.get("CA3").is_some());
     }
 }
