@@ -94,20 +94,43 @@ fn a_profiles_format_dialect_and_tools_are_validated_naming_the_key() {
     );
 }
 
-/// The session of the simulator that got a `session.update` (a call whose dialect changed
-/// at `start` dialled a second socket; the first one is closed unconfigured).
-async fn configured_session(sim: &Simulator) -> SessionLog {
+/// A call to `to` (stream `MZ{tag}`, call `CA{tag}`) on `server`, once its session is
+/// configured: the media socket, the session, and the `session.update` it received. The
+/// session is the `n`th of the simulator's to be configured (a call whose dialect changed at
+/// `start` dialled a second socket; the first is closed unconfigured, and does not count).
+async fn call_to(
+    server: &callbridge::server::Running,
+    sim: &Simulator,
+    tag: &str,
+    to: &str,
+    n: usize,
+) -> (media::Ws, SessionLog, Value) {
+    let ws = media::started(
+        server.addr,
+        &format!("MZ{tag}"),
+        &format!("CA{tag}"),
+        json!({ "To": to }),
+    )
+    .await;
+    let update_of = |s: &SessionLog| {
+        s.received
+            .iter()
+            .find(|e| e["type"] == "session.update")
+            .cloned()
+    };
     let mut found = None;
     let configured = eventually(WAIT, async || {
         found = sim
             .sessions()
             .into_iter()
-            .find(|s| s.received.iter().any(|e| e["type"] == "session.update"));
+            .filter_map(|s| update_of(&s).map(|u| (s, u)))
+            .nth(n);
         found.is_some()
     })
     .await;
-    assert!(configured, "no session configured");
-    found.expect("configured")
+    assert!(configured, "no session configured for {tag}");
+    let (session, update) = found.expect("configured");
+    (ws, session, update)
 }
 
 /// A bridge on `sim` with `toml` as its config file (and the tool secret).
@@ -149,13 +172,7 @@ async fn a_pcm_profile_on_a_pcmu_bridge_sends_24_khz_pcm() {
     let sim = simulator(SimConfig::default()).await;
     let toml = "audio_mode = \"pcmu\"\n[profiles.hifi]\nnumbers = [\"+15550001111\"]\naudio_mode = \"pcm\"\n";
     let (server, _dir) = bridge_on(&sim, "pcm", toml).await;
-    let mut ws = media::started(server.addr, "MZpcm", "CApcm", json!({"To": "+15550001111"})).await;
-    let session = configured_session(&sim).await;
-    let update = session
-        .received
-        .iter()
-        .find(|e| e["type"] == "session.update")
-        .expect("session.update");
+    let (mut ws, session, update) = call_to(&server, &sim, "pcm", "+15550001111", 0).await;
     assert_eq!(
         update["session"]["audio"]["input"]["format"],
         json!({"type": "audio/pcm", "rate": 24000}),
@@ -199,14 +216,7 @@ async fn a_beta_profile_on_a_ga_bridge_speaks_beta() {
     let toml =
         "[profiles.legacy]\nnumbers = [\"+15550002222\"]\ndialect = \"beta\"\ntemperature = 0.7\n";
     let (server, _dir) = bridge_on(&sim, "beta", toml).await;
-    let mut ws = media::started(
-        server.addr,
-        "MZbeta",
-        "CAbeta",
-        json!({"To": "+15550002222"}),
-    )
-    .await;
-    let session = configured_session(&sim).await;
+    let (mut ws, session, update) = call_to(&server, &sim, "beta", "+15550002222", 0).await;
     assert_eq!(session.dialect, SimDialect::Beta);
     assert!(
         session
@@ -216,11 +226,6 @@ async fn a_beta_profile_on_a_ga_bridge_speaks_beta() {
         "{:?}",
         session.headers
     );
-    let update = session
-        .received
-        .iter()
-        .find(|e| e["type"] == "session.update")
-        .expect("session.update");
     let s = &update["session"];
     assert_eq!(s["input_audio_format"], "g711_ulaw", "{s:#}");
     assert_eq!(s["output_audio_format"], "g711_ulaw");
@@ -305,20 +310,8 @@ numbers = ["+15550002222"]
     );
     let (server, _dir) = bridge_on(&sim, "tools", &toml).await;
 
-    let mut ws = media::started(
-        server.addr,
-        "MZbill",
-        "CAbill",
-        json!({"To": "+15550001111"}),
-    )
-    .await;
-    let billing = media::configured(&sim, 0).await;
-    let update = billing
-        .received
-        .iter()
-        .find(|e| e["type"] == "session.update")
-        .expect("session.update");
-    let mut offered = tools_offered(update);
+    let (mut ws, _, update) = call_to(&server, &sim, "bill", "+15550001111", 0).await;
+    let mut offered = tools_offered(&update);
     offered.sort();
     assert_eq!(
         offered,
@@ -348,15 +341,9 @@ numbers = ["+15550002222"]
     media::hang_up(&mut ws, media::stop("AC1", "MZbill", "CAbill")).await;
 
     // Another profile: the top level's tools, not billing's.
-    let mut ws = media::started(server.addr, "MZsup", "CAsup", json!({"To": "+15550002222"})).await;
-    let support = media::configured(&sim, 1).await;
-    let update = support
-        .received
-        .iter()
-        .find(|e| e["type"] == "session.update")
-        .expect("session.update");
+    let (mut ws, _, update) = call_to(&server, &sim, "sup", "+15550002222", 1).await;
     assert_eq!(
-        tools_offered(update),
+        tools_offered(&update),
         [("lookup_order".into(), "Looks up an order.".into())]
     );
     media::hang_up(&mut ws, media::stop("AC1", "MZsup", "CAsup")).await;
