@@ -11,6 +11,17 @@
 //! to the audio heard (the transcript carries no timings), back to a word boundary, and the
 //! line is flagged with [`AgentLine::interrupted_after_ms`].
 //!
+//! Each line knows when it was said, on the call's clock (ms since the media socket opened),
+//! from the audio rather than from when its transcript arrived (a transcription can finish
+//! seconds after the caller stopped, after the agent already answered):
+//! - a caller line: the server's `input_audio_buffer.speech_started.audio_start_ms` for its
+//!   item (`protocol.md`: ms into the audio appended *to that session*), placed on the
+//!   caller's audio timeline by where that session's input began ([`Conversation::audio_sent`])
+//!   and when Twilio's `start` came (its audio position 0). Caller audio the bridge dropped (a
+//!   full prebuffer during a long outage) is not on that timeline;
+//! - an agent line: when its audio began playing for the caller — the moment its first frame
+//!   went to Twilio plus the audio still queued ahead of it there ([`Conversation::agent_started`]).
+//!
 //! Bounded: at most [`MAX_ENTRIES`] entries (the oldest go first), and a replay sends at most
 //! [`REPLAY_MAX_CHARS`] characters of the most recent entries.
 
@@ -25,6 +36,11 @@ pub const MAX_ENTRIES: usize = 2000;
 pub const REPLAY_MAX_CHARS: usize = 24_000;
 /// Characters kept of one line (a runaway transcript must not grow the log without bound).
 const MAX_LINE_CHARS: usize = 8_000;
+/// Caller speech detected and not yet transcribed that is remembered (a transcript comes a
+/// few seconds after its speech at most; a server that never transcribes cannot grow this).
+const MAX_UNTRANSCRIBED: usize = 8;
+/// μ-law bytes per ms at 8 kHz (the caller's audio timeline).
+const ULAW_BYTES_PER_MS: u64 = 8;
 
 /// The system note that ends a replay: without it the model greets the caller again.
 pub const CONTINUATION_NOTE: &str = "The phone conversation above continues after a short \
@@ -35,9 +51,8 @@ part shown; continue naturally from there.";
 /// One line of the conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    /// What the caller said (input transcription), or keys the caller pressed. Shared with the
-    /// call's event and the call report (one copy of the text per call, not one each).
-    Caller(Arc<str>),
+    /// What the caller said (input transcription), or keys the caller pressed.
+    Caller(CallerLine),
     /// What the agent said.
     Agent(AgentLine),
     /// A function call the model made.
@@ -48,6 +63,18 @@ pub enum Entry {
     },
     /// The result given back to the model for `call_id`.
     ToolOutput { call_id: String, output: String },
+}
+
+/// What the caller said, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerLine {
+    /// Shared with the call's event and the call report (one copy of the text per call, not
+    /// one each).
+    pub text: Arc<str>,
+    /// When the caller began saying it (ms since the media socket opened), from the audio
+    /// position the server reported; `None` for keys pressed and for a transcript whose
+    /// speech start the server never reported.
+    pub at_ms: Option<u64>,
 }
 
 /// One agent answer (one assistant audio item).
@@ -65,6 +92,9 @@ pub struct AgentLine {
     produced_ms: u64,
     /// The transcript is still arriving.
     pub in_progress: bool,
+    /// When its audio began playing for the caller (ms since the media socket opened); `None`
+    /// for an answer none of whose audio went out.
+    pub at_ms: Option<u64>,
 }
 
 /// An agent line's transcript: built from deltas while the model speaks, then the final
@@ -148,6 +178,21 @@ pub struct Conversation {
     entries: Vec<Entry>,
     /// Entries dropped from the front (so indices handed out stay meaningful).
     dropped: usize,
+    clock: AudioClock,
+}
+
+/// Where the caller's audio sits on the call's clock (see the module's doc).
+#[derive(Debug, Clone, Default)]
+struct AudioClock {
+    /// ms from the media socket opening to Twilio's `start` (caller audio position 0).
+    start_ms: u64,
+    /// μ-law bytes of caller audio kept so far (sent to the model or waiting for a session).
+    caller_bytes: u64,
+    /// The session caller audio goes to (its generation; 0: none yet), and the caller audio
+    /// position (bytes) where that session's input began.
+    session: (u64, u64),
+    /// Caller speech detected and not transcribed yet: (item id, ms since the socket opened).
+    untranscribed: Vec<(Option<Box<str>>, u64)>,
 }
 
 impl Conversation {
@@ -174,9 +219,26 @@ impl Conversation {
         self.entries.push(e);
     }
 
-    /// The caller said `text` (a finished input transcription). Returns the line as kept
+    /// The caller said `text` (keys pressed, as a line), untimed. Returns the line as kept
     /// (trimmed, clipped) to be shared, or `None` when there was nothing to keep.
     pub fn caller_said(&mut self, text: &str) -> Option<Arc<str>> {
+        self.caller_line(text, None)
+    }
+
+    /// The server transcribed the caller's item `item_id` as `text`: the line is timed by
+    /// that item's speech start (without an id, the oldest speech not transcribed yet).
+    pub fn caller_transcribed(&mut self, item_id: Option<&str>, text: &str) -> Option<Arc<str>> {
+        let pending = &mut self.clock.untranscribed;
+        let i = match item_id {
+            Some(id) => pending.iter().position(|(i, _)| i.as_deref() == Some(id)),
+            None if pending.is_empty() => None,
+            None => Some(0),
+        };
+        let at_ms = i.map(|i| pending.remove(i).1);
+        self.caller_line(text, at_ms)
+    }
+
+    fn caller_line(&mut self, text: &str, at_ms: Option<u64>) -> Option<Arc<str>> {
         let t = text.trim();
         if t.is_empty() {
             return None;
@@ -184,8 +246,53 @@ impl Conversation {
         let mut s = t.to_owned();
         clip(&mut s);
         let said: Arc<str> = s.into();
-        self.push(Entry::Caller(said.clone()));
+        self.push(Entry::Caller(CallerLine {
+            text: said.clone(),
+            at_ms,
+        }));
         Some(said)
+    }
+
+    /// Twilio's `start` came `at_ms` after the media socket opened: caller audio position 0.
+    pub fn stream_started(&mut self, at_ms: u64) {
+        self.clock.start_ms = at_ms;
+    }
+
+    /// `bytes` more of caller μ-law were kept (sent on, or held for a session).
+    pub fn caller_audio_kept(&mut self, bytes: usize) {
+        self.clock.caller_bytes += bytes as u64;
+    }
+
+    /// μ-law bytes of caller audio kept so far: the position just past the newest.
+    pub fn caller_audio_position(&self) -> u64 {
+        self.clock.caller_bytes
+    }
+
+    /// Caller audio from position `at` (bytes) went to the session of `generation`: the first
+    /// such audio of a session is where its input buffer — and its `audio_start_ms` — begins.
+    pub fn audio_sent(&mut self, generation: u64, at: u64) {
+        if self.clock.session.0 != generation {
+            self.clock.session = (generation, at);
+        }
+    }
+
+    /// The server heard the caller start speaking `audio_start_ms` into the current session's
+    /// input (the item `item_id` will carry the transcript).
+    pub fn caller_started(&mut self, item_id: Option<&str>, audio_start_ms: u64) {
+        let c = &mut self.clock;
+        let at_ms = c.start_ms + c.session.1 / ULAW_BYTES_PER_MS + audio_start_ms;
+        if c.untranscribed.len() == MAX_UNTRANSCRIBED {
+            c.untranscribed.remove(0);
+        }
+        c.untranscribed.push((item_id.map(Box::from), at_ms));
+    }
+
+    /// The agent's item `item_id` begins playing for the caller at `at_ms` (its first frame
+    /// went to Twilio; this is when the audio queued ahead of it there has played).
+    pub fn agent_started(&mut self, item_id: &str, at_ms: u64) {
+        self.with_agent_line(Some(item_id), |line| {
+            line.at_ms.get_or_insert(at_ms);
+        });
     }
 
     /// Runs `f` on the agent line for `item_id` (without an id: the line in progress),
@@ -294,7 +401,7 @@ impl Conversation {
         let mut first = slice.len();
         for (i, e) in slice.iter().enumerate().rev() {
             let n = match e {
-                Entry::Caller(t) => t.len(),
+                Entry::Caller(l) => l.text.len(),
                 Entry::Agent(l) => l.text().len(),
                 Entry::ToolCall { arguments, .. } => arguments.len() + 32,
                 Entry::ToolOutput { output, .. } => output.len() + 32,
@@ -309,7 +416,7 @@ impl Conversation {
         let mut out = Vec::new();
         for e in &slice[first..] {
             let item = match e {
-                Entry::Caller(t) => Item::UserText(t.to_string()),
+                Entry::Caller(l) => Item::UserText(l.text.to_string()),
                 Entry::Agent(l) => match l.text() {
                     t if t.is_empty() => continue,
                     t => Item::AssistantText(t),
@@ -453,6 +560,8 @@ mod tests {
         }
         assert_eq!(c.entries().len(), MAX_ENTRIES);
         assert_eq!(c.end(), MAX_ENTRIES + 5);
-        assert_eq!(c.entries()[0], Entry::Caller("5".into()));
+        assert!(
+            matches!(&c.entries()[0], Entry::Caller(l) if &*l.text == "5" && l.at_ms.is_none())
+        );
     }
 }

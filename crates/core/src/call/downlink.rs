@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use base64::Engine;
 
-use super::{Call, CallEvent, Output, MAX_DELTA_BYTES};
+use super::{Call, CallEvent, Output, MAX_DELTA_BYTES, ULAW_BYTES_PER_MS};
 use crate::audio::g711;
 use crate::realtime::{AudioFormat, ClientEvent};
 use crate::twilio::Outbound;
@@ -98,6 +98,15 @@ impl Call {
                 self.finish_item(now);
             }
             self.current_item = Some(item_id.to_owned());
+            // It plays once what Twilio still queues ahead of it has played.
+            let queued_ms = self
+                .playback
+                .sent()
+                .saturating_sub(self.playback.heard(now))
+                / ULAW_BYTES_PER_MS;
+            let opened_ms = now.saturating_duration_since(self.opened_at).as_millis() as u64;
+            self.conversation
+                .agent_started(item_id, opened_ms + queued_ms);
         }
         match self.playback.item(item_id, response_id) {
             Some(item) => item.model_bytes += bytes.len() as u64,

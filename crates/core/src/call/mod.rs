@@ -200,13 +200,7 @@ impl Call {
     /// A new call whose media socket opened at `now`.
     pub fn new(cfg: Arc<CallConfig>, now: Instant) -> Call {
         let format = cfg.session.audio_format;
-        let (upsampler, downsampler) = match format {
-            AudioFormat::Pcmu => (None, None),
-            AudioFormat::Pcm24k => (
-                Upsampler::new().ok().map(Box::new),
-                Downsampler::new().ok().map(Box::new),
-            ),
-        };
+        let (upsampler, downsampler) = settings::resamplers(format);
         let mut out = VecDeque::with_capacity(8);
         // The first session is dialled at once, in parallel with Twilio's `start`: the shell
         // performs this like any other effect, before it waits for anything.
@@ -390,7 +384,12 @@ impl Call {
                 }));
                 self.on_session_error(code.as_deref(), now);
             }
-            ServerEvent::SpeechStarted { .. } => {
+            ServerEvent::SpeechStarted {
+                audio_start_ms,
+                item_id,
+            } => {
+                self.conversation
+                    .caller_started(item_id.as_deref(), audio_start_ms);
                 self.upstream.caller_speaking = true;
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
@@ -431,8 +430,14 @@ impl Call {
                 self.out
                     .push_back(Output::Event(CallEvent::AgentTranscript(said)));
             }
-            ServerEvent::CallerTranscript { transcript } => {
-                if let Some(said) = self.conversation.caller_said(&transcript) {
+            ServerEvent::CallerTranscript {
+                item_id,
+                transcript,
+            } => {
+                let said = self
+                    .conversation
+                    .caller_transcribed(item_id.as_deref(), &transcript);
+                if let Some(said) = said {
                     self.out
                         .push_back(Output::Event(CallEvent::CallerTranscript(said)));
                 }

@@ -2,7 +2,6 @@
 //! media (the caller's audio, gaps filled, sent upstream as it comes or held until a session
 //! is ready), marks echoed back, keys pressed, `stop`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -10,8 +9,8 @@ use base64::Engine;
 use super::playback::MarkEcho;
 use super::tools::CallInfo;
 use super::{
-    Call, CallConfig, CallEvent, EndReason, Output, FLUSH_CHUNK_MS, MAX_BEFORE_START,
-    MAX_INBOUND_PAYLOAD, ULAW_BYTES_PER_MS,
+    Call, CallEvent, EndReason, Output, FLUSH_CHUNK_MS, MAX_BEFORE_START, MAX_INBOUND_PAYLOAD,
+    ULAW_BYTES_PER_MS,
 };
 use crate::audio::{g711, ULAW_SILENCE};
 use crate::realtime::{AudioFormat, ClientEvent};
@@ -60,6 +59,9 @@ impl Call {
                     return;
                 }
                 self.stream_sid = Some(stream_sid.clone().into_owned());
+                self.conversation.stream_started(
+                    now.saturating_duration_since(self.opened_at).as_millis() as u64,
+                );
                 self.opening_progressed();
                 let params = &start.custom_parameters;
                 self.info = Some(CallInfo {
@@ -222,14 +224,19 @@ impl Call {
                 return;
             }
             self.prebuffer.extend_from_slice(ulaw);
+            self.conversation.caller_audio_kept(ulaw.len());
             return;
         }
-        self.send_caller_audio(ulaw);
+        self.conversation.caller_audio_kept(ulaw.len());
+        let at = self.conversation.caller_audio_position() - ulaw.len() as u64;
+        self.send_caller_audio(ulaw, at);
     }
 
     /// Converts caller μ-law to the session's format and appends it; a copy is kept for a
-    /// reconnect (see `Lifecycle::tail`).
-    pub(super) fn send_caller_audio(&mut self, ulaw: &[u8]) {
+    /// reconnect (see `Lifecycle::tail`). `at`: its position on the caller's audio timeline
+    /// (bytes), which places the session's `audio_start_ms` (see `Conversation::audio_sent`).
+    pub(super) fn send_caller_audio(&mut self, ulaw: &[u8], at: u64) {
+        self.conversation.audio_sent(self.upstream.current(), at);
         let mut upstream = self.append_pool.take();
         match self.format {
             AudioFormat::Pcmu => upstream.extend_from_slice(ulaw),
@@ -257,20 +264,6 @@ impl Call {
         self.send_model(ClientEvent::AppendAudio(upstream));
     }
 
-    /// Replaces the call's settings — the agent profile chosen at Twilio's `start` — while the
-    /// upstream session is not configured yet. Refused (`false`) after that, or when the audio
-    /// format or dialect would change (the codecs are set up when the call is created).
-    pub fn set_config(&mut self, cfg: Arc<CallConfig>) -> bool {
-        if self.upstream_ready
-            || cfg.session.audio_format != self.format
-            || cfg.dialect != self.cfg.dialect
-        {
-            return false;
-        }
-        self.cfg = cfg;
-        true
-    }
-
     /// Caller audio waiting for a session, in ms.
     pub(super) fn prebuffered_ms(&self) -> u64 {
         self.prebuffer.len() as u64 / ULAW_BYTES_PER_MS
@@ -280,8 +273,11 @@ impl Call {
     pub(super) fn flush_prebuffer(&mut self) {
         let chunk = (FLUSH_CHUNK_MS * ULAW_BYTES_PER_MS) as usize;
         let buffered = std::mem::take(&mut self.prebuffer);
+        // The buffer holds the newest caller audio (a requeued tail runs straight on into it).
+        let mut at = self.conversation.caller_audio_position() - buffered.len() as u64;
         for part in buffered.chunks(chunk) {
-            self.send_caller_audio(part);
+            self.send_caller_audio(part, at);
+            at += part.len() as u64;
         }
     }
 }

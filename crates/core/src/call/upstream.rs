@@ -210,6 +210,17 @@ impl Lifecycle {
         self.current
     }
 
+    /// The first session is dialled again (the call's dialect changed before it was
+    /// configured): the new generation, now the one the call waits for and will use, so
+    /// whatever the old socket still says or does is ignored.
+    pub(crate) fn dial_first_again(&mut self) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.dialing = Some(generation);
+        self.current = generation;
+        generation
+    }
+
     fn successor(&self) -> Option<u64> {
         match self.rotation {
             Rotation::Idle => None,

@@ -75,6 +75,9 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "conversation.item.input_audio_transcription.completed")]
     CallerTranscript {
+        /// The caller's item, as named by its `speech_started` (which says when it began).
+        #[serde(default)]
+        item_id: Option<String>,
         #[serde(default)]
         transcript: String,
     },

@@ -5,13 +5,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::tools::{tool_spec, RawTool};
 use super::ConfigError;
-use crate::call::tools::{BUILT_INS, END_CALL, SEND_DTMF, TRANSFER_CALL};
+use crate::call::tools::{ToolSpec, BUILT_INS, END_CALL, SEND_DTMF, TRANSFER_CALL};
 use crate::call::CallConfig;
 use crate::profile::{is_e164, Profile, Profiles};
 
 /// Keys a profile may set (per-call settings of the top level).
 pub const PER_CALL_KEYS: &[&str] = &[
+    "audio_mode",
+    "dialect",
     "instructions",
     "voice",
     "model",
@@ -118,17 +121,17 @@ pub fn parse(
         let mut report_url = None;
         let mut twilio_recording = None;
         let mut setup_url = None;
-        let mut tools: Option<Vec<String>> = None;
+        let mut tools: Option<ProfileTools> = None;
         for (k, v) in body {
             match k.as_str() {
                 "tools" => {
-                    let names = tool_names(table, &v).map_err(|m| invalid(at("tools"), m))?;
+                    let listed = profile_tools(&at("tools"), table, &v)?;
                     for built_in in [END_CALL, SEND_DTMF] {
-                        if names.iter().any(|n| n == built_in) {
+                        if listed.picked.iter().any(|n| n == built_in) {
                             merged.insert(built_in.into(), toml::Value::Boolean(true));
                         }
                     }
-                    tools = Some(names);
+                    tools = Some(listed);
                 }
                 "numbers" => {
                     let list = v
@@ -199,8 +202,8 @@ pub fn parse(
             other => other,
         })?;
         let mut call = call;
-        if let Some(names) = tools {
-            let listed = |n: &str| names.iter().any(|x| x == n);
+        if let Some(ProfileTools { picked, own }) = tools {
+            let listed = |n: &str| picked.iter().any(|x| x == n);
             if listed(TRANSFER_CALL) && call.tools.transfer_targets.is_empty() {
                 return Err(invalid(
                     at("tools"),
@@ -209,6 +212,7 @@ pub fn parse(
             }
             // The list is the whole of what the profile's calls are offered.
             call.tools.tools.retain(|t| listed(&t.name));
+            call.tools.tools.extend(own);
             call.tools.end_call = listed(END_CALL);
             call.tools.send_dtmf = listed(SEND_DTMF);
             if !listed(TRANSFER_CALL) {
@@ -248,8 +252,24 @@ pub fn parse(
     Ok(out)
 }
 
-/// A profile's `tools`: names of top-level `[[tools]]` and of the built-ins, each known.
-fn tool_names(table: &toml::Table, v: &toml::Value) -> Result<Vec<String>, String> {
+/// A profile's `tools`: the whole of what its calls are offered.
+struct ProfileTools {
+    /// Names of top-level `[[tools]]` and of the built-ins.
+    picked: Vec<String>,
+    /// Tools the profile defines itself (`[[profiles.NAME.tools]]` with a `url`). One with the
+    /// name of a top-level tool replaces it for this profile's calls.
+    own: Vec<ToolSpec>,
+}
+
+/// Reads a profile's `tools` (`key`: `profiles.NAME.tools`). Each entry is a name (a string,
+/// or a table with only `name`: `tools = ["lookup_order", "end_call"]`, or
+/// `[[profiles.NAME.tools]] name = "end_call"`), or a whole tool as in the top-level
+/// `[[tools]]`, checked by the same rules, its errors naming `profiles.NAME.tools[i].KEY`.
+fn profile_tools(
+    key: &str,
+    table: &toml::Table,
+    v: &toml::Value,
+) -> Result<ProfileTools, ConfigError> {
     let defined: Vec<&str> = table
         .get("tools")
         .and_then(toml::Value::as_array)
@@ -259,18 +279,71 @@ fn tool_names(table: &toml::Table, v: &toml::Value) -> Result<Vec<String>, Strin
                 .collect()
         })
         .unwrap_or_default();
-    let list = v
-        .as_array()
-        .ok_or("a list of tool names, like [\"lookup_order\", \"end_call\"]")?;
-    let mut out = Vec::new();
-    for n in list {
-        let name = n.as_str().unwrap_or_default();
-        if !(defined.contains(&name) || BUILT_INS.contains(&name)) {
-            let mut known = defined.clone();
-            known.extend_from_slice(BUILT_INS);
-            return Err(format!("{n} is not a tool; known: {}", known.join(", ")));
+    let list = v.as_array().ok_or_else(|| {
+        invalid(
+            key.to_owned(),
+            "a list of tool names, like [\"lookup_order\", \"end_call\"], or [[tools]] tables",
+        )
+    })?;
+    let mut out = ProfileTools {
+        picked: Vec::new(),
+        own: Vec::new(),
+    };
+    for (i, entry) in list.iter().enumerate() {
+        let at = |field: &str| format!("{key}[{i}].{field}");
+        let only_name = entry
+            .as_table()
+            .filter(|t| t.len() == 1)
+            .and_then(|t| t.get("name"));
+        let name = match (entry, only_name) {
+            (toml::Value::String(_), _) | (_, Some(_)) => {
+                let name = only_name.unwrap_or(entry).as_str().unwrap_or_default();
+                if !(defined.contains(&name) || BUILT_INS.contains(&name)) {
+                    let mut known = defined.clone();
+                    known.extend_from_slice(BUILT_INS);
+                    return Err(invalid(
+                        key.to_owned(),
+                        format!(
+                            "{:?} is not a tool; known: {} (or define it here, with a url)",
+                            name,
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                out.picked.push(name.to_owned());
+                name.to_owned()
+            }
+            (toml::Value::Table(_), None) => {
+                let raw: RawTool = entry
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| invalid(format!("{key}[{i}]"), e.to_string()))?;
+                let spec = tool_spec(&at, raw)?;
+                let has_secret = table
+                    .get("tool_secret")
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|s| !s.is_empty());
+                if !has_secret {
+                    return Err(invalid(
+                        "tool_secret".into(),
+                        format!("required with {key}[{i}] (requests to tools are signed with it)"),
+                    ));
+                }
+                let name = spec.name.clone();
+                out.own.push(spec);
+                name
+            }
+            _ => {
+                return Err(invalid(
+                    format!("{key}[{i}]"),
+                    format!("{entry} is neither a tool's name nor a tool"),
+                ))
+            }
+        };
+        let named = out.picked.iter().chain(out.own.iter().map(|t| &t.name));
+        if named.filter(|n| **n == name).count() > 1 {
+            return Err(invalid(at("name"), format!("{name:?} is listed twice")));
         }
-        out.push(name.to_owned());
     }
     Ok(out)
 }

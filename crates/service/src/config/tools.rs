@@ -53,68 +53,17 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 /// Validates the tool keys; returns the call-side settings and the signing secret.
 pub(super) fn validate(r: RawToolKeys) -> Result<(ToolsConfig, Option<Secret>), ConfigError> {
-    let mut tools = Vec::new();
+    let mut tools: Vec<ToolSpec> = Vec::new();
     for (i, t) in r.tools.unwrap_or_default().into_iter().enumerate() {
         let key = |field: &str| format!("tools[{i}].{field}");
-        if !valid_name(&t.name) {
+        let spec = tool_spec(&key, t)?;
+        if tools.iter().any(|o| o.name == spec.name) {
             return Err(invalid(
                 &key("name"),
-                format!("{:?}; allowed: 1 to 64 of A-Z a-z 0-9 _ -", t.name),
+                format!("{:?} is declared twice", spec.name),
             ));
         }
-        if BUILT_INS.contains(&t.name.as_str()) {
-            return Err(invalid(
-                &key("name"),
-                format!("{:?} is a built-in tool's name", t.name),
-            ));
-        }
-        if tools.iter().any(|o: &ToolSpec| o.name == t.name) {
-            return Err(invalid(
-                &key("name"),
-                format!("{:?} is declared twice", t.name),
-            ));
-        }
-        let parameters = match t.parameters {
-            None => serde_json::json!({"type": "object", "properties": {}}),
-            Some(p) => {
-                let v = serde_json::to_value(&p)
-                    .map_err(|e| invalid(&key("parameters"), e.to_string()))?;
-                let is_object_schema = v.as_object().is_some_and(|o| {
-                    o.get("type").and_then(Value::as_str) == Some("object")
-                        && o.get("properties").is_none_or(Value::is_object)
-                        && o.get("required").is_none_or(|r| {
-                            r.as_array().is_some_and(|a| a.iter().all(Value::is_string))
-                        })
-                });
-                if !is_object_schema {
-                    return Err(invalid(
-                        &key("parameters"),
-                        "must be a JSON Schema object: { type = \"object\", properties = { .. }, required = [ .. ] }",
-                    ));
-                }
-                v
-            }
-        };
-        let url_ok = (t.url.starts_with("http://") || t.url.starts_with("https://"))
-            && t.url
-                .parse::<http::Uri>()
-                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
-        if !url_ok {
-            return Err(invalid(
-                &key("url"),
-                format!("{:?} is not an http:// or https:// URL", t.url),
-            ));
-        }
-        let timeout = super::ms(&key("timeout_ms"), t.timeout_ms, 8000, 100, 120_000)?;
-        let filler_after = super::ms(&key("filler_after_ms"), t.filler_after_ms, 1500, 0, 120_000)?;
-        tools.push(ToolSpec {
-            name: t.name,
-            description: t.description.unwrap_or_default(),
-            parameters,
-            url: t.url,
-            timeout: Duration::from_millis(timeout),
-            filler_after: Duration::from_millis(filler_after),
-        });
+        tools.push(spec);
     }
     let tool_secret = r.tool_secret.filter(|s| !s.is_empty()).map(Secret);
     if !tools.is_empty() && tool_secret.is_none() {
@@ -170,6 +119,64 @@ pub(super) fn validate(r: RawToolKeys) -> Result<(ToolsConfig, Option<Secret>), 
         },
         tool_secret,
     ))
+}
+
+/// One tool as written, checked: `key` names its fields in errors (`tools[2].url`, or
+/// `profiles.NAME.tools[0].url` for a profile's own tool).
+pub(super) fn tool_spec(key: &dyn Fn(&str) -> String, t: RawTool) -> Result<ToolSpec, ConfigError> {
+    if !valid_name(&t.name) {
+        return Err(invalid(
+            &key("name"),
+            format!("{:?}; allowed: 1 to 64 of A-Z a-z 0-9 _ -", t.name),
+        ));
+    }
+    if BUILT_INS.contains(&t.name.as_str()) {
+        return Err(invalid(
+            &key("name"),
+            format!("{:?} is a built-in tool's name", t.name),
+        ));
+    }
+    let parameters = match t.parameters {
+        None => serde_json::json!({"type": "object", "properties": {}}),
+        Some(p) => {
+            let v =
+                serde_json::to_value(&p).map_err(|e| invalid(&key("parameters"), e.to_string()))?;
+            let is_object_schema = v.as_object().is_some_and(|o| {
+                o.get("type").and_then(Value::as_str) == Some("object")
+                    && o.get("properties").is_none_or(Value::is_object)
+                    && o.get("required").is_none_or(|r| {
+                        r.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+                    })
+            });
+            if !is_object_schema {
+                return Err(invalid(
+                    &key("parameters"),
+                    "must be a JSON Schema object: { type = \"object\", properties = { .. }, required = [ .. ] }",
+                ));
+            }
+            v
+        }
+    };
+    let url_ok = (t.url.starts_with("http://") || t.url.starts_with("https://"))
+        && t.url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+    if !url_ok {
+        return Err(invalid(
+            &key("url"),
+            format!("{:?} is not an http:// or https:// URL", t.url),
+        ));
+    }
+    let timeout = super::ms(&key("timeout_ms"), t.timeout_ms, 8000, 100, 120_000)?;
+    let filler_after = super::ms(&key("filler_after_ms"), t.filler_after_ms, 1500, 0, 120_000)?;
+    Ok(ToolSpec {
+        name: t.name,
+        description: t.description.unwrap_or_default(),
+        parameters,
+        url: t.url,
+        timeout: Duration::from_millis(timeout),
+        filler_after: Duration::from_millis(filler_after),
+    })
 }
 
 /// A table `{ sales = "+1555..." }` (file) or `sales=+1555...,billing=sip:...` (environment).

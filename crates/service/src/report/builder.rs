@@ -18,10 +18,11 @@ use super::{
     new_report_id, time::rfc3339, turn_latency, unconnected_report_id, CallReport, Recording,
     ToolCall, TranscriptLine, Transfer, CALL_COMPLETED,
 };
-use crate::call::conversation::Entry;
 use crate::call::tools::ToolCallRecord;
 use crate::call::CallEvent;
 use crate::twilio::StartMeta;
+
+mod conversation_lines;
 
 /// `<Parameter>` names the bridge's own TwiML uses.
 pub const PARAM_PROFILE: &str = "profile";
@@ -172,35 +173,9 @@ impl ReportBuilder {
         });
     }
 
-    /// Agent lines as the caller heard them, from the call's conversation log: a line the
-    /// caller cut off is cut to what was heard and flagged with how much of its audio played
-    /// (the log knows; the events only let this builder guess). Lines are matched in order by
-    /// their full transcript; one the log no longer holds keeps what the events said.
-    pub fn use_conversation(&mut self, entries: &[Entry]) {
-        let mut heard = entries.iter().filter_map(|e| match e {
-            Entry::Agent(a) if !a.full_text().is_empty() => Some(a),
-            _ => None,
-        });
-        let mut next = heard.next();
-        for line in self.lines.iter_mut().filter(|l| l.role == AGENT) {
-            // Skip log lines the events never finished (and so never reached the report).
-            let mut look = next;
-            let mut rest = heard.clone();
-            while let Some(a) = look {
-                if a.full_text() == &*line.text {
-                    break;
-                }
-                look = rest.next();
-            }
-            let Some(a) = look else { continue };
-            // The heard text is the whole line unless the caller cut it off.
-            if a.interrupted_after_ms.is_some() {
-                line.text = a.text().into();
-            }
-            line.interrupted_after_ms = a.interrupted_after_ms;
-            heard = rest;
-            next = heard.next();
-        }
+    /// The id the report will carry (known from the start, so later events can name it).
+    pub fn report_id(&self) -> &str {
+        &self.report.report_id
     }
 
     /// The agent profile the call runs with.

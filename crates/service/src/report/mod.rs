@@ -102,8 +102,8 @@ pub struct Recording {
     pub location: String,
 }
 
-/// Twilio finished a recording of the call (`twilio_recording = "dual"`): sent as a second,
-/// small event through the same spool.
+/// Twilio finished a recording of the call (`twilio_recording = "dual"`): sent as a follow-up
+/// event through the same spool, to where the call's report went, naming that report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordingEvent {
     #[serde(rename = "type")]
@@ -114,6 +114,10 @@ pub struct RecordingEvent {
     pub recording_sid: String,
     pub recording_url: String,
     pub duration_s: Option<u64>,
+    /// The `report_id`s of the call's reports (one per media stream): the recording belongs
+    /// to them. Empty when this replica did not run the call lately (a restart, another
+    /// replica); `call_sid` still names the call.
+    pub call_report_ids: Vec<String>,
 }
 
 /// A fresh report id (`rpt_` + 32 hex digits from the system's CSPRNG), for a report about

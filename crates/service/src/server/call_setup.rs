@@ -112,6 +112,7 @@ impl CallSetup {
     ) -> Option<Arc<CallConfig>> {
         self.started = true;
         if !self.wait_for_start {
+            self.link_report(s, start, report);
             return None;
         }
         let params = &start.custom_parameters;
@@ -137,6 +138,7 @@ impl CallSetup {
             self.report_url = p.report_url.clone();
             self.profile = Some(p.name.clone());
         }
+        self.link_report(s, start, report);
         self.vars = params
             .iter()
             .filter_map(|(k, v)| {
@@ -165,6 +167,15 @@ impl CallSetup {
             Some(filled) => Arc::new(filled),
             None => base,
         })
+    }
+
+    /// Remembers the call's report under its CallSid, so that Twilio's recording callback
+    /// (after the call) names it and goes where it went.
+    fn link_report(&self, s: &AppState, start: &StartMeta, report: &ReportBuilder) {
+        if let Some(call_sid) = start.call_sid.as_deref() {
+            s.reports
+                .link_call(call_sid, report.report_id(), self.report_url.as_deref());
+        }
     }
 
     /// The lookup ended: the settings to use (the profile's, with the answer applied).

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message as UpMessage;
 use super::upstream::{self, Upstream, UpstreamError};
 use crate::call::UpstreamLoss;
 use crate::config::Config;
+use crate::realtime::Dialect;
 
 type Connecting = Pin<Box<dyn Future<Output = (Result<Upstream, UpstreamError>, Duration)> + Send>>;
 
@@ -64,8 +65,9 @@ impl Links {
         }
     }
 
-    /// Connects `generation` (replacing an attempt still in flight, which the call gave up on).
-    pub fn connect(&mut self, generation: u64) {
+    /// Connects `generation` in the call's `dialect` (replacing an attempt still in flight,
+    /// which the call gave up on).
+    pub fn connect(&mut self, generation: u64, dialect: Dialect) {
         let cfg = self.cfg.clone();
         // Boxed, and dropped once it has finished: the connect future (DNS, TCP, TLS,
         // handshake) is several KiB, and kept inline it would sit in every call's task.
@@ -73,7 +75,7 @@ impl Links {
             generation,
             Box::pin(async move {
                 let t = Instant::now();
-                let r = upstream::connect(&cfg).await;
+                let r = upstream::connect(&cfg, dialect).await;
                 (r, t.elapsed())
             }),
         ));

@@ -46,8 +46,9 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(8 * 1024 * 1024))
 }
 
-/// Opens the Realtime socket with the configured auth and dialect headers.
-pub async fn connect(cfg: &Config) -> Result<Upstream, UpstreamError> {
+/// Opens the Realtime socket with the configured auth and the headers of the call's dialect
+/// (its profile's, or the top level's).
+pub async fn connect(cfg: &Config, dialect: Dialect) -> Result<Upstream, UpstreamError> {
     let mut req = cfg
         .realtime_url
         .as_str()
@@ -64,7 +65,7 @@ pub async fn connect(cfg: &Config) -> Result<Upstream, UpstreamError> {
         value.set_sensitive(true);
         headers.insert(name, value);
     }
-    if cfg.call.dialect == Dialect::Beta {
+    if dialect == Dialect::Beta {
         headers.insert("openai-beta", HeaderValue::from_static("realtime=v1"));
     }
     headers.insert(

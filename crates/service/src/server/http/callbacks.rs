@@ -3,8 +3,9 @@
 //!   busy, failed, canceled) gets its report here, since no media stream will.
 //! - `/twilio/amd`: answering machine detection's verdict; when a machine answered, the
 //!   running call leaves the profile's `voicemail_message` and hangs up.
-//! - `/twilio/recording`: Twilio finished recording a call; forwarded to the report URL as a
-//!   `recording.completed` event through the same spool.
+//! - `/twilio/recording`: Twilio finished recording a call; forwarded as a
+//!   `recording.completed` event through the same spool, naming the call's report
+//!   (`call_report_ids`) and sent where that report went.
 //!
 //! A report from a callback has an id derived from what it is about (the CallSid, the
 //! RecordingSid), so a replayed or retried callback is the same report, sent once.
@@ -139,6 +140,10 @@ pub async fn recording(State(s): State<AppState>, body: Bytes) -> StatusCode {
     if f.get("RecordingStatus").is_some_and(|st| st != "completed") {
         return StatusCode::NO_CONTENT;
     }
+    // The call's report went out when the call ended (Twilio processes a recording after
+    // that): this follow-up names it and goes to the same place.
+    let links = s.reports.call_links(call_sid);
+    let (call_report_ids, url) = links.map_or((Vec::new(), None), |l| (l.report_ids, l.url));
     let event = RecordingEvent {
         kind: RECORDING_COMPLETED.into(),
         report_id: recording_report_id(recording_sid),
@@ -146,8 +151,16 @@ pub async fn recording(State(s): State<AppState>, body: Bytes) -> StatusCode {
         recording_sid: recording_sid.clone(),
         recording_url: recording_url.clone(),
         duration_s: f.get("RecordingDuration").and_then(|d| d.parse().ok()),
+        call_report_ids,
     };
-    info!(call_sid, recording_sid, "Twilio recording completed");
-    s.reports.submit(None, &event.report_id, &event).await;
+    info!(
+        call_sid,
+        recording_sid,
+        linked = !event.call_report_ids.is_empty(),
+        "Twilio recording completed"
+    );
+    s.reports
+        .submit(url.as_deref(), &event.report_id, &event)
+        .await;
     StatusCode::NO_CONTENT
 }

@@ -192,7 +192,7 @@ impl<'a> Driver<'a> {
         match effect {
             UpstreamEffect::ConnectUpstream { generation } => {
                 debug!(generation, "connecting a new upstream session");
-                self.realtime.connect(generation);
+                self.realtime.connect(generation, self.call.dialect());
                 self.sources.upstream_changed();
             }
             UpstreamEffect::CloseUpstream { generation } => {

@@ -6,6 +6,7 @@
 //! id submitted again while remembered (a replayed callback) is not spooled at all. `dead/` is
 //! bounded by count, bytes and age.
 
+pub mod calls;
 mod cluster;
 pub mod dead;
 pub mod recent;
@@ -22,6 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, Secret};
 use crate::integrator::{signature, unix_now, SIGNATURE_HEADER};
 use crate::metrics::Metrics;
+use calls::{CallLinks, RecentCalls, RECENT_CALLS};
 use dead::{Dead, DeadLimits, PruneReason};
 use recent::{RecentIds, RECENT_REPORT_IDS};
 use spool::{report_id_in, Entry, Spool};
@@ -54,6 +56,8 @@ struct Inner {
     pending: Mutex<BTreeSet<String>>,
     /// Ids of the reports submitted lately (and of those in the spool at start-up).
     recent: Mutex<RecentIds>,
+    /// The reports of recent calls, by CallSid (for events that come after a call).
+    calls: Mutex<RecentCalls>,
     /// What `dead/` holds, to keep it within its bounds.
     dead: Mutex<Dead>,
     sends: Semaphore,
@@ -131,6 +135,7 @@ impl Reports {
             max_spooled: cc.report_spool_max,
             pending: Mutex::new(left.iter().cloned().collect()),
             recent: Mutex::new(recent),
+            calls: Mutex::new(RecentCalls::new(RECENT_CALLS)),
             dead: Mutex::new(dead),
             sends: Semaphore::new(CONCURRENT_SENDS),
             cluster: std::sync::OnceLock::new(),
@@ -162,6 +167,20 @@ impl Reports {
 
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// Remembers that call `call_sid` has the report `report_id`, going to `url` (see
+    /// [`calls`]).
+    pub fn link_call(&self, call_sid: &str, report_id: &str, url: Option<&str>) {
+        if let Some(Ok(mut c)) = self.inner.as_ref().map(|i| i.calls.lock()) {
+            c.insert(call_sid, report_id, url);
+        }
+    }
+
+    /// The reports of call `call_sid`, if this replica ran it lately.
+    pub fn call_links(&self, call_sid: &str) -> Option<CallLinks> {
+        let inner = self.inner.as_ref()?;
+        inner.calls.lock().ok()?.get(call_sid).cloned()
     }
 
     /// Spools `doc` (durably) and starts delivering it to `url` (or the top-level `report_url`).
