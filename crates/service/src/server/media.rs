@@ -176,7 +176,10 @@ async fn hand_over(
     }
     if let (false, Some(sock)) = (s.warm.is_empty(), socket.as_mut()) {
         *first = prewarm::read_to_start(sock).await;
-        if let (Some(claim), Some(sock)) = (prewarm::claim(s, first), socket.take()) {
+        if let Some(claim) = prewarm::claim(s, first) {
+            let Some(sock) = socket.take() else {
+                return false;
+            };
             let handoff = Handoff {
                 socket: sock,
                 first: std::mem::take(first),
