@@ -144,7 +144,11 @@ async fn drain_serves_running_calls_and_late_media_sockets() {
     })
     .await;
     // B's webhook warmed B up (`prewarm`): a warm call counts as running.
-    assert_eq!(metrics.calls_active.get(), 2, "call A is running, B is warm");
+    assert_eq!(
+        metrics.calls_active.get(),
+        2,
+        "call A is running, B is warm"
+    );
 
     let stopping = tokio::spawn(server.stop(Duration::from_secs(60)));
     let mut ready = String::new();

@@ -362,7 +362,12 @@ fn prewarm_is_on_alone_off_in_a_cluster_unless_set_and_its_ttl_is_bounded() {
     assert!(!load(&[cluster], None).unwrap().prewarm.on);
     let asked = load(&[cluster, ("CALLBRIDGE_PREWARM", "true")], None).unwrap();
     assert!(asked.prewarm.on);
-    assert!(!load(&[("CALLBRIDGE_PREWARM", "false")], None).unwrap().prewarm.on);
+    assert!(
+        !load(&[("CALLBRIDGE_PREWARM", "false")], None)
+            .unwrap()
+            .prewarm
+            .on
+    );
     let ttl = load(&[("CALLBRIDGE_PREWARM_TTL_S", "20")], None).unwrap();
     assert_eq!(ttl.prewarm.ttl, Duration::from_secs(20));
     for bad in ["0", "61"] {

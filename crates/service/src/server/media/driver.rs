@@ -146,6 +146,13 @@ impl<'a> Driver<'a> {
             "warm call not claimed by its media socket: closed, no call report"
         );
         self.realtime.close_all().await;
+        // With `record_dir`, what the warm session did is kept (not left as a `.part` file).
+        if let Some(r) = self.rec.take() {
+            match r.finish(None).await {
+                Ok(path) => info!(path = %path.display(), "warm call recorded"),
+                Err(e) => warn!(error = %e, "recording failed"),
+            }
+        }
         self.live.ended("prewarm_unclaimed");
     }
 
