@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use callbridge::caller::{self, CallerOptions, CallerReport};
+use callbridge::server::Running;
 use callbridge::sim::{ClosedBy, SimConfig};
 use serde_json::json;
 
@@ -40,6 +41,16 @@ async fn greeted_call(stream_delay: Duration, call_sid: &str, bridge_url: &str) 
     })
     .await
     .expect("call runs")
+}
+
+/// Twilio asking the bridge's webhook for call `call_sid`'s TwiML.
+async fn webhook(server: &Running, call_sid: &str) -> String {
+    let opts = CallerOptions {
+        bridge: server.url(""),
+        call_sid: call_sid.into(),
+        ..CallerOptions::default()
+    };
+    caller::fetch_twiml(&opts).await.expect("webhook answers")
 }
 
 fn greeting_env(prewarm: bool) -> Vec<(&'static str, &'static str)> {
@@ -98,12 +109,7 @@ async fn the_greeting_plays_at_start_when_the_call_was_warmed_up() {
 async fn an_unclaimed_warm_call_expires() {
     let (sim, server, metrics) =
         bridge::with_simulator(SimConfig::default(), &[("CALLBRIDGE_PREWARM_TTL_S", "1")]).await;
-    let opts = CallerOptions {
-        bridge: server.url(""),
-        call_sid: "CAlonely".into(),
-        ..CallerOptions::default()
-    };
-    let twiml = caller::fetch_twiml(&opts).await.expect("webhook answers");
+    let twiml = webhook(&server, "CAlonely").await;
     assert!(twiml.contains(r#"<Parameter name="prewarm""#), "{twiml}");
     assert_eq!(
         metrics.calls_active.get(),
@@ -152,12 +158,7 @@ async fn an_unclaimed_warm_call_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_its_own_socket_takes_a_warm_call_over() {
     let (sim, server, metrics) = bridge::with_simulator(SimConfig::default(), &[]).await;
-    let opts = CallerOptions {
-        bridge: server.url(""),
-        call_sid: "CAmine".into(),
-        ..CallerOptions::default()
-    };
-    let twiml = caller::fetch_twiml(&opts).await.expect("webhook answers");
+    let twiml = webhook(&server, "CAmine").await;
     let params = caller::stream_parameters_from_twiml(&twiml);
     assert!(params.contains_key("prewarm"), "{twiml}");
     let mut no_token = params.clone();
@@ -208,14 +209,9 @@ async fn only_its_own_socket_takes_a_warm_call_over() {
 async fn warm_calls_count_toward_max_calls() {
     let (sim, server, metrics) =
         bridge::with_simulator(SimConfig::default(), &[("CALLBRIDGE_MAX_CALLS", "1")]).await;
-    let ask = |sid: &str| CallerOptions {
-        bridge: server.url(""),
-        call_sid: sid.into(),
-        ..CallerOptions::default()
-    };
-    let first = caller::fetch_twiml(&ask("CAwarm1")).await.expect("answers");
+    let first = webhook(&server, "CAwarm1").await;
     assert!(first.contains("<Stream"), "{first}");
-    let second = caller::fetch_twiml(&ask("CAwarm2")).await.expect("answers");
+    let second = webhook(&server, "CAwarm2").await;
     assert!(second.contains("<Reject"), "{second}");
     assert_eq!(metrics.calls_active.get(), 1);
     bridge::stop_both(server, sim).await;
@@ -227,12 +223,7 @@ async fn warm_calls_count_toward_max_calls() {
 async fn the_end_of_the_drain_closes_warm_calls() {
     let (sim, server, metrics) =
         bridge::with_simulator(SimConfig::default(), &[("CALLBRIDGE_PREWARM_TTL_S", "60")]).await;
-    let opts = CallerOptions {
-        bridge: server.url(""),
-        call_sid: "CAdrained".into(),
-        ..CallerOptions::default()
-    };
-    caller::fetch_twiml(&opts).await.expect("webhook answers");
+    webhook(&server, "CAdrained").await;
     assert!(eventually(WAIT, async || sim.sessions().len() == 1).await);
     let began = Instant::now();
     server.stop(Duration::from_millis(200)).await;
