@@ -140,10 +140,15 @@ async fn drain_serves_running_calls_and_late_media_sockets() {
     let twiml_b = caller::fetch_twiml(&b_opts).await.expect("TwiML for B");
     let url_b = caller::stream_url_from_twiml(&twiml_b).expect("stream url");
     eventually(Duration::from_secs(20), async || {
-        metrics.calls_active.get() >= 1
+        metrics.calls_active.get() >= 2
     })
     .await;
-    assert_eq!(metrics.calls_active.get(), 1, "call A is running");
+    // B's webhook warmed B up (`prewarm`): a warm call counts as running.
+    assert_eq!(
+        metrics.calls_active.get(),
+        2,
+        "call A is running, B is warm"
+    );
 
     let stopping = tokio::spawn(server.stop(Duration::from_secs(60)));
     let mut ready = String::new();

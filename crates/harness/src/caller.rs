@@ -18,7 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub mod dtmf_detect;
 mod http;
-pub use http::{check_outbound_shape, fetch_twiml, post_form, stream_url_from_twiml};
+pub use http::{
+    check_outbound_shape, fetch_twiml, post_form, stream_parameters_from_twiml,
+    stream_url_from_twiml,
+};
 
 /// μ-law bytes per ms at 8 kHz.
 const BPMS: u64 = 8;
@@ -71,9 +74,12 @@ pub struct CallerOptions {
     /// Open this `<Stream url>` instead of asking the webhook: its TwiML was fetched earlier
     /// (e.g. just before the bridge began to drain).
     pub stream_url: Option<String>,
-    /// The `<Stream>`'s `<Parameter>`s (an outbound call's `direction`, `profile`), added to
-    /// `start.customParameters` as Twilio does.
+    /// The `<Stream>`'s `<Parameter>`s when no TwiML is fetched (`stream_url` given: an
+    /// outbound call's `direction`, `profile`), added to `start.customParameters` as Twilio does.
     pub parameters: Vec<(String, String)>,
+    /// Twilio's time between our TwiML answer and opening the media socket (hundreds of ms
+    /// on real calls). Zero opens it at once.
+    pub stream_delay: Duration,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -111,6 +117,7 @@ impl Default for CallerOptions {
             playout_delay: Duration::ZERO,
             stream_url: None,
             parameters: Vec::new(),
+            stream_delay: Duration::ZERO,
         }
     }
 }
@@ -144,6 +151,8 @@ pub struct CallerReport {
     pub protocol_violations: Vec<String>,
     /// Time from the end of each `Say` to the first agent audio received after it.
     pub response_latencies: Vec<Duration>,
+    /// Time from sending `start` to the first agent audio (the greeting, usually).
+    pub first_audio_after_start: Option<Duration>,
     /// The agent audio as played (μ-law), with silence where nothing played.
     pub agent_audio: Vec<u8>,
     /// The caller's audio as sent (μ-law), silence where frames were dropped; starts at the same
@@ -260,16 +269,22 @@ impl Player {
 /// tail) is done, or the bridge closes the socket.
 pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let mut report = CallerReport::default();
+    // What `start.customParameters` carries: the TwiML's `<Parameter>`s, as Twilio sends them.
+    let mut parameters = json!({"From":opts.from,"To":"+15550199","CallSid":opts.call_sid});
     let url = match &opts.stream_url {
         Some(url) => url.clone(),
         None => {
             let twiml = fetch_twiml(&opts).await?;
             let url = stream_url_from_twiml(&twiml)
                 .ok_or_else(|| CallerError::NoStream(twiml.clone()))?;
+            if let Some(p) = parameters.as_object_mut() {
+                p.extend(stream_parameters_from_twiml(&twiml));
+            }
             report.twiml = twiml;
             url
         }
     };
+    tokio::time::sleep(opts.stream_delay).await;
     report.stream_url = url.clone();
     // The TwiML says wss:// (Twilio only speaks TLS); on loopback the bridge is plain ws.
     let ws_url = url.replacen("wss://", "ws://", 1);
@@ -292,9 +307,8 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
         }
     };
     let mut says = 0usize;
-    let mut custom = json!({"From":opts.from,"To":"+15550199","CallSid":opts.call_sid});
     for (name, value) in &opts.parameters {
-        custom[name] = value.as_str().into();
+        parameters[name] = value.as_str().into();
     }
     let send = |v: Value| Message::Text(v.to_string().into());
     let _ = tx
@@ -305,7 +319,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let _ = tx
         .send(send(json!({"event":"start","sequenceNumber":"1","streamSid":sid,
             "start":{"accountSid":"AC00000000000000000000000000000001","streamSid":sid,"callSid":opts.call_sid,
-              "tracks":["inbound"],"customParameters":custom,
+              "tracks":["inbound"],"customParameters":parameters,
               "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}})))
         .await;
 
@@ -354,6 +368,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 report.media_received += 1;
                                 if bytes.len() != FRAME { report.odd_frames += 1; }
                                 report.bytes_received += bytes.len() as u64;
+                                report.first_audio_after_start.get_or_insert(now - t0);
                                 if let Some(since) = waiting_since_say.take() {
                                     report.response_latencies.push(now - since);
                                     emit(CallerEventKind::AgentAudio { latency: now - since });

@@ -12,6 +12,7 @@ mod call;
 mod callcenter;
 mod cluster;
 mod keys;
+mod prewarm;
 mod pricing;
 mod profiles;
 mod settings;
@@ -22,6 +23,7 @@ use callcenter::{callcenter, web_tokens};
 pub use cluster::{redacted as redacted_url, ClusterConfig};
 pub use keys::keys_help;
 use keys::{typed, Kind, Raw, ALIASES, KEYS};
+pub use prewarm::Prewarm;
 pub use pricing::{url_model, ModelPrice, Prices};
 pub use settings::config_pairs as settings_config_pairs;
 pub(crate) use tools::valid_name;
@@ -203,6 +205,8 @@ pub struct Config {
     /// Replicas sharing callbacks, outbound calls, reports, the console and a call cap over
     /// NATS (`cluster_url`); `None`: this process alone, as without a cluster.
     pub cluster: Option<ClusterConfig>,
+    /// Calls warmed up at the TwiML webhook (`prewarm`, `prewarm_ttl_s`).
+    pub prewarm: Prewarm,
 }
 
 /// Settings of call reports and outbound calls.
@@ -298,6 +302,7 @@ impl Config {
                 })
         };
         let mut cfg = Config::validate(parse(table.clone())?)?;
+        cfg.prewarm = cfg.prewarm.with_cluster(cluster.is_some());
         cfg.cluster = cluster;
         cfg.profiles = profiles::parse(&table, profiles, default_profile, &|t| {
             Ok(Config::validate(parse(t)?)?.call)
@@ -397,6 +402,7 @@ impl Config {
             goodbye_timeout_ms: r.goodbye_timeout_ms,
         })?;
         let call = call::call_config(&mut r, session_keys, tools_cfg)?;
+        let prewarm = prewarm::prewarm(&r)?;
         let twilio_rest = twilio::twilio_rest(&mut r, &call)?;
         let (softphone_token, console_token) =
             web_tokens(r.softphone, r.softphone_token, r.console_token)?;
@@ -461,6 +467,7 @@ impl Config {
                 &[("busy", "busy"), ("rejected", "rejected")],
             )?,
             cluster: None,
+            prewarm,
         })
     }
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub outbound_calls_total: IntCounterVec,
     /// Setup lookups at call start by result (`ok`, `timeout`, `failed`, `junk`).
     pub setup_lookups_total: IntCounterVec,
+    /// Calls warmed up at the webhook, by what became of them (`server::prewarm::RESULTS`).
+    pub prewarm_total: IntCounterVec,
     /// Calls ended, by agent profile (a configured name, or `none`) and outcome.
     pub calls_by_profile_total: IntCounterVec,
     /// Turn-level latencies (issue 10).
@@ -143,6 +145,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            prewarm_total: IntCounterVec::new(
+                Opts::new(
+                    "prewarm_total",
+                    "Warm sessions (webhook) and media sockets, by result (used|expired|closed|not_here)",
+                ),
+                &["result"],
+            )?,
             tool_calls: IntCounterVec::new(
                 Opts::new(
                     "tool_calls_total",
@@ -177,7 +186,7 @@ impl Metrics {
             )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(m.tool_calls.clone()),
             Box::new(m.tool_seconds.clone()),
             Box::new(m.calls_active.clone()),
@@ -197,6 +206,7 @@ impl Metrics {
             Box::new(m.reports_dead_pruned.clone()),
             Box::new(m.outbound_calls_total.clone()),
             Box::new(m.setup_lookups_total.clone()),
+            Box::new(m.prewarm_total.clone()),
             Box::new(m.calls_by_profile_total.clone()),
         ];
         for collector in collectors {
@@ -208,6 +218,9 @@ impl Metrics {
             for reason in ["busy", "draining"] {
                 m.calls_refused.with_label_values(&[stage, reason]);
             }
+        }
+        for result in crate::server::prewarm::RESULTS {
+            m.prewarm_total.with_label_values(&[result]);
         }
         for reason in ["count", "bytes", "age"] {
             m.reports_dead_pruned.with_label_values(&[reason]);

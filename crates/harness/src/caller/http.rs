@@ -18,6 +18,32 @@ pub fn stream_url_from_twiml(twiml: &str) -> Option<String> {
     )
 }
 
+/// The `<Parameter name value>`s of the TwiML's `<Stream>`: Twilio hands them to the media
+/// socket in `start.customParameters` (XML entities unescaped).
+pub fn stream_parameters_from_twiml(twiml: &str) -> serde_json::Map<String, Value> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!("{name}=\"");
+        let start = tag.find(&key)? + key.len();
+        let end = tag[start..].find('"')? + start;
+        Some(unescape(&tag[start..end]))
+    };
+    twiml
+        .split("<Parameter ")
+        .skip(1)
+        .filter_map(|tag| {
+            let tag = &tag[..tag.find("/>")?];
+            Some((attr(tag, "name")?, Value::String(attr(tag, "value")?)))
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
 /// Minimal HTTP/1.1 POST of a form, as Twilio's webhook does (no HTTP client crate needed for
 /// one request on loopback).
 pub async fn post_form(

@@ -71,6 +71,9 @@ pub struct SimConfig {
     pub pace: f32,
     /// Delay between `response.created` and the first audio delta, in ms.
     pub response_latency_ms: u32,
+    /// Time the model's socket takes to open, in ms: the upgrade is answered this long after
+    /// the connection was accepted (the real API takes a few hundred ms over the internet).
+    pub connect_delay_ms: u32,
     /// Server-VAD threshold: RMS of a 20 ms window in linear PCM16 units. Silence and prefix
     /// come from the session's `turn_detection`.
     pub vad_threshold: f32,
@@ -165,6 +168,7 @@ impl Default for SimConfig {
             delta_ms: vec![100],
             pace: 4.0,
             response_latency_ms: 0,
+            connect_delay_ms: 0,
             vad_threshold: 500.0,
             always_transcribe: true,
             reply_audio: Vec::new(),

@@ -352,3 +352,26 @@ fn dead_letter_bounds_have_defaults_and_are_validated() {
         assert!(err.starts_with(&key), "{err}");
     }
 }
+
+#[test]
+fn prewarm_is_on_alone_off_in_a_cluster_unless_set_and_its_ttl_is_bounded() {
+    let alone = load(&[], None).unwrap().prewarm;
+    assert!(alone.on);
+    assert_eq!(alone.ttl, Duration::from_secs(8));
+    let cluster = ("CALLBRIDGE_CLUSTER_URL", "nats://127.0.0.1:4222");
+    assert!(!load(&[cluster], None).unwrap().prewarm.on);
+    let asked = load(&[cluster, ("CALLBRIDGE_PREWARM", "true")], None).unwrap();
+    assert!(asked.prewarm.on);
+    assert!(
+        !load(&[("CALLBRIDGE_PREWARM", "false")], None)
+            .unwrap()
+            .prewarm
+            .on
+    );
+    let ttl = load(&[("CALLBRIDGE_PREWARM_TTL_S", "20")], None).unwrap();
+    assert_eq!(ttl.prewarm.ttl, Duration::from_secs(20));
+    for bad in ["0", "61"] {
+        let e = load(&[("CALLBRIDGE_PREWARM_TTL_S", bad)], None).unwrap_err();
+        assert!(e.to_string().contains("prewarm_ttl_s"), "{e}");
+    }
+}

@@ -110,6 +110,10 @@ impl CallSetup {
         start: &StartMeta,
         report: &mut ReportBuilder,
     ) -> Option<Arc<CallConfig>> {
+        if self.started {
+            // A warm call's setup ran at the webhook, with what `start` carries now.
+            return None;
+        }
         self.started = true;
         if !self.wait_for_start {
             self.link_report(s, start, report);

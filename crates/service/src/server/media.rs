@@ -3,9 +3,11 @@
 //! The task pumps: Twilio messages and Realtime events into the [`Call`], the call's outputs
 //! out to the two sockets, a timer for the call's deadline. The upstream is dialled as soon as
 //! the media socket opens, in parallel with Twilio's `start`; the call buffers caller audio
-//! until it is ready.
+//! until it is ready. A call warmed up at the webhook ([`super::prewarm`]) runs the same task
+//! from the webhook on, with no Twilio socket until one claims it at `start`.
 
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -16,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::{info, warn, Instrument};
 
 use super::call_setup::CallSetup;
+use super::prewarm::{self, Warm};
 use super::web::ticket::Ticket;
 use super::AppState;
 use crate::call::{Call, EndReason};
@@ -30,7 +33,25 @@ mod wake;
 mod write;
 
 use driver::Driver;
+use wake::Wake;
 use write::{feed_twilio, Write};
+
+/// A Twilio socket's next item, as the call's task reads it (`None`: it ended).
+pub type TwilioItem = Option<Result<Message, axum::Error>>;
+
+/// A media socket handed over to the warm call its `start` claimed, with what was read of it.
+pub struct Handoff {
+    socket: WebSocket,
+    first: Vec<TwilioItem>,
+}
+
+/// How a call's task begins.
+pub enum Entry {
+    /// Twilio's media socket opened; `Some`: a softphone ticket's call, which must be that one.
+    Media(Option<Box<str>>),
+    /// The webhook warmed the call up; its media socket comes later.
+    Warm(Box<Warm>),
+}
 
 /// Twilio sends 20 ms frames (~300 B of JSON); anything near this size is not a media message.
 const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
@@ -73,8 +94,112 @@ pub async fn upgrade(
                 stream_sid = tracing::field::Empty,
                 profile = tracing::field::Empty
             );
-            run(socket, s, id, only_call).instrument(span)
+            run(Some(socket), s, id, Entry::Media(only_call)).instrument(span)
         })
+}
+
+/// Starts a call's task at the webhook, before its media socket: counted as a running call
+/// (toward `max_calls` and the cluster's cap) from now on.
+pub fn spawn_warm(s: &AppState, warm: Warm) {
+    s.active_calls.fetch_add(1, Ordering::Relaxed);
+    s.metrics.calls_active.inc();
+    let id = s.call_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let span = tracing::info_span!(
+        "call",
+        n = id,
+        call_sid = warm.call_sid.as_str(),
+        stream_sid = tracing::field::Empty,
+        profile = tracing::field::Empty
+    );
+    tokio::spawn(run(None, s.clone(), id, Entry::Warm(Box::new(warm))).instrument(span));
+}
+
+/// A media socket opened: handed over to the warm call its `start` claims (`None`), or admitted
+/// as a call of its own (`Some`: what was read of it looking for `start`), or refused (`None`).
+async fn open(
+    socket: &mut Option<WebSocket>,
+    s: &AppState,
+    may_be_warm: bool,
+) -> Option<Vec<TwilioItem>> {
+    let mut first = Vec::new();
+    if may_be_warm && !hand_over(socket, s, &mut first).await {
+        return None;
+    }
+    admit(socket.as_mut()?, s).await.then_some(first)
+}
+
+/// A media socket that is no warm call's is admitted as a call of its own, unless the server
+/// is full or its drain is over. False: refused (and closed).
+async fn admit(socket: &mut WebSocket, s: &AppState) -> bool {
+    // A media socket arriving while the server drains is accepted: its TwiML was served before
+    // the drain began, and refusing it would fail a call we already answered. Only once the
+    // drain is over (running calls being ended) is it too late.
+    let over = if *s.stop_calls.borrow() {
+        Some("draining")
+    } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
+        Some("busy")
+    } else {
+        None
+    };
+    let Some(reason) = over else {
+        s.active_calls.fetch_add(1, Ordering::Relaxed);
+        s.metrics.calls_active.inc();
+        return true;
+    };
+    s.metrics
+        .calls_refused
+        .with_label_values(&["media", reason])
+        .inc();
+    warn!(
+        max_calls = s.cfg.max_calls,
+        reason, "refusing media socket (at max_calls, or the drain is over)"
+    );
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1013,
+            reason: "try again later".into(),
+        })))
+        .await;
+    false
+}
+
+/// A media socket's `start` may claim a warm call: then the socket is handed over to it
+/// (taken out of `socket`) and false is returned. Otherwise it stays, and `first` holds what
+/// was read of it.
+async fn hand_over(
+    socket: &mut Option<WebSocket>,
+    s: &AppState,
+    first: &mut Vec<TwilioItem>,
+) -> bool {
+    if !s.cfg.prewarm.on {
+        return true;
+    }
+    if let (false, Some(sock)) = (s.warm.is_empty(), socket.as_mut()) {
+        *first = prewarm::read_to_start(sock).await;
+        if let Some(claim) = prewarm::claim(s, first) {
+            let Some(sock) = socket.take() else {
+                return false;
+            };
+            let handoff = Handoff {
+                socket: sock,
+                first: std::mem::take(first),
+            };
+            match claim.send(handoff) {
+                Ok(()) => {
+                    prewarm::count(s, "used");
+                    info!("media socket handed over to its warm call");
+                    return false;
+                }
+                // The warm call ended just now: this socket runs as a call of its own.
+                Err(back) => {
+                    *first = back.first;
+                    *socket = Some(back.socket);
+                }
+            }
+        }
+    }
+    prewarm::count(s, "not_here");
+    true
 }
 
 /// Borrows the state the task already holds (a clone would be kept twice for the whole call).
@@ -90,44 +215,37 @@ impl Drop for CallGuard<'_> {
 /// future would keep both copies (~500 bytes a call); an `async move` block uses them in place.
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
 fn run(
-    mut socket: WebSocket,
+    mut socket: Option<WebSocket>,
     s: AppState,
     n: u64,
-    only_call: Option<Box<str>>,
+    entry: Entry,
 ) -> impl std::future::Future<Output = ()> {
     async move {
-        // A media socket arriving while the server drains is accepted: its TwiML was served before
-        // the drain began, and refusing it would fail a call we already answered. Only once the
-        // drain is over (running calls being ended) is it too late.
-        let over = if *s.stop_calls.borrow() {
-            Some("draining")
-        } else if s.active_calls.load(Ordering::Relaxed) >= s.cfg.max_calls {
-            Some("busy")
-        } else {
-            None
+        // A warm call was counted as running by the webhook ([`spawn_warm`]).
+        let first = match &entry {
+            Entry::Warm(_) => Vec::new(),
+            Entry::Media(only_call) => {
+                match Box::pin(open(&mut socket, &s, only_call.is_none())).await {
+                    Some(first) => first,
+                    None => return,
+                }
+            }
         };
-        if let Some(reason) = over {
-            s.metrics
-                .calls_refused
-                .with_label_values(&["media", reason])
-                .inc();
-            warn!(
-                max_calls = s.cfg.max_calls,
-                reason, "refusing media socket (at max_calls, or the drain is over)"
-            );
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1013,
-                    reason: "try again later".into(),
-                })))
-                .await;
-            return;
-        }
-        s.active_calls.fetch_add(1, Ordering::Relaxed);
-        s.metrics.calls_active.inc();
         let _guard = CallGuard(&s);
-
-        let mut d = Driver::new(&s, n, only_call, Instant::now());
+        let (mut warm, mut d) = match entry {
+            Entry::Warm(w) => {
+                let mut d = Driver::new(&s, n, Some(w.call_sid.as_str().into()), Instant::now());
+                d.prewarm(&w.start);
+                (Some(w), d)
+            }
+            Entry::Media(only_call) => (None, Driver::new(&s, n, only_call, Instant::now())),
+        };
+        // What a media socket read looking for `start` goes to the call first.
+        if !first.is_empty() {
+            d.batch.extend(first.into_iter().map(Wake::Twilio));
+            d.on_wakes();
+        }
+        let mut expired = false;
         loop {
             // 1. Write the call's outputs, batching writes into one flush per socket. Each
             // output is rendered into `d.text` before anything is awaited: an `Output` alive
@@ -137,8 +255,11 @@ fn run(
                 match write {
                     Write::Nothing => {}
                     Write::Twilio => {
-                        feed_twilio(&mut socket, &d.text, &mut d.call).await;
-                        wrote_twilio = true;
+                        // Only after `start`, which only a socket brings.
+                        if let Some(socket) = socket.as_mut() {
+                            feed_twilio(socket, &d.text, &mut d.call).await;
+                            wrote_twilio = true;
+                        }
                     }
                     Write::Up(generation) => {
                         match d.realtime.feed(generation, &d.text, WRITE_STALL).await {
@@ -148,12 +269,16 @@ fn run(
                     }
                 }
             }
-            if wrote_twilio
-                && !matches!(
-                    tokio::time::timeout(WRITE_STALL, socket.flush()).await,
-                    Ok(Ok(()))
-                )
-            {
+            let flushed = match socket.as_mut() {
+                Some(socket) if wrote_twilio => {
+                    matches!(
+                        tokio::time::timeout(WRITE_STALL, socket.flush()).await,
+                        Ok(Ok(()))
+                    )
+                }
+                _ => true,
+            };
+            if !flushed {
                 warn!("flush to Twilio failed or stalled");
                 d.call.on_twilio_closed(Instant::now());
             }
@@ -175,9 +300,24 @@ fn run(
             // 2. Wait until something happens, then hand everything that is ready to the call.
             d.arm_deadline();
             std::future::poll_fn(|cx| {
+                if let Some(w) = warm.as_mut() {
+                    if let Poll::Ready(claimed) = w.poll_claim(cx) {
+                        match claimed {
+                            Some(h) => {
+                                socket = Some(h.socket);
+                                d.batch.extend(h.first.into_iter().map(Wake::Twilio));
+                            }
+                            None => expired = true,
+                        }
+                        warm = None;
+                        if expired {
+                            return Poll::Ready(());
+                        }
+                    }
+                }
                 d.sources.poll(
                     cx,
-                    &mut socket,
+                    socket.as_mut(),
                     &mut d.realtime,
                     &mut d.effects,
                     &mut d.setup,
@@ -186,8 +326,32 @@ fn run(
                 )
             })
             .await;
+            if expired {
+                break;
+            }
             d.on_wakes();
+            if socket.is_none() && *s.stop_calls.borrow() {
+                // The drain is over: a warm call nobody claimed is not kept for its socket.
+                break;
+            }
         }
+        if socket.is_none() {
+            match warm.take() {
+                Some(w) if !w.withdraw() => {
+                    // Claimed just as it gave up: the call goes on to its end with the socket.
+                    if let Some(h) = Box::pin(w.handoff()).await {
+                        socket = Some(h.socket);
+                        d.batch.extend(h.first.into_iter().map(Wake::Twilio));
+                        d.on_wakes();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(socket) = socket.as_mut() else {
+            Box::pin(d.close_unclaimed(expired)).await;
+            return;
+        };
         // A call can end before Twilio's `start` was read (an upstream refused at once): wait a
         // moment for it, so that the report names the call.
         if !d.report.has_start() && !matches!(d.outcome, EndReason::NoStart | EndReason::Shutdown) {
@@ -267,7 +431,8 @@ mod tests {
     /// (see the comments in `run`). Printed, and bounded so that growing it is a decision:
     /// 3488 bytes before the task became a driver (issue 19), 3512 after; 3616 with the
     /// state the silence clock, MCP calls and the 2026 settings added to the call, 3640 with
-    /// the report's token usage. Raised on purpose each time, with what it bought.
+    /// the report's token usage; 3704 with prewarm (a warm call's claim, a Twilio socket that comes
+    /// later). Raised on purpose each time, with what it bought.
     #[test]
     fn the_call_task_stays_small() {
         let size = returned_size(super::run);

@@ -14,6 +14,7 @@ pub mod http;
 pub mod latency;
 pub mod links;
 pub mod media;
+pub mod prewarm;
 pub mod running;
 pub mod upstream;
 
@@ -75,6 +76,8 @@ pub struct AppState {
     pub tickets: Arc<web::ticket::UsedTickets>,
     /// The other replicas, over NATS (`cluster_url`); `None`: this process alone.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Calls warmed up at the webhook, until their media socket claims them.
+    pub warm: Arc<prewarm::WarmCalls>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -230,6 +233,7 @@ pub async fn serve_on(
         outbound: Arc::default(),
         running,
         tickets: Arc::default(),
+        warm: Arc::default(),
         twilio_rest: Arc::new(twilio_rest::TwilioRest::new(http.clone(), &cfg)),
         http,
         call_cfg: Arc::new(cfg.call.clone()),

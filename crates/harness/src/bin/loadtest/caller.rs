@@ -32,6 +32,8 @@ pub struct Opts {
     pub speech: Arc<Vec<u8>>,
     /// Start the 20 ms frame clock at [`phase_us`] after connecting (else at once).
     pub spread_phases: bool,
+    /// Twilio's delay between the TwiML answer and opening the media socket.
+    pub stream_delay: Duration,
 }
 
 /// Call `id`'s frame-clock phase: golden-ratio steps spread the calls evenly over 20 ms.
@@ -188,6 +190,11 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let url = callbridge_harness::caller::stream_url_from_twiml(&twiml).ok_or("no <Stream url>")?;
     let ws_url = url.replacen("wss://", "ws://", 1);
+    // Twilio hands the `<Stream>`'s `<Parameter>`s to `start` (a warm call's token among them).
+    let mut parameters = callbridge_harness::caller::stream_parameters_from_twiml(&twiml);
+    parameters.insert("From".into(), "+15550100".into());
+    let parameters = serde_json::Value::Object(parameters);
+    tokio::time::sleep(o.stream_delay).await;
     // Nagle off on our side, as a latency-minded media server would have it.
     let (ws, _) = tokio_tungstenite::connect_async_with_config(
         ws_url.as_str(),
@@ -200,7 +207,7 @@ async fn call(o: &Opts, out: &mut Outcome) -> Result<(), String> {
     let mut ws = ws;
     let text = |s: String| Message::Text(s.into());
     let start = format!(
-        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call_sid}","tracks":["inbound"],"customParameters":{{"From":"+15550100"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
+        r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call_sid}","tracks":["inbound"],"customParameters":{parameters},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
     );
     let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
     out.traffic.tw_in_other.add(connected.len());

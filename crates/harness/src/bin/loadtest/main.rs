@@ -91,6 +91,19 @@ pub struct Args {
     /// By default each call gets its own phase, spread over the 20 ms, as real calls have.
     #[arg(long)]
     same_phase: bool,
+    /// Twilio's delay between the TwiML answer and opening the media socket, ms (real calls:
+    /// ~600).
+    #[arg(long, default_value_t = 0)]
+    stream_delay_ms: u64,
+    /// The simulated model's socket takes this long to open, ms (real API: ~250).
+    #[arg(long, default_value_t = 0)]
+    connect_delay_ms: u32,
+    /// The simulated model's delay from `response.create` to its first audio, ms (real: ~300).
+    #[arg(long, default_value_t = 0)]
+    response_latency_ms: u32,
+    /// The bridge's `prewarm` (calls warmed up at the webhook).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    prewarm: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -258,6 +271,7 @@ fn spawn_bridge(
         .env("REALTIME_URL", realtime_url)
         .env("CALLBRIDGE_AUDIO_MODE", &args.mode)
         .env("CALLBRIDGE_MAX_CALLS", (n + 10).to_string())
+        .env("CALLBRIDGE_PREWARM", args.prewarm.to_string())
         .env("RUST_LOG", &args.bridge_log)
         .env_remove("OPENAI_API_KEY")
         .stdin(Stdio::null())
@@ -303,6 +317,8 @@ async fn run_step(
         response_audio_ms: 3000,
         delta_ms: vec![100],
         pace: 4.0,
+        connect_delay_ms: args.connect_delay_ms,
+        response_latency_ms: args.response_latency_ms,
         probe: Some(ProbeHandle(probe.clone())),
         ..SimConfig::default()
     };
@@ -329,6 +345,7 @@ async fn run_step(
             duration,
             speech: speech.clone(),
             spread_phases: !args.same_phase,
+            stream_delay: Duration::from_millis(args.stream_delay_ms),
         };
         calls.spawn(caller::run(opts));
         // Calls are opened one at a time so that the simulator's next session is this call's

@@ -109,6 +109,9 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    if shared.cfg.connect_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(shared.cfg.connect_delay_ms.into())).await;
+    }
     let mut hs: Option<Handshake> = None;
     let key = shared.cfg.require_api_key.clone();
     let unauthorized = shared.faults.unauthorized_this();

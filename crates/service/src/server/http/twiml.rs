@@ -8,7 +8,8 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::AppState;
+use crate::server::media::spawn_warm;
+use crate::server::{prewarm, AppState};
 use crate::twilio::twiml::{reject, render, stream_url, TwimlParams};
 
 /// Twilio posts the call's details form-encoded (GET puts them in the query).
@@ -68,10 +69,16 @@ pub async fn handle(
             .into_response();
     };
     // `?profile=NAME` on the webhook URL travels to the media stream as a <Parameter>.
-    let parameters: Vec<(&str, &str)> = ["From", "To", "CallSid", "profile"]
+    let mut parameters: Vec<(&str, &str)> = ["From", "To", "CallSid", "profile"]
         .iter()
         .filter_map(|k| fields.get(*k).map(|v| (*k, v.as_str())))
         .collect();
+    // The call warms up while Twilio opens the stream; its media socket claims it at `start`
+    // with this token (see `server/prewarm.rs`).
+    let warm = prewarm::prepare(&s, &fields);
+    if let Some(w) = &warm {
+        parameters.push((prewarm::PARAM_TOKEN, w.token()));
+    }
     tracing::info!(
         call_sid = fields.get("CallSid").map(String::as_str).unwrap_or("-"),
         stream_url = %url,
@@ -103,6 +110,9 @@ pub async fn handle(
             recording_callback: recording_callback.as_deref(),
         },
     );
+    if let Some(w) = warm {
+        spawn_warm(&s, w);
+    }
     s.recent_twiml.served();
     ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()
 }

@@ -20,6 +20,7 @@ use super::super::console::LiveCall;
 use super::super::effect_tasks::{self, EffectTasks};
 use super::super::latency::{Read, WriteTimer};
 use super::super::links::{self, Links, Received};
+use super::super::prewarm;
 use super::super::running::{CallCommand, Mailbox, Registered};
 use super::super::AppState;
 use super::call_log::{log_event, AnomalyCounts};
@@ -31,7 +32,7 @@ use crate::realtime::ServerEvent;
 use crate::recording::recorder::Recorder;
 use crate::recording::{Dir, Header};
 use crate::report::builder::ReportBuilder;
-use crate::twilio::{Inbound, Outbound};
+use crate::twilio::{Inbound, Outbound, StartMeta};
 
 /// One call's state in its task, besides the Twilio socket (which the awaits borrow apart).
 pub(super) struct Driver<'a> {
@@ -119,6 +120,40 @@ impl<'a> Driver<'a> {
             effects: EffectTasks::new(),
             timer: WriteTimer::default(),
         }
+    }
+
+    /// The webhook warmed this call up: its setup starts now, with what the webhook saw
+    /// (exactly what `start` will carry), so the session is configured and the greeting asked
+    /// for before the media socket opens.
+    pub fn prewarm(&mut self, start: &StartMeta) {
+        let settings = self.setup.on_start(self.s, start, &mut self.report);
+        // A setup lookup may have started.
+        self.sources.others_changed();
+        if self.setup.decided() {
+            self.call.settings_decided(settings, Instant::now());
+            settle_recording(&mut self.rec, &self.setup, &self.call);
+        }
+    }
+
+    /// A warm call no media socket claimed (`expired`: within the TTL; else it ended first, or
+    /// the drain is over): its sessions are closed and it is counted. It writes no call report:
+    /// it never reached a caller (its CallSid's media socket, if one comes, is a call of its own).
+    pub async fn close_unclaimed(mut self, expired: bool) {
+        let result = if expired { "expired" } else { "closed" };
+        prewarm::count(self.s, result);
+        info!(
+            result,
+            "warm call not claimed by its media socket: closed, no call report"
+        );
+        self.realtime.close_all().await;
+        // With `record_dir`, what the warm session did is kept (not left as a `.part` file).
+        if let Some(r) = self.rec.take() {
+            match r.finish(None).await {
+                Ok(path) => info!(path = %path.display(), "warm call recorded"),
+                Err(e) => warn!(error = %e, "recording failed"),
+            }
+        }
+        self.live.ended("prewarm_unclaimed");
     }
 
     // ---- outputs ------------------------------------------------------------------------

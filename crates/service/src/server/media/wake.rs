@@ -143,12 +143,13 @@ impl Sources {
         self.others_woken.set();
     }
 
-    /// Waits until at least one source is ready and appends what is ready to `batch`.
+    /// Waits until at least one source is ready and appends what is ready to `batch`. A warm
+    /// call has no Twilio socket yet (`None`).
     #[allow(clippy::too_many_arguments)]
     pub fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        twilio: &mut WebSocket,
+        mut twilio: Option<&mut WebSocket>,
         realtime: &mut Links,
         effects: &mut EffectTasks,
         setup: &mut CallSetup,
@@ -191,6 +192,10 @@ impl Sources {
         self.twilio_first = !self.twilio_first;
         for twilio_turn in [self.twilio_first, !self.twilio_first] {
             if twilio_turn {
+                // No socket yet (a warm call): its flag stays set until one comes.
+                let Some(twilio) = twilio.as_deref_mut() else {
+                    continue;
+                };
                 if self.twilio_open && self.twilio_woken.take() {
                     let waker = waker_ref(&self.twilio_woken);
                     let cx = &mut Context::from_waker(&waker);
