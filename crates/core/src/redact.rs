@@ -117,7 +117,31 @@ impl Redact {
 
     /// `text` with every match of the set's kinds replaced by its placeholder; borrowed when
     /// nothing matched.
-    pub fn apply<'a>(self, text: &'a str) -> Cow<'a, str> {
+    pub fn apply(self, text: &str) -> Cow<'_, str> {
+        self.apply_until(text, text.len())
+    }
+
+    /// What a caller heard of `full`: `heard` is its beginning and an ellipsis (as the
+    /// conversation log cuts a line the caller interrupted). Redacted as `full` is, so a number
+    /// the cut splits is replaced whole instead of leaving its first digits.
+    pub fn apply_heard<'a>(self, full: &str, heard: &'a str) -> Cow<'a, str> {
+        match heard.strip_suffix('…') {
+            Some(head) if heard != full && full.starts_with(head) => {
+                match self.apply_until(full, head.len()) {
+                    Cow::Borrowed(_) => Cow::Borrowed(heard),
+                    Cow::Owned(mut s) => {
+                        s.push('…');
+                        Cow::Owned(s)
+                    }
+                }
+            }
+            _ => self.apply(heard),
+        }
+    }
+
+    /// `text[..limit]` redacted, matches found in all of `text`: one that starts before `limit`
+    /// is replaced whole.
+    fn apply_until(self, text: &str, limit: usize) -> Cow<'_, str> {
         let email = self.has(Kind::Email);
         let digits = self.has(Kind::Card) || self.has(Kind::Phone) || self.has(Kind::Ssn);
         // Most lines have neither a digit nor an `@`: no regex run at all.
@@ -125,12 +149,15 @@ impl Redact {
             .bytes()
             .any(|b| (digits && b.is_ascii_digit()) || (email && b == b'@'));
         if !worth {
-            return Cow::Borrowed(text);
+            return Cow::Borrowed(&text[..limit]);
         }
-        let mut out = Out::new(text);
+        let mut out = Out::new(text, limit);
         // Without `email`, a run must still be found inside an address ("4111…@x.com").
         let candidates: &Regex = if email { &EMAILS_OR_RUNS } else { &RUNS };
         for m in candidates.find_iter(text) {
+            if m.start() >= limit {
+                break;
+            }
             if m.as_str().contains('@') {
                 out.replace(m.start(), m.end(), Kind::Email);
             } else if digits {
@@ -163,18 +190,24 @@ struct Out<'a> {
     built: Option<String>,
     /// `text[..copied]` is in `built` (or needs no copy yet).
     copied: usize,
+    /// The output ends here (a match starting before it is still replaced whole).
+    limit: usize,
 }
 
 impl<'a> Out<'a> {
-    fn new(text: &'a str) -> Out<'a> {
+    fn new(text: &'a str, limit: usize) -> Out<'a> {
         Out {
             text,
             built: None,
             copied: 0,
+            limit,
         }
     }
 
     fn replace(&mut self, start: usize, end: usize, kind: Kind) {
+        if start >= self.limit {
+            return;
+        }
         let built = self
             .built
             .get_or_insert_with(|| String::with_capacity(self.text.len()));
@@ -185,9 +218,11 @@ impl<'a> Out<'a> {
 
     fn finish(self) -> Cow<'a, str> {
         match self.built {
-            None => Cow::Borrowed(self.text),
+            None => Cow::Borrowed(&self.text[..self.limit]),
             Some(mut s) => {
-                s.push_str(&self.text[self.copied..]);
+                if self.copied < self.limit {
+                    s.push_str(&self.text[self.copied..self.limit]);
+                }
                 Cow::Owned(s)
             }
         }
@@ -368,6 +403,18 @@ mod tests {
         for text in ["hello", "I have 2 cats and 3 dogs", "", "über 12 €"] {
             assert!(matches!(Redact::all().apply(text), Cow::Borrowed(t) if t == text));
         }
+    }
+
+    #[test]
+    fn a_line_cut_inside_a_number_loses_all_of_it() {
+        let full = "so that is 4111 1111 1111 1111, right?";
+        let heard = "so that is 4111 1111…";
+        assert_eq!(Redact::all().apply_heard(full, heard), "so that is [card]…");
+        assert_eq!(Redact::all().apply_heard("hello there", "hello…"), "hello…");
+        assert_eq!(
+            Redact::all().apply_heard(full, full),
+            "so that is [card], right?"
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Profile {
     pub twilio_recording: Option<bool>,
     /// Asked for the call's variables and overrides when a call starts.
     pub setup_url: Option<String>,
+    /// Replaces the top-level `redact` for this profile's calls (`redact = []`: nothing).
+    pub redact: Option<callbridge_core::redact::Redact>,
 }
 
 #[derive(Debug, Clone, Default)]

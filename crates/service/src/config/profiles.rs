@@ -54,7 +54,13 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "mcp_servers",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
-pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];
+pub const PROFILE_KEYS: &[&str] = &[
+    "numbers",
+    "report_url",
+    "twilio_recording",
+    "setup_url",
+    "redact",
+];
 
 fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -117,6 +123,7 @@ pub fn parse(
         let mut report_url = None;
         let mut twilio_recording = None;
         let mut setup_url = None;
+        let mut redact = None;
         let mut tools: Option<Vec<String>> = None;
         for (k, v) in body {
             match k.as_str() {
@@ -163,6 +170,7 @@ pub fn parse(
                         setup_url = Some(u.to_owned());
                     }
                 }
+                "redact" => redact = super::redact::parse(&at("redact"), Some(v))?,
                 "twilio_recording" => {
                     twilio_recording = Some(match v.as_str() {
                         Some("dual") => true,
@@ -227,6 +235,7 @@ pub fn parse(
                 report_url,
                 twilio_recording,
                 setup_url,
+                redact,
             },
         );
     }

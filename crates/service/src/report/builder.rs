@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::redact::redact_json;
 use super::{
     new_report_id, time::rfc3339, turn_latency, unconnected_report_id, CallReport, Recording,
     ToolCall, TranscriptLine, Transfer, CALL_COMPLETED,
@@ -22,6 +23,7 @@ use crate::call::conversation::Entry;
 use crate::call::tools::ToolCallRecord;
 use crate::call::CallEvent;
 use crate::twilio::StartMeta;
+use callbridge_core::redact::Redact;
 
 /// `<Parameter>` names the bridge's own TwiML uses.
 pub const PARAM_PROFILE: &str = "profile";
@@ -53,6 +55,9 @@ pub struct ReportBuilder {
     tool_results: BTreeMap<String, (&'static str, Option<f64>)>,
     /// The destination the call was handed to, and when.
     transferred: Option<(String, u64)>,
+    /// What the report's texts lose (`redact`): the events reach the builder redacted already;
+    /// the conversation log and the tool calls are redacted here.
+    redact: Redact,
 }
 
 impl ReportBuilder {
@@ -72,7 +77,17 @@ impl ReportBuilder {
             pending_interrupt: None,
             tool_results: BTreeMap::new(),
             transferred: None,
+            redact: Redact::NONE,
         }
+    }
+
+    /// What this call redacts (the top level's `redact`, then its profile's).
+    pub fn set_redaction(&mut self, redact: Redact) {
+        self.redact = redact;
+    }
+
+    pub fn redaction(&self) -> Redact {
+        self.redact
     }
 
     /// Twilio's `start`: the call's identity and the `<Parameter>`s our TwiML set.
@@ -139,8 +154,12 @@ impl ReportBuilder {
     /// The call's tool calls (its own records, at call end) and its transfer destinations
     /// (`(name, number or sip: URI)`, to name where a transfer went).
     pub fn set_tool_calls(&mut self, records: &[ToolCallRecord], targets: &[(String, String)]) {
+        // Stored, so redacted; the integrator's tool got them whole (they are its data).
         let json = |s: &str| {
-            serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
+            let mut v =
+                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()));
+            redact_json(self.redact, &mut v);
+            v
         };
         self.report.tool_calls = records
             .iter()
@@ -175,8 +194,10 @@ impl ReportBuilder {
     /// Agent lines as the caller heard them, from the call's conversation log: a line the
     /// caller cut off is cut to what was heard and flagged with how much of its audio played
     /// (the log knows; the events only let this builder guess). Lines are matched in order by
-    /// their full transcript; one the log no longer holds keeps what the events said.
+    /// their full transcript; one the log no longer holds keeps what the events said. The log
+    /// holds the words as said: they are redacted as the events' were before they compare.
     pub fn use_conversation(&mut self, entries: &[Entry]) {
+        let redact = self.redact;
         let mut heard = entries.iter().filter_map(|e| match e {
             Entry::Agent(a) if !a.full_text().is_empty() => Some(a),
             _ => None,
@@ -187,7 +208,7 @@ impl ReportBuilder {
             let mut look = next;
             let mut rest = heard.clone();
             while let Some(a) = look {
-                if a.full_text() == &*line.text {
+                if redact.apply(a.full_text()) == *line.text {
                     break;
                 }
                 look = rest.next();
@@ -195,7 +216,7 @@ impl ReportBuilder {
             let Some(a) = look else { continue };
             // The heard text is the whole line unless the caller cut it off.
             if a.interrupted_after_ms.is_some() {
-                line.text = a.text().into();
+                line.text = redact.apply_heard(a.full_text(), &a.text()).into();
             }
             line.interrupted_after_ms = a.interrupted_after_ms;
             heard = rest;

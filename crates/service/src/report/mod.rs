@@ -4,6 +4,7 @@
 //! (tests validate real reports against them).
 
 pub mod builder;
+pub mod redact;
 pub mod time;
 pub mod usage;
 

@@ -22,7 +22,7 @@ use super::super::latency::{Read, WriteTimer};
 use super::super::links::{self, Links, Received};
 use super::super::running::{CallCommand, Mailbox, Registered};
 use super::super::AppState;
-use super::call_log::{log_event, AnomalyCounts};
+use super::call_log::{log_event, redacted, AnomalyCounts};
 use super::wake::{Sources, Wake};
 use super::write::{event_type, render_realtime, render_twilio, Write};
 use super::{settle_recording, RECORDED_BY};
@@ -78,7 +78,8 @@ impl<'a> Driver<'a> {
         if let Some(sid) = only_call {
             call.require_call_sid(sid);
         }
-        let report = ReportBuilder::new(opened, std::time::SystemTime::now());
+        let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
+        report.set_redaction(s.cfg.redact);
         // With profiles, the session is configured only once `start` (and the profile's setup
         // lookup) said which settings apply.
         let setup = CallSetup::new(s);
@@ -206,6 +207,7 @@ impl<'a> Driver<'a> {
     }
 
     fn on_event(&mut self, ev: CallEvent) {
+        let ev = redacted(self.report.redaction(), ev);
         self.live.on_event(&ev);
         self.report.on_event(&ev, Instant::now());
         log_event(self.s, &mut self.anomalies, ev);
