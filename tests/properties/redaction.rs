@@ -29,17 +29,20 @@ fn card_digits() -> impl Strategy<Value = Vec<u8>> {
 /// dash or both, or not split at all.
 fn written(digits: Vec<u8>) -> impl Strategy<Value = (Vec<u8>, String)> {
     let n = digits.len();
-    prop::collection::vec(prop::sample::select(vec!["", "", " ", "-", " - ", "  "]), n - 1)
-        .prop_map(move |seps| {
-            let mut text = String::new();
-            for (i, d) in digits.iter().enumerate() {
-                if i > 0 {
-                    text.push_str(seps[i - 1]);
-                }
-                text.push(char::from(b'0' + d));
+    prop::collection::vec(
+        prop::sample::select(vec!["", "", " ", "-", " - ", "  "]),
+        n - 1,
+    )
+    .prop_map(move |seps| {
+        let mut text = String::new();
+        for (i, d) in digits.iter().enumerate() {
+            if i > 0 {
+                text.push_str(seps[i - 1]);
             }
-            (digits.clone(), text)
-        })
+            text.push(char::from(b'0' + d));
+        }
+        (digits.clone(), text)
+    })
 }
 
 /// Arbitrary text around it (any characters, digits too).

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::redact::redact_json;
+use super::redact::stored_json;
 use super::{
     new_report_id, time::rfc3339, turn_latency, unconnected_report_id, CallReport, Recording,
     ToolCall, TranscriptLine, Transfer, CALL_COMPLETED,
@@ -55,9 +55,8 @@ pub struct ReportBuilder {
     tool_results: BTreeMap<String, (&'static str, Option<f64>)>,
     /// The destination the call was handed to, and when.
     transferred: Option<(String, u64)>,
-    /// What the report's texts lose (`redact`): the events reach the builder redacted already;
-    /// the conversation log and the tool calls are redacted here.
-    redact: Redact,
+    /// What this call redacts (`redact`; the events come redacted, the log and tools do not).
+    pub redact: Redact,
 }
 
 impl ReportBuilder {
@@ -79,15 +78,6 @@ impl ReportBuilder {
             transferred: None,
             redact: Redact::NONE,
         }
-    }
-
-    /// What this call redacts (the top level's `redact`, then its profile's).
-    pub fn set_redaction(&mut self, redact: Redact) {
-        self.redact = redact;
-    }
-
-    pub fn redaction(&self) -> Redact {
-        self.redact
     }
 
     /// Twilio's `start`: the call's identity and the `<Parameter>`s our TwiML set.
@@ -154,13 +144,7 @@ impl ReportBuilder {
     /// The call's tool calls (its own records, at call end) and its transfer destinations
     /// (`(name, number or sip: URI)`, to name where a transfer went).
     pub fn set_tool_calls(&mut self, records: &[ToolCallRecord], targets: &[(String, String)]) {
-        // Stored, so redacted; the integrator's tool got them whole (they are its data).
-        let json = |s: &str| {
-            let mut v =
-                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()));
-            redact_json(self.redact, &mut v);
-            v
-        };
+        let json = |s: &str| stored_json(self.redact, s);
         self.report.tool_calls = records
             .iter()
             .take(MAX_TOOL_CALLS)

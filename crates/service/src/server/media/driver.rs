@@ -79,7 +79,7 @@ impl<'a> Driver<'a> {
             call.require_call_sid(sid);
         }
         let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
-        report.set_redaction(s.cfg.redact);
+        report.redact = s.cfg.redact;
         // With profiles, the session is configured only once `start` (and the profile's setup
         // lookup) said which settings apply.
         let setup = CallSetup::new(s);
@@ -207,7 +207,7 @@ impl<'a> Driver<'a> {
     }
 
     fn on_event(&mut self, ev: CallEvent) {
-        let ev = redacted(self.report.redaction(), ev);
+        let ev = redacted(self.report.redact, ev);
         self.live.on_event(&ev);
         self.report.on_event(&ev, Instant::now());
         log_event(self.s, &mut self.anomalies, ev);
