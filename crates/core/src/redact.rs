@@ -305,7 +305,7 @@ pub fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Digits joined by dashes or spaces only (an SSN is never written with dots or parentheses).
