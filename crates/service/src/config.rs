@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::call::CallConfig;
 
+pub mod analysis;
 mod call;
 mod callcenter;
 mod cluster;

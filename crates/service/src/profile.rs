@@ -25,6 +25,8 @@ pub struct Profile {
     pub setup_url: Option<String>,
     /// Replaces the top-level `redact` for this profile's calls (`redact = []`: nothing).
     pub redact: Option<callbridge_core::redact::Redact>,
+    /// Asked of a text model after each call; its answer goes in the report.
+    pub analysis: Option<Arc<crate::config::analysis::Analysis>>,
 }
 
 #[derive(Debug, Clone, Default)]

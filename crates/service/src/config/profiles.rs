@@ -60,6 +60,8 @@ pub const PROFILE_KEYS: &[&str] = &[
     "twilio_recording",
     "setup_url",
     "redact",
+    "analysis",
+    "analysis_model",
 ];
 
 fn invalid(key: String, message: impl Into<String>) -> ConfigError {
@@ -124,6 +126,8 @@ pub fn parse(
         let mut twilio_recording = None;
         let mut setup_url = None;
         let mut redact = None;
+        let mut analysis = None;
+        let mut analysis_model = None;
         let mut tools: Option<Vec<String>> = None;
         for (k, v) in body {
             match k.as_str() {
@@ -171,6 +175,16 @@ pub fn parse(
                     }
                 }
                 "redact" => redact = super::redact::parse(&at("redact"), Some(v))?,
+                "analysis" => analysis = Some(v),
+                "analysis_model" => match v {
+                    toml::Value::String(m) if !m.is_empty() => analysis_model = Some(m),
+                    other => {
+                        return Err(invalid(
+                            at("analysis_model"),
+                            format!("{other}: a model name"),
+                        ))
+                    }
+                },
                 "twilio_recording" => {
                     twilio_recording = Some(match v.as_str() {
                         Some("dual") => true,
@@ -198,6 +212,14 @@ pub fn parse(
                 }
             }
         }
+        let analysis = match analysis {
+            Some(v) => Some(Arc::new(super::analysis::parse(
+                &at("analysis"),
+                v,
+                analysis_model,
+            )?)),
+            None => None,
+        };
         let call = validate_call(merged).map_err(|e| match e {
             ConfigError::Invalid { key, message } => invalid(at(&key), message),
             ConfigError::Parse { message, .. } => invalid(format!("profiles.{name}"), message),
@@ -236,6 +258,7 @@ pub fn parse(
                 twilio_recording,
                 setup_url,
                 redact,
+                analysis,
             },
         );
     }

@@ -366,6 +366,8 @@ fn blank_report(report_id: String, direction: &str, started_at: String) -> CallR
         recording: Vec::new(),
         usage: Default::default(),
         cost_usd: None,
+        analysis: None,
+        analysis_error: None,
     }
 }
 
