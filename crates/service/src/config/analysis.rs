@@ -114,36 +114,26 @@ mod tests {
 
     #[test]
     fn bad_ones_name_the_key() {
-        for (text, key) in [
+        let o = "instructions = \"x\", schema = { type = \"object\" ";
+        for (text, error) in [
             (
-                "analysis = { schema = { type = \"object\" } }",
-                "instructions",
+                "schema = { type = \"object\" }".to_owned(),
+                ".instructions: required",
             ),
             (
-                "analysis = { instructions = \"x\", schema = { type = \"array\" } }",
-                "schema",
+                "instructions = \"x\", schema = { type = \"array\" }".into(),
+                ".schema: the root must be",
             ),
             (
-                "analysis = { instructions = \"x\", schema = { type = 3 } }",
-                "schema",
+                format!("{o}, properties = 3 }}"),
+                ".schema: not a valid schema",
             ),
-            (
-                "analysis = { instructions = \"x\", schema = { type = \"object\" }, x = 1 }",
-                ".x",
-            ),
+            (format!("{o}}}, timeout_ms = 5"), ".timeout_ms: 5; allowed"),
+            (format!("{o}}}, x = 1"), ".x: unknown"),
         ] {
-            let e = parsed(text).unwrap_err();
-            assert!(
-                e.starts_with(&format!(
-                    "profiles.s.analysis{}",
-                    if key.starts_with('.') {
-                        key.to_owned()
-                    } else {
-                        format!(".{key}")
-                    }
-                )),
-                "{text}: {e}"
-            );
+            let e = parsed(&format!("analysis = {{ {text} }}")).unwrap_err();
+            let want = format!("profiles.s.analysis{error}");
+            assert!(e.starts_with(&want), "{text}: {e}");
         }
     }
 }
