@@ -1,5 +1,5 @@
-//! Property tests (proptest): the TwiML renderer, the two protocol parsers and the call state
-//! machine, each under arbitrary input.
+//! Property tests (proptest): the TwiML renderer, the two protocol parsers, the call state
+//! machine and redaction, each under arbitrary input.
 //!
 //! `cargo test --test properties` runs a few thousand cases in all; `PROPTEST_CASES=N` runs N
 //! cases of every property instead (the long run in docs/testing.md, "Properties").
@@ -8,6 +8,8 @@
 mod prop_call;
 #[path = "properties/parsers.rs"]
 mod prop_parsers;
+#[path = "properties/redaction.rs"]
+mod prop_redaction;
 #[path = "properties/twiml.rs"]
 mod prop_twiml;
 

@@ -5,4 +5,5 @@
 pub mod audio;
 pub mod call;
 pub mod realtime;
+pub mod redact;
 pub mod twilio;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::call::CallConfig;
 
+pub mod analysis;
 mod call;
 mod callcenter;
 mod cluster;
@@ -15,6 +16,7 @@ mod keys;
 mod prewarm;
 mod pricing;
 mod profiles;
+mod redact;
 mod settings;
 mod silence;
 mod tools;
@@ -197,6 +199,9 @@ pub struct Config {
     pub profiles: crate::profile::Profiles,
     /// USD per 1M tokens by model, for the report's `cost_usd` (`[prices."MODEL"]`).
     pub prices: Prices,
+    /// What transcripts lose before they are stored or logged (`redact`); a profile's own
+    /// `redact` replaces it for its calls.
+    pub redact: callbridge_core::redact::Redact,
     /// When the drain period is over, running calls are asked for this goodbye (instructions
     /// to the model) and end once it was heard; `None` (set to ""): they end at once.
     pub drain_goodbye: Option<String>,
@@ -293,6 +298,7 @@ impl Config {
         let profiles = table.remove("profiles");
         let default_profile = table.remove("default_profile");
         let prices = Prices::parse(table.remove("prices"))?;
+        let redact = redact::parse("redact", table.remove("redact"))?.unwrap_or_default();
         let parse = |t: toml::Table| -> Result<Raw, ConfigError> {
             toml::Value::Table(t)
                 .try_into()
@@ -308,6 +314,7 @@ impl Config {
             Ok(Config::validate(parse(t)?)?.call)
         })?;
         cfg.prices = prices;
+        cfg.redact = redact;
         if cfg.tool_secret.is_none() {
             if let Some(p) = cfg
                 .profiles
@@ -411,6 +418,7 @@ impl Config {
             console_token,
             profiles: Default::default(),
             prices: Prices::default(),
+            redact: Default::default(),
             tool_secret,
             callcenter,
             twilio_api_base: twilio_rest.api_base,

@@ -23,6 +23,10 @@ pub struct Profile {
     pub twilio_recording: Option<bool>,
     /// Asked for the call's variables and overrides when a call starts.
     pub setup_url: Option<String>,
+    /// Replaces the top-level `redact` for this profile's calls (`redact = []`: nothing).
+    pub redact: Option<callbridge_core::redact::Redact>,
+    /// Asked of a text model after each call; its answer goes in the report.
+    pub analysis: Option<Arc<crate::config::analysis::Analysis>>,
 }
 
 #[derive(Debug, Clone, Default)]

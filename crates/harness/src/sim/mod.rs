@@ -13,6 +13,7 @@
 pub mod faults;
 mod http_stub;
 pub mod receiver;
+pub mod responses;
 mod session;
 pub mod twilio_rest;
 pub mod vad;
@@ -108,6 +109,8 @@ pub struct SimConfig {
     /// Observer called with the instants audio crossed the socket (the load tool measures the
     /// bridge's latency with it). `None` costs nothing.
     pub probe: Option<ProbeHandle>,
+    /// `POST /v1/responses` on the same port (post-call analysis): how it answers.
+    pub responses: responses::FakeResponses,
 }
 
 /// Hooks for a measuring peer (the load tool), called on the session's own task. Times are
@@ -178,6 +181,7 @@ impl Default for SimConfig {
             require_api_key: None,
             record_events: true,
             probe: None,
+            responses: Default::default(),
         }
     }
 }
@@ -380,7 +384,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
                 Ok((tcp, _)) if shared.faults.refuse_this() => drop(tcp),
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    tasks.spawn(session::run(tcp, peer, shared.clone(), stop.clone()));
+                    tasks.spawn(responses::or_session(tcp, peer, shared.clone(), stop.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

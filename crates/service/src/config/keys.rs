@@ -106,6 +106,7 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("tool_choice", Kind::StrOrJson),
     ("tracing", Kind::StrOrJson),
     ("mcp_servers", Kind::StrOrJson),
+    ("redact", Kind::StrOrJson),
 ];
 
 /// Short names operators already use, read as well as the `CALLBRIDGE_*` form.

@@ -58,7 +58,15 @@ pub const PER_CALL_KEYS: &[&str] = &[
     "mcp_servers",
 ];
 /// Keys only a profile has, or that a profile overrides outside the call's settings.
-pub const PROFILE_KEYS: &[&str] = &["numbers", "report_url", "twilio_recording", "setup_url"];
+pub const PROFILE_KEYS: &[&str] = &[
+    "numbers",
+    "report_url",
+    "twilio_recording",
+    "setup_url",
+    "redact",
+    "analysis",
+    "analysis_model",
+];
 
 fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -121,6 +129,9 @@ pub fn parse(
         let mut report_url = None;
         let mut twilio_recording = None;
         let mut setup_url = None;
+        let mut redact = None;
+        let mut analysis = None;
+        let mut analysis_model = None;
         let mut tools: Option<ProfileTools> = None;
         for (k, v) in body {
             match k.as_str() {
@@ -169,6 +180,17 @@ pub fn parse(
                         setup_url = Some(u.to_owned());
                     }
                 }
+                "redact" => redact = super::redact::parse(&at("redact"), Some(v))?,
+                "analysis" => analysis = Some(v),
+                "analysis_model" => match v {
+                    toml::Value::String(m) if !m.is_empty() => analysis_model = Some(m),
+                    other => {
+                        return Err(invalid(
+                            at("analysis_model"),
+                            format!("{other}: a model name"),
+                        ))
+                    }
+                },
                 "twilio_recording" => {
                     twilio_recording = Some(match v.as_str() {
                         Some("dual") => true,
@@ -196,6 +218,14 @@ pub fn parse(
                 }
             }
         }
+        let analysis = match analysis {
+            Some(v) => Some(Arc::new(super::analysis::parse(
+                &at("analysis"),
+                v,
+                analysis_model,
+            )?)),
+            None => None,
+        };
         let call = validate_call(merged).map_err(|e| match e {
             ConfigError::Invalid { key, message } => invalid(at(&key), message),
             ConfigError::Parse { message, .. } => invalid(format!("profiles.{name}"), message),
@@ -235,6 +265,8 @@ pub fn parse(
                 report_url,
                 twilio_recording,
                 setup_url,
+                redact,
+                analysis,
             },
         );
     }

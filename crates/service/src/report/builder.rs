@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::redact::stored_json;
 use super::{
     new_report_id, time::rfc3339, turn_latency, unconnected_report_id, CallReport, Recording,
     ToolCall, TranscriptLine, Transfer, CALL_COMPLETED,
@@ -21,6 +22,7 @@ use super::{
 use crate::call::tools::ToolCallRecord;
 use crate::call::CallEvent;
 use crate::twilio::StartMeta;
+use callbridge_core::redact::Redact;
 
 mod conversation_lines;
 
@@ -54,6 +56,8 @@ pub struct ReportBuilder {
     tool_results: BTreeMap<String, (&'static str, Option<f64>)>,
     /// The destination the call was handed to, and when.
     transferred: Option<(String, u64)>,
+    /// What this call redacts (`redact`; the events come redacted, the log and tools do not).
+    pub redact: Redact,
 }
 
 impl ReportBuilder {
@@ -73,6 +77,7 @@ impl ReportBuilder {
             pending_interrupt: None,
             tool_results: BTreeMap::new(),
             transferred: None,
+            redact: Redact::NONE,
         }
     }
 
@@ -140,9 +145,7 @@ impl ReportBuilder {
     /// The call's tool calls (its own records, at call end) and its transfer destinations
     /// (`(name, number or sip: URI)`, to name where a transfer went).
     pub fn set_tool_calls(&mut self, records: &[ToolCallRecord], targets: &[(String, String)]) {
-        let json = |s: &str| {
-            serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
-        };
+        let json = |s: &str| stored_json(self.redact, s);
         self.report.tool_calls = records
             .iter()
             .take(MAX_TOOL_CALLS)
@@ -336,6 +339,8 @@ fn blank_report(report_id: String, direction: &str, started_at: String) -> CallR
         recording: Vec::new(),
         usage: Default::default(),
         cost_usd: None,
+        analysis: None,
+        analysis_error: None,
     }
 }
 

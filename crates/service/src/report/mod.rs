@@ -3,7 +3,9 @@
 //! delivery live in `server::reports`. The JSON shape is pinned by `schemas/*.schema.json`
 //! (tests validate real reports against them).
 
+pub mod analysis;
 pub mod builder;
+pub mod redact;
 pub mod time;
 pub mod usage;
 
@@ -59,6 +61,14 @@ pub struct CallReport {
     /// `usage` priced for the call's model; absent when the model has no price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The profile's post-call analysis: the model's answer, valid against its schema
+    /// ([`analysis`]); absent without one. Boxed, like `usage`: the call's task holds the
+    /// report all call long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Box<serde_json::Value>>,
+    /// Why the analysis is missing (timeout, HTTP error, an answer not matching the schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_error: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

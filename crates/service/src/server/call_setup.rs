@@ -139,6 +139,7 @@ impl CallSetup {
         if let Some(p) = profile {
             tracing::Span::current().record("profile", p.name.as_str());
             report.set_profile(&p.name);
+            report.redact = p.redact.unwrap_or(report.redact);
             self.report_url = p.report_url.clone();
             self.profile = Some(p.name.clone());
         }

@@ -400,6 +400,20 @@ fn run(
         d.live.ended(d.outcome.as_str());
         let mut report = Box::new(d.report.finish(d.outcome.as_str(), Instant::now()));
         report.set_cost(price_for(&s.cfg, d.call.config().session.model.as_deref()));
+        let analysis = d
+            .setup
+            .profile
+            .as_deref()
+            .and_then(|p| s.cfg.profiles.by_name.get(p));
+        if let Some(a) = analysis.and_then(|p| p.analysis.as_deref()) {
+            Box::pin(crate::report::analysis::analyse(
+                &s.http,
+                &s.cfg,
+                a,
+                &mut report,
+            ))
+            .await;
+        }
         Box::pin(
             s.reports
                 .submit(d.setup.report_url.as_deref(), &report.report_id, &report),

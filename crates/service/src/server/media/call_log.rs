@@ -1,10 +1,49 @@
 //! What a call's events do outside the call: log lines (anomalies rate-limited per call) and
 //! the metrics they count.
 
+use std::borrow::Cow;
+
+use callbridge_core::redact::Redact;
 use tracing::{debug, info, warn};
 
 use crate::call::CallEvent;
 use crate::server::AppState;
+
+/// `ev` with the words in it redacted (`redact`), before anything stores or logs it: the
+/// console, the report and the log lines all get the event from here. Transcripts, and the
+/// details of anomalies and model errors (they may quote what was said); the rest holds no
+/// words of the call. A text with nothing to redact is passed on as it is (no copy).
+pub(super) fn redacted(redact: Redact, ev: CallEvent) -> CallEvent {
+    if redact.is_empty() {
+        return ev;
+    }
+    let arc = |t: std::sync::Arc<str>| match redact.apply(&t) {
+        Cow::Borrowed(_) => t,
+        Cow::Owned(r) => r.into(),
+    };
+    let owned = |t: String| match redact.apply(&t) {
+        Cow::Borrowed(_) => t,
+        Cow::Owned(r) => r,
+    };
+    match ev {
+        CallEvent::CallerTranscript(t) => CallEvent::CallerTranscript(arc(t)),
+        CallEvent::AgentTranscript(t) => CallEvent::AgentTranscript(arc(t)),
+        CallEvent::Anomaly { kind, detail } => CallEvent::Anomaly {
+            kind,
+            detail: owned(detail),
+        },
+        CallEvent::UpstreamError {
+            code,
+            message,
+            harmless,
+        } => CallEvent::UpstreamError {
+            code,
+            message: message.map(owned),
+            harmless,
+        },
+        other => other,
+    }
+}
 
 /// Per-call count of handled anomalies by kind: a peer repeating one mistake 50 times a second
 /// is logged at the 1st, 2nd, 4th, 8th, … occurrence (each line gives the count), not 50 lines a

@@ -23,7 +23,7 @@ use super::super::links::{self, Links, Received};
 use super::super::prewarm;
 use super::super::running::{CallCommand, Mailbox, Registered};
 use super::super::AppState;
-use super::call_log::{log_event, AnomalyCounts};
+use super::call_log::{log_event, redacted, AnomalyCounts};
 use super::wake::{Sources, Wake};
 use super::write::{event_type, render_realtime, render_twilio, Write};
 use super::{settle_recording, RECORDED_BY};
@@ -79,7 +79,8 @@ impl<'a> Driver<'a> {
         if let Some(sid) = only_call {
             call.require_call_sid(sid);
         }
-        let report = ReportBuilder::new(opened, std::time::SystemTime::now());
+        let mut report = ReportBuilder::new(opened, std::time::SystemTime::now());
+        report.redact = s.cfg.redact;
         // With profiles, the session is configured only once `start` (and the profile's setup
         // lookup) said which settings apply.
         let setup = CallSetup::new(s);
@@ -241,6 +242,7 @@ impl<'a> Driver<'a> {
     }
 
     fn on_event(&mut self, ev: CallEvent) {
+        let ev = redacted(self.report.redact, ev);
         self.live.on_event(&ev);
         self.report.on_event(&ev, Instant::now());
         log_event(self.s, &mut self.anomalies, ev);
