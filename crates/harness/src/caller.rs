@@ -16,7 +16,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+mod echo;
 mod http;
+pub use echo::SpeakerEcho;
 pub use http::{check_outbound_shape, fetch_twiml, post_form, stream_url_from_twiml};
 
 /// μ-law bytes per ms at 8 kHz.
@@ -70,6 +72,8 @@ pub struct CallerOptions {
     /// Open this `<Stream url>` instead of asking the webhook: its TwiML was fetched earlier
     /// (e.g. just before the bridge began to drain).
     pub stream_url: Option<String>,
+    /// A speakerphone: the agent audio as played comes back into what the caller sends.
+    pub echo: Option<SpeakerEcho>,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -106,6 +110,7 @@ impl Default for CallerOptions {
             twilio_ends: None,
             playout_delay: Duration::ZERO,
             stream_url: None,
+            echo: None,
         }
     }
 }
@@ -119,6 +124,13 @@ pub struct ClearSeen {
     pub heard_in_stretch_ms: f64,
     /// Audio discarded from the queue.
     pub discarded_bytes: usize,
+}
+
+/// When the caller said one `Step::Say`, since the call started (its first and last frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaySpan {
+    pub started: Duration,
+    pub ended: Option<Duration>,
 }
 
 /// What happened on the call, from the caller's side.
@@ -135,6 +147,8 @@ pub struct CallerReport {
     pub marks_received: u64,
     pub marks_echoed: u64,
     pub clears: Vec<ClearSeen>,
+    /// Every `Step::Say`, in script order.
+    pub says: Vec<SaySpan>,
     /// Messages that were not exactly one of Twilio's three outbound shapes.
     pub protocol_violations: Vec<String>,
     /// Time from the end of each `Say` to the first agent audio received after it.
@@ -321,6 +335,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let mut next_frame = t0;
     let silence = [0xFFu8; FRAME];
     let mut twilio_ends = opts.twilio_ends.clone();
+    let mut echo_path = opts.echo.map(echo::EchoPath::new);
 
     'call: loop {
         let mark_due = player.next_mark_due();
@@ -429,6 +444,9 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 // The next step's waits count from the end of the speech: agent
                                 // audio cut off by this very utterance is not an answer to it.
                                 step_started = now;
+                                if let Some(span) = report.says.last_mut() {
+                                    span.ended = Some(now - t0);
+                                }
                                 emit(CallerEventKind::SayEnded(says - 1));
                             }
                             frame = Some(f);
@@ -444,6 +462,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 steps.pop_front();
                                 current = Some((a, 0));
                                 step_started = now;
+                                report.says.push(SaySpan { started: now - t0, ended: None });
                                 emit(CallerEventKind::SayStarted(says));
                                 says += 1;
                             }
@@ -487,7 +506,10 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                         }
                     }
                     if !dropped {
-                        let f = frame.unwrap_or_else(|| silence.to_vec());
+                        let mut f = frame.unwrap_or_else(|| silence.to_vec());
+                        if let Some(path) = echo_path.as_mut() {
+                            path.mix(&mut f, report.caller_audio.len(), &report.agent_audio);
+                        }
                         report.caller_audio.extend_from_slice(&f);
                         seq += 1;
                         let msg = json!({"event":"media","sequenceNumber":seq.to_string(),"streamSid":sid,
