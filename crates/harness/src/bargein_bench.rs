@@ -21,7 +21,7 @@ use crate::config::{Config, Overrides};
 use crate::metrics::Metrics;
 use crate::sim::{SimConfig, Simulator};
 pub use corpus::{ClipClass, CorpusClip, Half};
-pub use table::{render, Summary};
+pub use table::{render, ClassStats, EchoStats, Summary};
 
 /// The agent's answer every clip is played over: the long opening-hours line (10.7 s).
 const ANSWER_CLIP: &str = "agent_hours";
