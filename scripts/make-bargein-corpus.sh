@@ -83,37 +83,33 @@ speak() { # $1 voice, $2 text, $3 words per minute -> $tmp/src.wav
 }
 slug() { echo "$1" | tr 'A-Z' 'a-z' | tr -cs 'a-z' '_' | sed 's/_$//'; }
 
-# Backchannels: short, several voices, at a normal and a soft level.
-v=0 i=0
-for word in "mm-hmm" "uh-huh" "yeah" "okay" "right"; do
-  j=0
-  for level in -3 -15; do
-    voice=${voices[$((v % ${#voices[@]}))]}
-    v=$((v + 1))
-    speak "$voice" "$word" 170
-    emit "backchannel_$(slug "$word")_${level#-}" backchannel "$level" 0 "$word" $i $j
-    j=$((j + 1))
+# $1 class, $2 words per minute, $3 the two levels ("loud soft"), then the lines: each line at
+# each level, the voices taken in turn.
+speech_class() {
+  local class=$1 wpm=$2 levels=$3 v=0 i=0 j level voice text
+  shift 3
+  for text in "$@"; do
+    j=0
+    for level in $levels; do
+      voice=${voices[$((v % ${#voices[@]}))]}
+      v=$((v + 1))
+      speak "$voice" "$text" "$wpm"
+      emit "${class}_$(slug "$text" | cut -c1-24)_${level#-}" "$class" "$level" 0 "$text" $i $j
+      j=$((j + 1))
+    done
+    i=$((i + 1))
   done
-  i=$((i + 1))
-done
+}
+
+# Backchannels: short, several voices, at a normal and a soft level.
+speech_class backchannel 170 "-3 -15" "mm-hmm" "uh-huh" "yeah" "okay" "right"
 
 # Real interruptions: short words and long sentences, loud and soft, several voices.
-v=0 i=0
-for text in "Wait." "Stop." "Hold on." "No, no." \
+speech_class interruption 165 "-3 -18" "Wait." "Stop." "Hold on." "No, no." \
   "Sorry, that is not what I asked, I need the opening hours for Sunday." \
   "Actually, can you cancel that order and put me through to a person?" \
   "Excuse me, I think you have the wrong account number there." \
-  "Hang on, I have a different question about my delivery address."; do
-  j=0
-  for level in -3 -18; do
-    voice=${voices[$((v % ${#voices[@]}))]}
-    v=$((v + 1))
-    speak "$voice" "$text" 165
-    emit "interruption_$(slug "$text" | cut -c1-24)_${level#-}" interruption "$level" 0 "$text" $i $j
-    j=$((j + 1))
-  done
-  i=$((i + 1))
-done
+  "Hang on, I have a different question about my delivery address."
 
 # Silence with line noise: the quiet line a caller holds while the agent talks.
 j=0
