@@ -1,5 +1,6 @@
-//! The harness's subcommands (`sim`, `call`, `replay`, `demo`, `gen-fixtures`): in the
-//! binary with the default `harness` feature, absent from the production build.
+//! The harness's subcommands (`sim`, `call`, `replay`, `demo`, `bargein-bench`,
+//! `gen-fixtures`): in the binary with the default `harness` feature, absent from the production
+//! build.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
