@@ -26,7 +26,7 @@ for tool in espeak-ng sox; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-rm -rf "$out"
+rm -f "$out"/*.ulaw "$out/manifest.tsv"
 mkdir -p "$out"
 manifest="$out/manifest.tsv"
 printf '# name\tclass\tlevel_db\thalf\tonset_ms\ttext\n' >"$manifest"
