@@ -1,5 +1,6 @@
-//! The harness's subcommands (`sim`, `call`, `replay`, `demo`, `gen-fixtures`): in the
-//! binary with the default `harness` feature, absent from the production build.
+//! The harness's subcommands (`sim`, `call`, `replay`, `demo`, `bargein-bench`,
+//! `gen-fixtures`): in the binary with the default `harness` feature, absent from the production
+//! build.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -265,4 +266,67 @@ pub fn gen_fixtures(args: GenArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+#[derive(Args)]
+pub struct BargeinBenchArgs {
+    /// The bridge's `barge_in` setting for every call (e.g. `server`, `confirm`); without it,
+    /// the bridge's default. Also names the rows of the table.
+    #[arg(long)]
+    barge_in: Option<String>,
+    /// A bridge config file (callbridge.toml) for every call.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Any other bridge setting, `key=value` (config-file keys; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The labelled corpus.
+    #[arg(long, default_value = "fixtures/bargein")]
+    corpus: PathBuf,
+    /// Calls at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Only the clips whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Length of each speakerphone echo call, in seconds (0: no echo calls).
+    #[arg(long, default_value_t = 30)]
+    echo_secs: u64,
+}
+
+pub fn bargein_bench(args: BargeinBenchArgs) -> ExitCode {
+    use callbridge::bargein_bench::{bench, render, BenchOptions};
+    // The bridge's per-call logs would bury the table: errors only unless RUST_LOG says more.
+    callbridge::logging::init_with_default(LogFormat::Text, "error");
+    let mut opts = BenchOptions::full(args.corpus);
+    opts.config_file = args.config;
+    opts.concurrency = args.concurrency;
+    opts.only = args.only;
+    opts.echo_call = Duration::from_secs(args.echo_secs);
+    if args.echo_secs == 0 {
+        opts.echo_paths.clear();
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            eprintln!("callbridge bargein-bench: --set {kv:?}: expected KEY=VALUE");
+            return ExitCode::FAILURE;
+        };
+        opts.settings
+            .push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    if let Some(mode) = &args.barge_in {
+        opts.settings.push(("barge_in".into(), mode.clone()));
+    }
+    let mode = args.barge_in.unwrap_or_else(|| "(default)".into());
+    let started = std::time::Instant::now();
+    run_to_exit("bargein-bench", async {
+        let summary = bench(&opts).await?;
+        print!("{}", render(&mode, &summary));
+        println!(
+            "\n{} s, {} calls at once.",
+            started.elapsed().as_secs(),
+            opts.concurrency
+        );
+        Ok::<(), callbridge::bargein_bench::BenchError>(())
+    })
 }

@@ -9,4 +9,4 @@
 pub use callbridge_service::*;
 
 #[cfg(feature = "harness")]
-pub use callbridge_harness::{caller, demo, fixture, sim};
+pub use callbridge_harness::{bargein_bench, caller, demo, fixture, sim};

@@ -53,6 +53,10 @@ enum Command {
     /// and connects the answered call to the agent. Prints the call SID.
     Dial(DialArgs),
     #[cfg(feature = "harness")]
+    /// Measure barge-in: corpus clips over agent answers and speakerphone echo calls through
+    /// the real bridge (docs/interruptions.md); prints markdown tables.
+    BargeinBench(harness_commands::BargeinBenchArgs),
+    #[cfg(feature = "harness")]
     /// Regenerate fixtures/ (run by scripts/make-fixtures.sh).
     #[command(hide = true)]
     GenFixtures(harness_commands::GenArgs),
@@ -133,6 +137,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => harness_commands::replay(args),
         #[cfg(feature = "harness")]
         Command::Demo(args) => harness_commands::demo(args),
+        #[cfg(feature = "harness")]
+        Command::BargeinBench(args) => harness_commands::bargein_bench(args),
         #[cfg(feature = "harness")]
         Command::GenFixtures(args) => harness_commands::gen_fixtures(args),
         Command::Dial(args) => dial(args),

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod dtmf_detect;
+mod echo;
 mod http;
+pub use echo::SpeakerEcho;
 pub use http::{
     check_outbound_shape, fetch_twiml, post_form, stream_parameters_from_twiml,
     stream_url_from_twiml,
@@ -80,6 +82,8 @@ pub struct CallerOptions {
     /// Twilio's time between our TwiML answer and opening the media socket (hundreds of ms
     /// on real calls). Zero opens it at once.
     pub stream_delay: Duration,
+    /// A speakerphone: the agent audio as played comes back into what the caller sends.
+    pub echo: Option<SpeakerEcho>,
 }
 
 /// Something the caller experienced, with the time since the call started.
@@ -118,6 +122,7 @@ impl Default for CallerOptions {
             stream_url: None,
             parameters: Vec::new(),
             stream_delay: Duration::ZERO,
+            echo: None,
         }
     }
 }
@@ -131,6 +136,13 @@ pub struct ClearSeen {
     pub heard_in_stretch_ms: f64,
     /// Audio discarded from the queue.
     pub discarded_bytes: usize,
+}
+
+/// When the caller said one `Step::Say`, since the call started (its first and last frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaySpan {
+    pub started: Duration,
+    pub ended: Option<Duration>,
 }
 
 /// What happened on the call, from the caller's side.
@@ -147,6 +159,8 @@ pub struct CallerReport {
     pub marks_received: u64,
     pub marks_echoed: u64,
     pub clears: Vec<ClearSeen>,
+    /// Every `Step::Say`, in script order.
+    pub says: Vec<SaySpan>,
     /// Messages that were not exactly one of Twilio's three outbound shapes.
     pub protocol_violations: Vec<String>,
     /// Time from the end of each `Say` to the first agent audio received after it.
@@ -344,6 +358,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
     let mut next_frame = t0;
     let silence = [0xFFu8; FRAME];
     let mut twilio_ends = opts.twilio_ends.clone();
+    let mut echo_path = opts.echo.map(echo::EchoPath::new);
 
     'call: loop {
         let mark_due = player.next_mark_due();
@@ -453,6 +468,9 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 // The next step's waits count from the end of the speech: agent
                                 // audio cut off by this very utterance is not an answer to it.
                                 step_started = now;
+                                if let Some(span) = report.says.last_mut() {
+                                    span.ended = Some(now - t0);
+                                }
                                 emit(CallerEventKind::SayEnded(says - 1));
                             }
                             frame = Some(f);
@@ -468,6 +486,7 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                                 steps.pop_front();
                                 current = Some((a, 0));
                                 step_started = now;
+                                report.says.push(SaySpan { started: now - t0, ended: None });
                                 emit(CallerEventKind::SayStarted(says));
                                 says += 1;
                             }
@@ -511,7 +530,10 @@ pub async fn run(opts: CallerOptions) -> Result<CallerReport, CallerError> {
                         }
                     }
                     if !dropped {
-                        let f = frame.unwrap_or_else(|| silence.to_vec());
+                        let mut f = frame.unwrap_or_else(|| silence.to_vec());
+                        if let Some(path) = echo_path.as_mut() {
+                            path.mix(&mut f, report.caller_audio.len(), &report.agent_audio);
+                        }
                         report.caller_audio.extend_from_slice(&f);
                         seq += 1;
                         let msg = json!({"event":"media","sequenceNumber":seq.to_string(),"streamSid":sid,

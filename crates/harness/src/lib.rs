@@ -6,6 +6,7 @@
 // The service's modules by the names the product uses, for the harness's own code.
 pub(crate) use callbridge_service::{config, integrator, metrics, recording, server};
 
+pub mod bargein_bench;
 pub mod caller;
 pub mod demo;
 pub mod fixture;

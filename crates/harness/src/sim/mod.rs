@@ -232,6 +232,21 @@ pub struct Truncate {
     pub accepted: bool,
 }
 
+/// One caller-input item committed into the conversation (a user turn the model will answer
+/// or at least see). Positions are ms of appended input audio since the session began, so a
+/// measuring peer that knows what it sent at which ms can tell what the turn was made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedInput {
+    pub item_id: String,
+    /// Where the speech began (the VAD's first loud window), or the buffer start for a manual
+    /// commit.
+    pub audio_start_ms: u64,
+    /// Where the committed audio ends.
+    pub audio_end_ms: u64,
+    /// Committed by the server VAD (`false`: the client's `input_audio_buffer.commit`).
+    pub by_vad: bool,
+}
+
 /// Everything observable about one session.
 #[derive(Debug, Clone)]
 pub struct SessionLog {
@@ -248,6 +263,9 @@ pub struct SessionLog {
     /// Server events in order; in audio deltas `delta` is replaced by `audio_bytes`.
     pub sent: Vec<Value>,
     pub truncates: Vec<Truncate>,
+    /// Every caller-input item the session committed (by its VAD or on the client's
+    /// `input_audio_buffer.commit`), in order: what reached the model as the caller speaking.
+    pub committed_inputs: Vec<CommittedInput>,
     /// Decoded bytes of all accepted `input_audio_buffer.append`s.
     pub appended_audio_bytes: usize,
     /// Bytes of output audio sent in deltas.

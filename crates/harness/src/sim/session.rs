@@ -30,7 +30,8 @@ use super::vad::{Vad, VadEdge};
 use super::validate::{self, ApiError};
 use super::voice::{self, AudioFormat};
 use super::{
-    lock, next_session_id, ClosedBy, Fault, SessionLog, SessionProbe, Shared, SimDialect, Truncate,
+    lock, next_session_id, ClosedBy, CommittedInput, Fault, SessionLog, SessionProbe, Shared,
+    SimDialect, Truncate,
 };
 
 mod config;
@@ -116,6 +117,7 @@ struct Session {
     received: Vec<Value>,
     sent: Vec<Value>,
     truncates: Vec<Truncate>,
+    committed_inputs: Vec<CommittedInput>,
     appended_bytes: usize,
     sent_audio_bytes: usize,
     completed: u32,
@@ -190,6 +192,7 @@ impl Session {
             received: Vec::new(),
             sent: Vec::new(),
             truncates: Vec::new(),
+            committed_inputs: Vec::new(),
             appended_bytes: 0,
             sent_audio_bytes: 0,
             completed: 0,
@@ -211,6 +214,7 @@ impl Session {
         l.received.append(&mut self.received);
         l.sent.append(&mut self.sent);
         l.truncates.append(&mut self.truncates);
+        l.committed_inputs.append(&mut self.committed_inputs);
         l.appended_audio_bytes = self.appended_bytes;
         l.sent_audio_bytes = self.sent_audio_bytes;
         l.responses_completed = self.completed;

@@ -168,6 +168,7 @@ pub(crate) async fn run(
         received: Vec::new(),
         sent: Vec::new(),
         truncates: Vec::new(),
+        committed_inputs: Vec::new(),
         appended_audio_bytes: 0,
         sent_audio_bytes: 0,
         responses_completed: 0,

@@ -118,6 +118,12 @@ impl Session {
                 let speech_ms = end_ms
                     .saturating_sub(speech_start)
                     .saturating_sub(td.silence_ms);
+                self.committed_inputs.push(CommittedInput {
+                    item_id: item_id.clone(),
+                    audio_start_ms: speech_start,
+                    audio_end_ms: end_ms,
+                    by_vad: true,
+                });
                 self.commit_user_item(item_id, speech_ms);
                 self.buffer_start_ms = end_ms;
                 if td.create_response && self.resp.is_none() {
@@ -170,6 +176,12 @@ impl Session {
             None => self.new_id("item_"),
         };
         self.vad.reset();
+        self.committed_inputs.push(CommittedInput {
+            item_id: item_id.clone(),
+            audio_start_ms: self.buffer_start_ms,
+            audio_end_ms: now,
+            by_vad: false,
+        });
         self.commit_user_item(item_id, have);
         self.buffer_start_ms = now;
     }
