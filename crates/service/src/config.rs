@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::call::CallConfig;
 
+mod bargein;
 mod call;
 mod callcenter;
 mod cluster;
