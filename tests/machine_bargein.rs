@@ -84,6 +84,10 @@ impl Line {
                     }
                 }
                 Output::ToTwilio(m @ (Outbound::Media(_) | Outbound::Mark(_))) => {
+                    // An idle player starts on the frame as it arrives.
+                    if self.queue.is_empty() && matches!(m, Outbound::Media(_)) {
+                        self.head_done = Some(self.now + 20);
+                    }
                     self.queue.push_back(m.clone())
                 }
                 _ => {}
@@ -125,11 +129,16 @@ impl Line {
         let audio = pattern(ANSWER_MS * 8, 7);
         let outs = self.h.created("r1", self.now);
         self.take(outs);
+        self.deltas(&audio);
+        audio
+    }
+
+    /// More of the answer's audio, in 100 ms deltas at once.
+    fn deltas(&mut self, audio: &[u8]) {
         for chunk in audio.chunks(800) {
             let outs = self.h.delta("r1", "item1", chunk, self.now);
             self.take(outs);
         }
-        audio
     }
 
     fn finish_answer(&mut self) {
@@ -326,4 +335,52 @@ fn the_session_leaves_interruptions_and_answers_to_the_bridge() {
     let beta = cfg.session.to_json(callbridge::realtime::Dialect::Beta);
     assert_eq!(beta["turn_detection"]["interrupt_response"], false);
     assert_eq!(beta["turn_detection"]["create_response"], false);
+}
+
+#[test]
+fn audio_streamed_during_the_pause_plays_after_it_and_a_later_cut_is_exact() {
+    let mut line = Line::new(confirm_config());
+    let outs = line.h.created("r1", line.now);
+    line.take(outs);
+    let audio = pattern(4000 * 8, 3);
+    let (first, rest) = audio.split_at(1500 * 8);
+    line.deltas(first);
+    line.caller(&[], 800);
+    line.caller(&THANKS[..2400], 300);
+    // Paused now: the rest of the answer arrives meanwhile.
+    assert_eq!(line.wire(), ["clear"]);
+    line.deltas(rest);
+    line.finish_answer();
+    line.caller(&[], 1500);
+    assert_eq!(line.decisions(), [BargeInDecision::Resumed]);
+    // Well into the resumed answer, a real interruption.
+    line.caller(HOURS, 1400);
+    let wire = line.wire();
+    // The caller heard the answer's bytes in order, at most one frame twice (at the first
+    // pause): the truncation is at the position in the answer the caller had reached.
+    let heard = &line.heard;
+    let repeated = if audio.starts_with(heard) {
+        0
+    } else {
+        assert!(
+            (0..heard.len() / 160)
+                .any(|k| audio.starts_with(&[&heard[..k * 160], &heard[(k + 1) * 160..]].concat())),
+            "the caller heard the answer in order"
+        );
+        160
+    };
+    let reached_ms = (heard.len() - repeated) as u64 / 8;
+    assert!(reached_ms > 2000, "well into the resumed part: {reached_ms}");
+    assert_eq!(
+        wire,
+        ["clear", "clear", &format!("truncate item1 {reached_ms}")]
+    );
+    assert!(
+        !wire.contains(&"cancel".to_string()),
+        "the response had finished: nothing to cancel"
+    );
+    assert_eq!(
+        line.decisions(),
+        [BargeInDecision::Resumed, BargeInDecision::Confirmed]
+    );
 }

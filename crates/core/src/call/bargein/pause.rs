@@ -96,6 +96,9 @@ impl BargeIn {
     }
 }
 
+/// Resent audio gets a mark every 100 ms (the size of a model delta).
+const RESUME_MARK_BYTES: usize = 800;
+
 /// Capacity `kept` keeps between answers (2 s of μ-law); a longer answer grows it meanwhile.
 const KEPT_RETAINED: usize = 16_000;
 
@@ -247,21 +250,30 @@ impl Call {
         self.playback.rewind(p.resume_from, now);
         let mut at = 0usize;
         for (item_id, len) in &p.segments {
-            let Some(b) = self.bargein.as_deref() else {
-                return;
-            };
-            let end = (at + *len as usize).min(b.kept.len());
-            let mut frame = [ULAW_SILENCE; FRAME_BYTES];
-            let mut i = at;
-            while i < end {
-                let n = FRAME_BYTES.min(end - i);
-                for (slot, byte) in frame.iter_mut().zip(b.kept.range(i..i + n)) {
-                    *slot = *byte;
+            let end = at + *len as usize;
+            // A mark every `RESUME_MARK_BYTES`, as the model's deltas had: the echoes keep the
+            // position heard (and a later truncation) as precise as the first time.
+            while at < end {
+                let Some(b) = self.bargein.as_deref() else {
+                    return;
+                };
+                let stop = (at + RESUME_MARK_BYTES).min(end).min(b.kept.len());
+                if stop <= at {
+                    break;
                 }
-                self.out.push_back(Output::ToTwilio(Outbound::Media(frame)));
-                i += n;
+                let mut i = at;
+                while i < stop {
+                    let n = FRAME_BYTES.min(stop - i);
+                    let mut frame = [ULAW_SILENCE; FRAME_BYTES];
+                    for (slot, byte) in frame.iter_mut().zip(b.kept.range(i..i + n)) {
+                        *slot = *byte;
+                    }
+                    self.out.push_back(Output::ToTwilio(Outbound::Media(frame)));
+                    i += n;
+                }
+                self.after_frames(item_id, (stop - at) as u64, now);
+                at = stop;
             }
-            self.after_frames(item_id, (end - at) as u64, now);
             at = end;
         }
         self.bargein_decided(BargeInDecision::Resumed);
