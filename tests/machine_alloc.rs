@@ -186,5 +186,8 @@ fn confirmed_barge_in_scores_the_caller_without_allocating_per_frame() {
     };
     feed(&mut call, 0..200);
     let (_, n) = count(|| feed(&mut call, 200..2000));
-    assert_eq!(n, 0, "allocations in 1800 caller frames scored over the agent");
+    assert_eq!(
+        n, 0,
+        "allocations in 1800 caller frames scored over the agent"
+    );
 }

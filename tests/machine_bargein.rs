@@ -229,7 +229,11 @@ fn a_noise_burst_over_the_agent_neither_clears_nor_cancels() {
     line.server("input_audio_buffer.speech_stopped");
     line.finish_answer();
     line.caller(&[], 3000);
-    assert_eq!(line.wire(), Vec::<String>::new(), "no clear, cancel or answer");
+    assert_eq!(
+        line.wire(),
+        Vec::<String>::new(),
+        "no clear, cancel or answer"
+    );
     assert_eq!(line.heard, audio, "the caller heard the whole answer");
 }
 
@@ -244,7 +248,11 @@ fn a_backchannel_pauses_then_the_answer_resumes_where_it_paused() {
     line.finish_answer();
     line.caller(&[], 3500);
 
-    assert_eq!(line.wire(), ["clear"], "paused, never cancelled, truncated or re-answered");
+    assert_eq!(
+        line.wire(),
+        ["clear"],
+        "paused, never cancelled, truncated or re-answered"
+    );
     assert_eq!(line.decisions(), [BargeInDecision::Resumed]);
     // The caller heard the answer up to the pause, then (after it) everything from a frame
     // boundary at most one frame before where it stopped, to the very end: nothing lost, at
@@ -370,7 +378,10 @@ fn audio_streamed_during_the_pause_plays_after_it_and_a_later_cut_is_exact() {
         160
     };
     let reached_ms = (heard.len() - repeated) as u64 / 8;
-    assert!(reached_ms > 2000, "well into the resumed part: {reached_ms}");
+    assert!(
+        reached_ms > 2000,
+        "well into the resumed part: {reached_ms}"
+    );
     assert_eq!(
         wire,
         ["clear", "clear", &format!("truncate item1 {reached_ms}")]

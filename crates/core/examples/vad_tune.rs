@@ -9,14 +9,42 @@ fn main() {
         println!("threshold {th}");
         for line in manifest.lines().filter(|l| !l.starts_with('#')) {
             let f: Vec<&str> = line.split('\t').collect();
-            if f.len() < 4 || f[3] != "tune" { continue; }
+            if f.len() < 4 || f[3] != "tune" {
+                continue;
+            }
             let clip = std::fs::read(format!("{dir}/{}.ulaw", f[0])).unwrap();
             let mut d = SpeechDetector::new(th);
             // longest onset: speech ms accumulated with gaps < 160 ms
-            let (mut best, mut cur, mut quiet, mut total, mut first) = (0u64, 0u64, 0u64, 0u64, None);
+            let (mut best, mut cur, mut quiet, mut total, mut first) =
+                (0u64, 0u64, 0u64, 0u64, None);
             let mut t = 0u64;
-            for fr in clip.chunks(160) { d.push(fr, |s| { t += 16; if s { if first.is_none() { first = Some(t) } cur += 16; quiet = 0; total += 16; } else { quiet += 16; if quiet >= 200 { cur = 0; } } best = best.max(cur); }); }
-            println!("  {:40} {:>6} ms clip, speech {:>5} ms, longest run {:>5} ms, first {:?}", f[0], clip.len()/8, total, best, first);
+            for fr in clip.chunks(160) {
+                d.push(fr, |s| {
+                    t += 16;
+                    if s {
+                        if first.is_none() {
+                            first = Some(t)
+                        }
+                        cur += 16;
+                        quiet = 0;
+                        total += 16;
+                    } else {
+                        quiet += 16;
+                        if quiet >= 200 {
+                            cur = 0;
+                        }
+                    }
+                    best = best.max(cur);
+                });
+            }
+            println!(
+                "  {:40} {:>6} ms clip, speech {:>5} ms, longest run {:>5} ms, first {:?}",
+                f[0],
+                clip.len() / 8,
+                total,
+                best,
+                first
+            );
         }
     }
 }

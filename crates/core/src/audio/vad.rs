@@ -102,7 +102,10 @@ mod tests {
         let mut d = SpeechDetector::new(0.75);
         let (speech, total) = speech_ms(&mut d, clip);
         assert!(total >= 1000, "{total} ms scored");
-        assert!(speech * 3 >= total, "{speech} of {total} ms of a sentence heard as speech");
+        assert!(
+            speech * 3 >= total,
+            "{speech} of {total} ms of a sentence heard as speech"
+        );
 
         // Loud white-ish noise (a deterministic LCG), no voice in it.
         let mut x: u32 = 12345;
@@ -115,7 +118,10 @@ mod tests {
             .collect();
         d.reset();
         let (speech, total) = speech_ms(&mut d, &noise);
-        assert!(speech * 10 <= total, "{speech} of {total} ms of hiss heard as speech");
+        assert!(
+            speech * 10 <= total,
+            "{speech} of {total} ms of hiss heard as speech"
+        );
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl Call {
         }
         self.after_frames(&item_id, sent, now);
         // Nothing left to send and every mark already echoed: no later echo will say so.
-        let paused = self.bargein.as_deref().is_some_and(|b| b.is_paused());
+        let paused = self.bargein_paused();
         if sent == 0 && self.agent_speaking && !paused && !self.playback.audible(now) {
             self.agent_speaking = false;
             self.out.push_back(Output::Event(CallEvent::PlayoutDone));

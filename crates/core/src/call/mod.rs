@@ -415,7 +415,7 @@ impl Call {
             ServerEvent::SpeechStopped { .. } => {
                 self.turn_clock.on_speech_stopped(now);
                 self.caller_stopped(now);
-                self.bargein_turn_ended();
+                self.bargein_turn_ended(now);
             }
             ServerEvent::ResponseCreated { response } => {
                 self.answer_started();

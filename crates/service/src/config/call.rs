@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::keys::Raw;
 use super::{invalid, ms, one_of, ConfigError, VOICES};
-use crate::call::tools::ToolsConfig;
 use crate::call::bargein::BargeInMode;
+use crate::call::tools::ToolsConfig;
 use crate::call::CallConfig;
 use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
 

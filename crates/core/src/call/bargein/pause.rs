@@ -117,9 +117,8 @@ impl Call {
         let Some(b) = self.bargein.as_deref_mut() else {
             return;
         };
-        let arm = audible
-            || b.paused.is_some()
-            || (b.turn_over_agent && self.upstream.caller_speaking);
+        let arm =
+            audible || b.paused.is_some() || (b.turn_over_agent && self.upstream.caller_speaking);
         if !arm {
             if b.armed {
                 // Nothing to interrupt any more: an onset in progress is moot.
@@ -296,7 +295,7 @@ impl Call {
     /// when the turn was real — not one that began over the agent and was only a backchannel
     /// (resumed) or noise. Such a turn's committed input item stays in the model's
     /// conversation (it is what the caller said; the next real turn comes after it).
-    pub(in crate::call) fn bargein_turn_ended(&mut self) {
+    pub(in crate::call) fn bargein_turn_ended(&mut self, now: Instant) {
         let Some(b) = self.bargein.as_deref_mut() else {
             return;
         };
@@ -308,7 +307,14 @@ impl Call {
         let server_answers = self.cfg.session.create_response();
         if answer && !server_answers && self.live_response.is_none() && self.ending.is_none() {
             self.send_model(ClientEvent::ResponseCreate { instructions: None });
+            // An answer is on its way, as when the server creates it (no rotation meanwhile).
+            self.upstream.turn_pending_since = Some(now);
         }
+    }
+
+    /// The agent's answer is paused (agent audio is kept, not audible, and not finished).
+    pub(in crate::call) fn bargein_paused(&self) -> bool {
+        self.bargein.as_deref().is_some_and(BargeIn::is_paused)
     }
 
     /// The server heard the caller start (`speech_started`): note whether it was over the
