@@ -5,7 +5,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -56,7 +55,7 @@ fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
 // The steady-state call and its messages, shared with the hot-path benchmark.
 #[path = "support/hot_path.rs"]
 mod hot_path;
-use hot_path::{delta_msg, start_msg, steady_call, write_mark_echo, SID};
+use hot_path::{delta_msg, steady_call, steady_call_with, write_mark_echo, SID};
 
 fn media_msgs() -> Vec<String> {
     (0..2000u64)
@@ -156,15 +155,12 @@ fn steady_state_allocates_nothing_per_frame() {
 #[test]
 fn confirmed_barge_in_scores_the_caller_without_allocating_per_frame() {
     let t0 = Instant::now();
-    let mut cfg = CallConfig::default();
-    cfg.barge_in = BargeInConfig::confirm();
+    let mut cfg = CallConfig {
+        barge_in: BargeInConfig::confirm(),
+        ..CallConfig::default()
+    };
     cfg.session.bridge_decides_turns();
-    let mut call = Call::new(Arc::new(cfg), t0);
-    call.on_twilio(Inbound::parse(&start_msg()).expect("start"), t0);
-    call.on_upstream_open(1, t0);
-    let created =
-        r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#;
-    call.on_realtime(1, ServerEvent::parse(created).expect("created"), t0);
+    let mut call = steady_call_with(cfg, t0);
     // A minute of the agent's audio queued at Twilio (no mark echoed): audible throughout.
     let delta = delta_msg(AudioFormat::Pcmu);
     for _ in 0..600 {

@@ -25,7 +25,11 @@ const THANKS: &[u8] = include_bytes!("../fixtures/speech/caller_thanks.ulaw");
 const ANSWER_MS: usize = 3000;
 
 fn confirm_config() -> CallConfig {
-    let mut c = config(AudioFormat::Pcmu);
+    confirm_config_in(AudioFormat::Pcmu)
+}
+
+fn confirm_config_in(format: AudioFormat) -> CallConfig {
+    let mut c = config(format);
     c.barge_in = BargeInConfig::confirm();
     c.session.bridge_decides_turns();
     c
@@ -45,6 +49,8 @@ fn noise(ms: usize) -> Vec<u8> {
 /// A call with a simulated Twilio player: what the caller heard, byte for byte.
 struct Line {
     h: H,
+    /// The model's audio format, in bytes per ms.
+    bytes_per_ms: usize,
     now: u64,
     /// Queued at Twilio: frames and marks, in order.
     queue: VecDeque<Outbound>,
@@ -58,9 +64,11 @@ struct Line {
 
 impl Line {
     fn new(cfg: CallConfig) -> Line {
+        let bytes_per_ms = cfg.session.audio_format.bytes_per_ms() as usize;
         let h = H::started(cfg, FROM);
         Line {
             h,
+            bytes_per_ms,
             now: 1000,
             queue: VecDeque::new(),
             head_done: None,
@@ -126,7 +134,7 @@ impl Line {
 
     /// The model answers with `ANSWER_MS` of pattern audio, in 100 ms deltas all at once.
     fn answer(&mut self) -> Vec<u8> {
-        let audio = pattern(ANSWER_MS * 8, 7);
+        let audio = pattern(ANSWER_MS * self.bytes_per_ms, 7);
         let outs = self.h.created("r1", self.now);
         self.take(outs);
         self.deltas(&audio);
@@ -135,7 +143,7 @@ impl Line {
 
     /// More of the answer's audio, in 100 ms deltas at once.
     fn deltas(&mut self, audio: &[u8]) {
-        for chunk in audio.chunks(800) {
+        for chunk in audio.chunks(100 * self.bytes_per_ms) {
             let outs = self.h.delta("r1", "item1", chunk, self.now);
             self.take(outs);
         }
@@ -257,12 +265,12 @@ fn a_backchannel_pauses_then_the_answer_resumes_where_it_paused() {
     // The caller heard the answer up to the pause, then (after it) everything from a frame
     // boundary at most one frame before where it stopped, to the very end: nothing lost, at
     // most 20 ms heard twice.
-    let heard = &line.heard;
-    let continuous = *heard == audio
-        || (heard.len() == audio.len() + 160
-            && (0..heard.len() / 160)
-                .any(|k| [&heard[..k * 160], &heard[(k + 1) * 160..]].concat() == audio));
-    assert!(continuous, "{} bytes heard of {}", heard.len(), audio.len());
+    assert!(
+        continuous(&line.heard, &audio),
+        "{} bytes heard of {}",
+        line.heard.len(),
+        audio.len()
+    );
     // ... later than it would have without the pause (the caller's word took that long).
     assert!(
         line.last_heard_at > 1000 + ANSWER_MS as u64 + 200,
@@ -393,5 +401,38 @@ fn audio_streamed_during_the_pause_plays_after_it_and_a_later_cut_is_exact() {
     assert_eq!(
         line.decisions(),
         [BargeInDecision::Resumed, BargeInDecision::Confirmed]
+    );
+}
+
+/// Whether `heard` is `played` with at most one 20 ms frame heard twice.
+fn continuous(heard: &[u8], played: &[u8]) -> bool {
+    heard == played
+        || (heard.len() == played.len() + 160
+            && (0..heard.len() / 160)
+                .any(|k| [&heard[..k * 160], &heard[(k + 1) * 160..]].concat() == played))
+}
+
+#[test]
+fn in_pcm_mode_too_a_backchannel_loses_nothing_of_the_answer() {
+    // What the caller hears of the answer undisturbed (the bridge's resampled μ-law)...
+    let mut quiet = Line::new(confirm_config_in(AudioFormat::Pcm24k));
+    quiet.answer();
+    quiet.finish_answer();
+    quiet.caller(&[], 4000);
+    // ... and with a backchannel over it.
+    let mut line = Line::new(confirm_config_in(AudioFormat::Pcm24k));
+    line.answer();
+    line.finish_answer();
+    line.caller(&[], 1000);
+    line.caller(&THANKS[..5120], 1000);
+    line.caller(&[], 3000);
+    assert_eq!(line.wire(), ["clear"]);
+    assert_eq!(line.decisions(), [BargeInDecision::Resumed]);
+    assert!(quiet.heard.len() >= ANSWER_MS * 8);
+    assert!(
+        continuous(&line.heard, &quiet.heard),
+        "{} vs {}",
+        line.heard.len(),
+        quiet.heard.len()
     );
 }
