@@ -6,8 +6,9 @@ use super::{invalid, ms, ConfigError};
 use crate::call::bargein::{BargeInConfig, BargeInMode};
 
 /// `barge_in = "confirm" | "server" | "off"`; the boolean form of earlier versions is still
-/// read: `true` (the old default, "the caller can interrupt") is `confirm`, the default now;
-/// `false` is `off`.
+/// read as what it did: `true` is `server` (the server's onset interrupts), `false` is `off`.
+/// So a file (or a call recording's settings) that spelled out `true` behaves as before; only
+/// leaving the key out gets the new default, `confirm`.
 fn mode(v: Option<&toml::Value>) -> Result<BargeInMode, ConfigError> {
     let text = match v {
         None => return Ok(BargeInMode::Confirm),
@@ -22,8 +23,8 @@ fn mode(v: Option<&toml::Value>) -> Result<BargeInMode, ConfigError> {
         }
     };
     match text.trim() {
-        "confirm" | "true" => Ok(BargeInMode::Confirm),
-        "server" => Ok(BargeInMode::Server),
+        "confirm" => Ok(BargeInMode::Confirm),
+        "server" | "true" => Ok(BargeInMode::Server),
         "off" | "false" => Ok(BargeInMode::Off),
         other => Err(invalid(
             "barge_in",
@@ -67,10 +68,11 @@ mod tests {
     }
 
     #[test]
-    fn the_boolean_form_still_reads_and_confirm_is_the_default() {
+    fn the_boolean_form_still_means_what_it_did_and_confirm_is_the_default() {
         let m = |v| bargein_config(&mut raw(v)).map(|c| c.mode);
         assert_eq!(m(None).ok(), Some(BargeInMode::Confirm));
-        assert_eq!(m(Some(true.into())).ok(), Some(BargeInMode::Confirm));
+        assert_eq!(m(Some(true.into())).ok(), Some(BargeInMode::Server));
+        assert_eq!(m(Some("confirm".into())).ok(), Some(BargeInMode::Confirm));
         assert_eq!(m(Some(false.into())).ok(), Some(BargeInMode::Off));
         assert_eq!(m(Some("server".into())).ok(), Some(BargeInMode::Server));
         let err = m(Some("sometimes".into())).unwrap_err().to_string();
