@@ -14,7 +14,8 @@ use support::caller::{hear_agent, pause, say};
 /// Through the real server: the simulator sends a 0.8 s answer as one delta at once; the
 /// simulated caller's playout starts 1.5 s after audio arrives and it talks over the agent
 /// once it has heard 200 ms. By the bridge's clock the answer ended ~0.7 s before the caller
-/// spoke; the bridge must still clear and truncate.
+/// spoke; the bridge must still clear and truncate. With `barge_in = "server"`: the 600 ms the
+/// caller says would be a backchannel (resumed) to the bridge's own confirmation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_plays_late_is_still_cleared_through_the_server() {
     let (sim, server, _) = bridge::with_simulator(
@@ -24,7 +25,7 @@ async fn a_caller_that_plays_late_is_still_cleared_through_the_server() {
             pace: 0.0,
             ..SimConfig::default()
         },
-        &[],
+        &[("CALLBRIDGE_BARGE_IN", "server")],
     )
     .await;
     let report = caller::run(CallerOptions {

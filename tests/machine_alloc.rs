@@ -5,26 +5,28 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use callbridge::call::{Call, CallEvent, Output};
+
+use callbridge::call::bargein::BargeInConfig;
+use callbridge::call::{Call, CallConfig, CallEvent, Output};
 use callbridge::realtime::{AudioFormat, Dialect, ServerEvent};
 use callbridge::twilio::{Inbound, Outbound};
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread: tests run in parallel, and one test's allocations are not another's.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            ALLOCS.with(|n| n.set(n.get() + 1));
         }
         unsafe { System.alloc(layout) }
     }
@@ -33,7 +35,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            ALLOCS.with(|n| n.set(n.get() + 1));
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -43,17 +45,17 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = ALLOCS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     let r = f();
     COUNTING.with(|c| c.set(false));
-    (r, ALLOCS.load(Ordering::Relaxed) - before)
+    (r, ALLOCS.with(Cell::get) - before)
 }
 
 // The steady-state call and its messages, shared with the hot-path benchmark.
 #[path = "support/hot_path.rs"]
 mod hot_path;
-use hot_path::{delta_msg, steady_call, write_mark_echo, SID};
+use hot_path::{delta_msg, steady_call, steady_call_with, write_mark_echo, SID};
 
 fn media_msgs() -> Vec<String> {
     (0..2000u64)
@@ -145,4 +147,43 @@ fn steady_state_allocates_nothing_per_frame() {
         );
         eprintln!("{format:?}: downlink {n} allocations for 100 deltas / {frames} frames");
     }
+}
+
+/// With confirmed barge-in the caller's audio is scored by the voice activity model while the
+/// agent is audible: that too allocates nothing per frame (the detector is boxed once per call,
+/// the agent's unplayed audio kept in a buffer that grows per answer, not per frame).
+#[test]
+fn confirmed_barge_in_scores_the_caller_without_allocating_per_frame() {
+    let t0 = Instant::now();
+    let mut cfg = CallConfig {
+        barge_in: BargeInConfig::confirm(),
+        ..CallConfig::default()
+    };
+    cfg.session.bridge_decides_turns();
+    let mut call = steady_call_with(cfg, t0);
+    // A minute of the agent's audio queued at Twilio (no mark echoed): audible throughout.
+    let delta = delta_msg(AudioFormat::Pcmu);
+    for _ in 0..600 {
+        call.on_realtime(1, ServerEvent::parse(&delta).expect("delta"), t0);
+    }
+    while call.poll_output().is_some() {}
+    let msgs = media_msgs();
+    let at = |i: usize| t0 + Duration::from_millis(20 * i as u64);
+    let feed = |call: &mut Call, range: std::ops::Range<usize>| {
+        for i in range {
+            call.on_twilio(Inbound::parse(&msgs[i]).expect("media"), at(i));
+            while let Some(out) = call.poll_output() {
+                assert!(
+                    !matches!(out, Output::ToTwilio(Outbound::Clear)),
+                    "the agent was not interrupted"
+                );
+            }
+        }
+    };
+    feed(&mut call, 0..200);
+    let (_, n) = count(|| feed(&mut call, 200..2000));
+    assert_eq!(
+        n, 0,
+        "allocations in 1800 caller frames scored over the agent"
+    );
 }

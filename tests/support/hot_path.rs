@@ -25,6 +25,11 @@ pub fn start_msg() -> String {
 pub fn steady_call(format: AudioFormat, t0: Instant) -> Call {
     let mut cfg = CallConfig::default();
     cfg.session.audio_format = format;
+    steady_call_with(cfg, t0)
+}
+
+/// [`steady_call`] with the call's settings `cfg`.
+pub fn steady_call_with(cfg: CallConfig, t0: Instant) -> Call {
     let mut call = Call::new(Arc::new(cfg), t0);
     call.on_twilio(Inbound::parse(&start_msg()).expect("start"), t0);
     call.on_upstream_open(1, t0);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::call::CallConfig;
 
 pub mod analysis;
+mod bargein;
 mod call;
 mod callcenter;
 mod cluster;

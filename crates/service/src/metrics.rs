@@ -18,6 +18,11 @@ pub struct Metrics {
     pub realtime_messages_in: IntCounter,
     pub realtime_messages_out: IntCounter,
     pub barge_ins: IntCounter,
+    /// Caller onsets over the agent by what became of them (`decision`: confirmed, resumed,
+    /// ignored_noise, ignored_echo; a closed set). Only with `barge_in = "confirm"`.
+    pub bargein_total: IntCounterVec,
+    /// Caller onset (first speech the bridge heard) → `clear`, for confirmed barge-ins.
+    pub bargein_onset_to_clear_seconds: Histogram,
     pub anomalies: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_connect_seconds: Histogram,
@@ -84,6 +89,20 @@ impl Metrics {
                 "Events to the Realtime API",
             )?,
             barge_ins: IntCounter::new("barge_ins_total", "Caller interruptions of the agent")?,
+            bargein_total: IntCounterVec::new(
+                Opts::new(
+                    "bargein_total",
+                    "Caller onsets over the agent, by decision (confirm mode)",
+                ),
+                &["decision"],
+            )?,
+            bargein_onset_to_clear_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "bargein_onset_to_clear_seconds",
+                    "Caller speech onset to the agent's audio cleared (confirm mode)",
+                )
+                .buckets(vec![0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0]),
+            )?,
             anomalies: IntCounterVec::new(
                 Opts::new(
                     "anomalies_total",
@@ -186,7 +205,9 @@ impl Metrics {
             )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+            Box::new(m.bargein_total.clone()),
+            Box::new(m.bargein_onset_to_clear_seconds.clone()),
             Box::new(m.tool_calls.clone()),
             Box::new(m.tool_seconds.clone()),
             Box::new(m.calls_active.clone()),

@@ -7,9 +7,11 @@ pub mod dtmf;
 pub mod framer;
 pub mod g711;
 pub mod resample;
+pub mod vad;
 
 pub use framer::{Framer, FRAME_BYTES};
 pub use resample::{Downsampler, ResampleError, Upsampler};
+pub use vad::SpeechDetector;
 
 /// μ-law code for digital silence. 0xFF is "positive zero" (0x7F, "negative zero", decodes to
 /// 0 as well); 0xFF is what Twilio and most PBXes pad with, so use it for fill.

@@ -16,6 +16,16 @@ impl Call {
     /// first (`clear`), then stop the model generating (`response.cancel`), then tell the model
     /// where it was cut off (`conversation.item.truncate` at what was heard, not what was sent).
     pub(super) fn barge_in(&mut self, now: Instant) {
+        if let Some(heard) = self.bargein_paused_at() {
+            // A confirmed barge-in already cleared Twilio's queue: cut where it paused.
+            self.filler_stop(now);
+            let cancel = self.live_response.take();
+            self.agent_speaking = false;
+            let truncated = self.playback.truncate_paused(heard);
+            self.reset_downlink();
+            self.cut_model(cancel, truncated, true);
+            return;
+        }
         self.filler_stop(now);
         // Keys being played are not cut (see `keypad_out`): nothing is cleared meanwhile.
         let audible =
@@ -34,6 +44,12 @@ impl Call {
             truncated = self.playback.truncate_after(heard);
             self.reset_downlink();
         }
+        self.cut_model(cancel, truncated, audible);
+    }
+
+    /// The model's side of a barge-in: stop the response (`response.cancel`), and tell the
+    /// model where each item was cut off (`conversation.item.truncate`).
+    fn cut_model(&mut self, cancel: Option<String>, truncated: Vec<(String, u64)>, cleared: bool) {
         if let Some(id) = &cancel {
             self.send_model(ClientEvent::ResponseCancel);
             if self.cancelled.len() == 8 {
@@ -55,7 +71,7 @@ impl Call {
             });
         }
         self.out.push_back(Output::Event(CallEvent::BargeIn {
-            cleared: audible,
+            cleared,
             cancelled: cancel.is_some(),
             truncated,
         }));
@@ -165,26 +181,53 @@ impl Call {
 
     /// Pushes μ-law bytes through the framer; complete frames go to Twilio.
     pub(super) fn frame_out(&mut self, ulaw: &[u8]) -> u64 {
-        let mut frames = 0u64;
         if self.holding_for_start() {
             let mut made = Vec::new();
             self.framer.push(ulaw, |f| made.push(*f));
-            frames = made.len() as u64;
+            let before = self.framed_unsent;
             for f in made {
-                self.send_twilio(Outbound::Media(f));
+                self.agent_frame(f);
             }
-        } else {
+            return self.framed_unsent - before;
+        }
+        let mut frames = 0u64;
+        {
             let out = &mut self.out;
+            let mut keep = self.bargein.as_deref_mut();
+            let mut sent = self.playback.sent() + self.framed_unsent;
             self.framer.push(ulaw, |f| {
-                out.push_back(Output::ToTwilio(Outbound::Media(*f)));
                 frames += 1;
+                // With confirmed barge-in the frame is kept for a resume (and, while paused,
+                // only kept).
+                let now = keep
+                    .as_deref_mut()
+                    .is_none_or(|b| b.on_agent_frame(f, sent));
+                sent += crate::audio::FRAME_BYTES as u64;
+                if now {
+                    out.push_back(Output::ToTwilio(Outbound::Media(*f)));
+                }
             });
         }
+        self.framed_unsent += frames * crate::audio::FRAME_BYTES as u64;
         frames * crate::audio::FRAME_BYTES as u64
     }
 
+    /// One agent frame for Twilio (kept for a resume first; only kept while paused). Frames of
+    /// one batch go out before their `after_frames` counts them as sent.
+    fn agent_frame(&mut self, f: [u8; crate::audio::FRAME_BYTES]) {
+        let before = self.playback.sent() + self.framed_unsent;
+        self.framed_unsent += crate::audio::FRAME_BYTES as u64;
+        if let Some(b) = self.bargein.as_deref_mut() {
+            if !b.on_agent_frame(&f, before) {
+                return;
+            }
+        }
+        self.send_twilio(Outbound::Media(f));
+    }
+
     pub(super) fn after_frames(&mut self, item_id: &str, sent: u64, now: Instant) {
-        if sent == 0 {
+        self.framed_unsent = 0;
+        if sent == 0 || self.bargein_kept(item_id, sent) {
             return;
         }
         // Until the last mark of the turn echoes (`PlayoutDone`) or a barge-in cuts it.
@@ -210,12 +253,13 @@ impl Call {
             sent += self.resample_and_frame(true);
         }
         if let Some(last) = self.framer.flush() {
-            self.send_twilio(Outbound::Media(last));
+            self.agent_frame(last);
             sent += crate::audio::FRAME_BYTES as u64;
         }
         self.after_frames(&item_id, sent, now);
         // Nothing left to send and every mark already echoed: no later echo will say so.
-        if sent == 0 && self.agent_speaking && !self.playback.audible(now) {
+        let paused = self.bargein_paused();
+        if sent == 0 && self.agent_speaking && !paused && !self.playback.audible(now) {
             self.agent_speaking = false;
             self.out.push_back(Output::Event(CallEvent::PlayoutDone));
             self.silence_agent_done(now);

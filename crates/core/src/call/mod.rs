@@ -5,6 +5,7 @@
 //! [`Call::poll_output`]. Nothing in here awaits, reads a clock or touches a socket, so tests
 //! drive it from scripts and fixtures deterministically.
 
+pub mod bargein;
 pub mod conversation;
 mod downlink;
 pub mod effects;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::audio::{Downsampler, Framer, Upsampler};
 use crate::realtime::{AudioFormat, AudioPool, ClientEvent, Dialect, ServerEvent, SessionConfig};
+use bargein::BargeInMode;
 use conversation::Conversation;
 pub use effects::{Effect, EffectId, EffectResult, UpstreamEffect};
 pub use output::{CallEvent, EndReason, Output};
@@ -48,8 +50,8 @@ pub struct CallConfig {
     pub session: SessionConfig,
     /// If set, the model speaks first with these instructions.
     pub greeting: Option<String>,
-    /// Interrupt the agent when the caller starts speaking.
-    pub barge_in: bool,
+    /// Whether and how the caller interrupts the agent (see [`bargein`]).
+    pub barge_in: bargein::BargeInConfig,
     /// Longest gap in Twilio's timestamps filled with silence (a longer one is filled up to this).
     pub max_gap_fill_ms: u64,
     /// Caller audio kept while the upstream session is not ready yet.
@@ -87,7 +89,7 @@ impl Default for CallConfig {
             dialect: Dialect::Ga,
             session: SessionConfig::default(),
             greeting: None,
-            barge_in: true,
+            barge_in: bargein::BargeInConfig::default(),
             max_gap_fill_ms: 1000,
             prebuffer_limit_ms: 10_000,
             upstream_ready_timeout: Duration::from_secs(10),
@@ -156,6 +158,11 @@ pub struct Call {
     /// Keys pressed but not yet told to the model, and when to tell it.
     dtmf_keys: String,
     dtmf_deadline: Option<Instant>,
+    /// Agent frames handed out since the last `after_frames` recorded them as sent.
+    framed_unsent: u64,
+    /// Confirmed barge-in (pause, resume, the caller's voice activity): boxed, allocated once
+    /// per call, `None` unless `barge_in.mode` is `confirm`.
+    bargein: Option<Box<bargein::BargeIn>>,
     /// Twilio messages seen before `start`.
     before_start: u32,
     /// Responses we cancelled: their late deltas are dropped.
@@ -228,6 +235,8 @@ impl Call {
             odd_byte: None,
             current_item: None,
             live_response: None,
+            framed_unsent: 0,
+            bargein: None,
             dtmf_keys: String::new(),
             dtmf_deadline: None,
             before_start: 0,
@@ -251,6 +260,7 @@ impl Call {
             pcm_in: Vec::new(),
             pcm_out: Vec::new(),
         };
+        call.bargein_configure();
         if format == AudioFormat::Pcm24k && (call.upsampler.is_none() || call.downsampler.is_none())
         {
             call.anomaly("resampler_init", "could not build the resamplers".into());
@@ -394,13 +404,18 @@ impl Call {
                 self.out.push_back(Output::Event(CallEvent::SpeechStarted));
                 self.turn_clock.on_speech_started();
                 self.silence_caller_spoke();
-                if self.cfg.barge_in {
-                    self.barge_in(now);
+                match self.cfg.barge_in.mode {
+                    // The server's onset acts alone (the behaviour before confirmation).
+                    BargeInMode::Server => self.barge_in(now),
+                    // The bridge's own voice activity decides (see `bargein`).
+                    BargeInMode::Confirm => self.bargein_turn_started(now),
+                    BargeInMode::Off => {}
                 }
             }
             ServerEvent::SpeechStopped { .. } => {
                 self.turn_clock.on_speech_stopped(now);
                 self.caller_stopped(now);
+                self.bargein_turn_ended(now);
             }
             ServerEvent::ResponseCreated { response } => {
                 self.answer_started();

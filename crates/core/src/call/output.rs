@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::bargein::BargeInDecision;
 use super::effects::{Effect, EffectId, UpstreamEffect};
 use crate::realtime::{ClientEvent, TokenUsage};
 use crate::twilio::Outbound;
@@ -49,6 +50,13 @@ pub enum CallEvent {
         cancelled: bool,
         truncated: Vec<(String, u64)>,
     },
+    /// Confirmed caller speech paused the agent (`clear`; the rest is kept): how long after
+    /// the caller's onset (the first speech block the voice activity model heard).
+    BargeInPaused {
+        onset_to_clear: Duration,
+    },
+    /// What became of a caller onset over the agent (see [`BargeInDecision`]).
+    BargeInDecided(BargeInDecision),
     ResponseDone {
         id: String,
         status: Option<String>,

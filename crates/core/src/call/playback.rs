@@ -165,10 +165,15 @@ impl Playback {
         if self.pending.is_empty() && self.heard(now) >= self.sent {
             self.anchor = Some((now, self.sent));
         }
-        self.sent += bytes;
         if let Some(item) = self.items.iter_mut().rev().find(|i| i.item_id == item_id) {
+            if item.sent == 0 {
+                // An item's audio starts where it is first sent (one created during a
+                // barge-in pause starts after the audio kept before it).
+                item.start = self.sent;
+            }
             item.sent += bytes;
         }
+        self.sent += bytes;
     }
 
     /// A mark name for the audio sent so far, remembered until Twilio echoes it.
@@ -232,6 +237,45 @@ impl Playback {
                 item.truncated = true;
                 let model_ms = item.model_bytes / self.model_bytes_per_ms;
                 cut.push((item.item_id.clone(), heard_ms.min(model_ms)));
+            }
+        }
+        cut
+    }
+
+    /// The audio sent from `from` on, by item in order: (item id, bytes). What a barge-in pause
+    /// keeps to play again.
+    pub fn unplayed_from(&self, from: u64) -> Vec<(String, u64)> {
+        self.items
+            .iter()
+            .filter(|i| !i.truncated && i.start + i.sent > from)
+            .map(|i| (i.item_id.clone(), i.start + i.sent - i.start.max(from)))
+            .collect()
+    }
+
+    /// A paused answer resumes at `to` (at most what was sent), at `now`: what was sent past it
+    /// is forgotten, to be sent again on the same offsets. Its items get new mark names, so the
+    /// echoes of the marks the `clear` discarded cannot be taken for the new ones.
+    pub fn rewind(&mut self, to: u64, now: Instant) {
+        let to = to.min(self.sent);
+        for item in self.items.iter_mut() {
+            if item.start + item.sent > to {
+                item.sent = to.saturating_sub(item.start);
+                self.next_seq += 1;
+                item.seq = self.next_seq;
+            }
+        }
+        self.sent = to;
+        self.anchor = Some((now, to));
+    }
+
+    /// Like [`Playback::truncate_after`] for an answer cut while paused: also the items whose
+    /// audio came only during the pause (never sent: the caller heard none of it).
+    pub fn truncate_paused(&mut self, heard: u64) -> Vec<(String, u64)> {
+        let mut cut = self.truncate_after(heard);
+        for item in self.items.iter_mut() {
+            if item.sent == 0 && item.model_bytes > 0 && !item.truncated {
+                item.truncated = true;
+                cut.push((item.item_id.clone(), 0));
             }
         }
         cut

@@ -81,6 +81,7 @@ impl Call {
         }
         let format = cfg.session.audio_format;
         self.cfg = cfg;
+        self.bargein_configure();
         if format != self.format {
             self.switch_format(format);
         }

@@ -107,6 +107,10 @@ impl Call {
                     return;
                 }
                 self.fill_gap(media.timestamp, bytes.len() as u64);
+                // The one place the caller's audio is classified: the echo gate (when it is
+                // plugged in here) replaces the agent's own voice by silence before the voice
+                // activity model and the model hear it.
+                self.bargein_hear(&bytes, now);
                 self.uplink(&bytes);
                 // A rotation waits for a quiet moment; frames come every 20 ms.
                 self.rotation_frame(&bytes, now);
@@ -131,7 +135,11 @@ impl Call {
                 if !self.is_our_stream(&stream_sid, "mark") {
                     return;
                 }
-                match self.playback.on_mark(&mark.name, now) {
+                let echo = self.playback.on_mark(&mark.name, now);
+                if let (MarkEcho::Played(at), Some(b)) = (&echo, self.bargein.as_deref_mut()) {
+                    b.played_up_to(*at);
+                }
+                match echo {
                     MarkEcho::Unknown => self.anomaly("unknown_mark", mark.name.into_owned()),
                     MarkEcho::Played(_)
                         if self.agent_speaking

@@ -167,7 +167,7 @@ pub(crate) struct Lifecycle {
     /// The server ended a caller turn and will answer it (VAD `create_response`): an answer
     /// is about to start even though none is in flight yet. Cleared when it starts, or after
     /// [`TURN_ANSWER_WAIT`].
-    turn_pending_since: Option<Instant>,
+    pub(crate) turn_pending_since: Option<Instant>,
     /// Caller audio sent to the current session and not known to be committed: since the
     /// caller's sentence began, or the last [`TAIL_IDLE_MS`] when silent. Kept as Twilio's
     /// μ-law (converted again if it is resent), so a pcm call holds 8 bytes per ms here, not 48.

@@ -166,6 +166,40 @@ impl SessionConfig {
         }
     }
 
+    /// Whether the server answers a caller turn by itself (`create_response`).
+    pub fn create_response(&self) -> bool {
+        match &self.turn_detection {
+            TurnDetection::ServerVad {
+                create_response, ..
+            }
+            | TurnDetection::SemanticVad {
+                create_response, ..
+            } => *create_response,
+        }
+    }
+
+    /// The server neither cancels its answer on a caller onset nor answers a turn by itself:
+    /// the bridge decides both (confirmed barge-in). Both flags exist in both dialects'
+    /// `turn_detection` (`server_vad` and `semantic_vad`; shared/protocol.md, the SDK's
+    /// `RealtimeAudioInputTurnDetection` / beta `TurnDetection`).
+    pub fn bridge_decides_turns(&mut self) {
+        match &mut self.turn_detection {
+            TurnDetection::ServerVad {
+                create_response,
+                interrupt_response,
+                ..
+            }
+            | TurnDetection::SemanticVad {
+                create_response,
+                interrupt_response,
+                ..
+            } => {
+                *create_response = false;
+                *interrupt_response = false;
+            }
+        }
+    }
+
     /// The `session` object of a `session.update` in the given dialect.
     pub fn to_json(&self, dialect: Dialect) -> Value {
         let max_tokens = self.max_output_tokens.map(|m| match m {

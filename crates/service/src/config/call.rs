@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::keys::Raw;
 use super::{invalid, ms, one_of, ConfigError, VOICES};
+use crate::call::bargein::BargeInMode;
 use crate::call::tools::ToolsConfig;
 use crate::call::CallConfig;
 use crate::realtime::{AudioFormat, Dialect, SessionConfig, TurnDetection};
@@ -169,7 +170,8 @@ pub(super) fn call_config(
         max_output_tokens,
     } = keys;
     let settings = super::settings::settings(r, dialect, &tools_cfg)?;
-    let session = SessionConfig {
+    let barge_in = super::bargein::bargein_config(r)?;
+    let mut session = SessionConfig {
         model: r.model.take().filter(|m| !m.is_empty()),
         // A stored prompt brings its own instructions: the bridge's default would be added to
         // them, so there is none then.
@@ -191,11 +193,28 @@ pub(super) fn call_config(
         tools: tools_cfg.declarations(),
         settings,
     };
+    if barge_in.mode == BargeInMode::Confirm {
+        // The bridge decides: the server must neither cancel its answer on a caller onset nor
+        // answer a turn by itself (`vad_create_response`/`vad_interrupt_response` set to true
+        // would undo exactly that, so they are refused with it).
+        for (key, set) in [
+            ("vad_create_response", r.vad_create_response),
+            ("vad_interrupt_response", r.vad_interrupt_response),
+        ] {
+            if set == Some(true) {
+                return Err(invalid(
+                    key,
+                    "true conflicts with barge_in = \"confirm\" (the bridge decides); use barge_in = \"server\"",
+                ));
+            }
+        }
+        session.bridge_decides_turns();
+    }
     let call = CallConfig {
         dialect,
         session,
         greeting: r.greeting.take().filter(|g| !g.is_empty()),
-        barge_in: r.barge_in.unwrap_or(true),
+        barge_in,
         max_gap_fill_ms: ms("max_gap_fill_ms", r.max_gap_fill_ms, 1000, 0, 60_000)?,
         prebuffer_limit_ms: ms(
             "prebuffer_limit_ms",

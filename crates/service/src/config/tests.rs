@@ -375,3 +375,27 @@ fn prewarm_is_on_alone_off_in_a_cluster_unless_set_and_its_ttl_is_bounded() {
         assert!(e.to_string().contains("prewarm_ttl_s"), "{e}");
     }
 }
+
+#[test]
+fn barge_in_confirm_is_the_default_and_hands_turns_to_the_bridge() {
+    use crate::call::bargein::BargeInMode;
+    let c = load(
+        &[],
+        Some(include_str!("../../../../callbridge.toml.example")),
+    )
+    .unwrap();
+    assert_eq!(c.call.barge_in.mode, BargeInMode::Confirm);
+    assert!(!c.call.session.create_response());
+    assert!(!c.call.session.interrupt_response());
+    // The server's own turn-taking only with `server`.
+    let c = load(&[("CALLBRIDGE_BARGE_IN", "server")], None).unwrap();
+    assert_eq!(c.call.barge_in.mode, BargeInMode::Server);
+    assert!(c.call.session.create_response() && c.call.session.interrupt_response());
+    // Asking the server to interrupt by itself contradicts `confirm`: refused, by name.
+    let err = load(&[("CALLBRIDGE_VAD_INTERRUPT_RESPONSE", "true")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vad_interrupt_response"), "{err}");
+    let c = load(&[("CALLBRIDGE_BARGEIN_MIN_SPEECH_MS", "300")], None).unwrap();
+    assert_eq!(c.call.barge_in.min_speech_ms, 300);
+}

@@ -68,6 +68,7 @@ impl Call {
             && !self.upstream.caller_speaking
             && self.framer.pending() == 0
             && !self.playback.audible(now)
+            && !self.bargein_paused()
     }
 
     /// A caller frame (μ-law) went up: while a successor waits, count quiet frames and

@@ -443,7 +443,9 @@ impl LiveCall {
             | CallEvent::ToolSkipped { .. }
             | CallEvent::EndRequested { .. }
             | CallEvent::CallUpdated { .. }
-            | CallEvent::FillerPlayed => {}
+            | CallEvent::FillerPlayed
+            | CallEvent::BargeInPaused { .. }
+            | CallEvent::BargeInDecided(_) => {}
         }
     }
 

@@ -100,6 +100,22 @@ pub(super) fn log_event(s: &AppState, anomalies: &mut AnomalyCounts, ev: CallEve
             }
             info!(cleared, cancelled, ?truncated, "barge-in");
         }
+        CallEvent::BargeInPaused { onset_to_clear } => {
+            s.metrics
+                .bargein_onset_to_clear_seconds
+                .observe(onset_to_clear.as_secs_f64());
+            debug!(
+                onset_to_clear_ms = onset_to_clear.as_millis() as u64,
+                "caller speech over the agent: paused"
+            );
+        }
+        CallEvent::BargeInDecided(decision) => {
+            s.metrics
+                .bargein_total
+                .with_label_values(&[decision.as_str()])
+                .inc();
+            debug!(decision = decision.as_str(), "barge-in decided");
+        }
         CallEvent::Usage { generation, usage } => {
             for (kind, n) in usage.by_kind().filter(|(_, n)| *n > 0) {
                 s.metrics.model_tokens.with_label_values(&[kind]).inc_by(n);
