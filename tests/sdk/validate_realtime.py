@@ -20,26 +20,10 @@ try:
     from openai.types.realtime import SessionUpdateEvent as GaSessionUpdate
     from openai.types.beta.realtime import SessionUpdateEvent as BetaSessionUpdate
     from openai.types.realtime import ConversationItemCreateEvent as GaItemCreate
+    from sdk_models import extras
 except ImportError as e:  # the test decides whether that is a failure (CI) or a skip
     print(f"openai SDK not importable: {e}", file=sys.stderr)
     sys.exit(3)
-
-
-def extras(model, path):
-    """Paths of fields a model holds that its class does not declare, recursively."""
-    out = []
-    if isinstance(model, pydantic.BaseModel):
-        for k in (model.model_extra or {}):
-            out.append(f"{path}.{k}")
-        for name in type(model).model_fields:
-            out += extras(getattr(model, name), f"{path}.{name}")
-    elif isinstance(model, list):
-        for i, x in enumerate(model):
-            out += extras(x, f"{path}[{i}]")
-    elif isinstance(model, dict):
-        for k, x in model.items():
-            out += extras(x, f"{path}.{k}")
-    return out
 
 
 def main():
