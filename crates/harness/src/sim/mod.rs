@@ -12,6 +12,7 @@
 
 pub mod faults;
 mod http_stub;
+pub mod live;
 pub mod receiver;
 mod session;
 pub mod twilio_rest;
