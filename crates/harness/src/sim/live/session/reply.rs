@@ -100,6 +100,11 @@ impl Session {
             r.text_sent = upto;
             let (start_ms, end_ms) = (r.start_ms + from as u64 / 8, r.start_ms + to as u64 / 8);
             let (done, fixture) = (to >= r.len, r.fixture);
+            // The words of a chunk go just before its audio.
+            if !words.is_empty() && !fixture {
+                self.send(json!({"type": "session.output_transcript.delta", "delta": words,
+                    "start_ms": start_ms, "end_ms": end_ms}));
+            }
             self.log.sent_audio_bytes += to - from;
             self.out.push(super::Out::Event(
                 json!({"type": "session.output_audio.delta", "delta": delta}),
@@ -107,10 +112,6 @@ impl Session {
             self.log.sent.push(
                 json!({"type": "session.output_audio.delta", "audio_bytes": to - from}),
             );
-            if !words.is_empty() && !fixture {
-                self.send(json!({"type": "session.output_transcript.delta", "delta": words,
-                    "start_ms": start_ms, "end_ms": end_ms}));
-            }
             if done {
                 let r = self.reply.take();
                 if fixture {
