@@ -4,8 +4,8 @@
 //! type names, strict, no undeclared field), and server events the SDK's models build parse
 //! into the right variants. Under `CI=true` a missing SDK fails; elsewhere it is skipped.
 
-use callbridge_core::live::client::{DelegationUpdate, ResponsesDelegationUpdate, Role};
 use callbridge_core::live::client::SessionUpdateConfig;
+use callbridge_core::live::client::{DelegationUpdate, ResponsesDelegationUpdate, Role};
 use callbridge_core::live::server::{parse, CloseReason, ServerEvent};
 use callbridge_core::live::settings::DelegationSettings;
 use callbridge_core::live::{ClientEvent, LiveSettings};
@@ -34,7 +34,10 @@ fn full_settings() -> LiveSettings {
             parallel_tool_calls: Some(false),
         }),
         history: vec![
-            (Role::Developer, "The caller is a returning customer.".into()),
+            (
+                Role::Developer,
+                "The caller is a returning customer.".into(),
+            ),
             (Role::User, "Hi, I called earlier about my order.".into()),
             (Role::Assistant, "Welcome back! Which order was it?".into()),
         ],
@@ -89,7 +92,9 @@ fn every_client_event_the_module_builds_is_valid_for_the_sdk() {
         assert!(types.contains(&ty), "{ty} is not checked");
     }
     // `delegation_id` is "required, nullable" on commentary: sent as null, not left out.
-    let commentary = events.iter().find(|e| e["type"] == "session.commentary.append");
+    let commentary = events
+        .iter()
+        .find(|e| e["type"] == "session.commentary.append");
     assert_eq!(commentary.map(|c| &c["delegation_id"]), Some(&Value::Null));
     support::sdk::run("validate_live.py", &["client"], &Value::Array(events));
 }
@@ -127,13 +132,17 @@ fn server_events_built_by_the_sdk_parse_into_their_variants() {
             "SessionStarted" => matches!(e, ServerEvent::SessionStarted { session }
                 if session.id == "sess_live_1" && session.expires_at == 1_800_000_000),
             "SessionUpdated" => matches!(e, ServerEvent::SessionUpdated { .. }),
-            "OutputAudioDelta" => matches!(e, ServerEvent::OutputAudioDelta { delta } if delta == "//8A/w=="),
+            "OutputAudioDelta" => {
+                matches!(e, ServerEvent::OutputAudioDelta { delta } if delta == "//8A/w==")
+            }
             "InputTranscriptDelta" => matches!(e, ServerEvent::InputTranscriptDelta(d)
                 if d.start_ms == 1200 && d.end_ms == 2400 && d.delta == "where is my order"),
             "OutputTranscriptDelta" => matches!(e, ServerEvent::OutputTranscriptDelta(d)
                 if d.start_ms == 2600 && d.end_ms == 3300),
-            "DelegationCreated" => matches!(e, ServerEvent::DelegationCreated { delegation, offset_ms: 2500 }
-                if delegation.id == "del_1" && delegation.target == "responses"),
+            "DelegationCreated" => {
+                matches!(e, ServerEvent::DelegationCreated { delegation, offset_ms: 2500 }
+                if delegation.id == "del_1" && delegation.target == "responses")
+            }
             "FunctionCall" => e.function_call().is_some_and(|c| {
                 c.call_id == "call_1"
                     && c.name == "lookup_order"
@@ -141,21 +150,33 @@ fn server_events_built_by_the_sdk_parse_into_their_variants() {
                     && c.delegation_id.as_deref() == Some("del_1")
             }),
             "ResponseEvent" => {
-                matches!(e, ServerEvent::ResponseEvent { delegation_id: None, .. })
-                    && e.function_call().is_none()
+                matches!(
+                    e,
+                    ServerEvent::ResponseEvent {
+                        delegation_id: None,
+                        ..
+                    }
+                ) && e.function_call().is_none()
             }
             "FixturePlaying" => matches!(e, ServerEvent::FixturePlaying),
             "FixturePlayed" => matches!(e, ServerEvent::FixturePlayed),
-            "CommentaryAppended" => matches!(e, ServerEvent::CommentaryAppended { start_ms: 5000, .. }),
+            "CommentaryAppended" => {
+                matches!(e, ServerEvent::CommentaryAppended { start_ms: 5000, .. })
+            }
             "UsageUpdated" => matches!(e, ServerEvent::UsageUpdated { usage }
                 if usage.seconds == 42.0 && usage.active_seconds == Some(40)),
-            "SessionClosed" => matches!(e, ServerEvent::SessionClosed { reason: CloseReason::Expired, usage }
-                if usage.seconds == 42.0),
+            "SessionClosed" => {
+                matches!(e, ServerEvent::SessionClosed { reason: CloseReason::Expired, usage }
+                if usage.seconds == 42.0)
+            }
             "FatalError" => matches!(e, ServerEvent::Error { error } if error.is_fatal()),
             "Error" => matches!(e, ServerEvent::Error { error }
                 if !error.is_fatal() && error.param.as_deref() == Some("session.voice")),
             "Info" => matches!(e, ServerEvent::Info { .. }),
-            "Unknown" => *e == ServerEvent::Unknown && parsed.unknown_type.as_deref() == event["type"].as_str(),
+            "Unknown" => {
+                *e == ServerEvent::Unknown
+                    && parsed.unknown_type.as_deref() == event["type"].as_str()
+            }
             other => panic!("no check for {other}"),
         };
         assert!(ok, "{variant} parsed as {e:?}\n{text}");

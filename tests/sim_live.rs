@@ -23,7 +23,9 @@ async fn send_event(ws: &mut Ws, e: &ClientEvent) {
 }
 
 async fn connect(sim: &LiveSimulator) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(sim.url()).await.expect("connects");
+    let (ws, _) = tokio_tungstenite::connect_async(sim.url())
+        .await
+        .expect("connects");
     ws
 }
 
@@ -36,7 +38,9 @@ async fn speak(ws: &mut Ws, frames: &[Vec<u8>]) {
 
 /// A simulator with `cfg` and a session on it started with `settings` (`session.started` read).
 async fn started(cfg: LiveSimConfig, settings: LiveSettings) -> (LiveSimulator, Ws, Value) {
-    let sim = LiveSimulator::start("127.0.0.1:0", cfg).await.expect("starts");
+    let sim = LiveSimulator::start("127.0.0.1:0", cfg)
+        .await
+        .expect("starts");
     let mut ws = connect(&sim).await;
     send_event(&mut ws, &settings.session_start().expect("valid")).await;
     let started = recv(&mut ws).await;
@@ -77,16 +81,24 @@ async fn session_start_comes_first_and_unknown_fields_are_refused() {
     assert_eq!(e["error"]["code"], "session_not_started", "{e}");
 
     // `voice` belongs in `audio.output`, not at the top of the session.
-    let mut start: Value =
-        serde_json::from_str(&LiveSettings::default().session_start().expect("valid").to_text())
-            .expect("JSON");
+    let mut start: Value = serde_json::from_str(
+        &LiveSettings::default()
+            .session_start()
+            .expect("valid")
+            .to_text(),
+    )
+    .expect("JSON");
     start["session"]["voice"] = json!("marin");
     send(&mut ws, start).await;
     let e = recv(&mut ws).await;
     assert_eq!(e["error"]["code"], "unknown_parameter", "{e}");
     assert_eq!(e["error"]["param"], "session.voice");
 
-    send_event(&mut ws, &LiveSettings::default().session_start().expect("valid")).await;
+    send_event(
+        &mut ws,
+        &LiveSettings::default().session_start().expect("valid"),
+    )
+    .await;
     let text = recv(&mut ws).await.to_string();
     let Ok(parsed) = parse(&text) else {
         panic!("not a server event: {text}")
@@ -114,7 +126,10 @@ async fn the_caller_speaks_and_the_model_answers_in_real_time_with_timed_transcr
     let said = heard.last().expect("an event");
     assert_eq!(said["delta"], "where is my order");
     let (start, end) = (said["start_ms"].as_u64(), said["end_ms"].as_u64());
-    assert!(start.zip(end).is_some_and(|(s, e)| s < e && e >= 600), "{said}");
+    assert!(
+        start.zip(end).is_some_and(|(s, e)| s < e && e >= 600),
+        "{said}"
+    );
 
     let mut events = Vec::new();
     let mut times = Vec::new();
@@ -125,14 +140,28 @@ async fn the_caller_speaks_and_the_model_answers_in_real_time_with_timed_transcr
     // 1 s of μ-law 8 kHz, in order, at the speed of speech (a lower bound only: a loaded
     // machine may be slower, never faster).
     assert_eq!(audio_of(&events, "session.output_audio.delta").len(), 8000);
-    let first = events.iter().position(|e| e["type"] == "session.output_audio.delta");
-    let spread = times.last().zip(first.map(|i| times[i])).map(|(l, f)| *l - f);
-    assert!(spread.is_some_and(|d| d >= Duration::from_millis(800)), "{spread:?}");
+    let first = events
+        .iter()
+        .position(|e| e["type"] == "session.output_audio.delta");
+    let spread = times
+        .last()
+        .zip(first.map(|i| times[i]))
+        .map(|(l, f)| *l - f);
+    assert!(
+        spread.is_some_and(|d| d >= Duration::from_millis(800)),
+        "{spread:?}"
+    );
     let words: Vec<&Value> = of(&events, "session.output_transcript.delta").collect();
     assert!(words.len() > 1, "{events:?}");
-    let starts: Vec<u64> = words.iter().filter_map(|w| w["start_ms"].as_u64()).collect();
+    let starts: Vec<u64> = words
+        .iter()
+        .filter_map(|w| w["start_ms"].as_u64())
+        .collect();
     assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
-    assert!(starts[0] >= end.unwrap_or(0), "the answer starts after the caller stopped");
+    assert!(
+        starts[0] >= end.unwrap_or(0),
+        "the answer starts after the caller stopped"
+    );
     let text: String = words.iter().filter_map(|w| w["delta"].as_str()).collect();
     assert_eq!(text, LiveSimConfig::default().reply_texts[0]);
     assert_eq!(sim.sessions()[0].replies, 1);
@@ -154,8 +183,15 @@ async fn the_model_stops_talking_when_the_caller_speaks_over_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log = &sim.sessions()[0];
-    assert!(log.sent_audio_bytes < 5000 * 8, "{} bytes", log.sent_audio_bytes);
-    assert!(!log.sent_of("error").any(|_| true), "no cancel event exists: nothing to refuse");
+    assert!(
+        log.sent_audio_bytes < 5000 * 8,
+        "{} bytes",
+        log.sent_audio_bytes
+    );
+    assert!(
+        !log.sent_of("error").any(|_| true),
+        "no cancel event exists: nothing to refuse"
+    );
 }
 
 #[tokio::test]
@@ -171,19 +207,33 @@ async fn delegated_tool_calls_wait_for_every_output_then_response_create() {
     let wrapped = all.last().expect("response.event").to_string();
     let call = parse(&wrapped).ok().and_then(|p| p.event.function_call());
     let call = call.unwrap_or_else(|| panic!("no function call in {wrapped}"));
-    assert_eq!((call.name.as_str(), call.arguments.as_str()), ("lookup_order", r#"{"order":"A-17"}"#));
-    assert!(of(&all, "session.delegation.created").any(|d| d["delegation"]["id"] == json!(call.delegation_id)));
+    assert_eq!(
+        (call.name.as_str(), call.arguments.as_str()),
+        ("lookup_order", r#"{"order":"A-17"}"#)
+    );
+    assert!(of(&all, "session.delegation.created")
+        .any(|d| d["delegation"]["id"] == json!(call.delegation_id)));
 
     // A partial batch is refused: the output must come first.
     send_event(&mut ws, &ClientEvent::ResponseCreate).await;
     let refused = recv(&mut ws).await;
-    assert_eq!(refused["error"]["code"], "incomplete_tool_outputs", "{refused}");
+    assert_eq!(
+        refused["error"]["code"], "incomplete_tool_outputs",
+        "{refused}"
+    );
     all.push(refused);
-    send_event(&mut ws, &ClientEvent::function_output(&call.call_id, r#"{"status":"shipped"}"#)).await;
+    send_event(
+        &mut ws,
+        &ClientEvent::function_output(&call.call_id, r#"{"status":"shipped"}"#),
+    )
+    .await;
     send_event(&mut ws, &ClientEvent::ResponseCreate).await;
     all.extend(until(&mut ws, "session.output_audio.delta").await);
     let log = &sim.sessions()[0];
-    assert_eq!(log.tool_outputs, vec![(call.call_id.clone(), r#"{"status":"shipped"}"#.into())]);
+    assert_eq!(
+        log.tool_outputs,
+        vec![(call.call_id.clone(), r#"{"status":"shipped"}"#.into())]
+    );
     assert_eq!(log.replies, 2, "the model speaks about the result");
     support::sdk::run("validate_live.py", &["server"], &Value::Array(all));
 }
@@ -201,7 +251,10 @@ async fn usage_is_reported_and_session_close_ends_with_the_final_usage() {
     let closed = all.last().expect("closed").clone();
     assert_eq!(closed["reason"], "close_requested");
     assert!(closed["usage"]["seconds"].is_number(), "{closed}");
-    assert!(matches!(next_message(&mut ws).await, Some(Ok(Message::Close(_)))));
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(Ok(Message::Close(_)))
+    ));
     assert_eq!(sim.sessions()[0].closed_by, Some(ClosedBy::Client));
     support::sdk::run("validate_live.py", &["server"], &Value::Array(all));
 }
@@ -214,18 +267,33 @@ async fn faults_end_the_session_the_way_the_real_one_does() {
     let mut sessions = Vec::new();
     for _ in 0..3 {
         let mut ws = connect(&sim).await;
-        send_event(&mut ws, &LiveSettings::default().session_start().expect("valid")).await;
+        send_event(
+            &mut ws,
+            &LiveSettings::default().session_start().expect("valid"),
+        )
+        .await;
         recv(&mut ws).await;
         sessions.push(ws);
     }
     assert!(sim.inject(0, LiveFault::FatalError("insufficient_quota".into())));
-    let e = until(&mut sessions[0], "error").await.pop().expect("error").to_string();
-    let fatal = matches!(parse(&e).map(|p| p.event), Ok(ServerEvent::Error { error }) if error.is_fatal());
+    let e = until(&mut sessions[0], "error")
+        .await
+        .pop()
+        .expect("error")
+        .to_string();
+    let fatal =
+        matches!(parse(&e).map(|p| p.event), Ok(ServerEvent::Error { error }) if error.is_fatal());
     assert!(fatal, "{e}");
-    assert!(matches!(next_message(&mut sessions[0]).await, Some(Ok(Message::Close(_)))));
+    assert!(matches!(
+        next_message(&mut sessions[0]).await,
+        Some(Ok(Message::Close(_)))
+    ));
 
     assert!(sim.inject(1, LiveFault::Expire));
-    let closed = until(&mut sessions[1], "session.closed").await.pop().expect("closed");
+    let closed = until(&mut sessions[1], "session.closed")
+        .await
+        .pop()
+        .expect("closed");
     assert_eq!(closed["reason"], "expired");
 
     assert!(sim.inject(2, LiveFault::Drop));

@@ -52,6 +52,8 @@ fn missing_sdk(why: &str) -> Option<String> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true and the OpenAI SDK check cannot run ({why}); .ci/run installs openai");
     }
-    eprintln!("SKIPPED: the OpenAI SDK check ({why}); `pip install openai=={SDK_VERSION}` to run it");
+    eprintln!(
+        "SKIPPED: the OpenAI SDK check ({why}); `pip install openai=={SDK_VERSION}` to run it"
+    );
     None
 }

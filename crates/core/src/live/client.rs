@@ -177,7 +177,9 @@ pub struct SessionUpdateConfig {
 #[serde(tag = "type")]
 pub enum DelegationUpdate {
     #[serde(rename = "responses")]
-    Responses { responses: ResponsesDelegationUpdate },
+    Responses {
+        responses: ResponsesDelegationUpdate,
+    },
 }
 
 /// `responses_delegation_update_config.py`: omitted settings keep their values.

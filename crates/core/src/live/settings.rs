@@ -159,10 +159,7 @@ fn function_tool(tool: &Value) -> Result<Value, &'static str> {
     if obj.get("type").and_then(Value::as_str) != Some("function") {
         return Err("type is not \"function\"");
     }
-    let name = obj
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or("no name")?;
+    let name = obj.get("name").and_then(Value::as_str).ok_or("no name")?;
     let name_ok = !name.is_empty()
         && name.len() <= MAX_TOOL_NAME
         && name
@@ -232,7 +229,11 @@ mod tests {
             model: " ".into(),
             ..LiveSettings::default()
         };
-        assert!(s.session_start().unwrap_err().to_string().starts_with("live_model"));
+        assert!(s
+            .session_start()
+            .unwrap_err()
+            .to_string()
+            .starts_with("live_model"));
         let dup = json!({"type": "function", "name": "a"});
         assert_eq!(
             with_tools(vec![dup.clone(), dup]).session_start(),
@@ -247,7 +248,11 @@ mod tests {
         if let Some(d) = choice.delegation.as_mut() {
             d.tool_choice = Some("sometimes".into());
         }
-        assert!(choice.session_start().unwrap_err().to_string().starts_with("tool_choice"));
+        assert!(choice
+            .session_start()
+            .unwrap_err()
+            .to_string()
+            .starts_with("tool_choice"));
         let long = LiveSettings {
             history: vec![(Role::User, "hi".into()); MAX_INPUT_MESSAGES + 1],
             ..LiveSettings::default()

@@ -140,7 +140,9 @@ impl Session {
     /// Cumulative usage: whole seconds since `session.started` (a float in the SDK's
     /// `session_usage.py`).
     fn usage(&self, now: Instant) -> Value {
-        let secs = self.started_at.map_or(0, |t| now.duration_since(t).as_secs());
+        let secs = self
+            .started_at
+            .map_or(0, |t| now.duration_since(t).as_secs());
         json!({"seconds": secs as f64})
     }
 
@@ -148,8 +150,10 @@ impl Session {
     fn close_session(&mut self, reason: &'static str, by: ClosedBy) {
         let usage = self.usage(Instant::now());
         let session = self.session.clone().unwrap_or_else(|| json!({}));
-        self.send(json!({"type": "session.closed", "reason": reason, "session": session,
-            "usage": usage}));
+        self.send(
+            json!({"type": "session.closed", "reason": reason, "session": session,
+            "usage": usage}),
+        );
         self.log.closed_by = Some(by.clone());
         self.out.push(Out::Close(CloseCode::Normal, reason, by));
     }
@@ -161,7 +165,8 @@ impl Session {
         self.send(json!({"type": "error", "error": e}));
         let by = ClosedBy::Fault(format!("fatal {code}"));
         self.log.closed_by = Some(by.clone());
-        self.out.push(Out::Close(CloseCode::Error, "fatal error", by));
+        self.out
+            .push(Out::Close(CloseCode::Error, "fatal error", by));
     }
 
     pub(super) fn expire(&mut self) {

@@ -83,8 +83,11 @@ const FUNCTION_TOOL_KEYS: [&str; 5] = ["type", "name", "description", "parameter
 pub(super) fn session_start(s: &Value) -> Result<(), Refusal> {
     only(s, &SESSION_KEYS, "session")?;
     if !s.get("model").is_some_and(Value::is_string) {
-        return Err(("missing_required_parameter", "Missing 'session.model'.".into(),
-            Some("session.model".into())));
+        return Err((
+            "missing_required_parameter",
+            "Missing 'session.model'.".into(),
+            Some("session.model".into()),
+        ));
     }
     if let Some(audio) = s.get("audio") {
         only(audio, &["format", "output"], "session.audio")?;
@@ -95,7 +98,10 @@ pub(super) fn session_start(s: &Value) -> Result<(), Refusal> {
             if !pcmu {
                 // The real server also takes pcma and pcm 16/24 kHz; this simulator speaks
                 // only μ-law 8 kHz, what a phone line needs.
-                return Err(invalid("session.audio.format", "The simulator speaks audio/pcmu 8000 only."));
+                return Err(invalid(
+                    "session.audio.format",
+                    "The simulator speaks audio/pcmu 8000 only.",
+                ));
             }
         }
         if let Some(o) = audio.get("output") {
@@ -112,12 +118,19 @@ fn delegation(d: &Value, prefix: &str, starting: bool) -> Result<(), Refusal> {
     only(d, &DELEGATION_KEYS, prefix)?;
     let ty = d.get("type").and_then(Value::as_str).unwrap_or_default();
     if !matches!(ty, "client" | "responses" | "decisions") {
-        return Err(invalid(&format!("{prefix}.type"), "Expected client, responses or decisions."));
+        return Err(invalid(
+            &format!("{prefix}.type"),
+            "Expected client, responses or decisions.",
+        ));
     }
     let Some(r) = d.get("responses") else {
         if starting && ty == "responses" {
             let p = format!("{prefix}.responses");
-            return Err(("missing_required_parameter", format!("Missing '{p}'."), Some(p)));
+            return Err((
+                "missing_required_parameter",
+                format!("Missing '{p}'."),
+                Some(p),
+            ));
         }
         return Ok(());
     };
@@ -125,9 +138,19 @@ fn delegation(d: &Value, prefix: &str, starting: bool) -> Result<(), Refusal> {
     only(r, &RESPONSES_KEYS, &rp)?;
     if starting && !r.get("model").is_some_and(Value::is_string) {
         let p = format!("{rp}.model");
-        return Err(("missing_required_parameter", format!("Missing '{p}'."), Some(p)));
+        return Err((
+            "missing_required_parameter",
+            format!("Missing '{p}'."),
+            Some(p),
+        ));
     }
-    for (i, t) in r.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, t) in r
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let tp = format!("{rp}.tools[{i}]");
         if t.get("type").and_then(Value::as_str) == Some("function") {
             only(t, &FUNCTION_TOOL_KEYS, &tp)?;
@@ -147,7 +170,10 @@ pub(super) fn session_update(s: &Value, current_type: Option<&Value>) -> Result<
         let same = current_type.and_then(Value::as_str).unwrap_or("client")
             == d.get("type").and_then(Value::as_str).unwrap_or_default();
         if !same {
-            return Err(invalid("session.delegation.type", "The delegation type cannot change."));
+            return Err(invalid(
+                "session.delegation.type",
+                "The delegation type cannot change.",
+            ));
         }
     }
     Ok(())

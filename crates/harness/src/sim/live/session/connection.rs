@@ -52,8 +52,10 @@ pub(in crate::sim::live) async fn run(
         }
         Ok(resp)
     };
-    let accepted =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::accept_hdr_async(tcp, cb));
+    let accepted = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async(tcp, cb),
+    );
     let mut ws = match accepted.await {
         Ok(Ok(ws)) => ws,
         _ => return,

@@ -69,8 +69,10 @@ impl Session {
             .cloned()
             .unwrap_or_else(|| format!("caller spoke for {} ms", end_ms - start_ms));
         self.caller_turns += 1;
-        self.send(json!({"type": "session.input_transcript.delta", "delta": said,
-            "start_ms": start_ms, "end_ms": end_ms}));
+        self.send(
+            json!({"type": "session.input_transcript.delta", "delta": said,
+            "start_ms": start_ms, "end_ms": end_ms}),
+        );
         if self.pending_calls.is_empty() && self.reply.is_none() {
             self.start_reply(None, end_ms);
         }

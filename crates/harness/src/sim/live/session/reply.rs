@@ -36,7 +36,11 @@ impl Reply {
     /// When the next delta is due: `pace` times real time from the reply's start.
     pub(super) fn next_due(&self, pace: f32) -> Instant {
         let sent_ms = self.sent as f64 / 8.0;
-        let pace = if pace.is_finite() && pace > 0.0 { pace as f64 } else { 1.0 };
+        let pace = if pace.is_finite() && pace > 0.0 {
+            pace as f64
+        } else {
+            1.0
+        };
         self.start + Duration::from_secs_f64(sent_ms / 1000.0 / pace)
     }
 }
@@ -55,7 +59,10 @@ impl Session {
                 let i = self.reply_idx;
                 self.reply_idx += 1;
                 let texts = &cfg.reply_texts;
-                let text = texts.get(i % texts.len().max(1)).cloned().unwrap_or_default();
+                let text = texts
+                    .get(i % texts.len().max(1))
+                    .cloned()
+                    .unwrap_or_default();
                 let calls = match self.delegates_to_responses() {
                     true => cfg.reply_tool_calls.get(i).cloned().unwrap_or_default(),
                     false => Vec::new(),
@@ -102,16 +109,18 @@ impl Session {
             let (done, fixture) = (to >= r.len, r.fixture);
             // The words of a chunk go just before its audio.
             if !words.is_empty() && !fixture {
-                self.send(json!({"type": "session.output_transcript.delta", "delta": words,
-                    "start_ms": start_ms, "end_ms": end_ms}));
+                self.send(
+                    json!({"type": "session.output_transcript.delta", "delta": words,
+                    "start_ms": start_ms, "end_ms": end_ms}),
+                );
             }
             self.log.sent_audio_bytes += to - from;
             self.out.push(super::Out::Event(
                 json!({"type": "session.output_audio.delta", "delta": delta}),
             ));
-            self.log.sent.push(
-                json!({"type": "session.output_audio.delta", "audio_bytes": to - from}),
-            );
+            self.log
+                .sent
+                .push(json!({"type": "session.output_audio.delta", "audio_bytes": to - from}));
             if done {
                 let r = self.reply.take();
                 if fixture {
@@ -127,16 +136,20 @@ impl Session {
     fn delegate(&mut self, calls: Vec<(String, String)>, at_ms: u64) {
         let n = self.reply_idx;
         let id = format!("del_{n}");
-        self.send(json!({"type": "session.delegation.created", "offset_ms": at_ms,
+        self.send(
+            json!({"type": "session.delegation.created", "offset_ms": at_ms,
             "delegation": {"id": id, "target": "responses", "type": "delegation",
-                "response_id": format!("resp_{n}")}}));
+                "response_id": format!("resp_{n}")}}),
+        );
         for (i, (name, arguments)) in calls.into_iter().enumerate() {
             let call_id = format!("call_{n}_{i}");
             self.pending_calls.push(call_id.clone());
-            self.send(json!({"type": "response.event", "delegation_id": id, "event": {
+            self.send(
+                json!({"type": "response.event", "delegation_id": id, "event": {
                 "type": "response.output_item.done", "output_index": i, "sequence_number": i + 1,
                 "item": {"type": "function_call", "id": format!("fc_{n}_{i}"), "call_id": call_id,
-                    "name": name, "arguments": arguments, "status": "completed"}}}));
+                    "name": name, "arguments": arguments, "status": "completed"}}}),
+            );
         }
     }
 
@@ -162,7 +175,10 @@ impl Session {
     }
 
     pub(super) fn on_response_create(&mut self, eid: &Value) {
-        let missing = self.pending_calls.iter().any(|c| !self.answered_calls.contains(c));
+        let missing = self
+            .pending_calls
+            .iter()
+            .any(|c| !self.answered_calls.contains(c));
         if missing {
             // The service refuses a partial batch (shared/protocol.md); the code is the
             // simulator's own, not a documented one.
@@ -177,14 +193,24 @@ impl Session {
 
     pub(super) fn on_commentary(&mut self, v: &Value, eid: &Value) {
         let Some(content) = text(v, "content").map(str::to_string) else {
-            return self.error("invalid_value", "content is required.", Some("content"), eid);
+            return self.error(
+                "invalid_value",
+                "content is required.",
+                Some("content"),
+                eid,
+            );
         };
         // "Required, nullable"; non-null ids are refused with Responses delegation
         // (`commentary_append_event.py`).
         let delegation_id = v.get("delegation_id");
         if delegation_id.is_none() {
             let msg = "Missing 'delegation_id' (send null for general context).";
-            return self.error("missing_required_parameter", msg, Some("delegation_id"), eid);
+            return self.error(
+                "missing_required_parameter",
+                msg,
+                Some("delegation_id"),
+                eid,
+            );
         }
         if self.delegates_to_responses() && delegation_id.is_some_and(|d| !d.is_null()) {
             let msg = "delegation_id must be null with Responses delegation.";
