@@ -23,6 +23,29 @@ def extras(model, path):
     return out
 
 
-def errors_of(err, prefix):
-    """One line per problem of a pydantic ValidationError."""
-    return [f"{prefix}: {'.'.join(str(x) for x in d['loc'])}: {d['msg']}" for d in err.errors()]
+def validate(cls, event, label):
+    """`(model, errors)`: `event` validated strictly as `cls`, every problem one line starting
+    with `label`, undeclared fields included; the model is None when validation failed."""
+    try:
+        m = cls.model_validate(event, strict=True)
+    except pydantic.ValidationError as err:
+        return None, [f"{label}: {'.'.join(str(x) for x in d['loc'])}: {d['msg']}" for d in err.errors()]
+    return m, [f"{label}: {p}: not a field of the SDK model" for p in extras(m, "event")]
+
+
+def check_all(cases):
+    """Errors of `cases`, each `(label, cls, event, expected)`: `event` validated as `cls` (None:
+    no SDK model fits, and `label` says why), then each `field: class name` of `expected`
+    checked on the result (a union may parse into a member it should not)."""
+    errors = []
+    for label, cls, event, expected in cases:
+        if cls is None:
+            errors.append(label)
+            continue
+        m, problems = validate(cls, event, label)
+        errors += problems
+        for field, name in expected.items():
+            got = getattr(m, field, None)
+            if got is not None and type(got).__name__ != name:
+                errors.append(f"{label}: {field} parsed as {type(got).__name__}")
+    return errors
