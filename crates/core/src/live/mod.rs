@@ -3,8 +3,8 @@
 //!
 //! The authoritative wire schema is the OpenAI Python SDK's generated models,
 //! `openai/types/live/` (SDK 3.63.0, pinned in `.ci/run`); `tests/live_schema.rs` checks every
-//! event built here against them. Where `docs/../shared/protocol.md` (section "OpenAI GPT-Live")
-//! and the SDK disagree, the SDK wins and the fact is cited beside the code.
+//! event built here against them. Where the team's protocol notes (`shared/protocol.md`, "OpenAI
+//! GPT-Live") and the SDK disagree, the SDK wins and the fact is cited beside the code.
 //!
 //! Knows nothing of sockets, of Twilio, or of the call machine: it is not wired into a call
 //! yet (see docs/gpt-live.md).

@@ -4,6 +4,7 @@
 //! `reply.rs` speaks, delegates and reports.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ use reply::Reply;
 /// Something for the socket.
 pub(super) enum Out {
     Event(Value),
-    Close(CloseCode, &'static str, ClosedBy),
+    Close(CloseCode, &'static str),
 }
 
 pub(super) struct Session {
@@ -154,8 +155,8 @@ impl Session {
             json!({"type": "session.closed", "reason": reason, "session": session,
             "usage": usage}),
         );
-        self.log.closed_by = Some(by.clone());
-        self.out.push(Out::Close(CloseCode::Normal, reason, by));
+        self.log.closed_by = Some(by);
+        self.out.push(Out::Close(CloseCode::Normal, reason));
     }
 
     /// A fatal error: the `error` event, then the socket closes (1011).
@@ -163,10 +164,8 @@ impl Session {
         self.log.errors_sent += 1;
         let e = json!({"type": code, "code": code, "message": format!("Fatal: {code}.")});
         self.send(json!({"type": "error", "error": e}));
-        let by = ClosedBy::Fault(format!("fatal {code}"));
-        self.log.closed_by = Some(by.clone());
-        self.out
-            .push(Out::Close(CloseCode::Error, "fatal error", by));
+        self.log.closed_by = Some(ClosedBy::Fault(format!("fatal {code}")));
+        self.out.push(Out::Close(CloseCode::Error, "fatal error"));
     }
 
     pub(super) fn expire(&mut self) {
@@ -189,7 +188,9 @@ impl Session {
             return self.expire();
         }
         if let Some(t) = self.next_usage.filter(|t| *t <= now) {
-            self.next_usage = Some(t + self.shared.cfg.usage_every);
+            // At least 10 ms apart: a zero interval must not spin.
+            let every = self.shared.cfg.usage_every.max(Duration::from_millis(10));
+            self.next_usage = Some(t + every);
             let usage = self.usage(now);
             self.send(json!({"type": "session.usage.updated", "usage": usage}));
         }

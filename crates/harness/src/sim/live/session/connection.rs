@@ -64,21 +64,21 @@ pub(in crate::sim::live) async fn run(
     let mut s = Session::new(shared, n);
     let far = Duration::from_secs(24 * 3600);
     loop {
-        for out in s.take_out() {
+        // The log first: a test that read an event finds it (and what led to it) logged.
+        let outs = s.take_out();
+        s.publish(&log);
+        for out in outs {
             match out {
                 Out::Event(v) => {
                     if ws.send(Message::text(v.to_string())).await.is_err() {
                         s.log.closed_by = Some(ClosedBy::ClientDropped);
+                        s.publish(&log);
+                        return;
                     }
                 }
-                Out::Close(code, reason, by) => {
-                    s.log.closed_by = Some(by);
-                    s.publish(&log);
-                    return close(&mut ws, code, reason).await;
-                }
+                Out::Close(code, reason) => return close(&mut ws, code, reason).await,
             }
         }
-        s.publish(&log);
         if lock(&log).closed_by.is_some() {
             return;
         }
