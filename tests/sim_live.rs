@@ -305,3 +305,55 @@ async fn faults_end_the_session_the_way_the_real_one_does() {
         }
     }
 }
+
+#[tokio::test]
+async fn commentary_is_spoken_fixtures_play_and_updates_change_only_delegation() {
+    let (_sim, mut ws, _) = started(fast(400), with_tools()).await;
+    send_event(
+        &mut ws,
+        &ClientEvent::commentary("Thanks for calling Example Inc."),
+    )
+    .await;
+    let mut all = until(&mut ws, "session.commentary.appended").await;
+    all.extend(until(&mut ws, "session.output_audio.delta").await);
+
+    // 0.5 s of PCM16 24 kHz arrives as 0.5 s of μ-law 8 kHz, between playing and played.
+    send_event(&mut ws, &ClientEvent::fixture_play(&[1000; 12_000])).await;
+    let played = until(&mut ws, "session.output_audio.fixture.played").await;
+    let after_playing = played
+        .iter()
+        .skip_while(|e| e["type"] != "session.output_audio.fixture.playing")
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        audio_of(&after_playing, "session.output_audio.delta").len(),
+        4000
+    );
+    all.extend(played);
+
+    let update = |ty: &str| {
+        json!({"type": "session.update", "session": {"delegation": {"type": ty,
+            "responses": {"instructions": "Be brief."}}}})
+    };
+    send(&mut ws, update("responses")).await;
+    let updated = until(&mut ws, "session.updated")
+        .await
+        .pop()
+        .expect("updated");
+    assert_eq!(
+        updated["session"]["delegation"]["responses"]["instructions"],
+        "Be brief."
+    );
+    assert_eq!(
+        updated["session"]["delegation"]["responses"]["model"],
+        "gpt-5-mini"
+    );
+    all.push(updated);
+    send(&mut ws, update("client")).await;
+    let refused = until(&mut ws, "error").await.pop().expect("error");
+    assert_eq!(
+        refused["error"]["param"], "session.delegation.type",
+        "{refused}"
+    );
+    support::sdk::run("validate_live.py", &["server"], &Value::Array(all));
+}
