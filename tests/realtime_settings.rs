@@ -5,7 +5,6 @@
 //! `.ci/run`) validate every `session.update` sent. Wrong values are refused at start-up naming
 //! the key; configs without these keys send what they always sent.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use callbridge::realtime::{ClientEvent, Dialect, Item};
@@ -62,52 +61,13 @@ require_approval = { never = { tool_names = ["status"] } }
 const REST: &str = "twilio_api_key = \"SKtest\"\ntwilio_api_secret = \"twilio-secret\"\n";
 
 /// Validates `events` (`(dialect, event)`: `session.update`s, a GA `conversation.item.create`)
-/// with the SDK's models. Under `CI=true` a missing
-/// `openai` package fails; elsewhere the check is skipped, loudly.
+/// with the SDK's models (`support::sdk`: under `CI=true` a missing SDK fails).
 fn sdk_validates(events: &[(Dialect, Value)]) {
     let input: Vec<Value> = events
         .iter()
         .map(|(d, e)| json!({"dialect": if *d == Dialect::Ga { "ga" } else { "beta" }, "event": e}))
         .collect();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/sdk/validate_realtime.py"
-    );
-    let mut child = match Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return missing_sdk(&format!("python3 does not run: {e}")),
-    };
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(Value::Array(input).to_string().as_bytes())
-        .expect("write events");
-    let out = child.wait_with_output().expect("validator runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    match out.status.code() {
-        Some(0) => eprintln!("SDK: {}", text(&out.stderr).trim()),
-        Some(3) => missing_sdk(&text(&out.stderr)),
-        _ => panic!(
-            "the OpenAI SDK's models refuse what the bridge sends:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        ),
-    }
-}
-
-fn missing_sdk(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and the OpenAI SDK check cannot run ({why}); .ci/run installs openai");
-    }
-    eprintln!("SKIPPED: the OpenAI SDK check ({why}); `pip install openai==3.63.0` to run it");
+    support::sdk::run("validate_realtime.py", &[], &Value::Array(input));
 }
 
 /// The `session.update` the bridge sent to the simulator's `n`th session, once the simulator

@@ -9,6 +9,7 @@
 //! - `call_harness`: the call state machine in virtual time (the `machine_*` tests);
 //! - `reports`: a report receiver, a spool, and a bridge reporting there;
 //! - `schema`: the JSON schemas shipped in `schemas/`;
+//! - `sdk`: the OpenAI Python SDK's models checking events (`tests/sdk/*.py`);
 //! - `tool_calls`: the tool-call scaffolding of the `machine_tools` and `machine_hangup` tests;
 //! - `tools`: external tools (Prometheus, hadolint, ...) some tests drive;
 //! - `hot_path.rs` (not a module of this one: `machine_alloc` and `benches/hotpath.rs` include
@@ -28,6 +29,7 @@ pub mod realtime_ws;
 pub mod reports;
 pub mod rest;
 pub mod schema;
+pub mod sdk;
 pub mod tool_calls;
 pub mod tool_server;
 pub mod tools;

@@ -12,6 +12,7 @@
 
 pub mod faults;
 mod http_stub;
+pub mod live;
 pub mod receiver;
 pub mod responses;
 mod session;
