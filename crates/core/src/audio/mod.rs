@@ -4,6 +4,7 @@
 //! once warmed up and logs nothing above `trace`.
 
 pub mod framer;
+pub mod echo;
 pub mod g711;
 pub mod resample;
 

@@ -1,0 +1,299 @@
+//! Echo-aware gating of the caller's audio: is this caller frame only the agent's own voice
+//! coming back (speakerphone, handset sidetone, a hybrid), or is the caller saying something?
+//!
+//! The bridge knows exactly what it played, so it does not have to guess: it keeps ~500 ms of
+//! the played μ-law (the reference), finds the echo path's delay from envelope correlation
+//! ([`delay`]), models the path around that delay with a short NLMS adaptive filter (gain,
+//! telephone band-limiting, a few ms of spread), and calls a caller frame echo when the filter's
+//! prediction explains nearly all of its energy (the residual is ≥ ~5 dB below the frame).
+//! Caller speech on top of the echo leaves a residual as loud as the speech: not echo.
+//! The filter adapts only while the frame looks like echo alone once it has locked on
+//! (double-talk would otherwise teach it the caller's voice); a delay jump moves the filter's
+//! window and unlocks it, so a changed echo path re-converges.
+//!
+//! Cost: ~5 KiB per gate, allocated once in [`EchoGate::new`]; nothing allocates per frame.
+//! What it cannot do: an echo that arrives *before* its reference (the bridge calling
+//! `on_played` later than the caller hears it) cannot be predicted; call `on_played` with the
+//! frame the caller hears now, or earlier rather than later. Lags beyond 400 ms are not searched.
+
+mod delay;
+
+use audio_codec_algorithms::{decode_ulaw, encode_ulaw};
+
+use super::{FRAME_BYTES, ULAW_SILENCE};
+use delay::DelayEstimator;
+
+/// Envelope block: 4 ms at 8 kHz, the delay estimate's resolution.
+const BLOCK: usize = 32;
+const BLOCKS_PER_FRAME: usize = FRAME_BYTES / BLOCK;
+/// Longest echo delay searched: 100 blocks = 400 ms (300 ms path + the bridge's ±60 ms
+/// uncertainty about when a frame is played, with room to spare).
+const MAX_LAG_BLOCKS: usize = 100;
+/// Adaptive filter length: 8 ms, which holds the telephone band-pass's impulse response and the
+/// ±1 block uncertainty of the delay estimate.
+const TAPS: usize = 64;
+/// Where the filter window starts relative to the estimated lag: half a block early, so a true
+/// delay anywhere in the estimated block (or the next) falls inside the window.
+const WINDOW_LEAD: usize = BLOCK / 2;
+/// Reference history in samples (a power of two ≥ longest lag + window + one frame).
+const HISTORY: usize = 4096;
+const _: () = assert!(HISTORY >= MAX_LAG_BLOCKS * BLOCK + TAPS + FRAME_BYTES);
+const _: () = assert!(FRAME_BYTES % BLOCK == 0);
+
+/// A frame is echo when the residual after subtracting the predicted echo is below this
+/// fraction of the frame's energy (−5.2 dB). Caller speech at −4 dB or more against the echo
+/// keeps the residual above it.
+const ECHO_RESIDUAL_RATIO: f32 = 0.3;
+/// Once locked, adapt only on frames whose residual is below this fraction (clearly echo
+/// dominated); above it the frame may carry the caller's voice.
+const ADAPT_RESIDUAL_RATIO: f32 = 0.5;
+/// Frames of clear echo (residual below `ECHO_RESIDUAL_RATIO`) before the filter counts as
+/// locked and starts guarding itself against double talk.
+const LOCK_FRAMES: u32 = 5;
+/// Frames in a row the locked filter may fail to explain before the envelope correlation is
+/// allowed to move it (500 ms: longer than a syllable of double talk, short enough to follow a
+/// changed path).
+const DISTRUST_FRAMES: u32 = 25;
+/// NLMS step sizes: fast while converging, gentler once locked (less misadjustment).
+const STEP_CONVERGING: f32 = 0.5;
+const STEP_LOCKED: f32 = 0.2;
+/// Frames quieter than this mean square (RMS ≈ 10 of 32768, −70 dBFS) are silence, never echo.
+const SILENCE_ENERGY: f32 = (10.0 / 32768.0) * (10.0 / 32768.0);
+/// Regularisation of the NLMS normalisation: the power of a −50 dBFS reference over the window.
+/// Without it the first quiet samples after a pause (reference power near zero, the caller's
+/// line noise as error) take huge steps and wreck a learned path; an echo of a reference that
+/// quiet is far below any line's noise, so nothing worth learning is lost.
+const REGULARISATION: f32 = TAPS as f32 * (100.0 / 32768.0) * (100.0 / 32768.0);
+
+/// Decides, frame by frame while agent audio is audible, whether the caller's audio is only the
+/// agent's echo. See the module docs.
+pub struct EchoGate {
+    state: Box<State>,
+}
+
+struct State {
+    /// Played μ-law, a ring indexed by sample number modulo `HISTORY`.
+    reference: [u8; HISTORY],
+    /// Samples of reference written so far.
+    played: usize,
+    delay: DelayEstimator,
+    /// The filter's window starts this many samples before "now" (`None`: no delay yet).
+    window_start: Option<usize>,
+    weights: [f32; TAPS],
+    locked_frames: u32,
+    /// Scratch: the reference samples the current frame's filter reads, decoded.
+    window: [f32; FRAME_BYTES + TAPS - 1],
+    /// Scratch: one frame decoded.
+    frame: [f32; FRAME_BYTES],
+    /// The same high-pass on both sides (see [`HighPass`]).
+    reference_band: HighPass,
+    caller_band: HighPass,
+    /// Caller frames, while the reference was playing, since the filter last explained one.
+    frames_since_echo: u32,
+}
+
+/// Second-order Butterworth high-pass at 400 Hz, applied to the reference and to the caller's
+/// audio before anything else. Why: a voice's strongest energy (its pitch, 100–250 Hz) is below
+/// the telephone band, so a phone's echo lacks it while the reference has it; a short filter
+/// cannot learn that cut well, mispredicts the low band and calls echo speech. Comparing both
+/// sides above 400 Hz leaves only what the echo path really passes. (RBJ audio EQ cookbook.)
+#[derive(Clone, Copy)]
+struct HighPass {
+    b: [f32; 3],
+    a: [f32; 2],
+    x: [f32; 2],
+    y: [f32; 2],
+}
+
+impl HighPass {
+    fn new() -> HighPass {
+        let w = 2.0 * std::f32::consts::PI * 400.0 / 8000.0;
+        let alpha = w.sin() / (2.0 * std::f32::consts::FRAC_1_SQRT_2);
+        let (cos, a0) = (w.cos(), 1.0 + alpha);
+        let b0 = (1.0 + cos) / 2.0 / a0;
+        HighPass {
+            b: [b0, -2.0 * b0, b0],
+            a: [-2.0 * cos / a0, (1.0 - alpha) / a0],
+            x: [0.0; 2],
+            y: [0.0; 2],
+        }
+    }
+
+    fn step(&mut self, x: f32) -> f32 {
+        let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
+            - self.a[0] * self.y[0]
+            - self.a[1] * self.y[1];
+        self.x = [x, self.x[0]];
+        self.y = [y, self.y[0]];
+        y
+    }
+}
+
+impl Default for EchoGate {
+    fn default() -> Self {
+        EchoGate::new()
+    }
+}
+
+impl EchoGate {
+    pub fn new() -> EchoGate {
+        EchoGate {
+            state: Box::new(State {
+                reference: [ULAW_SILENCE; HISTORY],
+                played: 0,
+                delay: DelayEstimator::new(),
+                window_start: None,
+                weights: [0.0; TAPS],
+                locked_frames: 0,
+                window: [0.0; FRAME_BYTES + TAPS - 1],
+                frame: [0.0; FRAME_BYTES],
+                reference_band: HighPass::new(),
+                caller_band: HighPass::new(),
+                frames_since_echo: 0,
+            }),
+        }
+    }
+
+    /// The 160-byte μ-law agent frame the caller hears now (0xFF × 160 when none); called once
+    /// per caller frame (20 ms) while agent audio is audible, before `is_echo` for the caller
+    /// frame of the same 20 ms. A frame of another length is cut or padded with silence.
+    pub fn on_played(&mut self, mulaw: &[u8]) {
+        let s = &mut *self.state;
+        for i in 0..FRAME_BYTES {
+            let byte = mulaw.get(i).copied().unwrap_or(ULAW_SILENCE);
+            let filtered = s.reference_band.step(linear(byte));
+            s.frame[i] = filtered;
+            // Kept as μ-law (1 byte a sample instead of 4): its ~38 dB SNR is far below what
+            // the decision needs, and the echo itself went through μ-law.
+            s.reference[(s.played + i) % HISTORY] = to_ulaw(filtered);
+        }
+        s.played += FRAME_BYTES;
+        s.delay.on_reference(&s.frame);
+    }
+
+    /// This 160-byte μ-law caller frame is explained by the agent's echo: no caller speech on
+    /// top of it. Silence and line noise alone are not echo (false). A frame of another length
+    /// is cut or padded with silence.
+    pub fn is_echo(&mut self, mulaw: &[u8]) -> bool {
+        let s = &mut *self.state;
+        for (i, sample) in s.frame.iter_mut().enumerate() {
+            *sample = s.caller_band.step(linear(mulaw.get(i).copied().unwrap_or(ULAW_SILENCE)));
+        }
+        let lag = s.delay.on_caller(&s.frame);
+        // A locked filter that keeps explaining frames is better evidence of the delay than the
+        // envelope correlation (which double talk disturbs): move only when it has stopped
+        // explaining the echo for a while.
+        let trusted = s.locked_frames >= LOCK_FRAMES && s.frames_since_echo < DISTRUST_FRAMES;
+        if let (Some(lag), false) = (lag, trusted) {
+            s.move_window((lag * BLOCK).saturating_sub(WINDOW_LEAD));
+        }
+        let echo = s.filter_frame();
+        if echo {
+            s.frames_since_echo = 0;
+        } else {
+            s.frames_since_echo = s.frames_since_echo.saturating_add(1);
+            // A second without explaining a frame: whatever was learned is no longer trusted
+            // to guard itself (a changed path the delay search did not see), so adapt freely.
+            if s.frames_since_echo >= 2 * DISTRUST_FRAMES {
+                s.locked_frames = 0;
+            }
+        }
+        echo
+    }
+
+    /// Forget everything: the reference, the delay and the learned echo path (a new call).
+    pub fn reset(&mut self) {
+        *self = EchoGate::new();
+    }
+}
+
+impl State {
+    /// Point the filter at a new delay. Taps that still cover the same absolute delays keep
+    /// their weights; a move of more than a block is a changed echo path: unlock.
+    fn move_window(&mut self, start: usize) {
+        let Some(old) = self.window_start.replace(start) else {
+            return;
+        };
+        if old == start {
+            return;
+        }
+        // Tap k covers delay start + k; the old tap covering the same delay is k + start - old.
+        let shifted = self.weights;
+        for (k, w) in self.weights.iter_mut().enumerate() {
+            *w = (k + start)
+                .checked_sub(old)
+                .and_then(|j| shifted.get(j))
+                .copied()
+                .unwrap_or(0.0);
+        }
+        if start.abs_diff(old) > BLOCK {
+            self.locked_frames = 0;
+        }
+    }
+
+    /// Run the filter over the decoded frame in `self.frame`: decide, and adapt if allowed.
+    fn filter_frame(&mut self) -> bool {
+        let frame_energy: f32 = self.frame.iter().map(|x| x * x).sum();
+        let Some(start) = self.window_start else {
+            return false;
+        };
+        // Window sample j is the reference at (now - start - (TAPS - 1) + j), where "now" is the
+        // frame's first sample; output n reads window[n .. n + TAPS] reversed.
+        let first = self.played - FRAME_BYTES;
+        for (j, x) in self.window.iter_mut().enumerate() {
+            *x = match (first + j).checked_sub(start + TAPS - 1) {
+                Some(at) if self.played - at <= HISTORY => linear(self.reference[at % HISTORY]),
+                _ => 0.0,
+            };
+        }
+        let locked = self.locked_frames >= LOCK_FRAMES;
+        let step = if locked { STEP_LOCKED } else { STEP_CONVERGING };
+        // A-priori residual (before this frame's updates) decides; a copy of the weights is
+        // adapted as we go and kept only if adaptation turns out to be allowed.
+        let mut residual_energy = 0.0;
+        let mut adapted = self.weights;
+        for n in 0..FRAME_BYTES {
+            let taps = &self.window[n..n + TAPS];
+            let mut predicted = 0.0;
+            let mut adapted_prediction = 0.0;
+            let mut power = REGULARISATION;
+            for k in 0..TAPS {
+                let x = taps[TAPS - 1 - k];
+                predicted += self.weights[k] * x;
+                adapted_prediction += adapted[k] * x;
+                power += x * x;
+            }
+            let residual = self.frame[n] - predicted;
+            residual_energy += residual * residual;
+            let error = self.frame[n] - adapted_prediction;
+            let gain = step * error / power;
+            for k in 0..TAPS {
+                adapted[k] += gain * taps[TAPS - 1 - k];
+            }
+        }
+        if frame_energy < SILENCE_ENERGY * FRAME_BYTES as f32 {
+            return false;
+        }
+        let echo = residual_energy < ECHO_RESIDUAL_RATIO * frame_energy;
+        if std::env::var_os("ECHO_DEBUG").is_some() {
+            eprintln!("start {start} ratio {:.3} rms {:.0} locked {locked}", residual_energy / frame_energy, (frame_energy / 160.0).sqrt() * 32768.0);
+        }
+        if !locked || residual_energy < ADAPT_RESIDUAL_RATIO * frame_energy {
+            self.weights = adapted;
+        }
+        if echo {
+            self.locked_frames = self.locked_frames.saturating_add(1);
+        }
+        echo
+    }
+}
+
+/// A sample in [-1, 1) as μ-law.
+fn to_ulaw(x: f32) -> u8 {
+    encode_ulaw((x * 32768.0).clamp(-32768.0, 32767.0) as i16)
+}
+
+/// A μ-law byte as a linear sample in [-1, 1).
+fn linear(byte: u8) -> f32 {
+    f32::from(decode_ulaw(byte)) / 32768.0
+}
