@@ -330,9 +330,14 @@ fn a_changed_echo_path_is_learned_again() {
 fn debug_cell() {
     let d: usize = std::env::var("D").map(|v| v.parse().unwrap()).unwrap_or(150);
     let l: f32 = std::env::var("L").map(|v| v.parse().unwrap()).unwrap_or(-20.0);
-    let played = speech(TUNING.agent);
+    let _ = l;
+    let caller_clips = speech(TUNING.caller);
+    let start = 12000;
+    let played = agent_speech(&TUNING, (start + caller_clips.len()) / 8000 + 1);
+    let mut caller = vec![0.0; played.len()];
+    caller[start..start + caller_clips.len()].copy_from_slice(&caller_clips);
     let echo = echo_path(&played, d, l, None);
-    let frames = run(&mut EchoGate::new(), &played, &echo, &[], d as u64 + 7);
+    let frames = run(&mut EchoGate::new(), &played, &echo, &caller, 11);
     for (i, f) in frames.iter().enumerate() { eprintln!("frame {i} echo_rms {:.0} {}", f.echo_rms, f.echo); }
     println!("{:?}", echo_caught(&frames));
 }

@@ -21,7 +21,7 @@ mod delay;
 use audio_codec_algorithms::{decode_ulaw, encode_ulaw};
 
 use super::{FRAME_BYTES, ULAW_SILENCE};
-use delay::DelayEstimator;
+use delay::{DelayEstimate, DelayEstimator};
 
 /// Envelope block: 4 ms at 8 kHz, the delay estimate's resolution.
 const BLOCK: usize = 32;
@@ -54,9 +54,15 @@ const LOCK_FRAMES: u32 = 5;
 /// allowed to move it (500 ms: longer than a syllable of double talk, short enough to follow a
 /// changed path).
 const DISTRUST_FRAMES: u32 = 25;
+/// How clearly a new delay must stand out (see [`DelayEstimate`]) to move a filter that has
+/// locked before: above what double talk produces, below what an echo alone gives.
+const CLEAR_PROMINENCE: f32 = 4.2;
 /// NLMS step sizes: fast while converging, gentler once locked (less misadjustment).
 const STEP_CONVERGING: f32 = 0.5;
 const STEP_LOCKED: f32 = 0.2;
+/// A frame must carry at least this much more energy than the line's noise floor to be echo
+/// (+4.8 dB): the noise alone is not echo, and the VAD decides about it.
+const NOISE_MARGIN: f32 = 3.0;
 /// Frames quieter than this mean square (RMS ≈ 10 of 32768, −70 dBFS) are silence, never echo.
 const SILENCE_ENERGY: f32 = (10.0 / 32768.0) * (10.0 / 32768.0);
 /// Regularisation of the NLMS normalisation: the power of a −50 dBFS reference over the window.
@@ -88,8 +94,33 @@ struct State {
     /// The same high-pass on both sides (see [`HighPass`]).
     reference_band: HighPass,
     caller_band: HighPass,
-    /// Caller frames, while the reference was playing, since the filter last explained one.
+    /// Caller frames since the filter last explained one.
     frames_since_echo: u32,
+    /// The filter has locked on at least once since `new`/`reset`.
+    ever_locked: bool,
+    noise: NoiseFloor,
+}
+
+/// The caller line's noise floor (frame energy, high-passed): follows quiet frames down at
+/// once, rises slowly (+1 dB/s) so that echo and speech, which come and go, do not lift it,
+/// while a line that got noisier is followed within seconds. (Minimum statistics, simplified.)
+#[derive(Clone, Copy)]
+struct NoiseFloor {
+    energy: f32,
+}
+
+impl NoiseFloor {
+    /// Per-frame rise: 10^(1 dB / 10 / 50 frames).
+    const RISE: f32 = 1.0046;
+
+    fn update(&mut self, frame_energy: f32) -> f32 {
+        self.energy = if self.energy == 0.0 || frame_energy < self.energy {
+            frame_energy
+        } else {
+            self.energy * Self::RISE
+        };
+        self.energy
+    }
 }
 
 /// Second-order Butterworth high-pass at 400 Hz, applied to the reference and to the caller's
@@ -150,6 +181,8 @@ impl EchoGate {
                 reference_band: HighPass::new(),
                 caller_band: HighPass::new(),
                 frames_since_echo: 0,
+                ever_locked: false,
+                noise: NoiseFloor { energy: 0.0 },
             }),
         }
     }
@@ -179,13 +212,15 @@ impl EchoGate {
         for (i, sample) in s.frame.iter_mut().enumerate() {
             *sample = s.caller_band.step(linear(mulaw.get(i).copied().unwrap_or(ULAW_SILENCE)));
         }
-        let lag = s.delay.on_caller(&s.frame);
+        let estimate = s.delay.on_caller(&s.frame);
         // A locked filter that keeps explaining frames is better evidence of the delay than the
         // envelope correlation (which double talk disturbs): move only when it has stopped
-        // explaining the echo for a while.
+        // explaining the echo for a while, and then only to a clear peak. Before the first
+        // lock any peak will do (the filter has nothing to lose).
         let trusted = s.locked_frames >= LOCK_FRAMES && s.frames_since_echo < DISTRUST_FRAMES;
-        if let (Some(lag), false) = (lag, trusted) {
-            s.move_window((lag * BLOCK).saturating_sub(WINDOW_LEAD));
+        let clear = |e: &DelayEstimate| !s.ever_locked || e.prominence >= CLEAR_PROMINENCE;
+        if let (Some(estimate), false) = (estimate.filter(clear), trusted) {
+            s.move_window((estimate.lag * BLOCK).saturating_sub(WINDOW_LEAD));
         }
         let echo = s.filter_frame();
         if echo {
@@ -271,10 +306,14 @@ impl State {
                 adapted[k] += gain * taps[TAPS - 1 - k];
             }
         }
-        if frame_energy < SILENCE_ENERGY * FRAME_BYTES as f32 {
+        let floor = self.noise.update(frame_energy);
+        if frame_energy < SILENCE_ENERGY * FRAME_BYTES as f32 || frame_energy < NOISE_MARGIN * floor {
             return false;
         }
-        let echo = residual_energy < ECHO_RESIDUAL_RATIO * frame_energy;
+        // What the line noise contributes is in both energies and is no one's speech: compare
+        // what is above it, so an echo a few dB over the noise still counts as explained.
+        let excess_residual = (residual_energy - floor).max(0.0);
+        let echo = excess_residual < ECHO_RESIDUAL_RATIO * (frame_energy - floor);
         if std::env::var_os("ECHO_DEBUG").is_some() {
             eprintln!("start {start} ratio {:.3} rms {:.0} locked {locked}", residual_energy / frame_energy, (frame_energy / 160.0).sqrt() * 32768.0);
         }
@@ -283,6 +322,7 @@ impl State {
         }
         if echo {
             self.locked_frames = self.locked_frames.saturating_add(1);
+            self.ever_locked |= self.locked_frames >= LOCK_FRAMES;
         }
         echo
     }

@@ -7,7 +7,9 @@
 //! μ-law re-encoding). The envelopes are differenced (onsets and decays) so that a steady level
 //! — line noise, a long vowel — correlates with nothing, and pre-emphasised so that the low
 //! frequencies a telephone path removes (below ~300 Hz, where most of a voice's energy is) do
-//! not dominate the reference envelope while missing from the echo's.
+//! not dominate the reference envelope while missing from the echo's. Only the *sign* of the
+//! caller's onset counts: the caller talking over the agent (louder than the echo) then adds
+//! zero-mean noise to every lag instead of swamping the sums for seconds.
 
 use super::{BLOCK, BLOCKS_PER_FRAME, MAX_LAG_BLOCKS};
 
@@ -49,6 +51,15 @@ impl Envelope {
     }
 }
 
+/// The lag in blocks, and its correlation over the mean absolute correlation of all lags.
+/// Measured on speech: 4.5–6 with echo alone, 2.5–4 while the caller talks over the echo (the
+/// peak then wanders), ~1–2 with no echo.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DelayEstimate {
+    pub(super) lag: usize,
+    pub(super) prominence: f32,
+}
+
 pub(super) struct DelayEstimator {
     reference: Envelope,
     caller: Envelope,
@@ -84,8 +95,9 @@ impl DelayEstimator {
     }
 
     /// One frame of the caller's audio, aligned with the latest reference frame (lag 0 = the
-    /// reference frame given last). Returns the lag to use now, in blocks.
-    pub(super) fn on_caller(&mut self, frame: &[f32]) -> Option<usize> {
+    /// reference frame given last). Returns the lag to use now, in blocks, and how clearly
+    /// it stands out (see [`DelayEstimate`]).
+    pub(super) fn on_caller(&mut self, frame: &[f32]) -> Option<DelayEstimate> {
         let first_block = self.reference_blocks.saturating_sub(BLOCKS_PER_FRAME);
         for (i, block) in frame.chunks_exact(BLOCK).enumerate() {
             let caller_onset = self.caller.onset(block);
@@ -95,11 +107,17 @@ impl DelayEstimator {
                     Some(at) => self.reference_onsets[at % ENVELOPE_HISTORY],
                     None => 0.0,
                 };
-                *sum = *sum * CORRELATION_DECAY + caller_onset * reference_onset;
+                *sum = *sum * CORRELATION_DECAY + caller_onset.signum() * reference_onset;
             }
         }
         self.update_lag();
-        self.lag
+        let lag = self.lag?;
+        let mean = self.correlation.iter().map(|c| c.abs()).sum::<f32>()
+            / self.correlation.len() as f32;
+        Some(DelayEstimate {
+            lag,
+            prominence: self.correlation[lag] / mean.max(f32::MIN_POSITIVE),
+        })
     }
 
     fn update_lag(&mut self) {
