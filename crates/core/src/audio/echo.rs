@@ -24,17 +24,17 @@ use super::{FRAME_BYTES, ULAW_SILENCE};
 use delay::{DelayEstimate, DelayEstimator};
 
 /// Envelope block: 4 ms at 8 kHz, the delay estimate's resolution.
-const BLOCK: usize = 32;
+const BLOCK: usize = 16;
 const BLOCKS_PER_FRAME: usize = FRAME_BYTES / BLOCK;
 /// Longest echo delay searched: 100 blocks = 400 ms (300 ms path + the bridge's ±60 ms
 /// uncertainty about when a frame is played, with room to spare).
-const MAX_LAG_BLOCKS: usize = 100;
+const MAX_LAG_BLOCKS: usize = 200;
 /// Adaptive filter length: 8 ms, which holds the telephone band-pass's impulse response and the
 /// ±1 block uncertainty of the delay estimate.
-const TAPS: usize = 64;
+const TAPS: usize = 96;
 /// Where the filter window starts relative to the estimated lag: half a block early, so a true
 /// delay anywhere in the estimated block (or the next) falls inside the window.
-const WINDOW_LEAD: usize = BLOCK / 2;
+const WINDOW_LEAD: usize = 32;
 /// Reference history in samples (a power of two ≥ longest lag + window + one frame).
 const HISTORY: usize = 4096;
 const _: () = assert!(HISTORY >= MAX_LAG_BLOCKS * BLOCK + TAPS + FRAME_BYTES);
@@ -43,7 +43,7 @@ const _: () = assert!(FRAME_BYTES % BLOCK == 0);
 /// A frame is echo when the residual after subtracting the predicted echo is below this
 /// fraction of the frame's energy (−5.2 dB). Caller speech at −4 dB or more against the echo
 /// keeps the residual above it.
-const ECHO_RESIDUAL_RATIO: f32 = 0.3;
+const ECHO_RESIDUAL_RATIO: f32 = 0.2;
 /// Once locked, adapt only on frames whose residual is below this fraction (clearly echo
 /// dominated); above it the frame may carry the caller's voice.
 const ADAPT_RESIDUAL_RATIO: f32 = 0.5;
@@ -314,9 +314,6 @@ impl State {
         // what is above it, so an echo a few dB over the noise still counts as explained.
         let excess_residual = (residual_energy - floor).max(0.0);
         let echo = excess_residual < ECHO_RESIDUAL_RATIO * (frame_energy - floor);
-        if std::env::var_os("ECHO_DEBUG").is_some() {
-            eprintln!("start {start} ratio {:.3} rms {:.0} locked {locked}", residual_energy / frame_energy, (frame_energy / 160.0).sqrt() * 32768.0);
-        }
         if !locked || residual_energy < ADAPT_RESIDUAL_RATIO * frame_energy {
             self.weights = adapted;
         }

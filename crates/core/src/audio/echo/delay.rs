@@ -14,12 +14,12 @@
 use super::{BLOCK, BLOCKS_PER_FRAME, MAX_LAG_BLOCKS};
 
 /// Reference envelope history, in blocks: more than the longest lag plus one frame.
-const ENVELOPE_HISTORY: usize = 128;
+const ENVELOPE_HISTORY: usize = 256;
 const _: () = assert!(ENVELOPE_HISTORY >= MAX_LAG_BLOCKS + BLOCKS_PER_FRAME + 1);
 
 /// Memory of the correlation per block: 0.996 per 4 ms is a time constant of ~1 s, long enough
 /// to average over a few syllables, short enough that a changed echo path wins within ~1–2 s.
-const CORRELATION_DECAY: f32 = 0.996;
+const CORRELATION_DECAY: f32 = 0.998;
 
 /// A new lag must correlate this much better than the current one before we move: the peak of
 /// speech envelopes is broad and neighbouring lags trade places from one syllable to the next.
