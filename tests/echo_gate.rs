@@ -44,12 +44,30 @@ const TUNING: Set = Set {
 };
 const HELD_OUT: Set = Set {
     name: "held-out clips",
-    agent: &["agent_found", "agent_order", "agent_greeting", "agent_saturday", "agent_bye", "agent_digits"],
-    caller: &["caller_hours", "caller_saturday", "caller_thanks", "caller_digits"],
+    agent: &[
+        "agent_found",
+        "agent_order",
+        "agent_greeting",
+        "agent_saturday",
+        "agent_bye",
+        "agent_digits",
+    ],
+    caller: &[
+        "caller_hours",
+        "caller_saturday",
+        "caller_thanks",
+        "caller_digits",
+    ],
 };
 const HELD_OUT_VOICE: Set = Set {
     name: "held-out, voices swapped",
-    agent: &["caller_hello", "caller_number", "caller_hours", "caller_saturday", "caller_thanks"],
+    agent: &[
+        "caller_hello",
+        "caller_number",
+        "caller_hours",
+        "caller_saturday",
+        "caller_thanks",
+    ],
     caller: &["agent_order", "agent_bye", "agent_saturday"],
 };
 
@@ -110,7 +128,12 @@ impl Biquad {
 /// The echo the caller's side returns: `played` delayed, attenuated, band-limited to
 /// 300–3400 Hz (two sections each side), softly clipped near full scale. A delay that changes
 /// at `jump` (sample index) models the path changing (a phone moved, a codec re-buffering).
-fn echo_path(played: &[f32], delay_ms: usize, level_db: f32, jump: Option<(usize, usize)>) -> Vec<f32> {
+fn echo_path(
+    played: &[f32],
+    delay_ms: usize,
+    level_db: f32,
+    jump: Option<(usize, usize)>,
+) -> Vec<f32> {
     let gain = 10f32.powf(level_db / 20.0);
     let mut band = [
         Biquad::new(true, 300.0),
@@ -140,7 +163,9 @@ fn rms(x: &[f32]) -> f32 {
 fn line_noise(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            let sum: f32 = (0..4).map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).sum();
+            let sum: f32 = (0..4)
+                .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                .sum();
             sum * NOISE_RMS * 3f32.sqrt()
         })
         .collect()
@@ -256,11 +281,7 @@ fn double_talk(set: &Set, delay_ms: usize) -> Vec<(f32, f32, usize, f32)> {
 
 /// RMS over the frames that are not silence (the speech level of a clip sequence).
 fn rms_of_speech(x: &[f32]) -> f32 {
-    let loud: Vec<f32> = x
-        .chunks(FRAME)
-        .map(rms)
-        .filter(|&r| r > 100.0)
-        .collect();
+    let loud: Vec<f32> = x.chunks(FRAME).map(rms).filter(|&r| r > 100.0).collect();
     (loud.iter().map(|r| r * r).sum::<f32>() / loud.len().max(1) as f32).sqrt()
 }
 
@@ -268,15 +289,30 @@ fn rms_of_speech(x: &[f32]) -> f32 {
 fn echo_of_real_speech_is_echo_across_the_delay_and_level_grid() {
     for set in [TUNING, HELD_OUT, HELD_OUT_VOICE] {
         println!("\necho caught, {} (share of echo frames ≥ 6 dB over noise, from {CONVERGENCE_MS} ms after the echo's onset)", set.name);
-        println!("| delay \\ level | {} |", LEVELS_DB.map(|l| format!("{l} dB")).join(" | "));
+        println!(
+            "| delay \\ level | {} |",
+            LEVELS_DB.map(|l| format!("{l} dB")).join(" | ")
+        );
         let cells = echo_grid(&set);
         for row in cells.chunks(LEVELS_DB.len()) {
-            let shares: Vec<String> = row.iter().map(|c| format!("{:.1} % ({})", c.2 * 100.0, c.3)).collect();
+            let shares: Vec<String> = row
+                .iter()
+                .map(|c| format!("{:.1} % ({})", c.2 * 100.0, c.3))
+                .collect();
             println!("| {} ms | {} |", row[0].0, shares.join(" | "));
         }
         for (delay, level, caught, scored) in cells {
-            assert!(scored > 50, "{}: too few echo frames scored at {delay} ms {level} dB", set.name);
-            assert!(caught >= 0.95, "{}: {delay} ms {level} dB: {:.1} % caught", set.name, caught * 100.0);
+            assert!(
+                scored > 50,
+                "{}: too few echo frames scored at {delay} ms {level} dB",
+                set.name
+            );
+            assert!(
+                caught >= 0.95,
+                "{}: {delay} ms {level} dB: {:.1} % caught",
+                set.name,
+                caught * 100.0
+            );
         }
     }
 }
@@ -288,10 +324,19 @@ fn the_callers_voice_over_the_echo_is_not_echo() {
             let rows = double_talk(&set, delay);
             println!("\ndouble talk, {}, {delay} ms: echo level → caller speech frames kept (frames), echo caught", set.name);
             for (db, kept, scored, caught) in &rows {
-                println!("| {db} dB | {:.1} % ({scored}) | {:.1} % |", kept * 100.0, caught * 100.0);
+                println!(
+                    "| {db} dB | {:.1} % ({scored}) | {:.1} % |",
+                    kept * 100.0,
+                    caught * 100.0
+                );
             }
             for (db, kept, _, _) in rows {
-                assert!(kept >= 0.90, "{} {delay} ms {db} dB: only {:.1} % of caller speech kept", set.name, kept * 100.0);
+                assert!(
+                    kept >= 0.90,
+                    "{} {delay} ms {db} dB: only {:.1} % of caller speech kept",
+                    set.name,
+                    kept * 100.0
+                );
             }
         }
     }
@@ -304,9 +349,18 @@ fn the_callers_voice_with_no_agent_playing_is_not_echo() {
     let mut gate = EchoGate::new();
     // The gate has learned an echo path first: a converged filter must not call speech echo.
     let played = speech(TUNING.agent);
-    run(&mut gate, &played, &echo_path(&played, 150, -12.0, None), &[], 3);
+    run(
+        &mut gate,
+        &played,
+        &echo_path(&played, 150, -12.0, None),
+        &[],
+        3,
+    );
     let frames = run(&mut gate, &silent, &silent, &caller, 5);
-    assert!(frames.iter().all(|f| !f.echo), "caller speech called echo with nothing played");
+    assert!(
+        frames.iter().all(|f| !f.echo),
+        "caller speech called echo with nothing played"
+    );
 }
 
 #[test]
@@ -323,11 +377,15 @@ fn a_changed_echo_path_is_learned_again() {
         let reconverged = (jump_frame..frames.len() - window).find(|&f| {
             let w = &frames[f..f + window];
             let scored: Vec<&Frame> = w.iter().filter(|f| carries_echo(f)).collect();
-            scored.len() > 10 && scored.iter().filter(|f| f.echo).count() as f32 >= 0.95 * scored.len() as f32
+            scored.len() > 10
+                && scored.iter().filter(|f| f.echo).count() as f32 >= 0.95 * scored.len() as f32
         });
         let ms = reconverged.map(|f| (f - jump_frame) * 20);
         println!("delay {before} → {after} ms at 5 s: caught ≥ 95 % again after {ms:?} ms");
         let ms = ms.unwrap_or_else(|| panic!("{before} → {after} ms never re-converged"));
-        assert!(ms <= 3000, "{before} → {after} ms took {ms} ms to re-converge");
+        assert!(
+            ms <= 3000,
+            "{before} → {after} ms took {ms} ms to re-converge"
+        );
     }
 }

@@ -220,7 +220,9 @@ impl EchoGate {
     pub fn is_echo(&mut self, mulaw: &[u8]) -> bool {
         let s = &mut *self.state;
         for (i, sample) in s.frame.iter_mut().enumerate() {
-            *sample = s.caller_band.step(linear(mulaw.get(i).copied().unwrap_or(ULAW_SILENCE)));
+            *sample = s
+                .caller_band
+                .step(linear(mulaw.get(i).copied().unwrap_or(ULAW_SILENCE)));
         }
         let estimate = s.delay.on_caller(&s.frame);
         // A locked filter that keeps explaining frames is better evidence of the delay than the
@@ -317,7 +319,8 @@ impl State {
             }
         }
         let floor = self.noise.update(frame_energy);
-        if frame_energy < SILENCE_ENERGY * FRAME_BYTES as f32 || frame_energy < NOISE_MARGIN * floor {
+        if frame_energy < SILENCE_ENERGY * FRAME_BYTES as f32 || frame_energy < NOISE_MARGIN * floor
+        {
             return false;
         }
         // What the line noise contributes is in both energies and is no one's speech: compare
@@ -386,7 +389,9 @@ mod tests {
     fn mix(played: &[i16], delay: usize, gain: f32, other: &[i16]) -> Vec<u8> {
         let mixed: Vec<i16> = (0..played.len())
             .map(|n| {
-                let echo = n.checked_sub(delay).map_or(0.0, |i| f32::from(played[i]) * gain);
+                let echo = n
+                    .checked_sub(delay)
+                    .map_or(0.0, |i| f32::from(played[i]) * gain);
                 let extra = other.get(n).map_or(0.0, |&x| f32::from(x));
                 (echo + extra).clamp(-32768.0, 32767.0) as i16
             })
@@ -470,14 +475,20 @@ mod tests {
         gate.reset();
         let other_path = mix(&agent, 2000, 0.5, &[]);
         let after_reset = verdicts(&mut gate, &ulaw(&agent), &other_path);
-        assert_eq!(after_reset, verdicts(&mut EchoGate::new(), &ulaw(&agent), &other_path));
+        assert_eq!(
+            after_reset,
+            verdicts(&mut EchoGate::new(), &ulaw(&agent), &other_path)
+        );
     }
 
     #[test]
     fn state_fits_the_memory_budget() {
         let heap = std::mem::size_of::<State>();
         let total = heap + std::mem::size_of::<EchoGate>();
-        println!("EchoGate: {} bytes inline + {heap} bytes boxed", std::mem::size_of::<EchoGate>());
+        println!(
+            "EchoGate: {} bytes inline + {heap} bytes boxed",
+            std::mem::size_of::<EchoGate>()
+        );
         // The budget for the whole feature is +8 KiB per call.
         assert!(total <= 8 * 1024, "{total}");
     }

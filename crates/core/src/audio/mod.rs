@@ -3,8 +3,8 @@
 //! Nothing here knows about JSON or sockets. Everything that runs per frame is allocation-free
 //! once warmed up and logs nothing above `trace`.
 
-pub mod framer;
 pub mod echo;
+pub mod framer;
 pub mod g711;
 pub mod resample;
 

@@ -111,8 +111,8 @@ impl DelayEstimator {
         }
         self.update_lag();
         let lag = self.lag?;
-        let mean = self.correlation.iter().map(|c| c.abs()).sum::<f32>()
-            / self.correlation.len() as f32;
+        let mean =
+            self.correlation.iter().map(|c| c.abs()).sum::<f32>() / self.correlation.len() as f32;
         Some(DelayEstimate {
             lag,
             prominence: self.correlation[lag] / mean.max(f32::MIN_POSITIVE),
@@ -120,12 +120,15 @@ impl DelayEstimator {
     }
 
     fn update_lag(&mut self) {
-        let (best, best_sum) = self
-            .correlation
-            .iter()
-            .copied()
-            .enumerate()
-            .fold((0, f32::MIN), |acc, (lag, sum)| if sum > acc.1 { (lag, sum) } else { acc });
+        let (best, best_sum) =
+            self.correlation
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |acc, (lag, sum)| if sum > acc.1 { (lag, sum) } else { acc },
+                );
         if best_sum <= 0.0 {
             return;
         }
