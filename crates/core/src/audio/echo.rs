@@ -46,7 +46,7 @@ const TAPS: usize = 96;
 const WINDOW_LEAD: usize = 32;
 /// Reference history in samples: the longest lag + the window + one frame (432 ms).
 const HISTORY: usize = MAX_LAG_BLOCKS * BLOCK + TAPS + FRAME_BYTES;
-const _: () = assert!(FRAME_BYTES % BLOCK == 0);
+const _: () = assert!(FRAME_BYTES.is_multiple_of(BLOCK));
 
 /// A frame is echo when the residual after subtracting the predicted echo is below this
 /// fraction of the frame's energy (−7 dB), both above the noise floor. Caller speech at more
