@@ -3,7 +3,8 @@
 //!
 //! For repeatable instruction counts on a noisy machine, the same binary also runs a fixed
 //! number of frames without criterion when `AUDIO_FRAMES` is set (`up:N`, `down:N` for N
-//! 20 ms frames, or `delta:N` for N 100 ms downlink deltas); compare two counts under callgrind
+//! 20 ms frames, `delta:N` for N 100 ms downlink deltas, or `echo:N` for N frames through the
+//! echo gate); compare two counts under callgrind
 //! to get the cost per frame:
 //!
 //! ```sh
@@ -15,6 +16,7 @@
 
 use std::hint::black_box;
 
+use callbridge::audio::echo::EchoGate;
 use callbridge::audio::{g711, Downsampler, Upsampler};
 use criterion::{criterion_group, Criterion};
 
@@ -69,10 +71,47 @@ fn downlink(c: &mut Criterion) {
     }
 }
 
+/// The agent's real speech as played, and the caller's side carrying its echo 150 ms later and
+/// 12 dB down (μ-law both): the echo gate's usual work while the agent talks.
+fn played_and_echo() -> (Vec<u8>, Vec<u8>) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/speech/agent_hours.ulaw"
+    );
+    let played = std::fs::read(path).expect("fixtures/speech/agent_hours.ulaw");
+    let echo = (0..played.len())
+        .map(|n| match n.checked_sub(1200) {
+            Some(i) => audio_codec_algorithms::encode_ulaw(
+                audio_codec_algorithms::decode_ulaw(played[i]) / 4,
+            ),
+            None => callbridge::audio::ULAW_SILENCE,
+        })
+        .collect();
+    (played, echo)
+}
+
+/// One 20 ms frame through the echo gate (`on_played` + `is_echo`), cycling through the clip.
+fn echo_frame(gate: &mut EchoGate, played: &[u8], echo: &[u8], frame: &mut usize) -> bool {
+    let frames = played.len() / 160;
+    let span = *frame * 160..(*frame + 1) * 160;
+    *frame = (*frame + 1) % frames;
+    gate.on_played(black_box(&played[span.clone()]));
+    gate.is_echo(black_box(&echo[span]))
+}
+
+fn echo_gate(c: &mut Criterion) {
+    let (played, echo) = played_and_echo();
+    let mut gate = EchoGate::new();
+    let mut frame = 0;
+    c.bench_function("echo gate on_played+is_echo 20 ms", |b| {
+        b.iter(|| black_box(echo_frame(&mut gate, &played, &echo, &mut frame)))
+    });
+}
+
 /// The fixed-count run for callgrind (see the module docs).
 fn fixed_run(spec: &str) {
     let (what, n) = spec.split_once(':').unwrap_or((spec, "1000"));
-    let n: usize = n.parse().expect("AUDIO_FRAMES=up:N|down:N|delta:N");
+    let n: usize = n.parse().expect("AUDIO_FRAMES=up:N|down:N|delta:N|echo:N");
     let mut up = Upsampler::new().expect("resampler");
     let mut down = Downsampler::new().expect("resampler");
     let frame = ulaw_frame();
@@ -80,6 +119,15 @@ fn fixed_run(spec: &str) {
     let mut pcm = Vec::with_capacity(2400);
     let mut out = Vec::with_capacity(2400);
     let mut ulaw = Vec::with_capacity(2400);
+    if what == "echo" {
+        let (played, echo) = played_and_echo();
+        let mut gate = EchoGate::new();
+        let mut frame = 0;
+        for _ in 0..n {
+            black_box(echo_frame(&mut gate, &played, &echo, &mut frame));
+        }
+        return;
+    }
     for _ in 0..n {
         pcm.clear();
         out.clear();
@@ -95,12 +143,12 @@ fn fixed_run(spec: &str) {
                 g711::encode_into(&pcm, &mut ulaw);
                 black_box(&ulaw);
             }
-            _ => panic!("AUDIO_FRAMES=up:N|down:N|delta:N"),
+            _ => panic!("AUDIO_FRAMES=up:N|down:N|delta:N|echo:N"),
         }
     }
 }
 
-criterion_group!(benches, uplink, downlink);
+criterion_group!(benches, uplink, downlink, echo_gate);
 
 fn main() {
     if let Ok(spec) = std::env::var("AUDIO_FRAMES") {

@@ -4,6 +4,7 @@
 //! once warmed up and logs nothing above `trace`.
 
 pub mod dtmf;
+pub mod echo;
 pub mod framer;
 pub mod g711;
 pub mod resample;

@@ -16,6 +16,7 @@
 //! [`BargeInMode::Server`] is the behaviour before this existed: every server
 //! `speech_started` while the agent is audible clears, cancels and truncates.
 
+mod echo;
 mod pause;
 
 use std::fmt;

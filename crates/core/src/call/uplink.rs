@@ -107,9 +107,10 @@ impl Call {
                     return;
                 }
                 self.fill_gap(media.timestamp, bytes.len() as u64);
-                // The one place the caller's audio is classified: the echo gate (when it is
-                // plugged in here) replaces the agent's own voice by silence before the voice
-                // activity model and the model hear it.
+                // The one place the caller's audio is classified: the echo gate replaces the
+                // agent's own voice by silence before the voice activity model and the model
+                // hear it.
+                self.bargein_cancel_echo(&mut bytes, now);
                 self.bargein_hear(&bytes, now);
                 self.uplink(&bytes);
                 // A rotation waits for a quiet moment; frames come every 20 ms.

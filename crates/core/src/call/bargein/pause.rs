@@ -37,6 +37,8 @@ pub(in crate::call) struct BargeIn {
     /// The caller's sound since the last turn end was a real turn: it cut the agent off, or its
     /// speech was confirmed when the agent had already finished.
     turn_real: bool,
+    /// The echo gate (`echo_suppression`), before everything else that hears the caller.
+    pub(super) echo: Option<super::echo::EchoStage>,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,7 @@ struct Paused {
 
 impl BargeIn {
     pub(in crate::call) fn new(cfg: BargeInConfig) -> BargeIn {
+        let cfg_echo = cfg.echo_suppression;
         BargeIn {
             detector: SpeechDetector::new(cfg.vad_threshold),
             cfg,
@@ -62,6 +65,7 @@ impl BargeIn {
             paused: None,
             turn_over_agent: false,
             turn_real: false,
+            echo: cfg_echo.then(super::echo::EchoStage::new),
         }
     }
 
@@ -144,7 +148,7 @@ impl Call {
         }
     }
 
-    fn agent_audible(&self, now: Instant) -> bool {
+    pub(super) fn agent_audible(&self, now: Instant) -> bool {
         self.playback.audible(now) || self.framer.pending() > 0
     }
 
