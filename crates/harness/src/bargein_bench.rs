@@ -181,11 +181,18 @@ pub async fn bench(opts: &BenchOptions) -> Result<Summary, BenchError> {
 pub async fn run_trial(opts: &BenchOptions, trial: Trial) -> Result<Outcome, BenchError> {
     let answer = crate::fixture::generate::clip(ANSWER_CLIP)
         .ok_or_else(|| BenchError::Config(format!("no clip {ANSWER_CLIP}")))?;
+    // The simulator transcribes the caller's turn as the clip's words (what a transcriber
+    // would hear; nothing for non-speech), as the real API does with `transcription_model` set.
+    let caller_transcripts = match &trial {
+        Trial::Clip { clip, .. } => vec![clip.words.clone()],
+        Trial::Echo { .. } => Vec::new(),
+    };
     let sim = Simulator::start(
         "127.0.0.1:0",
         SimConfig {
             reply_texts: vec![answer.text.clone()],
             reply_audio: vec![answer.audio.clone()],
+            caller_transcripts,
             record_events: false,
             ..SimConfig::default()
         },
@@ -283,6 +290,9 @@ fn bridge_config(opts: &BenchOptions, sim_url: &str) -> Result<Config, BenchErro
                 match (key.as_str(), set) {
                     (_, Some((_, v))) => Some(v.clone()),
                     ("greeting", None) => Some("Tell the caller the opening hours.".into()),
+                    // Phone deployments transcribe the caller (reports, and the words decide
+                    // whether a short sound over the agent was a backchannel).
+                    ("transcription_model", None) => Some("gpt-4o-transcribe".into()),
                     _ => None,
                 }
             }

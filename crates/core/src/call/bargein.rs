@@ -4,10 +4,14 @@
 //! With [`BargeInMode::Confirm`] (the service's default) a voice activity model
 //! ([`crate::audio::SpeechDetector`]) scores the caller's audio while agent audio is audible.
 //! `min_speech_ms` of speech confirms an onset: the agent's audio is stopped at once (`clear`)
-//! but kept, and the model is not cancelled. If the caller's sound ends within
-//! `max_backchannel_ms` of its onset (a "mm-hmm", a short noise the model let through) the
-//! kept audio is played again from where it paused; if the caller is still speaking past it,
-//! the model is cancelled and told what was heard (`truncate`), as with a plain barge-in. The
+//! but kept, and the model is not cancelled. If the caller is still speaking past
+//! `max_backchannel_ms` the model is cancelled and told what was heard (`truncate`), as with a
+//! plain barge-in. A sound that ended sooner is judged by its words: duration alone cannot
+//! tell "mm-hmm" from "stop" (both ~250 ms on the corpus). With input transcription on, the
+//! answer stays paused until the turn's transcript arrives: only acknowledgements
+//! ([`is_backchannel`]) or no words at all resume it where it paused; anything else, or no
+//! transcript within [`WORDS_WAIT`], cuts it off. Without transcription a short sound cuts the
+//! answer off too: a missed "stop" is worse than a needless stop. The
 //! session is set up so that the server neither cancels nor answers on its own
 //! (`interrupt_response`/`create_response` false): the bridge asks for an answer
 //! (`response.create`) when a caller turn that was real speech ends. See `bargein/pause.rs`
@@ -128,6 +132,39 @@ impl BargeInDecision {
     }
 }
 
+/// Words that only acknowledge ("mm-hmm", "okay", "right"): a short sound over the agent made
+/// only of these (or of no words at all: a noise) lets the answer resume. Lower case, without
+/// punctuation; transcribers spell backchannels many ways.
+const BACKCHANNEL_WORDS: &[&str] = &[
+    "mm", "mmm", "hmm", "mhm", "mm-hmm", "mmhmm", "mm-hm", "uh-huh", "uhhuh", "uh", "huh", "um",
+    "ah", "oh", "yeah", "yea", "yes", "yep", "yup", "ok", "okay", "right", "sure", "alright",
+    "all", "i", "see", "got", "it", "great", "cool", "fine", "good", "nice", "true", "exactly",
+    "perfect", "wow", "aha", "ha",
+];
+
+/// Whether a transcript is only a backchannel: at most three words, each an acknowledgement
+/// ("uh-huh", "I see", "got it", "okay okay"). Anything else ("stop", "wait", "no") is an
+/// interruption, however short.
+pub fn is_backchannel(transcript: &str) -> bool {
+    let words = transcript
+        .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '-' && c != '\''))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.trim_matches('-').to_lowercase());
+    let mut n = 0;
+    for w in words {
+        n += 1;
+        if n > 3 || !BACKCHANNEL_WORDS.contains(&w.as_str()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// How long a paused answer waits for the transcript of a short caller sound before taking it
+/// as an interruption (a transcript normally follows the server's `speech_stopped` within a
+/// few hundred ms).
+pub(super) const WORDS_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+
 /// The caller's sound must be this long without speech to have ended (a word's own gaps are
 /// shorter; measured on the corpus, see [`BargeInConfig`]).
 const HANGOVER_MS: u64 = 200;
@@ -225,6 +262,31 @@ impl Decider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_are_backchannels_and_commands_are_not() {
+        for b in [
+            "Mm-hmm.",
+            "uh-huh",
+            "Yeah.",
+            "Okay, okay.",
+            "Right!",
+            "I see.",
+            "Got it.",
+            "",
+        ] {
+            assert!(is_backchannel(b), "{b:?}");
+        }
+        for c in [
+            "Stop.",
+            "Wait.",
+            "No, no.",
+            "Hold on.",
+            "Yeah, but what about Sunday?",
+        ] {
+            assert!(!is_backchannel(c), "{c:?}");
+        }
+    }
 
     fn run(d: &mut Decider, blocks: &str) -> Vec<Step> {
         let cfg = BargeInConfig::confirm();

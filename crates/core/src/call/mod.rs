@@ -449,6 +449,7 @@ impl Call {
                 item_id,
                 transcript,
             } => {
+                self.bargein_words(&transcript, now);
                 let said = self
                     .conversation
                     .caller_transcribed(item_id.as_deref(), &transcript);

@@ -64,6 +64,8 @@ pub struct CorpusClip {
     pub half: Half,
     /// Where the speech starts inside the clip (speech clips only).
     pub onset_ms: Option<u64>,
+    /// What a transcriber hears in it: the words of a speech clip, nothing for non-speech.
+    pub words: String,
     /// μ-law 8 kHz.
     pub audio: Arc<Vec<u8>>,
 }
@@ -95,7 +97,7 @@ pub fn load(dir: &Path) -> Result<Vec<CorpusClip>, CorpusError> {
             why,
         };
         let f: Vec<&str> = line.split('\t').collect();
-        let [name, class, level, half, onset, ..] = f[..] else {
+        let [name, class, level, half, onset, text, ..] = f[..] else {
             return Err(bad(format!(
                 "expected 6 tab-separated fields, got {}",
                 f.len()
@@ -122,6 +124,10 @@ pub fn load(dir: &Path) -> Result<Vec<CorpusClip>, CorpusError> {
             level_db,
             half,
             onset_ms,
+            words: match class {
+                ClipClass::Backchannel | ClipClass::Interruption => text.to_owned(),
+                _ => String::new(),
+            },
             audio: Arc::new(audio),
         });
     }

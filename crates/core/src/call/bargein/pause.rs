@@ -37,6 +37,15 @@ pub(in crate::call) struct BargeIn {
     /// The caller's sound since the last turn end was a real turn: it cut the agent off, or its
     /// speech was confirmed when the agent had already finished.
     turn_real: bool,
+    /// A short sound paused the answer: waiting (until then) for its transcript to tell a
+    /// backchannel from a short command.
+    awaiting_words: Option<Instant>,
+    /// The server's caller turn ended while the words were awaited (its answer, if any, is
+    /// asked for once they decide).
+    turn_ended_waiting: bool,
+    /// The paused sound's transcript came before the bridge heard the sound end (whether it
+    /// was a backchannel).
+    early_words: Option<bool>,
     /// The echo gate (`echo_suppression`), before everything else that hears the caller.
     pub(super) echo: Option<super::echo::EchoStage>,
 }
@@ -65,6 +74,9 @@ impl BargeIn {
             paused: None,
             turn_over_agent: false,
             turn_real: false,
+            awaiting_words: None,
+            turn_ended_waiting: false,
+            early_words: None,
             echo: cfg_echo.then(super::echo::EchoStage::new),
         }
     }
@@ -117,6 +129,15 @@ impl Call {
 
     /// Caller μ-law (already past the echo gate) scored while the agent is audible or paused.
     pub(in crate::call) fn bargein_hear(&mut self, ulaw: &[u8], now: Instant) {
+        // Caller frames come every 20 ms: they also time the wait for a short sound's words.
+        if self
+            .bargein
+            .as_deref()
+            .and_then(|b| b.awaiting_words)
+            .is_some_and(|until| now >= until)
+        {
+            self.bargein_words_decide(false, now);
+        }
         let audible = self.agent_audible(now);
         let Some(b) = self.bargein.as_deref_mut() else {
             return;
@@ -162,16 +183,69 @@ impl Call {
             }
             Step::Noise => self.bargein_decided(BargeInDecision::IgnoredNoise),
             Step::Pause => self.bargein_pause(now),
-            Step::Resume => self.bargein_resume(now),
-            Step::Cut => {
-                let paused = self.bargein.as_deref().is_some_and(BargeIn::is_paused);
-                if let Some(b) = self.bargein.as_deref_mut() {
-                    b.turn_real = true;
-                }
-                if paused {
-                    self.barge_in(now);
+            Step::Resume => self.bargein_short_sound(now),
+            Step::Cut => self.bargein_cut(now),
+        }
+    }
+
+    /// The caller's sound is a real turn: a paused answer is cut off (cancel + truncate).
+    fn bargein_cut(&mut self, now: Instant) {
+        let paused = self.bargein.as_deref().is_some_and(BargeIn::is_paused);
+        if let Some(b) = self.bargein.as_deref_mut() {
+            b.turn_real = true;
+            b.awaiting_words = None;
+        }
+        if paused {
+            self.barge_in(now);
+        }
+    }
+
+    /// A short sound paused the answer and ended: its words decide (see [`super`]); without
+    /// input transcription there will be none, and it is taken as an interruption.
+    fn bargein_short_sound(&mut self, now: Instant) {
+        let transcribing = self.cfg.session.transcription_model.is_some();
+        match self.bargein.as_deref_mut() {
+            Some(b) if transcribing && b.paused.is_some() => {
+                b.awaiting_words = Some(now + super::WORDS_WAIT);
+                if let Some(backchannel) = b.early_words.take() {
+                    self.bargein_words_decide(backchannel, now);
                 }
             }
+            _ => self.bargein_cut(now),
+        }
+    }
+
+    /// The caller's transcript arrived (`conversation.item.input_audio_transcription.completed`).
+    pub(in crate::call) fn bargein_words(&mut self, transcript: &str, now: Instant) {
+        let Some(b) = self.bargein.as_deref_mut() else {
+            return;
+        };
+        let backchannel = super::is_backchannel(transcript);
+        if b.awaiting_words.is_some() {
+            self.bargein_words_decide(backchannel, now);
+        } else if b.paused.is_some() {
+            b.early_words = Some(backchannel);
+        }
+    }
+
+    /// Resume after a backchannel; otherwise cut off, and answer the turn if the server ended
+    /// it while the words were awaited.
+    fn bargein_words_decide(&mut self, backchannel: bool, now: Instant) {
+        let Some(b) = self.bargein.as_deref_mut() else {
+            return;
+        };
+        b.awaiting_words = None;
+        let ended = std::mem::take(&mut b.turn_ended_waiting);
+        if backchannel {
+            self.bargein_resume(now);
+            return;
+        }
+        self.bargein_cut(now);
+        if ended {
+            if let Some(b) = self.bargein.as_deref_mut() {
+                b.turn_over_agent = true;
+            }
+            self.bargein_turn_ended(now);
         }
     }
 
@@ -198,6 +272,7 @@ impl Call {
         let Some(b) = self.bargein.as_deref_mut() else {
             return;
         };
+        b.early_words = None;
         let onset_to_clear = b
             .onset_at
             .map(|t| now.saturating_duration_since(t))
@@ -303,6 +378,12 @@ impl Call {
         let Some(b) = self.bargein.as_deref_mut() else {
             return;
         };
+        if b.awaiting_words.is_some() {
+            // Whether to answer is known once the words are.
+            b.turn_ended_waiting = true;
+            b.turn_over_agent = false;
+            return;
+        }
         let answer = !b.turn_over_agent || b.turn_real;
         b.turn_over_agent = false;
         b.turn_real = false;
