@@ -220,7 +220,10 @@ async fn softphone_and_console_in_chromium() {
         (played - truncated).abs() < 300.0,
         "page played {played} ms, truncate at {truncated} ms"
     );
-    assert!(s.responses_cancelled >= 1, "the cut answer was cancelled");
+    // Whether a response was still live to cancel depends on how far ahead of playout the
+    // model was (with `barge_in = "confirm"` the bridge cuts after confirming speech, by which
+    // time the simulator has usually finished generating): the truncate above is what the
+    // caller's cut did to the model's view.
     server.stop(Duration::from_secs(2)).await;
     sim.shutdown().await;
 }

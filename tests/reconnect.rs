@@ -256,8 +256,11 @@ async fn the_conversation_is_replayed_into_the_new_session() {
         !second
             .received
             .iter()
-            .any(|e| e["type"] == "response.create"),
-        "no second greeting: {types:?}"
+            .any(|e| e["type"] == "response.create"
+                && e["response"]["instructions"]
+                    .as_str()
+                    .is_some_and(|i| !i.is_empty())),
+        "no second greeting (the bridge may answer a caller turn, without instructions): {types:?}"
     );
     assert!(
         second.errors_sent == 0,

@@ -111,7 +111,12 @@ impl CallSetup {
         report: &mut ReportBuilder,
     ) -> Option<Arc<CallConfig>> {
         if self.started {
-            // A warm call's setup ran at the webhook, with what `start` carries now.
+            // A warm call's setup ran at the webhook, with what `start` carries now; the
+            // report has just read the real `start`, which names no profile when the number
+            // or the default chose it: the profile chosen then stands.
+            if let Some(name) = &self.profile {
+                report.set_profile(name);
+            }
             return None;
         }
         self.started = true;

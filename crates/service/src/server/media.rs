@@ -446,11 +446,13 @@ mod tests {
     /// 3488 bytes before the task became a driver (issue 19), 3512 after; 3616 with the
     /// state the silence clock, MCP calls and the 2026 settings added to the call, 3640 with
     /// the report's token usage; 3704 with prewarm (a warm call's claim, a Twilio socket that comes
-    /// later). Raised on purpose each time, with what it bought.
+    /// later); 3832 once the agent's keys (send_dtmf), per-profile audio format and dialect,
+    /// at_ms timing and confirmed barge-in (its state is boxed; its hooks are not) joined the
+    /// call in one session (issues 21–23). Raised on purpose each time, with what it bought.
     #[test]
     fn the_call_task_stays_small() {
         let size = returned_size(super::run);
         eprintln!("call task future: {size} bytes");
-        assert!(size <= 3712, "call task future: {size} bytes");
+        assert!(size <= 3840, "call task future: {size} bytes");
     }
 }
