@@ -7,17 +7,16 @@
 //! Tuning used only `TUNING` (one agent clip, two caller clips); `HELD_OUT` is every other clip,
 //! and `HELD_OUT_VOICE` swaps the voices (the caller's voice as the agent).
 
-use std::f32::consts::PI;
 use std::path::Path;
 
 use audio_codec_algorithms::{decode_ulaw, encode_ulaw};
 use callbridge::audio::echo::EchoGate;
+use callbridge::caller::Biquad;
 
 mod support;
 use support::Rng;
 
 const FRAME: usize = 160;
-const RATE: f32 = 8000.0;
 /// Line noise: RMS 20 of 32768 (−64 dBFS), a quiet but real line (speech here is ~−20 dBFS).
 const NOISE_RMS: f32 = 20.0;
 /// Echo frames are scored once the agent has spoken this long (the convergence time we state).
@@ -88,43 +87,6 @@ fn speech(names: &[&str]) -> Vec<f32> {
     out
 }
 
-/// A second-order section (RBJ cookbook), for the telephone band-pass.
-struct Biquad {
-    b: [f32; 3],
-    a: [f32; 2],
-    x: [f32; 2],
-    y: [f32; 2],
-}
-
-impl Biquad {
-    fn new(high_pass: bool, corner_hz: f32) -> Biquad {
-        let w = 2.0 * PI * corner_hz / RATE;
-        let alpha = w.sin() / (2.0 * std::f32::consts::FRAC_1_SQRT_2);
-        let cos = w.cos();
-        let a0 = 1.0 + alpha;
-        let b = if high_pass {
-            [(1.0 + cos) / 2.0, -(1.0 + cos), (1.0 + cos) / 2.0]
-        } else {
-            [(1.0 - cos) / 2.0, 1.0 - cos, (1.0 - cos) / 2.0]
-        };
-        Biquad {
-            b: b.map(|v| v / a0),
-            a: [-2.0 * cos / a0, (1.0 - alpha) / a0],
-            x: [0.0; 2],
-            y: [0.0; 2],
-        }
-    }
-
-    fn step(&mut self, x: f32) -> f32 {
-        let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
-            - self.a[0] * self.y[0]
-            - self.a[1] * self.y[1];
-        self.x = [x, self.x[0]];
-        self.y = [y, self.y[0]];
-        y
-    }
-}
-
 /// The echo the caller's side returns: `played` delayed, attenuated, band-limited to
 /// 300–3400 Hz (two sections each side), softly clipped near full scale. A delay that changes
 /// at `jump` (sample index) models the path changing (a phone moved, a codec re-buffering).
@@ -136,10 +98,10 @@ fn echo_path(
 ) -> Vec<f32> {
     let gain = 10f32.powf(level_db / 20.0);
     let mut band = [
-        Biquad::new(true, 300.0),
-        Biquad::new(true, 300.0),
-        Biquad::new(false, 3400.0),
-        Biquad::new(false, 3400.0),
+        Biquad::butterworth(300.0, true),
+        Biquad::butterworth(300.0, true),
+        Biquad::butterworth(3400.0, false),
+        Biquad::butterworth(3400.0, false),
     ];
     (0..played.len())
         .map(|n| {
@@ -148,7 +110,7 @@ fn echo_path(
                 _ => delay_ms,
             };
             let source = n.checked_sub(delay_ms * 8).map_or(0.0, |i| played[i]);
-            let filtered = band.iter_mut().fold(source * gain, |x, f| f.step(x));
+            let filtered = band.iter_mut().fold(source * gain, |x, f| f.run(x));
             // Soft clipping above ~−6 dBFS (a cheap loudspeaker or an overdriven hybrid).
             16000.0 * (filtered / 16000.0).tanh()
         })

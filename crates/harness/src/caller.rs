@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub mod dtmf_detect;
 mod echo;
 mod http;
-pub use echo::SpeakerEcho;
+pub use echo::{Biquad, SpeakerEcho};
 pub use http::{
     check_outbound_shape, fetch_twiml, post_form, stream_parameters_from_twiml,
     stream_url_from_twiml,

@@ -16,9 +16,10 @@ pub struct SpeakerEcho {
     pub level_db: f32,
 }
 
-/// A second-order section (RBJ audio-EQ cookbook, direct form I).
+/// A second-order section (RBJ audio-EQ cookbook, direct form I): the telephone band of the
+/// simulated echo path (also used by `tests/echo_gate.rs`'s phone path).
 #[derive(Debug, Clone, Copy, Default)]
-struct Biquad {
+pub struct Biquad {
     b: [f32; 3],
     a: [f32; 2],
     x: [f32; 2],
@@ -27,7 +28,7 @@ struct Biquad {
 
 impl Biquad {
     /// `high`: a high-pass at `f` Hz, else a low-pass; Q = 1/√2 (Butterworth), 8 kHz.
-    fn butterworth(f: f32, high: bool) -> Biquad {
+    pub fn butterworth(f: f32, high: bool) -> Biquad {
         let w = 2.0 * std::f32::consts::PI * f / 8000.0;
         let (sin, cos) = w.sin_cos();
         let alpha = sin / (2.0 * std::f32::consts::FRAC_1_SQRT_2);
@@ -44,7 +45,7 @@ impl Biquad {
         }
     }
 
-    fn run(&mut self, x: f32) -> f32 {
+    pub fn run(&mut self, x: f32) -> f32 {
         let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
             - self.a[0] * self.y[0]
             - self.a[1] * self.y[1];
