@@ -240,11 +240,9 @@ impl Call {
             self.bargein_resume(now);
             return;
         }
+        // The cut marks the turn real, so the turn's end (already past) asks for its answer.
         self.bargein_cut(now);
         if ended {
-            if let Some(b) = self.bargein.as_deref_mut() {
-                b.turn_over_agent = true;
-            }
             self.bargein_turn_ended(now);
         }
     }
